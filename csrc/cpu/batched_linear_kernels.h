@@ -1,0 +1,359 @@
+// Torch-free core loops of the batched_linear and fused_mlp2 CPU kernels.
+//
+// Everything here works on raw, contiguous, row-major pointers so that the C++ unit tests
+// (csrc/tests/test_batched_linear_kernels.cpp) can call these loops without libtorch. The
+// torch-facing kernels in csrc/cpu/batched_linear.cpp do the GEMMs with ATen and call these
+// loops for the parts that ATen cannot fuse.
+//
+// Notation: K weight points, J basis vectors, coefficient matrix C [K, J].
+//   W_k = sum_j C[k, j] B[j]           (any basis tensor, flattened to M numbers)
+//
+// The inner loops of the fused two-layer MLP have an AVX2+FMA version (compiled with a
+// function-level target attribute, selected at run time with __builtin_cpu_supports) and a
+// portable fallback, so the library never needs -march=native.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define LANDSCAPE_HAVE_AVX2_PATH 1
+#include <immintrin.h>
+#else
+#define LANDSCAPE_HAVE_AVX2_PATH 0
+#endif
+
+namespace landscape {
+namespace cpu {
+
+// Rows of hidden scratch the tile loops need (the AVX2 path handles 4 samples at a time).
+constexpr int64_t kMlpHiddenRows = 4;
+
+enum Activation : int64_t { kIdentity = 0, kRelu = 1, kTanh = 2 };
+
+inline bool valid_activation(int64_t activation) {
+  return activation == kIdentity || activation == kRelu || activation == kTanh;
+}
+
+// out[k, m] = sum_j coeffs[k, j] * basis[j, m] for k in [k_begin, k_end).
+// basis is [J, M] contiguous, out is [K, M] contiguous.
+template <typename T>
+void combine_basis(const T* coeffs, int64_t J, const T* basis, int64_t M, T* out,
+                   int64_t k_begin, int64_t k_end) {
+  for (int64_t k = k_begin; k < k_end; ++k) {
+    T* dst = out + k * M;
+    const T* c = coeffs + k * J;
+    const T c0 = c[0];
+    for (int64_t m = 0; m < M; ++m) dst[m] = c0 * basis[m];
+    for (int64_t j = 1; j < J; ++j) {
+      const T cj = c[j];
+      const T* src = basis + j * M;
+      for (int64_t m = 0; m < M; ++m) dst[m] += cj * src[m];
+    }
+  }
+}
+
+// Combination of per-basis projections for the shared-input batched linear layer.
+//   proj : [N, J, M]  (proj[n, j, :] = x[n] @ B_W[j]^T, i.e. one GEMM against all J bases)
+//   bias : [K, M] or nullptr (already combined per point)
+//   out  : [K, N, M]
+// out[k, n, :] = sum_j coeffs[k, j] proj[n, j, :] + bias[k, :]
+// for the flat (k, n) rows in [row_begin, row_end), row = k * N + n.
+template <typename T>
+void combine_projections(const T* coeffs, int64_t J, const T* proj, const T* bias, int64_t N,
+                         int64_t M, T* out, int64_t row_begin, int64_t row_end) {
+  for (int64_t row = row_begin; row < row_end; ++row) {
+    const int64_t k = row / N;
+    const int64_t n = row % N;
+    const T* c = coeffs + k * J;
+    const T* p = proj + n * J * M;
+    T* dst = out + row * M;
+    if (bias != nullptr) {
+      const T* b = bias + k * M;
+      for (int64_t m = 0; m < M; ++m) dst[m] = b[m];
+    } else {
+      for (int64_t m = 0; m < M; ++m) dst[m] = T(0);
+    }
+    for (int64_t j = 0; j < J; ++j) {
+      const T cj = c[j];
+      const T* pj = p + j * M;
+      for (int64_t m = 0; m < M; ++m) dst[m] += cj * pj[m];
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Fused two-layer MLP over one tile of samples.
+//
+// Inputs, all contiguous:
+//   z      : [n_end - n_begin, J, H]  first-layer projections of the tile's samples on every
+//            basis, z[n - n_begin, j, :] = x[n] @ B1[j]^T (one GEMM, done by the caller)
+//   coeffs : [K, J]
+//   b1     : [K, H] or nullptr, per-point first-layer bias (combined by the caller)
+//   w2     : [K, O, H]      per-point second-layer weights (combined by the caller)
+//   b2     : [K, O] or nullptr
+//   out    : [K, N, O]
+//   hidden : scratch of kMlpHiddenRows * H numbers (a few hidden rows; lives in L1)
+// For samples n in [n_begin, n_end) and all points k:
+//   h = act(sum_j C[k, j] z[n, j, :] + b1[k]);   out[k, n, o] = h . w2[k, o, :] + b2[k, o]
+// The points loop is outside the samples loop so the z tile stays in cache for all K points;
+// the hidden activations are never written out beyond a few rows.
+// ---------------------------------------------------------------------------------------
+
+template <typename T>
+inline T apply_activation(T v, int64_t activation) {
+  if (activation == kRelu) return v > T(0) ? v : T(0);
+  if (activation == kTanh) return std::tanh(v);
+  return v;
+}
+
+template <typename T>
+void mlp2_tile_generic(const T* z, const T* coeffs, const T* b1, const T* w2, const T* b2,
+                       T* out, T* hidden, int64_t N, int64_t K, int64_t J, int64_t H, int64_t O,
+                       int64_t activation, int64_t n_begin, int64_t n_end) {
+  for (int64_t k = 0; k < K; ++k) {
+    const T* c = coeffs + k * J;
+    const T* w2k = w2 + k * O * H;
+    for (int64_t n = n_begin; n < n_end; ++n) {
+      const T* zn = z + (n - n_begin) * J * H;
+      if (b1 != nullptr) {
+        const T* b1k = b1 + k * H;
+        for (int64_t h = 0; h < H; ++h) hidden[h] = b1k[h];
+      } else {
+        for (int64_t h = 0; h < H; ++h) hidden[h] = T(0);
+      }
+      for (int64_t j = 0; j < J; ++j) {
+        const T cj = c[j];
+        const T* zj = zn + j * H;
+        for (int64_t h = 0; h < H; ++h) hidden[h] += cj * zj[h];
+      }
+      if (activation != kIdentity) {
+        for (int64_t h = 0; h < H; ++h) hidden[h] = apply_activation(hidden[h], activation);
+      }
+      T* dst = out + (k * N + n) * O;
+      for (int64_t o = 0; o < O; ++o) {
+        const T* w = w2k + o * H;
+        // Four partial sums: the same association order as the vector path is not required,
+        // but breaking the dependency chain makes the scalar fallback ~3x faster.
+        T s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        int64_t h = 0;
+        for (; h + 4 <= H; h += 4) {
+          s0 += hidden[h] * w[h];
+          s1 += hidden[h + 1] * w[h + 1];
+          s2 += hidden[h + 2] * w[h + 2];
+          s3 += hidden[h + 3] * w[h + 3];
+        }
+        for (; h < H; ++h) s0 += hidden[h] * w[h];
+        dst[o] = (s0 + s1) + (s2 + s3) + (b2 != nullptr ? b2[k * O + o] : T(0));
+      }
+    }
+  }
+}
+
+#if LANDSCAPE_HAVE_AVX2_PATH
+
+#define LANDSCAPE_AVX2 __attribute__((target("avx2,fma")))
+
+// Minimal AVX2 vector traits so the float and double micro-kernels share one body.
+template <typename T>
+struct Avx2Vec;
+
+template <>
+struct Avx2Vec<float> {
+  using V = __m256;
+  static constexpr int kWidth = 8;
+  LANDSCAPE_AVX2 static inline V load(const float* p) { return _mm256_loadu_ps(p); }
+  LANDSCAPE_AVX2 static inline void store(float* p, V v) { _mm256_storeu_ps(p, v); }
+  LANDSCAPE_AVX2 static inline V set1(float v) { return _mm256_set1_ps(v); }
+  LANDSCAPE_AVX2 static inline V zero() { return _mm256_setzero_ps(); }
+  LANDSCAPE_AVX2 static inline V fmadd(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+  LANDSCAPE_AVX2 static inline V add(V a, V b) { return _mm256_add_ps(a, b); }
+  LANDSCAPE_AVX2 static inline V max(V a, V b) { return _mm256_max_ps(a, b); }
+  LANDSCAPE_AVX2 static inline float hsum(V v) {
+    __m128 lo = _mm256_castps256_ps128(v);
+    __m128 hi = _mm256_extractf128_ps(v, 1);
+    lo = _mm_add_ps(lo, hi);
+    __m128 shuf = _mm_movehdup_ps(lo);
+    __m128 sums = _mm_add_ps(lo, shuf);
+    shuf = _mm_movehl_ps(shuf, sums);
+    sums = _mm_add_ss(sums, shuf);
+    return _mm_cvtss_f32(sums);
+  }
+};
+
+template <>
+struct Avx2Vec<double> {
+  using V = __m256d;
+  static constexpr int kWidth = 4;
+  LANDSCAPE_AVX2 static inline V load(const double* p) { return _mm256_loadu_pd(p); }
+  LANDSCAPE_AVX2 static inline void store(double* p, V v) { _mm256_storeu_pd(p, v); }
+  LANDSCAPE_AVX2 static inline V set1(double v) { return _mm256_set1_pd(v); }
+  LANDSCAPE_AVX2 static inline V zero() { return _mm256_setzero_pd(); }
+  LANDSCAPE_AVX2 static inline V fmadd(V a, V b, V c) { return _mm256_fmadd_pd(a, b, c); }
+  LANDSCAPE_AVX2 static inline V add(V a, V b) { return _mm256_add_pd(a, b); }
+  LANDSCAPE_AVX2 static inline V max(V a, V b) { return _mm256_max_pd(a, b); }
+  LANDSCAPE_AVX2 static inline double hsum(V v) {
+    __m128d lo = _mm256_castpd256_pd128(v);
+    __m128d hi = _mm256_extractf128_pd(v, 1);
+    lo = _mm_add_pd(lo, hi);
+    __m128d hi64 = _mm_unpackhi_pd(lo, lo);
+    return _mm_cvtsd_f64(_mm_add_sd(lo, hi64));
+  }
+};
+
+// hidden[0:H] = act(sum_j c[j] zn[j, :] + b1k)   (b1k may be nullptr)
+template <typename T>
+LANDSCAPE_AVX2 void mlp2_hidden_row_avx2(const T* zn, const T* c, const T* b1k, T* hidden,
+                                         int64_t J, int64_t H, int64_t activation) {
+  using Vec = Avx2Vec<T>;
+  constexpr int W = Vec::kWidth;
+  const bool relu = activation == kRelu;
+  int64_t h = 0;
+  if (J == 3) {  // planes (w, d1, d2): the common case, unrolled over j
+    const auto c0 = Vec::set1(c[0]), c1 = Vec::set1(c[1]), c2 = Vec::set1(c[2]);
+    const T* z0 = zn;
+    const T* z1 = zn + H;
+    const T* z2 = zn + 2 * H;
+    for (; h + W <= H; h += W) {
+      auto acc = b1k != nullptr ? Vec::load(b1k + h) : Vec::zero();
+      acc = Vec::fmadd(c0, Vec::load(z0 + h), acc);
+      acc = Vec::fmadd(c1, Vec::load(z1 + h), acc);
+      acc = Vec::fmadd(c2, Vec::load(z2 + h), acc);
+      if (relu) acc = Vec::max(acc, Vec::zero());
+      Vec::store(hidden + h, acc);
+    }
+  } else {
+    for (; h + W <= H; h += W) {
+      auto acc = b1k != nullptr ? Vec::load(b1k + h) : Vec::zero();
+      for (int64_t j = 0; j < J; ++j) {
+        acc = Vec::fmadd(Vec::set1(c[j]), Vec::load(zn + j * H + h), acc);
+      }
+      if (relu) acc = Vec::max(acc, Vec::zero());
+      Vec::store(hidden + h, acc);
+    }
+  }
+  for (; h < H; ++h) {
+    T acc = b1k != nullptr ? b1k[h] : T(0);
+    for (int64_t j = 0; j < J; ++j) acc += c[j] * zn[j * H + h];
+    if (relu) acc = acc > T(0) ? acc : T(0);
+    hidden[h] = acc;
+  }
+  if (activation == kTanh) {
+    for (int64_t i = 0; i < H; ++i) hidden[i] = std::tanh(hidden[i]);
+  }
+}
+
+// dst[r * O + o] = hidden[r, :] . w[o, :] for R hidden rows (row stride H) and OB
+// consecutive output rows of w (row stride H). R * OB accumulators stay in registers, so each
+// vector of w is loaded once for R samples and each hidden vector once for OB outputs.
+template <typename T, int R, int OB>
+LANDSCAPE_AVX2 inline void mlp2_output_block_avx2(const T* hidden, const T* w, int64_t H,
+                                                  int64_t O, T* dst) {
+  using Vec = Avx2Vec<T>;
+  constexpr int W = Vec::kWidth;
+  typename Vec::V acc[R][OB];
+  for (int r = 0; r < R; ++r)
+    for (int o = 0; o < OB; ++o) acc[r][o] = Vec::zero();
+  int64_t h = 0;
+  for (; h + W <= H; h += W) {
+    typename Vec::V hv[R];
+    for (int r = 0; r < R; ++r) hv[r] = Vec::load(hidden + r * H + h);
+    for (int o = 0; o < OB; ++o) {
+      const auto wv = Vec::load(w + o * H + h);
+      for (int r = 0; r < R; ++r) acc[r][o] = Vec::fmadd(hv[r], wv, acc[r][o]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    for (int o = 0; o < OB; ++o) {
+      T s = Vec::hsum(acc[r][o]);
+      for (int64_t i = h; i < H; ++i) s += hidden[r * H + i] * w[o * H + i];
+      dst[r * O + o] = s;
+    }
+  }
+}
+
+// All O outputs of R consecutive samples: blocks of 3 outputs (R=4 -> 12 accumulators),
+// then the remainder.
+template <typename T, int R>
+LANDSCAPE_AVX2 inline void mlp2_outputs_avx2(const T* hidden, const T* w2k, int64_t H,
+                                             int64_t O, T* dst) {
+  constexpr int OB = R >= 4 ? 3 : (R == 2 ? 5 : 8);
+  int64_t o = 0;
+  for (; o + OB <= O; o += OB) {
+    mlp2_output_block_avx2<T, R, OB>(hidden, w2k + o * H, H, O, dst + o);
+  }
+  for (; o + 2 <= O; o += 2) mlp2_output_block_avx2<T, R, 2>(hidden, w2k + o * H, H, O, dst + o);
+  if (o < O) mlp2_output_block_avx2<T, R, 1>(hidden, w2k + o * H, H, O, dst + o);
+}
+
+template <typename T>
+LANDSCAPE_AVX2 void mlp2_tile_avx2(const T* z, const T* coeffs, const T* b1, const T* w2,
+                                   const T* b2, T* out, T* hidden, int64_t N, int64_t K,
+                                   int64_t J, int64_t H, int64_t O, int64_t activation,
+                                   int64_t n_begin, int64_t n_end) {
+  constexpr int R = 4;
+  for (int64_t k = 0; k < K; ++k) {
+    const T* c = coeffs + k * J;
+    const T* b1k = b1 != nullptr ? b1 + k * H : nullptr;
+    const T* w2k = w2 + k * O * H;
+    int64_t n = n_begin;
+    for (; n < n_end; n += R) {
+      const int64_t rows = std::min<int64_t>(R, n_end - n);
+      for (int64_t r = 0; r < rows; ++r) {
+        mlp2_hidden_row_avx2<T>(z + (n - n_begin + r) * J * H, c, b1k, hidden + r * H, J, H,
+                                activation);
+      }
+      T* dst = out + (k * N + n) * O;
+      if (rows == R) {
+        mlp2_outputs_avx2<T, R>(hidden, w2k, H, O, dst);
+      } else {
+        for (int64_t r = 0; r < rows; ++r) {
+          mlp2_outputs_avx2<T, 1>(hidden + r * H, w2k, H, O, dst + r * O);
+        }
+      }
+      if (b2 != nullptr) {
+        const T* b2k = b2 + k * O;
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t i = 0; i < O; ++i) dst[r * O + i] += b2k[i];
+      }
+    }
+  }
+}
+
+#undef LANDSCAPE_AVX2
+
+inline bool cpu_has_avx2_fma() {
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }();
+  return has;
+}
+
+#else
+
+inline bool cpu_has_avx2_fma() { return false; }
+
+#endif  // LANDSCAPE_HAVE_AVX2_PATH
+
+// Runtime dispatch: the AVX2+FMA micro-kernels where the CPU has them, the portable loops
+// otherwise (or when use_simd is false, which the unit tests use to check both paths).
+template <typename T>
+void mlp2_tile(const T* z, const T* coeffs, const T* b1, const T* w2, const T* b2, T* out,
+               T* hidden, int64_t N, int64_t K, int64_t J, int64_t H, int64_t O,
+               int64_t activation, int64_t n_begin, int64_t n_end, bool use_simd = true) {
+#if LANDSCAPE_HAVE_AVX2_PATH
+  if (use_simd && cpu_has_avx2_fma()) {
+    mlp2_tile_avx2<T>(z, coeffs, b1, w2, b2, out, hidden, N, K, J, H, O, activation, n_begin,
+                      n_end);
+    return;
+  }
+#endif
+  (void)use_simd;
+  mlp2_tile_generic<T>(z, coeffs, b1, w2, b2, out, hidden, N, K, J, H, O, activation, n_begin,
+                       n_end);
+}
+
+}  // namespace cpu
+}  // namespace landscape

@@ -1,0 +1,44 @@
+"""landscape: loss surfaces, mode connectivity and ensembles of saved checkpoints.
+
+``import landscape as ls`` gives the main types and functions; see ``docs/api.md``.
+"""
+
+__version__ = "0.1.0"
+
+from . import metrics
+from .bn import BN_MODES
+from .data import DataError, TensorData, load_data
+from .evaluate import PATHS, PRECISIONS, EvalResult, MemoryBudgetError, evaluate, evaluate_points
+from .io import ResultExistsError, ResultFileError, create_result, open_result
+from .pointset import PointSet
+from .weights import CheckpointError, Layout, Weights, load_checkpoint, load_weights, save_weights
+from . import models
+from .models import build_model
+
+__all__ = [
+    "__version__",
+    "BN_MODES",
+    "PATHS",
+    "PRECISIONS",
+    "CheckpointError",
+    "DataError",
+    "EvalResult",
+    "Layout",
+    "MemoryBudgetError",
+    "PointSet",
+    "ResultExistsError",
+    "ResultFileError",
+    "TensorData",
+    "Weights",
+    "build_model",
+    "create_result",
+    "evaluate",
+    "evaluate_points",
+    "load_checkpoint",
+    "load_data",
+    "load_weights",
+    "metrics",
+    "models",
+    "open_result",
+    "save_weights",
+]

@@ -1,0 +1,683 @@
+"""The batched evaluation engine: metrics of a model at many weight points.
+
+:func:`evaluate` takes any ``nn.Module``, a :class:`~landscape.pointset.PointSet` (or a list
+of :class:`~landscape.weights.Weights`) and a dataset, and returns loss, accuracy or any
+other metric at every point. The user's module is never modified: points are evaluated with
+:func:`torch.func.functional_call` on a private copy.
+
+Three execution paths, chosen automatically (``path="auto"``) and reported in the result:
+
+``fused``
+    Models that are a plain stack of ``nn.Linear`` layers and elementwise activations
+    (an MLP) run through the compiled ``batched_linear`` / ``fused_mlp2`` ops, which
+    synthesise each point's weights from the basis inside the kernel: the first layer costs
+    J products for any number of points, and a two-layer network never writes the hidden
+    activations of its points out.
+``vmap``
+    ``torch.func.vmap`` of ``functional_call`` over a chunk of points (the default on GPUs).
+``loop``
+    One point after another through ``functional_call`` with large sample batches. On CPUs
+    this is faster than ``vmap`` for convolutional networks, and models that ``vmap``
+    cannot trace fall back to it with a warning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+
+from . import bn as bnlib
+from .metrics import Metric, resolve_metrics
+from .pointset import PointSet
+from .weights import Weights
+
+__all__ = [
+    "EvalResult",
+    "MemoryBudgetError",
+    "PRECISIONS",
+    "PATHS",
+    "evaluate",
+    "evaluate_points",
+]
+
+PRECISIONS = ("fp64", "fp32", "tf32", "bf16")
+PATHS = ("auto", "fused", "vmap", "loop")
+_ACTIVATIONS = {nn.ReLU: ("relu", 1), nn.Tanh: ("tanh", 2), nn.Identity: ("identity", 0), nn.Dropout: ("identity", 0)}
+
+
+class MemoryBudgetError(MemoryError):
+    """The memory budget cannot hold the evaluation of a single point."""
+
+
+@dataclass
+class EvalResult:
+    """Metrics at every point of a point set.
+
+    Attributes
+    ----------
+    metrics : dict of str to ndarray[K]
+        One float64 array per metric; NaN for points not evaluated.
+    path : str
+        The execution path used (``fused``, ``vmap`` or ``loop``).
+    points_per_pass, batch_size : int
+        Chunking chosen from the memory budget.
+    seconds : float
+        Wall time of the evaluation (excluding file set-up).
+    evaluated : int
+        Number of points computed in this call (fewer than K when resuming).
+    """
+
+    metrics: dict[str, np.ndarray]
+    path: str
+    points_per_pass: int
+    batch_size: int
+    seconds: float
+    evaluated: int
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.metrics[name]
+
+    @property
+    def points_per_second(self) -> float:
+        return self.evaluated / self.seconds if self.seconds > 0 else float("nan")
+
+    def __repr__(self) -> str:
+        ms = ", ".join(f"{k}: [{v.shape[0]}]" for k, v in self.metrics.items())
+        return f"EvalResult({ms}, path={self.path!r}, {self.points_per_second:.1f} points/s)"
+
+
+# ---------------------------------------------------------------------------- data
+def _as_batches(data) -> tuple[Callable[[int], Iterable[tuple[torch.Tensor, torch.Tensor]]], int]:
+    """Normalise a dataset argument to ``batches(batch_size)`` and its length."""
+    if hasattr(data, "x") and hasattr(data, "y"):
+        x, y = data.x, data.y
+    elif isinstance(data, (tuple, list)) and len(data) == 2 and all(torch.is_tensor(t) for t in data):
+        x, y = data
+    else:
+        raise TypeError(
+            f"data should be a TensorData (landscape.load_data) or a tuple (x, y) of tensors, "
+            f"got {type(data).__name__}"
+        )
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"data has {x.shape[0]} inputs but {y.shape[0]} targets")
+    if x.shape[0] == 0:
+        raise ValueError("data is empty (0 samples)")
+
+    def batches(bs: int):
+        for i in range(0, x.shape[0], bs):
+            yield x[i : i + bs], y[i : i + bs]
+
+    return batches, int(x.shape[0])
+
+
+class _DeviceData:
+    """A dataset moved once to the compute device and dtype."""
+
+    def __init__(self, data, device: torch.device, dtype: torch.dtype):
+        batches, n = _as_batches(data)
+        (x, y), = list(batches(n))
+        self.x = x.to(device=device, dtype=dtype if x.is_floating_point() else None)
+        self.y = y.to(device=device)
+        self.n = n
+
+    def batches(self, bs: int):
+        for i in range(0, self.n, bs):
+            yield self.x[i : i + bs], self.y[i : i + bs]
+
+    def inputs(self, bs: int):
+        for i in range(0, self.n, bs):
+            yield self.x[i : i + bs]
+
+
+# ---------------------------------------------------------------------------- precision
+@contextlib.contextmanager
+def _precision_context(precision: str, device: torch.device):
+    cuda_matmul = torch.backends.cuda.matmul.allow_tf32
+    cudnn_tf32 = torch.backends.cudnn.allow_tf32
+    cudnn_det = torch.backends.cudnn.deterministic
+    cudnn_bench = torch.backends.cudnn.benchmark
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+        torch.backends.cudnn.allow_tf32 = precision == "tf32"
+        if precision in ("fp32", "fp64"):
+            torch.backends.cudnn.deterministic = True
+            torch.backends.cudnn.benchmark = False
+        if precision == "bf16":
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+                yield
+        else:
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = cuda_matmul
+        torch.backends.cudnn.allow_tf32 = cudnn_tf32
+        torch.backends.cudnn.deterministic = cudnn_det
+        torch.backends.cudnn.benchmark = cudnn_bench
+
+
+# ---------------------------------------------------------------------------- fused MLP plan
+def linear_stack(model: nn.Module) -> tuple[list[tuple[str, int]], bool] | None:
+    """If ``model`` is a plain ``nn.Sequential`` chain of (optional leading ``Flatten``)
+    ``Linear`` layers and elementwise activations: the linear layers' names, each with the
+    activation code that follows it (0 identity, 1 relu, 2 tanh), and whether the input is
+    flattened first; otherwise None."""
+
+    def leaves(mod: nn.Module, prefix: str):
+        if isinstance(mod, nn.Sequential) and type(mod).forward is nn.Sequential.forward:
+            for name, child in mod.named_children():
+                yield from leaves(child, f"{prefix}{name}.")
+        elif type(mod).forward is not nn.Sequential.forward and list(mod.children()):
+            # a custom container whose forward we cannot see through
+            yield prefix.rstrip("."), None
+        else:
+            yield prefix.rstrip("."), mod
+
+    seq = list(leaves(model, ""))
+    if any(m is None for _, m in seq):
+        return None
+    plan: list[list] = []
+    flatten = False
+    for i, (name, mod) in enumerate(seq):
+        if isinstance(mod, nn.Flatten):
+            if i != 0 or mod.start_dim != 1 or mod.end_dim != -1:
+                return None
+            flatten = True
+        elif isinstance(mod, nn.Linear):
+            plan.append([name, 0])
+        elif type(mod) in _ACTIVATIONS:
+            code = _ACTIVATIONS[type(mod)][1]
+            if code == 0:
+                continue
+            if not plan or plan[-1][1] != 0:
+                return None  # activation before the first layer, or two in a row
+            plan[-1][1] = code
+        else:
+            return None
+    if not plan:
+        return None
+    return [(n, c) for n, c in plan], flatten
+
+
+def _activate(h: torch.Tensor, code: int) -> torch.Tensor:
+    if code == 1:
+        return torch.relu(h)
+    if code == 2:
+        return torch.tanh(h)
+    return h
+
+
+class _FusedMLP:
+    """Evaluates an MLP at many points from the basis, through the compiled ops."""
+
+    def __init__(self, plan, points: PointSet, dtype, device, flatten: bool):
+        from . import ops
+
+        self.ops = ops
+        self.plan = plan
+        self.flatten = flatten
+        self.layers = []
+        for name, act in plan:
+            p = f"{name}." if name else ""
+            w = points.basis_tensor(p + "weight", dtype=dtype).to(device)
+            b = points.basis_tensor(p + "bias", dtype=dtype).to(device) if (p + "bias") in points.layout else None
+            self.layers.append((w, b, act))
+
+    def __call__(self, coeffs: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if self.flatten:
+            x = x.flatten(1)
+        L = self.layers
+        if len(L) == 2:
+            (w1, b1, a1), (w2, b2, a2) = L
+            out = self.ops.fused_mlp2(x, w1, b1, w2, b2, coeffs, a1)
+            return _activate(out, a2)
+        h = x
+        for w, b, act in L:
+            h = _activate(self.ops.batched_linear(h, w, b, coeffs), act)
+        return h
+
+
+# ---------------------------------------------------------------------------- runners
+def _per_point_apply(vectorized: bool):
+    """``apply(fn, tensors, x)``: ``fn(point, x)`` at every point, stacked along dim 0."""
+    if vectorized:
+
+        def apply(fn, tensors, x):
+            return vmap(fn, in_dims=(0, None))(tensors, x)
+
+    else:
+
+        def apply(fn, tensors, x):
+            k = next(iter(tensors.values())).shape[0]
+            return torch.stack([fn({n: t[i] for n, t in tensors.items()}, x) for i in range(k)])
+
+    return apply
+
+
+def _activation_bytes_per_sample(model: nn.Module, point: dict, x1: torch.Tensor) -> int:
+    """Bytes of module outputs for one sample (a probe forward with hooks)."""
+    total = [0]
+
+    def hook(mod, args, out):
+        if torch.is_tensor(out):
+            total[0] += out.numel() * out.element_size()
+
+    leaves = [m for m in model.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    try:
+        with torch.no_grad():
+            functional_call(model, point, (x1,))
+    finally:
+        for h in handles:
+            h.remove()
+    return max(total[0], x1.numel() * x1.element_size())
+
+
+def _default_budget(device: torch.device) -> int:
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(0.6 * free)
+    try:
+        with open("/proc/meminfo") as f:
+            info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f}
+        return int(0.25 * info.get("MemAvailable", info.get("MemFree", 8 << 30)))
+    except OSError:  # pragma: no cover
+        return 4 << 30
+
+
+def _is_oom(e: BaseException) -> bool:
+    return isinstance(e, torch.OutOfMemoryError) or (
+        isinstance(e, RuntimeError) and "out of memory" in str(e).lower()
+    )
+
+
+# ---------------------------------------------------------------------------- engine
+def evaluate_points(
+    model: nn.Module,
+    points: PointSet | Weights | Sequence[Weights],
+    data,
+    metrics: Sequence[str | Callable | Metric] = ("loss", "acc"),
+    *,
+    bn: str = "running",
+    bn_data=None,
+    precision: str = "fp32",
+    device: str | torch.device | None = None,
+    batch_size: int | None = None,
+    bn_batch_size: int = 128,
+    max_memory: int | float | None = None,
+    points_per_pass: int | None = None,
+    path: str = "auto",
+    indices: Sequence[int] | np.ndarray | None = None,
+    on_chunk: Callable[[np.ndarray, dict[str, np.ndarray]], None] | None = None,
+    progress: bool = True,
+    desc: str = "evaluate",
+) -> EvalResult:
+    """Metrics at the points of ``points``; the in-memory core of :func:`evaluate`.
+
+    Takes the same arguments as :func:`evaluate` apart from the file ones, plus
+    ``indices`` (evaluate only these points; others stay NaN) and ``on_chunk`` (called
+    with the point indices and metric values of every finished chunk, in order).
+    """
+    t_start = time.perf_counter()
+    points = _as_pointset(points)
+    metric_objs = resolve_metrics(metrics)
+    if bn not in bnlib.BN_MODES:
+        raise ValueError(f"bn should be one of {bnlib.BN_MODES}, got {bn!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision should be one of {PRECISIONS}, got {precision!r}")
+    if path not in PATHS:
+        raise ValueError(f"path should be one of {PATHS}, got {path!r}")
+    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model should be a torch.nn.Module, got {type(model).__name__}")
+    model_names = list(model.state_dict().keys())
+    if model_names != points.layout.names():
+        missing = [n for n in model_names if n not in points.layout]
+        extra = [n for n in points.layout.names() if n not in model_names]
+        what = f"model has '{missing[0]}' which the points lack" if missing else (
+            f"points have '{extra[0]}' which the model lacks" if extra else "their order differs")
+        raise ValueError(f"points do not match the model: {what}")
+
+    K = points.K
+    todo = np.arange(K, dtype=np.int64) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
+    if todo.size and (todo.min() < 0 or todo.max() >= K):
+        raise IndexError(f"indices should lie in [0, {K}), got min {todo.min()} and max {todo.max()}")
+    results = {m.name: np.full(K, np.nan) for m in metric_objs}
+
+    dtype = torch.float64 if precision == "fp64" else torch.float32
+    work = copy.deepcopy(model).to(device=device, dtype=dtype).eval()
+    for p in work.parameters():
+        p.requires_grad_(False)
+    with torch.no_grad():
+        basis = points.basis.to(device=device, dtype=dtype)
+    pts = PointSet(basis, points.coeffs, points.layout, extras={k: v.to(device) for k, v in points.extras.items()}, names=points.names)
+    ddata = _DeviceData(data, device, dtype)
+    has_bn = bnlib.has_batchnorm(work)
+    if bn != "running" and has_bn:
+        bdata = _DeviceData(bn_data if bn_data is not None else data, device, dtype)
+    else:
+        bdata = None
+
+    sq_norms = None
+    if any(m.needs_weight_norm for m in metric_objs):
+        G = pts.gram(points.layout.parameter_mask())
+        sq_norms = torch.einsum("kj,jl,kl->k", points.coeffs, G, points.coeffs)
+
+    # ---- path
+    stack = linear_stack(work)
+    plan, flatten = stack if stack is not None else (None, False)
+    fused_ok = (
+        plan is not None
+        and precision in ("fp32", "fp64", "tf32")
+        and (ddata.x.dim() == 2 or flatten)
+    )
+    if path == "fused" and not fused_ok:
+        raise ValueError(
+            "path='fused' needs an nn.Sequential of Linear layers and ReLU/Tanh activations "
+            f"at precision fp32/tf32/fp64; got {type(model).__name__} at {precision}"
+        )
+    chosen = path
+    if path == "auto":
+        chosen = "fused" if fused_ok else ("vmap" if device.type == "cuda" else "loop")
+
+    # ---- memory plan
+    itemsize = torch.finfo(dtype).bits // 8
+    budget = int(max_memory) if max_memory is not None else _default_budget(device)
+    point0 = {n: t[0] for n, t in pts.tensors([0]).items()} if K else {}
+    x1 = ddata.x[:1]
+    act = _activation_bytes_per_sample(work, point0, x1)
+    n_batch = int(batch_size) if batch_size else min(ddata.n, 2048 if device.type == "cuda" else 1024)
+    P_bytes = pts.P * itemsize
+    base = pts.J * P_bytes + ddata.x.numel() * ddata.x.element_size()
+
+    def need(k: int, n: int) -> int:
+        if chosen == "fused":
+            return base + k * n * act
+        if chosen == "vmap":
+            return base + k * (P_bytes + n * act)
+        return base + k * P_bytes + n * act
+
+    while n_batch > 1 and need(1, n_batch) > budget:
+        n_batch //= 2
+    if need(1, n_batch) > budget:
+        raise MemoryBudgetError(
+            f"max_memory={budget} bytes is too small for one point: it needs at least "
+            f"{need(1, 1)} bytes (basis {pts.J} x {P_bytes} bytes, data, and {act} bytes of "
+            "activations per sample)"
+        )
+    k_pass = points_per_pass or 64
+    k_pass = max(1, min(k_pass, K or 1))
+    while k_pass > 1 and need(k_pass, n_batch) > budget:
+        k_pass //= 2
+
+    # ---- runners
+    fused = _FusedMLP(plan, pts, dtype, device, flatten) if chosen == "fused" else None
+
+    def outputs_for(tensors, coeffs, x, vectorized):
+        if fused is not None:
+            return fused(coeffs, x)
+        fn = lambda p, xb: functional_call(work, p, (xb,))  # noqa: E731
+        return _per_point_apply(vectorized)(fn, tensors, x)
+
+    def run_chunk(idx: np.ndarray, vectorized: bool) -> dict[str, np.ndarray]:
+        coeffs = points.coeffs[torch.as_tensor(idx)].to(device=device, dtype=dtype)
+        tensors = None if fused is not None else pts.tensors(idx)
+        if has_bn and bn == "recompute" and tensors is not None:
+            apply = _per_point_apply(vectorized)
+            fn = lambda p, xb: functional_call(work, p, (xb,))  # noqa: E731
+            tensors = bnlib.recompute_bn(lambda t, xb: apply(fn, t, xb), work, tensors, bdata.inputs(bn_batch_size))
+        elif has_bn and bn == "recompute-exact" and tensors is not None:
+            tensors = bnlib.recompute_bn_exact(
+                _per_point_apply(vectorized), work, tensors, lambda: bdata.inputs(bn_batch_size)
+            )
+        sums = {m.name: torch.zeros(len(idx), dtype=torch.float64, device=device) for m in metric_objs}
+        for xb, yb in ddata.batches(n_batch):
+            out = outputs_for(tensors, coeffs, xb, vectorized)
+            for m in metric_objs:
+                sums[m.name] += m.batch_sum(out, yb).to(torch.float64)
+        vals = {}
+        for m in metric_objs:
+            sq = sq_norms[torch.as_tensor(idx)].to(device) if sq_norms is not None else None
+            vals[m.name] = m.finalize(sums[m.name], ddata.n, sq).cpu().numpy()
+        return vals
+
+    vectorized = chosen == "vmap"
+    bar = _progress(len(todo), desc, progress)
+    pos = 0
+    try:
+        with _precision_context(precision, device), torch.no_grad():
+            while pos < len(todo):
+                idx = todo[pos : pos + k_pass]
+                try:
+                    vals = run_chunk(idx, vectorized)
+                except Exception as e:  # noqa: BLE001 - classified below
+                    if _is_oom(e):
+                        if device.type == "cuda":
+                            torch.cuda.empty_cache()
+                        if k_pass > 1:
+                            k_pass = max(1, k_pass // 2)
+                        elif n_batch > 1:
+                            n_batch = max(1, n_batch // 2)
+                        else:
+                            raise MemoryBudgetError(
+                                "out of memory evaluating a single point on a single sample"
+                            ) from e
+                        continue
+                    if vectorized and _is_vmap_failure(e):
+                        warnings.warn(
+                            f"vmap cannot evaluate {type(model).__name__} ({str(e).splitlines()[0][:120]}); "
+                            "falling back to the per-point path",
+                            stacklevel=2,
+                        )
+                        vectorized, chosen = False, "loop"
+                        continue
+                    raise
+                for name, v in vals.items():
+                    results[name][idx] = v
+                if on_chunk is not None:
+                    on_chunk(idx, vals)
+                pos += len(idx)
+                bar.update(len(idx))
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - t_start
+    return EvalResult(
+        metrics=results,
+        path=chosen,
+        points_per_pass=k_pass,
+        batch_size=n_batch,
+        seconds=seconds,
+        evaluated=int(len(todo)),
+        info={"device": str(device), "precision": precision, "bn": bn, "memory_budget": budget},
+    )
+
+
+def _is_vmap_failure(e: BaseException) -> bool:
+    msg = str(e)
+    return isinstance(e, (RuntimeError, NotImplementedError, ValueError)) and (
+        "vmap" in msg or "Batching rule" in msg or "batched" in msg.lower() or ".item()" in msg
+    )
+
+
+class _NullBar:
+    def update(self, n):
+        pass
+
+    def close(self):
+        pass
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    if not enabled or total == 0:
+        return _NullBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="pt", dynamic_ncols=True, leave=False)
+
+
+def _as_pointset(points) -> PointSet:
+    if isinstance(points, PointSet):
+        return points
+    if isinstance(points, Weights):
+        return PointSet.explicit([points])
+    if isinstance(points, (list, tuple)) and points and all(isinstance(p, Weights) for p in points):
+        return PointSet.explicit(list(points))
+    raise TypeError(
+        f"points should be a PointSet, Weights or a list of Weights, got {type(points).__name__}"
+    )
+
+
+def evaluate(
+    model: nn.Module,
+    points: PointSet | Weights | Sequence[Weights],
+    data,
+    metrics: Sequence[str | Callable | Metric] = ("loss", "acc"),
+    *,
+    bn: str = "running",
+    bn_data=None,
+    precision: str = "fp32",
+    device: str | torch.device | None = None,
+    batch_size: int | None = None,
+    bn_batch_size: int = 128,
+    max_memory: int | float | None = None,
+    points_per_pass: int | None = None,
+    path: str = "auto",
+    progress: bool = True,
+    out: str | os.PathLike | None = None,
+    resume: bool = False,
+    force: bool = False,
+    attrs: Mapping[str, Any] | None = None,
+) -> EvalResult:
+    """Evaluate metrics of ``model`` at every weight point of ``points`` over ``data``.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Any module; only its structure is used (a private copy is evaluated with
+        :func:`torch.func.functional_call`); never modified.
+    points : PointSet or Weights or list of Weights
+        K weight points ``C @ B`` sharing the model's layout.
+    data : TensorData or tuple of (Tensor[N, ...], Tensor[N])
+        Inputs and targets the metrics average over.
+    metrics : sequence of str or callable or Metric
+        ``"loss"`` (mean cross-entropy), ``"acc"``, ``"err"`` (%), ``"mse"``, any
+        ``fn(output, target) -> scalar`` averaging over its batch, or
+        :func:`landscape.metrics.l2_regularized`.
+    bn : {"running", "recompute", "recompute-exact"}
+        BatchNorm statistics: the points' own, recomputed per point as
+        ``update_bn(momentum=None)`` does, or exactly those of the whole dataset as one batch
+        (see :mod:`landscape.bn`).
+    bn_data : TensorData or tuple, optional
+        Data for recomputing statistics (default ``data``); usually the train split.
+    precision : {"fp32", "fp64", "tf32", "bf16"}
+        fp32 is the default and deterministic; fp64 is the oracle mode.
+    device : str or torch.device, optional
+        Default: CUDA when available, else CPU.
+    batch_size : int, optional
+        Samples per pass (default from the memory budget, at most 1024 on CPU, 2048 on GPU).
+    bn_batch_size : int
+        Batch size of the statistics pass (``update_bn`` uses the loader's).
+    max_memory : int, optional
+        Memory budget in bytes (default 60% of free GPU memory, 25% of available RAM).
+        Points per pass and batch size follow from it; out-of-memory errors halve them.
+    points_per_pass : int, optional
+        Upper bound on points per pass (default 64).
+    path : {"auto", "fused", "vmap", "loop"}
+        Execution path; ``auto`` picks the fused MLP kernels when the model allows, else vmap
+        on GPUs and the per-point loop on CPUs (where vmap is slower).
+    progress : bool
+        Show a progress bar (``tqdm.auto``) with points per second.
+    out : path, optional
+        Also write the results to this HDF5 file (see ``docs/h5-format.md``).
+    resume : bool
+        Continue an existing ``out`` file: only points not yet done are computed.
+    force : bool
+        Overwrite an existing ``out`` file.
+    attrs : mapping, optional
+        Extra attributes for the file (model spec, checkpoints, data spec...).
+
+    Returns
+    -------
+    EvalResult
+        ``result["loss"]`` etc. as float64 arrays of shape [K], plus the path used.
+
+    Examples
+    --------
+    >>> import torch, landscape as ls
+    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+    <torch._C.Generator object at ...>
+    >>> model = ls.models.build_model("mlp", {"in_features": 64, "widths": [32]})
+    >>> train = ls.load_data("digits", "train")
+    >>> w0, w1 = ls.Weights.from_module(model), ls.Weights.from_module(ls.models.build_model("mlp", {"in_features": 64, "widths": [32]}))
+    >>> line = ls.PointSet.from_weights([w0, w1], [[1 - t, t] for t in (0.0, 0.5, 1.0)])
+    >>> res = ls.evaluate(model, line, train, progress=False)
+    >>> res["loss"].shape, res.path
+    ((3,), 'fused')
+    """
+    points = _as_pointset(points)
+    if out is None:
+        return evaluate_points(
+            model, points, data, metrics, bn=bn, bn_data=bn_data, precision=precision,
+            device=device, batch_size=batch_size, bn_batch_size=bn_batch_size,
+            max_memory=max_memory, points_per_pass=points_per_pass, path=path, progress=progress,
+        )
+    from . import io
+
+    metric_names = [m.name for m in resolve_metrics(metrics)]
+    file_attrs = run_attributes(points, data, metric_names, bn=bn, bn_data=bn_data, precision=precision)
+    file_attrs.update(dict(attrs or {}))
+    arrays = {"coefficients": points.coeffs.numpy()}
+    with io.open_or_create(
+        out, kind="eval", shape=(points.K,), metrics=metric_names, attrs=file_attrs,
+        arrays=arrays, resume=resume, force=force,
+    ) as f:
+        pending = f.pending()
+
+        def write(idx, vals):
+            f.write_cells(idx, vals)
+
+        res = evaluate_points(
+            model, points, data, metrics, bn=bn, bn_data=bn_data, precision=precision,
+            device=device, batch_size=batch_size, bn_batch_size=bn_batch_size,
+            max_memory=max_memory, points_per_pass=points_per_pass, path=path,
+            indices=pending, on_chunk=write, progress=progress,
+        )
+        res.metrics = {name: f.read_metric(name) for name in metric_names}
+        res.info["file"] = os.fspath(out)
+    return res
+
+
+def run_attributes(points: PointSet, data, metric_names, *, bn, bn_data, precision) -> dict[str, Any]:
+    """Attributes that identify a run (compared when resuming)."""
+    from . import __version__
+
+    def describe(d):
+        if d is None:
+            return None
+        if hasattr(d, "describe"):
+            return d.describe()
+        x, y = d
+        return {"spec": "tensors", "n": int(x.shape[0]), "input_shape": list(x.shape[1:])}
+
+    return {
+        "library-version": __version__,
+        "metrics": list(metric_names),
+        "bn": bn,
+        "bn-data": describe(bn_data) if bn_data is not None else None,
+        "precision": precision,
+        "data": describe(data),
+        "basis-names": list(points.names),
+        "num-points": int(points.K),
+        "basis-size": int(points.J),
+        "num-weights": int(points.P),
+    }

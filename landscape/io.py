@@ -1,0 +1,1082 @@
+"""Result files: the one place that reads and writes HDF5.
+
+A run writes one HDF5 file.  Its layout (schema version 1, documented in
+``docs/h5-format.md``)::
+
+    /                      root attributes: format, schema-version, kind, created,
+                           library-version and the run's own attributes
+    /metrics/<name>        float64[shape], NaN where not computed, contiguous
+    /done                  uint8[shape], 1 where every metric of the cell is written
+    /arrays/<name>         static arrays written once (coordinates, coefficients, bases)
+
+Crash safety
+------------
+HDF5 does not survive a kill while its *metadata* is being changed, so a run never
+changes metadata in place:
+
+* the file is built in a temporary file next to the target and renamed over it
+  (``os.replace``), so it appears complete or not at all;
+* ``/metrics/*`` and ``/done`` are contiguous datasets whose storage is allocated
+  and filled at creation; writing cells afterwards writes raw bytes at fixed
+  offsets and touches no metadata;
+* :meth:`ResultFile.write_cells` writes the values of every metric, flushes,
+  then sets the ``done`` flags and flushes again: a kill at any moment leaves at
+  worst some values without their flag, which a resumed run recomputes;
+* changes to metadata after creation (:meth:`ResultFile.update_attrs`,
+  :meth:`ResultFile.add_metrics`) copy the file to a temporary file, change the
+  copy and rename it over the original.
+
+The default (earliest) HDF5 file format is used on purpose: superblock version 3
+(``libver="latest"``) marks a file as open-for-write on disk and a killed writer
+would leave it unopenable without ``h5clear``.
+
+This module imports only numpy and h5py.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import shutil
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Self
+
+import h5py
+import numpy as np
+
+__all__ = [
+    "FORMAT_NAME",
+    "RUN_ATTRS",
+    "SCHEMA_VERSION",
+    "ResultExistsError",
+    "ResultFile",
+    "ResultFileError",
+    "check_compatible",
+    "create_result",
+    "describe",
+    "open_or_create",
+    "open_result",
+]
+
+SCHEMA_VERSION: int = 1
+"""Version of the layout written by this module; files with another version are refused."""
+
+FORMAT_NAME = "landscape"
+"""Value of the root attribute ``format`` that marks a landscape result file."""
+
+SUPPORTED_SCHEMA_VERSIONS = (1,)
+
+RUN_ATTRS = ("created", "finished", "elapsed-s", "library-version")
+"""Attributes describing one execution rather than the computation; ignored by
+:func:`check_compatible` unless told otherwise."""
+
+# Root attributes owned by this module; the run's attributes cannot use these names.
+_STRUCTURAL_ATTRS = ("format", "schema-version", "kind")
+_JSON_MARKER = "json:"
+_METRIC_ORDER_ATTR = "names"  # attribute of /metrics: the metric names, in order
+
+
+class ResultFileError(ValueError):
+    """A result file is missing, truncated, foreign, damaged or incompatible."""
+
+
+class ResultExistsError(FileExistsError):
+    """The output file exists and the caller asked neither to resume nor to overwrite."""
+
+
+# --------------------------------------------------------------------------- attributes
+
+
+def _to_json_value(value: Any, where: str) -> Any:
+    """Turn ``value`` into plain JSON types (numpy scalars and arrays included)."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return _to_json_value(value.tolist(), where)
+    if isinstance(value, (list, tuple)):
+        return [_to_json_value(item, f"{where}[{i}]") for i, item in enumerate(value)]
+    if isinstance(value, Mapping):
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(
+                    f"attribute {where} has a dict key {key!r} of type {type(key).__name__}; "
+                    "only str keys can be stored"
+                )
+            out[key] = _to_json_value(item, f"{where}[{key!r}]")
+        return out
+    raise TypeError(
+        f"attribute {where} has a value of type {type(value).__name__}; expected str, int, "
+        "float, bool, None, list, tuple, dict or a numpy scalar/array"
+    )
+
+
+def _encode_attr(name: str, value: Any) -> Any:
+    """Value to hand to h5py for attribute ``name``.
+
+    str, bool, int, float, numpy scalars and numeric numpy arrays are stored natively;
+    None, lists, tuples and dicts as the string ``"json:" + json.dumps(value)``
+    (a str that itself starts with ``"json:"`` is stored the same way, so it reads back
+    unchanged).
+    """
+    where = repr(name)
+    if isinstance(value, str):
+        return (
+            _JSON_MARKER + json.dumps(value)
+            if value.startswith(_JSON_MARKER)
+            else value
+        )
+    if isinstance(value, (bool, np.bool_)):
+        return np.bool_(value)
+    if isinstance(value, np.generic) and value.dtype.kind in "iuf":
+        return value
+    if isinstance(value, int):
+        if -(2**63) <= value < 2**63:
+            return np.int64(value)
+        return _JSON_MARKER + json.dumps(value)
+    if isinstance(value, float):
+        return np.float64(value)
+    if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
+        return value
+    return _JSON_MARKER + json.dumps(_to_json_value(value, where), allow_nan=True)
+
+
+def _decode_attr(value: Any) -> Any:
+    """Inverse of :func:`_encode_attr`: h5py's value back to the Python value."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
+    if isinstance(value, str):
+        return (
+            json.loads(value[len(_JSON_MARKER) :])
+            if value.startswith(_JSON_MARKER)
+            else value
+        )
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    return value
+
+
+def _normalize_attr(name: str, value: Any) -> Any:
+    """The value that reading ``value`` back from a file would give."""
+    return _decode_attr(_encode_attr(name, value))
+
+
+def _values_equal(a: Any, b: Any) -> bool:
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        a, b = np.asarray(a), np.asarray(b)
+        if a.shape != b.shape:
+            return False
+        both_float = a.dtype.kind == "f" and b.dtype.kind == "f"
+        return bool(np.array_equal(a, b, equal_nan=both_float))
+    if isinstance(a, bool) != isinstance(b, bool):
+        return False
+    if (
+        isinstance(a, float)
+        and isinstance(b, float)
+        and math.isnan(a)
+        and math.isnan(b)
+    ):
+        return True
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_values_equal(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_values_equal(x, y) for x, y in zip(a, b))
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return a == b
+    return type(a) is type(b) and a == b
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _fmt_path(path: str | os.PathLike) -> str:
+    return f"'{os.fspath(path)}'"
+
+
+def _temp_path(path: str) -> str:
+    """A temporary file next to ``path``: ``dir/.name.tmp-<pid>``."""
+    directory, name = os.path.split(os.path.abspath(path))
+    return os.path.join(directory, f".{name}.tmp-{os.getpid()}")
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+def _fsync_file(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: str) -> None:
+    """Make a rename in the directory of ``path`` durable (best effort)."""
+    try:
+        fd = os.open(os.path.dirname(os.path.abspath(path)) or ".", os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _check_name(what: str, name: Any) -> str:
+    if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
+        raise ValueError(
+            f"{what} name must be a non-empty str without '/', got {name!r}"
+        )
+    return name
+
+
+def _check_shape(shape: Any) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(d) for d in shape)
+        ok = all(int(d) == d for d in shape)
+    except TypeError:
+        raise ValueError(
+            f"shape must be a tuple of positive ints, got {shape!r}"
+        ) from None
+    if not dims or not ok or any(d < 1 for d in dims):
+        raise ValueError(
+            f"shape must be a non-empty tuple of positive ints, got {shape!r}"
+        )
+    return dims
+
+
+def _library_version() -> str:
+    """The installed landscape version, without importing landscape (it imports torch)."""
+    package = sys.modules.get("landscape")  # already imported: free to ask
+    if isinstance(getattr(package, "__version__", None), str):
+        return package.__version__
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("landscape")
+    except (PackageNotFoundError, ValueError):
+        return "unknown"
+
+
+def _write_contiguous(group: h5py.Group, name: str, data: np.ndarray) -> h5py.Dataset:
+    """A contiguous dataset with its storage allocated and written now."""
+    dset = group.create_dataset(name, data=data, track_times=False)
+    if (
+        dset.chunks is not None
+    ):  # pragma: no cover - h5py never chunks without being asked
+        raise RuntimeError(f"dataset {dset.name} was created chunked")
+    return dset
+
+
+# --------------------------------------------------------------------------- creation
+
+
+def create_result(
+    path: str | os.PathLike,
+    *,
+    kind: str,
+    shape: tuple[int, ...],
+    metrics: Sequence[str],
+    attrs: Mapping[str, Any],
+    arrays: Mapping[str, np.ndarray] | None = None,
+    force: bool = False,
+) -> ResultFile:
+    """Create a result file with every cell missing and open it for writing.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file to create.  It appears atomically: the file is written to
+        ``.<name>.tmp-<pid>`` in the same directory and renamed over ``path``.
+    kind : str
+        What the grid is, e.g. ``"eval"``, ``"line"``, ``"surface-2d"``, ``"curve"``.
+    shape : tuple of int
+        Grid shape of the cells, e.g. ``(K,)`` or ``(nx, ny)``.
+    metrics : sequence of str
+        One float64 dataset ``/metrics/<name>`` of shape ``shape`` each, filled with NaN.
+    attrs : mapping
+        Root attributes (model spec, checkpoints and sha256, data spec, seeds, BN mode,
+        precision, ...).  Values may be str, int, float, bool, None, lists, tuples,
+        dicts with str keys, numpy scalars and numeric numpy arrays; tuples read back as
+        lists.  ``library-version`` and ``created`` are filled in when absent.
+    arrays : mapping of str to ndarray, optional
+        Static arrays stored once under ``/arrays/<name>`` with their dtype
+        (coordinates, coefficient matrices, direction vectors).
+    force : bool
+        Replace an existing file.  Without it an existing ``path`` raises
+        :class:`ResultExistsError`.
+
+    Returns
+    -------
+    ResultFile
+        Opened in ``"r+"`` mode.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "line.h5")
+    >>> with create_result(path, kind="line", shape=(5,), metrics=["loss"],
+    ...                    attrs={"seed": 0}, arrays={"t": np.linspace(0, 1, 5)}) as rf:
+    ...     rf.write_cells([0, 4], {"loss": [1.0, 2.0]})
+    ...     rf.pending().tolist()
+    [1, 2, 3]
+    """
+    path = os.fspath(path)
+    if not isinstance(kind, str) or not kind:
+        raise ValueError(f"kind must be a non-empty str, got {kind!r}")
+    dims = _check_shape(shape)
+    if isinstance(metrics, str):
+        raise TypeError(f"metrics must be a sequence of names, got the str {metrics!r}")
+    metric_names = [_check_name("metric", m) for m in metrics]
+    if not metric_names:
+        raise ValueError("metrics must name at least one metric")
+    if len(set(metric_names)) != len(metric_names):
+        raise ValueError(f"metrics has repeated names: {metric_names}")
+    for key in attrs:
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"attribute names must be non-empty str, got {key!r}")
+        if key in _STRUCTURAL_ATTRS:
+            raise ValueError(f"attribute {key!r} is reserved by the result file format")
+    root_attrs = {
+        "format": FORMAT_NAME,
+        "schema-version": np.int64(SCHEMA_VERSION),
+        "kind": kind,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+    if "library-version" not in attrs:
+        root_attrs["library-version"] = _library_version()
+    # Encode everything before touching the disk, so a bad value leaves no file behind.
+    encoded = {k: _encode_attr(k, v) for k, v in root_attrs.items()}
+    encoded.update({k: _encode_attr(k, v) for k, v in attrs.items()})
+    static = {}
+    for name, value in (arrays or {}).items():
+        array = np.asarray(value)
+        if array.dtype.kind not in "biufc":
+            raise ValueError(
+                f"array {name!r} has dtype {array.dtype}; expected a numeric dtype"
+            )
+        static[_check_name("array", name)] = array
+
+    if os.path.isdir(path):
+        raise ResultFileError(
+            f"{_fmt_path(path)} is a directory; expected a result file path"
+        )
+    if os.path.lexists(path) and not force:
+        raise ResultExistsError(_exists_message(path))
+
+    tmp = _temp_path(path)
+    try:
+        with h5py.File(tmp, "w") as h5:
+            for key, value in encoded.items():
+                h5.attrs[key] = value
+            group = h5.create_group("metrics")
+            group.attrs[_METRIC_ORDER_ATTR] = _encode_attr(
+                _METRIC_ORDER_ATTR, metric_names
+            )
+            missing = np.full(dims, np.nan, dtype=np.float64)
+            for name in metric_names:
+                _write_contiguous(group, name, missing)
+            _write_contiguous(h5, "done", np.zeros(dims, dtype=np.uint8))
+            group = h5.create_group("arrays")
+            for name, array in static.items():
+                _write_contiguous(group, name, array)
+        _fsync_file(tmp)
+        if force:
+            os.replace(tmp, path)
+        else:
+            _publish_without_overwrite(tmp, path)
+        _fsync_dir(path)
+    finally:
+        _remove_quietly(tmp)
+    return open_result(path, "r+")
+
+
+def _exists_message(path: str) -> str:
+    return (
+        f"{_fmt_path(path)} already exists; pass --resume to continue it "
+        "or --force to overwrite it"
+    )
+
+
+def _publish_without_overwrite(tmp: str, path: str) -> None:
+    """Rename ``tmp`` to ``path`` unless ``path`` exists (no race where links work)."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise ResultExistsError(_exists_message(path)) from None
+    except OSError:  # the file system has no hard links: check, then rename
+        if os.path.lexists(path):
+            raise ResultExistsError(_exists_message(path)) from None
+        os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- opening
+
+
+def _open_h5(path: str, mode: str) -> h5py.File:
+    """Open an HDF5 file, turning every failure into a one-line ResultFileError."""
+    shown = _fmt_path(path)
+    if not os.path.lexists(path):
+        raise ResultFileError(f"{shown} does not exist")
+    if os.path.isdir(path):
+        raise ResultFileError(f"{shown} is a directory, not a landscape result file")
+    try:
+        is_hdf5 = h5py.is_hdf5(path)
+    except OSError as exc:
+        raise ResultFileError(f"{shown} cannot be read ({exc})") from None
+    if not is_hdf5:
+        raise ResultFileError(
+            f"{shown} is truncated or not an HDF5 file (no HDF5 signature); "
+            "expected a landscape result file"
+        )
+    try:
+        # HDF5's own file locks are off: with them a reader could not look at a file a
+        # run is writing (`landscape info`), and one process could not open a file twice
+        # with different modes. Writers take their own lock instead (_WriterLock).
+        return h5py.File(path, mode, locking=False)
+    except OSError as exc:
+        detail = " ".join(str(exc).split())
+        raise ResultFileError(f"{shown} is truncated or damaged ({detail})") from None
+
+
+class _WriterLock:
+    """An exclusive ``flock`` on a result file, so that two runs never write it at once.
+
+    Readers take no lock.  Where the file system has no ``flock`` (or on Windows) the
+    lock is skipped.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.fd: int | None = None
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            return
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return  # _open_h5 reports why the file cannot be opened
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ResultFileError(
+                f"{_fmt_path(path)} is being written by another process or handle "
+                "(is a run still going?)"
+            ) from None
+        except OSError:  # no flock on this file system
+            os.close(fd)
+            return
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor releases the flock
+            self.fd = None
+
+
+def open_result(path: str | os.PathLike, mode: str = "r") -> ResultFile:
+    """Open and validate a result file.
+
+    Parameters
+    ----------
+    path : str or path-like
+    mode : {"r", "r+"}
+        ``"r+"`` to write missing cells (resume) or update attributes.
+
+    Raises
+    ------
+    ResultFileError
+        The file is missing, not HDF5, truncated, not a landscape file, of an
+        unsupported schema version, or its datasets are inconsistent.
+    """
+    if mode not in ("r", "r+"):
+        raise ValueError(f"mode must be 'r' or 'r+', got {mode!r}")
+    return ResultFile(os.fspath(path), mode)
+
+
+def open_or_create(
+    path: str | os.PathLike,
+    *,
+    kind: str,
+    shape: tuple[int, ...],
+    metrics: Sequence[str],
+    attrs: Mapping[str, Any],
+    arrays: Mapping[str, np.ndarray] | None = None,
+    resume: bool = False,
+    force: bool = False,
+    ignore: Iterable[str] = RUN_ATTRS,
+) -> ResultFile:
+    """The output file of a run, opened for writing: resumed, created or replaced.
+
+    * ``path`` missing: created (also with ``resume=True``: nothing to resume yet).
+    * ``path`` exists and ``resume``: opened ``"r+"`` after checking that this run
+      computes the same thing (kind, grid, metrics, attributes except ``ignore``, and
+      the static arrays); :meth:`ResultFile.pending` then lists the cells left to do.
+    * ``path`` exists and ``force``: replaced by a new file.
+    * ``path`` exists otherwise: :class:`ResultExistsError`.
+
+    Parameters are those of :func:`create_result`, plus ``resume`` and ``ignore``
+    (see :func:`check_compatible`).
+    """
+    if resume and force:
+        raise ValueError("resume and force contradict each other; pass one")
+    path = os.fspath(path)
+    if not (resume and os.path.lexists(path)):
+        return create_result(
+            path,
+            kind=kind,
+            shape=shape,
+            metrics=metrics,
+            attrs=attrs,
+            arrays=arrays,
+            force=force,
+        )
+    result = open_result(path, "r+")
+    try:
+        result.check_resume(
+            kind=kind, shape=shape, metrics=metrics, attrs=attrs, ignore=ignore
+        )
+        for name, array in (arrays or {}).items():
+            if name not in result.array_names():
+                raise ResultFileError(
+                    f"cannot resume {_fmt_path(path)}: it has no array {name!r} "
+                    "but this run has one"
+                )
+            stored, array = result.read_array(name), np.asarray(array)
+            if stored.shape != array.shape or not np.array_equal(
+                stored, array, equal_nan=True
+            ):
+                raise ResultFileError(
+                    f"cannot resume {_fmt_path(path)}: its array {name!r} "
+                    f"({stored.dtype}{list(stored.shape)}) differs from this run's "
+                    f"({array.dtype}{list(array.shape)})"
+                )
+    except BaseException:
+        result.close()
+        raise
+    return result
+
+
+class ResultFile:
+    """An open result file; use it as a context manager.
+
+    Attributes
+    ----------
+    path : str
+    mode : {"r", "r+"}
+    kind : str
+    shape : tuple of int
+        The grid shape of the cells.
+    metrics : list of str
+        Metric names, in creation order.
+    attrs : dict
+        The decoded root attributes, without the structural ``format``,
+        ``schema-version`` and ``kind``.
+    schema_version : int
+    """
+
+    def __init__(self, path: str, mode: str) -> None:
+        self.path = path
+        self.mode = mode
+        self._h5: h5py.File | None = None
+        self._lock: _WriterLock | None = None
+        self._open()
+
+    # ---------------------------------------------------------------- opening / closing
+
+    def _open(self) -> None:
+        lock = _WriterLock(self.path) if self.mode == "r+" else None
+        try:
+            h5 = _open_h5(self.path, self.mode)
+            try:
+                self._load(h5)
+            except BaseException:
+                h5.close()
+                raise
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+        self._h5, self._lock = h5, lock
+
+    def _load(self, h5: h5py.File) -> None:
+        shown = _fmt_path(self.path)
+        try:
+            raw_attrs = dict(h5.attrs.items())
+        except (OSError, KeyError, RuntimeError) as exc:
+            raise ResultFileError(
+                f"{shown} has unreadable attributes ({exc})"
+            ) from None
+        if "format" not in raw_attrs:
+            raise ResultFileError(
+                f"{shown} is not a landscape result file (no 'format' attribute)"
+            )
+        fmt = _decode_attr(raw_attrs["format"])
+        if fmt != FORMAT_NAME:
+            raise ResultFileError(
+                f"{shown} is not a landscape result file (its 'format' is {fmt!r}, "
+                f"expected {FORMAT_NAME!r})"
+            )
+        version = _decode_attr(raw_attrs.get("schema-version"))
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise ResultFileError(
+                f"{shown} has no valid 'schema-version' attribute (got {version!r})"
+            )
+        if version not in SUPPORTED_SCHEMA_VERSIONS:
+            readable = ", ".join(str(v) for v in SUPPORTED_SCHEMA_VERSIONS)
+            raise ResultFileError(
+                f"{shown} has schema version {version}; this landscape reads version {readable}"
+            )
+        kind = _decode_attr(raw_attrs.get("kind"))
+        if not isinstance(kind, str):
+            raise ResultFileError(f"{shown} has no 'kind' attribute")
+
+        done = h5.get("done")
+        if (
+            not isinstance(done, h5py.Dataset)
+            or done.dtype != np.uint8
+            or done.ndim < 1
+        ):
+            raise ResultFileError(f"{shown} has no uint8 dataset '/done'")
+        shape = tuple(int(d) for d in done.shape)
+        group = h5.get("metrics")
+        if not isinstance(group, h5py.Group):
+            raise ResultFileError(f"{shown} has no group '/metrics'")
+        names = _decode_attr(group.attrs.get(_METRIC_ORDER_ATTR, "json:null"))
+        present = sorted(group.keys())
+        if not isinstance(names, list) or sorted(names) != present:
+            raise ResultFileError(
+                f"{shown} lists metrics {names!r} but holds datasets {present!r} under '/metrics'"
+            )
+        for name in names:
+            dset = group[name]
+            if not isinstance(dset, h5py.Dataset) or dset.dtype != np.float64:
+                raise ResultFileError(
+                    f"{shown}: '/metrics/{name}' is not a float64 dataset"
+                )
+            if dset.shape != shape:
+                raise ResultFileError(
+                    f"{shown}: '/metrics/{name}' has shape {dset.shape} but '/done' has {shape}"
+                )
+        if self.mode == "r+":
+            for dset in [done] + [group[n] for n in names]:
+                if dset.chunks is not None:
+                    raise ResultFileError(
+                        f"{shown}: '{dset.name}' is chunked; landscape writes cells only "
+                        "into contiguous datasets"
+                    )
+        try:
+            done[()]  # a damaged file fails here rather than in the middle of a run
+        except (OSError, RuntimeError) as exc:
+            raise ResultFileError(f"{shown} is truncated or damaged ({exc})") from None
+
+        self.kind = kind
+        self.schema_version = version
+        self.shape = shape
+        self.metrics = list(names)
+        self.attrs = {
+            k: _decode_attr(v)
+            for k, v in raw_attrs.items()
+            if k not in _STRUCTURAL_ATTRS
+        }
+
+    def close(self) -> None:
+        """Close the file (safe to call twice)."""
+        if self._h5 is not None:
+            self._h5.close()
+            self._h5 = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    @property
+    def closed(self) -> bool:
+        return self._h5 is None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else self.mode
+        return (
+            f"<ResultFile {self.path!r} kind={self.kind!r} shape={self.shape} {state}>"
+        )
+
+    def _file(self) -> h5py.File:
+        if self._h5 is None:
+            raise ValueError(f"result file {_fmt_path(self.path)} is closed")
+        return self._h5
+
+    def _writable(self) -> h5py.File:
+        h5 = self._file()
+        if self.mode != "r+":
+            raise ValueError(f"result file {_fmt_path(self.path)} is open read-only")
+        return h5
+
+    # ---------------------------------------------------------------- reading
+
+    @property
+    def size(self) -> int:
+        """Number of cells, ``prod(shape)``."""
+        return math.prod(self.shape)
+
+    @property
+    def done(self) -> np.ndarray:
+        """bool[shape]: cells whose metrics are all written."""
+        return self._file()["done"][()] != 0
+
+    def pending(self) -> np.ndarray:
+        """int64[n]: flat (C-order) indices of the cells not done, ascending."""
+        return np.flatnonzero(~self.done.ravel()).astype(np.int64)
+
+    def read_metric(self, name: str) -> np.ndarray:
+        """float64[shape]: the metric, NaN where not computed."""
+        if name not in self.metrics:
+            raise KeyError(
+                f"{_fmt_path(self.path)} has no metric {name!r}; it has {self.metrics}"
+            )
+        return self._file()["metrics"][name][()]
+
+    def array_names(self) -> list[str]:
+        """Names of the static arrays under ``/arrays``."""
+        group = self._file().get("arrays")
+        return list(group.keys()) if isinstance(group, h5py.Group) else []
+
+    def read_array(self, name: str) -> np.ndarray:
+        """A static array, with the dtype it was stored with."""
+        group = self._file().get("arrays")
+        if not isinstance(group, h5py.Group) or name not in group:
+            raise KeyError(
+                f"{_fmt_path(self.path)} has no array {name!r}; it has {self.array_names()}"
+            )
+        return group[name][()]
+
+    # ---------------------------------------------------------------- writing cells
+
+    def _flat_indices(self, flat_indices: Any) -> np.ndarray:
+        index = np.asarray(flat_indices)
+        if index.size == 0:
+            return np.zeros(0, dtype=np.int64)
+        if index.ndim != 1 or index.dtype.kind not in "iu":
+            raise ValueError(
+                f"flat_indices must be a 1-d integer array, got shape {index.shape} "
+                f"dtype {index.dtype}"
+            )
+        index = index.astype(np.int64)
+        low, high = int(index.min()), int(index.max())
+        if low < 0 or high >= self.size:
+            raise IndexError(
+                f"flat index {low if low < 0 else high} out of range for {self.size} cells "
+                f"(shape {self.shape})"
+            )
+        if np.unique(index).size != index.size:
+            raise ValueError("flat_indices has repeated cells")
+        return index
+
+    def _selection(self, index: np.ndarray) -> tuple[h5py.h5s.SpaceID, np.ndarray]:
+        """Memory space for ``index.size`` values and the cells' coordinates (n, ndim)."""
+        coords = np.stack(np.unravel_index(index, self.shape), axis=1).astype(np.uint64)
+        return h5py.h5s.create_simple((index.size,)), coords
+
+    def _write_points(
+        self,
+        dset: h5py.Dataset,
+        memspace: h5py.h5s.SpaceID,
+        coords: np.ndarray,
+        data: np.ndarray,
+    ) -> None:
+        filespace = dset.id.get_space()
+        filespace.select_elements(coords)
+        dset.id.write(memspace, filespace, np.ascontiguousarray(data, dtype=dset.dtype))
+
+    def _column(self, name: str, value: Any, n: int) -> np.ndarray:
+        column = np.asarray(value, dtype=np.float64).reshape(-1)
+        if column.size != n:
+            raise ValueError(
+                f"values[{name!r}] has {column.size} entries for {n} cells"
+            )
+        return column
+
+    def write_cells(self, flat_indices: Any, values: Mapping[str, Any]) -> None:
+        """Write finished cells: every metric's values, flush, then the done flags, flush.
+
+        Parameters
+        ----------
+        flat_indices : int[n]
+            Flat (C-order) cell indices, distinct, in any order.
+        values : mapping of str to float[n]
+            One entry per metric of the file (all of them).
+
+        Only raw data at fixed offsets is written, so a kill at any moment leaves a
+        readable file; at worst some values are written without their done flag.
+        """
+        h5 = self._writable()
+        index = self._flat_indices(flat_indices)
+        missing = [m for m in self.metrics if m not in values]
+        unknown = [k for k in values if k not in self.metrics]
+        if missing or unknown:
+            raise ValueError(
+                f"write_cells needs values for exactly the metrics {self.metrics}; "
+                f"missing {missing}, unknown {unknown}"
+            )
+        columns = {m: self._column(m, values[m], index.size) for m in self.metrics}
+        if index.size == 0:
+            return
+        memspace, coords = self._selection(index)
+        for name in self.metrics:
+            self._write_points(h5["metrics"][name], memspace, coords, columns[name])
+        h5.flush()
+        self._write_points(
+            h5["done"], memspace, coords, np.ones(index.size, dtype=np.uint8)
+        )
+        h5.flush()
+
+    def set_metric_cells(self, name: str, flat_indices: Any, values: Any) -> None:
+        """Write one metric's values at some cells without touching the done flags."""
+        h5 = self._writable()
+        if name not in self.metrics:
+            raise KeyError(
+                f"{_fmt_path(self.path)} has no metric {name!r}; it has {self.metrics}"
+            )
+        index = self._flat_indices(flat_indices)
+        column = self._column(name, values, index.size)
+        if index.size == 0:
+            return
+        memspace, coords = self._selection(index)
+        self._write_points(h5["metrics"][name], memspace, coords, column)
+        h5.flush()
+
+    # ---------------------------------------------------------------- metadata changes
+
+    def _atomic_rewrite(self, change) -> None:
+        """Apply ``change(h5)`` to a copy of the file and rename the copy over it."""
+        self._writable().close()
+        self._h5 = None
+        old_lock, self._lock = (
+            self._lock,
+            None,
+        )  # held on the old file until it is replaced
+        tmp = _temp_path(self.path)
+        try:
+            shutil.copyfile(self.path, tmp)
+            shutil.copymode(self.path, tmp)
+            with h5py.File(tmp, "r+", locking=False) as h5:
+                change(h5)
+            _fsync_file(tmp)
+            os.replace(tmp, self.path)
+            _fsync_dir(self.path)
+        finally:
+            _remove_quietly(tmp)
+            if old_lock is not None:
+                old_lock.release()
+            self._open()
+
+    def update_attrs(self, mapping: Mapping[str, Any]) -> None:
+        """Set root attributes (e.g. ``finished``, ``elapsed-s``), atomically."""
+        for key in mapping:
+            if not isinstance(key, str) or not key:
+                raise ValueError(f"attribute names must be non-empty str, got {key!r}")
+            if key in _STRUCTURAL_ATTRS:
+                raise ValueError(
+                    f"attribute {key!r} is reserved by the result file format"
+                )
+        encoded = {k: _encode_attr(k, v) for k, v in mapping.items()}
+
+        def change(h5: h5py.File) -> None:
+            for key, value in encoded.items():
+                h5.attrs[key] = value
+
+        self._atomic_rewrite(change)
+
+    def add_metrics(self, names: Iterable[str]) -> None:
+        """Add NaN metric datasets (e.g. a Hessian eigenvalue map), atomically.
+
+        The done mask is left as it is: it keeps meaning "the original metrics of this
+        cell are written"; fill the new metrics with :meth:`set_metric_cells` and find
+        their missing cells with ``np.isnan(read_metric(name))``.
+        """
+        new = [_check_name("metric", n) for n in names]
+        clash = [n for n in new if n in self.metrics]
+        if clash or len(set(new)) != len(new):
+            raise ValueError(
+                f"metrics {clash or new} already exist or repeat in {self.metrics}"
+            )
+        if not new:
+            return
+        order = self.metrics + new
+
+        def change(h5: h5py.File) -> None:
+            group = h5["metrics"]
+            missing = np.full(self.shape, np.nan, dtype=np.float64)
+            for name in new:
+                _write_contiguous(group, name, missing)
+            group.attrs[_METRIC_ORDER_ATTR] = _encode_attr(_METRIC_ORDER_ATTR, order)
+
+        self._atomic_rewrite(change)
+
+    # ---------------------------------------------------------------- resuming
+
+    def check_compatible(
+        self, new_attrs: Mapping[str, Any], ignore: Iterable[str] = RUN_ATTRS
+    ) -> None:
+        """:func:`check_compatible` of this file's attributes against ``new_attrs``."""
+        check_compatible(self.attrs, new_attrs, ignore, path=self.path)
+
+    def check_resume(
+        self,
+        *,
+        kind: str,
+        shape: tuple[int, ...],
+        metrics: Sequence[str],
+        attrs: Mapping[str, Any],
+        ignore: Iterable[str] = RUN_ATTRS,
+    ) -> None:
+        """Raise ResultFileError unless this run (kind, grid, metrics, attrs) matches the file."""
+        shown = _fmt_path(self.path)
+        if kind != self.kind:
+            raise ResultFileError(
+                f"cannot resume {shown}: it is a {self.kind!r} result but this run makes {kind!r}"
+            )
+        if tuple(int(d) for d in shape) != self.shape:
+            raise ResultFileError(
+                f"cannot resume {shown}: its grid is {self.shape} but this run has {tuple(shape)}"
+            )
+        if list(metrics) != self.metrics:
+            raise ResultFileError(
+                f"cannot resume {shown}: its metrics are {self.metrics} "
+                f"but this run computes {list(metrics)}"
+            )
+        self.check_compatible(attrs, ignore)
+
+
+def check_compatible(
+    existing_attrs: Mapping[str, Any],
+    new_attrs: Mapping[str, Any],
+    ignore: Iterable[str] = RUN_ATTRS,
+    *,
+    path: str | os.PathLike | None = None,
+) -> None:
+    """Raise ResultFileError if a resumed run would compute something else.
+
+    Keys are compared in sorted order and the first difference is reported; a key
+    present on one side only is a difference.  ``new_attrs`` values are normalized as
+    storing them would (tuples become lists, numpy scalars Python numbers).
+
+    Parameters
+    ----------
+    existing_attrs : mapping
+        ``ResultFile.attrs`` of the file being resumed.
+    new_attrs : mapping
+        The attributes this run would write.
+    ignore : iterable of str
+        Keys not compared (default :data:`RUN_ATTRS`).
+    path : str or path-like, optional
+        Named in the message.
+    """
+    skip = set(ignore) | set(_STRUCTURAL_ATTRS)
+    where = f"cannot resume {_fmt_path(path)}" if path is not None else "cannot resume"
+    old = {k: v for k, v in existing_attrs.items() if k not in skip}
+    new = {k: _normalize_attr(k, v) for k, v in new_attrs.items() if k not in skip}
+    for key in sorted(old.keys() | new.keys()):
+        if key not in new:
+            raise ResultFileError(
+                f"{where}: its {key!r} is {_short(old[key])} but this run has no {key!r}"
+            )
+        if key not in old:
+            raise ResultFileError(
+                f"{where}: it has no {key!r} but this run has {_short(new[key])}"
+            )
+        if not _values_equal(old[key], new[key]):
+            raise ResultFileError(
+                f"{where}: its {key!r} is {_short(old[key])} but this run has {_short(new[key])}"
+            )
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def _cell(flat: int, shape: tuple[int, ...]) -> str:
+    if len(shape) == 1:
+        return str(flat)
+    return str(tuple(int(i) for i in np.unravel_index(flat, shape)))
+
+
+def describe(path: str | os.PathLike) -> str:
+    """A human summary of a result file (``landscape info FILE.h5``).
+
+    Kind, grid, cells done, per-metric range over the done cells and where the
+    minimum and maximum are, the attributes (long values shortened) and the arrays.
+    """
+    with open_result(path, "r") as rf:
+        done = rf.done.ravel()
+        n_done = int(done.sum())
+        lines = [
+            (
+                f"{os.fspath(path)}: landscape result, kind {rf.kind!r}, "
+                f"schema version {rf.schema_version}"
+            ),
+            (
+                f"grid {' x '.join(map(str, rf.shape))} = {rf.size} cells: "
+                f"{n_done}/{rf.size} done ({100.0 * n_done / rf.size:.1f}%), "
+                f"{rf.size - n_done} pending"
+            ),
+            "metrics (over done cells):",
+        ]
+        width = max(len(m) for m in rf.metrics)
+        for name in rf.metrics:
+            values = rf.read_metric(name).ravel()
+            finite = done & np.isfinite(values)
+            if not finite.any():
+                lines.append(f"  {name:<{width}}  no values yet")
+                continue
+            masked_min = np.where(finite, values, np.inf)
+            masked_max = np.where(finite, values, -np.inf)
+            i_min, i_max = int(np.argmin(masked_min)), int(np.argmax(masked_max))
+            text = (
+                f"  {name:<{width}}  min {values[i_min]:.6g} at {_cell(i_min, rf.shape)}, "
+                f"max {values[i_max]:.6g} at {_cell(i_max, rf.shape)}"
+            )
+            n_bad = int((done & ~np.isfinite(values)).sum())
+            if n_bad:
+                text += f", {n_bad} done cells not finite"
+            lines.append(text)
+        lines.append("attributes:")
+        for key in sorted(rf.attrs):
+            lines.append(f"  {key}: {_short(rf.attrs[key], 100)}")
+        names = rf.array_names()
+        lines.append("arrays:" if names else "arrays: none")
+        group = rf._file()["arrays"] if names else None
+        for name in names:
+            dset = group[name]
+            lines.append(f"  {name}  {tuple(dset.shape)} {dset.dtype}")
+    return "\n".join(lines)

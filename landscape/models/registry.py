@@ -1,0 +1,229 @@
+"""Model specs: built-in names or ``package.module:factory`` -> ``nn.Module``.
+
+Spec grammar
+------------
+``<name>``
+    A built-in factory, one of :func:`list_models` (``mlp``, ``convfc``, ``vgg16``,
+    ``vgg16_bn``, ``resnet20``, ``resnet32``, ``resnet44``, ``resnet56``, ``resnet110``,
+    ``preresnet20``, ``preresnet56``, ``preresnet110``, ``preresnet164``).
+``<package.module>:<attribute>[.<attribute>...]``
+    Any importable callable returning an ``nn.Module`` (``torch.nn:Linear``,
+    ``my_project.nets:make_net``); imported with :func:`importlib.import_module`.
+
+The factory is called with keyword arguments ``kwargs``: a dict, or a JSON object string as
+given on the command line (``--model-kwargs '{"widths": [2000]}'``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from .convnets import convfc, vgg16, vgg16_bn
+from .mlp import mlp
+from .resnet import (
+    preresnet20,
+    preresnet56,
+    preresnet110,
+    preresnet164,
+    resnet20,
+    resnet32,
+    resnet44,
+    resnet56,
+    resnet110,
+)
+
+__all__ = [
+    "ModelSpecError",
+    "build_model",
+    "describe_model",
+    "list_models",
+    "resolve_factory",
+]
+
+_BUILTIN: dict[str, Callable[..., nn.Module]] = {
+    "mlp": mlp,
+    "convfc": convfc,
+    "vgg16": vgg16,
+    "vgg16_bn": vgg16_bn,
+    "resnet20": resnet20,
+    "resnet32": resnet32,
+    "resnet44": resnet44,
+    "resnet56": resnet56,
+    "resnet110": resnet110,
+    "preresnet20": preresnet20,
+    "preresnet56": preresnet56,
+    "preresnet110": preresnet110,
+    "preresnet164": preresnet164,
+}
+
+
+class ModelSpecError(ValueError):
+    """A model spec or its kwargs that cannot be turned into an ``nn.Module``."""
+
+
+def list_models() -> list[str]:
+    """Names of the built-in model specs, sorted."""
+    return sorted(_BUILTIN)
+
+
+def _parse_kwargs(kwargs: dict[str, Any] | str | None) -> dict[str, Any]:
+    if kwargs is None:
+        return {}
+    if isinstance(kwargs, str):
+        text = kwargs.strip()
+        if not text:
+            return {}
+        try:
+            kwargs = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ModelSpecError(
+                f"model kwargs {text!r} are not valid JSON ({exc.msg} at char {exc.pos}); "
+                "expected an object like '{\"num_classes\": 10}'"
+            ) from None
+    if not isinstance(kwargs, dict):
+        raise ModelSpecError(
+            f"model kwargs must be a dict or a JSON object, got {type(kwargs).__name__}: {kwargs!r}"
+        )
+    return dict(kwargs)
+
+
+def resolve_factory(spec: str) -> tuple[Callable[..., Any], str]:
+    """Return the factory of ``spec`` and its qualified name ``module:attribute``.
+
+    Raises
+    ------
+    ModelSpecError
+        Unknown built-in name, module that cannot be imported, missing or non-callable
+        attribute.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ModelSpecError(
+            f"model spec must be a non-empty string, got {spec!r} "
+            f"(expected one of {list_models()} or 'package.module:factory')"
+        )
+    spec = spec.strip()
+    if ":" not in spec:
+        if spec not in _BUILTIN:
+            raise ModelSpecError(
+                f"unknown model {spec!r} (expected one of {list_models()} or "
+                "'package.module:factory')"
+            )
+        factory = _BUILTIN[spec]
+        return factory, f"{factory.__module__}:{factory.__qualname__}"
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute or ":" in attribute:
+        raise ModelSpecError(
+            f"model spec {spec!r} is not 'package.module:factory' (expected one module path, "
+            "one colon, one attribute path)"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # any error raised while importing user code
+        reason = (
+            str(exc) if isinstance(exc, ImportError) else f"{type(exc).__name__}: {exc}"
+        )
+        raise ModelSpecError(
+            f"could not import module {module_name!r} for model spec {spec!r}: {reason}"
+        ) from exc
+    target: Any = module
+    for part in attribute.split("."):
+        if not hasattr(target, part):
+            raise ModelSpecError(
+                f"module {module_name!r} has no attribute {attribute!r} (model spec {spec!r})"
+            )
+        target = getattr(target, part)
+    if not callable(target):
+        raise ModelSpecError(
+            f"{spec!r} is a {type(target).__name__}, not a callable returning an nn.Module"
+        )
+    return target, f"{module_name}:{attribute}"
+
+
+def build_model(spec: str, kwargs: dict[str, Any] | str | None = None) -> nn.Module:
+    """Build the model named by ``spec``.
+
+    Parameters
+    ----------
+    spec : str
+        A built-in name (:func:`list_models`) or ``package.module:factory``.
+    kwargs : dict or str or None
+        Keyword arguments of the factory, or a JSON object string.
+
+    Returns
+    -------
+    nn.Module
+        A freshly initialised model (in train mode, as ``nn.Module`` constructors leave it).
+
+    Raises
+    ------
+    ModelSpecError
+        Unknown name, failed import, missing attribute, bad JSON, kwargs the factory rejects
+        (``TypeError``/``ValueError``), or a factory that returns something other than an
+        ``nn.Module``.
+
+    Examples
+    --------
+    >>> build_model("mlp", '{"widths": [32], "num_classes": 3}')[-1].out_features
+    3
+    >>> build_model("torch.nn:Linear", {"in_features": 3, "out_features": 2}).weight.shape
+    torch.Size([2, 3])
+    """
+    factory, qualified = resolve_factory(spec)
+    arguments = _parse_kwargs(kwargs)
+    try:
+        model = factory(**arguments)
+    except (TypeError, ValueError) as exc:
+        raise ModelSpecError(
+            f"model spec {spec!r} ({qualified}) rejected kwargs {arguments}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    if not isinstance(model, nn.Module):
+        raise ModelSpecError(
+            f"model spec {spec!r} ({qualified}) returned a {type(model).__name__}; "
+            "expected a torch.nn.Module"
+        )
+    return model
+
+
+def describe_model(
+    spec: str,
+    kwargs: dict[str, Any] | str | None = None,
+    model: nn.Module | None = None,
+) -> dict[str, Any]:
+    """Attributes that identify a model in result files.
+
+    Parameters
+    ----------
+    spec : str
+        The model spec.
+    kwargs : dict or str or None
+        Its kwargs (dict or JSON string).
+    model : nn.Module, optional
+        The built model; adds its class and parameter count.
+
+    Returns
+    -------
+    dict
+        ``model_spec``, ``model_kwargs`` (canonical JSON, sorted keys), ``model_factory``
+        (``module:qualname``) and, with ``model``, ``model_class`` and ``num_parameters``.
+    """
+    _, qualified = resolve_factory(spec)
+    arguments = _parse_kwargs(kwargs)
+    try:
+        canonical = json.dumps(arguments, sort_keys=True)
+    except TypeError:
+        canonical = repr(sorted(arguments.items()))
+    out: dict[str, Any] = {
+        "model_spec": spec.strip(),
+        "model_kwargs": canonical,
+        "model_factory": qualified,
+    }
+    if model is not None:
+        out["model_class"] = f"{type(model).__module__}.{type(model).__qualname__}"
+        out["num_parameters"] = sum(p.numel() for p in model.parameters())
+    return out

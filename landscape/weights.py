@@ -1,0 +1,470 @@
+"""Named weight tensors, their layout, and safe checkpoint loading.
+
+A :class:`Weights` is an ordered mapping ``name -> Tensor`` (the entries of a module's
+``state_dict``) together with a :class:`Layout` that knows, for every entry, what it is:
+a convolution or linear weight (and which dimension indexes its filters), a bias, a
+BatchNorm affine parameter or running statistic, or something else. The layout also
+fixes the order and offsets used when the floating-point entries are flattened into one
+vector, which is how weight points are combined (see :mod:`landscape.pointset`).
+
+Loading is safe by default: ``torch.load(weights_only=True)`` unless the caller passes
+``trust=True``. Checkpoints are matched to the model by name, never by position.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import pickle
+import re
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator, Mapping
+
+import torch
+from torch import nn
+
+__all__ = [
+    "CheckpointError",
+    "Entry",
+    "Layout",
+    "Weights",
+    "file_sha256",
+    "load_checkpoint",
+    "load_weights",
+    "read_state_dict",
+    "save_weights",
+]
+
+#: Kinds of entries a layout distinguishes.
+KINDS = (
+    "weight",  # conv / linear weight: filters along `filter_dim`
+    "bias",  # bias of a conv / linear layer
+    "bn_weight",
+    "bn_bias",
+    "bn_running_mean",
+    "bn_running_var",
+    "bn_count",  # num_batches_tracked (integer, never combined)
+    "param",  # any other parameter
+    "buffer",  # any other buffer
+)
+
+_WRAPPER_KEYS = ("state_dict", "model_state", "model_state_dict", "model", "net", "module")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be read or does not match the model."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One named tensor of a layout.
+
+    ``offset`` and ``numel`` locate the tensor in the flat vector; entries that are not
+    floating point (``bn_count`` and integer buffers) have ``offset = -1`` and are carried
+    along unchanged rather than combined.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    kind: str
+    is_parameter: bool
+    offset: int
+    filter_dim: int | None = None
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def flat(self) -> bool:
+        return self.offset >= 0
+
+    @property
+    def slice(self) -> slice:
+        return slice(self.offset, self.offset + self.numel)
+
+
+class Layout:
+    """Order, shapes and kinds of a model's named tensors.
+
+    Parameters
+    ----------
+    entries : iterable of Entry
+        In ``state_dict`` order.
+    """
+
+    def __init__(self, entries: Iterable[Entry]):
+        self.entries: list[Entry] = list(entries)
+        self._by_name = {e.name: e for e in self.entries}
+        self.size = sum(e.numel for e in self.entries if e.flat)
+
+    @classmethod
+    def from_module(cls, model: nn.Module) -> "Layout":
+        """Layout of ``model.state_dict()`` with kinds taken from the module types."""
+        kinds: dict[str, tuple[str, int | None]] = {}
+        for mod_name, mod in model.named_modules():
+            prefix = f"{mod_name}." if mod_name else ""
+            if isinstance(mod, nn.modules.batchnorm._NormBase):
+                kinds[prefix + "weight"] = ("bn_weight", None)
+                kinds[prefix + "bias"] = ("bn_bias", None)
+                kinds[prefix + "running_mean"] = ("bn_running_mean", None)
+                kinds[prefix + "running_var"] = ("bn_running_var", None)
+                kinds[prefix + "num_batches_tracked"] = ("bn_count", None)
+            elif isinstance(mod, (nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd)):
+                filter_dim = 1 if getattr(mod, "transposed", False) else 0
+                kinds[prefix + "weight"] = ("weight", filter_dim)
+                kinds[prefix + "bias"] = ("bias", None)
+        param_names = {n for n, _ in model.named_parameters(remove_duplicate=False)}
+        entries = []
+        offset = 0
+        for name, t in model.state_dict(keep_vars=True).items():
+            kind, filter_dim = kinds.get(name, ("param" if name in param_names else "buffer", None))
+            is_float = t.is_floating_point()
+            entries.append(
+                Entry(
+                    name=name,
+                    shape=tuple(t.shape),
+                    dtype=t.dtype,
+                    kind=kind,
+                    is_parameter=name in param_names,
+                    offset=offset if is_float else -1,
+                    filter_dim=filter_dim,
+                )
+            )
+            if is_float:
+                offset += t.numel()
+        return cls(entries)
+
+    def __iter__(self) -> Iterator[Entry]:
+        return iter(self.entries)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, name: str) -> Entry:
+        return self._by_name[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
+    def names(self) -> list[str]:
+        return [e.name for e in self.entries]
+
+    def flat_entries(self) -> list[Entry]:
+        """Entries that take part in the flat vector (floating point ones)."""
+        return [e for e in self.entries if e.flat]
+
+    def mask(self, kinds: Iterable[str]) -> torch.Tensor:
+        """Boolean mask over the flat vector selecting entries of the given kinds."""
+        kinds = set(kinds)
+        unknown = kinds - set(KINDS)
+        if unknown:
+            raise ValueError(f"unknown entry kinds {sorted(unknown)}; expected some of {KINDS}")
+        m = torch.zeros(self.size, dtype=torch.bool)
+        for e in self.flat_entries():
+            if e.kind in kinds:
+                m[e.slice] = True
+        return m
+
+    def parameter_mask(self) -> torch.Tensor:
+        """Boolean mask over the flat vector selecting parameters (not buffers)."""
+        m = torch.zeros(self.size, dtype=torch.bool)
+        for e in self.flat_entries():
+            if e.is_parameter:
+                m[e.slice] = True
+        return m
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [
+            {"name": e.name, "shape": list(e.shape), "kind": e.kind, "offset": e.offset}
+            for e in self.entries
+        ]
+
+
+class Weights(Mapping[str, torch.Tensor]):
+    """Named tensors of a model with their :class:`Layout`.
+
+    Parameters
+    ----------
+    tensors : mapping of str to Tensor
+        The entries, keyed like ``model.state_dict()``.
+    layout : Layout
+        Must list exactly the keys of ``tensors`` with matching shapes.
+    source : str, optional
+        Where the weights came from (a path), recorded in result files.
+    sha256 : str, optional
+        Digest of the source file.
+
+    Examples
+    --------
+    >>> import torch, landscape as ls
+    >>> model = torch.nn.Linear(3, 2)
+    >>> w = ls.Weights.from_module(model)
+    >>> w.flatten().shape
+    torch.Size([8])
+    >>> torch.equal(w.unflatten(w.flatten())["weight"], model.weight.detach())
+    True
+    """
+
+    def __init__(
+        self,
+        tensors: Mapping[str, torch.Tensor],
+        layout: Layout,
+        *,
+        source: str | None = None,
+        sha256: str | None = None,
+    ):
+        self.tensors: "OrderedDict[str, torch.Tensor]" = OrderedDict(
+            (e.name, tensors[e.name]) for e in layout
+        )
+        self.layout = layout
+        self.source = source
+        self.sha256 = sha256
+
+    @classmethod
+    def from_module(cls, model: nn.Module) -> "Weights":
+        """The current weights of ``model`` (detached copies; the model is not touched)."""
+        layout = Layout.from_module(model)
+        sd = model.state_dict()
+        return cls({k: v.detach().clone() for k, v in sd.items()}, layout)
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.tensors[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.tensors)
+
+    def __len__(self) -> int:
+        return len(self.tensors)
+
+    def flatten(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Concatenate the floating-point entries into one vector ``Tensor[P]``."""
+        parts = [self.tensors[e.name].reshape(-1) for e in self.layout.flat_entries()]
+        if not parts:
+            return torch.zeros(0, dtype=dtype or torch.float32)
+        dtype = dtype or torch.promote_types(parts[0].dtype, torch.float32)
+        return torch.cat([p.to(dtype) for p in parts])
+
+    def unflatten(self, vector: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
+        """Split ``Tensor[P]`` back into named tensors (views); non-float entries are copied
+        from these weights."""
+        if vector.dim() != 1 or vector.numel() != self.layout.size:
+            raise ValueError(
+                f"vector should have shape [{self.layout.size}], got {list(vector.shape)}"
+            )
+        out: OrderedDict[str, torch.Tensor] = OrderedDict()
+        for e in self.layout:
+            if e.flat:
+                out[e.name] = vector[e.slice].view(e.shape)
+            else:
+                out[e.name] = self.tensors[e.name]
+        return out
+
+    def to(self, device=None, dtype: torch.dtype | None = None) -> "Weights":
+        """A copy on ``device``; ``dtype`` applies to floating-point entries only."""
+        t = {
+            k: v.to(device=device, dtype=dtype if (dtype and v.is_floating_point()) else None)
+            for k, v in self.tensors.items()
+        }
+        return Weights(t, self.layout, source=self.source, sha256=self.sha256)
+
+    def nonfinite(self) -> list[str]:
+        """Names of floating-point entries holding NaN or Inf."""
+        return [
+            k
+            for k, v in self.tensors.items()
+            if v.is_floating_point() and not bool(torch.isfinite(v).all())
+        ]
+
+    def state_dict(self) -> "OrderedDict[str, torch.Tensor]":
+        """A plain state_dict (for ``model.load_state_dict`` or ``torch.save``)."""
+        return OrderedDict((k, v.clone()) for k, v in self.tensors.items())
+
+    def __repr__(self) -> str:
+        src = f", source={self.source!r}" if self.source else ""
+        return f"Weights({len(self)} tensors, {self.layout.size} flat values{src})"
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 hex digest of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _unwrap(obj: Any, path: str) -> dict[str, torch.Tensor]:
+    """Find the state_dict inside common checkpoint wrappers."""
+    seen = 0
+    while isinstance(obj, Mapping) and seen < 4:
+        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            break
+        for key in _WRAPPER_KEYS:
+            if key in obj and isinstance(obj[key], (Mapping, nn.Module)):
+                obj = obj[key]
+                break
+        else:
+            tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+            if tensors:
+                obj = tensors
+                break
+            raise CheckpointError(
+                f"checkpoint '{path}' holds no tensors (top-level keys {sorted(map(str, obj))[:8]}); "
+                f"expected a state_dict or a dict with one of {list(_WRAPPER_KEYS)}"
+            )
+        seen += 1
+    if isinstance(obj, nn.Module):
+        obj = obj.state_dict()
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(
+            f"checkpoint '{path}' holds a {type(obj).__name__}; expected a state_dict (a dict of tensors)"
+        )
+    sd = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    # DataParallel / DDP / torch.compile prefixes
+    for prefix in ("module.", "_orig_mod."):
+        if sd and all(k.startswith(prefix) for k in sd):
+            sd = {k[len(prefix) :]: v for k, v in sd.items()}
+    return sd
+
+
+def read_state_dict(path: str | os.PathLike, *, trust: bool = False) -> dict[str, torch.Tensor]:
+    """Read a state_dict from ``.pt``/``.pth``/``.safetensors``, unwrapping common wrappers.
+
+    Parameters
+    ----------
+    path : str
+        The checkpoint file.
+    trust : bool
+        Allow arbitrary pickled Python objects (runs code from the file). Off by default:
+        ``torch.load(weights_only=True)``.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise CheckpointError(f"checkpoint '{path}' does not exist")
+    if os.path.isdir(path):
+        raise CheckpointError(f"checkpoint '{path}' is a directory; expected a .pt/.pth/.safetensors file")
+    if path.endswith(".safetensors"):
+        try:
+            from safetensors.torch import load_file
+        except ImportError as e:  # pragma: no cover - depends on environment
+            raise CheckpointError(
+                f"checkpoint '{path}' is a .safetensors file but the 'safetensors' package is not installed"
+            ) from e
+        try:
+            return _unwrap(load_file(path), path)
+        except Exception as e:
+            raise CheckpointError(f"checkpoint '{path}' is not a readable safetensors file: {e}") from e
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=not trust)
+    except pickle.UnpicklingError as e:
+        text = str(e)
+        if not trust and ("GLOBAL" in text or "global" in text):
+            found = re.search(r"GLOBAL ([\w.]+)|([\w.]+) was not an allowed global", text)
+            what = next((g for g in found.groups() if g), "an object") if found else "an object"
+            raise CheckpointError(
+                f"checkpoint '{path}' contains pickled Python objects ({what}) that safe loading "
+                f"refuses; loading it would run code from the file: pass trust=True "
+                f"(CLI: --trust-checkpoint) only if you trust its origin"
+            ) from e
+        raise CheckpointError(
+            f"checkpoint '{path}' is not a readable PyTorch checkpoint (unpickling failed)"
+        ) from e
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise CheckpointError(
+            f"checkpoint '{path}' is not a readable PyTorch checkpoint ({str(e).splitlines()[0][:160]})"
+        ) from e
+    return _unwrap(obj, path)
+
+
+def load_checkpoint(
+    path: str | os.PathLike, model: nn.Module, *, trust: bool = False, check_finite: bool = True
+) -> Weights:
+    """Load a checkpoint and match it to ``model`` by name.
+
+    Parameters
+    ----------
+    path : str
+        ``.pt``, ``.pth`` or ``.safetensors``; plain state_dicts and the usual wrappers
+        (``state_dict``, ``model_state``, ``model``, ``module.`` prefixes) are accepted.
+    model : nn.Module
+        Gives the expected names, shapes and the layout. It is not modified.
+    trust : bool
+        See :func:`read_state_dict`.
+    check_finite : bool
+        Warn when tensors hold NaN or Inf.
+
+    Returns
+    -------
+    Weights
+        In the model's ``state_dict`` order, with ``source`` and ``sha256`` set.
+
+    Raises
+    ------
+    CheckpointError
+        Naming the first mismatched key and both shapes.
+    """
+    path = os.fspath(path)
+    sd = read_state_dict(path, trust=trust)
+    layout = Layout.from_module(model)
+    expected = model.state_dict()
+    for name, ref in expected.items():
+        if name not in sd:
+            if name.endswith("num_batches_tracked"):
+                sd[name] = torch.zeros_like(ref)
+                continue
+            raise CheckpointError(
+                f"checkpoint '{path}' does not match the model: key '{name}' (shape "
+                f"{tuple(ref.shape)}) is in the model but not in the checkpoint"
+            )
+        if tuple(sd[name].shape) != tuple(ref.shape):
+            raise CheckpointError(
+                f"checkpoint '{path}' does not match the model: key '{name}' has shape "
+                f"{tuple(sd[name].shape)} in the checkpoint and {tuple(ref.shape)} in the model"
+            )
+    extra = [k for k in sd if k not in expected]
+    if extra:
+        raise CheckpointError(
+            f"checkpoint '{path}' does not match the model: key '{extra[0]}' (shape "
+            f"{tuple(sd[extra[0]].shape)}) is in the checkpoint but not in the model"
+        )
+    tensors = {k: sd[k].to(dtype=expected[k].dtype) for k in expected}
+    w = Weights(tensors, layout, source=path, sha256=file_sha256(path))
+    if check_finite:
+        bad = w.nonfinite()
+        if bad:
+            warnings.warn(
+                f"checkpoint '{path}' has NaN/Inf values in {len(bad)} tensor(s): {', '.join(bad[:5])}",
+                stacklevel=2,
+            )
+    return w
+
+
+def load_weights(model: nn.Module, paths: Iterable[str | os.PathLike], *, trust: bool = False) -> list[Weights]:
+    """:func:`load_checkpoint` for several files."""
+    return [load_checkpoint(p, model, trust=trust) for p in paths]
+
+
+def save_weights(weights: Mapping[str, torch.Tensor], path: str | os.PathLike, *, force: bool = False) -> None:
+    """Save named tensors as a plain state_dict (``.pt``) or ``.safetensors``; never
+    overwrites an existing file unless ``force``."""
+    path = os.fspath(path)
+    if os.path.exists(path) and not force:
+        raise FileExistsError(f"'{path}' already exists; pass force=True (CLI: --force) to overwrite it")
+    sd = OrderedDict((k, v.detach().cpu().contiguous()) for k, v in weights.items())
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors.torch import save_file
+
+            save_file(dict(sd), tmp)
+        else:
+            torch.save(sd, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

@@ -1,0 +1,190 @@
+"""The command line: one-line errors, results files, resume after SIGKILL."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import landscape as ls
+from landscape.cli import main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def _ckpts(tmp_path, spec, kwargs, n, seed=0):
+    paths = []
+    for i in range(n):
+        torch.manual_seed(seed + i)
+        model = ls.build_model(spec, kwargs)
+        p = tmp_path / f"c{i}.pt"
+        torch.save(model.state_dict(), p)
+        paths.append(str(p))
+    return paths
+
+
+MLP_ARGS = ["--model", "mlp", "--model-kwargs", '{"widths": [16]}', "--data", "digits", "--no-progress"]
+
+
+def test_eval_prints_metrics_and_writes_file(tmp_path, capsys):
+    paths = _ckpts(tmp_path, "mlp", {"widths": [16]}, 2)
+    out = tmp_path / "r.h5"
+    argv = ["eval", *MLP_ARGS, "--ckpt", paths[0], "--ckpt", paths[1], "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "c0.pt" in printed and "path: fused" in printed
+    with ls.open_result(out) as f:
+        assert f.done.all()
+        loss = f.read_metric("loss")
+        assert f.attrs["checkpoints"][1]["sha256"] == ls.weights.file_sha256(paths[1])
+        assert f.attrs["data"]["spec"] == "digits"
+        assert f.attrs["bn"] == "running" and f.attrs["precision"] == "fp32"
+    model = ls.build_model("mlp", {"widths": [16]})
+    test = ls.load_data("digits", "test")
+    direct = ls.evaluate(model, [ls.load_checkpoint(p, model) for p in paths], test, progress=False)
+    np.testing.assert_allclose(loss, direct["loss"], rtol=1e-6)
+    # an existing file is not overwritten without --force
+    assert main(argv) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(argv + ["--force"]) == 0
+
+
+@pytest.mark.parametrize(
+    "argv_tail,fragment",
+    [
+        (["--data", "missing.npz"], "'missing.npz' does not exist"),
+        (["--model", "nosuchmodel"], "nosuchmodel"),
+        (["--model-kwargs", "{bad json"], "not valid JSON"),
+        (["--max-memory", "lots"], "is not a size"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(tmp_path, capsys, argv_tail, fragment):
+    paths = _ckpts(tmp_path, "mlp", {"widths": [16]}, 1)
+    base = ["eval", *MLP_ARGS, "--ckpt", paths[0]]
+    assert main(base + argv_tail) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("landscape: error:") and fragment in err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_mismatched_checkpoint_and_debug_traceback(tmp_path):
+    paths = _ckpts(tmp_path, "mlp", {"widths": [8]}, 1)
+    cmd = [sys.executable, "-m", "landscape", "eval", *MLP_ARGS, "--ckpt", paths[0]]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        f"landscape: error: checkpoint '{paths[0]}' does not match the model: key '1.weight' has shape "
+        "(8, 64) in the checkpoint and (16, 64) in the model"
+    ]
+    r = subprocess.run(cmd[:3] + ["--debug"] + cmd[3:], capture_output=True, text=True, env=_env(), cwd=tmp_path)
+    assert r.returncode != 0 and "Traceback" in r.stderr and "CheckpointError" in r.stderr
+
+
+def test_pickle_checkpoint_needs_trust_flag(tmp_path, capsys):
+    model = ls.build_model("mlp", {"widths": [16]})
+    p = tmp_path / "pickled.pt"
+    torch.save({"model": model.state_dict(), "loss_fn": nn.CrossEntropyLoss()}, p)
+    argv = ["eval", *MLP_ARGS, "--ckpt", str(p)]
+    assert main(argv) == 2
+    assert "--trust-checkpoint" in capsys.readouterr().err
+    assert main(argv + ["--trust-checkpoint"]) == 0
+
+
+def test_corrupt_result_file_is_a_clear_error(tmp_path, capsys):
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\x00" * 50)
+    assert main(["info", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.h5" in err and len(err.strip().splitlines()) == 1
+
+
+def _attrs_without_timing(attrs):
+    return {k: v for k, v in attrs.items() if k not in ("created", "finished", "elapsed-s")}
+
+
+def _done_count(path):
+    try:
+        with ls.open_result(path) as f:
+            return int(f.done.sum())
+    except (ls.ResultFileError, OSError):
+        return -1
+
+
+def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(tmp_path):
+    """A run killed with SIGKILL several times (at random moments after it has made some
+    progress, so kills land mid-computation and mid-write) and resumed ends with the same
+    datasets and attributes as an uninterrupted run."""
+    kw = {"num_classes": 10, "in_channels": 1}
+    paths = _ckpts(tmp_path, "resnet20", kw, 8)
+    args = ["-m", "landscape", "eval", "--model", "resnet20", "--model-kwargs", json.dumps(kw), "--data",
+            "digits:image", "--split", "test", "--path", "loop", "--points-per-pass", "1", "--no-progress",
+            "--bn", "recompute"]
+    for p in paths:
+        args += ["--ckpt", p]
+    ref = tmp_path / "ref.h5"
+    subprocess.run([sys.executable, *args, "--out", str(ref)], check=True, env=_env(), cwd=tmp_path, capture_output=True)
+
+    out = tmp_path / "killed.h5"
+    rng = random.Random(1234)
+    kills, seen = 0, []
+    while kills < 4:
+        before = _done_count(out) if out.exists() else -1
+        cmd = [sys.executable, *args, "--out", str(out)] + (["--resume"] if out.exists() else [])
+        proc = subprocess.Popen(cmd, env=_env(), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline and _done_count(out) <= max(before, 0):
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 0.4))
+        if proc.poll() is not None:
+            break  # finished before the kill
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills += 1
+        with ls.open_result(out) as f:  # readable after every kill
+            done = f.done
+            # values may be written without their done flag (recomputed on resume)
+            assert np.isfinite(f.read_metric("loss")[done]).all()
+        seen.append(int(done.sum()))
+    assert kills >= 2 and seen == sorted(seen) and seen[-1] < len(paths)
+    r = subprocess.run([sys.executable, *args, "--out", str(out), "--resume"], env=_env(), cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    with ls.open_result(ref) as a, ls.open_result(out) as b:
+        assert a.done.all() and b.done.all()
+        for name in a.metrics:
+            assert np.array_equal(a.read_metric(name), b.read_metric(name)), name
+        for name in a.array_names():
+            assert np.array_equal(a.read_array(name), b.read_array(name))
+        assert _attrs_without_timing(a.attrs) == _attrs_without_timing(b.attrs)
+
+
+def test_resume_refuses_a_different_run(tmp_path, capsys):
+    paths = _ckpts(tmp_path, "mlp", {"widths": [16]}, 2)
+    out = tmp_path / "r.h5"
+    assert main(["eval", *MLP_ARGS, "--ckpt", paths[0], "--out", str(out)]) == 0
+    assert main(["eval", *MLP_ARGS, "--ckpt", paths[0], "--out", str(out), "--resume", "--precision", "fp64"]) == 2
+    err = capsys.readouterr().err
+    assert "precision" in err and "fp32" in err and "fp64" in err
+
+
+def test_info_summarises_a_file(tmp_path, capsys):
+    paths = _ckpts(tmp_path, "mlp", {"widths": [16]}, 2)
+    out = tmp_path / "r.h5"
+    assert main(["eval", *MLP_ARGS, "--ckpt", paths[0], "--ckpt", paths[1], "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "2/2" in text and "loss" in text
