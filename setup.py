@@ -20,7 +20,6 @@ import os
 import sys
 
 from setuptools import find_packages, setup
-from setuptools.command.build_ext import build_ext as _setuptools_build_ext
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 LIBRARY_NAME = "landscape"
@@ -61,14 +60,21 @@ def _extensions():
             CUDAExtension,
         )
     except Exception as error:  # torch missing at build time: pure-Python install
-        _warn(f"torch is not importable at build time ({error}); installing without the "
-              "compiled extension. Use `pip install --no-build-isolation .` with torch installed.")
+        _warn(
+            f"torch is not importable at build time ({error}); installing without the "
+            "compiled extension. Use `pip install --no-build-isolation .` with torch installed."
+        )
         return [], {}
 
     debug = _env_flag("DEBUG")
     use_cuda = torch.version.cuda is not None and CUDA_HOME is not None
     cxx_flags = ["-O0", "-g"] if debug else ["-O3", "-DNDEBUG"]
     cxx_flags += ["-fdiagnostics-color=always"]
+    # at::parallel_for is an inline `#pragma omp parallel` in the ATen headers: without
+    # -fopenmp the kernels would run on one thread. The library resolves to the libgomp that
+    # torch already loaded (same soname), so there is one OpenMP runtime in the process.
+    openmp = ["-fopenmp"] if sys.platform.startswith("linux") else []
+    cxx_flags += openmp
     sources = [
         os.path.relpath(p, ROOT)
         for p in sorted(glob.glob(os.path.join(ROOT, "csrc", "*.cpp")))
@@ -95,8 +101,7 @@ def _extensions():
         sources=sources,
         include_dirs=[os.path.join(ROOT, "csrc"), os.path.join(ROOT, "csrc", "cpu")],
         extra_compile_args=extra_compile_args,
-        extra_link_args=["-O0", "-g"] if debug else [],
-        py_limited_api=True,
+        extra_link_args=(["-O0", "-g"] if debug else []) + openmp,
     )
 
     class OptionalBuildExt(BuildExtension):
@@ -106,15 +111,25 @@ def _extensions():
             try:
                 super().run()
             except Exception as error:
-                _warn(f"building the compiled extension failed ({error!r}); installing the "
-                      "pure-Python package, which uses the PyTorch reference ops (slower).")
+                for ext in self.extensions:
+                    self._remove_stale(ext)
+                _warn(
+                    f"building the compiled extension failed ({error!r}); installing the "
+                    "pure-Python package, which uses the PyTorch reference ops (slower)."
+                )
+
+        def _remove_stale(self, ext):
+            """A library left by an earlier build must not be packaged instead."""
+            stale = self.get_ext_fullpath(ext.name)
+            if os.path.exists(stale):
+                os.remove(stale)
 
         def build_extension(self, ext):
             try:
                 super().build_extension(ext)
             except Exception as error:
-                _warn(f"compiling {ext.name} failed ({error!r}); the pure-PyTorch reference "
-                      "ops will be used instead.")
+                self._remove_stale(ext)
+                _warn(f"compiling {ext.name} failed ({error!r}); the pure-PyTorch reference ops will be used instead.")
 
     # MAX_JOBS is read by torch's ninja build; NVCC_THREADS is handled above.
     return [ext], {"build_ext": OptionalBuildExt.with_options(no_python_abi_suffix=True)}
@@ -142,6 +157,5 @@ setup(
     entry_points={"console_scripts": ["landscape = landscape.cli:main"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
-    options={"bdist_wheel": {"py_limited_api": "cp39"}} if ext_modules else {},
     include_package_data=True,
 )

@@ -5,15 +5,17 @@
 
 __version__ = "0.1.0"
 
-from . import metrics
+from . import directions, distributed, io, metrics, ops
 from .bn import BN_MODES
 from .data import DataError, TensorData, load_data
 from .evaluate import PATHS, PRECISIONS, EvalResult, MemoryBudgetError, evaluate, evaluate_points
 from .io import ResultExistsError, ResultFileError, create_result, open_result
 from .pointset import PointSet
+from .directions import Plane
+from .surface import SurfaceResult, compute_surface, parse_range
 from .weights import CheckpointError, Layout, Weights, load_checkpoint, load_weights, save_weights
 from . import models
-from .models import build_model
+from .models import ModelSpecError, build_model
 
 __all__ = [
     "__version__",
@@ -25,20 +27,29 @@ __all__ = [
     "EvalResult",
     "Layout",
     "MemoryBudgetError",
+    "ModelSpecError",
+    "Plane",
     "PointSet",
     "ResultExistsError",
     "ResultFileError",
+    "SurfaceResult",
     "TensorData",
     "Weights",
     "build_model",
+    "compute_surface",
+    "directions",
+    "distributed",
     "create_result",
     "evaluate",
     "evaluate_points",
+    "io",
     "load_checkpoint",
     "load_data",
     "load_weights",
     "metrics",
     "models",
     "open_result",
+    "parse_range",
+    "ops",
     "save_weights",
 ]

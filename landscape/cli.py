@@ -33,11 +33,12 @@ def parse_bytes(text: str) -> int:
         raise UsageError(f"--max-memory {text!r} is not a size; expected e.g. 2G, 512M or 1000000") from None
 
 
-def _add_common_eval(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="built-in name (see --list-models) or package.module:factory")
+def _add_common_eval(p: argparse.ArgumentParser, *, split: bool = True, out_required: bool = False) -> None:
+    p.add_argument("--model", required=True, help="built-in name (see `landscape models`) or package.module:factory")
     p.add_argument("--model-kwargs", default=None, help="JSON object of keyword arguments for the factory")
     p.add_argument("--data", required=True, help="digits | synthetic:cifar10 | file.npz | file.pt | cifar10:DIR | image folder")
-    p.add_argument("--split", default="test", help="data split to evaluate on (train/test/all), default test")
+    if split:
+        p.add_argument("--split", default="test", help="data split to evaluate on (train/test/all), default test")
     p.add_argument("--max-samples", type=int, default=None, help="use at most this many samples")
     p.add_argument("--metrics", default="loss,acc", help="comma-separated: loss, acc, err, mse (default loss,acc)")
     p.add_argument("--bn", default="running", choices=["running", "recompute", "recompute-exact"],
@@ -50,7 +51,7 @@ def _add_common_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-memory", default=None, help="memory budget, e.g. 4G (default: a safe fraction of free memory)")
     p.add_argument("--path", default="auto", choices=["auto", "fused", "vmap", "loop"], help="execution path")
     p.add_argument("--trust-checkpoint", action="store_true", help="allow pickled Python objects in checkpoints (runs code from the file)")
-    p.add_argument("--out", default=None, help="write results to this HDF5 file")
+    p.add_argument("--out", required=out_required, default=None, help="write results to this HDF5 file")
     p.add_argument("--resume", action="store_true", help="continue an interrupted --out file")
     p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -73,6 +74,43 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="metrics of checkpoints")
     p.add_argument("--ckpt", action="append", required=True, help="checkpoint file (repeat for several)")
     _add_common_eval(p)
+
+    p = sub.add_parser(
+        "surface",
+        help="1D/2D loss surfaces: interpolation, random line/plane, three-checkpoint plane, PCA plane",
+        description="Evaluate a line or plane of weight points. Works under torchrun: "
+        "torchrun --nproc_per_node=N -m landscape surface ... shards the grid over the ranks.",
+    )
+    p.add_argument("--ckpt", action="append", default=[], help="checkpoint file (repeat: 1 = centre, 2 = ends, 3 = plane)")
+    p.add_argument("--trajectory", nargs="+", default=None,
+                   help="checkpoints along a training run (files or one folder) for a PCA plane")
+    p.add_argument("--type", dest="surface_type", default=None,
+                   choices=["interpolate", "line", "plane", "three-point", "pca"],
+                   help="default: plane for 1 checkpoint, interpolate for 2, three-point for 3, pca with --trajectory")
+    p.add_argument("--x", default=None, help="MIN:MAX:COUNT (default -1:1:51; -0.5:1.5:41 to interpolate; auto for three-point/pca)")
+    p.add_argument("--y", default=None, help="MIN:MAX:COUNT for planes (default like --x)")
+    p.add_argument("--splits", default="train,test", help="comma-separated data splits (default train,test)")
+    p.add_argument("--norm", default="filter", choices=["filter", "layer", "weight", "none"], help="direction normalization")
+    p.add_argument("--ignore", default="biasbn", choices=["biasbn", "none"], help="zero biases and BatchNorm in directions")
+    p.add_argument("--states", action="store_true", help="random directions also move BatchNorm running statistics")
+    p.add_argument("--seed", type=int, default=0, help="seed of random directions")
+    p.add_argument("--plot", action="store_true", help="also write the figures next to the file")
+    _add_common_eval(p, split=False, out_required=True)
+
+    p = sub.add_parser("plot", help="figures from a result file (PNG and PDF)")
+    p.add_argument("file")
+    p.add_argument("--out", default=None, help="output folder (default: next to the file)")
+    p.add_argument("--format", default="png,pdf", help="comma-separated formats (default png,pdf)")
+    p.add_argument("--metrics", default=None, help="comma-separated metrics to plot (default: all losses/accuracies)")
+    p.add_argument("--force", action="store_true", help="overwrite existing figures")
+
+    p = sub.add_parser("export", help="export a surface for other tools (ParaView .vtp)")
+    p.add_argument("file")
+    p.add_argument("--vtp", required=True, metavar="OUT.vtp", help="write VTK XML PolyData here")
+    p.add_argument("--metric", default="train_loss")
+    p.add_argument("--log", action="store_true", help="log10 of the metric as height")
+    p.add_argument("--zmax", type=float, default=None, help="clip heights above this value")
+    p.add_argument("--force", action="store_true")
 
     p = sub.add_parser("demo", help="the main job on bundled data (digits, CPU, under 2 minutes)")
     p.add_argument("--out", default="landscape-demo", help="output folder (default ./landscape-demo)")
@@ -143,6 +181,133 @@ def _cmd_eval(args) -> int:
     return 0
 
 
+def _trajectory_files(items: list[str]) -> list[str]:
+    """Files given, or the checkpoint files of one folder in natural order (epoch_2 < epoch_10)."""
+    import re
+
+    if len(items) == 1 and os.path.isdir(items[0]):
+        folder = items[0]
+        names = [n for n in os.listdir(folder) if n.endswith((".pt", ".pth", ".safetensors"))]
+        if not names:
+            raise UsageError(f"--trajectory folder '{folder}' holds no .pt/.pth/.safetensors files")
+        key = lambda n: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", n)]  # noqa: E731
+        return [os.path.join(folder, n) for n in sorted(names, key=key)]
+    return items
+
+
+def _auto_range(values: "np.ndarray", count: int = 21, margin: float = 0.25) -> "np.ndarray":
+    import numpy as np
+
+    lo, hi = float(np.min(values)), float(np.max(values))
+    span = max(hi - lo, 1e-3)
+    return np.linspace(lo - margin * span, hi + margin * span, count)
+
+
+def _cmd_surface(args) -> int:
+    from . import directions, distributed
+    from .data import load_data
+    from .models import describe_model, build_model
+    from .surface import compute_surface, parse_range
+    from .weights import load_checkpoint
+
+    _check_out(args)
+    kind = args.surface_type
+    n = len(args.ckpt)
+    if kind is None:
+        kind = "pca" if args.trajectory else {1: "plane", 2: "interpolate", 3: "three-point"}.get(n)
+        if kind is None:
+            raise UsageError(f"got {n} --ckpt; expected 1 (random plane), 2 (interpolation), 3 (three-point plane) or --trajectory")
+    need = {"interpolate": 2, "line": 1, "plane": 1, "three-point": 3}
+    if kind in need and n != need[kind]:
+        raise UsageError(f"--type {kind} needs {need[kind]} --ckpt, got {n}")
+    if kind == "pca" and not args.trajectory:
+        raise UsageError("--type pca needs --trajectory (checkpoint files or a folder)")
+    device = distributed.init_from_env(args.device)
+    try:
+        model = build_model(args.model, args.model_kwargs)
+        ckpts = [load_checkpoint(p, model, trust=args.trust_checkpoint) for p in args.ckpt]
+        ignore = None if args.ignore == "none" else "biasbn"
+        traj: list = []
+        if kind == "interpolate":
+            plane = directions.line_through(*ckpts)
+        elif kind in ("line", "plane"):
+            plane = directions.random_plane(ckpts[0], dims=1 if kind == "line" else 2, norm=args.norm,
+                                            ignore=ignore, states=args.states, seed=args.seed)
+        elif kind == "three-point":
+            plane = directions.three_point_plane(*ckpts)
+        else:
+            traj = [load_checkpoint(p, model, trust=args.trust_checkpoint) for p in _trajectory_files(args.trajectory)]
+            plane = directions.pca_plane(traj, final=ckpts[0] if ckpts else None, ignore=ignore)
+        default_x = {"interpolate": "-0.5:1.5:41"}.get(kind, "-1:1:51")
+        if args.x is None and kind in ("three-point", "pca"):
+            pts = plane.arrays.get("trajectory", plane.anchors)
+            xs, ys = _auto_range(pts[:, 0]), _auto_range(pts[:, 1])
+        else:
+            xs = parse_range(args.x or default_x)
+            ys = None if plane.dim == 1 else parse_range(args.y or args.x or default_x)
+        if args.y is not None and plane.dim == 2:
+            ys = parse_range(args.y)
+        splits = {s.strip(): load_data(args.data, s.strip(), max_samples=args.max_samples)
+                  for s in args.splits.split(",") if s.strip()}
+        bn_data = None
+        if args.bn != "running":
+            bn_data = splits.get(args.bn_split) or load_data(args.data, args.bn_split, max_samples=args.max_samples)
+        attrs = {
+            "model": describe_model(args.model, args.model_kwargs),
+            "checkpoints": [{"path": w.source, "sha256": w.sha256} for w in ckpts],
+            "trajectory": [{"path": w.source, "sha256": w.sha256} for w in traj] or None,
+            "bn-split": args.bn_split if args.bn != "running" else None,
+        }
+        res = compute_surface(
+            model, plane, xs, ys, splits=splits, metrics=[m.strip() for m in args.metrics.split(",") if m.strip()],
+            bn=args.bn, bn_data=bn_data, precision=args.precision, device=device, batch_size=args.batch_size,
+            points_per_pass=args.points_per_pass,
+            max_memory=parse_bytes(args.max_memory) if args.max_memory else None,
+            path=args.path, out=args.out, resume=args.resume, force=args.force, attrs=attrs,
+            progress=not args.no_progress,
+        )
+        rank, _ = distributed.rank_and_world()
+        if rank == 0:
+            _print_surface_summary(res)
+            if args.plot:
+                from .plot import plot_file
+
+                written = plot_file(args.out, os.path.dirname(os.path.abspath(args.out)), force=args.force)
+                print(f"figures: {', '.join(written)}")
+    finally:
+        distributed.shutdown()
+    return 0
+
+
+def _print_surface_summary(res) -> None:
+    import numpy as np
+
+    grid = " x ".join(str(d) for d in next(iter(res.metrics.values())).shape)
+    print(f"{res.plane.kind} surface, grid {grid}, {res.evaluated} cell(s) computed in {res.seconds:.1f} s "
+          f"(engine path {res.path}) -> {res.file}")
+    for name, v in res.metrics.items():
+        if np.isfinite(v).any():
+            print(f"  {name:12s} min {np.nanmin(v):.4g}  max {np.nanmax(v):.4g}")
+
+
+def _cmd_plot(args) -> int:
+    from .plot import plot_file
+
+    out = args.out or os.path.dirname(os.path.abspath(args.file))
+    metrics = [m.strip() for m in args.metrics.split(",")] if args.metrics else None
+    formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
+    for path in plot_file(args.file, out, formats=formats, metrics=metrics, force=args.force):
+        print(path)
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from .plot import export_vtp
+
+    print(export_vtp(args.file, args.vtp, metric=args.metric, log=args.log, zmax=args.zmax, force=args.force))
+    return 0
+
+
 def _cmd_models(args) -> int:
     from .models import list_models
 
@@ -157,7 +322,15 @@ def _cmd_demo(args) -> int:
     return 0
 
 
-_COMMANDS = {"info": _cmd_info, "eval": _cmd_eval, "demo": _cmd_demo, "models": _cmd_models}
+_COMMANDS = {
+    "info": _cmd_info,
+    "eval": _cmd_eval,
+    "surface": _cmd_surface,
+    "plot": _cmd_plot,
+    "export": _cmd_export,
+    "demo": _cmd_demo,
+    "models": _cmd_models,
+}
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -174,7 +347,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``landscape`` command; returns the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # "--x -1:1:51": a value that starts with "-" would read as an option to argparse
+    for i in range(len(argv) - 1):
+        if argv[i] in ("--x", "--y") and argv[i + 1].startswith("-"):
+            argv[i : i + 2] = [f"{argv[i]}={argv[i + 1]}", ""]
+    args = parser.parse_args([a for a in argv if a != ""])
     if args.command is None:
         parser.print_help()
         return 2

@@ -85,8 +85,9 @@ def run_demo(out_dir: str = "landscape-demo", *, force: bool = False, progress: 
     results = {}
     for split, data in (("train", train), ("test", test)):
         path = out_file.replace(".h5", f"-{split}.h5")
-        res = evaluate(model, line, data, ("loss", "acc"), out=path, force=True, progress=progress,
-                       attrs={**attrs, "split": split})
+        # an earlier demo's file is continued (nothing to recompute), replaced only with --force
+        res = evaluate(model, line, data, ("loss", "acc"), out=path, resume=not force, force=force,
+                       progress=progress, attrs={**attrs, "split": split})
         results[split] = (path, res)
 
     elapsed = time.perf_counter() - t0

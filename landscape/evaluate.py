@@ -43,6 +43,7 @@ from .pointset import PointSet
 from .weights import Weights
 
 __all__ = [
+    "Engine",
     "EvalResult",
     "MemoryBudgetError",
     "PRECISIONS",
@@ -302,6 +303,222 @@ def _is_oom(e: BaseException) -> bool:
 
 
 # ---------------------------------------------------------------------------- engine
+class Engine:
+    """The engine set up once for a model and a point set, run on any data and any points.
+
+    :func:`evaluate` and :func:`evaluate_points` use it for one dataset; surfaces keep one
+    engine and run it on chunks of cells for several data splits. Arguments are those of
+    :func:`evaluate`.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        points: PointSet | Weights | Sequence[Weights],
+        metrics: Sequence[str | Callable | Metric] = ("loss", "acc"),
+        *,
+        bn: str = "running",
+        precision: str = "fp32",
+        device: str | torch.device | None = None,
+        batch_size: int | None = None,
+        bn_batch_size: int = 128,
+        max_memory: int | float | None = None,
+        points_per_pass: int | None = None,
+        path: str = "auto",
+    ):
+        points = _as_pointset(points)
+        self.metrics = resolve_metrics(metrics)
+        if bn not in bnlib.BN_MODES:
+            raise ValueError(f"bn should be one of {bnlib.BN_MODES}, got {bn!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision should be one of {PRECISIONS}, got {precision!r}")
+        if path not in PATHS:
+            raise ValueError(f"path should be one of {PATHS}, got {path!r}")
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model should be a torch.nn.Module, got {type(model).__name__}")
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size should be at least 1, got {batch_size}")
+        model_names = list(model.state_dict().keys())
+        if model_names != points.layout.names():
+            missing = [n for n in model_names if n not in points.layout]
+            extra = [n for n in points.layout.names() if n not in model_names]
+            what = f"model has '{missing[0]}' which the points lack" if missing else (
+                f"points have '{extra[0]}' which the model lacks" if extra else "their order differs")
+            raise ValueError(f"points do not match the model: {what}")
+        self.model_name = type(model).__name__
+        self.bn, self.precision, self.path_asked = bn, precision, path
+        self.device = torch.device(device) if device is not None else torch.device(
+            "cuda" if torch.cuda.is_available() else "cpu")
+        self.dtype = torch.float64 if precision == "fp64" else torch.float32
+        self.batch_size, self.bn_batch_size = batch_size, bn_batch_size
+        self.budget = int(max_memory) if max_memory is not None else _default_budget(self.device)
+        self.max_points = points_per_pass or 64
+        self.points = points
+        self.work = copy.deepcopy(model).to(device=self.device, dtype=self.dtype).eval()
+        for p in self.work.parameters():
+            p.requires_grad_(False)
+        with torch.no_grad():
+            basis = points.basis.to(device=self.device, dtype=self.dtype)
+        self.pts = PointSet(basis, points.coeffs, points.layout,
+                            extras={k: v.to(self.device) for k, v in points.extras.items()}, names=points.names)
+        self.has_bn = bnlib.has_batchnorm(self.work)
+        self.sq_norms = None
+        if any(m.needs_weight_norm for m in self.metrics):
+            G = self.pts.gram(points.layout.parameter_mask())
+            self.sq_norms = torch.einsum("kj,jl,kl->k", points.coeffs, G, points.coeffs)
+        stack = linear_stack(self.work)
+        self.plan, self.flatten = stack if stack is not None else (None, False)
+        self._fused = None
+        self._data_cache: dict[int, _DeviceData] = {}
+        self.path: str | None = None
+        self.points_per_pass: int | None = None
+        self.n_batch: int | None = None
+
+    # ------------------------------------------------------------------ set-up per dataset
+    def _device_data(self, data) -> _DeviceData:
+        key = id(data)
+        if key not in self._data_cache:
+            self._data_cache[key] = (data, _DeviceData(data, self.device, self.dtype))
+        return self._data_cache[key][1]
+
+    def _choose_path(self, ddata: _DeviceData) -> str:
+        fused_ok = (self.plan is not None and self.precision in ("fp32", "fp64", "tf32")
+                    and (ddata.x.dim() == 2 or self.flatten))
+        if self.path_asked == "fused" and not fused_ok:
+            raise ValueError(
+                "path='fused' needs an nn.Sequential of Linear layers and ReLU/Tanh activations "
+                f"at precision fp32/tf32/fp64; got {self.model_name} at {self.precision}"
+            )
+        if self.path_asked != "auto":
+            return self.path_asked
+        return "fused" if fused_ok else ("vmap" if self.device.type == "cuda" else "loop")
+
+    def _plan_memory(self, ddata: _DeviceData, chosen: str) -> tuple[int, int]:
+        itemsize = torch.finfo(self.dtype).bits // 8
+        point0 = {n: t[0] for n, t in self.pts.tensors([0]).items()}
+        act = _activation_bytes_per_sample(self.work, point0, ddata.x[:1])
+        n_batch = int(self.batch_size) if self.batch_size else min(
+            ddata.n, 2048 if self.device.type == "cuda" else 1024)
+        P_bytes = self.pts.P * itemsize
+        base = self.pts.J * P_bytes + ddata.x.numel() * ddata.x.element_size()
+
+        def need(k: int, n: int) -> int:
+            if chosen == "fused":
+                return base + k * n * act
+            if chosen == "vmap":
+                return base + k * (P_bytes + n * act)
+            return base + k * P_bytes + n * act
+
+        while n_batch > 1 and need(1, n_batch) > self.budget:
+            n_batch //= 2
+        if need(1, n_batch) > self.budget:
+            raise MemoryBudgetError(
+                f"max_memory={self.budget} bytes is too small for one point: it needs at least "
+                f"{need(1, 1)} bytes (basis {self.pts.J} x {P_bytes} bytes, data, and {act} bytes of "
+                "activations per sample)"
+            )
+        k_pass = max(1, min(self.max_points, self.points.K or 1))
+        while k_pass > 1 and need(k_pass, n_batch) > self.budget:
+            k_pass //= 2
+        return k_pass, n_batch
+
+    def prepare(self, data) -> int:
+        """Choose the path and chunking for ``data``; returns the points per pass."""
+        ddata = self._device_data(data)
+        if self.path is None:
+            self.path = self._choose_path(ddata)
+            if self.path == "fused":
+                self._fused = _FusedMLP(self.plan, self.pts, self.dtype, self.device, self.flatten)
+        if self.points_per_pass is None:
+            self.points_per_pass, self.n_batch = self._plan_memory(ddata, self.path)
+        return self.points_per_pass
+
+    # ------------------------------------------------------------------ evaluation
+    def _chunk_values(self, idx: np.ndarray, ddata: _DeviceData, bdata: _DeviceData | None,
+                      vectorized: bool) -> dict[str, np.ndarray]:
+        device, dtype, work = self.device, self.dtype, self.work
+        coeffs = self.points.coeffs[torch.as_tensor(idx)].to(device=device, dtype=dtype)
+        tensors = None if self._fused is not None else self.pts.tensors(idx)
+        apply = _per_point_apply(vectorized)
+        forward = lambda p, xb: functional_call(work, p, (xb,))  # noqa: E731
+        if self.has_bn and tensors is not None and self.bn == "recompute":
+            tensors = bnlib.recompute_bn(lambda t, xb: apply(forward, t, xb), work, tensors,
+                                         bdata.inputs(self.bn_batch_size))
+        elif self.has_bn and tensors is not None and self.bn == "recompute-exact":
+            tensors = bnlib.recompute_bn_exact(apply, work, tensors, lambda: bdata.inputs(self.bn_batch_size))
+        sums = {m.name: torch.zeros(len(idx), dtype=torch.float64, device=device) for m in self.metrics}
+        for xb, yb in ddata.batches(self.n_batch):
+            out = self._fused(coeffs, xb) if self._fused is not None else apply(forward, tensors, xb)
+            for m in self.metrics:
+                sums[m.name] += m.batch_sum(out, yb).to(torch.float64)
+        vals = {}
+        for m in self.metrics:
+            sq = self.sq_norms[torch.as_tensor(idx)].to(device) if self.sq_norms is not None else None
+            vals[m.name] = m.finalize(sums[m.name], ddata.n, sq).cpu().numpy()
+        return vals
+
+    def run(self, data, indices=None, *, bn_data=None, on_chunk=None, progress: bool = True,
+            desc: str = "evaluate") -> dict[str, np.ndarray]:
+        """Metrics at the points ``indices`` (all when None) over ``data``.
+
+        Returns ``{metric: ndarray[K]}`` with NaN at points not in ``indices``; calls
+        ``on_chunk(indices, values)`` after every finished chunk.
+        """
+        K = self.points.K
+        todo = np.arange(K, dtype=np.int64) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
+        if todo.size and (todo.min() < 0 or todo.max() >= K):
+            raise IndexError(f"indices should lie in [0, {K}), got min {todo.min()} and max {todo.max()}")
+        results = {m.name: np.full(K, np.nan) for m in self.metrics}
+        if not todo.size:
+            return results
+        ddata = self._device_data(data)
+        bdata = None
+        if self.bn != "running" and self.has_bn:
+            bdata = self._device_data(bn_data if bn_data is not None else data)
+        self.prepare(data)
+        vectorized = self.path == "vmap"
+        bar = _progress(len(todo), desc, progress)
+        pos = 0
+        try:
+            with _precision_context(self.precision, self.device), torch.no_grad():
+                while pos < len(todo):
+                    idx = todo[pos : pos + self.points_per_pass]
+                    try:
+                        vals = self._chunk_values(idx, ddata, bdata, vectorized)
+                    except Exception as e:  # noqa: BLE001 - classified below
+                        if _is_oom(e):
+                            self._back_off(e)
+                            continue
+                        if vectorized and _is_vmap_failure(e):
+                            warnings.warn(
+                                f"vmap cannot evaluate {self.model_name} ({str(e).splitlines()[0][:120]}); "
+                                "falling back to the per-point path",
+                                stacklevel=3,
+                            )
+                            vectorized, self.path = False, "loop"
+                            continue
+                        raise
+                    for name, v in vals.items():
+                        results[name][idx] = v
+                    if on_chunk is not None:
+                        on_chunk(idx, vals)
+                    pos += len(idx)
+                    bar.update(len(idx))
+        finally:
+            bar.close()
+        return results
+
+    def _back_off(self, e: BaseException) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        if self.points_per_pass > 1:
+            self.points_per_pass = max(1, self.points_per_pass // 2)
+        elif self.n_batch > 1:
+            self.n_batch = max(1, self.n_batch // 2)
+        else:
+            raise MemoryBudgetError("out of memory evaluating a single point on a single sample") from e
+
+
 def evaluate_points(
     model: nn.Module,
     points: PointSet | Weights | Sequence[Weights],
@@ -329,176 +546,18 @@ def evaluate_points(
     with the point indices and metric values of every finished chunk, in order).
     """
     t_start = time.perf_counter()
-    points = _as_pointset(points)
-    metric_objs = resolve_metrics(metrics)
-    if bn not in bnlib.BN_MODES:
-        raise ValueError(f"bn should be one of {bnlib.BN_MODES}, got {bn!r}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision should be one of {PRECISIONS}, got {precision!r}")
-    if path not in PATHS:
-        raise ValueError(f"path should be one of {PATHS}, got {path!r}")
-    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model should be a torch.nn.Module, got {type(model).__name__}")
-    model_names = list(model.state_dict().keys())
-    if model_names != points.layout.names():
-        missing = [n for n in model_names if n not in points.layout]
-        extra = [n for n in points.layout.names() if n not in model_names]
-        what = f"model has '{missing[0]}' which the points lack" if missing else (
-            f"points have '{extra[0]}' which the model lacks" if extra else "their order differs")
-        raise ValueError(f"points do not match the model: {what}")
-
-    K = points.K
-    todo = np.arange(K, dtype=np.int64) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
-    if todo.size and (todo.min() < 0 or todo.max() >= K):
-        raise IndexError(f"indices should lie in [0, {K}), got min {todo.min()} and max {todo.max()}")
-    results = {m.name: np.full(K, np.nan) for m in metric_objs}
-
-    dtype = torch.float64 if precision == "fp64" else torch.float32
-    work = copy.deepcopy(model).to(device=device, dtype=dtype).eval()
-    for p in work.parameters():
-        p.requires_grad_(False)
-    with torch.no_grad():
-        basis = points.basis.to(device=device, dtype=dtype)
-    pts = PointSet(basis, points.coeffs, points.layout, extras={k: v.to(device) for k, v in points.extras.items()}, names=points.names)
-    ddata = _DeviceData(data, device, dtype)
-    has_bn = bnlib.has_batchnorm(work)
-    if bn != "running" and has_bn:
-        bdata = _DeviceData(bn_data if bn_data is not None else data, device, dtype)
-    else:
-        bdata = None
-
-    sq_norms = None
-    if any(m.needs_weight_norm for m in metric_objs):
-        G = pts.gram(points.layout.parameter_mask())
-        sq_norms = torch.einsum("kj,jl,kl->k", points.coeffs, G, points.coeffs)
-
-    # ---- path
-    stack = linear_stack(work)
-    plan, flatten = stack if stack is not None else (None, False)
-    fused_ok = (
-        plan is not None
-        and precision in ("fp32", "fp64", "tf32")
-        and (ddata.x.dim() == 2 or flatten)
-    )
-    if path == "fused" and not fused_ok:
-        raise ValueError(
-            "path='fused' needs an nn.Sequential of Linear layers and ReLU/Tanh activations "
-            f"at precision fp32/tf32/fp64; got {type(model).__name__} at {precision}"
-        )
-    chosen = path
-    if path == "auto":
-        chosen = "fused" if fused_ok else ("vmap" if device.type == "cuda" else "loop")
-
-    # ---- memory plan
-    itemsize = torch.finfo(dtype).bits // 8
-    budget = int(max_memory) if max_memory is not None else _default_budget(device)
-    point0 = {n: t[0] for n, t in pts.tensors([0]).items()} if K else {}
-    x1 = ddata.x[:1]
-    act = _activation_bytes_per_sample(work, point0, x1)
-    n_batch = int(batch_size) if batch_size else min(ddata.n, 2048 if device.type == "cuda" else 1024)
-    P_bytes = pts.P * itemsize
-    base = pts.J * P_bytes + ddata.x.numel() * ddata.x.element_size()
-
-    def need(k: int, n: int) -> int:
-        if chosen == "fused":
-            return base + k * n * act
-        if chosen == "vmap":
-            return base + k * (P_bytes + n * act)
-        return base + k * P_bytes + n * act
-
-    while n_batch > 1 and need(1, n_batch) > budget:
-        n_batch //= 2
-    if need(1, n_batch) > budget:
-        raise MemoryBudgetError(
-            f"max_memory={budget} bytes is too small for one point: it needs at least "
-            f"{need(1, 1)} bytes (basis {pts.J} x {P_bytes} bytes, data, and {act} bytes of "
-            "activations per sample)"
-        )
-    k_pass = points_per_pass or 64
-    k_pass = max(1, min(k_pass, K or 1))
-    while k_pass > 1 and need(k_pass, n_batch) > budget:
-        k_pass //= 2
-
-    # ---- runners
-    fused = _FusedMLP(plan, pts, dtype, device, flatten) if chosen == "fused" else None
-
-    def outputs_for(tensors, coeffs, x, vectorized):
-        if fused is not None:
-            return fused(coeffs, x)
-        fn = lambda p, xb: functional_call(work, p, (xb,))  # noqa: E731
-        return _per_point_apply(vectorized)(fn, tensors, x)
-
-    def run_chunk(idx: np.ndarray, vectorized: bool) -> dict[str, np.ndarray]:
-        coeffs = points.coeffs[torch.as_tensor(idx)].to(device=device, dtype=dtype)
-        tensors = None if fused is not None else pts.tensors(idx)
-        if has_bn and bn == "recompute" and tensors is not None:
-            apply = _per_point_apply(vectorized)
-            fn = lambda p, xb: functional_call(work, p, (xb,))  # noqa: E731
-            tensors = bnlib.recompute_bn(lambda t, xb: apply(fn, t, xb), work, tensors, bdata.inputs(bn_batch_size))
-        elif has_bn and bn == "recompute-exact" and tensors is not None:
-            tensors = bnlib.recompute_bn_exact(
-                _per_point_apply(vectorized), work, tensors, lambda: bdata.inputs(bn_batch_size)
-            )
-        sums = {m.name: torch.zeros(len(idx), dtype=torch.float64, device=device) for m in metric_objs}
-        for xb, yb in ddata.batches(n_batch):
-            out = outputs_for(tensors, coeffs, xb, vectorized)
-            for m in metric_objs:
-                sums[m.name] += m.batch_sum(out, yb).to(torch.float64)
-        vals = {}
-        for m in metric_objs:
-            sq = sq_norms[torch.as_tensor(idx)].to(device) if sq_norms is not None else None
-            vals[m.name] = m.finalize(sums[m.name], ddata.n, sq).cpu().numpy()
-        return vals
-
-    vectorized = chosen == "vmap"
-    bar = _progress(len(todo), desc, progress)
-    pos = 0
-    try:
-        with _precision_context(precision, device), torch.no_grad():
-            while pos < len(todo):
-                idx = todo[pos : pos + k_pass]
-                try:
-                    vals = run_chunk(idx, vectorized)
-                except Exception as e:  # noqa: BLE001 - classified below
-                    if _is_oom(e):
-                        if device.type == "cuda":
-                            torch.cuda.empty_cache()
-                        if k_pass > 1:
-                            k_pass = max(1, k_pass // 2)
-                        elif n_batch > 1:
-                            n_batch = max(1, n_batch // 2)
-                        else:
-                            raise MemoryBudgetError(
-                                "out of memory evaluating a single point on a single sample"
-                            ) from e
-                        continue
-                    if vectorized and _is_vmap_failure(e):
-                        warnings.warn(
-                            f"vmap cannot evaluate {type(model).__name__} ({str(e).splitlines()[0][:120]}); "
-                            "falling back to the per-point path",
-                            stacklevel=2,
-                        )
-                        vectorized, chosen = False, "loop"
-                        continue
-                    raise
-                for name, v in vals.items():
-                    results[name][idx] = v
-                if on_chunk is not None:
-                    on_chunk(idx, vals)
-                pos += len(idx)
-                bar.update(len(idx))
-    finally:
-        bar.close()
-    seconds = time.perf_counter() - t_start
+    engine = Engine(model, points, metrics, bn=bn, precision=precision, device=device, batch_size=batch_size,
+                    bn_batch_size=bn_batch_size, max_memory=max_memory, points_per_pass=points_per_pass, path=path)
+    results = engine.run(data, indices, bn_data=bn_data, on_chunk=on_chunk, progress=progress, desc=desc)
+    evaluated = engine.points.K if indices is None else int(np.asarray(indices).size)
     return EvalResult(
         metrics=results,
-        path=chosen,
-        points_per_pass=k_pass,
-        batch_size=n_batch,
-        seconds=seconds,
-        evaluated=int(len(todo)),
-        info={"device": str(device), "precision": precision, "bn": bn, "memory_budget": budget},
+        path=engine.path or engine.path_asked,
+        points_per_pass=engine.points_per_pass or 0,
+        batch_size=engine.n_batch or 0,
+        seconds=time.perf_counter() - t_start,
+        evaluated=evaluated,
+        info={"device": str(engine.device), "precision": precision, "bn": bn, "memory_budget": engine.budget},
     )
 
 

@@ -7,11 +7,6 @@ import torch
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: long reproductions (deselect with -m 'not slow')")
-    config.addinivalue_line("markers", "cuda: needs a CUDA GPU (skipped without one)")
-
-
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return

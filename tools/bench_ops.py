@@ -31,9 +31,7 @@ def per_point_loop(x, w1_basis, b1_basis, w2_basis, b2_basis, coeffs, batch_size
         b1 = c @ b1_basis
         w2 = (c.view(J, 1, 1) * w2_basis).sum(0)
         b2 = c @ b2_basis
-        logits = [
-            F.linear(torch.relu(F.linear(xb, w1, b1)), w2, b2) for xb in x.split(batch_size)
-        ]
+        logits = [F.linear(torch.relu(F.linear(xb, w1, b1)), w2, b2) for xb in x.split(batch_size)]
         outputs.append(torch.cat(logits))
     return torch.stack(outputs)
 

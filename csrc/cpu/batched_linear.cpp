@@ -224,12 +224,13 @@ at::Tensor fused_mlp2_cpu(const at::Tensor& x, const at::Tensor& w1_basis,
       // a thread slowed down by another process does not hold the others up.
       std::atomic<int64_t> next_tile{first_tile};
       at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
-        std::vector<scalar_t> hidden(static_cast<size_t>(kMlpHiddenRows * H));
+        std::vector<scalar_t> hidden(static_cast<size_t>(mlp2_hidden_scratch(H)));
+        std::vector<scalar_t> acc(static_cast<size_t>(mlp2_acc_scratch(O)));
         for (int64_t t = next_tile++; t < last_tile; t = next_tile++) {
           const int64_t n_begin = t * tile;
           const int64_t n_end = std::min(N, n_begin + tile);
           mlp2_tile<scalar_t>(z_ptr + (n_begin - chunk_begin) * J * H, c_ptr, b1_ptr, w2_ptr,
-                              b2_ptr, o_ptr, hidden.data(), N, K, J, H, O, activation, n_begin, n_end);
+                              b2_ptr, o_ptr, hidden.data(), acc.data(), N, K, J, H, O, activation, n_begin, n_end);
         }
       });
     }

@@ -57,10 +57,7 @@ def _check_coeffs(coeffs: torch.Tensor, J: int, x: torch.Tensor) -> None:
     if coeffs.dim() != 2:
         raise ValueError(f"coeffs should be a 2d tensor [K, J], got {coeffs.dim()}D")
     if coeffs.shape[1] != J:
-        raise ValueError(
-            f"coeffs should have J={J} columns (one per basis tensor), got shape "
-            f"{tuple(coeffs.shape)}"
-        )
+        raise ValueError(f"coeffs should have J={J} columns (one per basis tensor), got shape {tuple(coeffs.shape)}")
     _check_same_dtype_device(coeffs, "coeffs", x)
 
 
@@ -76,19 +73,14 @@ def _check_bias(bias: torch.Tensor | None, name: str, J: int, M: int, x: torch.T
 
 def _check_batched_linear_args(x, basis_weight, basis_bias, coeffs) -> None:
     if x.dim() not in (2, 3):
-        raise ValueError(
-            f"x should be a 2d tensor [N, in] or a 3d tensor [K, N, in], got {x.dim()}D"
-        )
+        raise ValueError(f"x should be a 2d tensor [N, in] or a 3d tensor [K, N, in], got {x.dim()}D")
     if basis_weight.dim() != 3:
-        raise ValueError(
-            f"basis_weight should be a 3d tensor [J, out, in], got {basis_weight.dim()}D"
-        )
+        raise ValueError(f"basis_weight should be a 3d tensor [J, out, in], got {basis_weight.dim()}D")
     _check_same_dtype_device(basis_weight, "basis_weight", x)
     J, out_features, in_features = basis_weight.shape
     if x.shape[-1] != in_features:
         raise ValueError(
-            f"x should have in={in_features} features (the last dim of basis_weight), "
-            f"got shape {tuple(x.shape)}"
+            f"x should have in={in_features} features (the last dim of basis_weight), got shape {tuple(x.shape)}"
         )
     _check_bias(basis_bias, "basis_bias", J, out_features, x)
     _check_coeffs(coeffs, J, x)
@@ -111,29 +103,23 @@ def _check_fused_mlp2_args(x, w1_basis, b1_basis, w2_basis, b2_basis, coeffs, ac
     J, H, in_features = w1_basis.shape
     if x.shape[1] != in_features:
         raise ValueError(
-            f"x should have in={in_features} features (the last dim of w1_basis), "
-            f"got shape {tuple(x.shape)}"
+            f"x should have in={in_features} features (the last dim of w1_basis), got shape {tuple(x.shape)}"
         )
     if w2_basis.shape[0] != J or w2_basis.shape[2] != H:
         raise ValueError(
-            f"w2_basis should have shape [{J}, O, {H}] to match w1_basis [J, H, in], "
-            f"got {tuple(w2_basis.shape)}"
+            f"w2_basis should have shape [{J}, O, {H}] to match w1_basis [J, H, in], got {tuple(w2_basis.shape)}"
         )
     _check_bias(b1_basis, "b1_basis", J, H, x)
     _check_bias(b2_basis, "b2_basis", J, w2_basis.shape[1], x)
     _check_coeffs(coeffs, J, x)
     if activation not in ACTIVATIONS.values():
-        raise ValueError(
-            f"activation should be one of {sorted(ACTIVATIONS)} or codes 0, 1, 2, got {activation!r}"
-        )
+        raise ValueError(f"activation should be one of {sorted(ACTIVATIONS)} or codes 0, 1, 2, got {activation!r}")
 
 
 def _activation_code(activation: str | int) -> int:
     if isinstance(activation, str):
         if activation not in ACTIVATIONS:
-            raise ValueError(
-                f"activation should be one of {sorted(ACTIVATIONS)}, got {activation!r}"
-            )
+            raise ValueError(f"activation should be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         return ACTIVATIONS[activation]
     return int(activation)
 
@@ -180,9 +166,7 @@ def batched_linear_reference(
     _check_batched_linear_args(x, basis_weight, basis_bias, coeffs)
     J, out_features, in_features = basis_weight.shape
     if x.dim() == 2:
-        proj = (x @ basis_weight.reshape(J * out_features, in_features).T).reshape(
-            x.shape[0], J, out_features
-        )
+        proj = (x @ basis_weight.reshape(J * out_features, in_features).T).reshape(x.shape[0], J, out_features)
         out = torch.einsum("kj,njo->kno", coeffs, proj)
     else:
         weights = torch.einsum("kj,joi->koi", coeffs, basis_weight)
@@ -342,9 +326,7 @@ def fused_mlp2(
     activation = _activation_code(activation)
     _check_fused_mlp2_args(x, w1_basis, b1_basis, w2_basis, b2_basis, coeffs, activation)
     if _has_kernel("fused_mlp2", [x, w1_basis, b1_basis, w2_basis, b2_basis, coeffs]):
-        return torch.ops.landscape.fused_mlp2.default(
-            x, w1_basis, b1_basis, w2_basis, b2_basis, coeffs, activation
-        )
+        return torch.ops.landscape.fused_mlp2.default(x, w1_basis, b1_basis, w2_basis, b2_basis, coeffs, activation)
     return fused_mlp2_reference(x, w1_basis, b1_basis, w2_basis, b2_basis, coeffs, activation)
 
 
@@ -368,11 +350,9 @@ def _backward_through_reference(reference, ctx, grad_output, n_inputs):
         if not wrt:
             return (None,) * n_inputs
         out = reference(*inputs, *ctx.extra_args)
-        grads = torch.autograd.grad(
-            out, [inputs[i] for i in wrt], grad_output, allow_unused=True
-        )
+        grads = torch.autograd.grad(out, [inputs[i] for i in wrt], grad_output, allow_unused=True)
     result = [None] * n_inputs
-    for i, g in zip(wrt, grads):
+    for i, g in zip(wrt, grads, strict=True):
         result[i] = g if g is not None else torch.zeros_like(inputs[i])
     return tuple(result)
 
@@ -410,9 +390,7 @@ def _register_compiled_ops() -> None:
     torch.library.register_autograd(
         "landscape::batched_linear", _batched_linear_backward, setup_context=_batched_linear_setup
     )
-    torch.library.register_autograd(
-        "landscape::fused_mlp2", _fused_mlp2_backward, setup_context=_fused_mlp2_setup
-    )
+    torch.library.register_autograd("landscape::fused_mlp2", _fused_mlp2_backward, setup_context=_fused_mlp2_setup)
 
 
 if extension_available():

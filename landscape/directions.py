@@ -1,0 +1,376 @@
+"""Directions and planes in weight space: random (filter/layer/weight-normalized), target,
+the plane through three checkpoints, and the PCA plane of a training trajectory.
+
+Every function returns :class:`~landscape.weights.Weights` (a direction) or a
+:class:`Plane`, whose basis and coordinates turn a grid into a
+:class:`~landscape.pointset.PointSet` (:meth:`Plane.grid`).
+
+References
+----------
+Li, Xu, Taylor, Studer, Goldstein. "Visualizing the Loss Landscape of Neural Nets",
+NeurIPS 2018 (filter normalization, PCA of trajectories).
+Garipov, Izmailov, Podoprikhin, Vetrov, Wilson. "Loss Surfaces, Mode Connectivity, and Fast
+Ensembling of DNNs", NeurIPS 2018 (the plane through three weight vectors).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .pointset import PointSet
+from .weights import Layout, Weights
+
+__all__ = [
+    "NORMS",
+    "Plane",
+    "line_through",
+    "normalize_direction",
+    "pca_plane",
+    "random_direction",
+    "random_plane",
+    "target_direction",
+    "three_point_plane",
+]
+
+NORMS = ("filter", "layer", "weight", "none")
+_STAT_KINDS = ("bn_running_mean", "bn_running_var")
+
+
+def _is_small(kind: str, t: torch.Tensor) -> bool:
+    """Bias, BatchNorm and other tensors with at most one dimension (the 'biasbn' group)."""
+    return t.dim() <= 1 or kind in ("bias", "bn_weight", "bn_bias") or kind in _STAT_KINDS
+
+
+def normalize_direction(
+    direction: Weights, weights: Weights, *, norm: str = "filter", ignore: str | None = "biasbn", states: bool = False
+) -> Weights:
+    """Scale a direction to the weights it perturbs.
+
+    .. math::
+
+        d_{i,j} \\leftarrow \\frac{d_{i,j}}{\\lVert d_{i,j} \\rVert} \\lVert \\theta_{i,j} \\rVert
+
+    for every filter j of every layer i (``norm="filter"``, Li et al. 2018); for every
+    tensor as a whole (``"layer"``); entry by entry, :math:`d \\leftarrow d \\odot \\theta`
+    (``"weight"``); or not at all (``"none"``). Filters run along each weight's filter
+    dimension (dim 0 of conv and linear weights, dim 1 of transposed convolutions).
+
+    Parameters
+    ----------
+    direction, weights : Weights
+        Of one layout.
+    norm : {"filter", "layer", "weight", "none"}
+    ignore : {"biasbn", None}
+        ``"biasbn"`` zeroes biases, BatchNorm parameters and every tensor with at most one
+        dimension; ``None`` keeps them, set equal to the weights (as the loss-landscape code
+        does: a bias "filter" is a single number).
+    states : bool
+        Whether running statistics move too; when False they are zero in the direction, so
+        every point keeps the centre's statistics.
+
+    Returns
+    -------
+    Weights
+        The normalized direction (a new object).
+    """
+    if norm not in NORMS:
+        raise ValueError(f"norm should be one of {NORMS}, got {norm!r}")
+    if ignore not in ("biasbn", None):
+        raise ValueError(f"ignore should be 'biasbn' or None, got {ignore!r}")
+    out = {}
+    for e in weights.layout:
+        d, w = direction[e.name], weights[e.name]
+        if not e.flat:
+            out[e.name] = w.clone()
+            continue
+        if e.kind in _STAT_KINDS or (not e.is_parameter):
+            if not states or ignore == "biasbn":
+                out[e.name] = torch.zeros_like(w)
+            else:
+                out[e.name] = w.clone()
+            continue
+        if _is_small(e.kind, w):
+            out[e.name] = torch.zeros_like(w) if ignore == "biasbn" else w.clone()
+            continue
+        if norm == "filter":
+            fd = e.filter_dim if e.filter_dim is not None else 0
+            dm, wm = d.movedim(fd, 0), w.movedim(fd, 0)
+            dn = dm.reshape(dm.shape[0], -1).norm(dim=1)
+            wn = wm.reshape(wm.shape[0], -1).norm(dim=1)
+            scale = (wn / (dn + 1e-10)).view(-1, *([1] * (dm.dim() - 1)))
+            out[e.name] = (dm * scale).movedim(0, fd).contiguous()
+        elif norm == "layer":
+            out[e.name] = d * (w.norm() / (d.norm() + 1e-10))
+        elif norm == "weight":
+            out[e.name] = d * w
+        else:
+            out[e.name] = d.clone()
+    return Weights(out, weights.layout)
+
+
+def random_direction(
+    weights: Weights,
+    *,
+    norm: str = "filter",
+    ignore: str | None = "biasbn",
+    states: bool = False,
+    seed: int | torch.Generator = 0,
+) -> Weights:
+    """A Gaussian random direction normalized to ``weights`` (see :func:`normalize_direction`).
+
+    Drawn on the CPU in float32 in layout order from ``seed``, so the same seed gives the
+    same direction on every machine.
+
+    Examples
+    --------
+    >>> import torch, landscape as ls
+    >>> w = ls.Weights.from_module(torch.nn.Conv2d(3, 4, 3))
+    >>> d = ls.directions.random_direction(w, seed=0)
+    >>> torch.allclose(d["weight"].flatten(1).norm(dim=1), w["weight"].flatten(1).norm(dim=1))
+    True
+    >>> float(d["bias"].abs().sum())
+    0.0
+    """
+    gen = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(int(seed))
+    raw = {}
+    for e in weights.layout:
+        w = weights[e.name]
+        if e.flat:
+            raw[e.name] = torch.randn(w.shape, generator=gen, dtype=torch.float32).to(w.dtype)
+        else:
+            raw[e.name] = w.clone()
+    return normalize_direction(Weights(raw, weights.layout), weights, norm=norm, ignore=ignore, states=states)
+
+
+def target_direction(start: Weights, end: Weights) -> Weights:
+    """The direction ``end - start`` (non-float entries taken from ``start``)."""
+    _same_layout(start, end)
+    out = {}
+    for e in start.layout:
+        out[e.name] = end[e.name] - start[e.name] if e.flat else start[e.name].clone()
+    return Weights(out, start.layout)
+
+
+def _same_layout(*ws: Weights) -> Layout:
+    names = ws[0].layout.names()
+    for i, w in enumerate(ws[1:], 1):
+        if w.layout.names() != names:
+            raise ValueError(f"weights {i} have a different layout from weights 0")
+    return ws[0].layout
+
+
+@dataclass
+class Plane:
+    """A 2D (or 1D) affine subspace: ``point(x, y) = sum_j coeff_j(x, y) basis_j``.
+
+    Attributes
+    ----------
+    basis : list of Weights
+        J basis vectors.
+    names : list of str
+        Their names (stored in result files).
+    kind : str
+        ``"random"``, ``"three-checkpoints"``, ``"pca"``, ``"interpolation"``, ``"random-direction"``.
+    to_coeffs : callable
+        ``(x: ndarray[K], y: ndarray[K] or None) -> ndarray[K, J]``.
+    anchors : ndarray[m, 2] or ndarray[m]
+        Coordinates of marked points (checkpoints) on the plane.
+    anchor_names : list of str
+    arrays : dict
+        Extra arrays for the result file (``trajectory``, ``explained-variance-ratio``).
+    attrs : dict
+        Extra attributes (labels, normalization, seeds, norms).
+    """
+
+    basis: list[Weights]
+    names: list[str]
+    kind: str
+    to_coeffs: Any
+    anchors: np.ndarray
+    anchor_names: list[str]
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def dim(self) -> int:
+        return 1 if self.anchors.ndim == 1 else 2
+
+    def points(self, x, y=None) -> PointSet:
+        """Points at coordinates ``x`` (and ``y``), one per entry."""
+        x = np.asarray(x, dtype=np.float64).reshape(-1)
+        yy = None if y is None else np.asarray(y, dtype=np.float64).reshape(-1)
+        return PointSet.from_weights(self.basis, self.to_coeffs(x, yy), names=self.names)
+
+    def grid(self, xs, ys=None) -> PointSet:
+        """Points of the grid ``xs`` (x ``ys``), in C order: cell (i, j) is (xs[i], ys[j])."""
+        xs = np.asarray(xs, dtype=np.float64)
+        if ys is None:
+            return self.points(xs)
+        ys = np.asarray(ys, dtype=np.float64)
+        gx, gy = np.meshgrid(xs, ys, indexing="ij")
+        return self.points(gx.reshape(-1), gy.reshape(-1))
+
+
+def line_through(start: Weights, end: Weights) -> Plane:
+    """1D interpolation :math:`w(a) = (1-a) w_1 + a w_2`; exact at a = 0 and a = 1."""
+    _same_layout(start, end)
+    return Plane(
+        basis=[start, end], names=["w1", "w2"], kind="interpolation",
+        to_coeffs=lambda x, y=None: np.stack([1.0 - x, x], 1),
+        anchors=np.array([0.0, 1.0]), anchor_names=[_label(start, "w1"), _label(end, "w2")],
+        attrs={"x-label": "interpolation coefficient α"},
+    )
+
+
+def random_plane(
+    center: Weights,
+    *,
+    dims: int = 2,
+    norm: str = "filter",
+    ignore: str | None = "biasbn",
+    states: bool = False,
+    seed: int = 0,
+) -> Plane:
+    """Filter-normalized random plane (or line, ``dims=1``) around ``center`` (Li et al. 2018):
+    :math:`w(a, b) = \\theta + a\\,\\delta + b\\,\\eta`."""
+    if dims not in (1, 2):
+        raise ValueError(f"dims should be 1 or 2, got {dims}")
+    gen = torch.Generator().manual_seed(int(seed))
+    dirs = [random_direction(center, norm=norm, ignore=ignore, states=states, seed=gen) for _ in range(dims)]
+    attrs = {"norm": norm, "ignore": ignore, "states": states, "direction-seed": int(seed)}
+    label = "filter-normalized" if norm == "filter" else f"{norm}-normalized"
+    if dims == 1:
+        return Plane(
+            basis=[center, dirs[0]], names=["w", "d1"], kind="random-direction",
+            to_coeffs=lambda x, y=None: np.stack([np.ones_like(x), x], 1),
+            anchors=np.array([0.0]), anchor_names=[_label(center, "w")],
+            attrs={**attrs, "x-label": f"α ({label} direction)"},
+        )
+    return Plane(
+        basis=[center, *dirs], names=["w", "d1", "d2"], kind="random",
+        to_coeffs=lambda x, y: np.stack([np.ones_like(x), x, y], 1),
+        anchors=np.array([[0.0, 0.0]]), anchor_names=[_label(center, "w")],
+        attrs={**attrs, "x-label": f"α ({label} direction 1)", "y-label": f"β ({label} direction 2)"},
+    )
+
+
+def _param_vector(w: Weights) -> torch.Tensor:
+    """Float64 vector of the parameters (not buffers)."""
+    return torch.cat([w[e.name].reshape(-1).to(torch.float64) for e in w.layout.flat_entries() if e.is_parameter])
+
+
+def three_point_plane(w1: Weights, w2: Weights, w3: Weights) -> Plane:
+    """The plane through three checkpoints with Gram-Schmidt coordinates (Garipov et al. 2018).
+
+    With :math:`u = w_2 - w_1`, :math:`\\hat u = u/\\lVert u\\rVert`,
+    :math:`v = w_3 - w_1 - \\langle w_3 - w_1, \\hat u\\rangle \\hat u`,
+    :math:`\\hat v = v / \\lVert v \\rVert`, the point at (x, y) is
+    :math:`w_1 + x \\hat u + y \\hat v`; the checkpoints sit at (0, 0),
+    :math:`(\\lVert u\\rVert, 0)` and :math:`(\\langle w_3 - w_1, \\hat u\\rangle, \\lVert v\\rVert)`.
+    Inner products are over the parameters; running statistics follow the same coefficients.
+    The basis is the three checkpoints themselves, so evaluating at their coordinates
+    reproduces them bit for bit.
+    """
+    _same_layout(w1, w2, w3)
+    p1, p2, p3 = (_param_vector(w) for w in (w1, w2, w3))
+    u = p2 - p1
+    nu = float(u.norm())
+    if nu == 0:
+        raise ValueError("the first two checkpoints are identical; a plane needs three distinct points")
+    uh = u / nu
+    c = float((p3 - p1) @ uh)
+    v = p3 - p1 - c * uh
+    nv = float(v.norm())
+    if nv <= 1e-12 * max(nu, 1.0):
+        raise ValueError("the three checkpoints lie on one line; they do not span a plane")
+
+    def to_coeffs(x, y):
+        b = y / nv
+        a = (x - b * c) / nu
+        return np.stack([1.0 - a - b, a, b], 1)
+
+    return Plane(
+        basis=[w1, w2, w3], names=["w1", "w2", "w3"], kind="three-checkpoints", to_coeffs=to_coeffs,
+        anchors=np.array([[0.0, 0.0], [nu, 0.0], [c, nv]]),
+        anchor_names=[_label(w1, "w1"), _label(w2, "w2"), _label(w3, "w3")],
+        attrs={"x-label": "x (along w2 - w1)", "y-label": "y (orthogonal, towards w3)", "norm-u": nu, "norm-v": nv},
+    )
+
+
+def pca_plane(trajectory: Sequence[Weights], *, final: Weights | None = None, ignore: str | None = "biasbn") -> Plane:
+    """The plane of the two principal directions of a training trajectory (Li et al. 2018).
+
+    With :math:`\\theta_n` the final weights (default: the last of ``trajectory``), the rows
+    :math:`\\theta_i - \\theta_n` are centred and their two leading right singular vectors
+    give unit directions :math:`d_1, d_2`; the plane is
+    :math:`\\theta_n + x d_1 + y d_2` and each checkpoint is projected to
+    :math:`(\\langle \\theta_i - \\theta_n, d_1\\rangle, \\langle \\theta_i - \\theta_n, d_2\\rangle)`.
+    ``ignore="biasbn"`` leaves biases, BatchNorm and running statistics out (zero in the
+    directions), as the paper's code does.
+
+    Returns
+    -------
+    Plane
+        With ``arrays["trajectory"]`` ([T, 2], the projected path) and
+        ``arrays["explained-variance-ratio"]`` ([2], of the centred differences).
+    """
+    traj = list(trajectory)
+    if final is None:
+        if len(traj) < 3:
+            raise ValueError(f"a PCA plane needs at least 3 checkpoints on the trajectory, got {len(traj)}")
+        final = traj[-1]
+    layout = _same_layout(final, *traj)
+    keep = torch.zeros(layout.size, dtype=torch.bool)
+    for e in layout.flat_entries():
+        if not e.is_parameter:
+            continue
+        if ignore == "biasbn" and _is_small(e.kind, final[e.name]):
+            continue
+        keep[e.slice] = True
+    f = final.flatten(torch.float64)
+    rows = [w.flatten(torch.float64) - f for w in traj if w is not final]
+    M = torch.stack(rows)[:, keep]
+    if M.shape[0] < 2:
+        raise ValueError("a PCA plane needs at least 2 checkpoints besides the final one")
+    Mc = M - M.mean(0, keepdim=True)
+    _, S, Vh = torch.linalg.svd(Mc, full_matrices=False)
+    var = S.pow(2)
+    ratio = (var / var.sum())[:2].numpy()
+    dirs = []
+    for i in range(2):
+        d = torch.zeros(layout.size, dtype=torch.float64)
+        d[keep] = Vh[i]
+        dirs.append(d)
+    proj = np.stack(
+        [[float((w.flatten(torch.float64) - f)[keep] @ Vh[i]) for i in range(2)] for w in traj]
+    )
+    basis = [final] + [Weights(final.unflatten(d.to(final.flatten().dtype)), layout) for d in dirs]
+    basis[1] = _with_extras(basis[1], final)
+    basis[2] = _with_extras(basis[2], final)
+    return Plane(
+        basis=basis, names=["w_final", "pc1", "pc2"], kind="pca",
+        to_coeffs=lambda x, y: np.stack([np.ones_like(x), x, y], 1),
+        anchors=np.array([[0.0, 0.0]]), anchor_names=[_label(final, "final")],
+        arrays={"trajectory": proj, "explained-variance-ratio": ratio},
+        attrs={
+            "x-label": f"PC1 ({100 * ratio[0]:.1f}% of variance)",
+            "y-label": f"PC2 ({100 * ratio[1]:.1f}% of variance)",
+            "ignore": ignore,
+            "trajectory-length": len(traj),
+        },
+    )
+
+
+def _with_extras(direction: Weights, like: Weights) -> Weights:
+    t = {n: (direction[n].clone() if like.layout[n].flat else like[n].clone()) for n in like.layout.names()}
+    return Weights(t, like.layout)
+
+
+def _label(w: Weights, default: str) -> str:
+    import os
+
+    return os.path.basename(w.source) if w.source else default

@@ -1,0 +1,264 @@
+"""Loss surfaces: lines and planes evaluated on grids, written chunk by chunk, resumable,
+sharded over ``torch.distributed`` ranks.
+
+A surface is a :class:`~landscape.directions.Plane` (basis + coordinate map), a grid of
+coordinates, and metrics on one or more data splits (``train_loss``, ``test_acc``...). Cells
+are evaluated in chunks of points by the batched engine; each finished chunk is written to
+the HDF5 file and flushed, so a killed run continues with ``resume=True`` and recomputes only
+the missing cells.
+
+When ``torch.distributed`` is initialised (``torchrun --nproc_per_node=N -m landscape
+surface ...``), rank r takes chunks r, r + N, r + 2N, ... of the pending cells; finished
+chunks are gathered to rank 0, the only writer, after every round. The file is the same as a
+single-process run's, and a killed job loses at most the chunks of one round.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import distributed as distlib
+from .directions import Plane
+from .evaluate import Engine, _progress
+from .metrics import Metric, resolve_metrics
+
+__all__ = ["SurfaceResult", "compute_surface", "parse_range"]
+
+
+def parse_range(text: str) -> np.ndarray:
+    """``"-1:1:51"`` -> 51 evenly spaced values from -1 to 1 (both included).
+
+    Examples
+    --------
+    >>> parse_range("-1:1:5").tolist()
+    [-1.0, -0.5, 0.0, 0.5, 1.0]
+    """
+    parts = str(text).split(":")
+    try:
+        if len(parts) != 3:
+            raise ValueError
+        lo, hi, n = float(parts[0]), float(parts[1]), int(parts[2])
+    except ValueError:
+        raise ValueError(f"range {text!r} should be MIN:MAX:COUNT, e.g. -1:1:51") from None
+    if n < 1 or not (np.isfinite(lo) and np.isfinite(hi)):
+        raise ValueError(f"range {text!r} needs finite bounds and COUNT >= 1")
+    if n > 1 and hi <= lo:
+        raise ValueError(f"range {text!r} needs MAX > MIN")
+    return np.linspace(lo, hi, n)
+
+
+@dataclass
+class SurfaceResult:
+    """Metrics on a grid.
+
+    Attributes
+    ----------
+    metrics : dict of str to ndarray
+        ``{f"{split}_{metric}": ndarray[nx] or ndarray[nx, ny]}``; NaN where not computed
+        (on ranks other than 0 in a distributed run, only that rank's cells are filled).
+    x, y : ndarray
+        Grid coordinates (``y`` is None for lines).
+    plane : Plane
+    path : str
+        Engine path used.
+    seconds : float
+    evaluated : int
+        Cells computed by this call (all ranks).
+    file : str or None
+    """
+
+    metrics: dict[str, np.ndarray]
+    x: np.ndarray
+    y: np.ndarray | None
+    plane: Plane
+    path: str
+    seconds: float
+    evaluated: int
+    file: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.metrics[name]
+
+
+def _describe_data(d) -> Any:
+    if d is None:
+        return None
+    if hasattr(d, "describe"):
+        return d.describe()
+    x, _ = d
+    return {"spec": "tensors", "n": int(x.shape[0]), "input_shape": list(x.shape[1:])}
+
+
+def compute_surface(
+    model: nn.Module,
+    plane: Plane,
+    x: Sequence[float] | np.ndarray,
+    y: Sequence[float] | np.ndarray | None = None,
+    *,
+    splits: Mapping[str, Any],
+    metrics: Sequence[str | Callable | Metric] = ("loss", "acc"),
+    bn: str = "running",
+    bn_data=None,
+    precision: str = "fp32",
+    device: str | torch.device | None = None,
+    batch_size: int | None = None,
+    bn_batch_size: int = 128,
+    max_memory: int | float | None = None,
+    points_per_pass: int | None = None,
+    path: str = "auto",
+    out: str | os.PathLike | None = None,
+    resume: bool = False,
+    force: bool = False,
+    attrs: Mapping[str, Any] | None = None,
+    progress: bool = True,
+) -> SurfaceResult:
+    """Evaluate metrics on a line or plane grid.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Structure of the network (never modified).
+    plane : Plane
+        From :mod:`landscape.directions` (``line_through``, ``random_plane``,
+        ``three_point_plane``, ``pca_plane``).
+    x, y : array-like
+        Grid coordinates; ``y=None`` for a 1D plane (a line). Cell (i, j) is at (x[i], y[j]).
+    splits : mapping of str to data
+        Named datasets, e.g. ``{"train": train, "test": test}``; metric ``m`` on split ``s``
+        is stored as ``f"{s}_{m}"``.
+    metrics, bn, bn_data, precision, device, batch_size, bn_batch_size, max_memory, points_per_pass, path
+        As in :func:`landscape.evaluate` (``bn_data`` defaults to the ``train`` split when
+        there is one).
+    out : path, optional
+        HDF5 file (``kind`` ``"line"`` or ``"plane"``, see ``docs/h5-format.md``).
+    resume, force : bool
+        Continue an existing file / replace it.
+    attrs : mapping, optional
+        Extra attributes (model spec, checkpoint paths and digests...).
+
+    Returns
+    -------
+    SurfaceResult
+
+    Examples
+    --------
+    >>> import torch, landscape as ls
+    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+    <torch._C.Generator object at ...>
+    >>> model = ls.build_model("mlp", {"in_features": 64, "widths": [16]})
+    >>> plane = ls.directions.random_plane(ls.Weights.from_module(model), seed=1)
+    >>> test = ls.load_data("digits", "test")
+    >>> res = ls.compute_surface(model, plane, [-1, 0, 1], [-1, 0, 1], splits={"test": test}, progress=False)
+    >>> res["test_loss"].shape
+    (3, 3)
+    """
+    t0 = time.perf_counter()
+    if not splits:
+        raise ValueError("splits is empty; expected at least one dataset, e.g. {'test': test}")
+    xs = np.asarray(x, dtype=np.float64).reshape(-1)
+    ys = None if y is None else np.asarray(y, dtype=np.float64).reshape(-1)
+    if (ys is None) != (plane.dim == 1):
+        raise ValueError(
+            f"a {plane.dim}D {plane.kind} plane needs {'only x' if plane.dim == 1 else 'x and y'} coordinates"
+        )
+    shape = (len(xs),) if ys is None else (len(xs), len(ys))
+    points = plane.grid(xs, ys)
+    metric_objs = resolve_metrics(metrics)
+    names = [f"{s}_{m.name}" for s in splits for m in metric_objs]
+    if bn_data is None and bn != "running":
+        bn_data = splits.get("train", next(iter(splits.values())))
+
+    rank, world = distlib.rank_and_world()
+    engine = Engine(model, points, metric_objs, bn=bn, precision=precision, device=device,
+                    batch_size=batch_size, bn_batch_size=bn_batch_size, max_memory=max_memory,
+                    points_per_pass=points_per_pass, path=path)
+
+    f = None
+    pending = np.arange(points.K, dtype=np.int64)
+    if out is not None and rank == 0:
+        from . import io
+
+        f = io.open_or_create(
+            out, kind="line" if ys is None else "plane", shape=shape, metrics=names,
+            attrs=_surface_attrs(plane, splits, metric_objs, bn, bn_data, precision, attrs),
+            arrays=_surface_arrays(plane, points, xs, ys), resume=resume, force=force,
+        )
+        pending = f.pending()
+    try:
+        pending = distlib.broadcast_object(pending)
+        chunk = distlib.broadcast_object(engine.prepare(next(iter(splits.values()))))
+        chunks = [pending[i : i + chunk] for i in range(0, len(pending), chunk)]
+        flat = {n: np.full(points.K, np.nan) for n in names}
+        bar = _progress(len(pending), f"surface {plane.kind}", progress and rank == 0)
+        try:
+            for start in range(0, len(chunks), world):
+                mine = chunks[start + rank] if start + rank < len(chunks) else np.zeros(0, dtype=np.int64)
+                vals = {}
+                for split, data in splits.items():
+                    res = engine.run(data, mine, bn_data=bn_data, progress=False)
+                    for m in metric_objs:
+                        vals[f"{split}_{m.name}"] = res[m.name][mine]
+                gathered = distlib.gather_to_root((mine, vals))
+                for idx, v in gathered if rank == 0 else [(mine, vals)]:
+                    if len(idx) == 0:
+                        continue
+                    for n in names:
+                        flat[n][idx] = v[n]
+                    if f is not None:
+                        f.write_cells(idx, v)
+                    bar.update(len(idx) if rank == 0 else 0)
+        finally:
+            bar.close()
+        if f is not None:
+            flat = {n: f.read_metric(n).reshape(-1) for n in names}
+    finally:
+        if f is not None:
+            f.close()
+    return SurfaceResult(
+        metrics={n: v.reshape(shape) for n, v in flat.items()},
+        x=xs, y=ys, plane=plane, path=engine.path or path,
+        seconds=time.perf_counter() - t0, evaluated=int(len(pending)),
+        file=os.fspath(out) if out is not None else None,
+        info={"points_per_pass": engine.points_per_pass, "world_size": world},
+    )
+
+
+def _surface_attrs(plane: Plane, splits, metric_objs, bn, bn_data, precision, extra) -> dict[str, Any]:
+    from . import __version__
+
+    a: dict[str, Any] = {
+        "library-version": __version__,
+        "surface-type": plane.kind,
+        "basis-names": list(plane.names),
+        "anchor-names": list(plane.anchor_names),
+        "splits": {s: _describe_data(d) for s, d in splits.items()},
+        "metrics-per-split": [m.name for m in metric_objs],
+        "bn": bn,
+        "bn-data": _describe_data(bn_data) if bn != "running" else None,
+        "precision": precision,
+    }
+    a.update(plane.attrs)
+    a.update(dict(extra or {}))
+    return a
+
+
+def _surface_arrays(plane: Plane, points, xs, ys) -> dict[str, np.ndarray]:
+    arrays = {
+        "x": xs,
+        "basis": points.basis.float().numpy() if points.basis.dtype != torch.float64 else points.basis.numpy(),
+        "coefficients": points.coeffs.numpy(),
+        "anchors": np.asarray(plane.anchors, dtype=np.float64),
+    }
+    if ys is not None:
+        arrays["y"] = ys
+    for k, v in plane.arrays.items():
+        arrays[k] = np.asarray(v)
+    return arrays

@@ -1,0 +1,157 @@
+"""Benchmark: the batched engine against the per-point loop of the loss-landscape code.
+
+The baseline is how the reference loss-landscape code evaluates a plane: for each point,
+copy ``w + a*d1 + b*d2`` into the model's parameters and evaluate the dataset at batch 128.
+Both run in this one process on the same points; the script checks that they agree to
+1e-5 (relative) and prints time per point, the ratio and the path the engine chose.
+
+    python tools/bench_engine.py                 # all cases, CPU
+    python tools/bench_engine.py --cases mlp2000 --points 64
+    python tools/bench_engine.py --device cuda   # on a GPU machine
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import landscape as ls
+
+
+def filter_normalized_direction(model: torch.nn.Module, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """Random direction, each filter scaled to the norm of the weights' filter; biases and
+    BatchNorm zero (loss-landscape's default)."""
+    d = {}
+    for name, t in model.state_dict().items():
+        if not t.is_floating_point() or t.dim() <= 1:
+            d[name] = torch.zeros_like(t) if t.is_floating_point() else t.clone()
+            continue
+        r = torch.randn(t.shape, generator=gen, dtype=t.dtype)
+        for i in range(t.shape[0]):
+            r[i] *= t[i].norm() / (r[i].norm() + 1e-10)
+        d[name] = r
+    return d
+
+
+def loop_baseline(model, w0, d1, d2, coords, x, y, batch_size=128):
+    """loss-landscape style: copy weights into the model per point, evaluate at batch 128."""
+    model.eval()
+    params = dict(model.named_parameters())
+    buffers = dict(model.named_buffers())
+    losses, accs = [], []
+    with torch.no_grad():
+        for a, b in coords:
+            for name, p in list(params.items()) + list(buffers.items()):
+                if p.is_floating_point():
+                    p.copy_(w0[name] + a * d1[name] + b * d2[name])
+            loss, correct = 0.0, 0
+            for i in range(0, x.shape[0], batch_size):
+                out = model(x[i : i + batch_size])
+                loss += float(F.cross_entropy(out, y[i : i + batch_size], reduction="sum"))
+                correct += int((out.argmax(1) == y[i : i + batch_size]).sum())
+            losses.append(loss / x.shape[0])
+            accs.append(correct / x.shape[0])
+    return np.array(losses), np.array(accs)
+
+
+def run_case(name, model, x, y, n_points, device, paths, repeats):
+    gen = torch.Generator().manual_seed(0)
+    model = model.to(device).eval()
+    w0 = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    d1 = filter_normalized_direction(model.cpu(), gen)
+    d2 = filter_normalized_direction(model.cpu(), gen)
+    model.to(device)
+    d1 = {k: v.to(device) for k, v in d1.items()}
+    d2 = {k: v.to(device) for k, v in d2.items()}
+    side = int(round(np.sqrt(n_points)))
+    grid = np.linspace(-1, 1, side)
+    coords = [(a, b) for a in grid for b in grid]
+    x, y = x.to(device), y.to(device)
+
+    basis = [ls.Weights.from_module(model)]
+    for d in (d1, d2):
+        basis.append(ls.Weights(d, basis[0].layout))
+    points = ls.PointSet.from_weights(basis, [[1.0, a, b] for a, b in coords], names=["w", "d1", "d2"])
+
+    def timed(fn):
+        fn()  # warm-up
+        best = float("inf")
+        for _ in range(repeats):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            out = fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            best = min(best, time.perf_counter() - t)
+        return best, out
+
+    t_loop, (loss_ref, acc_ref) = timed(lambda: loop_baseline(model, w0, d1, d2, coords, x, y))
+    rows = [{"case": name, "method": "loop (batch 128, copy weights)", "s_per_point": t_loop / len(coords), "ratio": 1.0}]
+    for path in paths:
+        try:
+            t_eng, res = timed(lambda: ls.evaluate(model, points, (x, y), device=device, path=path, progress=False))
+        except ValueError as e:  # path not applicable to this model
+            rows.append({"case": name, "method": f"engine path={path}", "error": str(e)[:80]})
+            continue
+        rel = float(np.max(np.abs(res["loss"] - loss_ref) / np.abs(loss_ref)))
+        acc_diff = float(np.max(np.abs(res["acc"] - acc_ref)))
+        if rel > 1e-5:
+            raise SystemExit(f"{name}: engine path={path} disagrees with the loop: max relative loss error {rel:.2e}")
+        rows.append({
+            "case": name, "method": f"engine path={path} -> {res.path}", "s_per_point": t_eng / len(coords),
+            "ratio": t_loop / t_eng, "max_rel_err": rel, "max_acc_diff": acc_diff,
+            "points_per_pass": res.points_per_pass, "batch_size": res.batch_size,
+        })
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cases", default="mlp2000,mlp3,resnet20")
+    ap.add_argument("--points", type=int, default=64, help="points of the plane (a square grid)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--resnet-samples", type=int, default=512, help="synthetic CIFAR samples for ResNet-20")
+    ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    digits = ls.load_data("digits", "all")
+    rows = []
+    for case in args.cases.split(","):
+        if case == "mlp2000":
+            model = ls.build_model("mlp", {"in_features": 64, "widths": [2000], "num_classes": 10})
+            rows += run_case("digits MLP 64-2000-10", model, digits.x, digits.y, args.points, device, ["auto", "vmap", "loop"], args.repeats)
+        elif case == "mlp3":
+            model = ls.build_model("mlp", {"in_features": 64, "widths": [512, 512], "num_classes": 10})
+            rows += run_case("digits MLP 64-512-512-10", model, digits.x, digits.y, args.points, device, ["auto", "vmap", "loop"], args.repeats)
+        elif case == "resnet20":
+            data = ls.load_data("synthetic:cifar10", "test", max_samples=args.resnet_samples)
+            model = ls.build_model("resnet20")
+            n = min(args.points, 16) if device.type == "cpu" else args.points
+            rows += run_case(f"ResNet-20, {len(data)} synthetic CIFAR", model, data.x, data.y, n, device, ["auto", "vmap"], max(1, args.repeats - 2))
+        else:
+            raise SystemExit(f"unknown case {case!r}; expected some of mlp2000, mlp3, resnet20")
+    print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+          f"landscape {ls.__version__}, compiled ops: {ls.ops.extension_available()}, device {device}")
+    print(f"{'case':34s} {'method':36s} {'ms/point':>9s} {'vs loop':>8s}  {'max rel err':>11s}")
+    for r in rows:
+        if "error" in r:
+            print(f"{r['case']:34s} {r['method']:36s} {'n/a':>9s}  ({r['error']})")
+            continue
+        err = f"{r['max_rel_err']:.1e}" if "max_rel_err" in r else ""
+        print(f"{r['case']:34s} {r['method']:36s} {1e3 * r['s_per_point']:9.2f} {r['ratio']:7.2f}x  {err:>11s}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
