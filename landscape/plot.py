@@ -11,17 +11,17 @@ Importing this module imports no matplotlib and chooses no backend: new figures 
 plain :class:`matplotlib.figure.Figure` objects (no pyplot state), which render
 headless with ``fig.savefig`` and display in notebooks.
 
-=====================  ==================================================================
-function               figure
-=====================  ==================================================================
-:func:`plot_line`      1-D: losses (left axis) and accuracies in % (right axis)
-:func:`plot_contour`   2-D: labelled contour lines, anchors and trajectory marked
-:func:`plot_heatmap`   2-D: filled cells, missing cells grey
-:func:`plot_surface3d` 2-D: 3-D surface
-:func:`plot_trajectory` 2-D PCA plane: contours and the projected training trajectory
-:func:`plot_file`      every figure that applies to a file, saved as PNG/PDF
-:func:`export_vtp`     2-D: ParaView ``.vtp`` surface
-=====================  ==================================================================
+========================  ===============================================================
+function                  figure
+========================  ===============================================================
+:func:`plot_line`         1-D: losses (left axis) and accuracies in % (right axis)
+:func:`plot_contour`      2-D: labelled contour lines, anchors and trajectory marked
+:func:`plot_heatmap`      2-D: filled cells, missing cells grey
+:func:`plot_surface3d`    2-D: 3-D surface
+:func:`plot_trajectory`   PCA plane: contours and the projected training trajectory
+:func:`plot_file`         every figure that applies to a file, saved as PNG/PDF
+:func:`export_vtp`        2-D: ParaView ``.vtp`` surface
+========================  ===============================================================
 
 The figures follow Li et al. (2018), *Visualizing the Loss Landscape of Neural Nets*
 (contour lines with labels, log-spaced levels, marked checkpoints, trajectories on a
@@ -41,8 +41,9 @@ Examples
 ...                    attrs={"surface-type": "random"}, arrays={"x": x, "y": y}) as rf:
 ...     rf.write_cells(np.arange(20), {"train_loss": loss.ravel()})
 >>> fig = plot_contour(path)
->>> fig.axes[0].get_xlim()
-(np.float64(-1.0), np.float64(1.0))
+>>> [float(v) for v in fig.axes[0].get_xlim()]   # the extent of x
+[-1.0, 1.0]
+>>> fig.savefig(os.path.join(os.path.dirname(path), "plane-contour.png"))
 """
 
 from __future__ import annotations
@@ -85,8 +86,9 @@ _SURFACE_NAMES = {
 _SPECIAL_LABELS = {
     "lambda_max": r"$\lambda_{\max}$",
     "lambda_min": r"$\lambda_{\min}$",
-    "eig_ratio": r"$|\lambda_{\min} / \lambda_{\max}|$",
+    "eig_ratio": "eigenvalue ratio",
 }
+_FIGURE_ARRAYS = ("x", "y", "anchors", "trajectory", "explained-variance-ratio")
 _DEFAULT_LEVELS = 20
 _MISSING_COLOR = (0.86, 0.86, 0.86)
 _ANCHOR_STYLE = dict(
@@ -200,7 +202,8 @@ def _read_open(result: ResultFile) -> _Surface:
         shape=tuple(result.shape),
         attrs=dict(result.attrs),
         metrics={name: np.asarray(result.read_metric(name), dtype=np.float64) for name in result.metrics},
-        arrays={name: result.read_array(name) for name in result.array_names() if name not in ("basis",)},
+        # only the small arrays a figure uses: never the basis (J x P weights)
+        arrays={name: result.read_array(name) for name in result.array_names() if name in _FIGURE_ARRAYS},
     )
 
 
@@ -268,7 +271,10 @@ def _figure_and_axes(
             f"plot_surface3d needs 3-D axes (projection='3d'), got {type(ax).__name__} "
             f"with projection {getattr(ax, 'name', None)!r}"
         )
-    return ax.get_figure(root=True), ax
+    try:
+        return ax.get_figure(root=True), ax
+    except TypeError:  # matplotlib < 3.10: no subfigures to tell apart
+        return ax.figure, ax
 
 
 def _finite_range(surface: _Surface, metric: str, values: np.ndarray) -> tuple[float, float]:
@@ -423,14 +429,12 @@ def plot_line(
             )
             handles.append(line)
     ax.set_xlabel(surface.axis_label(0))
-    ax.set_ylabel(
-        "loss" if all(_is_loss(m) for m in left) else ", ".join(_metric_label(m) for m in left),
-        color="tab:blue" if right_ax is not None else None,
-    )
+    ax.set_ylabel("loss" if all(_is_loss(m) for m in left) else ", ".join(_metric_label(m) for m in left))
     if log_loss:
         ax.set_yscale("log")
     if right_ax is not None:
         right_ax.set_ylabel("accuracy (%)", color="tab:red")
+        ax.yaxis.label.set_color("tab:blue")
         right_ax.tick_params(axis="y", colors="tab:red")
         ax.tick_params(axis="y", colors="tab:blue")
     ax.set_xlim(float(x.min()), float(x.max()))
@@ -479,7 +483,8 @@ def plot_contour(
         Axes to draw into; a new figure when omitted.
     levels : int or sequence of float, optional
         Number of levels (default 20) spread strictly between the finite minimum and
-        maximum of the data, or the levels themselves.
+        maximum of the data, or the levels themselves.  Cells not computed (NaN) are
+        masked and shaded grey.
     log_levels : bool, optional
         Log-spaced levels and colours.  Default: log for metrics that are not
         accuracies and whose values are all positive (losses), linear otherwise.
@@ -514,7 +519,7 @@ def _contour(
     legend: bool = False,
 ) -> Figure:
     from matplotlib.cm import ScalarMappable
-    from matplotlib.colors import LogNorm, Normalize
+    from matplotlib.colors import ListedColormap, LogNorm, Normalize
 
     values = _display_values(metric, surface.metric(metric))
     x, y = surface.coordinates(0), surface.coordinates(1)
@@ -526,13 +531,17 @@ def _contour(
     fig, ax = _figure_and_axes(ax)
     norm = LogNorm(vmin=low, vmax=high) if log else Normalize(vmin=low, vmax=high)
     grid = np.ma.masked_invalid(values).T  # rows are y, columns are x
+    if np.ma.is_masked(grid):  # cells not computed yet: grey, as in the heatmap
+        shade = np.ma.masked_array(np.zeros(grid.shape), mask=~np.ma.getmaskarray(grid))
+        missing = ax.pcolormesh(x, y, shade, shading="nearest", cmap=ListedColormap([_MISSING_COLOR]), zorder=0)
+        missing.set_gid("missing")
     contours = ax.contour(x, y, grid, levels=chosen, cmap="viridis", norm=norm, linewidths=1.3)
     contours.set_gid("contour")
     if labels and len(contours.levels):
         ax.clabel(contours, contours.levels[::2], inline=True, fontsize=8, fmt=_fmt_level)
     # A continuous colour bar (readable log ticks) with the contour levels drawn on it.
     colorbar = fig.colorbar(ScalarMappable(norm=norm, cmap=contours.get_cmap()), ax=ax)
-    colorbar.add_lines(contours)
+    colorbar.add_lines(contours.levels, colors=["black"] * len(contours.levels), linewidths=0.6)
     colorbar.set_label(_metric_label(metric))
     if mark:
         _draw_trajectory(ax, surface)

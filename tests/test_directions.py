@@ -1,0 +1,148 @@
+"""Directions and planes against their definitions."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import landscape as ls
+from landscape import directions as D
+
+
+def _bn_net():
+    return nn.Sequential(
+        nn.Conv2d(3, 5, 3), nn.BatchNorm2d(5), nn.ReLU(), nn.Flatten(), nn.Linear(5 * 6 * 6, 4),
+    )
+
+
+def _weights(seed):
+    torch.manual_seed(seed)
+    net = _bn_net()
+    with torch.no_grad():
+        net[1].running_mean.uniform_(-1, 1)
+        net[1].running_var.uniform_(0.5, 2)
+    return ls.Weights.from_module(net)
+
+
+def test_filter_normalized_direction_has_the_filter_norms_and_zero_biasbn():
+    w = _weights(0)
+    d = D.random_direction(w, norm="filter", seed=3)
+    for name, dim in (("0.weight", 0), ("4.weight", 0)):
+        dn = d[name].flatten(1).norm(dim=1)
+        wn = w[name].flatten(1).norm(dim=1)
+        torch.testing.assert_close(dn, wn, rtol=1e-6, atol=0)
+    for name in ("0.bias", "1.weight", "1.bias", "1.running_mean", "1.running_var", "4.bias"):
+        assert torch.count_nonzero(d[name]) == 0, name
+    # a direction is random: not a rescaled copy of the weights
+    assert not torch.allclose(d["0.weight"] / w["0.weight"], (d["0.weight"] / w["0.weight"]).flatten()[0])
+
+
+def test_transposed_conv_filters_run_along_dim_1():
+    w = ls.Weights.from_module(nn.ConvTranspose2d(3, 6, 2))
+    d = D.random_direction(w, seed=0)
+    torch.testing.assert_close(d["weight"].transpose(0, 1).flatten(1).norm(dim=1),
+                               w["weight"].transpose(0, 1).flatten(1).norm(dim=1), rtol=1e-6, atol=0)
+
+
+def test_layer_and_weight_norms_and_kept_biasbn():
+    w = _weights(1)
+    d = D.random_direction(w, norm="layer", ignore=None, seed=1)
+    assert float(d["0.weight"].norm()) == pytest.approx(float(w["0.weight"].norm()), rel=1e-6)
+    assert torch.equal(d["0.bias"], w["0.bias"]) and torch.equal(d["1.weight"], w["1.weight"])
+    assert torch.count_nonzero(d["1.running_mean"]) == 0  # states=False: statistics stay
+    raw = D.random_direction(w, norm="none", ignore=None, seed=1)
+    dw = D.normalize_direction(raw, w, norm="weight", ignore=None)
+    torch.testing.assert_close(dw["4.weight"], raw["4.weight"] * w["4.weight"])
+    ds = D.random_direction(w, ignore=None, states=True, seed=1)
+    assert torch.equal(ds["1.running_var"], w["1.running_var"])
+
+
+def test_directions_are_seeded():
+    w = _weights(2)
+    a, b, c = (D.random_direction(w, seed=s) for s in (7, 7, 8))
+    assert all(torch.equal(a[n], b[n]) for n in a)
+    assert not torch.equal(a["0.weight"], c["0.weight"])
+
+
+def test_target_direction_and_line():
+    w1, w2 = _weights(3), _weights(4)
+    t = D.target_direction(w1, w2)
+    torch.testing.assert_close(t["4.weight"], w2["4.weight"] - w1["4.weight"])
+    line = D.line_through(w1, w2).points([-0.5, 0.0, 1.0, 1.5])
+    assert all(torch.equal(line.point(1)[n], w1[n]) for n in w1)
+    assert all(torch.equal(line.point(2)[n], w2[n]) for n in w2)
+    torch.testing.assert_close(line.point(3)["4.weight"], 1.5 * w2["4.weight"] - 0.5 * w1["4.weight"])
+
+
+def test_three_point_plane_coordinates():
+    w = [_weights(s) for s in (5, 6, 7)]
+    plane = D.three_point_plane(*w)
+    A = plane.anchors
+    assert A[0].tolist() == [0.0, 0.0] and A[1, 1] == 0.0
+    p = [D._param_vector(x) for x in w]
+    assert A[1, 0] == pytest.approx(float((p[1] - p[0]).norm()), rel=1e-12)
+    # the third checkpoint's coordinates: its projections on the orthonormal axes
+    u = (p[1] - p[0]) / (p[1] - p[0]).norm()
+    r = p[2] - p[0]
+    assert A[2, 0] == pytest.approx(float(r @ u), rel=1e-12)
+    assert A[2, 1] == pytest.approx(float((r - (r @ u) * u).norm()), rel=1e-12)
+    pts = plane.points(A[:, 0], A[:, 1])
+    for k in range(3):  # bit for bit at the checkpoints
+        assert all(torch.equal(pts.point(k)[n], w[k][n]) for n in w[k])
+    # a point in between is w1 + x u_hat + y v_hat
+    x, y = 0.3 * A[1, 0], 0.4 * A[2, 1]
+    v = r - (r @ u) * u
+    expected = p[0] + x * u + y * v / v.norm()
+    got = D._param_vector(pts.weights(0).__class__(plane.points([x], [y]).point(0), w[0].layout))
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_three_point_plane_rejects_collinear_points():
+    w1, w2 = _weights(8), _weights(9)
+    mid = ls.PointSet.from_weights([w1, w2], [[0.5, 0.5]]).weights(0)
+    with pytest.raises(ValueError, match="lie on one line"):
+        D.three_point_plane(w1, w2, mid)
+
+
+def test_pca_recovers_a_planted_plane_and_its_variance_ratios():
+    torch.manual_seed(10)
+    final = ls.Weights.from_module(nn.Sequential(nn.Linear(30, 20), nn.ReLU(), nn.Linear(20, 5)))
+    layout = final.layout
+    mask = torch.zeros(layout.size, dtype=torch.bool)
+    for e in layout.flat_entries():
+        if e.kind == "weight":
+            mask[e.slice] = True
+    e1, e2 = torch.zeros(layout.size, dtype=torch.float64), torch.zeros(layout.size, dtype=torch.float64)
+    e1[mask] = torch.randn(int(mask.sum()), dtype=torch.float64)
+    e1 /= e1.norm()
+    e2[mask] = torch.randn(int(mask.sum()), dtype=torch.float64)
+    e2 -= (e2 @ e1) * e1
+    e2 /= e2.norm()
+    rng = np.random.default_rng(0)
+    a = rng.normal(0, 3.0, 15)
+    b = rng.normal(0, 1.0, 15)
+    f = final.flatten(torch.float64)
+    traj = [ls.Weights(final.unflatten((f + ai * e1 + bi * e2).float()), layout) for ai, bi in zip(a, b)] + [final]
+    plane = D.pca_plane(traj)
+    pc = [plane.basis[i].flatten(torch.float64) for i in (1, 2)]
+    # the principal directions span the planted plane
+    for d in pc:
+        assert float(d.norm()) == pytest.approx(1.0, rel=1e-5)
+        assert float((d @ e1) ** 2 + (d @ e2) ** 2) == pytest.approx(1.0, abs=1e-6)
+    # variance ratios of the centred differences: two components carry everything
+    pts = np.stack([np.append(a, 0.0), np.append(b, 0.0)], 1)[:-1]
+    cov = np.cov((pts - pts.mean(0)).T, bias=True)
+    ev = np.sort(np.linalg.eigvalsh(cov))[::-1]
+    np.testing.assert_allclose(plane.arrays["explained-variance-ratio"], ev / ev.sum(), rtol=1e-4)
+    # the projected trajectory: distances are preserved (the plane is the planted one)
+    traj_xy = plane.arrays["trajectory"]
+    assert traj_xy.shape == (16, 2) and np.allclose(traj_xy[-1], 0)
+    np.testing.assert_allclose(np.linalg.norm(traj_xy[:-1], axis=1), np.hypot(a, b), rtol=1e-4)
+    assert "PC1 (" in plane.attrs["x-label"]
+
+
+def test_grid_order_is_x_major():
+    w = _weights(11)
+    plane = D.random_plane(w, seed=0)
+    pts = plane.grid([0.0, 1.0], [0.0, 2.0, 3.0])
+    np.testing.assert_array_equal(pts.coeffs.numpy(), [[1, 0, 0], [1, 0, 2], [1, 0, 3], [1, 1, 0], [1, 1, 2], [1, 1, 3]])
