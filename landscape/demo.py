@@ -1,8 +1,10 @@
 """``landscape demo``: the main job on bundled data (scikit-learn's digits), on the CPU.
 
-Trains two small seeded MLPs on digits, saves their checkpoints, evaluates both and the
-straight line between them with the batched engine, writes the results to HDF5 and prints
-a summary. Later analyses (surfaces, curves, connections, ensembles, Hessians) extend it.
+Trains small seeded MLPs on digits and writes the surfaces of Li et al. (2018) and Garipov
+et al. (2018) with their figures: a 1D interpolation, a filter-normalized random plane, the
+plane through three checkpoints and the PCA plane of a training trajectory. Later analyses
+(curves, connections, ensembles, Hessians) extend it; the whole demo stays under 2 minutes
+on 2 cores.
 """
 
 from __future__ import annotations
@@ -47,58 +49,101 @@ def train_classifier(
     return model
 
 
+def _train_or_load(path: str, build, train, *, seed: int, epochs: int, force: bool, trajectory_dir: str | None = None):
+    """Train a seeded model and save it, or reuse the checkpoint of an earlier demo."""
+    from .weights import save_weights
+
+    done = os.path.exists(path) and not force
+    if trajectory_dir is not None:
+        done = done and all(os.path.exists(os.path.join(trajectory_dir, f"epoch_{e:03d}.pt")) for e in range(epochs + 1))
+    if done:
+        return
+    torch.manual_seed(seed)
+    model = build()
+    if trajectory_dir is None:
+        train_classifier(model, train, epochs=epochs, seed=seed)
+    else:
+        os.makedirs(trajectory_dir, exist_ok=True)
+        save_weights(model.state_dict(), os.path.join(trajectory_dir, "epoch_000.pt"), force=True)
+        for e in range(1, epochs + 1):  # one epoch at a time, saving the trajectory
+            train_classifier(model, train, epochs=1, lr=0.05 * (1 - (e - 1) / epochs), seed=seed * 1000 + e)
+            save_weights(model.state_dict(), os.path.join(trajectory_dir, f"epoch_{e:03d}.pt"), force=True)
+    save_weights(model.state_dict(), path, force=True)
+
+
 def run_demo(out_dir: str = "landscape-demo", *, force: bool = False, progress: bool = True) -> dict:
-    """Run the demo; returns a dict of what was written and the headline numbers."""
+    """Run the demo; returns what was written and the headline numbers.
+
+    Trains three seeded MLPs on digits (the first with its trajectory saved every epoch),
+    then writes, with figures: the 1D interpolation between two of them, a filter-normalized
+    random plane around one, the plane through all three, and the PCA plane of the
+    trajectory. An earlier demo's files in ``out_dir`` are reused (resumed), and replaced
+    only with ``force``.
+    """
+    from . import directions
     from .data import load_data
-    from .evaluate import evaluate
     from .models import build_model
-    from .pointset import PointSet
-    from .weights import load_checkpoint, save_weights
+    from .plot import plot_file
+    from .surface import compute_surface
+    from .weights import load_checkpoint
 
     t0 = time.perf_counter()
-    torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
     os.makedirs(out_dir, exist_ok=True)
+    fig_dir = os.path.join(out_dir, "figures")
+    os.makedirs(fig_dir, exist_ok=True)
     train = load_data("digits", "train")
     test = load_data("digits", "test")
-    spec, kwargs = "mlp", {"in_features": 64, "widths": [256], "num_classes": 10}
-
-    ckpts = []
-    for seed in (1, 2):
-        path = os.path.join(out_dir, f"mlp-seed{seed}.pt")
-        if not os.path.exists(path) or force:
-            torch.manual_seed(seed)
-            model = build_model(spec, kwargs)
-            train_classifier(model, train, epochs=15, seed=seed)
-            save_weights(model.state_dict(), path, force=True)
-        ckpts.append(path)
-    model = build_model(spec, kwargs)
+    spec, kwargs = "mlp", {"in_features": 64, "widths": [128], "num_classes": 10}
+    build = lambda: build_model(spec, kwargs)  # noqa: E731
+    epochs = 12
+    ckpts = [os.path.join(out_dir, f"mlp-seed{s}.pt") for s in (1, 2, 3)]
+    traj_dir = os.path.join(out_dir, "trajectory-seed1")
+    for s, path in zip((1, 2, 3), ckpts):
+        _train_or_load(path, build, train, seed=s, epochs=epochs, force=force,
+                       trajectory_dir=traj_dir if s == 1 else None)
+    model = build()
     w = [load_checkpoint(p, model) for p in ckpts]
+    traj = [load_checkpoint(os.path.join(traj_dir, f"epoch_{e:03d}.pt"), model) for e in range(epochs + 1)]
+    model_attrs = {"model": {"spec": spec, "kwargs": kwargs}}
 
-    ts = np.linspace(0.0, 1.0, 21)
-    line = PointSet.from_weights(w, np.stack([1 - ts, ts], 1), names=["seed1", "seed2"])
-    out_file = os.path.join(out_dir, "line.h5")
-    attrs = {
-        "model": {"spec": spec, "kwargs": kwargs},
-        "checkpoints": [{"path": x.source, "sha256": x.sha256} for x in w],
-        "t": ts.tolist(),
-    }
-    results = {}
-    for split, data in (("train", train), ("test", test)):
-        path = out_file.replace(".h5", f"-{split}.h5")
-        # an earlier demo's file is continued (nothing to recompute), replaced only with --force
-        res = evaluate(model, line, data, ("loss", "acc"), out=path, resume=not force, force=force,
-                       progress=progress, attrs={**attrs, "split": split})
-        results[split] = (path, res)
+    def ckpt_attrs(ws):
+        return {"checkpoints": [{"path": x.source, "sha256": x.sha256} for x in ws]}
+
+    def auto(values, count=25, margin=0.3):
+        lo, hi = float(np.min(values)), float(np.max(values))
+        span = max(hi - lo, 1e-3)
+        return np.linspace(lo - margin * span, hi + margin * span, count)
+
+    pca = directions.pca_plane(traj)
+    three = directions.three_point_plane(*w)
+    jobs = [
+        ("interpolation", directions.line_through(w[0], w[1]), np.linspace(-0.5, 1.5, 41), None, w[:2]),
+        ("random-plane", directions.random_plane(w[0], seed=0), np.linspace(-1, 1, 25), np.linspace(-1, 1, 25), w[:1]),
+        ("three-checkpoints", three, auto(three.anchors[:, 0]), auto(three.anchors[:, 1]), w),
+        ("pca-trajectory", pca, auto(pca.arrays["trajectory"][:, 0]), auto(pca.arrays["trajectory"][:, 1]), [traj[-1]]),
+    ]
+    summary = []
+    splits = {"train": train, "test": test}
+    for name, plane, xs, ys, used in jobs:
+        path = os.path.join(out_dir, f"{name}.h5")
+        attrs = {**model_attrs, **ckpt_attrs(used)}
+        if name == "pca-trajectory":
+            attrs["trajectory"] = [{"path": x.source, "sha256": x.sha256} for x in traj]
+        res = compute_surface(model, plane, xs, ys, splits=splits, out=path, resume=not force, force=force,
+                              attrs=attrs, progress=progress)
+        try:
+            figs = plot_file(path, fig_dir, formats=("png", "pdf"), force=force)
+        except FileExistsError:
+            figs = []  # figures of an earlier demo are kept (use --force to redraw)
+        summary.append((name, path, res, figs))
 
     elapsed = time.perf_counter() - t0
-    print(f"landscape demo: wrote {out_dir}/ in {elapsed:.1f} s")
-    print(f"  checkpoints: {', '.join(ckpts)}")
-    for split, (path, res) in results.items():
-        loss, acc = res["loss"], res["acc"]
-        i = int(np.nanargmax(loss))
-        print(
-            f"  line {split:5s} -> {path}: loss {loss[0]:.3f} (t=0) .. max {loss[i]:.3f} (t={ts[i]:.2f}) "
-            f".. {loss[-1]:.3f} (t=1); accuracy {acc[0]:.3f} / min {np.nanmin(acc):.3f} / {acc[-1]:.3f}; "
-            f"engine path {res.path}, {res.points_per_second:.0f} points/s"
-        )
-    return {"out_dir": out_dir, "checkpoints": ckpts, "files": [p for p, _ in results.values()], "seconds": elapsed}
+    print(f"landscape demo: {out_dir}/ in {elapsed:.1f} s (engine path {summary[0][2].path})")
+    print(f"  checkpoints: {', '.join(ckpts)}; trajectory: {traj_dir}/ ({epochs + 1} checkpoints)")
+    for name, path, res, figs in summary:
+        tl, vl = res["train_loss"], res["test_loss"]
+        print(f"  {name:18s} {path}: train loss {np.nanmin(tl):.3f}..{np.nanmax(tl):.3f}, "
+              f"test loss {np.nanmin(vl):.3f}..{np.nanmax(vl):.3f}, {res.evaluated} cells computed")
+    print(f"  figures: {fig_dir}/ ({sum(len(f) for *_, f in summary)} new files)")
+    return {"out_dir": out_dir, "checkpoints": ckpts, "files": [p for _, p, _, _ in summary],
+            "figures": [f for *_, figs in summary for f in figs], "seconds": elapsed}
