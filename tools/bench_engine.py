@@ -112,9 +112,44 @@ def run_case(name, model, x, y, n_points, device, paths, repeats):
     return rows
 
 
+def plane_case(grid: int, repeats: int):
+    """A whole grid x grid filter-normalized plane of the digits MLP 64-2000-10, train and test
+    splits: ``compute_surface`` end to end (HDF5 file written) against the loss-landscape loop."""
+    import tempfile
+
+    torch.manual_seed(0)
+    model = ls.build_model("mlp", {"in_features": 64, "widths": [2000], "num_classes": 10}).eval()
+    train, test = ls.load_data("digits", "train"), ls.load_data("digits", "test")
+    w = ls.Weights.from_module(model)
+    plane = ls.directions.random_plane(w, seed=0)
+    xs = np.linspace(-1, 1, grid)
+    d1, d2 = plane.basis[1].tensors, plane.basis[2].tensors
+    coords = [(a, b) for a in xs for b in xs]
+    t = time.perf_counter()
+    ref = {s: loop_baseline(model, w.tensors, d1, d2, coords, d.x, d.y) for s, d in (("train", train), ("test", test))}
+    t_loop = time.perf_counter() - t
+    best = float("inf")
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(repeats):
+            t = time.perf_counter()
+            res = ls.compute_surface(model, plane, xs, xs, splits={"train": train, "test": test},
+                                     out=f"{tmp}/plane{r}.h5", progress=False)
+            best = min(best, time.perf_counter() - t)
+    rel = max(float(np.max(np.abs(res[f"{s}_loss"].reshape(-1) - ref[s][0]) / ref[s][0])) for s in ref)
+    if rel > 1e-5:
+        raise SystemExit(f"plane: engine disagrees with the loop: max relative loss error {rel:.2e}")
+    name = f"digits MLP 64-2000-10, {grid}x{grid} plane"
+    return [
+        {"case": name, "method": "loop (batch 128, copy weights)", "s_per_point": t_loop / len(coords), "ratio": 1.0,
+         "total_s": t_loop},
+        {"case": name, "method": f"compute_surface -> {res.path} (+ HDF5)", "s_per_point": best / len(coords),
+         "ratio": t_loop / best, "max_rel_err": rel, "total_s": best},
+    ]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cases", default="mlp2000,mlp3,resnet20")
+    ap.add_argument("--cases", default="mlp2000,mlp3,plane51,resnet20")
     ap.add_argument("--points", type=int, default=64, help="points of the plane (a square grid)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeats", type=int, default=3)
@@ -132,13 +167,15 @@ def main():
         elif case == "mlp3":
             model = ls.build_model("mlp", {"in_features": 64, "widths": [512, 512], "num_classes": 10})
             rows += run_case("digits MLP 64-512-512-10", model, digits.x, digits.y, args.points, device, ["auto", "vmap", "loop"], args.repeats)
+        elif case == "plane51":
+            rows += plane_case(51, max(1, args.repeats - 1))
         elif case == "resnet20":
             data = ls.load_data("synthetic:cifar10", "test", max_samples=args.resnet_samples)
             model = ls.build_model("resnet20")
             n = min(args.points, 16) if device.type == "cpu" else args.points
             rows += run_case(f"ResNet-20, {len(data)} synthetic CIFAR", model, data.x, data.y, n, device, ["auto", "vmap"], max(1, args.repeats - 2))
         else:
-            raise SystemExit(f"unknown case {case!r}; expected some of mlp2000, mlp3, resnet20")
+            raise SystemExit(f"unknown case {case!r}; expected some of mlp2000, mlp3, plane51, resnet20")
     print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
           f"landscape {ls.__version__}, compiled ops: {ls.ops.extension_available()}, device {device}")
     print(f"{'case':34s} {'method':36s} {'ms/point':>9s} {'vs loop':>8s}  {'max rel err':>11s}")
@@ -147,7 +184,8 @@ def main():
             print(f"{r['case']:34s} {r['method']:36s} {'n/a':>9s}  ({r['error']})")
             continue
         err = f"{r['max_rel_err']:.1e}" if "max_rel_err" in r else ""
-        print(f"{r['case']:34s} {r['method']:36s} {1e3 * r['s_per_point']:9.2f} {r['ratio']:7.2f}x  {err:>11s}")
+        total = f"  (total {r['total_s']:.1f} s)" if "total_s" in r else ""
+        print(f"{r['case']:34s} {r['method']:36s} {1e3 * r['s_per_point']:9.2f} {r['ratio']:7.2f}x  {err:>11s}{total}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
