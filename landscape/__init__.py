@@ -5,17 +5,16 @@
 
 __version__ = "0.1.0"
 
-from . import directions, distributed, io, metrics, ops
+from . import directions, distributed, io, metrics, models, ops
 from .bn import BN_MODES
 from .data import DataError, TensorData, load_data
+from .directions import Plane
 from .evaluate import PATHS, PRECISIONS, EvalResult, MemoryBudgetError, evaluate, evaluate_points
 from .io import ResultExistsError, ResultFileError, create_result, open_result
+from .models import ModelSpecError, build_model
 from .pointset import PointSet
-from .directions import Plane
 from .surface import SurfaceResult, compute_surface, parse_range
 from .weights import CheckpointError, Layout, Weights, load_checkpoint, load_weights, save_weights
-from . import models
-from .models import ModelSpecError, build_model
 
 __all__ = [
     "__version__",

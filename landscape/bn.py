@@ -24,7 +24,7 @@ runner (vmap or loop), never on the user's module.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn

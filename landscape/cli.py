@@ -8,11 +8,9 @@ Subcommands: ``info`` (summary of a result file), ``eval`` (metrics of checkpoin
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import time
-from typing import Sequence
+from collections.abc import Sequence
 
 __all__ = ["main", "build_parser"]
 
@@ -36,21 +34,33 @@ def parse_bytes(text: str) -> int:
 def _add_common_eval(p: argparse.ArgumentParser, *, split: bool = True, out_required: bool = False) -> None:
     p.add_argument("--model", required=True, help="built-in name (see `landscape models`) or package.module:factory")
     p.add_argument("--model-kwargs", default=None, help="JSON object of keyword arguments for the factory")
-    p.add_argument("--data", required=True, help="digits | synthetic:cifar10 | file.npz | file.pt | cifar10:DIR | image folder")
+    p.add_argument(
+        "--data", required=True, help="digits | synthetic:cifar10 | file.npz | file.pt | cifar10:DIR | image folder"
+    )
     if split:
         p.add_argument("--split", default="test", help="data split to evaluate on (train/test/all), default test")
     p.add_argument("--max-samples", type=int, default=None, help="use at most this many samples")
     p.add_argument("--metrics", default="loss,acc", help="comma-separated: loss, acc, err, mse (default loss,acc)")
-    p.add_argument("--bn", default="running", choices=["running", "recompute", "recompute-exact"],
-                   help="BatchNorm statistics (default running)")
+    p.add_argument(
+        "--bn",
+        default="running",
+        choices=["running", "recompute", "recompute-exact"],
+        help="BatchNorm statistics (default running)",
+    )
     p.add_argument("--bn-split", default="train", help="split used to recompute BatchNorm statistics (default train)")
     p.add_argument("--precision", default="fp32", choices=["fp64", "fp32", "tf32", "bf16"])
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--points-per-pass", type=int, default=None)
-    p.add_argument("--max-memory", default=None, help="memory budget, e.g. 4G (default: a safe fraction of free memory)")
+    p.add_argument(
+        "--max-memory", default=None, help="memory budget, e.g. 4G (default: a safe fraction of free memory)"
+    )
     p.add_argument("--path", default="auto", choices=["auto", "fused", "vmap", "loop"], help="execution path")
-    p.add_argument("--trust-checkpoint", action="store_true", help="allow pickled Python objects in checkpoints (runs code from the file)")
+    p.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="allow pickled Python objects in checkpoints (runs code from the file)",
+    )
     p.add_argument("--out", required=out_required, default=None, help="write results to this HDF5 file")
     p.add_argument("--resume", action="store_true", help="continue an interrupted --out file")
     p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
@@ -81,17 +91,35 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate a line or plane of weight points. Works under torchrun: "
         "torchrun --nproc_per_node=N -m landscape surface ... shards the grid over the ranks.",
     )
-    p.add_argument("--ckpt", action="append", default=[], help="checkpoint file (repeat: 1 = centre, 2 = ends, 3 = plane)")
-    p.add_argument("--trajectory", nargs="+", default=None,
-                   help="checkpoints along a training run (files or one folder) for a PCA plane")
-    p.add_argument("--type", dest="surface_type", default=None,
-                   choices=["interpolate", "line", "plane", "three-point", "pca"],
-                   help="default: plane for 1 checkpoint, interpolate for 2, three-point for 3, pca with --trajectory")
-    p.add_argument("--x", default=None, help="MIN:MAX:COUNT (default -1:1:51; -0.5:1.5:41 to interpolate; auto for three-point/pca)")
+    p.add_argument(
+        "--ckpt", action="append", default=[], help="checkpoint file (repeat: 1 = centre, 2 = ends, 3 = plane)"
+    )
+    p.add_argument(
+        "--trajectory",
+        nargs="+",
+        default=None,
+        help="checkpoints along a training run (files or one folder) for a PCA plane",
+    )
+    p.add_argument(
+        "--type",
+        dest="surface_type",
+        default=None,
+        choices=["interpolate", "line", "plane", "three-point", "pca"],
+        help="default: plane for 1 checkpoint, interpolate for 2, three-point for 3, pca with --trajectory",
+    )
+    p.add_argument(
+        "--x",
+        default=None,
+        help="MIN:MAX:COUNT (default -1:1:51; -0.5:1.5:41 to interpolate; auto for three-point/pca)",
+    )
     p.add_argument("--y", default=None, help="MIN:MAX:COUNT for planes (default like --x)")
     p.add_argument("--splits", default="train,test", help="comma-separated data splits (default train,test)")
-    p.add_argument("--norm", default="filter", choices=["filter", "layer", "weight", "none"], help="direction normalization")
-    p.add_argument("--ignore", default="biasbn", choices=["biasbn", "none"], help="zero biases and BatchNorm in directions")
+    p.add_argument(
+        "--norm", default="filter", choices=["filter", "layer", "weight", "none"], help="direction normalization"
+    )
+    p.add_argument(
+        "--ignore", default="biasbn", choices=["biasbn", "none"], help="zero biases and BatchNorm in directions"
+    )
     p.add_argument("--states", action="store_true", help="random directions also move BatchNorm running statistics")
     p.add_argument("--seed", type=int, default=0, help="seed of random directions")
     p.add_argument("--plot", action="store_true", help="also write the figures next to the file")
@@ -164,20 +192,33 @@ def _cmd_eval(args) -> int:
         "bn-split": args.bn_split if args.bn != "running" else None,
     }
     res = evaluate(
-        model, points, data, [m.strip() for m in args.metrics.split(",") if m.strip()],
-        bn=args.bn, bn_data=bn_data, precision=args.precision, device=args.device,
-        batch_size=args.batch_size, points_per_pass=args.points_per_pass,
+        model,
+        points,
+        data,
+        [m.strip() for m in args.metrics.split(",") if m.strip()],
+        bn=args.bn,
+        bn_data=bn_data,
+        precision=args.precision,
+        device=args.device,
+        batch_size=args.batch_size,
+        points_per_pass=args.points_per_pass,
         max_memory=parse_bytes(args.max_memory) if args.max_memory else None,
-        path=args.path, progress=not args.no_progress, out=args.out, resume=args.resume,
-        force=args.force, attrs=attrs,
+        path=args.path,
+        progress=not args.no_progress,
+        out=args.out,
+        resume=args.resume,
+        force=args.force,
+        attrs=attrs,
     )
     names = list(res.metrics)
     width = max(len("checkpoint"), *(len(p) for p in args.ckpt))
     print(f"{'checkpoint':<{width}}  " + "  ".join(f"{n:>10}" for n in names))
     for k, p in enumerate(args.ckpt):
         print(f"{p:<{width}}  " + "  ".join(f"{res.metrics[n][k]:>10.5g}" for n in names))
-    print(f"path: {res.path}, {res.evaluated} point(s) in {res.seconds:.2f} s"
-          + (f", written to {args.out}" if args.out else ""))
+    print(
+        f"path: {res.path}, {res.evaluated} point(s) in {res.seconds:.2f} s"
+        + (f", written to {args.out}" if args.out else "")
+    )
     return 0
 
 
@@ -195,7 +236,7 @@ def _trajectory_files(items: list[str]) -> list[str]:
     return items
 
 
-def _auto_range(values: "np.ndarray", count: int = 21, margin: float = 0.25) -> "np.ndarray":
+def _auto_range(values, count: int = 21, margin: float = 0.25):
     import numpy as np
 
     lo, hi = float(np.min(values)), float(np.max(values))
@@ -206,7 +247,7 @@ def _auto_range(values: "np.ndarray", count: int = 21, margin: float = 0.25) -> 
 def _cmd_surface(args) -> int:
     from . import directions, distributed
     from .data import load_data
-    from .models import describe_model, build_model
+    from .models import build_model, describe_model
     from .surface import compute_surface, parse_range
     from .weights import load_checkpoint
 
@@ -216,7 +257,9 @@ def _cmd_surface(args) -> int:
     if kind is None:
         kind = "pca" if args.trajectory else {1: "plane", 2: "interpolate", 3: "three-point"}.get(n)
         if kind is None:
-            raise UsageError(f"got {n} --ckpt; expected 1 (random plane), 2 (interpolation), 3 (three-point plane) or --trajectory")
+            raise UsageError(
+                f"got {n} --ckpt; expected 1 (random plane), 2 (interpolation), 3 (three-point plane) or --trajectory"
+            )
     need = {"interpolate": 2, "line": 1, "plane": 1, "three-point": 3}
     if kind in need and n != need[kind]:
         raise UsageError(f"--type {kind} needs {need[kind]} --ckpt, got {n}")
@@ -231,8 +274,14 @@ def _cmd_surface(args) -> int:
         if kind == "interpolate":
             plane = directions.line_through(*ckpts)
         elif kind in ("line", "plane"):
-            plane = directions.random_plane(ckpts[0], dims=1 if kind == "line" else 2, norm=args.norm,
-                                            ignore=ignore, states=args.states, seed=args.seed)
+            plane = directions.random_plane(
+                ckpts[0],
+                dims=1 if kind == "line" else 2,
+                norm=args.norm,
+                ignore=ignore,
+                states=args.states,
+                seed=args.seed,
+            )
         elif kind == "three-point":
             plane = directions.three_point_plane(*ckpts)
         else:
@@ -247,8 +296,11 @@ def _cmd_surface(args) -> int:
             ys = None if plane.dim == 1 else parse_range(args.y or args.x or default_x)
         if args.y is not None and plane.dim == 2:
             ys = parse_range(args.y)
-        splits = {s.strip(): load_data(args.data, s.strip(), max_samples=args.max_samples)
-                  for s in args.splits.split(",") if s.strip()}
+        splits = {
+            s.strip(): load_data(args.data, s.strip(), max_samples=args.max_samples)
+            for s in args.splits.split(",")
+            if s.strip()
+        }
         bn_data = None
         if args.bn != "running":
             bn_data = splits.get(args.bn_split) or load_data(args.data, args.bn_split, max_samples=args.max_samples)
@@ -259,11 +311,24 @@ def _cmd_surface(args) -> int:
             "bn-split": args.bn_split if args.bn != "running" else None,
         }
         res = compute_surface(
-            model, plane, xs, ys, splits=splits, metrics=[m.strip() for m in args.metrics.split(",") if m.strip()],
-            bn=args.bn, bn_data=bn_data, precision=args.precision, device=device, batch_size=args.batch_size,
+            model,
+            plane,
+            xs,
+            ys,
+            splits=splits,
+            metrics=[m.strip() for m in args.metrics.split(",") if m.strip()],
+            bn=args.bn,
+            bn_data=bn_data,
+            precision=args.precision,
+            device=device,
+            batch_size=args.batch_size,
             points_per_pass=args.points_per_pass,
             max_memory=parse_bytes(args.max_memory) if args.max_memory else None,
-            path=args.path, out=args.out, resume=args.resume, force=args.force, attrs=attrs,
+            path=args.path,
+            out=args.out,
+            resume=args.resume,
+            force=args.force,
+            attrs=attrs,
             progress=not args.no_progress,
         )
         rank, _ = distributed.rank_and_world()
@@ -283,8 +348,10 @@ def _print_surface_summary(res) -> None:
     import numpy as np
 
     grid = " x ".join(str(d) for d in next(iter(res.metrics.values())).shape)
-    print(f"{res.plane.kind} surface, grid {grid}, {res.evaluated} cell(s) computed in {res.seconds:.1f} s "
-          f"(engine path {res.path}) -> {res.file}")
+    print(
+        f"{res.plane.kind} surface, grid {grid}, {res.evaluated} cell(s) computed in {res.seconds:.1f} s "
+        f"(engine path {res.path}) -> {res.file}"
+    )
     for name, v in res.metrics.items():
         if np.isfinite(v).any():
             print(f"  {name:12s} min {np.nanmin(v):.4g}  max {np.nanmax(v):.4g}")
@@ -340,8 +407,18 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .models import ModelSpecError
     from .weights import CheckpointError
 
-    return (UsageError, DataError, MemoryBudgetError, ResultExistsError, ResultFileError,
-            ModelSpecError, CheckpointError, FileNotFoundError, FileExistsError, ValueError)
+    return (
+        UsageError,
+        DataError,
+        MemoryBudgetError,
+        ResultExistsError,
+        ResultFileError,
+        ModelSpecError,
+        CheckpointError,
+        FileNotFoundError,
+        FileExistsError,
+        ValueError,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

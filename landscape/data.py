@@ -104,8 +104,7 @@ _IMAGE_EXTENSIONS = (
     ".webp",
 )
 _EXPECTED_SPECS = (
-    "an .npz/.pt file with arrays x and y, or one of: digits, synthetic:<shape>, "
-    "cifar10:<dir>, an image folder"
+    "an .npz/.pt file with arrays x and y, or one of: digits, synthetic:<shape>, cifar10:<dir>, an image folder"
 )
 
 
@@ -154,19 +153,14 @@ class TensorData:
         info: dict[str, Any] | None = None,
     ) -> None:
         if not isinstance(x, Tensor) or not isinstance(y, Tensor):
-            raise DataError(
-                f"x and y must be tensors, got {type(x).__name__} and {type(y).__name__}"
-            )
+            raise DataError(f"x and y must be tensors, got {type(x).__name__} and {type(y).__name__}")
         if x.dim() < 1 or y.dim() < 1:
             raise DataError(
                 f"x has shape {tuple(x.shape)} and y has shape {tuple(y.shape)}; "
                 "expected a leading sample dimension in both"
             )
         if x.shape[0] != y.shape[0]:
-            raise DataError(
-                f"x has {x.shape[0]} samples but y has {y.shape[0]} ({spec}); "
-                "expected the same number"
-            )
+            raise DataError(f"x has {x.shape[0]} samples but y has {y.shape[0]} ({spec}); expected the same number")
         self.x = x
         self.y = y
         self.spec = spec
@@ -214,35 +208,21 @@ class TensorData:
         x : Tensor[B, ...]
         y : Tensor[B]
         """
-        if (
-            isinstance(batch_size, bool)
-            or not isinstance(batch_size, int)
-            or batch_size < 1
-        ):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise DataError(f"batch_size must be a positive int, got {batch_size!r}")
         for start in range(0, len(self), batch_size):
             yield self.x[start : start + batch_size], self.y[start : start + batch_size]
 
-    def to(
-        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
-    ) -> TensorData:
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> TensorData:
         """Return a copy on ``device``; ``dtype`` applies to ``x`` only (labels keep theirs)."""
-        return self._replace(
-            self.x.to(device=device, dtype=dtype), self.y.to(device=device)
-        )
+        return self._replace(self.x.to(device=device, dtype=dtype), self.y.to(device=device))
 
     def subset(self, max_samples: int | None) -> TensorData:
         """Return the first ``max_samples`` samples (all of them if ``None`` or larger)."""
         if max_samples is None or max_samples >= len(self):
             return self._replace(self.x, self.y)
-        if (
-            isinstance(max_samples, bool)
-            or not isinstance(max_samples, int)
-            or max_samples < 0
-        ):
-            raise DataError(
-                f"max_samples must be a non-negative int or None, got {max_samples!r}"
-            )
+        if isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 0:
+            raise DataError(f"max_samples must be a non-negative int or None, got {max_samples!r}")
         return self._replace(self.x[:max_samples], self.y[:max_samples])
 
     def fingerprint(self) -> str:
@@ -287,9 +267,7 @@ class TensorData:
 # raw loaders: each returns (x, y, num_classes, info) for one split, before normalisation
 
 
-def _parse_options(
-    spec: str, tokens: Sequence[str]
-) -> tuple[list[str], dict[str, str]]:
+def _parse_options(spec: str, tokens: Sequence[str]) -> tuple[list[str], dict[str, str]]:
     positional: list[str] = []
     options: dict[str, str] = {}
     for token in tokens:
@@ -307,9 +285,7 @@ def _parse_int(spec: str, name: str, value: str, minimum: int = 1) -> int:
     except ValueError:
         out = minimum - 1
     if out < minimum:
-        raise DataError(
-            f"{name}={value!r} in data spec {spec!r}; expected an integer >= {minimum}"
-        )
+        raise DataError(f"{name}={value!r} in data spec {spec!r}; expected an integer >= {minimum}")
     return out
 
 
@@ -333,14 +309,8 @@ def _digits_indices(split: str, total: int) -> np.ndarray:
 
 def _load_digits(spec: str, tokens: list[str], split: str, max_samples: int | None):
     positional, options = _parse_options(spec, tokens)
-    if (
-        options
-        or len(positional) > 1
-        or (positional and positional[0] not in ("flat", "image"))
-    ):
-        raise DataError(
-            f"unknown option in data spec {spec!r}; expected 'digits', 'digits:flat' or 'digits:image'"
-        )
+    if options or len(positional) > 1 or (positional and positional[0] not in ("flat", "image")):
+        raise DataError(f"unknown option in data spec {spec!r}; expected 'digits', 'digits:flat' or 'digits:image'")
     image_form = bool(positional) and positional[0] == "image"
     images, labels = _digits_arrays()
     idx = _digits_indices(split, len(labels))
@@ -358,9 +328,7 @@ def _load_digits(spec: str, tokens: list[str], split: str, max_samples: int | No
 
 
 def _synthetic_block(seed: int, split: str, block: int, shape, classes: int):
-    state = np.random.SeedSequence([seed, _SPLIT_CODES[split], block]).generate_state(
-        2, np.uint64
-    )
+    state = np.random.SeedSequence([seed, _SPLIT_CODES[split], block]).generate_state(2, np.uint64)
     generator = torch.Generator().manual_seed(int(state[0]) & ((1 << 63) - 1))
     x = torch.randn((_SYNTHETIC_BLOCK, *shape), generator=generator)
     y = torch.randint(0, classes, (_SYNTHETIC_BLOCK,), generator=generator)
@@ -378,9 +346,7 @@ def _synthetic_split(seed: int, split: str, n: int, shape, classes: int):
     return torch.cat(xs)[:n], torch.cat(ys)[:n]
 
 
-def _load_synthetic(
-    spec: str, tokens: list[str], split: str, max_samples: int | None, seed: int
-):
+def _load_synthetic(spec: str, tokens: list[str], split: str, max_samples: int | None, seed: int):
     positional, options = _parse_options(spec, tokens)
     unknown = sorted(set(options) - {"n", "test_n"})
     if unknown or not positional or len(positional) > 2:
@@ -391,9 +357,7 @@ def _load_synthetic(
         )
     if positional[0] in SYNTHETIC_PRESETS:
         if len(positional) > 1:
-            raise DataError(
-                f"data spec {spec!r} names a preset and a class count; give one of them"
-            )
+            raise DataError(f"data spec {spec!r} names a preset and a class count; give one of them")
         shape, classes = SYNTHETIC_PRESETS[positional[0]]
     else:
         try:
@@ -405,19 +369,11 @@ def _load_synthetic(
                 f"synthetic shape {positional[0]!r} in data spec {spec!r} is neither a preset "
                 f"{sorted(SYNTHETIC_PRESETS)} nor a shape like 3x32x32"
             )
-        classes = (
-            _parse_int(spec, "classes", positional[1]) if len(positional) > 1 else 10
-        )
+        classes = _parse_int(spec, "classes", positional[1]) if len(positional) > 1 else 10
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise DataError(f"seed must be a non-negative int, got {seed!r}")
-    n_train = (
-        _parse_int(spec, "n", options["n"]) if "n" in options else _SYNTHETIC_TRAIN_SIZE
-    )
-    n_test = (
-        _parse_int(spec, "test_n", options["test_n"])
-        if "test_n" in options
-        else max(1, n_train // 5)
-    )
+    n_train = _parse_int(spec, "n", options["n"]) if "n" in options else _SYNTHETIC_TRAIN_SIZE
+    n_test = _parse_int(spec, "test_n", options["test_n"]) if "test_n" in options else max(1, n_train // 5)
     sizes = {"train": n_train, "test": n_test}
     parts = ["train", "test"] if split == "all" else [split]
     xs, ys = [], []
@@ -439,49 +395,32 @@ def _load_synthetic(
 
 def _as_input_tensor(value: Any, name: str, source: str) -> Tensor:
     try:
-        tensor = (
-            value if isinstance(value, Tensor) else torch.as_tensor(np.asarray(value))
-        )
+        tensor = value if isinstance(value, Tensor) else torch.as_tensor(np.asarray(value))
     except (TypeError, ValueError) as exc:
-        raise DataError(
-            f"{source}: array {name!r} cannot be read as a tensor ({exc})"
-        ) from None
+        raise DataError(f"{source}: array {name!r} cannot be read as a tensor ({exc})") from None
     tensor = tensor.detach()
     if tensor.dtype == torch.uint8:
         return tensor.to(torch.float32) / 255.0
-    if (
-        tensor.dtype in (torch.float16, torch.bfloat16)
-        or not tensor.is_floating_point()
-    ):
+    if tensor.dtype in (torch.float16, torch.bfloat16) or not tensor.is_floating_point():
         return tensor.to(torch.float32)
     return tensor
 
 
 def _as_label_tensor(value: Any, name: str, source: str) -> Tensor:
     try:
-        tensor = (
-            value if isinstance(value, Tensor) else torch.as_tensor(np.asarray(value))
-        )
+        tensor = value if isinstance(value, Tensor) else torch.as_tensor(np.asarray(value))
     except (TypeError, ValueError) as exc:
-        raise DataError(
-            f"{source}: array {name!r} cannot be read as a tensor ({exc})"
-        ) from None
+        raise DataError(f"{source}: array {name!r} cannot be read as a tensor ({exc})") from None
     tensor = tensor.detach()
     if tensor.is_floating_point():
         return tensor
     if tensor.is_complex():
-        raise DataError(
-            f"{source}: {name} is complex; expected integer labels or float targets"
-        )
+        raise DataError(f"{source}: {name} is complex; expected integer labels or float targets")
     tensor = tensor.to(torch.int64)
     if tensor.dim() != 1:
-        raise DataError(
-            f"{source}: {name} has shape {tuple(tensor.shape)}; expected 1-D class labels"
-        )
+        raise DataError(f"{source}: {name} has shape {tuple(tensor.shape)}; expected 1-D class labels")
     if tensor.numel() and int(tensor.min()) < 0:
-        raise DataError(
-            f"{source}: {name} has negative labels (min {int(tensor.min())}); expected class indices >= 0"
-        )
+        raise DataError(f"{source}: {name} has negative labels (min {int(tensor.min())}); expected class indices >= 0")
     return tensor
 
 
@@ -496,8 +435,7 @@ def _arrays_to_split(arrays: dict[str, Any], split: str, source: str):
         label_keys = ["y"]
     else:
         raise DataError(
-            f"{source} has arrays {names}; expected 'x' and 'y' (or 'x_train', 'y_train', "
-            "'x_test', 'y_test')"
+            f"{source} has arrays {names}; expected 'x' and 'y' (or 'x_train', 'y_train', 'x_test', 'y_test')"
         )
     xs, ys = [], []
     for part in parts:
@@ -512,9 +450,7 @@ def _arrays_to_split(arrays: dict[str, Any], split: str, source: str):
         xs.append(x)
         ys.append(y)
     if len({y.dtype for y in ys}) > 1 or len({x.shape[1:] for x in xs}) > 1:
-        raise DataError(
-            f"{source}: the train and test arrays differ in sample shape or label type"
-        )
+        raise DataError(f"{source}: the train and test arrays differ in sample shape or label type")
     y = torch.cat(ys)
     x = torch.cat(xs)
     if "num_classes" in arrays:
@@ -523,9 +459,7 @@ def _arrays_to_split(arrays: dict[str, Any], split: str, source: str):
         num_classes = None
     else:
         all_labels = [_as_label_tensor(arrays[k], k, source) for k in label_keys]
-        num_classes = max(
-            (int(t.max()) + 1 for t in all_labels if t.numel()), default=0
-        )
+        num_classes = max((int(t.max()) + 1 for t in all_labels if t.numel()), default=0)
     return x, y, num_classes
 
 
@@ -542,12 +476,8 @@ def _load_pt(path: str, split: str):
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError) as exc:
-        first_line = (
-            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        )
-        raise DataError(
-            f"could not load {path!r} with torch.load(weights_only=True): {first_line}"
-        ) from None
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"could not load {path!r} with torch.load(weights_only=True): {first_line}") from None
     source = os.path.basename(path)
     if isinstance(obj, (tuple, list)) and len(obj) == 2:
         obj = {"x": obj[0], "y": obj[1]}
@@ -591,9 +521,7 @@ def _read_cifar_batch(path: str) -> dict:
     except (OSError, pickle.UnpicklingError, EOFError, ValueError) as exc:
         raise DataError(f"could not read CIFAR batch {path!r}: {exc}") from None
     if not isinstance(batch, dict):
-        raise DataError(
-            f"CIFAR batch {path!r} holds a {type(batch).__name__}; expected a dict"
-        )
+        raise DataError(f"CIFAR batch {path!r} holds a {type(batch).__name__}; expected a dict")
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
 
 
@@ -613,9 +541,7 @@ _CIFAR_LAYOUT = {
 def _find_cifar_dir(kind: str, directory: str) -> str | None:
     folder, train_files, test_files, _, _ = _CIFAR_LAYOUT[kind]
     for candidate in (directory, os.path.join(directory, folder)):
-        if all(
-            os.path.isfile(os.path.join(candidate, f)) for f in train_files + test_files
-        ):
+        if all(os.path.isfile(os.path.join(candidate, f)) for f in train_files + test_files):
             return candidate
     return None
 
@@ -633,16 +559,13 @@ def _load_cifar(kind: str, directory: str, split: str):
             f"CIFAR directory {directory!r} lacks {train_files + test_files} (expected the "
             f"{folder!r} folder or its parent; landscape never downloads)"
         )
-    files = {"train": train_files, "test": test_files, "all": train_files + test_files}[
-        split
-    ]
+    files = {"train": train_files, "test": test_files, "all": train_files + test_files}[split]
     xs, ys = [], []
     for name in files:
         batch = _read_cifar_batch(os.path.join(found, name))
         if "data" not in batch or label_key not in batch:
             raise DataError(
-                f"CIFAR batch {name!r} has keys {sorted(map(str, batch))}; expected 'data' and "
-                f"{label_key!r}"
+                f"CIFAR batch {name!r} has keys {sorted(map(str, batch))}; expected 'data' and {label_key!r}"
             )
         data = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
         xs.append(torch.from_numpy(data.copy()))
@@ -650,9 +573,7 @@ def _load_cifar(kind: str, directory: str, split: str):
     x = torch.cat(xs).to(torch.float32) / 255.0
     y = torch.cat(ys)
     if x.shape[0] != y.shape[0]:
-        raise DataError(
-            f"CIFAR directory {found!r}: {x.shape[0]} images but {y.shape[0]} labels"
-        )
+        raise DataError(f"CIFAR directory {found!r}: {x.shape[0]} images but {y.shape[0]} labels")
     return x, y, classes, {"data_path": os.path.abspath(found)}
 
 
@@ -660,8 +581,7 @@ def _image_files(class_dir: str) -> list[str]:
     return sorted(
         os.path.join(class_dir, f)
         for f in os.listdir(class_dir)
-        if f.lower().endswith(_IMAGE_EXTENSIONS)
-        and os.path.isfile(os.path.join(class_dir, f))
+        if f.lower().endswith(_IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(class_dir, f))
     )
 
 
@@ -669,19 +589,13 @@ def _read_image_folder(directory: str, classes: list[str] | None):
     try:
         from PIL import Image
     except ImportError:
-        raise DataError(
-            f"reading image folder {directory!r} needs Pillow (pip install pillow)"
-        ) from None
-    found = sorted(
-        d for d in os.listdir(directory) if os.path.isdir(os.path.join(directory, d))
-    )
+        raise DataError(f"reading image folder {directory!r} needs Pillow (pip install pillow)") from None
+    found = sorted(d for d in os.listdir(directory) if os.path.isdir(os.path.join(directory, d)))
     if classes is None:
         classes = found
     unknown = sorted(set(found) - set(classes))
     if unknown:
-        raise DataError(
-            f"image folder {directory!r} has classes {unknown} that the train split lacks"
-        )
+        raise DataError(f"image folder {directory!r} has classes {unknown} that the train split lacks")
     arrays, labels, modes = [], [], set()
     for index, name in enumerate(classes):
         class_dir = os.path.join(directory, name)
@@ -713,17 +627,11 @@ def _read_image_folder(directory: str, classes: list[str] | None):
 
 def _load_image_folder(directory: str, split: str):
     if not os.path.isdir(directory):
-        raise DataError(
-            f"image folder {directory!r} does not exist (expected <dir>/<class>/<image>)"
-        )
+        raise DataError(f"image folder {directory!r} does not exist (expected <dir>/<class>/<image>)")
     sub = {
         "train": os.path.join(directory, "train"),
         "test": next(
-            (
-                os.path.join(directory, d)
-                for d in ("test", "val")
-                if os.path.isdir(os.path.join(directory, d))
-            ),
+            (os.path.join(directory, d) for d in ("test", "val") if os.path.isdir(os.path.join(directory, d))),
             os.path.join(directory, "test"),
         ),
     }
@@ -733,11 +641,7 @@ def _load_image_folder(directory: str, split: str):
             x, y = x_train, y_train
         else:
             x_test, y_test, _ = _read_image_folder(sub["test"], classes)
-            x, y = (
-                (x_test, y_test)
-                if split == "test"
-                else (torch.cat([x_train, x_test]), torch.cat([y_train, y_test]))
-            )
+            x, y = (x_test, y_test) if split == "test" else (torch.cat([x_train, x_test]), torch.cat([y_train, y_test]))
     else:
         x, y, classes = _read_image_folder(directory, None)
     return (
@@ -755,9 +659,7 @@ def _resolve_path(path: str, root: str | None) -> str:
     return path
 
 
-def _load_raw(
-    spec: str, split: str, max_samples: int | None, seed: int, root: str | None
-):
+def _load_raw(spec: str, split: str, max_samples: int | None, seed: int, root: str | None):
     """Load one split of ``spec`` without normalisation: (x, y, num_classes, info)."""
     name, _, rest = spec.partition(":")
     tokens = rest.split(":") if rest else []
@@ -779,12 +681,8 @@ def _load_raw(
     lower = path.lower()
     if lower.endswith((".npz", ".pt", ".pth")):
         if not os.path.isfile(path):
-            raise DataError(
-                f"data file {spec!r} does not exist (expected {_EXPECTED_SPECS})"
-            )
-        x, y, num_classes = (
-            _load_npz(path, split) if lower.endswith(".npz") else _load_pt(path, split)
-        )
+            raise DataError(f"data file {spec!r} does not exist (expected {_EXPECTED_SPECS})")
+        x, y, num_classes = _load_npz(path, split) if lower.endswith(".npz") else _load_pt(path, split)
         return x, y, num_classes, {"data_path": os.path.abspath(path)}
     if os.path.isdir(path):
         for kind in _CIFAR_LAYOUT:
@@ -792,9 +690,7 @@ def _load_raw(
                 return _load_cifar(kind, path, split)
         return _load_image_folder(path, split)
     if os.sep in spec or "/" in spec or os.path.splitext(spec)[1]:
-        raise DataError(
-            f"data path {spec!r} does not exist (expected {_EXPECTED_SPECS})"
-        )
+        raise DataError(f"data path {spec!r} does not exist (expected {_EXPECTED_SPECS})")
     raise DataError(f"unknown data spec {spec!r} (expected {_EXPECTED_SPECS})")
 
 
@@ -808,9 +704,7 @@ def _channel_stats(x: Tensor) -> tuple[list[float], list[float]]:
     return mean.tolist(), std.tolist()
 
 
-def _apply_normalization(
-    x: Tensor, mean: Sequence[float], std: Sequence[float]
-) -> Tensor:
+def _apply_normalization(x: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
     channels = x.shape[1] if x.dim() > 1 else 1
     mean_t = torch.as_tensor(mean, dtype=torch.float64).reshape(-1)
     std_t = torch.as_tensor(std, dtype=torch.float64).reshape(-1)
@@ -878,20 +772,14 @@ def load_data(
     (1257, (540, 1, 8, 8), 10)
     """
     if not isinstance(spec, str) or not spec.strip():
-        raise DataError(
-            f"data spec must be a non-empty string, got {spec!r} (expected {_EXPECTED_SPECS})"
-        )
+        raise DataError(f"data spec must be a non-empty string, got {spec!r} (expected {_EXPECTED_SPECS})")
     spec = spec.strip()
     if split not in _SPLITS:
         raise DataError(f"split {split!r} is not one of {list(_SPLITS)}")
     if max_samples is not None and (
-        isinstance(max_samples, bool)
-        or not isinstance(max_samples, int)
-        or max_samples < 1
+        isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1
     ):
-        raise DataError(
-            f"max_samples must be a positive int or None, got {max_samples!r}"
-        )
+        raise DataError(f"max_samples must be a positive int or None, got {max_samples!r}")
     x, y, num_classes, info = _load_raw(spec, split, max_samples, seed, root)
     if max_samples is not None:
         x, y = x[:max_samples], y[:max_samples]
@@ -909,20 +797,12 @@ def load_data(
         mean = torch.as_tensor(normalize[0], dtype=torch.float64).reshape(-1).tolist()
         std = torch.as_tensor(normalize[1], dtype=torch.float64).reshape(-1).tolist()
         if any(s <= 0 for s in std):
-            raise DataError(
-                f"normalize std {std} has values <= 0; expected positive deviations"
-            )
+            raise DataError(f"normalize std {std} has values <= 0; expected positive deviations")
         normalization = {"source": "given", "mean": mean, "std": std}
     else:
-        raise DataError(
-            f"normalize must be True, False or a (mean, std) pair, got {normalize!r}"
-        )
+        raise DataError(f"normalize must be True, False or a (mean, std) pair, got {normalize!r}")
     if normalization is not None:
         if not x.is_floating_point():
-            raise DataError(
-                f"cannot normalise inputs of dtype {x.dtype}; expected floating inputs"
-            )
+            raise DataError(f"cannot normalise inputs of dtype {x.dtype}; expected floating inputs")
         x = _apply_normalization(x, normalization["mean"], normalization["std"])
-    return TensorData(
-        x, y, spec, num_classes, split=split, normalization=normalization, info=info
-    )
+    return TensorData(x, y, spec, num_classes, split=split, normalization=normalization, info=info)

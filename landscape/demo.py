@@ -55,7 +55,9 @@ def _train_or_load(path: str, build, train, *, seed: int, epochs: int, force: bo
 
     done = os.path.exists(path) and not force
     if trajectory_dir is not None:
-        done = done and all(os.path.exists(os.path.join(trajectory_dir, f"epoch_{e:03d}.pt")) for e in range(epochs + 1))
+        done = done and all(
+            os.path.exists(os.path.join(trajectory_dir, f"epoch_{e:03d}.pt")) for e in range(epochs + 1)
+        )
     if done:
         return
     torch.manual_seed(seed)
@@ -99,8 +101,9 @@ def run_demo(out_dir: str = "landscape-demo", *, force: bool = False, progress: 
     ckpts = [os.path.join(out_dir, f"mlp-seed{s}.pt") for s in (1, 2, 3)]
     traj_dir = os.path.join(out_dir, "trajectory-seed1")
     for s, path in zip((1, 2, 3), ckpts):
-        _train_or_load(path, build, train, seed=s, epochs=epochs, force=force,
-                       trajectory_dir=traj_dir if s == 1 else None)
+        _train_or_load(
+            path, build, train, seed=s, epochs=epochs, force=force, trajectory_dir=traj_dir if s == 1 else None
+        )
     model = build()
     w = [load_checkpoint(p, model) for p in ckpts]
     traj = [load_checkpoint(os.path.join(traj_dir, f"epoch_{e:03d}.pt"), model) for e in range(epochs + 1)]
@@ -129,8 +132,9 @@ def run_demo(out_dir: str = "landscape-demo", *, force: bool = False, progress: 
         attrs = {**model_attrs, **ckpt_attrs(used)}
         if name == "pca-trajectory":
             attrs["trajectory"] = [{"path": x.source, "sha256": x.sha256} for x in traj]
-        res = compute_surface(model, plane, xs, ys, splits=splits, out=path, resume=not force, force=force,
-                              attrs=attrs, progress=progress)
+        res = compute_surface(
+            model, plane, xs, ys, splits=splits, out=path, resume=not force, force=force, attrs=attrs, progress=progress
+        )
         try:
             figs = plot_file(path, fig_dir, formats=("png", "pdf"), force=force)
         except FileExistsError:
@@ -140,10 +144,17 @@ def run_demo(out_dir: str = "landscape-demo", *, force: bool = False, progress: 
     elapsed = time.perf_counter() - t0
     print(f"landscape demo: {out_dir}/ in {elapsed:.1f} s (engine path {summary[0][2].path})")
     print(f"  checkpoints: {', '.join(ckpts)}; trajectory: {traj_dir}/ ({epochs + 1} checkpoints)")
-    for name, path, res, figs in summary:
+    for name, path, res, _figs in summary:
         tl, vl = res["train_loss"], res["test_loss"]
-        print(f"  {name:18s} {path}: train loss {np.nanmin(tl):.3f}..{np.nanmax(tl):.3f}, "
-              f"test loss {np.nanmin(vl):.3f}..{np.nanmax(vl):.3f}, {res.evaluated} cells computed")
+        print(
+            f"  {name:18s} {path}: train loss {np.nanmin(tl):.3f}..{np.nanmax(tl):.3f}, "
+            f"test loss {np.nanmin(vl):.3f}..{np.nanmax(vl):.3f}, {res.evaluated} cells computed"
+        )
     print(f"  figures: {fig_dir}/ ({sum(len(f) for *_, f in summary)} new files)")
-    return {"out_dir": out_dir, "checkpoints": ckpts, "files": [p for _, p, _, _ in summary],
-            "figures": [f for *_, figs in summary for f in figs], "seconds": elapsed}
+    return {
+        "out_dir": out_dir,
+        "checkpoints": ckpts,
+        "files": [p for _, p, _, _ in summary],
+        "figures": [f for *_, figs in summary for f in figs],
+        "seconds": elapsed,
+    }

@@ -15,8 +15,9 @@ Ensembling of DNNs", NeurIPS 2018 (the plane through three weight vectors).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -219,9 +220,12 @@ def line_through(start: Weights, end: Weights) -> Plane:
     """1D interpolation :math:`w(a) = (1-a) w_1 + a w_2`; exact at a = 0 and a = 1."""
     _same_layout(start, end)
     return Plane(
-        basis=[start, end], names=["w1", "w2"], kind="interpolation",
+        basis=[start, end],
+        names=["w1", "w2"],
+        kind="interpolation",
         to_coeffs=lambda x, y=None: np.stack([1.0 - x, x], 1),
-        anchors=np.array([0.0, 1.0]), anchor_names=[_label(start, "w1"), _label(end, "w2")],
+        anchors=np.array([0.0, 1.0]),
+        anchor_names=[_label(start, "w1"), _label(end, "w2")],
         attrs={"x-label": "interpolation coefficient α"},
     )
 
@@ -245,15 +249,21 @@ def random_plane(
     label = "filter-normalized" if norm == "filter" else f"{norm}-normalized"
     if dims == 1:
         return Plane(
-            basis=[center, dirs[0]], names=["w", "d1"], kind="random-direction",
+            basis=[center, dirs[0]],
+            names=["w", "d1"],
+            kind="random-direction",
             to_coeffs=lambda x, y=None: np.stack([np.ones_like(x), x], 1),
-            anchors=np.array([0.0]), anchor_names=[_label(center, "w")],
+            anchors=np.array([0.0]),
+            anchor_names=[_label(center, "w")],
             attrs={**attrs, "x-label": f"α ({label} direction)"},
         )
     return Plane(
-        basis=[center, *dirs], names=["w", "d1", "d2"], kind="random",
+        basis=[center, *dirs],
+        names=["w", "d1", "d2"],
+        kind="random",
         to_coeffs=lambda x, y: np.stack([np.ones_like(x), x, y], 1),
-        anchors=np.array([[0.0, 0.0]]), anchor_names=[_label(center, "w")],
+        anchors=np.array([[0.0, 0.0]]),
+        anchor_names=[_label(center, "w")],
         attrs={**attrs, "x-label": f"α ({label} direction 1)", "y-label": f"β ({label} direction 2)"},
     )
 
@@ -294,7 +304,10 @@ def three_point_plane(w1: Weights, w2: Weights, w3: Weights) -> Plane:
         return np.stack([1.0 - a - b, a, b], 1)
 
     return Plane(
-        basis=[w1, w2, w3], names=["w1", "w2", "w3"], kind="three-checkpoints", to_coeffs=to_coeffs,
+        basis=[w1, w2, w3],
+        names=["w1", "w2", "w3"],
+        kind="three-checkpoints",
+        to_coeffs=to_coeffs,
         anchors=np.array([[0.0, 0.0], [nu, 0.0], [c, nv]]),
         anchor_names=[_label(w1, "w1"), _label(w2, "w2"), _label(w3, "w3")],
         attrs={"x-label": "x (along w2 - w1)", "y-label": "y (orthogonal, towards w3)", "norm-u": nu, "norm-v": nv},
@@ -345,16 +358,17 @@ def pca_plane(trajectory: Sequence[Weights], *, final: Weights | None = None, ig
         d = torch.zeros(layout.size, dtype=torch.float64)
         d[keep] = Vh[i]
         dirs.append(d)
-    proj = np.stack(
-        [[float((w.flatten(torch.float64) - f)[keep] @ Vh[i]) for i in range(2)] for w in traj]
-    )
+    proj = np.stack([[float((w.flatten(torch.float64) - f)[keep] @ Vh[i]) for i in range(2)] for w in traj])
     basis = [final] + [Weights(final.unflatten(d.to(final.flatten().dtype)), layout) for d in dirs]
     basis[1] = _with_extras(basis[1], final)
     basis[2] = _with_extras(basis[2], final)
     return Plane(
-        basis=basis, names=["w_final", "pc1", "pc2"], kind="pca",
+        basis=basis,
+        names=["w_final", "pc1", "pc2"],
+        kind="pca",
         to_coeffs=lambda x, y: np.stack([np.ones_like(x), x, y], 1),
-        anchors=np.array([[0.0, 0.0]]), anchor_names=[_label(final, "final")],
+        anchors=np.array([[0.0, 0.0]]),
+        anchor_names=[_label(final, "final")],
         arrays={"trajectory": proj, "explained-variance-ratio": ratio},
         attrs={
             "x-label": f"PC1 ({100 * ratio[0]:.1f}% of variance)",

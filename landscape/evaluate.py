@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import math
 import os
 import time
 import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -116,8 +116,7 @@ def _as_batches(data) -> tuple[Callable[[int], Iterable[tuple[torch.Tensor, torc
         x, y = data
     else:
         raise TypeError(
-            f"data should be a TensorData (landscape.load_data) or a tuple (x, y) of tensors, "
-            f"got {type(data).__name__}"
+            f"data should be a TensorData (landscape.load_data) or a tuple (x, y) of tensors, got {type(data).__name__}"
         )
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"data has {x.shape[0]} inputs but {y.shape[0]} targets")
@@ -136,7 +135,7 @@ class _DeviceData:
 
     def __init__(self, data, device: torch.device, dtype: torch.dtype):
         batches, n = _as_batches(data)
-        (x, y), = list(batches(n))
+        ((x, y),) = list(batches(n))
         self.x = x.to(device=device, dtype=dtype if x.is_floating_point() else None)
         self.y = y.to(device=device)
         self.n = n
@@ -305,9 +304,7 @@ def _default_budget(device: torch.device) -> int:
 
 
 def _is_oom(e: BaseException) -> bool:
-    return isinstance(e, torch.OutOfMemoryError) or (
-        isinstance(e, RuntimeError) and "out of memory" in str(e).lower()
-    )
+    return isinstance(e, torch.OutOfMemoryError) or (isinstance(e, RuntimeError) and "out of memory" in str(e).lower())
 
 
 # ---------------------------------------------------------------------------- engine
@@ -350,13 +347,17 @@ class Engine:
         if model_names != points.layout.names():
             missing = [n for n in model_names if n not in points.layout]
             extra = [n for n in points.layout.names() if n not in model_names]
-            what = f"model has '{missing[0]}' which the points lack" if missing else (
-                f"points have '{extra[0]}' which the model lacks" if extra else "their order differs")
+            what = (
+                f"model has '{missing[0]}' which the points lack"
+                if missing
+                else (f"points have '{extra[0]}' which the model lacks" if extra else "their order differs")
+            )
             raise ValueError(f"points do not match the model: {what}")
         self.model_name = type(model).__name__
         self.bn, self.precision, self.path_asked = bn, precision, path
-        self.device = torch.device(device) if device is not None else torch.device(
-            "cuda" if torch.cuda.is_available() else "cpu")
+        self.device = (
+            torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        )
         self.dtype = torch.float64 if precision == "fp64" else torch.float32
         self.batch_size, self.bn_batch_size = batch_size, bn_batch_size
         self.budget = int(max_memory) if max_memory is not None else _default_budget(self.device)
@@ -367,8 +368,13 @@ class Engine:
             p.requires_grad_(False)
         with torch.no_grad():
             basis = points.basis.to(device=self.device, dtype=self.dtype)
-        self.pts = PointSet(basis, points.coeffs, points.layout,
-                            extras={k: v.to(self.device) for k, v in points.extras.items()}, names=points.names)
+        self.pts = PointSet(
+            basis,
+            points.coeffs,
+            points.layout,
+            extras={k: v.to(self.device) for k, v in points.extras.items()},
+            names=points.names,
+        )
         self.has_bn = bnlib.has_batchnorm(self.work)
         self.sq_norms = None
         if any(m.needs_weight_norm for m in self.metrics):
@@ -390,8 +396,11 @@ class Engine:
         return self._data_cache[key][1]
 
     def _choose_path(self, ddata: _DeviceData) -> str:
-        fused_ok = (self.plan is not None and self.precision in ("fp32", "fp64", "tf32")
-                    and (ddata.x.dim() == 2 or self.flatten))
+        fused_ok = (
+            self.plan is not None
+            and self.precision in ("fp32", "fp64", "tf32")
+            and (ddata.x.dim() == 2 or self.flatten)
+        )
         if self.path_asked == "fused" and not fused_ok:
             raise ValueError(
                 "path='fused' needs an nn.Sequential of Linear layers and ReLU/Tanh activations "
@@ -454,16 +463,18 @@ class Engine:
         return self.points_per_pass
 
     # ------------------------------------------------------------------ evaluation
-    def _chunk_values(self, idx: np.ndarray, ddata: _DeviceData, bdata: _DeviceData | None,
-                      vectorized: bool) -> dict[str, np.ndarray]:
+    def _chunk_values(
+        self, idx: np.ndarray, ddata: _DeviceData, bdata: _DeviceData | None, vectorized: bool
+    ) -> dict[str, np.ndarray]:
         device, dtype, work = self.device, self.dtype, self.work
         coeffs = self.points.coeffs[torch.as_tensor(idx)].to(device=device, dtype=dtype)
         tensors = None if self._fused is not None else self.pts.tensors(idx)
         apply = _per_point_apply(vectorized)
         forward = lambda p, xb: functional_call(work, p, (xb,))  # noqa: E731
         if self.has_bn and tensors is not None and self.bn == "recompute":
-            tensors = bnlib.recompute_bn(lambda t, xb: apply(forward, t, xb), work, tensors,
-                                         bdata.inputs(self.bn_batch_size))
+            tensors = bnlib.recompute_bn(
+                lambda t, xb: apply(forward, t, xb), work, tensors, bdata.inputs(self.bn_batch_size)
+            )
         elif self.has_bn and tensors is not None and self.bn == "recompute-exact":
             tensors = bnlib.recompute_bn_exact(apply, work, tensors, lambda: bdata.inputs(self.bn_batch_size))
         sums = {m.name: torch.zeros(len(idx), dtype=torch.float64, device=device) for m in self.metrics}
@@ -477,8 +488,9 @@ class Engine:
             vals[m.name] = m.finalize(sums[m.name], ddata.n, sq).cpu().numpy()
         return vals
 
-    def run(self, data, indices=None, *, bn_data=None, on_chunk=None, progress: bool = True,
-            desc: str = "evaluate") -> dict[str, np.ndarray]:
+    def run(
+        self, data, indices=None, *, bn_data=None, on_chunk=None, progress: bool = True, desc: str = "evaluate"
+    ) -> dict[str, np.ndarray]:
         """Metrics at the points ``indices`` (all when None) over ``data``.
 
         Returns ``{metric: ndarray[K]}`` with NaN at points not in ``indices``; calls
@@ -566,8 +578,19 @@ def evaluate_points(
     with the point indices and metric values of every finished chunk, in order).
     """
     t_start = time.perf_counter()
-    engine = Engine(model, points, metrics, bn=bn, precision=precision, device=device, batch_size=batch_size,
-                    bn_batch_size=bn_batch_size, max_memory=max_memory, points_per_pass=points_per_pass, path=path)
+    engine = Engine(
+        model,
+        points,
+        metrics,
+        bn=bn,
+        precision=precision,
+        device=device,
+        batch_size=batch_size,
+        bn_batch_size=bn_batch_size,
+        max_memory=max_memory,
+        points_per_pass=points_per_pass,
+        path=path,
+    )
     results = engine.run(data, indices, bn_data=bn_data, on_chunk=on_chunk, progress=progress, desc=desc)
     evaluated = engine.points.K if indices is None else int(np.asarray(indices).size)
     return EvalResult(
@@ -611,9 +634,7 @@ def _as_pointset(points) -> PointSet:
         return PointSet.explicit([points])
     if isinstance(points, (list, tuple)) and points and all(isinstance(p, Weights) for p in points):
         return PointSet.explicit(list(points))
-    raise TypeError(
-        f"points should be a PointSet, Weights or a list of Weights, got {type(points).__name__}"
-    )
+    raise TypeError(f"points should be a PointSet, Weights or a list of Weights, got {type(points).__name__}")
 
 
 def evaluate(
@@ -708,9 +729,20 @@ def evaluate(
     points = _as_pointset(points)
     if out is None:
         return evaluate_points(
-            model, points, data, metrics, bn=bn, bn_data=bn_data, precision=precision,
-            device=device, batch_size=batch_size, bn_batch_size=bn_batch_size,
-            max_memory=max_memory, points_per_pass=points_per_pass, path=path, progress=progress,
+            model,
+            points,
+            data,
+            metrics,
+            bn=bn,
+            bn_data=bn_data,
+            precision=precision,
+            device=device,
+            batch_size=batch_size,
+            bn_batch_size=bn_batch_size,
+            max_memory=max_memory,
+            points_per_pass=points_per_pass,
+            path=path,
+            progress=progress,
         )
     from . import io
 
@@ -719,8 +751,14 @@ def evaluate(
     file_attrs.update(dict(attrs or {}))
     arrays = {"coefficients": points.coeffs.numpy()}
     with io.open_or_create(
-        out, kind="eval", shape=(points.K,), metrics=metric_names, attrs=file_attrs,
-        arrays=arrays, resume=resume, force=force,
+        out,
+        kind="eval",
+        shape=(points.K,),
+        metrics=metric_names,
+        attrs=file_attrs,
+        arrays=arrays,
+        resume=resume,
+        force=force,
     ) as f:
         pending = f.pending()
 
@@ -728,10 +766,22 @@ def evaluate(
             f.write_cells(idx, vals)
 
         res = evaluate_points(
-            model, points, data, metrics, bn=bn, bn_data=bn_data, precision=precision,
-            device=device, batch_size=batch_size, bn_batch_size=bn_batch_size,
-            max_memory=max_memory, points_per_pass=points_per_pass, path=path,
-            indices=pending, on_chunk=write, progress=progress,
+            model,
+            points,
+            data,
+            metrics,
+            bn=bn,
+            bn_data=bn_data,
+            precision=precision,
+            device=device,
+            batch_size=batch_size,
+            bn_batch_size=bn_batch_size,
+            max_memory=max_memory,
+            points_per_pass=points_per_pass,
+            path=path,
+            indices=pending,
+            on_chunk=write,
+            progress=progress,
         )
         res.metrics = {name: f.read_metric(name) for name in metric_names}
         res.info["file"] = os.fspath(out)

@@ -130,11 +130,7 @@ def _encode_attr(name: str, value: Any) -> Any:
     """
     where = repr(name)
     if isinstance(value, str):
-        return (
-            _JSON_MARKER + json.dumps(value)
-            if value.startswith(_JSON_MARKER)
-            else value
-        )
+        return _JSON_MARKER + json.dumps(value) if value.startswith(_JSON_MARKER) else value
     if isinstance(value, (bool, np.bool_)):
         return np.bool_(value)
     if isinstance(value, np.generic) and value.dtype.kind in "iuf":
@@ -155,11 +151,7 @@ def _decode_attr(value: Any) -> Any:
     if isinstance(value, bytes):
         value = value.decode("utf-8", errors="replace")
     if isinstance(value, str):
-        return (
-            json.loads(value[len(_JSON_MARKER) :])
-            if value.startswith(_JSON_MARKER)
-            else value
-        )
+        return json.loads(value[len(_JSON_MARKER) :]) if value.startswith(_JSON_MARKER) else value
     if isinstance(value, np.ndarray) and value.ndim == 0:
         value = value[()]
     if isinstance(value, np.bool_):
@@ -185,12 +177,7 @@ def _values_equal(a: Any, b: Any) -> bool:
         return bool(np.array_equal(a, b, equal_nan=both_float))
     if isinstance(a, bool) != isinstance(b, bool):
         return False
-    if (
-        isinstance(a, float)
-        and isinstance(b, float)
-        and math.isnan(a)
-        and math.isnan(b)
-    ):
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
         return True
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(_values_equal(a[k], b[k]) for k in a)
@@ -250,9 +237,7 @@ def _fsync_dir(path: str) -> None:
 
 def _check_name(what: str, name: Any) -> str:
     if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
-        raise ValueError(
-            f"{what} name must be a non-empty str without '/', got {name!r}"
-        )
+        raise ValueError(f"{what} name must be a non-empty str without '/', got {name!r}")
     return name
 
 
@@ -261,13 +246,9 @@ def _check_shape(shape: Any) -> tuple[int, ...]:
         dims = tuple(int(d) for d in shape)
         ok = all(int(d) == d for d in shape)
     except TypeError:
-        raise ValueError(
-            f"shape must be a tuple of positive ints, got {shape!r}"
-        ) from None
+        raise ValueError(f"shape must be a tuple of positive ints, got {shape!r}") from None
     if not dims or not ok or any(d < 1 for d in dims):
-        raise ValueError(
-            f"shape must be a non-empty tuple of positive ints, got {shape!r}"
-        )
+        raise ValueError(f"shape must be a non-empty tuple of positive ints, got {shape!r}")
     return dims
 
 
@@ -287,9 +268,7 @@ def _library_version() -> str:
 def _write_contiguous(group: h5py.Group, name: str, data: np.ndarray) -> h5py.Dataset:
     """A contiguous dataset with its storage allocated and written now."""
     dset = group.create_dataset(name, data=data, track_times=False)
-    if (
-        dset.chunks is not None
-    ):  # pragma: no cover - h5py never chunks without being asked
+    if dset.chunks is not None:  # pragma: no cover - h5py never chunks without being asked
         raise RuntimeError(f"dataset {dset.name} was created chunked")
     return dset
 
@@ -378,15 +357,11 @@ def create_result(
     for name, value in (arrays or {}).items():
         array = np.asarray(value)
         if array.dtype.kind not in "biufc":
-            raise ValueError(
-                f"array {name!r} has dtype {array.dtype}; expected a numeric dtype"
-            )
+            raise ValueError(f"array {name!r} has dtype {array.dtype}; expected a numeric dtype")
         static[_check_name("array", name)] = array
 
     if os.path.isdir(path):
-        raise ResultFileError(
-            f"{_fmt_path(path)} is a directory; expected a result file path"
-        )
+        raise ResultFileError(f"{_fmt_path(path)} is a directory; expected a result file path")
     if os.path.lexists(path) and not force:
         raise ResultExistsError(_exists_message(path))
 
@@ -396,9 +371,7 @@ def create_result(
             for key, value in encoded.items():
                 h5.attrs[key] = value
             group = h5.create_group("metrics")
-            group.attrs[_METRIC_ORDER_ATTR] = _encode_attr(
-                _METRIC_ORDER_ATTR, metric_names
-            )
+            group.attrs[_METRIC_ORDER_ATTR] = _encode_attr(_METRIC_ORDER_ATTR, metric_names)
             missing = np.full(dims, np.nan, dtype=np.float64)
             for name in metric_names:
                 _write_contiguous(group, name, missing)
@@ -418,10 +391,7 @@ def create_result(
 
 
 def _exists_message(path: str) -> str:
-    return (
-        f"{_fmt_path(path)} already exists; pass --resume to continue it "
-        "or --force to overwrite it"
-    )
+    return f"{_fmt_path(path)} already exists; pass --resume to continue it or --force to overwrite it"
 
 
 def _publish_without_overwrite(tmp: str, path: str) -> None:
@@ -452,8 +422,7 @@ def _open_h5(path: str, mode: str) -> h5py.File:
         raise ResultFileError(f"{shown} cannot be read ({exc})") from None
     if not is_hdf5:
         raise ResultFileError(
-            f"{shown} is truncated or not an HDF5 file (no HDF5 signature); "
-            "expected a landscape result file"
+            f"{shown} is truncated or not an HDF5 file (no HDF5 signature); expected a landscape result file"
         )
     try:
         # HDF5's own file locks are off: with them a reader could not look at a file a
@@ -487,8 +456,7 @@ class _WriterLock:
         except BlockingIOError:
             os.close(fd)
             raise ResultFileError(
-                f"{_fmt_path(path)} is being written by another process or handle "
-                "(is a run still going?)"
+                f"{_fmt_path(path)} is being written by another process or handle (is a run still going?)"
             ) from None
         except OSError:  # no flock on this file system
             os.close(fd)
@@ -560,19 +528,12 @@ def open_or_create(
         )
     result = open_result(path, "r+")
     try:
-        result.check_resume(
-            kind=kind, shape=shape, metrics=metrics, attrs=attrs, ignore=ignore
-        )
+        result.check_resume(kind=kind, shape=shape, metrics=metrics, attrs=attrs, ignore=ignore)
         for name, array in (arrays or {}).items():
             if name not in result.array_names():
-                raise ResultFileError(
-                    f"cannot resume {_fmt_path(path)}: it has no array {name!r} "
-                    "but this run has one"
-                )
+                raise ResultFileError(f"cannot resume {_fmt_path(path)}: it has no array {name!r} but this run has one")
             stored, array = result.read_array(name), np.asarray(array)
-            if stored.shape != array.shape or not np.array_equal(
-                stored, array, equal_nan=True
-            ):
+            if stored.shape != array.shape or not np.array_equal(stored, array, equal_nan=True):
                 raise ResultFileError(
                     f"cannot resume {_fmt_path(path)}: its array {name!r} "
                     f"({stored.dtype}{list(stored.shape)}) differs from this run's "
@@ -631,39 +592,26 @@ class ResultFile:
         try:
             raw_attrs = dict(h5.attrs.items())
         except (OSError, KeyError, RuntimeError) as exc:
-            raise ResultFileError(
-                f"{shown} has unreadable attributes ({exc})"
-            ) from None
+            raise ResultFileError(f"{shown} has unreadable attributes ({exc})") from None
         if "format" not in raw_attrs:
-            raise ResultFileError(
-                f"{shown} is not a landscape result file (no 'format' attribute)"
-            )
+            raise ResultFileError(f"{shown} is not a landscape result file (no 'format' attribute)")
         fmt = _decode_attr(raw_attrs["format"])
         if fmt != FORMAT_NAME:
             raise ResultFileError(
-                f"{shown} is not a landscape result file (its 'format' is {fmt!r}, "
-                f"expected {FORMAT_NAME!r})"
+                f"{shown} is not a landscape result file (its 'format' is {fmt!r}, expected {FORMAT_NAME!r})"
             )
         version = _decode_attr(raw_attrs.get("schema-version"))
         if not isinstance(version, int) or isinstance(version, bool):
-            raise ResultFileError(
-                f"{shown} has no valid 'schema-version' attribute (got {version!r})"
-            )
+            raise ResultFileError(f"{shown} has no valid 'schema-version' attribute (got {version!r})")
         if version not in SUPPORTED_SCHEMA_VERSIONS:
             readable = ", ".join(str(v) for v in SUPPORTED_SCHEMA_VERSIONS)
-            raise ResultFileError(
-                f"{shown} has schema version {version}; this landscape reads version {readable}"
-            )
+            raise ResultFileError(f"{shown} has schema version {version}; this landscape reads version {readable}")
         kind = _decode_attr(raw_attrs.get("kind"))
         if not isinstance(kind, str):
             raise ResultFileError(f"{shown} has no 'kind' attribute")
 
         done = h5.get("done")
-        if (
-            not isinstance(done, h5py.Dataset)
-            or done.dtype != np.uint8
-            or done.ndim < 1
-        ):
+        if not isinstance(done, h5py.Dataset) or done.dtype != np.uint8 or done.ndim < 1:
             raise ResultFileError(f"{shown} has no uint8 dataset '/done'")
         shape = tuple(int(d) for d in done.shape)
         group = h5.get("metrics")
@@ -672,25 +620,18 @@ class ResultFile:
         names = _decode_attr(group.attrs.get(_METRIC_ORDER_ATTR, "json:null"))
         present = sorted(group.keys())
         if not isinstance(names, list) or sorted(names) != present:
-            raise ResultFileError(
-                f"{shown} lists metrics {names!r} but holds datasets {present!r} under '/metrics'"
-            )
+            raise ResultFileError(f"{shown} lists metrics {names!r} but holds datasets {present!r} under '/metrics'")
         for name in names:
             dset = group[name]
             if not isinstance(dset, h5py.Dataset) or dset.dtype != np.float64:
-                raise ResultFileError(
-                    f"{shown}: '/metrics/{name}' is not a float64 dataset"
-                )
+                raise ResultFileError(f"{shown}: '/metrics/{name}' is not a float64 dataset")
             if dset.shape != shape:
-                raise ResultFileError(
-                    f"{shown}: '/metrics/{name}' has shape {dset.shape} but '/done' has {shape}"
-                )
+                raise ResultFileError(f"{shown}: '/metrics/{name}' has shape {dset.shape} but '/done' has {shape}")
         if self.mode == "r+":
             for dset in [done] + [group[n] for n in names]:
                 if dset.chunks is not None:
                     raise ResultFileError(
-                        f"{shown}: '{dset.name}' is chunked; landscape writes cells only "
-                        "into contiguous datasets"
+                        f"{shown}: '{dset.name}' is chunked; landscape writes cells only into contiguous datasets"
                     )
         try:
             done[()]  # a damaged file fails here rather than in the middle of a run
@@ -701,11 +642,7 @@ class ResultFile:
         self.schema_version = version
         self.shape = shape
         self.metrics = list(names)
-        self.attrs = {
-            k: _decode_attr(v)
-            for k, v in raw_attrs.items()
-            if k not in _STRUCTURAL_ATTRS
-        }
+        self.attrs = {k: _decode_attr(v) for k, v in raw_attrs.items() if k not in _STRUCTURAL_ATTRS}
 
     def close(self) -> None:
         """Close the file (safe to call twice)."""
@@ -728,9 +665,7 @@ class ResultFile:
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else self.mode
-        return (
-            f"<ResultFile {self.path!r} kind={self.kind!r} shape={self.shape} {state}>"
-        )
+        return f"<ResultFile {self.path!r} kind={self.kind!r} shape={self.shape} {state}>"
 
     def _file(self) -> h5py.File:
         if self._h5 is None:
@@ -762,9 +697,7 @@ class ResultFile:
     def read_metric(self, name: str) -> np.ndarray:
         """float64[shape]: the metric, NaN where not computed."""
         if name not in self.metrics:
-            raise KeyError(
-                f"{_fmt_path(self.path)} has no metric {name!r}; it has {self.metrics}"
-            )
+            raise KeyError(f"{_fmt_path(self.path)} has no metric {name!r}; it has {self.metrics}")
         return self._file()["metrics"][name][()]
 
     def array_names(self) -> list[str]:
@@ -776,9 +709,7 @@ class ResultFile:
         """A static array, with the dtype it was stored with."""
         group = self._file().get("arrays")
         if not isinstance(group, h5py.Group) or name not in group:
-            raise KeyError(
-                f"{_fmt_path(self.path)} has no array {name!r}; it has {self.array_names()}"
-            )
+            raise KeyError(f"{_fmt_path(self.path)} has no array {name!r}; it has {self.array_names()}")
         return group[name][()]
 
     # ---------------------------------------------------------------- writing cells
@@ -788,16 +719,12 @@ class ResultFile:
         if index.size == 0:
             return np.zeros(0, dtype=np.int64)
         if index.ndim != 1 or index.dtype.kind not in "iu":
-            raise ValueError(
-                f"flat_indices must be a 1-d integer array, got shape {index.shape} "
-                f"dtype {index.dtype}"
-            )
+            raise ValueError(f"flat_indices must be a 1-d integer array, got shape {index.shape} dtype {index.dtype}")
         index = index.astype(np.int64)
         low, high = int(index.min()), int(index.max())
         if low < 0 or high >= self.size:
             raise IndexError(
-                f"flat index {low if low < 0 else high} out of range for {self.size} cells "
-                f"(shape {self.shape})"
+                f"flat index {low if low < 0 else high} out of range for {self.size} cells (shape {self.shape})"
             )
         if np.unique(index).size != index.size:
             raise ValueError("flat_indices has repeated cells")
@@ -822,9 +749,7 @@ class ResultFile:
     def _column(self, name: str, value: Any, n: int) -> np.ndarray:
         column = np.asarray(value, dtype=np.float64).reshape(-1)
         if column.size != n:
-            raise ValueError(
-                f"values[{name!r}] has {column.size} entries for {n} cells"
-            )
+            raise ValueError(f"values[{name!r}] has {column.size} entries for {n} cells")
         return column
 
     def write_cells(self, flat_indices: Any, values: Mapping[str, Any]) -> None:
@@ -846,8 +771,7 @@ class ResultFile:
         unknown = [k for k in values if k not in self.metrics]
         if missing or unknown:
             raise ValueError(
-                f"write_cells needs values for exactly the metrics {self.metrics}; "
-                f"missing {missing}, unknown {unknown}"
+                f"write_cells needs values for exactly the metrics {self.metrics}; missing {missing}, unknown {unknown}"
             )
         columns = {m: self._column(m, values[m], index.size) for m in self.metrics}
         if index.size == 0:
@@ -856,18 +780,14 @@ class ResultFile:
         for name in self.metrics:
             self._write_points(h5["metrics"][name], memspace, coords, columns[name])
         h5.flush()
-        self._write_points(
-            h5["done"], memspace, coords, np.ones(index.size, dtype=np.uint8)
-        )
+        self._write_points(h5["done"], memspace, coords, np.ones(index.size, dtype=np.uint8))
         h5.flush()
 
     def set_metric_cells(self, name: str, flat_indices: Any, values: Any) -> None:
         """Write one metric's values at some cells without touching the done flags."""
         h5 = self._writable()
         if name not in self.metrics:
-            raise KeyError(
-                f"{_fmt_path(self.path)} has no metric {name!r}; it has {self.metrics}"
-            )
+            raise KeyError(f"{_fmt_path(self.path)} has no metric {name!r}; it has {self.metrics}")
         index = self._flat_indices(flat_indices)
         column = self._column(name, values, index.size)
         if index.size == 0:
@@ -907,9 +827,7 @@ class ResultFile:
             if not isinstance(key, str) or not key:
                 raise ValueError(f"attribute names must be non-empty str, got {key!r}")
             if key in _STRUCTURAL_ATTRS:
-                raise ValueError(
-                    f"attribute {key!r} is reserved by the result file format"
-                )
+                raise ValueError(f"attribute {key!r} is reserved by the result file format")
         encoded = {k: _encode_attr(k, v) for k, v in mapping.items()}
 
         def change(h5: h5py.File) -> None:
@@ -928,9 +846,7 @@ class ResultFile:
         new = [_check_name("metric", n) for n in names]
         clash = [n for n in new if n in self.metrics]
         if clash or len(set(new)) != len(new):
-            raise ValueError(
-                f"metrics {clash or new} already exist or repeat in {self.metrics}"
-            )
+            raise ValueError(f"metrics {clash or new} already exist or repeat in {self.metrics}")
         if not new:
             return
         order = self.metrics + new
@@ -946,9 +862,7 @@ class ResultFile:
 
     # ---------------------------------------------------------------- resuming
 
-    def check_compatible(
-        self, new_attrs: Mapping[str, Any], ignore: Iterable[str] = RUN_ATTRS
-    ) -> None:
+    def check_compatible(self, new_attrs: Mapping[str, Any], ignore: Iterable[str] = RUN_ATTRS) -> None:
         """:func:`check_compatible` of this file's attributes against ``new_attrs``."""
         check_compatible(self.attrs, new_attrs, ignore, path=self.path)
 
@@ -964,17 +878,12 @@ class ResultFile:
         """Raise ResultFileError unless this run (kind, grid, metrics, attrs) matches the file."""
         shown = _fmt_path(self.path)
         if kind != self.kind:
-            raise ResultFileError(
-                f"cannot resume {shown}: it is a {self.kind!r} result but this run makes {kind!r}"
-            )
+            raise ResultFileError(f"cannot resume {shown}: it is a {self.kind!r} result but this run makes {kind!r}")
         if tuple(int(d) for d in shape) != self.shape:
-            raise ResultFileError(
-                f"cannot resume {shown}: its grid is {self.shape} but this run has {tuple(shape)}"
-            )
+            raise ResultFileError(f"cannot resume {shown}: its grid is {self.shape} but this run has {tuple(shape)}")
         if list(metrics) != self.metrics:
             raise ResultFileError(
-                f"cannot resume {shown}: its metrics are {self.metrics} "
-                f"but this run computes {list(metrics)}"
+                f"cannot resume {shown}: its metrics are {self.metrics} but this run computes {list(metrics)}"
             )
         self.check_compatible(attrs, ignore)
 
@@ -1009,17 +918,11 @@ def check_compatible(
     new = {k: _normalize_attr(k, v) for k, v in new_attrs.items() if k not in skip}
     for key in sorted(old.keys() | new.keys()):
         if key not in new:
-            raise ResultFileError(
-                f"{where}: its {key!r} is {_short(old[key])} but this run has no {key!r}"
-            )
+            raise ResultFileError(f"{where}: its {key!r} is {_short(old[key])} but this run has no {key!r}")
         if key not in old:
-            raise ResultFileError(
-                f"{where}: it has no {key!r} but this run has {_short(new[key])}"
-            )
+            raise ResultFileError(f"{where}: it has no {key!r} but this run has {_short(new[key])}")
         if not _values_equal(old[key], new[key]):
-            raise ResultFileError(
-                f"{where}: its {key!r} is {_short(old[key])} but this run has {_short(new[key])}"
-            )
+            raise ResultFileError(f"{where}: its {key!r} is {_short(old[key])} but this run has {_short(new[key])}")
 
 
 # --------------------------------------------------------------------------- summary
@@ -1041,10 +944,7 @@ def describe(path: str | os.PathLike) -> str:
         done = rf.done.ravel()
         n_done = int(done.sum())
         lines = [
-            (
-                f"{os.fspath(path)}: landscape result, kind {rf.kind!r}, "
-                f"schema version {rf.schema_version}"
-            ),
+            (f"{os.fspath(path)}: landscape result, kind {rf.kind!r}, schema version {rf.schema_version}"),
             (
                 f"grid {' x '.join(map(str, rf.shape))} = {rf.size} cells: "
                 f"{n_done}/{rf.size} done ({100.0 * n_done / rf.size:.1f}%), "

@@ -10,7 +10,7 @@ turns them into the value per point. Built-in names: ``loss`` (mean cross-entrop
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -50,7 +50,11 @@ class CrossEntropy(Metric):
 
     def batch_sum(self, out, y):
         K, n = out.shape[:2]
-        logits = out.reshape(K * n, *out.shape[2:]).float() if out.dtype in (torch.bfloat16, torch.float16) else out.reshape(K * n, *out.shape[2:])
+        logits = (
+            out.reshape(K * n, *out.shape[2:]).float()
+            if out.dtype in (torch.bfloat16, torch.float16)
+            else out.reshape(K * n, *out.shape[2:])
+        )
         return F.cross_entropy(logits, y.repeat(K), reduction="none").view(K, n).sum(1)
 
 

@@ -15,7 +15,7 @@ produce their points explicitly: an identity coefficient matrix.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -71,9 +71,7 @@ class PointSet:
         if basis.dim() != 2:
             raise ValueError(f"basis should be a 2d tensor [J, P], got {basis.dim()}D")
         if basis.shape[1] != layout.size:
-            raise ValueError(
-                f"basis vectors have {basis.shape[1]} values but the layout has {layout.size}"
-            )
+            raise ValueError(f"basis vectors have {basis.shape[1]} values but the layout has {layout.size}")
         coeffs = torch.as_tensor(np.asarray(coeffs, dtype=np.float64) if not torch.is_tensor(coeffs) else coeffs)
         coeffs = coeffs.to(torch.float64)
         if coeffs.dim() == 1:
@@ -103,7 +101,7 @@ class PointSet:
         *,
         names: Sequence[str] | None = None,
         dtype: torch.dtype | None = None,
-    ) -> "PointSet":
+    ) -> PointSet:
         """Basis from several :class:`Weights` of one layout; identity coefficients when
         ``coeffs`` is None (the explicit-points case)."""
         if not basis:
@@ -119,7 +117,7 @@ class PointSet:
         return cls(B, coeffs, layout, extras=extras, names=names)
 
     @classmethod
-    def explicit(cls, points: Sequence[Weights], names: Sequence[str] | None = None) -> "PointSet":
+    def explicit(cls, points: Sequence[Weights], names: Sequence[str] | None = None) -> PointSet:
         """Points given one by one (identity coefficients)."""
         return cls.from_weights(points, None, names=names)
 
@@ -146,16 +144,16 @@ class PointSet:
         return f"PointSet(K={self.K}, J={self.J}, P={self.P}, names={self.names})"
 
     # ------------------------------------------------------------------ derived sets
-    def subset(self, indices) -> "PointSet":
+    def subset(self, indices) -> PointSet:
         """The points at ``indices`` (same basis)."""
         idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
         return PointSet(self.basis, self.coeffs[idx], self.layout, extras=self.extras, names=self.names)
 
-    def with_coeffs(self, coeffs) -> "PointSet":
+    def with_coeffs(self, coeffs) -> PointSet:
         """Same basis, other coefficients."""
         return PointSet(self.basis, coeffs, self.layout, extras=self.extras, names=self.names)
 
-    def to(self, device=None, dtype: torch.dtype | None = None) -> "PointSet":
+    def to(self, device=None, dtype: torch.dtype | None = None) -> PointSet:
         """Basis moved/cast (coefficients stay float64 on the CPU)."""
         return PointSet(
             self.basis.to(device=device, dtype=dtype),
@@ -181,7 +179,7 @@ class PointSet:
             out[r] = B[int(torch.argmax(C[r]))]
         return out
 
-    def tensors(self, indices=None, *, dtype: torch.dtype | None = None) -> "OrderedDict[str, torch.Tensor]":
+    def tensors(self, indices=None, *, dtype: torch.dtype | None = None) -> OrderedDict[str, torch.Tensor]:
         """Named tensors of the points, each ``Tensor[k, *shape]``; non-float entries are
         the extras expanded to ``[k, *shape]``."""
         flat = self.flat(indices, dtype=dtype)
@@ -195,7 +193,7 @@ class PointSet:
                 out[e.name] = x.expand(k, *x.shape)
         return out
 
-    def point(self, k: int, *, dtype: torch.dtype | None = None) -> "OrderedDict[str, torch.Tensor]":
+    def point(self, k: int, *, dtype: torch.dtype | None = None) -> OrderedDict[str, torch.Tensor]:
         """Named tensors of point ``k`` (a state_dict of the model at that point)."""
         return OrderedDict((n, t[0]) for n, t in self.tensors([k], dtype=dtype).items())
 

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -177,9 +178,19 @@ def compute_surface(
         bn_data = splits.get("train", next(iter(splits.values())))
 
     rank, world = distlib.rank_and_world()
-    engine = Engine(model, points, metric_objs, bn=bn, precision=precision, device=device,
-                    batch_size=batch_size, bn_batch_size=bn_batch_size, max_memory=max_memory,
-                    points_per_pass=points_per_pass, path=path)
+    engine = Engine(
+        model,
+        points,
+        metric_objs,
+        bn=bn,
+        precision=precision,
+        device=device,
+        batch_size=batch_size,
+        bn_batch_size=bn_batch_size,
+        max_memory=max_memory,
+        points_per_pass=points_per_pass,
+        path=path,
+    )
 
     f = None
     pending = np.arange(points.K, dtype=np.int64)
@@ -187,9 +198,14 @@ def compute_surface(
         from . import io
 
         f = io.open_or_create(
-            out, kind="line" if ys is None else "plane", shape=shape, metrics=names,
+            out,
+            kind="line" if ys is None else "plane",
+            shape=shape,
+            metrics=names,
             attrs=_surface_attrs(plane, splits, metric_objs, bn, bn_data, precision, attrs),
-            arrays=_surface_arrays(plane, points, xs, ys), resume=resume, force=force,
+            arrays=_surface_arrays(plane, points, xs, ys),
+            resume=resume,
+            force=force,
         )
         pending = f.pending()
     try:
@@ -224,8 +240,12 @@ def compute_surface(
             f.close()
     return SurfaceResult(
         metrics={n: v.reshape(shape) for n, v in flat.items()},
-        x=xs, y=ys, plane=plane, path=engine.path or path,
-        seconds=time.perf_counter() - t0, evaluated=int(len(pending)),
+        x=xs,
+        y=ys,
+        plane=plane,
+        path=engine.path or path,
+        seconds=time.perf_counter() - t0,
+        evaluated=int(len(pending)),
         file=os.fspath(out) if out is not None else None,
         info={"points_per_pass": engine.points_per_pass, "world_size": world},
     )

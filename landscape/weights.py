@@ -20,8 +20,9 @@ import pickle
 import re
 import warnings
 from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -103,7 +104,7 @@ class Layout:
         self.size = sum(e.numel for e in self.entries if e.flat)
 
     @classmethod
-    def from_module(cls, model: nn.Module) -> "Layout":
+    def from_module(cls, model: nn.Module) -> Layout:
         """Layout of ``model.state_dict()`` with kinds taken from the module types."""
         kinds: dict[str, tuple[str, int | None]] = {}
         for mod_name, mod in model.named_modules():
@@ -179,10 +180,7 @@ class Layout:
         return m
 
     def describe(self) -> list[dict[str, Any]]:
-        return [
-            {"name": e.name, "shape": list(e.shape), "kind": e.kind, "offset": e.offset}
-            for e in self.entries
-        ]
+        return [{"name": e.name, "shape": list(e.shape), "kind": e.kind, "offset": e.offset} for e in self.entries]
 
 
 class Weights(Mapping[str, torch.Tensor]):
@@ -218,15 +216,13 @@ class Weights(Mapping[str, torch.Tensor]):
         source: str | None = None,
         sha256: str | None = None,
     ):
-        self.tensors: "OrderedDict[str, torch.Tensor]" = OrderedDict(
-            (e.name, tensors[e.name]) for e in layout
-        )
+        self.tensors: OrderedDict[str, torch.Tensor] = OrderedDict((e.name, tensors[e.name]) for e in layout)
         self.layout = layout
         self.source = source
         self.sha256 = sha256
 
     @classmethod
-    def from_module(cls, model: nn.Module) -> "Weights":
+    def from_module(cls, model: nn.Module) -> Weights:
         """The current weights of ``model`` (detached copies; the model is not touched)."""
         layout = Layout.from_module(model)
         sd = model.state_dict()
@@ -249,13 +245,11 @@ class Weights(Mapping[str, torch.Tensor]):
         dtype = dtype or torch.promote_types(parts[0].dtype, torch.float32)
         return torch.cat([p.to(dtype) for p in parts])
 
-    def unflatten(self, vector: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
+    def unflatten(self, vector: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         """Split ``Tensor[P]`` back into named tensors (views); non-float entries are copied
         from these weights."""
         if vector.dim() != 1 or vector.numel() != self.layout.size:
-            raise ValueError(
-                f"vector should have shape [{self.layout.size}], got {list(vector.shape)}"
-            )
+            raise ValueError(f"vector should have shape [{self.layout.size}], got {list(vector.shape)}")
         out: OrderedDict[str, torch.Tensor] = OrderedDict()
         for e in self.layout:
             if e.flat:
@@ -264,7 +258,7 @@ class Weights(Mapping[str, torch.Tensor]):
                 out[e.name] = self.tensors[e.name]
         return out
 
-    def to(self, device=None, dtype: torch.dtype | None = None) -> "Weights":
+    def to(self, device=None, dtype: torch.dtype | None = None) -> Weights:
         """A copy on ``device``; ``dtype`` applies to floating-point entries only."""
         t = {
             k: v.to(device=device, dtype=dtype if (dtype and v.is_floating_point()) else None)
@@ -274,13 +268,9 @@ class Weights(Mapping[str, torch.Tensor]):
 
     def nonfinite(self) -> list[str]:
         """Names of floating-point entries holding NaN or Inf."""
-        return [
-            k
-            for k, v in self.tensors.items()
-            if v.is_floating_point() and not bool(torch.isfinite(v).all())
-        ]
+        return [k for k, v in self.tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
-    def state_dict(self) -> "OrderedDict[str, torch.Tensor]":
+    def state_dict(self) -> OrderedDict[str, torch.Tensor]:
         """A plain state_dict (for ``model.load_state_dict`` or ``torch.save``)."""
         return OrderedDict((k, v.clone()) for k, v in self.tensors.items())
 
@@ -371,9 +361,7 @@ def read_state_dict(path: str | os.PathLike, *, trust: bool = False) -> dict[str
                 f"refuses; loading it would run code from the file: pass trust=True "
                 f"(CLI: --trust-checkpoint) only if you trust its origin"
             ) from e
-        raise CheckpointError(
-            f"checkpoint '{path}' is not a readable PyTorch checkpoint (unpickling failed)"
-        ) from e
+        raise CheckpointError(f"checkpoint '{path}' is not a readable PyTorch checkpoint (unpickling failed)") from e
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise CheckpointError(
             f"checkpoint '{path}' is not a readable PyTorch checkpoint ({str(e).splitlines()[0][:160]})"

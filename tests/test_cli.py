@@ -130,13 +130,32 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(tmp_path):
     datasets and attributes as an uninterrupted run."""
     kw = {"num_classes": 10, "in_channels": 1}
     paths = _ckpts(tmp_path, "resnet20", kw, 8)
-    args = ["-m", "landscape", "eval", "--model", "resnet20", "--model-kwargs", json.dumps(kw), "--data",
-            "digits:image", "--split", "test", "--path", "loop", "--points-per-pass", "1", "--no-progress",
-            "--bn", "recompute"]
+    args = [
+        "-m",
+        "landscape",
+        "eval",
+        "--model",
+        "resnet20",
+        "--model-kwargs",
+        json.dumps(kw),
+        "--data",
+        "digits:image",
+        "--split",
+        "test",
+        "--path",
+        "loop",
+        "--points-per-pass",
+        "1",
+        "--no-progress",
+        "--bn",
+        "recompute",
+    ]
     for p in paths:
         args += ["--ckpt", p]
     ref = tmp_path / "ref.h5"
-    subprocess.run([sys.executable, *args, "--out", str(ref)], check=True, env=_env(), cwd=tmp_path, capture_output=True)
+    subprocess.run(
+        [sys.executable, *args, "--out", str(ref)], check=True, env=_env(), cwd=tmp_path, capture_output=True
+    )
 
     out = tmp_path / "killed.h5"
     rng = random.Random(1234)
@@ -160,7 +179,9 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(tmp_path):
             assert np.isfinite(f.read_metric("loss")[done]).all()
         seen.append(int(done.sum()))
     assert kills >= 2 and seen == sorted(seen) and seen[-1] < len(paths)
-    r = subprocess.run([sys.executable, *args, "--out", str(out), "--resume"], env=_env(), cwd=tmp_path, capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, *args, "--out", str(out), "--resume"], env=_env(), cwd=tmp_path, capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stderr
     with ls.open_result(ref) as a, ls.open_result(out) as b:
         assert a.done.all() and b.done.all()

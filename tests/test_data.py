@@ -37,12 +37,8 @@ def test_digits_split_is_disjoint_covering_and_deterministic():
     assert not set(train_idx.tolist()) & set(test_idx.tolist())
     assert set(train_idx.tolist()) | set(test_idx.tolist()) == set(range(1797))
     train, test = load_data("digits", "train"), load_data("digits", "test")
-    assert torch.equal(train.x, pixels[train_idx]) and torch.equal(
-        train.y, labels[train_idx]
-    )
-    assert torch.equal(test.x, pixels[test_idx]) and torch.equal(
-        test.y, labels[test_idx]
-    )
+    assert torch.equal(train.x, pixels[train_idx]) and torch.equal(train.y, labels[train_idx])
+    assert torch.equal(test.x, pixels[test_idx]) and torch.equal(test.y, labels[test_idx])
     # The seed does not move the digits split.
     again = load_data("digits", "train", seed=123)
     assert torch.equal(again.x, train.x) and torch.equal(again.y, train.y)
@@ -54,11 +50,7 @@ def test_digits_split_is_disjoint_covering_and_deterministic():
 def test_digits_max_samples_is_prefix():
     full = load_data("digits", "test")
     part = load_data("digits", "test", max_samples=17)
-    assert (
-        len(part) == 17
-        and torch.equal(part.x, full.x[:17])
-        and torch.equal(part.y, full.y[:17])
-    )
+    assert len(part) == 17 and torch.equal(part.x, full.x[:17]) and torch.equal(part.y, full.y[:17])
     assert torch.equal(full.subset(17).x, part.x)
 
 
@@ -94,9 +86,7 @@ def test_normalize_given_values():
     info = data.describe()
     assert info["normalization"] == "given" and info["normalize_mean"] == [0.5]
     assert load_data("digits", max_samples=3).describe()["normalization"] == "none"
-    with pytest.raises(
-        DataError, match="normalize mean has 3 values; expected 1 or 64"
-    ):
+    with pytest.raises(DataError, match="normalize mean has 3 values; expected 1 or 64"):
         load_data("digits", normalize=([0.1, 0.2, 0.3], 1.0))
     with pytest.raises(DataError, match="normalize std .* <= 0"):
         load_data("digits", normalize=(0.0, 0.0))
@@ -135,10 +125,7 @@ def test_synthetic_sizes_determinism_and_prefixes():
     other = load_data(spec, "train", seed=1)
     assert not torch.equal(other.x, train.x)
     default = load_data("synthetic:64:10", "test")
-    assert (
-        len(default) == 2000
-        and len(load_data("synthetic:64:10", max_samples=20_000)) == 10_000
-    )
+    assert len(default) == 2000 and len(load_data("synthetic:64:10", max_samples=20_000)) == 10_000
     assert abs(float(train.x.mean())) < 0.05 and abs(float(train.x.std()) - 1) < 0.05
 
 
@@ -147,9 +134,7 @@ def test_synthetic_bad_specs():
         load_data("synthetic:3xAx3")
     with pytest.raises(DataError, match="n='zero' in data spec"):
         load_data("synthetic:cifar10:n=zero")
-    with pytest.raises(
-        DataError, match="cannot parse data spec 'synthetic:cifar10:size=3'"
-    ):
+    with pytest.raises(DataError, match="cannot parse data spec 'synthetic:cifar10:size=3'"):
         load_data("synthetic:cifar10:size=3")
 
 
@@ -223,14 +208,10 @@ def test_pt_is_loaded_safely(tmp_path):
 
 
 def test_file_errors(tmp_path):
-    with pytest.raises(
-        DataError, match=r"data file 'x.npz' does not exist \(expected an .npz/.pt file"
-    ):
+    with pytest.raises(DataError, match=r"data file 'x.npz' does not exist \(expected an .npz/.pt file"):
         load_data("x.npz")
     np.savez(tmp_path / "ab.npz", a=np.zeros(3), b=np.zeros(3))
-    with pytest.raises(
-        DataError, match=r"ab.npz has arrays \['a', 'b'\]; expected 'x' and 'y'"
-    ):
+    with pytest.raises(DataError, match=r"ab.npz has arrays \['a', 'b'\]; expected 'x' and 'y'"):
         load_data(str(tmp_path / "ab.npz"))
     np.savez(tmp_path / "len.npz", x=np.zeros((4, 2)), y=np.zeros(3, dtype=np.int64))
     with pytest.raises(
@@ -249,9 +230,7 @@ def test_file_errors(tmp_path):
         load_data("digits", "val")
     with pytest.raises(DataError, match="max_samples must be a positive int"):
         load_data("digits", max_samples=0)
-    with pytest.raises(
-        DataError, match="expected 'digits', 'digits:flat' or 'digits:image'"
-    ):
+    with pytest.raises(DataError, match="expected 'digits', 'digits:flat' or 'digits:image'"):
         load_data("digits:rgb")
 
 
@@ -282,9 +261,7 @@ def test_cifar10_directory(tmp_path, protocol):
     train = load_data(f"cifar10:{tmp_path}")
     assert train.x.shape == (20, 3, 32, 32) and train.num_classes == 10
     first, labels = batches["data_batch_1"]
-    assert torch.allclose(
-        train.x[:4], torch.from_numpy(first).float().reshape(4, 3, 32, 32) / 255
-    )
+    assert torch.allclose(train.x[:4], torch.from_numpy(first).float().reshape(4, 3, 32, 32) / 255)
     assert train.y[:4].tolist() == labels
     test = load_data(f"cifar10:{folder}", "test")
     assert test.y.tolist() == batches["test_batch"][1]
@@ -295,9 +272,7 @@ def test_cifar10_directory(tmp_path, protocol):
 def test_cifar_errors(tmp_path):
     with pytest.raises(DataError, match="CIFAR directory '.*nope' does not exist"):
         load_data(f"cifar10:{tmp_path / 'nope'}")
-    with pytest.raises(
-        DataError, match="'cifar10' names no directory; expected cifar10:<dir>"
-    ):
+    with pytest.raises(DataError, match="'cifar10' names no directory; expected cifar10:<dir>"):
         load_data("cifar10")
     with pytest.raises(DataError, match="lacks .*data_batch_1"):
         load_data(f"cifar10:{tmp_path}")

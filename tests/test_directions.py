@@ -11,7 +11,11 @@ from landscape import directions as D
 
 def _bn_net():
     return nn.Sequential(
-        nn.Conv2d(3, 5, 3), nn.BatchNorm2d(5), nn.ReLU(), nn.Flatten(), nn.Linear(5 * 6 * 6, 4),
+        nn.Conv2d(3, 5, 3),
+        nn.BatchNorm2d(5),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(5 * 6 * 6, 4),
     )
 
 
@@ -27,7 +31,7 @@ def _weights(seed):
 def test_filter_normalized_direction_has_the_filter_norms_and_zero_biasbn():
     w = _weights(0)
     d = D.random_direction(w, norm="filter", seed=3)
-    for name, dim in (("0.weight", 0), ("4.weight", 0)):
+    for name in ("0.weight", "4.weight"):
         dn = d[name].flatten(1).norm(dim=1)
         wn = w[name].flatten(1).norm(dim=1)
         torch.testing.assert_close(dn, wn, rtol=1e-6, atol=0)
@@ -40,8 +44,12 @@ def test_filter_normalized_direction_has_the_filter_norms_and_zero_biasbn():
 def test_transposed_conv_filters_run_along_dim_1():
     w = ls.Weights.from_module(nn.ConvTranspose2d(3, 6, 2))
     d = D.random_direction(w, seed=0)
-    torch.testing.assert_close(d["weight"].transpose(0, 1).flatten(1).norm(dim=1),
-                               w["weight"].transpose(0, 1).flatten(1).norm(dim=1), rtol=1e-6, atol=0)
+    torch.testing.assert_close(
+        d["weight"].transpose(0, 1).flatten(1).norm(dim=1),
+        w["weight"].transpose(0, 1).flatten(1).norm(dim=1),
+        rtol=1e-6,
+        atol=0,
+    )
 
 
 def test_layer_and_weight_norms_and_kept_biasbn():
@@ -145,4 +153,6 @@ def test_grid_order_is_x_major():
     w = _weights(11)
     plane = D.random_plane(w, seed=0)
     pts = plane.grid([0.0, 1.0], [0.0, 2.0, 3.0])
-    np.testing.assert_array_equal(pts.coeffs.numpy(), [[1, 0, 0], [1, 0, 2], [1, 0, 3], [1, 1, 0], [1, 1, 2], [1, 1, 3]])
+    np.testing.assert_array_equal(
+        pts.coeffs.numpy(), [[1, 0, 0], [1, 0, 2], [1, 0, 3], [1, 1, 0], [1, 1, 2], [1, 1, 3]]
+    )

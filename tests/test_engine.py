@@ -17,9 +17,18 @@ from landscape.evaluate import _per_point_apply, linear_stack
 
 def _convnet():
     return nn.Sequential(
-        nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(6, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(),
-        nn.Linear(8 * 4 * 4, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 5),
+        nn.Conv2d(3, 6, 3, padding=1),
+        nn.BatchNorm2d(6),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(6, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(8 * 4 * 4, 16),
+        nn.BatchNorm1d(16),
+        nn.ReLU(),
+        nn.Linear(16, 5),
     )
 
 
@@ -45,7 +54,9 @@ def oracle(model, points, x, y, *, bn="running", bn_x=None, bn_batch=16, metric=
     bn_x = x if bn_x is None else bn_x
     for k in range(points.K):
         m = copy.deepcopy(model).double()
-        m.load_state_dict({n: t.double() if t.is_floating_point() else t for n, t in points.point(k, dtype=torch.float64).items()})
+        m.load_state_dict(
+            {n: t.double() if t.is_floating_point() else t for n, t in points.point(k, dtype=torch.float64).items()}
+        )
         if bn == "recompute":
             update_bn([(bn_x.double()[i : i + bn_batch],) for i in range(0, len(bn_x), bn_batch)], m)
         elif bn == "recompute-exact":
@@ -85,7 +96,10 @@ def test_mlp_matches_float64_loop(precision, rtol):
 @pytest.mark.parametrize("precision,rtol", [("fp64", 1e-9), ("fp32", 1e-5)])
 def test_deep_mlp_fused_layers(precision, rtol):
     torch.manual_seed(1)
-    models = [ls.build_model("mlp", {"in_features": 12, "widths": [16, 8], "num_classes": 3, "activation": "tanh"}) for _ in range(3)]
+    models = [
+        ls.build_model("mlp", {"in_features": 12, "widths": [16, 8], "num_classes": 3, "activation": "tanh"})
+        for _ in range(3)
+    ]
     pts = _plane(models, COEFFS3)
     x, y = torch.randn(40, 12), torch.randint(0, 3, (40,))
     res = ls.evaluate(models[0], pts, (x, y), precision=precision, path="fused", progress=False)
@@ -104,8 +118,18 @@ def test_convnet_batchnorm_modes(bn, path, precision, rtol):
     pts = _plane(models, COEFFS3)
     x, y = torch.randn(45, 3, 8, 8), torch.randint(0, 5, (45,))
     bx = torch.randn(50, 3, 8, 8) * 1.3 + 0.2
-    res = ls.evaluate(models[0], pts, (x, y), bn=bn, bn_data=(bx, torch.zeros(50, dtype=torch.long)), path=path,
-                      precision=precision, batch_size=20, bn_batch_size=16, progress=False)
+    res = ls.evaluate(
+        models[0],
+        pts,
+        (x, y),
+        bn=bn,
+        bn_data=(bx, torch.zeros(50, dtype=torch.long)),
+        path=path,
+        precision=precision,
+        batch_size=20,
+        bn_batch_size=16,
+        progress=False,
+    )
     assert res.path == path
     _check(res, oracle(models[0], pts, x, y, bn=bn, bn_x=bx), rtol)
 
@@ -118,7 +142,9 @@ def test_resnet20_cifar_shaped(precision, rtol):
     x, y = torch.randn(6, 3, 32, 32), torch.randint(0, 10, (6,))
     res = ls.evaluate(models[0], pts, (x, y), precision=precision, path="vmap", progress=False)
     _check(res, oracle(models[0], pts, x, y), rtol)
-    res = ls.evaluate(models[0], pts, (x, y), precision=precision, bn="recompute", bn_batch_size=4, path="loop", progress=False)
+    res = ls.evaluate(
+        models[0], pts, (x, y), precision=precision, bn="recompute", bn_batch_size=4, path="loop", progress=False
+    )
     _check(res, oracle(models[0], pts, x, y, bn="recompute", bn_batch=4), rtol)
 
 
@@ -132,8 +158,10 @@ def test_recompute_equals_update_bn_buffers():
     for vectorized in (True, False):
         apply = _per_point_apply(vectorized)
         tensors = bnlib.recompute_bn(
-            lambda t, xb: apply(lambda p, xx: torch.func.functional_call(work, p, (xx,)), t, xb),
-            work, pts.tensors(), batches,
+            lambda t, xb: apply(lambda p, xx: torch.func.functional_call(work, p, (xx,)), t, xb),  # noqa: B023
+            work,
+            pts.tensors(),
+            batches,
         )
         for k in range(pts.K):
             m = copy.deepcopy(models[0]).double()
@@ -151,7 +179,9 @@ def test_recompute_exact_equals_one_big_batch():
     pts = _plane(models, [[0.5, 0.5], [1.5, -0.5]]).to(dtype=torch.float64)
     work = copy.deepcopy(models[0]).double().eval()
     bx = torch.randn(41, 3, 8, 8, dtype=torch.float64)
-    tensors = bnlib.recompute_bn_exact(_per_point_apply(True), work, pts.tensors(), lambda: iter([bx[i : i + 8] for i in range(0, 41, 8)]))
+    tensors = bnlib.recompute_bn_exact(
+        _per_point_apply(True), work, pts.tensors(), lambda: iter([bx[i : i + 8] for i in range(0, 41, 8)])
+    )
     for k in range(pts.K):
         m = copy.deepcopy(models[0]).double()
         m.load_state_dict(pts.point(k))

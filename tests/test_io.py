@@ -41,9 +41,7 @@ ATTRS = {
 
 def make(path, shape=(4, 5), metrics=("loss", "accuracy"), **kwargs):
     kwargs.setdefault("attrs", {"seed": 0})
-    return lio.create_result(
-        path, kind="surface-2d", shape=shape, metrics=list(metrics), **kwargs
-    )
+    return lio.create_result(path, kind="surface-2d", shape=shape, metrics=list(metrics), **kwargs)
 
 
 def known(index):
@@ -164,9 +162,7 @@ def test_update_attrs_and_add_metrics_keep_the_cells(tmp_path):
         assert rf.attrs["notes"] == {"a": [1]} and rf.attrs["seed"] == 1
         assert rf.attrs["elapsed-s"] == 1.5
         assert np.flatnonzero(rf.done).tolist() == [2, 3, 9]
-        np.testing.assert_array_equal(
-            rf.read_metric("loss").ravel()[[2, 3, 9]], [2.0, 2.5, 5.5]
-        )
+        np.testing.assert_array_equal(rf.read_metric("loss").ravel()[[2, 3, 9]], [2.0, 2.5, 5.5])
         lam = rf.read_metric("lambda-max").ravel()
         assert lam[9] == 4.0 and lam[3] == 5.0 and np.isnan(lam[2])
     assert [p.name for p in tmp_path.iterdir()] == ["out.h5"]  # no temp file left
@@ -181,15 +177,11 @@ def test_existing_file_needs_force(tmp_path):
         rf.write_cells([0], known([0]))
     with pytest.raises(lio.ResultExistsError) as info:
         make(path, attrs={"run": "second"})
-    assert str(info.value) == (
-        f"'{path}' already exists; pass --resume to continue it or --force to overwrite it"
-    )
+    assert str(info.value) == (f"'{path}' already exists; pass --resume to continue it or --force to overwrite it")
     with lio.open_result(path) as rf:  # untouched
         assert rf.attrs["run"] == "first" and rf.done.sum() == 1
 
-    with make(
-        path, shape=(3,), metrics=["loss"], attrs={"run": "second"}, force=True
-    ) as rf:
+    with make(path, shape=(3,), metrics=["loss"], attrs={"run": "second"}, force=True) as rf:
         assert rf.shape == (3,)
     with lio.open_result(path) as rf:
         assert rf.attrs["run"] == "second" and rf.metrics == ["loss"]
@@ -308,18 +300,12 @@ def test_check_compatible():
 
     with pytest.raises(lio.ResultFileError) as info:
         lio.check_compatible(old, {**same, "data": "synthetic:mnist"}, path="x.h5")
-    assert str(info.value) == (
-        "cannot resume 'x.h5': its 'data' is 'digits' but this run has 'synthetic:mnist'"
-    )
+    assert str(info.value) == ("cannot resume 'x.h5': its 'data' is 'digits' but this run has 'synthetic:mnist'")
     with pytest.raises(lio.ResultFileError, match="its 'model' is .*'w': \\[1, 2\\]"):
         lio.check_compatible(old, {**same, "model": {"w": [1, 3]}})
-    with pytest.raises(
-        lio.ResultFileError, match="its 'seed' is 3 but this run has no 'seed'"
-    ):
+    with pytest.raises(lio.ResultFileError, match="its 'seed' is 3 but this run has no 'seed'"):
         lio.check_compatible(old, {k: v for k, v in same.items() if k != "seed"})
-    with pytest.raises(
-        lio.ResultFileError, match="it has no 'extra' but this run has 1"
-    ):
+    with pytest.raises(lio.ResultFileError, match="it has no 'extra' but this run has 1"):
         lio.check_compatible(old, {**same, "extra": 1})
     # The first differing key in sorted order is the one reported.
     with pytest.raises(lio.ResultFileError, match="'bn'"):
@@ -341,13 +327,9 @@ def test_check_resume_on_an_open_file(tmp_path):
             rf.check_resume(**{**spec, "shape": (5, 5)}, attrs=attrs)
         with pytest.raises(lio.ResultFileError, match="its metrics are"):
             rf.check_resume(**{**spec, "metrics": ["loss"]}, attrs=attrs)
-        with pytest.raises(
-            lio.ResultFileError, match="'line' result|'surface-2d' result"
-        ):
+        with pytest.raises(lio.ResultFileError, match="'line' result|'surface-2d' result"):
             rf.check_resume(**{**spec, "kind": "line"}, attrs=attrs)
-        with pytest.raises(
-            lio.ResultFileError, match=f"cannot resume '{re.escape(str(path))}'"
-        ):
+        with pytest.raises(lio.ResultFileError, match=f"cannot resume '{re.escape(str(path))}'"):
             rf.check_resume(**spec, attrs={**attrs, "seed": 1})
 
 
@@ -362,9 +344,7 @@ def test_open_or_create(tmp_path):
         "arrays": {"coefficients": coefficients, "ids": ids},
     }
     attrs = {"data": "digits", "library-version": "0.1.0"}
-    with lio.open_or_create(
-        path, **spec, attrs=attrs, resume=True
-    ) as rf:  # nothing yet
+    with lio.open_or_create(path, **spec, attrs=attrs, resume=True) as rf:  # nothing yet
         rf.write_cells([1], {"loss": [0.5]})
     with pytest.raises(lio.ResultExistsError):
         lio.open_or_create(path, **spec, attrs=attrs)
@@ -381,9 +361,7 @@ def test_open_or_create(tmp_path):
     moved = {**spec, "arrays": {"coefficients": coefficients[::-1], "ids": ids}}
     with pytest.raises(lio.ResultFileError, match="its array 'coefficients'"):
         lio.open_or_create(path, **moved, attrs=attrs, resume=True)
-    with lio.open_or_create(
-        path, **spec, attrs=attrs, resume=True
-    ) as rf:  # not left locked
+    with lio.open_or_create(path, **spec, attrs=attrs, resume=True) as rf:  # not left locked
         assert rf.done.sum() == 1
     with lio.open_or_create(path, **spec, attrs=attrs, force=True) as rf:
         assert rf.done.sum() == 0
@@ -394,20 +372,14 @@ def test_open_or_create(tmp_path):
 
 def test_describe(tmp_path):
     path = tmp_path / "out.h5"
-    with make(
-        path, attrs={"data": "digits", "long": "z" * 500}, arrays={"x": np.zeros(4)}
-    ) as rf:
+    with make(path, attrs={"data": "digits", "long": "z" * 500}, arrays={"x": np.zeros(4)}) as rf:
         rf.write_cells([3, 7, 12], known([3, 7, 12]))
-        rf.set_metric_cells(
-            "loss", [0], [-100.0]
-        )  # a value without its flag is not counted
+        rf.set_metric_cells("loss", [0], [-100.0])  # a value without its flag is not counted
     text = lio.describe(path)
     assert "kind 'surface-2d'" in text
     assert "3/20 done (15.0%)" in text and "17 pending" in text
     assert re.search(r"loss\s+min 2.5 at \(0, 3\), max 7 at \(2, 2\)", text), text
-    assert re.search(r"accuracy\s+min -3 at \(2, 2\), max -0.75 at \(0, 3\)", text), (
-        text
-    )
+    assert re.search(r"accuracy\s+min -3 at \(2, 2\), max -0.75 at \(0, 3\)", text), text
     assert "data: 'digits'" in text
     assert "z" * 200 not in text and "..." in text
     assert "x  (4,) float64" in text
@@ -513,9 +485,7 @@ def test_kill_9_at_random_moments_then_resume(tmp_path):
         if "pending" in lines and path.exists():
             # The child resumed: it saw exactly the cells the last run left undone.
             assert int(lines[lines.index("pending") + 1]) == int((~previous_done).sum())
-        if (
-            not path.exists()
-        ):  # killed while creating: no file at all, never half a file
+        if not path.exists():  # killed while creating: no file at all, never half a file
             continue
         done, _, _ = _check_cells(path)
         assert np.all(done[previous_done]), "a cell lost its done flag"
@@ -551,6 +521,4 @@ def test_kill_9_during_atomic_rewrites(tmp_path):
     assert counters == sorted(counters) and counters[-1] > 0
     # Only stale temp files of killed rewrites may be left beside the result.
     others = [p.name for p in tmp_path.iterdir() if p != path]
-    assert all(re.fullmatch(r"\.finished\.h5\.tmp-\d+", name) for name in others), (
-        others
-    )
+    assert all(re.fullmatch(r"\.finished\.h5\.tmp-\d+", name) for name in others), others

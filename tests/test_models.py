@@ -72,8 +72,8 @@ def _resnet_parameter_count(n, num_classes, width=16, in_channels=3):
 
     total = conv_bn(in_channels, width, 3)
     cin = width
-    for stage, w in enumerate((width, 2 * width, 4 * width)):
-        for block in range(n):
+    for w in (width, 2 * width, 4 * width):
+        for _ in range(n):
             total += conv_bn(cin, w, 3) + conv_bn(w, w, 3)
             if cin != w:
                 total += conv_bn(cin, w, 1)
@@ -85,9 +85,7 @@ def test_resnet_parameter_counts():
     assert _resnet_parameter_count(3, 10) == 272_474
     assert _count(resnet20()) == 272_474
     assert _count(resnet56(num_classes=100)) == _resnet_parameter_count(9, 100)
-    assert _count(ResNet(32, in_channels=1, width=8)) == _resnet_parameter_count(
-        5, 10, 8, 1
-    )
+    assert _count(ResNet(32, in_channels=1, width=8)) == _resnet_parameter_count(5, 10, 8, 1)
     model = resnet20()
     assert model.layer2[0].downsample is not None and model.layer1[0].downsample is None
     assert len(model.layer1) == len(model.layer2) == len(model.layer3) == 3
@@ -102,9 +100,7 @@ def test_preresnet_layouts():
     cin = 16
     for w in (16, 32, 64):
         for _ in range(3):
-            expected += (
-                2 * cin + cin * w * 9 + 2 * w + w * w * 9 + (cin * w if cin != w else 0)
-            )
+            expected += 2 * cin + cin * w * 9 + 2 * w + w * w * 9 + (cin * w if cin != w else 0)
             cin = w
     expected += 2 * 64 + 64 * 10 + 10
     assert _count(basic) == expected
@@ -146,9 +142,7 @@ def test_vgg16_parameter_count():
         (256, 256),
     ]
     convs += [(256, 512)] + [(512, 512)] * 5
-    expected = (
-        sum(a * b * 9 + b for a, b in convs) + 512 * 512 * 2 + 512 * 2 + 512 * 10 + 10
-    )
+    expected = sum(a * b * 9 + b for a, b in convs) + 512 * 512 * 2 + 512 * 2 + 512 * 10 + 10
     assert _count(vgg16()) == expected
     assert _count(vgg16_bn()) == expected + 2 * sum(b for _, b in convs)
 
@@ -165,11 +159,7 @@ def _check_vmap_matches_loop(model, x):
                 if key.endswith("running_var"):
                     value.abs_().add_(0.5)
         copies.append(state)
-    stacked = {
-        k: torch.stack([c[k] for c in copies])
-        for k in copies[0]
-        if copies[0][k].is_floating_point()
-    }
+    stacked = {k: torch.stack([c[k] for c in copies]) for k in copies[0] if copies[0][k].is_floating_point()}
     fixed = {k: v for k, v in copies[0].items() if not v.is_floating_point()}
 
     def run(params):
@@ -207,9 +197,7 @@ def test_vmap_over_parameter_sets_equals_loop(name, kwargs, input_shape):
 def test_vgg_without_dropout_runs_in_train_mode_under_vmap():
     model = vgg16(width=0.0625, dropout=0.0).double().train()
     assert not any(isinstance(m, nn.Dropout) for m in model.modules())
-    assert set(dict(model.named_parameters())) == set(
-        dict(vgg16(width=0.0625).named_parameters())
-    )
+    assert set(dict(model.named_parameters())) == set(dict(vgg16(width=0.0625).named_parameters()))
     params = {k: torch.stack([v, 2 * v]) for k, v in model.named_parameters()}
     x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
     out = vmap(lambda p: functional_call(model, p, (x,)))(params)
@@ -250,19 +238,11 @@ def test_package_module_factory_spec():
     assert isinstance(layer, nn.Linear) and layer.weight.shape == (2, 3)
     nested = build_model("landscape.models.resnet:ResNet", {"depth": 32})
     assert isinstance(nested, ResNet) and len(nested.layer1) == 5
-    info = describe_model(
-        "torch.nn:Linear", {"out_features": 2, "in_features": 3}, model=layer
-    )
+    info = describe_model("torch.nn:Linear", {"out_features": 2, "in_features": 3}, model=layer)
     assert info["model_kwargs"] == '{"in_features": 3, "out_features": 2}'
     assert info["model_factory"] == "torch.nn:Linear"
-    assert (
-        info["num_parameters"] == 8
-        and info["model_class"] == "torch.nn.modules.linear.Linear"
-    )
-    assert (
-        describe_model("resnet20")["model_factory"]
-        == "landscape.models.resnet:resnet20"
-    )
+    assert info["num_parameters"] == 8 and info["model_class"] == "torch.nn.modules.linear.Linear"
+    assert describe_model("resnet20")["model_factory"] == "landscape.models.resnet:resnet20"
 
 
 @pytest.mark.parametrize(

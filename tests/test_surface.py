@@ -55,8 +55,16 @@ def test_random_plane_centre_equals_checkpoint_and_file_roundtrip(tmp_path):
     plane = D.random_plane(w, seed=4)
     data = ls.load_data("digits:image", "test", max_samples=120)
     out = tmp_path / "p.h5"
-    res = ls.compute_surface(models[0], plane, [-0.5, 0.0, 0.5], [-0.5, 0.0, 0.5, 1.0], splits={"test": data},
-                             out=out, progress=False, attrs={"note": "x"})
+    res = ls.compute_surface(
+        models[0],
+        plane,
+        [-0.5, 0.0, 0.5],
+        [-0.5, 0.0, 0.5, 1.0],
+        splits={"test": data},
+        out=out,
+        progress=False,
+        attrs={"note": "x"},
+    )
     direct = ls.evaluate(models[0], w, data, progress=False)
     assert res["test_loss"][1, 1] == pytest.approx(direct["loss"][0], rel=1e-6)
     with ls.open_result(out) as f:
@@ -68,12 +76,30 @@ def test_random_plane_centre_equals_checkpoint_and_file_roundtrip(tmp_path):
         # the directions are in the file: the surface can be recomputed from it alone
         torch.testing.assert_close(torch.from_numpy(basis[1]), plane.basis[1].flatten())
     # resume of a complete file computes nothing; a different grid is refused
-    again = ls.compute_surface(models[0], plane, [-0.5, 0.0, 0.5], [-0.5, 0.0, 0.5, 1.0], splits={"test": data},
-                               out=out, resume=True, progress=False, attrs={"note": "x"})
+    again = ls.compute_surface(
+        models[0],
+        plane,
+        [-0.5, 0.0, 0.5],
+        [-0.5, 0.0, 0.5, 1.0],
+        splits={"test": data},
+        out=out,
+        resume=True,
+        progress=False,
+        attrs={"note": "x"},
+    )
     assert again.evaluated == 0
     with pytest.raises(ls.ResultFileError):
-        ls.compute_surface(models[0], plane, [-0.5, 0.5], [0.0], splits={"test": data}, out=out, resume=True,
-                           progress=False, attrs={"note": "x"})
+        ls.compute_surface(
+            models[0],
+            plane,
+            [-0.5, 0.5],
+            [0.0],
+            splits={"test": data},
+            out=out,
+            resume=True,
+            progress=False,
+            attrs={"note": "x"},
+        )
 
 
 def test_partial_file_resumes_only_missing_cells(tmp_path):
@@ -105,9 +131,27 @@ def _surface_args(tmp_path, kw, n_ckpt=1, extra=(), samples=200, grid=4):
         p = tmp_path / f"r{i}.pt"
         torch.save(m.state_dict(), p)
         paths.append(str(p))
-    args = ["-m", "landscape", "surface", "--model", "resnet20", "--model-kwargs", json.dumps(kw),
-            "--data", "digits:image", "--max-samples", str(samples), f"--x=-1:1:{grid}", f"--y=-1:1:{grid}", "--path", "loop",
-            "--points-per-pass", "1", "--no-progress", *extra]
+    args = [
+        "-m",
+        "landscape",
+        "surface",
+        "--model",
+        "resnet20",
+        "--model-kwargs",
+        json.dumps(kw),
+        "--data",
+        "digits:image",
+        "--max-samples",
+        str(samples),
+        f"--x=-1:1:{grid}",
+        f"--y=-1:1:{grid}",
+        "--path",
+        "loop",
+        "--points-per-pass",
+        "1",
+        "--no-progress",
+        *extra,
+    ]
     for p in paths:
         args += ["--ckpt", p]
     return args
@@ -120,8 +164,12 @@ def _torchrun(nproc):
 def test_torchrun_two_processes_equal_one_process(tmp_path):
     args = _surface_args(tmp_path, {"in_channels": 1, "num_classes": 10})
     one, two = tmp_path / "one.h5", tmp_path / "two.h5"
-    subprocess.run([sys.executable, *args, "--out", str(one)], check=True, env=_env(), cwd=tmp_path, capture_output=True)
-    r = subprocess.run(_torchrun(2) + args + ["--out", str(two)], env=_env(), cwd=tmp_path, capture_output=True, text=True)
+    subprocess.run(
+        [sys.executable, *args, "--out", str(one)], check=True, env=_env(), cwd=tmp_path, capture_output=True
+    )
+    r = subprocess.run(
+        _torchrun(2) + args + ["--out", str(two)], env=_env(), cwd=tmp_path, capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     with ls.open_result(one) as a, ls.open_result(two) as b:
         assert a.done.all() and b.done.all()
@@ -130,7 +178,9 @@ def test_torchrun_two_processes_equal_one_process(tmp_path):
         for n in a.array_names():
             np.testing.assert_array_equal(a.read_array(n), b.read_array(n))
         skip = ("created", "finished", "elapsed-s")
-        assert {k: v for k, v in a.attrs.items() if k not in skip} == {k: v for k, v in b.attrs.items() if k not in skip}
+        assert {k: v for k, v in a.attrs.items() if k not in skip} == {
+            k: v for k, v in b.attrs.items() if k not in skip
+        }
 
 
 def _done(path):
@@ -142,11 +192,18 @@ def _done(path):
 
 
 def test_killed_torchrun_job_completes_with_resume(tmp_path):
-    args = _surface_args(tmp_path, {"in_channels": 1, "num_classes": 10}, extra=("--bn", "recompute"),
-                         samples=1000, grid=5)
+    args = _surface_args(
+        tmp_path, {"in_channels": 1, "num_classes": 10}, extra=("--bn", "recompute"), samples=1000, grid=5
+    )
     out = tmp_path / "k.h5"
-    proc = subprocess.Popen(_torchrun(2) + args + ["--out", str(out)], env=_env(), cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        _torchrun(2) + args + ["--out", str(out)],
+        env=_env(),
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 120
     while proc.poll() is None and time.monotonic() < deadline and _done(out) < 2:
         time.sleep(0.05)
@@ -158,12 +215,15 @@ def test_killed_torchrun_job_completes_with_resume(tmp_path):
     assert proc.returncode != 0
     partial = _done(out)
     assert 2 <= partial < 25
-    r = subprocess.run(_torchrun(2) + args + ["--out", str(out), "--resume"], env=_env(), cwd=tmp_path,
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        _torchrun(2) + args + ["--out", str(out), "--resume"], env=_env(), cwd=tmp_path, capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert f"{25 - partial} cell(s) computed" in r.stdout
     ref = tmp_path / "ref.h5"
-    subprocess.run([sys.executable, *args, "--out", str(ref)], check=True, env=_env(), cwd=tmp_path, capture_output=True)
+    subprocess.run(
+        [sys.executable, *args, "--out", str(ref)], check=True, env=_env(), cwd=tmp_path, capture_output=True
+    )
     with ls.open_result(ref) as a, ls.open_result(out) as b:
         assert b.done.all()
         for n in a.metrics:
@@ -181,12 +241,30 @@ def test_cli_surface_types(tmp_path, capsys):
     base = ["surface", "--model", "mlp", "--model-kwargs", json.dumps(kw), "--data", "digits", "--no-progress"]
     assert main(base + ["--ckpt", paths[0], "--x", "-1:1:3", "--out", str(tmp_path / "a.h5")]) == 0
     assert main(base + ["--ckpt", paths[0], "--ckpt", paths[1], "--out", str(tmp_path / "b.h5")]) == 0
-    assert main(base + ["--ckpt", paths[0], "--ckpt", paths[1], "--ckpt", paths[2], "--x", "-1:1:3",
-                        "--out", str(tmp_path / "c.h5")]) == 0
+    assert (
+        main(
+            base
+            + [
+                "--ckpt",
+                paths[0],
+                "--ckpt",
+                paths[1],
+                "--ckpt",
+                paths[2],
+                "--x",
+                "-1:1:3",
+                "--out",
+                str(tmp_path / "c.h5"),
+            ]
+        )
+        == 0
+    )
     with ls.open_result(tmp_path / "b.h5") as f:
         assert f.kind == "line" and f.shape == (41,) and f.read_array("x")[0] == -0.5
     with ls.open_result(tmp_path / "c.h5") as f:
         assert f.attrs["surface-type"] == "three-checkpoints" and f.shape == (3, 3)
     capsys.readouterr()
-    assert main(base + ["--ckpt", paths[0], "--ckpt", paths[1], "--type", "plane", "--out", str(tmp_path / "d.h5")]) == 2
+    assert (
+        main(base + ["--ckpt", paths[0], "--ckpt", paths[1], "--type", "plane", "--out", str(tmp_path / "d.h5")]) == 2
+    )
     assert "--type plane needs 1 --ckpt, got 2" in capsys.readouterr().err

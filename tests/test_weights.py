@@ -84,7 +84,9 @@ def test_mismatched_checkpoint_names_key_and_shapes(tmp_path):
     sd = _Net().state_dict()
     sd["fc.weight"] = torch.zeros(3, 9)
     path = _save(sd, tmp_path / "bad.pt")
-    with pytest.raises(CheckpointError, match=r"'fc.weight' has shape \(3, 9\) in the checkpoint and \(3, 8\) in the model"):
+    with pytest.raises(
+        CheckpointError, match=r"'fc.weight' has shape \(3, 9\) in the checkpoint and \(3, 8\) in the model"
+    ):
         ls.load_checkpoint(path, _Net())
     sd = _Net().state_dict()
     del sd["conv.bias"]

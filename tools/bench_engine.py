@@ -93,10 +93,12 @@ def run_case(name, model, x, y, n_points, device, paths, repeats):
         return best, out
 
     t_loop, (loss_ref, acc_ref) = timed(lambda: loop_baseline(model, w0, d1, d2, coords, x, y))
-    rows = [{"case": name, "method": "loop (batch 128, copy weights)", "s_per_point": t_loop / len(coords), "ratio": 1.0}]
+    rows = [
+        {"case": name, "method": "loop (batch 128, copy weights)", "s_per_point": t_loop / len(coords), "ratio": 1.0}
+    ]
     for path in paths:
         try:
-            t_eng, res = timed(lambda: ls.evaluate(model, points, (x, y), device=device, path=path, progress=False))
+            t_eng, res = timed(lambda: ls.evaluate(model, points, (x, y), device=device, path=path, progress=False))  # noqa: B023
         except ValueError as e:  # path not applicable to this model
             rows.append({"case": name, "method": f"engine path={path}", "error": str(e)[:80]})
             continue
@@ -104,11 +106,18 @@ def run_case(name, model, x, y, n_points, device, paths, repeats):
         acc_diff = float(np.max(np.abs(res["acc"] - acc_ref)))
         if rel > 1e-5:
             raise SystemExit(f"{name}: engine path={path} disagrees with the loop: max relative loss error {rel:.2e}")
-        rows.append({
-            "case": name, "method": f"engine path={path} -> {res.path}", "s_per_point": t_eng / len(coords),
-            "ratio": t_loop / t_eng, "max_rel_err": rel, "max_acc_diff": acc_diff,
-            "points_per_pass": res.points_per_pass, "batch_size": res.batch_size,
-        })
+        rows.append(
+            {
+                "case": name,
+                "method": f"engine path={path} -> {res.path}",
+                "s_per_point": t_eng / len(coords),
+                "ratio": t_loop / t_eng,
+                "max_rel_err": rel,
+                "max_acc_diff": acc_diff,
+                "points_per_pass": res.points_per_pass,
+                "batch_size": res.batch_size,
+            }
+        )
     return rows
 
 
@@ -132,18 +141,30 @@ def plane_case(grid: int, repeats: int):
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(repeats):
             t = time.perf_counter()
-            res = ls.compute_surface(model, plane, xs, xs, splits={"train": train, "test": test},
-                                     out=f"{tmp}/plane{r}.h5", progress=False)
+            res = ls.compute_surface(
+                model, plane, xs, xs, splits={"train": train, "test": test}, out=f"{tmp}/plane{r}.h5", progress=False
+            )
             best = min(best, time.perf_counter() - t)
     rel = max(float(np.max(np.abs(res[f"{s}_loss"].reshape(-1) - ref[s][0]) / ref[s][0])) for s in ref)
     if rel > 1e-5:
         raise SystemExit(f"plane: engine disagrees with the loop: max relative loss error {rel:.2e}")
     name = f"digits MLP 64-2000-10, {grid}x{grid} plane"
     return [
-        {"case": name, "method": "loop (batch 128, copy weights)", "s_per_point": t_loop / len(coords), "ratio": 1.0,
-         "total_s": t_loop},
-        {"case": name, "method": f"compute_surface -> {res.path} (+ HDF5)", "s_per_point": best / len(coords),
-         "ratio": t_loop / best, "max_rel_err": rel, "total_s": best},
+        {
+            "case": name,
+            "method": "loop (batch 128, copy weights)",
+            "s_per_point": t_loop / len(coords),
+            "ratio": 1.0,
+            "total_s": t_loop,
+        },
+        {
+            "case": name,
+            "method": f"compute_surface -> {res.path} (+ HDF5)",
+            "s_per_point": best / len(coords),
+            "ratio": t_loop / best,
+            "max_rel_err": rel,
+            "total_s": best,
+        },
     ]
 
 
@@ -163,21 +184,50 @@ def main():
     for case in args.cases.split(","):
         if case == "mlp2000":
             model = ls.build_model("mlp", {"in_features": 64, "widths": [2000], "num_classes": 10})
-            rows += run_case("digits MLP 64-2000-10", model, digits.x, digits.y, args.points, device, ["auto", "vmap", "loop"], args.repeats)
+            rows += run_case(
+                "digits MLP 64-2000-10",
+                model,
+                digits.x,
+                digits.y,
+                args.points,
+                device,
+                ["auto", "vmap", "loop"],
+                args.repeats,
+            )
         elif case == "mlp3":
             model = ls.build_model("mlp", {"in_features": 64, "widths": [512, 512], "num_classes": 10})
-            rows += run_case("digits MLP 64-512-512-10", model, digits.x, digits.y, args.points, device, ["auto", "vmap", "loop"], args.repeats)
+            rows += run_case(
+                "digits MLP 64-512-512-10",
+                model,
+                digits.x,
+                digits.y,
+                args.points,
+                device,
+                ["auto", "vmap", "loop"],
+                args.repeats,
+            )
         elif case == "plane51":
             rows += plane_case(51, max(1, args.repeats - 1))
         elif case == "resnet20":
             data = ls.load_data("synthetic:cifar10", "test", max_samples=args.resnet_samples)
             model = ls.build_model("resnet20")
             n = min(args.points, 16) if device.type == "cpu" else args.points
-            rows += run_case(f"ResNet-20, {len(data)} synthetic CIFAR", model, data.x, data.y, n, device, ["auto", "vmap"], max(1, args.repeats - 2))
+            rows += run_case(
+                f"ResNet-20, {len(data)} synthetic CIFAR",
+                model,
+                data.x,
+                data.y,
+                n,
+                device,
+                ["auto", "vmap"],
+                max(1, args.repeats - 2),
+            )
         else:
             raise SystemExit(f"unknown case {case!r}; expected some of mlp2000, mlp3, plane51, resnet20")
-    print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
-          f"landscape {ls.__version__}, compiled ops: {ls.ops.extension_available()}, device {device}")
+    print(
+        f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+        f"landscape {ls.__version__}, compiled ops: {ls.ops.extension_available()}, device {device}"
+    )
     print(f"{'case':34s} {'method':36s} {'ms/point':>9s} {'vs loop':>8s}  {'max rel err':>11s}")
     for r in rows:
         if "error" in r:

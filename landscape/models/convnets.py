@@ -79,9 +79,7 @@ class ConvFC(nn.Module):
         )
         for module in self.conv_part.modules():
             if isinstance(module, nn.Conv2d):
-                fan_out = (
-                    module.kernel_size[0] * module.kernel_size[1] * module.out_channels
-                )
+                fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels
                 nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / fan_out))
                 nn.init.zeros_(module.bias)
 
@@ -148,10 +146,7 @@ class VGG(nn.Module):
         super().__init__()
         stages = len(config)
         if input_size % (2**stages) != 0:
-            raise ValueError(
-                f"VGG input_size {input_size} must be divisible by {2**stages} "
-                f"({stages} pooling stages)"
-            )
+            raise ValueError(f"VGG input_size {input_size} must be divisible by {2**stages} ({stages} pooling stages)")
         layers: list[nn.Module] = []
         previous = in_channels
         for stage in config:
@@ -181,9 +176,7 @@ class VGG(nn.Module):
         )
         for module in self.features.modules():
             if isinstance(module, nn.Conv2d):
-                fan_out = (
-                    module.kernel_size[0] * module.kernel_size[1] * module.out_channels
-                )
+                fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels
                 nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / fan_out))
                 nn.init.zeros_(module.bias)
 
@@ -192,9 +185,7 @@ class VGG(nn.Module):
         return self.classifier(self.features(x).flatten(1))
 
 
-def convfc(
-    num_classes: int = 10, in_channels: int = 3, input_size: int = 32, **kwargs
-) -> ConvFC:
+def convfc(num_classes: int = 10, in_channels: int = 3, input_size: int = 32, **kwargs) -> ConvFC:
     """Build a :class:`ConvFC` (``convfc(in_channels=1, input_size=8)`` for digits images)."""
     return ConvFC(num_classes, in_channels, input_size, **kwargs)
 

@@ -59,14 +59,11 @@ class MLP(nn.Sequential):
         activation: str = "relu",
     ) -> None:
         if activation not in ACTIVATIONS:
-            raise ValueError(
-                f"activation {activation!r} is not one of {sorted(ACTIVATIONS)}"
-            )
+            raise ValueError(f"activation {activation!r} is not one of {sorted(ACTIVATIONS)}")
         widths = [int(w) for w in widths]
         if any(w < 1 for w in widths) or in_features < 1 or num_classes < 1:
             raise ValueError(
-                f"MLP sizes must be positive, got in_features={in_features}, widths={widths}, "
-                f"num_classes={num_classes}"
+                f"MLP sizes must be positive, got in_features={in_features}, widths={widths}, num_classes={num_classes}"
             )
         layers: list[nn.Module] = [nn.Flatten()]
         previous = in_features

@@ -86,9 +86,7 @@ def _parse_kwargs(kwargs: dict[str, Any] | str | None) -> dict[str, Any]:
                 "expected an object like '{\"num_classes\": 10}'"
             ) from None
     if not isinstance(kwargs, dict):
-        raise ModelSpecError(
-            f"model kwargs must be a dict or a JSON object, got {type(kwargs).__name__}: {kwargs!r}"
-        )
+        raise ModelSpecError(f"model kwargs must be a dict or a JSON object, got {type(kwargs).__name__}: {kwargs!r}")
     return dict(kwargs)
 
 
@@ -110,8 +108,7 @@ def resolve_factory(spec: str) -> tuple[Callable[..., Any], str]:
     if ":" not in spec:
         if spec not in _BUILTIN:
             raise ModelSpecError(
-                f"unknown model {spec!r} (expected one of {list_models()} or "
-                "'package.module:factory')"
+                f"unknown model {spec!r} (expected one of {list_models()} or 'package.module:factory')"
             )
         factory = _BUILTIN[spec]
         return factory, f"{factory.__module__}:{factory.__qualname__}"
@@ -124,23 +121,15 @@ def resolve_factory(spec: str) -> tuple[Callable[..., Any], str]:
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # any error raised while importing user code
-        reason = (
-            str(exc) if isinstance(exc, ImportError) else f"{type(exc).__name__}: {exc}"
-        )
-        raise ModelSpecError(
-            f"could not import module {module_name!r} for model spec {spec!r}: {reason}"
-        ) from exc
+        reason = str(exc) if isinstance(exc, ImportError) else f"{type(exc).__name__}: {exc}"
+        raise ModelSpecError(f"could not import module {module_name!r} for model spec {spec!r}: {reason}") from exc
     target: Any = module
     for part in attribute.split("."):
         if not hasattr(target, part):
-            raise ModelSpecError(
-                f"module {module_name!r} has no attribute {attribute!r} (model spec {spec!r})"
-            )
+            raise ModelSpecError(f"module {module_name!r} has no attribute {attribute!r} (model spec {spec!r})")
         target = getattr(target, part)
     if not callable(target):
-        raise ModelSpecError(
-            f"{spec!r} is a {type(target).__name__}, not a callable returning an nn.Module"
-        )
+        raise ModelSpecError(f"{spec!r} is a {type(target).__name__}, not a callable returning an nn.Module")
     return target, f"{module_name}:{attribute}"
 
 
@@ -179,13 +168,11 @@ def build_model(spec: str, kwargs: dict[str, Any] | str | None = None) -> nn.Mod
         model = factory(**arguments)
     except (TypeError, ValueError) as exc:
         raise ModelSpecError(
-            f"model spec {spec!r} ({qualified}) rejected kwargs {arguments}: "
-            f"{type(exc).__name__}: {exc}"
+            f"model spec {spec!r} ({qualified}) rejected kwargs {arguments}: {type(exc).__name__}: {exc}"
         ) from exc
     if not isinstance(model, nn.Module):
         raise ModelSpecError(
-            f"model spec {spec!r} ({qualified}) returned a {type(model).__name__}; "
-            "expected a torch.nn.Module"
+            f"model spec {spec!r} ({qualified}) returned a {type(model).__name__}; expected a torch.nn.Module"
         )
     return model
 

@@ -39,9 +39,7 @@ __all__ = [
 
 
 def _conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(
-        in_channels, out_channels, kernel_size=3, stride=stride, padding=1, bias=False
-    )
+    return nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1, bias=False)
 
 
 class BasicBlock(nn.Module):
@@ -59,9 +57,7 @@ class BasicBlock(nn.Module):
         self.downsample = None
         if stride != 1 or in_channels != channels:
             self.downsample = nn.Sequential(
-                nn.Conv2d(
-                    in_channels, channels, kernel_size=1, stride=stride, bias=False
-                ),
+                nn.Conv2d(in_channels, channels, kernel_size=1, stride=stride, bias=False),
                 nn.BatchNorm2d(channels),
             )
 
@@ -134,9 +130,7 @@ class ResNet(nn.Module):
         self.fc = nn.Linear(channels, num_classes)
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(
-                    module.weight, mode="fan_out", nonlinearity="relu"
-                )
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(module, nn.BatchNorm2d):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
@@ -161,11 +155,7 @@ class PreActBasicBlock(nn.Module):
         self.conv2 = _conv3x3(channels, channels)
         self.downsample = None
         if stride != 1 or in_channels != channels:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(
-                    in_channels, channels, kernel_size=1, stride=stride, bias=False
-                )
-            )
+            self.downsample = nn.Sequential(nn.Conv2d(in_channels, channels, kernel_size=1, stride=stride, bias=False))
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.conv1(F.relu(self.bn1(x)))
@@ -191,9 +181,7 @@ class PreActBottleneck(nn.Module):
         self.downsample = None
         if stride != 1 or in_channels != out_channels:
             self.downsample = nn.Sequential(
-                nn.Conv2d(
-                    in_channels, out_channels, kernel_size=1, stride=stride, bias=False
-                )
+                nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False)
             )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -238,15 +226,11 @@ class PreResNet(nn.Module):
     ) -> None:
         super().__init__()
         if block not in ("auto", "basic", "bottleneck"):
-            raise ValueError(
-                f"block {block!r} is not one of 'auto', 'basic', 'bottleneck'"
-            )
+            raise ValueError(f"block {block!r} is not one of 'auto', 'basic', 'bottleneck'")
         if block == "auto":
             block = "bottleneck" if depth >= 44 else "basic"
         block_type = PreActBottleneck if block == "bottleneck" else PreActBasicBlock
-        n = _cifar_stages(
-            depth, 9 if block == "bottleneck" else 6, f"PreResNet ({block} blocks)"
-        )
+        n = _cifar_stages(depth, 9 if block == "bottleneck" else 6, f"PreResNet ({block} blocks)")
         self.depth = depth
         self.block = block
         self.conv1 = _conv3x3(in_channels, width)
@@ -264,9 +248,7 @@ class PreResNet(nn.Module):
         self.fc = nn.Linear(channels, num_classes)
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(
-                    module.weight, mode="fan_out", nonlinearity="relu"
-                )
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(module, nn.BatchNorm2d):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
@@ -303,29 +285,21 @@ def resnet110(num_classes: int = 10, in_channels: int = 3, width: int = 16) -> R
     return ResNet(110, num_classes, in_channels, width)
 
 
-def preresnet20(
-    num_classes: int = 10, in_channels: int = 3, width: int = 16
-) -> PreResNet:
+def preresnet20(num_classes: int = 10, in_channels: int = 3, width: int = 16) -> PreResNet:
     """Pre-activation ResNet-20 (3 basic blocks per stage)."""
     return PreResNet(20, num_classes, in_channels, width)
 
 
-def preresnet56(
-    num_classes: int = 10, in_channels: int = 3, width: int = 16, block: str = "auto"
-) -> PreResNet:
+def preresnet56(num_classes: int = 10, in_channels: int = 3, width: int = 16, block: str = "auto") -> PreResNet:
     """Pre-activation ResNet-56 (6 bottlenecks per stage; ``block="basic"``: 9 basic blocks)."""
     return PreResNet(56, num_classes, in_channels, width, block)
 
 
-def preresnet110(
-    num_classes: int = 10, in_channels: int = 3, width: int = 16
-) -> PreResNet:
+def preresnet110(num_classes: int = 10, in_channels: int = 3, width: int = 16) -> PreResNet:
     """Pre-activation ResNet-110 of Garipov et al. (12 bottlenecks per stage)."""
     return PreResNet(110, num_classes, in_channels, width)
 
 
-def preresnet164(
-    num_classes: int = 10, in_channels: int = 3, width: int = 16
-) -> PreResNet:
+def preresnet164(num_classes: int = 10, in_channels: int = 3, width: int = 16) -> PreResNet:
     """Pre-activation ResNet-164 of Garipov et al. (18 bottlenecks per stage)."""
     return PreResNet(164, num_classes, in_channels, width)
