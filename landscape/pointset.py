@@ -172,7 +172,8 @@ class PointSet:
         """
         C = self.coeffs if indices is None else self.coeffs[torch.as_tensor(np.asarray(indices, dtype=np.int64))]
         B = self.basis if dtype is None else self.basis.to(dtype)
-        out = C.to(device=B.device, dtype=B.dtype) @ B
+        with torch.autocast(device_type=B.device.type, enabled=False):  # weights in full precision
+            out = C.to(device=B.device, dtype=B.dtype) @ B
         onehot = (C == 1).sum(1) == 1
         onehot &= ((C == 0) | (C == 1)).all(1)
         for r in torch.nonzero(onehot).flatten().tolist():

@@ -311,3 +311,35 @@ def test_bad_arguments():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ls.evaluate(m, w, data, progress=False)
+
+
+@pytest.mark.parametrize("path", ["loop", "vmap"])
+def test_bf16_error_within_twice_pytorchs_own(path):
+    """bf16 is judged like flash-attention: its error against the float64 oracle is at most
+    twice (plus a hair) the error of PyTorch's own bf16 autocast forward at the same points."""
+    torch.manual_seed(12)
+    models = [_with_running_stats(_convnet(), (3, 8, 8), s) for s in range(3)]
+    pts = _plane(models, COEFFS3)
+    x, y = torch.randn(64, 3, 8, 8), torch.randint(0, 5, (64,))
+    ref = oracle(models[0], pts, x, y)[:, 0]
+    res = ls.evaluate(models[0], pts, (x, y), precision="bf16", path=path, progress=False)
+    own = []
+    for k in range(pts.K):
+        m = copy.deepcopy(models[0])
+        m.load_state_dict(pts.point(k))
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            own.append(F.cross_entropy(m(x).float(), y).item())
+    err_ours = np.abs(res["loss"] - ref) / ref
+    err_torch = np.abs(np.array(own) - ref) / ref
+    assert err_ours.max() > 0  # bf16 really ran
+    assert err_ours.max() <= 2 * err_torch.max() + 1e-4
+
+
+def test_tf32_on_cpu_equals_fp32():
+    torch.manual_seed(13)
+    models = [_with_running_stats(_convnet(), (3, 8, 8), s) for s in range(3)]
+    pts = _plane(models, COEFFS3)
+    x, y = torch.randn(30, 3, 8, 8), torch.randint(0, 5, (30,))
+    a = ls.evaluate(models[0], pts, (x, y), precision="tf32", path="loop", progress=False)
+    b = ls.evaluate(models[0], pts, (x, y), precision="fp32", path="loop", progress=False)
+    np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-6)
