@@ -40,6 +40,9 @@ def _add_common_eval(p: argparse.ArgumentParser, *, split: bool = True, out_requ
     if split:
         p.add_argument("--split", default="test", help="data split to evaluate on (train/test/all), default test")
     p.add_argument("--max-samples", type=int, default=None, help="use at most this many samples")
+    p.add_argument(
+        "--normalize", action="store_true", help="standardise inputs per channel with the train split's mean/std"
+    )
     p.add_argument("--metrics", default="loss,acc", help="comma-separated: loss, acc, err, mse (default loss,acc)")
     p.add_argument(
         "--bn",
@@ -161,10 +164,10 @@ def _load_model_and_data(args):
     from .models import build_model
 
     model = build_model(args.model, args.model_kwargs)
-    data = datalib.load_data(args.data, args.split, max_samples=args.max_samples)
+    data = datalib.load_data(args.data, args.split, max_samples=args.max_samples, normalize=args.normalize)
     bn_data = None
     if args.bn != "running":
-        bn_data = datalib.load_data(args.data, args.bn_split, max_samples=args.max_samples)
+        bn_data = datalib.load_data(args.data, args.bn_split, max_samples=args.max_samples, normalize=args.normalize)
     return model, data, bn_data
 
 
@@ -296,14 +299,14 @@ def _cmd_surface(args) -> int:
             ys = None if plane.dim == 1 else parse_range(args.y or args.x or default_x)
         if args.y is not None and plane.dim == 2:
             ys = parse_range(args.y)
-        splits = {
-            s.strip(): load_data(args.data, s.strip(), max_samples=args.max_samples)
-            for s in args.splits.split(",")
-            if s.strip()
-        }
+
+        def load(split):
+            return load_data(args.data, split, max_samples=args.max_samples, normalize=args.normalize)
+
+        splits = {s.strip(): load(s.strip()) for s in args.splits.split(",") if s.strip()}
         bn_data = None
         if args.bn != "running":
-            bn_data = splits.get(args.bn_split) or load_data(args.data, args.bn_split, max_samples=args.max_samples)
+            bn_data = splits.get(args.bn_split) or load(args.bn_split)
         attrs = {
             "model": describe_model(args.model, args.model_kwargs),
             "checkpoints": [{"path": w.source, "sha256": w.sha256} for w in ckpts],
