@@ -30,7 +30,7 @@ from .directions import Plane
 from .evaluate import Engine, _progress
 from .metrics import Metric, resolve_metrics
 
-__all__ = ["SurfaceResult", "compute_surface", "parse_range"]
+__all__ = ["GridResult", "SurfaceResult", "compute_surface", "evaluate_grid", "parse_range"]
 
 
 def parse_range(text: str) -> np.ndarray:
@@ -173,10 +173,91 @@ def compute_surface(
     shape = (len(xs),) if ys is None else (len(xs), len(ys))
     points = plane.grid(xs, ys)
     metric_objs = resolve_metrics(metrics)
-    names = [f"{s}_{m.name}" for s in splits for m in metric_objs]
     if bn_data is None and bn != "running":
         bn_data = splits.get("train", next(iter(splits.values())))
+    grid = evaluate_grid(
+        model,
+        points,
+        shape,
+        kind="line" if ys is None else "plane",
+        splits=splits,
+        metrics=metric_objs,
+        bn=bn,
+        bn_data=bn_data,
+        precision=precision,
+        device=device,
+        batch_size=batch_size,
+        bn_batch_size=bn_batch_size,
+        max_memory=max_memory,
+        points_per_pass=points_per_pass,
+        path=path,
+        out=out,
+        resume=resume,
+        force=force,
+        progress=progress,
+        desc=f"surface {plane.kind}",
+        attrs=_surface_attrs(plane, splits, metric_objs, bn, bn_data, precision, attrs) if out is not None else None,
+        arrays=_surface_arrays(plane, points, xs, ys) if out is not None else None,
+    )
+    return SurfaceResult(
+        metrics=grid.metrics,
+        x=xs,
+        y=ys,
+        plane=plane,
+        path=grid.path,
+        seconds=time.perf_counter() - t0,
+        evaluated=grid.evaluated,
+        file=grid.file,
+        info=grid.info,
+    )
 
+
+@dataclass
+class GridResult:
+    """Metrics of a point set laid out on a grid (see :func:`evaluate_grid`)."""
+
+    metrics: dict[str, np.ndarray]
+    path: str
+    evaluated: int
+    file: str | None
+    info: dict[str, Any]
+
+
+def evaluate_grid(
+    model: nn.Module,
+    points,
+    shape: tuple[int, ...],
+    *,
+    kind: str,
+    splits: Mapping[str, Any],
+    metrics: Sequence[str | Callable | Metric] = ("loss", "acc"),
+    bn: str = "running",
+    bn_data=None,
+    precision: str = "fp32",
+    device: str | torch.device | None = None,
+    batch_size: int | None = None,
+    bn_batch_size: int = 128,
+    max_memory: int | float | None = None,
+    points_per_pass: int | None = None,
+    path: str = "auto",
+    out: str | os.PathLike | None = None,
+    resume: bool = False,
+    force: bool = False,
+    attrs: Mapping[str, Any] | None = None,
+    arrays: Mapping[str, np.ndarray] | None = None,
+    progress: bool = True,
+    desc: str = "evaluate",
+) -> GridResult:
+    """Metrics of the K points of ``points`` (C order over ``shape``) on every split, written
+    chunk by chunk to ``out`` (file ``kind``, ``attrs``, ``arrays``), resumable, and sharded
+    over ``torch.distributed`` ranks when a process group is active. The machinery under
+    :func:`compute_surface` and the curve profiles."""
+    if not splits:
+        raise ValueError("splits is empty; expected at least one dataset, e.g. {'test': test}")
+    if int(np.prod(shape)) != points.K:
+        raise ValueError(f"grid shape {tuple(shape)} holds {int(np.prod(shape))} cells but there are {points.K} points")
+    metric_objs = resolve_metrics(metrics)
+    names = [f"{s}_{m.name}" for s in splits for m in metric_objs]
     rank, world = distlib.rank_and_world()
     engine = Engine(
         model,
@@ -191,7 +272,6 @@ def compute_surface(
         points_per_pass=points_per_pass,
         path=path,
     )
-
     f = None
     pending = np.arange(points.K, dtype=np.int64)
     if out is not None and rank == 0:
@@ -199,11 +279,11 @@ def compute_surface(
 
         f = io.open_or_create(
             out,
-            kind="line" if ys is None else "plane",
-            shape=shape,
+            kind=kind,
+            shape=tuple(shape),
             metrics=names,
-            attrs=_surface_attrs(plane, splits, metric_objs, bn, bn_data, precision, attrs),
-            arrays=_surface_arrays(plane, points, xs, ys),
+            attrs=dict(attrs or {}),
+            arrays=arrays,
             resume=resume,
             force=force,
         )
@@ -213,7 +293,7 @@ def compute_surface(
         chunk = distlib.broadcast_object(engine.prepare(next(iter(splits.values()))))
         chunks = [pending[i : i + chunk] for i in range(0, len(pending), chunk)]
         flat = {n: np.full(points.K, np.nan) for n in names}
-        bar = _progress(len(pending), f"surface {plane.kind}", progress and rank == 0)
+        bar = _progress(len(pending), desc, progress and rank == 0)
         try:
             for start in range(0, len(chunks), world):
                 mine = chunks[start + rank] if start + rank < len(chunks) else np.zeros(0, dtype=np.int64)
@@ -238,13 +318,9 @@ def compute_surface(
     finally:
         if f is not None:
             f.close()
-    return SurfaceResult(
+    return GridResult(
         metrics={n: v.reshape(shape) for n, v in flat.items()},
-        x=xs,
-        y=ys,
-        plane=plane,
         path=engine.path or path,
-        seconds=time.perf_counter() - t0,
         evaluated=int(len(pending)),
         file=os.fspath(out) if out is not None else None,
         info={"points_per_pass": engine.points_per_pass, "world_size": world},
