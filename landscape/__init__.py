@@ -5,7 +5,7 @@
 
 __version__ = "0.1.0"
 
-from . import directions, distributed, io, metrics, models, ops
+from . import curves, directions, distributed, io, metrics, models, ops
 from .bn import BN_MODES
 from .data import DataError, TensorData, load_data
 from .directions import Plane
@@ -39,6 +39,7 @@ __all__ = [
     "directions",
     "distributed",
     "create_result",
+    "curves",
     "evaluate",
     "evaluate_points",
     "io",

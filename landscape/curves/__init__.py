@@ -1,0 +1,36 @@
+"""Low-loss curves between two checkpoints (mode connectivity, Garipov et al. 2018).
+
+``Curve`` (Bezier curves and polygonal chains with any number of bends), their coefficient
+functions, ``fit_curve`` (train the bends), ``evaluate_curve`` (loss and accuracy along t
+against the straight line, the barrier) and ``curve_plane`` (the plane through the
+endpoints and the middle bend, with the curve projected onto it).
+"""
+
+from .coefficients import (
+    bezier_coefficients,
+    bezier_derivative_coefficients,
+    polychain_coefficients,
+    polychain_derivative_coefficients,
+)
+from .curve import CURVE_KINDS, Curve, load_curve
+from .fit import SCHEDULES, FitResult, curve_loss, fit_curve, learning_rate_factor
+from .profile import CurveProfile, barrier, curve_plane, evaluate_curve
+
+__all__ = [
+    "CURVE_KINDS",
+    "SCHEDULES",
+    "Curve",
+    "CurveProfile",
+    "FitResult",
+    "barrier",
+    "bezier_coefficients",
+    "bezier_derivative_coefficients",
+    "curve_loss",
+    "curve_plane",
+    "evaluate_curve",
+    "fit_curve",
+    "learning_rate_factor",
+    "load_curve",
+    "polychain_coefficients",
+    "polychain_derivative_coefficients",
+]

@@ -1,0 +1,246 @@
+"""Curves between two checkpoints of any ``nn.Module``: Bezier curves and polygonal chains.
+
+A curve is ``phi(t) = sum_j c_j(t) w_j`` with fixed endpoints ``w_0 = A``, ``w_{n+1} = B`` and
+``n`` trainable bends. Nothing is rewritten into "curve layers": a point of the curve is a
+set of weights evaluated with :func:`torch.func.functional_call`, so every architecture
+works, BatchNorm, residual connections and buffers included.
+
+Reference: Garipov, Izmailov, Podoprikhin, Vetrov, Wilson. "Loss Surfaces, Mode
+Connectivity, and Fast Ensembling of DNNs", NeurIPS 2018.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..directions import Plane
+from ..pointset import PointSet
+from ..weights import Weights
+from .coefficients import (
+    bezier_coefficients,
+    bezier_derivative_coefficients,
+    polychain_coefficients,
+    polychain_derivative_coefficients,
+)
+
+__all__ = ["CURVE_KINDS", "Curve", "load_curve"]
+
+CURVE_KINDS = ("bezier", "polychain")
+_FORMAT = "landscape-curve"
+
+
+class Curve:
+    """A Bezier curve or polygonal chain from ``start`` to ``end`` with trainable bends.
+
+    Parameters
+    ----------
+    start, end : Weights
+        The endpoint checkpoints (one layout).
+    n_bends : int
+        Number of bends (control points between the ends).
+    kind : {"bezier", "polychain"}
+    init : {"line"} or list of Weights
+        Bends on the straight line at ``t = j / (n+1)`` (default), or given weights.
+
+    Attributes
+    ----------
+    bends : Tensor[n_bends, P]
+        The bends, flattened in layout order (a leaf tensor; train it with any optimizer).
+        Running statistics in the bends are carried along but not trained.
+
+    Examples
+    --------
+    >>> import torch, landscape as ls
+    >>> a, b = (ls.Weights.from_module(torch.nn.Linear(3, 2)) for _ in range(2))
+    >>> curve = ls.curves.Curve(a, b, n_bends=1)
+    >>> pts = curve.points([0.0, 0.5, 1.0])
+    >>> torch.equal(pts.point(2)["weight"], b["weight"])
+    True
+    """
+
+    def __init__(
+        self,
+        start: Weights,
+        end: Weights,
+        n_bends: int = 1,
+        kind: str = "bezier",
+        init: str | Sequence[Weights] = "line",
+    ):
+        if kind not in CURVE_KINDS:
+            raise ValueError(f"kind should be one of {CURVE_KINDS}, got {kind!r}")
+        if int(n_bends) != n_bends or n_bends < 0:
+            raise ValueError(f"n_bends should be a non-negative integer, got {n_bends!r}")
+        if start.layout.names() != end.layout.names():
+            raise ValueError("start and end have different layouts")
+        self.start, self.end, self.kind, self.n_bends = start, end, kind, int(n_bends)
+        self.layout = start.layout
+        a, b = start.flatten(), end.flatten()
+        if isinstance(init, str):
+            if init != "line":
+                raise ValueError(f"init should be 'line' or a list of Weights, got {init!r}")
+            ts = torch.arange(1, n_bends + 1, dtype=torch.float64) / (n_bends + 1)
+            bends = (
+                torch.stack([((1 - t) * a.double() + t * b.double()).to(a.dtype) for t in ts])
+                if n_bends
+                else a.new_zeros(0, a.numel())
+            )
+        else:
+            init = list(init)
+            if len(init) != n_bends:
+                raise ValueError(f"init has {len(init)} weights for {n_bends} bends")
+            bends = torch.stack([w.flatten(a.dtype) for w in init]) if n_bends else a.new_zeros(0, a.numel())
+        self.bends = bends.clone().requires_grad_(True)
+        self.param_mask = self.layout.parameter_mask()
+
+    # ------------------------------------------------------------------ coefficients
+    def coefficients(self, t):
+        """``c(t)``: ``[T, n_bends + 2]`` (NumPy for array input, Tensor for Tensor input)."""
+        f = bezier_coefficients if self.kind == "bezier" else polychain_coefficients
+        return f(t, self.n_bends)
+
+    def derivative_coefficients(self, t):
+        """``c'(t)``: ``[T, n_bends + 2]``."""
+        f = bezier_derivative_coefficients if self.kind == "bezier" else polychain_derivative_coefficients
+        return f(t, self.n_bends)
+
+    @property
+    def names(self) -> list[str]:
+        return ["start"] + [f"bend{j + 1}" for j in range(self.n_bends)] + ["end"]
+
+    def control_points(self) -> list[Weights]:
+        """start, bends..., end as :class:`Weights` (detached copies of the bends)."""
+        out = [self.start]
+        for j in range(self.n_bends):
+            out.append(Weights(self.start.unflatten(self.bends[j].detach().clone()), self.layout))
+            out[-1] = _fill_extras(out[-1], self.start)
+        return out + [self.end]
+
+    def basis(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """``Tensor[J, P]``: start, bends, end (differentiable w.r.t. the bends)."""
+        a, b = self.start.flatten(), self.end.flatten()
+        B = torch.cat([a[None], self.bends.to(a.dtype), b[None]])
+        return B if dtype is None else B.to(dtype)
+
+    def points(self, t) -> PointSet:
+        """The curve at ``t`` as a :class:`PointSet` over the control points; at t = 0 and
+        t = 1 the coefficient rows are one-hot, so the endpoints are reproduced bit for bit."""
+        t = np.asarray(t, dtype=np.float64).reshape(-1)
+        return PointSet.from_weights(self.control_points(), self.coefficients(t), names=self.names)
+
+    def weights_at(self, t: float) -> Weights:
+        """The weights at one ``t`` (a normal checkpoint: ``save_weights(curve.weights_at(0.5), path)``)."""
+        return self.points([t]).weights(0)
+
+    def as_plane(self) -> Plane:
+        """The curve as a 1D :class:`~landscape.directions.Plane` in ``t`` (for surfaces)."""
+        return Plane(
+            basis=self.control_points(),
+            names=self.names,
+            kind=f"curve-{self.kind}",
+            to_coeffs=lambda x, y=None: self.coefficients(x),
+            anchors=np.array([0.0, 1.0]),
+            anchor_names=[_label(self.start, "start"), _label(self.end, "end")],
+            attrs={"x-label": "t (position along the curve)", "curve-kind": self.kind, "n-bends": self.n_bends},
+        )
+
+    def tensors_at(self, t: torch.Tensor, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+        """Differentiable named tensors ``{name: Tensor[T, *shape]}`` of the curve at ``t``."""
+        B = self.basis(dtype)
+        c = self.coefficients(t.to(torch.float64)).to(B.dtype)
+        flat = c @ B
+        out = {}
+        T = flat.shape[0]
+        for e in self.layout:
+            if e.flat:
+                out[e.name] = flat[:, e.slice].reshape(T, *e.shape)
+            else:
+                x = self.start[e.name]
+                out[e.name] = x.expand(T, *x.shape)
+        return out
+
+    def speed(self, t: torch.Tensor, gram: torch.Tensor | None = None) -> torch.Tensor:
+        """``||phi'(t)||`` over the parameters, from the J x J Gram matrix of the control points
+        (``c'(t)^T G c'(t)``), differentiable w.r.t. the bends."""
+        if gram is None:
+            gram = self.gram()
+        d = self.derivative_coefficients(t.to(torch.float64)).to(gram.dtype)
+        return torch.einsum("tj,jk,tk->t", d, gram, d).clamp_min(0).sqrt()
+
+    def gram(self) -> torch.Tensor:
+        """``G = B_p B_p^T`` (float64, differentiable) over the parameter entries."""
+        B = self.basis(torch.float64)[:, self.param_mask.to(self.bends.device)]
+        return B @ B.T
+
+    def to(self, device) -> "Curve":
+        self.start = self.start.to(device)
+        self.end = self.end.to(device)
+        self.bends = self.bends.detach().to(device).requires_grad_(True)
+        return self
+
+    # ------------------------------------------------------------------ files
+    def state(self, **extra: Any) -> dict[str, Any]:
+        """A ``torch.save``-able dict of tensors and plain values (loads with weights_only)."""
+        return {
+            "format": _FORMAT,
+            "kind": self.kind,
+            "n_bends": self.n_bends,
+            "names": self.layout.names(),
+            "start": {k: v.detach().cpu() for k, v in self.start.items()},
+            "end": {k: v.detach().cpu() for k, v in self.end.items()},
+            "bends": self.bends.detach().cpu().clone(),
+            "start_source": self.start.source,
+            "end_source": self.end.source,
+            "start_sha256": self.start.sha256,
+            "end_sha256": self.end.sha256,
+            **extra,
+        }
+
+    def save(self, path: str | os.PathLike, *, force: bool = False, **extra: Any) -> None:
+        """Save the curve (endpoints included) atomically; never overwrites without ``force``."""
+        path = os.fspath(path)
+        if os.path.exists(path) and not force:
+            raise FileExistsError(f"'{path}' already exists; pass force=True (CLI: --force) to overwrite it")
+        tmp = f"{path}.tmp-{os.getpid()}"
+        try:
+            torch.save(self.state(**extra), tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+
+def load_curve(path: str | os.PathLike, model: torch.nn.Module) -> tuple[Curve, dict[str, Any]]:
+    """Load a curve saved by :meth:`Curve.save` for ``model``; returns the curve and the saved dict."""
+    from ..weights import CheckpointError, Layout
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise CheckpointError(f"curve file '{path}' does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001
+        raise CheckpointError(f"'{path}' is not a readable curve file ({str(e).splitlines()[0][:120]})") from e
+    if not isinstance(state, dict) or state.get("format") != _FORMAT:
+        raise CheckpointError(f"'{path}' is not a landscape curve file (no format '{_FORMAT}')")
+    layout = Layout.from_module(model)
+    if state["names"] != layout.names():
+        raise CheckpointError(f"curve file '{path}' was made for another model (its tensor names differ)")
+    start = Weights(state["start"], layout, source=state.get("start_source"), sha256=state.get("start_sha256"))
+    end = Weights(state["end"], layout, source=state.get("end_source"), sha256=state.get("end_sha256"))
+    curve = Curve(start, end, state["n_bends"], state["kind"])
+    with torch.no_grad():
+        curve.bends.copy_(state["bends"])
+    return curve, state
+
+
+def _fill_extras(w: Weights, like: Weights) -> Weights:
+    t = {n: (w[n] if like.layout[n].flat else like[n].clone()) for n in like.layout.names()}
+    return Weights(t, like.layout)
+
+
+def _label(w: Weights, default: str) -> str:
+    return os.path.basename(w.source) if w.source else default

@@ -1,0 +1,274 @@
+"""Training curves between checkpoints: minimise the loss averaged along the curve.
+
+.. math::
+
+    \\ell(\\theta) = \\mathbb{E}_{t \\sim U(0,1)} L(\\phi_\\theta(t))
+
+by SGD on the bends, one fresh t per minibatch (or several t, evaluated as a batch of
+points). The optional arc-length ("fair") loss weights each t by the curve's speed:
+:math:`\\mathbb{E}_t [L(\\phi(t))\\, w(t)]`, :math:`w(t) = \\lVert\\phi'(t)\\rVert / \\overline{\\lVert\\phi'\\rVert}`
+with the mean over a fixed quadrature grid, gradients flowing through both L and w;
+``||phi'(t)||`` comes from the J x J Gram matrix of the control points.
+
+BatchNorm uses batch statistics during training (the model is in train mode); evaluate
+trained curves with ``bn="recompute"``.
+
+Reference: Garipov et al., NeurIPS 2018 (seeds 000-002).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, vmap
+
+from .curve import Curve, load_curve
+
+__all__ = ["FitResult", "SCHEDULES", "curve_loss", "fit_curve", "learning_rate_factor"]
+
+SCHEDULES = ("garipov", "cosine", "constant")
+
+
+def learning_rate_factor(schedule: str, progress: float) -> float:
+    """Multiplier of the base learning rate at ``progress`` in [0, 1] of training.
+
+    ``garipov``: 1 for the first half, then linear down to 0.01 at 90%, then 0.01 (the
+    schedule of the mode-connectivity code); ``cosine``; ``constant``.
+    """
+    if schedule == "garipov":
+        if progress <= 0.5:
+            return 1.0
+        if progress <= 0.9:
+            return 1.0 - (progress - 0.5) / 0.4 * 0.99
+        return 0.01
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+    if schedule == "constant":
+        return 1.0
+    raise ValueError(f"schedule should be one of {SCHEDULES}, got {schedule!r}")
+
+
+def curve_loss(
+    model: nn.Module,
+    curve: Curve,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    t: torch.Tensor,
+    *,
+    fair: bool = False,
+    quadrature: torch.Tensor | None = None,
+    loss_fn: Callable = F.cross_entropy,
+) -> torch.Tensor:
+    """The curve loss on one batch at the points ``t`` (differentiable w.r.t. ``curve.bends``).
+
+    Parameters
+    ----------
+    model : nn.Module
+        Evaluated with ``functional_call`` in its current mode (train mode for fitting).
+    curve : Curve
+    x, y : Tensor
+        A batch.
+    t : Tensor[T]
+        Positions; T > 1 evaluates them as a batch of points (vmap).
+    fair : bool
+        Weight each t by ``||phi'(t)||`` over its mean on ``quadrature``.
+    quadrature : Tensor[Q], optional
+        The fixed grid of the fair loss (default 64 midpoints).
+
+    Returns
+    -------
+    Tensor
+        Scalar: ``mean_t L(phi(t)) [w(t)]``.
+    """
+    dtype = next((v.dtype for v in curve.start.values() if v.is_floating_point()), torch.float32)
+    tensors = curve.tensors_at(t, dtype)
+    for e in curve.layout:  # buffers take no gradient and may be updated in place by BatchNorm
+        if e.flat and not e.is_parameter:
+            tensors[e.name] = tensors[e.name].detach().clone()
+    if t.numel() == 1:
+        out = functional_call(model, {n: v[0] for n, v in tensors.items()}, (x,))[None]
+    else:
+        out = vmap(lambda p, xb: functional_call(model, p, (xb,)), in_dims=(0, None), randomness="different")(
+            tensors, x
+        )
+    losses = torch.stack([loss_fn(o, y) for o in out])
+    if not fair:
+        return losses.mean()
+    gram = curve.gram()
+    if quadrature is None:
+        quadrature = (torch.arange(64, dtype=torch.float64) + 0.5) / 64
+    w = curve.speed(t, gram) / curve.speed(quadrature.to(t.device), gram).mean()
+    return (losses * w.to(losses.dtype)).mean()
+
+
+@dataclass
+class FitResult:
+    """Outcome of :func:`fit_curve`: the trained curve and the per-epoch history."""
+
+    curve: Curve
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    resumed_from: int = 0
+
+
+def fit_curve(
+    model: nn.Module,
+    curve: Curve,
+    data,
+    *,
+    epochs: int = 20,
+    batch_size: int = 128,
+    lr: float = 0.05,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    schedule: str = "garipov",
+    t_per_batch: int = 1,
+    fair: bool = False,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    resume: bool = False,
+    force: bool = False,
+    progress: bool = True,
+) -> FitResult:
+    """Train the bends of ``curve`` so that the loss stays low all along it.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Structure of the network (a private copy is trained in train mode; the user's
+        module is not modified).
+    curve : Curve
+        Its ``bends`` are updated in place.
+    data : TensorData or tuple (x, y)
+        Training set (shuffled every epoch with ``seed``).
+    epochs, batch_size, lr, momentum : SGD settings.
+    weight_decay : float
+        L2 penalty :math:`\\frac{\\lambda}{2}\\lVert\\theta\\rVert^2` on the bends' parameters.
+    schedule : {"garipov", "cosine", "constant"}
+        Learning-rate schedule over the epochs (:func:`learning_rate_factor`).
+    t_per_batch : int
+        Positions sampled per minibatch (1 as in the paper; more are evaluated as a batch).
+    fair : bool
+        Arc-length weighted loss (see module docs).
+    checkpoint : path, optional
+        The curve, optimizer state and history are saved there after every epoch;
+        ``resume=True`` continues from it.
+    force : bool
+        Overwrite an existing checkpoint when not resuming.
+
+    Returns
+    -------
+    FitResult
+    """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule should be one of {SCHEDULES}, got {schedule!r}")
+    if t_per_batch < 1:
+        raise ValueError(f"t_per_batch should be at least 1, got {t_per_batch}")
+    if curve.n_bends == 0:
+        raise ValueError("a curve with no bends has nothing to train")
+    t0 = time.perf_counter()
+    device = (
+        torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    )
+    x_all, y_all = (data.x, data.y) if hasattr(data, "x") else data
+    x_all, y_all = x_all.to(device), y_all.to(device)
+    work = copy.deepcopy(model).to(device).train()
+    for p in work.parameters():
+        p.requires_grad_(False)
+    curve.to(device)
+    mask = curve.param_mask.to(device)
+    opt = torch.optim.SGD([curve.bends], lr=lr, momentum=momentum)
+    history: list[dict] = []
+    first_epoch = 0
+    if checkpoint is not None:
+        checkpoint = os.fspath(checkpoint)
+        if os.path.exists(checkpoint) and resume:
+            saved, state = load_curve(checkpoint, model)
+            with torch.no_grad():
+                curve.bends.copy_(saved.bends.to(device))
+            opt.load_state_dict(state["optimizer"])
+            history = list(state.get("history", []))
+            first_epoch = int(state.get("epoch", 0))
+        elif os.path.exists(checkpoint) and not force:
+            raise FileExistsError(
+                f"'{checkpoint}' already exists; pass resume=True (CLI: --resume) to continue it or force=True (--force)"
+            )
+    gen = torch.Generator().manual_seed(int(seed))
+    for _ in range(first_epoch):  # replay the random stream of finished epochs
+        torch.randperm(x_all.shape[0], generator=gen)
+        for _ in range(math.ceil(x_all.shape[0] / batch_size)):
+            torch.rand(t_per_batch, generator=gen, dtype=torch.float64)
+    n = x_all.shape[0]
+    steps_per_epoch = math.ceil(n / batch_size)
+    bar = _bar(epochs, first_epoch, progress)
+    try:
+        for epoch in range(first_epoch, epochs):
+            perm = torch.randperm(n, generator=gen).to(device)
+            total, count = 0.0, 0
+            for step in range(steps_per_epoch):
+                factor = learning_rate_factor(schedule, (epoch + step / steps_per_epoch) / epochs)
+                for g in opt.param_groups:
+                    g["lr"] = lr * factor
+                idx = perm[step * batch_size : (step + 1) * batch_size]
+                t = torch.rand(t_per_batch, generator=gen, dtype=torch.float64).to(device)
+                loss = curve_loss(work, curve, x_all[idx], y_all[idx], t, fair=fair)
+                penalty = 0.5 * weight_decay * curve.bends[:, mask].pow(2).sum() if weight_decay else 0.0
+                opt.zero_grad(set_to_none=True)
+                (loss + penalty).backward()
+                curve.bends.grad.mul_(mask.to(curve.bends.dtype))  # running statistics are not trained
+                opt.step()
+                total += float(loss.detach()) * len(idx)
+                count += len(idx)
+            history.append({"epoch": epoch + 1, "loss": total / count, "lr": lr * factor})
+            if checkpoint is not None:
+                curve.save(
+                    checkpoint,
+                    force=True,
+                    epoch=epoch + 1,
+                    optimizer=opt.state_dict(),
+                    history=history,
+                    settings={
+                        "epochs": epochs,
+                        "lr": lr,
+                        "batch_size": batch_size,
+                        "weight_decay": weight_decay,
+                        "schedule": schedule,
+                        "t_per_batch": t_per_batch,
+                        "fair": fair,
+                        "seed": seed,
+                    },
+                )
+            bar.set_postfix(loss=f"{total / count:.4f}")
+            bar.update(1)
+    finally:
+        bar.close()
+    curve.bends.grad = None
+    return FitResult(curve=curve, history=history, seconds=time.perf_counter() - t0, resumed_from=first_epoch)
+
+
+class _NoBar:
+    def update(self, n):
+        pass
+
+    def set_postfix(self, **kw):
+        pass
+
+    def close(self):
+        pass
+
+
+def _bar(total: int, initial: int, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc="fit curve", unit="epoch", leave=False)

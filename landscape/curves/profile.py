@@ -1,0 +1,194 @@
+"""Curves evaluated along t (against the straight line) and the plane through a curve."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..directions import Plane, _param_vector, three_point_plane
+from ..pointset import PointSet
+from ..surface import _describe_data, evaluate_grid
+from .curve import Curve
+
+__all__ = ["CurveProfile", "barrier", "curve_plane", "evaluate_curve"]
+
+
+def barrier(loss: np.ndarray, t: np.ndarray) -> tuple[float, float]:
+    """``(max loss along the path - mean of the endpoint losses, t of the maximum)``."""
+    loss = np.asarray(loss, dtype=np.float64)
+    i = int(np.nanargmax(loss))
+    return float(loss[i] - 0.5 * (loss[0] + loss[-1])), float(t[i])
+
+
+@dataclass
+class CurveProfile:
+    """Metrics along t for the curve (row 0) and the straight line (row 1).
+
+    ``metrics[f"{split}_{m}"]`` is ``ndarray[2, T]``; ``barriers[(row, split)]`` is
+    ``(height, t)`` of the loss barrier.
+    """
+
+    t: np.ndarray
+    metrics: dict[str, np.ndarray]
+    barriers: dict[str, dict[str, float]]
+    file: str | None
+    path: str
+
+    def curve(self, name: str) -> np.ndarray:
+        return self.metrics[name][0]
+
+    def line(self, name: str) -> np.ndarray:
+        return self.metrics[name][1]
+
+
+def evaluate_curve(
+    model: nn.Module,
+    curve: Curve,
+    splits: Mapping[str, Any],
+    *,
+    points: int = 61,
+    metrics=("loss", "acc"),
+    bn: str = "recompute",
+    bn_data=None,
+    precision: str = "fp32",
+    device=None,
+    batch_size: int | None = None,
+    bn_batch_size: int = 128,
+    max_memory=None,
+    out: str | os.PathLike | None = None,
+    resume: bool = False,
+    force: bool = False,
+    attrs: Mapping[str, Any] | None = None,
+    progress: bool = True,
+) -> CurveProfile:
+    """Loss and accuracy along the curve and along the straight line, at ``points`` values of t.
+
+    BatchNorm statistics are recomputed at every t by default (``bn="recompute"`` on the
+    ``train`` split), as in the paper. The file (kind ``"curve"``, grid ``[2, T]``: row 0 the
+    curve, row 1 the line) records the barrier of each row and split in its attributes
+    (``barrier-curve-train``, ``barrier-t-curve-train``...).
+    """
+    if points < 2:
+        raise ValueError(f"points should be at least 2, got {points}")
+    t = np.linspace(0.0, 1.0, int(points))
+    ctrl = curve.control_points()
+    C_curve = curve.coefficients(t)
+    C_line = np.zeros_like(C_curve)
+    C_line[:, 0], C_line[:, -1] = 1.0 - t, t
+    pts = PointSet.from_weights(ctrl, np.concatenate([C_curve, C_line]), names=curve.names)
+    if bn_data is None and bn != "running":
+        bn_data = splits.get("train", next(iter(splits.values())))
+    file_attrs = None
+    arrays = None
+    if out is not None:
+        from .. import __version__
+
+        file_attrs = {
+            "library-version": __version__,
+            "surface-type": "curve",
+            "curve-kind": curve.kind,
+            "n-bends": curve.n_bends,
+            "rows": ["curve", "line"],
+            "basis-names": curve.names,
+            "splits": {s: _describe_data(d) for s, d in splits.items()},
+            "bn": bn,
+            "bn-data": _describe_data(bn_data) if bn != "running" else None,
+            "precision": precision,
+            "x-label": "t",
+            "checkpoints": [{"path": w.source, "sha256": w.sha256} for w in (curve.start, curve.end)],
+            **dict(attrs or {}),
+        }
+        arrays = {"t": t, "coefficients": pts.coeffs.numpy(), "basis": pts.basis.detach().float().numpy()}
+    grid = evaluate_grid(
+        model,
+        pts,
+        (2, len(t)),
+        kind="curve",
+        splits=splits,
+        metrics=metrics,
+        bn=bn,
+        bn_data=bn_data,
+        precision=precision,
+        device=device,
+        batch_size=batch_size,
+        bn_batch_size=bn_batch_size,
+        max_memory=max_memory,
+        out=out,
+        resume=resume,
+        force=force,
+        attrs=file_attrs,
+        arrays=arrays,
+        progress=progress,
+        desc=f"curve {curve.kind}",
+    )
+    barriers: dict[str, dict[str, float]] = {}
+    for name, v in grid.metrics.items():
+        if not name.endswith("_loss"):
+            continue
+        split = name[: -len("_loss")]
+        for r, row in enumerate(("curve", "line")):
+            if np.isfinite(v[r]).all():
+                h, where = barrier(v[r], t)
+                barriers.setdefault(row, {})[split] = h
+                barriers.setdefault(f"{row}-t", {})[split] = where
+    if out is not None and barriers:
+        from .. import io
+
+        with io.open_result(out, "r+") as f:
+            f.update_attrs(
+                {
+                    f"barrier-{row}-{split}": h
+                    for row, d in barriers.items()
+                    if not row.endswith("-t")
+                    for split, h in d.items()
+                }
+                | {
+                    f"barrier-t-{row[:-2]}-{split}": w
+                    for row, d in barriers.items()
+                    if row.endswith("-t")
+                    for split, w in d.items()
+                }
+            )
+    return CurveProfile(t=t, metrics=grid.metrics, barriers=barriers, file=grid.file, path=grid.path)
+
+
+def curve_plane(curve: Curve, *, bend: int | None = None, samples: int = 101) -> Plane:
+    """The plane through the two endpoints and the middle bend (Gram-Schmidt coordinates,
+    :func:`~landscape.directions.three_point_plane` with x along ``end - start``), with the
+    curve projected onto it (``arrays["trajectory"]``, ``samples`` values of t) — the figure
+    of Garipov et al. (2018)."""
+    if curve.n_bends == 0:
+        raise ValueError("a curve with no bends is the straight line; it spans no plane")
+    ctrl = curve.control_points()
+    j = curve.n_bends // 2 + 1 if bend is None else int(bend)
+    if not 1 <= j <= curve.n_bends:
+        raise ValueError(f"bend should be in 1..{curve.n_bends}, got {bend}")
+    plane = three_point_plane(curve.start, curve.end, ctrl[j])
+    p1, p2, p3 = (_param_vector(w) for w in (curve.start, curve.end, ctrl[j]))
+    u = p2 - p1
+    uh = u / u.norm()
+    v = p3 - p1 - ((p3 - p1) @ uh) * uh
+    vh = v / v.norm()
+    ts = np.linspace(0.0, 1.0, samples)
+    C = torch.as_tensor(curve.coefficients(ts))
+    P = torch.stack([_param_vector(w) for w in ctrl])
+    path = (C @ P) - p1
+    plane.arrays["trajectory"] = torch.stack([path @ uh, path @ vh], 1).numpy()
+    plane.arrays["trajectory-t"] = ts
+    plane.kind = "curve-plane"
+    plane.anchor_names = [plane.anchor_names[0], plane.anchor_names[1], f"bend {j}"]
+    plane.attrs.update(
+        {
+            "x-label": "x (along end - start)",
+            "y-label": f"y (orthogonal, towards bend {j})",
+            "trajectory-label": f"{'Bezier curve' if curve.kind == 'bezier' else 'polygonal chain'} ({curve.n_bends} bend{'s' if curve.n_bends > 1 else ''})",
+            "curve-kind": curve.kind,
+            "n-bends": curve.n_bends,
+        }
+    )
+    return plane
