@@ -12,7 +12,8 @@ Connectivity, and Fast Ensembling of DNNs", NeurIPS 2018.
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -175,7 +176,7 @@ class Curve:
         B = self.basis(torch.float64)[:, self.param_mask.to(self.bends.device)]
         return B @ B.T
 
-    def to(self, device) -> "Curve":
+    def to(self, device) -> Curve:
         self.start = self.start.to(device)
         self.end = self.end.to(device)
         self.bends = self.bends.detach().to(device).requires_grad_(True)
