@@ -143,6 +143,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--zmax", type=float, default=None, help="clip heights above this value")
     p.add_argument("--force", action="store_true")
 
+    p = sub.add_parser("curve", help="mode connectivity: fit | eval | plane | export a curve between two checkpoints")
+    csub = p.add_subparsers(dest="curve_command", metavar="ACTION")
+    c = csub.add_parser("fit", help="train a Bezier curve or polygonal chain between two checkpoints")
+    c.add_argument("--ckpt", action="append", default=[], help="the two endpoint checkpoints (repeat)")
+    c.add_argument("--curve", dest="curve_kind", default="bezier", choices=["bezier", "polychain"])
+    c.add_argument("--bends", type=int, default=1, help="number of bends (default 1)")
+    c.add_argument("--init", default=None, help="checkpoint to start the (single) bend from (default: the line)")
+    c.add_argument("--epochs", type=int, default=20)
+    c.add_argument("--lr", type=float, default=0.05)
+    c.add_argument("--momentum", type=float, default=0.9)
+    c.add_argument("--wd", type=float, default=5e-4, help="weight decay on the bends")
+    c.add_argument("--schedule", default="garipov", choices=["garipov", "cosine", "constant"])
+    c.add_argument("--t-per-batch", type=int, default=1, help="positions t sampled per minibatch")
+    c.add_argument("--fair", action="store_true", help="arc-length weighted ('fair') loss")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--fit-batch-size", type=int, default=128)
+    _add_common_eval(c, split=False, out_required=True)
+    for action, text in (
+        ("eval", "loss and error along t, against the straight line"),
+        ("plane", "surface on the plane through the endpoints and the middle bend"),
+    ):
+        c = csub.add_parser(action, help=text)
+        c.add_argument("--curve", dest="curve_file", required=True, help="curve file written by `landscape curve fit`")
+        c.add_argument("--points", type=int, default=61, help="values of t (eval; default 61)")
+        c.add_argument("--splits", default="train,test", help="comma-separated data splits (default train,test)")
+        c.add_argument("--x", default=None, help="MIN:MAX:COUNT (plane; default: around the control points)")
+        c.add_argument("--y", default=None, help="MIN:MAX:COUNT (plane)")
+        c.add_argument("--plot", action="store_true", help="also write the figures next to the file")
+        _add_common_eval(c, split=False, out_required=True)
+        c.set_defaults(bn="recompute")  # statistics recomputed at every point, as in the paper
+    c = csub.add_parser("export", help="weights at one t as a normal checkpoint")
+    c.add_argument("--curve", dest="curve_file", required=True)
+    c.add_argument("--model", required=True)
+    c.add_argument("--model-kwargs", default=None)
+    c.add_argument("--t", type=float, required=True)
+    c.add_argument("--out", required=True)
+    c.add_argument("--force", action="store_true")
+
     p = sub.add_parser("demo", help="the main job on bundled data (digits, CPU, under 2 minutes)")
     p.add_argument("--out", default="landscape-demo", help="output folder (default ./landscape-demo)")
     p.add_argument("--force", action="store_true", help="overwrite files of an earlier demo in that folder")
@@ -378,6 +416,114 @@ def _cmd_export(args) -> int:
     return 0
 
 
+def _cmd_curve(args) -> int:
+    import numpy as np
+
+    from . import curves
+    from .data import load_data
+    from .models import build_model, describe_model
+    from .weights import load_checkpoint, save_weights
+
+    action = args.curve_command
+    if action is None:
+        raise UsageError("landscape curve needs an action: fit, eval, plane or export")
+    model = build_model(args.model, args.model_kwargs)
+    if action == "export":
+        curve, _ = curves.load_curve(args.curve_file, model)
+        if not 0.0 <= args.t <= 1.0:
+            raise UsageError(f"--t {args.t} is outside [0, 1]")
+        save_weights(curve.weights_at(args.t).state_dict(), args.out, force=args.force)
+        print(f"weights at t={args.t} -> {args.out}")
+        return 0
+
+    def load(split):
+        return load_data(args.data, split, max_samples=args.max_samples, normalize=args.normalize)
+
+    if action == "fit":
+        if len(args.ckpt) != 2:
+            raise UsageError(f"curve fit needs two --ckpt (the endpoints), got {len(args.ckpt)}")
+        if os.path.exists(args.out) and not (args.resume or args.force):
+            raise UsageError(f"'{args.out}' already exists; pass --resume to continue it or --force to overwrite it")
+        a, b = (load_checkpoint(p, model, trust=args.trust_checkpoint) for p in args.ckpt)
+        init = "line"
+        if args.init:
+            if args.bends != 1:
+                raise UsageError("--init gives one bend; use it with --bends 1")
+            init = [load_checkpoint(args.init, model, trust=args.trust_checkpoint)]
+        curve = curves.Curve(a, b, n_bends=args.bends, kind=args.curve_kind, init=init)
+        res = curves.fit_curve(
+            model,
+            curve,
+            load("train"),
+            epochs=args.epochs,
+            batch_size=args.fit_batch_size,
+            lr=args.lr,
+            momentum=args.momentum,
+            weight_decay=args.wd,
+            schedule=args.schedule,
+            t_per_batch=args.t_per_batch,
+            fair=args.fair,
+            seed=args.seed,
+            device=args.device,
+            checkpoint=args.out,
+            resume=args.resume,
+            force=args.force,
+            progress=not args.no_progress,
+        )
+        last = res.history[-1] if res.history else {}
+        print(
+            f"{args.curve_kind} curve, {args.bends} bend(s): {len(res.history)} epochs "
+            f"(resumed from {res.resumed_from}) in {res.seconds:.1f} s, last epoch loss {last.get('loss', float('nan')):.4f} -> {args.out}"
+        )
+        return 0
+
+    _check_out(args)
+    curve, _ = curves.load_curve(args.curve_file, model)
+    splits = {s.strip(): load(s.strip()) for s in args.splits.split(",") if s.strip()}
+    bn_data = splits.get(args.bn_split) or load(args.bn_split) if args.bn != "running" else None
+    common = dict(
+        bn=args.bn,
+        bn_data=bn_data,
+        precision=args.precision,
+        device=args.device,
+        batch_size=args.batch_size,
+        max_memory=parse_bytes(args.max_memory) if args.max_memory else None,
+        out=args.out,
+        resume=args.resume,
+        force=args.force,
+        progress=not args.no_progress,
+        attrs={"model": describe_model(args.model, args.model_kwargs), "curve-file": os.path.abspath(args.curve_file)},
+    )
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    if action == "eval":
+        prof = curves.evaluate_curve(model, curve, splits, points=args.points, metrics=metrics, **common)
+        for row in ("curve", "line"):
+            for split, h in prof.barriers.get(row, {}).items():
+                print(f"{row:5s} {split:5s} loss barrier {h:.4f} nats at t={prof.barriers[row + '-t'][split]:.3f}")
+        if "test_acc" in prof.metrics:
+            err = 100 * (1 - prof.metrics["test_acc"])
+            print(
+                f"test error: curve max {np.nanmax(err[0]):.2f}%, line max {np.nanmax(err[1]):.2f}%, "
+                f"endpoints {err[0, 0]:.2f}% / {err[0, -1]:.2f}%"
+            )
+        print(f"-> {args.out}")
+    else:
+        from .surface import compute_surface, parse_range
+
+        plane = curves.curve_plane(curve)
+        pts = np.concatenate([plane.anchors, plane.arrays["trajectory"]])
+        xs = parse_range(args.x) if args.x else _auto_range(pts[:, 0])
+        ys = parse_range(args.y) if args.y else _auto_range(pts[:, 1])
+        res = compute_surface(model, plane, xs, ys, splits=splits, metrics=metrics, **common)
+        _print_surface_summary(res)
+    if args.plot:
+        from .plot import plot_file
+
+        written = plot_file(args.out, os.path.dirname(os.path.abspath(args.out)), force=args.force)
+        print(f"figures: {', '.join(written)}")
+    return 0
+
+
 def _cmd_models(args) -> int:
     from .models import list_models
 
@@ -398,6 +544,7 @@ _COMMANDS = {
     "surface": _cmd_surface,
     "plot": _cmd_plot,
     "export": _cmd_export,
+    "curve": _cmd_curve,
     "demo": _cmd_demo,
     "models": _cmd_models,
 }

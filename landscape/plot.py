@@ -11,17 +11,18 @@ Importing this module imports no matplotlib and chooses no backend: new figures 
 plain :class:`matplotlib.figure.Figure` objects (no pyplot state), which render
 headless with ``fig.savefig`` and display in notebooks.
 
-========================  ===============================================================
-function                  figure
-========================  ===============================================================
-:func:`plot_line`         1-D: losses (left axis) and accuracies in % (right axis)
-:func:`plot_contour`      2-D: labelled contour lines, anchors and trajectory marked
-:func:`plot_heatmap`      2-D: filled cells, missing cells grey
-:func:`plot_surface3d`    2-D: 3-D surface
-:func:`plot_trajectory`   PCA plane: contours and the projected training trajectory
-:func:`plot_file`         every figure that applies to a file, saved as PNG/PDF
-:func:`export_vtp`        2-D: ParaView ``.vtp`` surface
-========================  ===============================================================
+============================  ===============================================================
+function                      figure
+============================  ===============================================================
+:func:`plot_line`             1-D: losses (left axis) and accuracies in % (right axis)
+:func:`plot_contour`          2-D: labelled contour lines, anchors and trajectory marked
+:func:`plot_heatmap`          2-D: filled cells, missing cells grey
+:func:`plot_surface3d`        2-D: 3-D surface
+:func:`plot_trajectory`       PCA or curve plane: contours and the projected trajectory/curve
+:func:`plot_curve_profile`    curve file: train loss and test error (%) along t, curve vs line
+:func:`plot_file`             every figure that applies to a file, saved as PNG/PDF
+:func:`export_vtp`            2-D: ParaView ``.vtp`` surface
+============================  ===============================================================
 
 The figures follow Li et al. (2018), *Visualizing the Loss Landscape of Neural Nets*
 (contour lines with labels, log-spaced levels, marked checkpoints, trajectories on a
@@ -66,6 +67,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only; matplotlib is imported lazi
 __all__ = [
     "export_vtp",
     "plot_contour",
+    "plot_curve_profile",
     "plot_file",
     "plot_heatmap",
     "plot_line",
@@ -82,13 +84,18 @@ _SURFACE_NAMES = {
     "random": "random plane",
     "three-checkpoints": "plane through three checkpoints",
     "pca": "PCA plane",
+    "curve-plane": "plane through a curve",
+    "curve-bezier": "Bezier curve",
+    "curve-polychain": "polygonal chain",
+    "curve": "curve and line segment",
 }
+_CURVE_KINDS = {"bezier": "Bezier curve", "polychain": "polygonal chain"}
 _SPECIAL_LABELS = {
     "lambda_max": r"$\lambda_{\max}$",
     "lambda_min": r"$\lambda_{\min}$",
     "eig_ratio": "eigenvalue ratio",
 }
-_FIGURE_ARRAYS = ("x", "y", "anchors", "trajectory", "explained-variance-ratio")
+_FIGURE_ARRAYS = ("x", "y", "t", "anchors", "trajectory", "explained-variance-ratio")
 _DEFAULT_LEVELS = 20
 _MISSING_COLOR = (0.86, 0.86, 0.86)
 _ANCHOR_STYLE = dict(
@@ -207,7 +214,16 @@ def _read_open(result: ResultFile) -> _Surface:
     )
 
 
+def _is_curve_profile(surface: _Surface) -> bool:
+    return surface.kind == "curve" or surface.surface_type == "curve"
+
+
 def _require_plane(surface: _Surface, function: str) -> None:
+    if _is_curve_profile(surface):
+        raise ValueError(
+            f"{function} needs a plane but {surface.name} is a curve profile (kind 'curve', grid {surface.shape}: "
+            "row 0 the curve, row 1 the line, along t); use plot_curve_profile"
+        )
     if len(surface.shape) != 2:
         raise ValueError(
             f"{function} needs a plane (2-D grid) but {surface.name} is a {surface.kind!r} result "
@@ -313,7 +329,8 @@ def _draw_anchors(ax: Axes, surface: _Surface) -> None:
     points, names = surface.anchors()
     if len(points) == 0:
         return
-    ax.plot(points[:, 0], points[:, 1], gid="anchors", label="checkpoints", **_ANCHOR_STYLE)
+    label = "control points" if surface.surface_type == "curve-plane" else "checkpoints"
+    ax.plot(points[:, 0], points[:, 1], gid="anchors", label=label, **_ANCHOR_STYLE)
     for (px, py), name in zip(points, names, strict=True):
         ax.annotate(
             name,
@@ -332,6 +349,19 @@ def _draw_trajectory(ax: Axes, surface: _Surface) -> None:
     path = surface.trajectory()
     if path is None or len(path) == 0:
         return
+    if surface.surface_type == "curve-plane":
+        # a curve between two anchors: a plain line, no start/end of a training run
+        ax.plot(
+            path[:, 0],
+            path[:, 1],
+            "-",
+            color="tab:red",
+            linewidth=2.2,
+            gid="trajectory",
+            label=str(surface.attrs.get("trajectory-label", "curve")),
+            zorder=4,
+        )
+        return
     ax.plot(
         path[:, 0],
         path[:, 1],
@@ -340,7 +370,7 @@ def _draw_trajectory(ax: Axes, surface: _Surface) -> None:
         linewidth=1.8,
         markersize=3.5,
         gid="trajectory",
-        label="training trajectory",
+        label=str(surface.attrs.get("trajectory-label", "training trajectory")),
         zorder=4,
     )
     ax.plot(
@@ -684,6 +714,12 @@ def plot_trajectory(src: Source, metric: str = "train_loss", *, ax: Axes | None 
     name the principal directions with their explained variance (array
     ``explained-variance-ratio`` float[2]), e.g. ``PC1 (72.3%)``.
 
+    On a plane through a curve (``surface-type`` ``"curve-plane"``, Garipov et al.,
+    2018, Fig. 1) the ``trajectory`` array is the curve projected on the plane: it is
+    drawn as a plain line named by the root attribute ``trajectory-label`` (e.g.
+    ``Bezier curve (1 bend)``), without start/end marks, with the end points and the
+    bend as the file's anchors; the title reads ``curve over <metric>``.
+
     Parameters
     ----------
     src : str, path-like or ResultFile
@@ -707,9 +743,10 @@ def plot_trajectory(src: Source, metric: str = "train_loss", *, ax: Axes | None 
     if surface.trajectory() is None:
         raise ValueError(
             f"{surface.name} has no trajectory (no array 'trajectory'; surface-type "
-            f"{surface.surface_type!r}); trajectories come with PCA planes"
+            f"{surface.surface_type!r}); trajectories come with PCA planes and planes through a curve"
         )
-    title = _title(surface, f"training trajectory over {_metric_label(metric)}")
+    what = "curve" if surface.surface_type == "curve-plane" else "training trajectory"
+    title = _title(surface, f"{what} over {_metric_label(metric)}")
     return _contour(
         surface,
         metric,
@@ -721,6 +758,246 @@ def plot_trajectory(src: Source, metric: str = "train_loss", *, ax: Axes | None 
         title=title,
         legend=True,
     )
+
+
+# --------------------------------------------------------------------------- curve profiles
+
+_CURVE_COLORS = ("tab:blue", "tab:green", "tab:purple", "tab:olive")  # the curve, one per split
+_LINE_COLORS = ("0.25", "tab:brown", "tab:pink", "tab:cyan")  # the line segment, one per split
+_ERROR_SUFFIXES = ("_acc", "_accuracy")
+
+
+def _split_of(metric: str) -> str | None:
+    """``train_loss`` -> ``train``; None for a metric without a split prefix."""
+    for suffix in ("_loss", *_ERROR_SUFFIXES):
+        if metric.endswith(suffix) and len(metric) > len(suffix):
+            return metric[: -len(suffix)]
+    return None
+
+
+def _curve_name(attrs: dict[str, Any]) -> str:
+    """``Bezier curve, 1 bend`` / ``polygonal chain, 3 bends`` from ``curve-kind`` and ``n-bends``."""
+    kind = attrs.get("curve-kind")
+    name = _CURVE_KINDS.get(str(kind), f"{kind} curve") if kind is not None else "curve"
+    bends = attrs.get("n-bends")
+    if bends is not None:
+        bends = int(bends)
+        name += f", {bends} bend{'' if bends == 1 else 's'}"
+    return name
+
+
+def _curve_rows(surface: _Surface) -> dict[str, int]:
+    """Row index of the curve and of the line (root attribute ``rows``, default curve 0, line 1)."""
+    rows = surface.attrs.get("rows")
+    if isinstance(rows, list) and "curve" in rows and "line" in rows:
+        return {"curve": rows.index("curve"), "line": rows.index("line")}
+    return {"curve": 0, "line": 1}
+
+
+def _curve_t(surface: _Surface) -> np.ndarray:
+    steps = surface.shape[1]
+    if "t" not in surface.arrays:  # evaluate_curve always writes t; older files: evenly spaced
+        return np.linspace(0.0, 1.0, steps)
+    t = np.asarray(surface.arrays["t"], dtype=np.float64).reshape(-1)
+    if t.size != steps:
+        raise ValueError(f"{surface.name}: array 't' has {t.size} entries but the grid has {steps} points along t")
+    return t
+
+
+def _barrier(surface: _Surface, row: str, split: str) -> float | None:
+    value = surface.attrs.get(f"barrier-{row}-{split}")
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if np.isfinite(value) else None
+
+
+def _accuracy_metric(surface: _Surface, split: str) -> str | None:
+    return next((split + s for s in _ERROR_SUFFIXES if split + s in surface.metrics), None)
+
+
+def _profile_panels(surface: _Surface, splits: Sequence[str] | None) -> list[tuple[str, list[tuple[str, str]]]]:
+    """``[("loss", [(split, metric), ...]), ("error", [...])]``, panels without a metric left out."""
+    loss_splits = [s for m in surface.metrics if _is_loss(m) and (s := _split_of(m)) is not None]
+    acc_splits = [s for m in surface.metrics if _is_accuracy(m) and (s := _split_of(m)) is not None]
+    if splits is None:  # Garipov et al.: train loss and test error
+        loss = ["train"] if "train" in loss_splits else loss_splits[:1]
+        error = ["test"] if "test" in acc_splits else acc_splits[-1:]
+    else:
+        if isinstance(splits, str):
+            splits = [splits]
+        unknown = [s for s in splits if s not in loss_splits and s not in acc_splits]
+        if unknown:
+            raise ValueError(
+                f"{surface.name} has no loss or accuracy of split(s) {unknown}; its metrics are {list(surface.metrics)}"
+            )
+        loss = [s for s in splits if s in loss_splits]
+        error = [s for s in splits if s in acc_splits]
+    panels = []
+    if loss:
+        panels.append(("loss", [(s, f"{s}_loss") for s in loss]))
+    if error:
+        panels.append(("error", [(s, _accuracy_metric(surface, s)) for s in error]))
+    if not panels:
+        raise ValueError(
+            f"plot_curve_profile: {surface.name} has no <split>_loss or <split>_acc metric; "
+            f"it has {list(surface.metrics)}"
+        )
+    return panels
+
+
+def _draw_profile_panel(
+    ax: Axes, surface: _Surface, t: np.ndarray, what: str, chosen: list[tuple[str, str]], rows: dict[str, int]
+) -> np.ndarray:
+    """One panel: each split's loss (or error in %) along t, curve solid, line dashed.
+
+    Returns the NaN mask (union over the drawn metrics) of the 2 x T grid.
+    """
+    curve_name = _curve_name(surface.attrs)
+    several = len(chosen) > 1
+    missing = np.zeros(surface.shape, dtype=bool)
+    for k, (split, metric) in enumerate(chosen):
+        values = surface.metric(metric)
+        missing |= np.isnan(values)
+        if what == "error":
+            values = 100.0 * (1.0 - values)
+        for row, style, colors, width in (
+            ("line", "--", _LINE_COLORS, 1.9),
+            ("curve", "-", _CURVE_COLORS, 2.4),
+        ):
+            label = curve_name if row == "curve" else "line segment"
+            if several:
+                label += f", {split}"
+            height = _barrier(surface, row, split) if what == "loss" else None
+            if height is not None:
+                label += f" (barrier {height:.3g} nats)"
+            ax.plot(
+                t,
+                values[rows[row]],
+                style,
+                color=colors[k % len(colors)],
+                linewidth=width,
+                label=label,
+                gid=f"{row}-{split}_{what}",
+                zorder=3 if row == "curve" else 2,
+            )
+        # the endpoints (t = 0 and t = 1): the two trained networks, shared by curve and line
+        ends = []
+        for i in (0, -1):
+            column = values[[rows["curve"], rows["line"]], i]
+            finite = column[np.isfinite(column)]
+            ends.append(finite[0] if finite.size else np.nan)
+        ax.plot(
+            t[[0, -1]],
+            ends,
+            gid=f"endpoints-{split}_{what}",
+            label="endpoints" if k == 0 else "_nolegend_",
+            clip_on=False,
+            **_ANCHOR_STYLE,
+        )
+    prefix = "" if several else f"{chosen[0][0]} "
+    ax.set_ylabel(f"{prefix}loss" if what == "loss" else f"{prefix}error (%)")
+    ax.set_xlabel(str(surface.attrs.get("x-label", "t")))
+    span = float(t.max() - t.min()) or 1.0
+    ax.set_xlim(float(t.min()) - 0.02 * span, float(t.max()) + 0.02 * span)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="best", fontsize=9, framealpha=0.9)
+    return missing
+
+
+def plot_curve_profile(
+    src: Source, *, ax: Axes | Sequence[Axes] | None = None, splits: Sequence[str] | None = None
+) -> Figure:
+    """Loss and error along a curve and along the line segment (Garipov et al., 2018).
+
+    Reads a curve profile (kind ``"curve"``, written by
+    :func:`landscape.curves.profile.evaluate_curve`): grid ``(2, T)`` with row 0 the
+    trained curve and row 1 the straight line between the same endpoints (root
+    attribute ``rows``), array ``t`` float[T].  Two panels side by side:
+
+    * left, the loss along t (default: ``train_loss``): the curve solid, the line
+      dashed; the legend gives each one's barrier height from the root attributes
+      ``barrier-curve-<split>`` and ``barrier-line-<split>`` (max loss along the path
+      minus the mean of the endpoint losses, e.g. ``barrier 0.45 nats``) once the run
+      has written them;
+    * right, the error in percent, ``100 * (1 - acc)`` (default: ``test_acc``).
+
+    The legend names the curve from ``curve-kind`` and ``n-bends`` (``Bezier curve, 1
+    bend``, ``polygonal chain, 3 bends``) and the ``line segment``; the endpoints
+    (t = 0 and t = 1, the two trained networks) are white circles.  Points not computed
+    yet (NaN) leave gaps and are counted in the title.  A panel whose metric the file
+    lacks is left out (a file with only losses gives the loss panel alone).
+
+    Parameters
+    ----------
+    src : str, path-like or ResultFile
+        A curve profile result.
+    ax : matplotlib Axes or sequence of Axes, optional
+        Where to draw.  None: a new figure with both panels.  One Axes: the loss panel
+        only (the error panel when the file has no loss).  A sequence of Axes: one per
+        panel, loss then error.
+    splits : sequence of str, optional
+        Splits to draw, e.g. ``["train", "test"]``: the loss panel then shows the loss
+        of each listed split and the error panel the error of each, in one colour per
+        split.  Default: train loss on the left and test error on the right (the
+        splits the file has when it lacks those).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Raises
+    ------
+    ValueError
+        The file is not a curve profile, has no loss or accuracy metric, or a given
+        split is not in it, or ``ax`` holds another number of axes than there are
+        panels.
+    """
+    surface = _read(src)
+    if not _is_curve_profile(surface):
+        raise ValueError(
+            f"plot_curve_profile needs a curve profile (kind 'curve', written by evaluate_curve) but "
+            f"{surface.name} is a {surface.kind!r} result with surface-type {surface.surface_type!r}"
+        )
+    if len(surface.shape) != 2 or surface.shape[0] != 2:
+        raise ValueError(
+            f"{surface.name}: a curve profile has a (2, T) grid (curve, line); this one has {surface.shape}"
+        )
+    t = _curve_t(surface)
+    rows = _curve_rows(surface)
+    panels = _profile_panels(surface, splits)
+
+    if ax is None:
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(6.0 * len(panels), 4.6), layout="constrained")
+        axes = list(fig.subplots(1, len(panels), squeeze=False)[0])
+    elif isinstance(ax, (Sequence, np.ndarray)):
+        axes = list(np.ravel(np.asarray(ax, dtype=object)))
+        if len(axes) != len(panels):
+            raise ValueError(
+                f"plot_curve_profile: {len(axes)} axes given for {len(panels)} panel(s) "
+                f"({', '.join(what for what, _ in panels)}) of {surface.name}"
+            )
+        fig, _ = _figure_and_axes(axes[0])
+    else:
+        fig, ax = _figure_and_axes(ax)
+        axes, panels = [ax], panels[:1]
+
+    missing = np.zeros(surface.shape, dtype=bool)
+    for axis, (what, chosen) in zip(axes, panels, strict=True):
+        missing |= _draw_profile_panel(axis, surface, t, what, chosen, rows)
+        if len(chosen) > 1:
+            axis.set_title(f"{what}: {', '.join(s for s, _ in chosen)}")
+
+    note = f"{int(missing.sum())} of {missing.size} points not computed" if missing.any() else ""
+    title = f"{_curve_name(surface.attrs)} and line segment between the same endpoints"
+    if ax is None:
+        fig.suptitle(title + (f"\n{note}" if note else ""))
+    elif note:
+        axes[0].set_title((axes[0].get_title() + "\n" if axes[0].get_title() else "") + note)
+    return fig
 
 
 # --------------------------------------------------------------------------- files
@@ -748,7 +1025,12 @@ def plot_file(
       for each other metric (e.g. ``lambda_max``), ``<stem>-line-<metric>.<fmt>``;
     * plane: ``<stem>-contour-<metric>``, ``<stem>-heatmap-<metric>`` and
       ``<stem>-surface3d-<metric>`` for each metric, plus
-      ``<stem>-trajectory-<metric>`` for the first loss when the file has a trajectory.
+      ``<stem>-trajectory-<metric>`` for the first loss when the file has a trajectory
+      (``<stem>-curve-<metric>`` on a plane through a curve, ``surface-type``
+      ``"curve-plane"``: the curve over the contours, :func:`plot_trajectory`);
+    * curve profile (kind ``"curve"``): ``<stem>-profile.<fmt>``
+      (:func:`plot_curve_profile`; with ``metrics``, the splits named by those metrics
+      are drawn in both panels).
 
     ``<stem>`` is the file name without ``.h5``.  Metrics with no finite value yet are
     skipped.
@@ -781,8 +1063,14 @@ def plot_file(
         formats = (formats,)
     stem = os.path.splitext(os.path.basename(surface.path))[0]
     names = _present(surface, metrics)
-    jobs: list[tuple[str, str, Any]] = []  # (figure name, metric part, draw function)
-    if len(surface.shape) == 1:
+    jobs: list[tuple[str, str | None, Any]] = []  # (figure name, metric part, draw function)
+    if _is_curve_profile(surface):
+        splits = None
+        if metrics is not None:
+            chosen = [_split_of(m) for m in names if _is_loss(m) or _is_accuracy(m)]
+            splits = list(dict.fromkeys(s for s in chosen if s is not None)) or None
+        jobs.append(("profile", None, lambda: plot_curve_profile(surface, splits=splits)))
+    elif len(surface.shape) == 1:
         standard = [m for m in names if _is_loss(m) or _is_accuracy(m)]
         if standard:
             jobs.append(("line", "loss", lambda: plot_line(surface, metrics=standard)))
@@ -796,12 +1084,16 @@ def plot_file(
             jobs.append(("surface3d", name, lambda name=name: plot_surface3d(surface, name)))
         if surface.trajectory() is not None and names:
             losses = [m for m in names if _is_loss(m)] or names
-            jobs.append(("trajectory", losses[0], lambda: plot_trajectory(surface, losses[0])))
+            figure = "curve" if surface.surface_type == "curve-plane" else "trajectory"
+            jobs.append((figure, losses[0], lambda: plot_trajectory(surface, losses[0])))
     else:
         raise ValueError(f"plot_file: {surface.name} has a {len(surface.shape)}-D grid; only lines and planes plot")
 
     out_dir = os.fspath(out_dir)
-    targets = [[os.path.join(out_dir, f"{stem}-{figure}-{part}.{fmt}") for fmt in formats] for figure, part, _ in jobs]
+    targets = [
+        [os.path.join(out_dir, f"{stem}-{figure}{'' if part is None else '-' + part}.{fmt}") for fmt in formats]
+        for figure, part, _ in jobs
+    ]
     if not force:
         for path in (p for paths in targets for p in paths):
             if os.path.lexists(path):

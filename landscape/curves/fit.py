@@ -138,6 +138,7 @@ def fit_curve(
     resume: bool = False,
     force: bool = False,
     progress: bool = True,
+    on_epoch: Callable[[int, list[dict]], None] | None = None,
 ) -> FitResult:
     """Train the bends of ``curve`` so that the loss stays low all along it.
 
@@ -164,6 +165,8 @@ def fit_curve(
         ``resume=True`` continues from it.
     force : bool
         Overwrite an existing checkpoint when not resuming.
+    on_epoch : callable, optional
+        ``on_epoch(epoch, history)`` after every epoch (after the checkpoint is saved).
 
     Returns
     -------
@@ -249,6 +252,8 @@ def fit_curve(
                 )
             bar.set_postfix(loss=f"{total / count:.4f}")
             bar.update(1)
+            if on_epoch is not None:
+                on_epoch(epoch + 1, history)
     finally:
         bar.close()
     curve.bends.grad = None
