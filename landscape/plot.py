@@ -863,8 +863,8 @@ def _draw_profile_panel(
         if what == "error":
             values = 100.0 * (1.0 - values)
         for row, style, colors, width in (
-            ("line", "--", _LINE_COLORS, 1.9),
             ("curve", "-", _CURVE_COLORS, 2.4),
+            ("line", "--", _LINE_COLORS, 1.9),
         ):
             label = curve_name if row == "curve" else "line segment"
             if several:
@@ -902,7 +902,17 @@ def _draw_profile_panel(
     span = float(t.max() - t.min()) or 1.0
     ax.set_xlim(float(t.min()) - 0.02 * span, float(t.max()) + 0.02 * span)
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="best", fontsize=9, framealpha=0.9)
+    # below the axes, as in plot_line: the legend never covers the barrier of the line
+    handles, labels = ax.get_legend_handles_labels()
+    ax.legend(
+        handles,
+        labels,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.16),
+        ncol=1 if several else min(2, len(handles)),
+        fontsize=9,
+        frameon=False,
+    )
     return missing
 
 
@@ -992,7 +1002,7 @@ def plot_curve_profile(
             axis.set_title(f"{what}: {', '.join(s for s, _ in chosen)}")
 
     note = f"{int(missing.sum())} of {missing.size} points not computed" if missing.any() else ""
-    title = f"{_curve_name(surface.attrs)} and line segment between the same endpoints"
+    title = f"{_curve_name(surface.attrs)} vs line segment between the same endpoints"
     if ax is None:
         fig.suptitle(title + (f"\n{note}" if note else ""))
     elif note:

@@ -145,7 +145,6 @@ def _digits_pair(seed=0, width=32, epochs=8):
 def test_fit_lowers_the_barrier_and_resume_equals_one_run(tmp_path):
     (ma, mb), train = _digits_pair()
     a, b = ls.Weights.from_module(ma), ls.Weights.from_module(mb)
-    test = ls.load_data("digits", "test")
     kw = dict(epochs=4, lr=0.05, seed=5, progress=False)
     one = C.Curve(a, b, n_bends=1)
     C.fit_curve(ma, one, train, **kw)
