@@ -78,8 +78,9 @@ def run_demo(out_dir: str = "landscape-demo", *, force: bool = False, progress: 
 
     Trains three seeded MLPs on digits (the first with its trajectory saved every epoch),
     then writes, with figures: the 1D interpolation between two of them, a filter-normalized
-    random plane around one, the plane through all three, and the PCA plane of the
-    trajectory. An earlier demo's files in ``out_dir`` are reused (resumed), and replaced
+    random plane around one, the plane through all three, the PCA plane of the
+    trajectory, and a Bezier curve between two of them (its profile against the straight
+    line and the plane through its bend). An earlier demo's files in ``out_dir`` are reused (resumed), and replaced
     only with ``force``.
     """
     from . import directions
@@ -141,15 +142,76 @@ def run_demo(out_dir: str = "landscape-demo", *, force: bool = False, progress: 
             figs = []  # figures of an earlier demo are kept (use --force to redraw)
         summary.append((name, path, res, figs))
 
+    # mode connectivity: a Bezier curve between the first two models (Garipov et al. 2018)
+    from . import curves
+
+    curve_file = os.path.join(out_dir, "bezier-seed1-seed2.pt")
+    curve = curves.Curve(w[0], w[1], n_bends=1, kind="bezier")
+    fit = curves.fit_curve(
+        model,
+        curve,
+        train,
+        epochs=30,
+        lr=0.05,
+        weight_decay=5e-4,
+        seed=0,
+        checkpoint=curve_file,
+        resume=not force,
+        force=force,
+        progress=progress,
+    )
+    profile_path = os.path.join(out_dir, "bezier-profile.h5")
+    profile = curves.evaluate_curve(
+        model,
+        curve,
+        splits,
+        points=61,
+        out=profile_path,
+        resume=not force,
+        force=force,
+        attrs=model_attrs,
+        progress=progress,
+    )
+    cplane = curves.curve_plane(curve)
+    anchors = np.concatenate([cplane.anchors, cplane.arrays["trajectory"]])
+    cplane_path = os.path.join(out_dir, "bezier-plane.h5")
+    cres = compute_surface(
+        model,
+        cplane,
+        auto(anchors[:, 0], 21, 0.2),
+        auto(anchors[:, 1], 21, 0.4),
+        splits=splits,
+        out=cplane_path,
+        resume=not force,
+        force=force,
+        attrs={**model_attrs, **ckpt_attrs(w[:2])},
+        progress=progress,
+    )
+    for path in (profile_path, cplane_path):
+        try:
+            summary_figs = plot_file(path, fig_dir, formats=("png", "pdf"), force=force)
+        except FileExistsError:
+            summary_figs = []
+        summary.append((os.path.basename(path)[:-3], path, None, summary_figs))
+
     elapsed = time.perf_counter() - t0
     print(f"landscape demo: {out_dir}/ in {elapsed:.1f} s (engine path {summary[0][2].path})")
     print(f"  checkpoints: {', '.join(ckpts)}; trajectory: {traj_dir}/ ({epochs + 1} checkpoints)")
     for name, path, res, _figs in summary:
+        if res is None:
+            continue
         tl, vl = res["train_loss"], res["test_loss"]
         print(
             f"  {name:18s} {path}: train loss {np.nanmin(tl):.3f}..{np.nanmax(tl):.3f}, "
             f"test loss {np.nanmin(vl):.3f}..{np.nanmax(vl):.3f}, {res.evaluated} cells computed"
         )
+    b = profile.barriers
+    print(
+        f"  bezier curve       {curve_file} ({len(fit.history)} epochs): train-loss barrier "
+        f"{b['curve']['train']:.3f} nats vs {b['line']['train']:.3f} on the line; test error max "
+        f"{100 * (1 - np.nanmin(profile.curve('test_acc'))):.1f}% vs {100 * (1 - np.nanmin(profile.line('test_acc'))):.1f}% "
+        f"-> {profile_path}, {cplane_path} (train loss {np.nanmin(cres['train_loss']):.3f}..{np.nanmax(cres['train_loss']):.3f})"
+    )
     print(f"  figures: {fig_dir}/ ({sum(len(f) for *_, f in summary)} new files)")
     return {
         "out_dir": out_dir,
