@@ -904,6 +904,8 @@ def _draw_profile_panel(
     ax.grid(True, alpha=0.3)
     # below the axes, as in plot_line: the legend never covers the barrier of the line
     handles, labels = ax.get_legend_handles_labels()
+    order = sorted(range(len(labels)), key=lambda i: labels[i] == "endpoints")  # endpoints last
+    handles, labels = [handles[i] for i in order], [labels[i] for i in order]
     ax.legend(
         handles,
         labels,

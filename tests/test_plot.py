@@ -286,6 +286,167 @@ def test_plot_file_line(line, tmp_path):
     assert [os.path.basename(p) for p in written] == ["line-line-loss.png"]
 
 
+# --------------------------------------------------------------------------- curves
+
+T = 11
+T_VALUES = np.linspace(0.0, 1.0, T)
+BARRIERS = {"barrier-curve-train": 0.0731, "barrier-line-train": 2.2468, "barrier-t-curve-train": 0.5}
+
+
+def curve_values() -> dict[str, np.ndarray]:
+    bump = np.sin(np.pi * T_VALUES) ** 2
+    return {
+        "train_loss": np.stack([0.01 + 0.07 * bump, 0.01 + 2.2 * bump]),
+        "train_acc": np.stack([0.999 - 0.001 * bump, 0.999 - 0.8 * bump]),
+        "test_loss": np.stack([0.3 + 0.1 * bump, 0.3 + 2.5 * bump]),
+        "test_acc": np.stack([0.93 - 0.01 * bump, 0.93 - 0.85 * bump]),
+    }
+
+
+def make_curve(path: Path, *, kind: str = "bezier", bends: int = 1, partial: bool = False) -> Path:
+    values = curve_values()
+    attrs = {"surface-type": "curve", "curve-kind": kind, "n-bends": bends, "rows": ["curve", "line"], "x-label": "t"}
+    if not partial:
+        attrs.update(BARRIERS)
+    flat = np.arange(2 * T)
+    if partial:  # the run stopped: the end of both rows is missing, no barriers yet
+        flat = np.r_[np.arange(7), T + np.arange(4)]
+    with create_result(
+        path, kind="curve", shape=(2, T), metrics=list(values), attrs=attrs, arrays={"t": T_VALUES}
+    ) as result:
+        result.write_cells(flat, {name: v.ravel()[flat] for name, v in values.items()})
+    return path
+
+
+@pytest.fixture
+def curve(tmp_path):
+    return make_curve(tmp_path / "curve.h5")
+
+
+def lines_by_gid(fig) -> dict:
+    return {a.get_gid(): a for ax in fig.axes for a in ax.get_lines()}
+
+
+def legend_texts(ax) -> list[str]:
+    return [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_curve_profile_draws_the_file(curve):
+    fig = plot.plot_curve_profile(curve)
+    with open_result(curve) as result:
+        t = result.read_array("t")
+        loss, acc = result.read_metric("train_loss"), result.read_metric("test_acc")
+        attrs = dict(result.attrs)
+    lines = lines_by_gid(fig)
+    for row, r in (("curve", 0), ("line", 1)):
+        np.testing.assert_array_equal(lines[f"{row}-train_loss"].get_xdata(), t)
+        np.testing.assert_array_equal(lines[f"{row}-train_loss"].get_ydata(), loss[r])
+        np.testing.assert_array_equal(lines[f"{row}-test_error"].get_xdata(), t)
+        np.testing.assert_allclose(lines[f"{row}-test_error"].get_ydata(), 100 * (1 - acc[r]))
+    assert lines["curve-train_loss"].get_linestyle() == "-" and lines["line-train_loss"].get_linestyle() == "--"
+    loss_ax, error_ax = lines["curve-train_loss"].axes, lines["curve-test_error"].axes
+    assert loss_ax is not error_ax and len(fig.axes) == 2
+    assert loss_ax.get_ylabel() == "train loss" and error_ax.get_ylabel() == "test error (%)"
+    assert loss_ax.get_xlabel() == "t"
+    # the barrier heights are the file's attributes, the names come from curve-kind and n-bends
+    texts = legend_texts(loss_ax)
+    assert f"Bezier curve, 1 bend (barrier {attrs['barrier-curve-train']:.3g} nats)" in texts
+    assert f"line segment (barrier {attrs['barrier-line-train']:.3g} nats)" in texts
+    assert "barrier 0.0731 nats" in texts[0] and "barrier 2.25 nats" in texts[1]
+    assert legend_texts(error_ax)[:2] == ["Bezier curve, 1 bend", "line segment"]
+    # the endpoints t = 0 and t = 1 are marked on both panels
+    ends = lines["endpoints-train_loss"]
+    np.testing.assert_array_equal(ends.get_xdata(), [0.0, 1.0])
+    np.testing.assert_array_equal(ends.get_ydata(), loss[0, [0, -1]])
+    np.testing.assert_allclose(lines["endpoints-test_error"].get_ydata(), 100 * (1 - acc[0, [0, -1]]))
+    assert "not computed" not in fig._suptitle.get_text()
+
+
+def test_curve_profile_partial_file_and_names(tmp_path):
+    path = make_curve(tmp_path / "partial.h5", kind="polychain", bends=3, partial=True)
+    fig = plot.plot_curve_profile(path)
+    lines = lines_by_gid(fig)
+    loss = file_metric(path, "train_loss")
+    np.testing.assert_array_equal(lines["line-train_loss"].get_ydata(), loss[1])  # NaN gaps kept
+    assert np.isnan(lines["line-train_loss"].get_ydata()[4:]).all()
+    texts = legend_texts(lines["curve-train_loss"].axes)
+    assert texts[:2] == ["polygonal chain, 3 bends", "line segment"]  # no barrier attrs yet
+    assert "11 of 22 points not computed" in fig._suptitle.get_text()
+    assert "polygonal chain, 3 bends" in fig._suptitle.get_text()
+
+
+def test_curve_profile_axes_and_splits(curve, tmp_path):
+    single = Figure().add_subplot()
+    fig = plot.plot_curve_profile(curve, ax=single)
+    assert fig is single.figure and len(fig.axes) == 1  # one axes: the loss panel only
+    assert {a.get_gid() for a in single.get_lines()} == {"curve-train_loss", "line-train_loss", "endpoints-train_loss"}
+    left, right = Figure().subplots(1, 2)
+    plot.plot_curve_profile(curve, ax=[left, right], splits=["train", "test"])
+    values = curve_values()
+    drawn = {a.get_gid(): a.get_ydata() for a in right.get_lines()}
+    np.testing.assert_allclose(drawn["line-train_error"], 100 * (1 - values["train_acc"][1]))
+    np.testing.assert_allclose(drawn["curve-test_error"], 100 * (1 - values["test_acc"][0]))
+    assert {a.get_gid() for a in left.get_lines()} >= {"curve-train_loss", "curve-test_loss", "line-test_loss"}
+    with pytest.raises(ValueError, match="no loss or accuracy of split"):
+        plot.plot_curve_profile(curve, splits=["valid"])
+    with pytest.raises(ValueError, match="1 axes given for 2 panel"):
+        plot.plot_curve_profile(curve, ax=[left])
+    # a file with only the train split: its loss and its error
+    only_train = tmp_path / "train.h5"
+    with create_result(
+        only_train, kind="curve", shape=(2, T), metrics=["train_loss", "train_acc"], attrs={}, arrays={"t": T_VALUES}
+    ) as result:
+        result.write_cells(np.arange(2 * T), {k: values[k].ravel() for k in ("train_loss", "train_acc")})
+    assert set(lines_by_gid(plot.plot_curve_profile(only_train))) >= {"curve-train_loss", "line-train_error"}
+
+
+def test_curve_profile_is_not_a_plane(curve, plane, tmp_path):
+    with pytest.raises(ValueError, match="curve profile .* use plot_curve_profile"):
+        plot.plot_contour(curve)
+    with pytest.raises(ValueError, match="needs a curve profile"):
+        plot.plot_curve_profile(plane)
+    written = plot.plot_file(curve, tmp_path / "figs", formats=("png",))
+    assert [os.path.basename(p) for p in written] == ["curve-profile.png"]
+    assert Path(written[0]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def make_curve_plane(path: Path) -> Path:
+    values = plane_values()
+    arrays = {"x": X, "y": Y, "anchors": np.array([[0.0, 0.0], [0.5, 0.0], [0.25, 0.75]]), "trajectory": TRAJECTORY}
+    attrs = {
+        "surface-type": "curve-plane",
+        "anchor-names": ["a.pt", "b.pt", "bend 1"],
+        "trajectory-label": "Bezier curve (1 bend)",
+        "curve-kind": "bezier",
+        "n-bends": 1,
+    }
+    with create_result(path, kind="plane", shape=(NX, NY), metrics=list(values), attrs=attrs, arrays=arrays) as result:
+        result.write_cells(np.arange(NX * NY), {name: v.ravel() for name, v in values.items()})
+    return path
+
+
+def test_curve_plane_draws_the_curve(tmp_path):
+    path = make_curve_plane(tmp_path / "cplane.h5")
+    with open_result(path) as result:
+        trajectory, label = result.read_array("trajectory"), result.attrs["trajectory-label"]
+    for fig in (plot.plot_trajectory(path), plot.plot_contour(path)):
+        ax = fig.axes[0]
+        drawn = by_gid(ax, "trajectory")
+        np.testing.assert_array_equal(np.column_stack([drawn.get_xdata(), drawn.get_ydata()]), trajectory)
+        assert drawn.get_label() == label == "Bezier curve (1 bend)"
+        assert not [a for a in ax.get_lines() if a.get_gid() in ("trajectory-start", "trajectory-end")]
+        assert "plane through a curve" in ax.get_title()
+    ax = plot.plot_trajectory(path).axes[0]
+    assert "curve over train loss" in ax.get_title()
+    assert "Bezier curve (1 bend)" in legend_texts(ax)
+    written = plot.plot_file(path, tmp_path / "figs", formats=("png",))
+    assert [os.path.basename(p) for p in written] == [
+        f"cplane-{figure}-{metric}.png"
+        for metric in ("train_loss", "test_acc")
+        for figure in ("contour", "heatmap", "surface3d")
+    ] + ["cplane-curve-train_loss.png"]
+
+
 # --------------------------------------------------------------------------- VTK export
 
 
