@@ -9,6 +9,7 @@ on 2 cores.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
@@ -18,6 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["run_demo", "train_classifier"]
+
+# the demo draws these (``landscape plot FILE.h5`` draws every metric of a file)
+_DEMO_FIGURE_METRICS = ("train_loss", "test_acc")
 
 
 def train_classifier(
@@ -47,6 +51,18 @@ def train_classifier(
         sched.step()
     model.eval()
     return model
+
+
+@contextlib.contextmanager
+def _single_thread():
+    """Tiny models train fastest on one thread (two OpenMP threads spin on 64x128 matrices,
+    up to 100x slower when the machine is busy)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 def _train_or_load(path: str, build, train, *, seed: int, epochs: int, force: bool, trajectory_dir: str | None = None):
@@ -102,9 +118,10 @@ def run_demo(out_dir: str = "landscape-demo", *, force: bool = False, progress: 
     ckpts = [os.path.join(out_dir, f"mlp-seed{s}.pt") for s in (1, 2, 3)]
     traj_dir = os.path.join(out_dir, "trajectory-seed1")
     for s, path in zip((1, 2, 3), ckpts):
-        _train_or_load(
-            path, build, train, seed=s, epochs=epochs, force=force, trajectory_dir=traj_dir if s == 1 else None
-        )
+        with _single_thread():
+            _train_or_load(
+                path, build, train, seed=s, epochs=epochs, force=force, trajectory_dir=traj_dir if s == 1 else None
+            )
     model = build()
     w = [load_checkpoint(p, model) for p in ckpts]
     traj = [load_checkpoint(os.path.join(traj_dir, f"epoch_{e:03d}.pt"), model) for e in range(epochs + 1)]
@@ -137,7 +154,7 @@ def run_demo(out_dir: str = "landscape-demo", *, force: bool = False, progress: 
             model, plane, xs, ys, splits=splits, out=path, resume=not force, force=force, attrs=attrs, progress=progress
         )
         try:
-            figs = plot_file(path, fig_dir, formats=("png", "pdf"), force=force)
+            figs = plot_file(path, fig_dir, formats=("png", "pdf"), metrics=_DEMO_FIGURE_METRICS, force=force)
         except FileExistsError:
             figs = []  # figures of an earlier demo are kept (use --force to redraw)
         summary.append((name, path, res, figs))
@@ -147,19 +164,20 @@ def run_demo(out_dir: str = "landscape-demo", *, force: bool = False, progress: 
 
     curve_file = os.path.join(out_dir, "bezier-seed1-seed2.pt")
     curve = curves.Curve(w[0], w[1], n_bends=1, kind="bezier")
-    fit = curves.fit_curve(
-        model,
-        curve,
-        train,
-        epochs=30,
-        lr=0.05,
-        weight_decay=5e-4,
-        seed=0,
-        checkpoint=curve_file,
-        resume=not force,
-        force=force,
-        progress=progress,
-    )
+    with _single_thread():
+        fit = curves.fit_curve(
+            model,
+            curve,
+            train,
+            epochs=30,
+            lr=0.05,
+            weight_decay=5e-4,
+            seed=0,
+            checkpoint=curve_file,
+            resume=not force,
+            force=force,
+            progress=progress,
+        )
     profile_path = os.path.join(out_dir, "bezier-profile.h5")
     profile = curves.evaluate_curve(
         model,
@@ -189,7 +207,7 @@ def run_demo(out_dir: str = "landscape-demo", *, force: bool = False, progress: 
     )
     for path in (profile_path, cplane_path):
         try:
-            summary_figs = plot_file(path, fig_dir, formats=("png", "pdf"), force=force)
+            summary_figs = plot_file(path, fig_dir, formats=("png", "pdf"), metrics=_DEMO_FIGURE_METRICS, force=force)
         except FileExistsError:
             summary_figs = []
         summary.append((os.path.basename(path)[:-3], path, None, summary_figs))
