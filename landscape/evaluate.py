@@ -727,44 +727,24 @@ def evaluate(
     ((3,), 'fused')
     """
     points = _as_pointset(points)
-    if out is None:
-        return evaluate_points(
-            model,
-            points,
-            data,
-            metrics,
-            bn=bn,
-            bn_data=bn_data,
-            precision=precision,
-            device=device,
-            batch_size=batch_size,
-            bn_batch_size=bn_batch_size,
-            max_memory=max_memory,
-            points_per_pass=points_per_pass,
-            path=path,
-            progress=progress,
+    f = None
+    if out is not None:
+        from . import io
+
+        metric_names = [m.name for m in resolve_metrics(metrics)]
+        file_attrs = run_attributes(points, data, metric_names, bn=bn, bn_data=bn_data, precision=precision)
+        file_attrs.update(dict(attrs or {}))
+        f = io.open_or_create(
+            out,
+            kind="eval",
+            shape=(points.K,),
+            metrics=metric_names,
+            attrs=file_attrs,
+            arrays={"coefficients": points.coeffs.numpy()},
+            resume=resume,
+            force=force,
         )
-    from . import io
-
-    metric_names = [m.name for m in resolve_metrics(metrics)]
-    file_attrs = run_attributes(points, data, metric_names, bn=bn, bn_data=bn_data, precision=precision)
-    file_attrs.update(dict(attrs or {}))
-    arrays = {"coefficients": points.coeffs.numpy()}
-    with io.open_or_create(
-        out,
-        kind="eval",
-        shape=(points.K,),
-        metrics=metric_names,
-        attrs=file_attrs,
-        arrays=arrays,
-        resume=resume,
-        force=force,
-    ) as f:
-        pending = f.pending()
-
-        def write(idx, vals):
-            f.write_cells(idx, vals)
-
+    with f if f is not None else contextlib.nullcontext():
         res = evaluate_points(
             model,
             points,
@@ -779,12 +759,13 @@ def evaluate(
             max_memory=max_memory,
             points_per_pass=points_per_pass,
             path=path,
-            indices=pending,
-            on_chunk=write,
             progress=progress,
+            indices=f.pending() if f is not None else None,
+            on_chunk=f.write_cells if f is not None else None,
         )
-        res.metrics = {name: f.read_metric(name) for name in metric_names}
-        res.info["file"] = os.fspath(out)
+        if f is not None:
+            res.metrics = {name: f.read_metric(name) for name in res.metrics}
+            res.info["file"] = os.fspath(out)
     return res
 
 
