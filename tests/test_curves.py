@@ -223,3 +223,68 @@ def test_bad_curve_arguments():
     assert C.learning_rate_factor("garipov", 0.7) == pytest.approx(1 - 0.2 / 0.4 * 0.99)
     assert C.learning_rate_factor("garipov", 0.95) == 0.01
     _ = F  # noqa: F841
+
+
+def test_cli_curve_fit_eval_plane_export(tmp_path, capsys):
+    from landscape.cli import main
+
+    (ma, mb), _ = _digits_pair(seed=7, width=16, epochs=2)
+    paths = [str(tmp_path / "a.pt"), str(tmp_path / "b.pt")]
+    torch.save(ma.state_dict(), paths[0])
+    torch.save(mb.state_dict(), paths[1])
+    common = ["--model", "mlp", "--model-kwargs", '{"widths": [16]}', "--data", "digits", "--no-progress"]
+    curve_file = str(tmp_path / "c.pt")
+    fit = ["curve", "fit", *common, "--ckpt", paths[0], "--ckpt", paths[1], "--epochs", "2", "--out", curve_file]
+    assert main(fit) == 0
+    assert main(fit) == 2  # exists: neither --resume nor --force
+    assert "already exists" in capsys.readouterr().err
+    assert main(fit + ["--resume"]) == 0
+    assert "resumed from 2" in capsys.readouterr().out
+    assert (
+        main(["curve", "eval", *common, "--curve", curve_file, "--points", "7", "--out", str(tmp_path / "e.h5")]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "line  train loss barrier" in out and "curve train loss barrier" in out
+    with ls.open_result(tmp_path / "e.h5") as f:
+        assert f.kind == "curve" and f.attrs["bn"] == "recompute" and f.done.all()
+    assert (
+        main(
+            [
+                "curve",
+                "plane",
+                *common,
+                "--curve",
+                curve_file,
+                "--x",
+                "-2:20:5",
+                "--y",
+                "-5:5:3",
+                "--out",
+                str(tmp_path / "p.h5"),
+            ]
+        )
+        == 0
+    )
+    with ls.open_result(tmp_path / "p.h5") as f:
+        assert f.attrs["surface-type"] == "curve-plane" and f.read_array("trajectory").shape[1] == 2
+    assert (
+        main(
+            [
+                "curve",
+                "export",
+                "--model",
+                "mlp",
+                "--model-kwargs",
+                '{"widths": [16]}',
+                "--curve",
+                curve_file,
+                "--t",
+                "1.0",
+                "--out",
+                str(tmp_path / "end.pt"),
+            ]
+        )
+        == 0
+    )
+    end = ls.load_checkpoint(tmp_path / "end.pt", ls.build_model("mlp", {"widths": [16]}))
+    assert all(torch.equal(end[k], v) for k, v in mb.state_dict().items())
