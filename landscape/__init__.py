@@ -5,7 +5,7 @@
 
 __version__ = "0.1.0"
 
-from . import curves, directions, distributed, io, metrics, models, ops
+from . import connect, curves, directions, distributed, io, metrics, models, ops
 from .bn import BN_MODES
 from .data import DataError, TensorData, load_data
 from .directions import Plane
@@ -36,6 +36,7 @@ __all__ = [
     "Weights",
     "build_model",
     "compute_surface",
+    "connect",
     "directions",
     "distributed",
     "create_result",

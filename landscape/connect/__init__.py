@@ -1,0 +1,51 @@
+"""Distribution-based connections between two networks (Anokhin & Yarotsky, ICML 2020).
+
+The neuron view of an MLP (:func:`linear_chain`, :func:`neuron_matrix`, :func:`permute`),
+the Linear and Arc paths (:func:`linear_path`, :func:`arc_path`) and the connection by optimal
+transport of hidden neurons (:func:`match_neurons`, :func:`ot_path`). Every path is a
+:class:`~landscape.pointset.PointSet`, evaluated with :func:`landscape.evaluate`.
+
+Reference: I. Anokhin, D. Yarotsky, "Low-loss connection of weight vectors:
+distribution-based approaches", ICML 2020.
+"""
+
+from .matching import SOLVERS, OTPath, assignment, match_neurons, ot_path, transposition_path
+from .neurons import (
+    compose_permutations,
+    hidden_layers,
+    identity_permutations,
+    invert_permutation,
+    linear_chain,
+    neuron_matrix,
+    permute,
+)
+from .paths import (
+    arc_coefficients,
+    arc_path,
+    concatenate_paths,
+    linear_coefficients,
+    linear_path,
+    neuron_mean,
+)
+
+__all__ = [
+    "SOLVERS",
+    "OTPath",
+    "arc_coefficients",
+    "arc_path",
+    "assignment",
+    "compose_permutations",
+    "concatenate_paths",
+    "hidden_layers",
+    "identity_permutations",
+    "invert_permutation",
+    "linear_chain",
+    "linear_coefficients",
+    "linear_path",
+    "match_neurons",
+    "neuron_matrix",
+    "neuron_mean",
+    "ot_path",
+    "permute",
+    "transposition_path",
+]
