@@ -283,3 +283,14 @@ def test_package_module_factory_spec():
 def test_model_spec_errors(spec, kwargs, message):
     with pytest.raises(ModelSpecError, match=message):
         build_model(spec, kwargs)
+
+
+def test_small_cnn_shapes_parameters_and_registry():
+    model = build_model("small_cnn", {"width": 8})
+    assert model(torch.zeros(3, 1, 8, 8)).shape == (3, 10)
+    # conv 1->8 (no bias, BN), conv 8->16 (no bias, BN), linear 16*4*4 -> 10
+    expected = 8 * 9 + 2 * 8 + 16 * 8 * 9 + 2 * 16 + 16 * 16 * 10 + 10
+    assert sum(p.numel() for p in model.parameters()) == expected
+    plain = build_model("small_cnn", {"width": 8, "batch_norm": False})
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in plain.modules())
+    _check_vmap_matches_loop(model.eval(), torch.randn(4, 1, 8, 8, dtype=torch.float64))

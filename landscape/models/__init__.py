@@ -27,6 +27,7 @@ from .resnet import (
     resnet56,
     resnet110,
 )
+from .small import small_cnn
 
 __all__ = [
     "MLP",
@@ -50,6 +51,7 @@ __all__ = [
     "resnet56",
     "resnet110",
     "resolve_factory",
+    "small_cnn",
     "vgg16",
     "vgg16_bn",
 ]

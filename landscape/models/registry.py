@@ -4,7 +4,7 @@ Spec grammar
 ------------
 ``<name>``
     A built-in factory, one of :func:`list_models` (``mlp``, ``convfc``, ``vgg16``,
-    ``vgg16_bn``, ``resnet20``, ``resnet32``, ``resnet44``, ``resnet56``, ``resnet110``,
+    ``vgg16_bn``, ``small_cnn``, ``resnet20``, ``resnet32``, ``resnet44``, ``resnet56``, ``resnet110``,
     ``preresnet20``, ``preresnet56``, ``preresnet110``, ``preresnet164``).
 ``<package.module>:<attribute>[.<attribute>...]``
     Any importable callable returning an ``nn.Module`` (``torch.nn:Linear``,
@@ -36,6 +36,7 @@ from .resnet import (
     resnet56,
     resnet110,
 )
+from .small import small_cnn
 
 __all__ = [
     "ModelSpecError",
@@ -47,6 +48,7 @@ __all__ = [
 
 _BUILTIN: dict[str, Callable[..., nn.Module]] = {
     "mlp": mlp,
+    "small_cnn": small_cnn,
     "convfc": convfc,
     "vgg16": vgg16,
     "vgg16_bn": vgg16_bn,
