@@ -9,6 +9,14 @@ Reference: I. Anokhin, D. Yarotsky, "Low-loss connection of weight vectors:
 distribution-based approaches", ICML 2020.
 """
 
+from .adjust import (
+    WA_METHODS,
+    layer_outputs,
+    multilayer_wa_path,
+    transitional_network,
+    wa_path,
+    weight_adjustment,
+)
 from .matching import SOLVERS, OTPath, assignment, match_neurons, ot_path, transposition_path
 from .neurons import (
     compose_permutations,
@@ -30,6 +38,7 @@ from .paths import (
 
 __all__ = [
     "SOLVERS",
+    "WA_METHODS",
     "OTPath",
     "arc_coefficients",
     "arc_path",
@@ -39,13 +48,18 @@ __all__ = [
     "hidden_layers",
     "identity_permutations",
     "invert_permutation",
+    "layer_outputs",
     "linear_chain",
     "linear_coefficients",
     "linear_path",
     "match_neurons",
+    "multilayer_wa_path",
     "neuron_matrix",
     "neuron_mean",
     "ot_path",
     "permute",
+    "transitional_network",
     "transposition_path",
+    "wa_path",
+    "weight_adjustment",
 ]

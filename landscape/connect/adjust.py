@@ -1,0 +1,688 @@
+"""Weight Adjustment (WA) connections and transitional networks (Anokhin & Yarotsky, ICML 2020).
+
+Two-layer block
+---------------
+For a block :math:`Y = W_2\\,\\phi(W_1 X + b_1) + b_2` the first layer is connected by any
+path :math:`W_1(t), b_1(t)` (Linear, Arc, OT), and the second layer is *adjusted* on a data
+batch :math:`X` (rows are samples) so that the block's output follows the interpolated
+outputs of the two ends:
+
+.. math::
+
+    H(t) = \\bigl[\\phi(X W_1(t)^\\top + b_1(t)) \\;\\big|\\; \\mathbf 1\\bigr], \\qquad
+    Y(t) = (1-t)\\,Y_A + t\\,Y_B, \\qquad
+    [W_2(t) \\,|\\, b_2(t)]^\\top = H(t)^+\\, Y(t),
+
+the least-squares (pseudo-inverse) solution. At :math:`t=0` the first layer is
+:math:`W_1^A` exactly and :math:`Y_A = H_A [W_2^A | b_2^A]^\\top`, so the solution is
+:math:`[W_2^A | b_2^A]` itself whenever :math:`H_A` has full column rank (more samples than
+hidden units + 1 and no dead unit); likewise at :math:`t = 1`. With fewer samples the system
+is under-determined: the minimum-norm solution still reproduces :math:`Y_A` on the batch but
+not :math:`W_2^A` (nor the outputs on other inputs).
+
+Multi-layer networks
+--------------------
+Layers are numbered by the network's ``nn.Linear`` modules, input to output:
+layer 1 is the first Linear (``"1"`` in :class:`~landscape.models.mlp.MLP`), layer ``n`` the
+last (the logits). :math:`h_0 = X` (after a leading ``Flatten``),
+:math:`z_k = h_{k-1} W_k^\\top + b_k` is the output of layer ``k`` (pre-activation) and
+:math:`h_k = \\phi(z_k)`. The transitional network :math:`\\Theta_k^{AB}` has ``B``'s layers
+``1..k-1``, a transitional layer ``k`` fitted by WA to map ``B``'s features
+:math:`h^B_{k-1}` to ``A``'s layer-``k`` output :math:`z^A_k`, and ``A``'s layers
+``k+1..n``:
+
+.. math::
+
+    [W_k^{AB} \\,|\\, b_k^{AB}]^\\top = \\bigl[h^B_{k-1} \\,|\\, \\mathbf 1\\bigr]^+ z^A_k,
+    \\qquad \\Theta_1^{AB} = A, \\quad \\Theta_{n+1}^{AB} = B.
+
+The path :math:`A = \\Theta_1^{AB} \\to \\Theta_2^{AB} \\to \\dots \\to \\Theta_n^{AB} \\to B`
+changes two adjacent layers per step: step ``k < n`` connects layers ``(k, k+1)`` of
+:math:`\\Theta_k^{AB}` and :math:`\\Theta_{k+1}^{AB}` as a two-layer block on the fixed input
+:math:`h^B_{k-1}` (layer ``k`` by Linear/Arc/OT, layer ``k+1`` by WA); the last step only
+changes layer ``n``, on fixed features :math:`h^B_{n-1}`, where the WA solution
+:math:`((1-t) Y_{\\Theta_n} + t Y_B) H^+` is the straight line between the two last layers
+(when :math:`H` has full column rank), so that step is the straight line.
+
+Reference: I. Anokhin, D. Yarotsky, "Low-loss connection of weight vectors:
+distribution-based approaches", ICML 2020.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..pointset import PointSet
+from ..weights import Weights
+from .matching import _sq_dist, assignment, match_neurons, ot_path
+from .neurons import _Chain, _leaves
+from .paths import _as_t, _same_layout, arc_path, concatenate_paths, linear_path
+
+__all__ = [
+    "WA_METHODS",
+    "layer_outputs",
+    "multilayer_wa_path",
+    "transitional_network",
+    "wa_path",
+    "weight_adjustment",
+]
+
+#: First-layer connections that WA can be combined with.
+WA_METHODS = ("linear", "arc", "ot")
+
+#: Elements of ``T * N * (m + 1)`` feature matrices solved at once (float64: 256 MiB).
+_CHUNK_ELEMENTS = 1 << 25
+
+
+# ---------------------------------------------------------------------------- solver
+def weight_adjustment(features: torch.Tensor, targets: torch.Tensor, *, bias: bool = True, ridge: float = 0.0):
+    """Least-squares weights of a linear layer from its inputs and wanted outputs.
+
+    .. math::
+
+        [W \\,|\\, b]^\\top = \\operatorname*{arg\\,min}_{W, b}
+        \\lVert [H \\,|\\, \\mathbf 1] [W | b]^\\top - Y \\rVert_F^2 + \\lambda \\lVert W \\rVert_F^2
+
+    With ``ridge = 0`` this is the pseudo-inverse solution :math:`[H|\\mathbf 1]^+ Y` (the
+    minimum-norm one when the system is under-determined), computed by
+    :func:`torch.linalg.lstsq` (``gelsd``, SVD-based) on the CPU and
+    :func:`torch.linalg.pinv` elsewhere; with ``ridge = lambda > 0`` it is
+    :math:`(\\tilde H^\\top \\tilde H + \\lambda D)^{-1} \\tilde H^\\top Y` with
+    :math:`\\tilde H = [H|\\mathbf 1]` and :math:`D` the identity except for a 0 on the bias
+    (the bias is not penalised). Everything is solved in float64.
+
+    Parameters
+    ----------
+    features : Tensor[..., N, m]
+        Inputs :math:`H` of the layer for ``N`` samples (leading dims are a batch, e.g. ``t``).
+    targets : Tensor[..., N, o]
+        Wanted outputs :math:`Y`; broadcast against the batch of ``features``.
+    bias : bool
+        Fit a bias (a column of ones appended to ``H``).
+    ridge : float
+        :math:`\\lambda \\ge 0`.
+
+    Returns
+    -------
+    W : Tensor[..., o, m]
+        float64.
+    b : Tensor[..., o] or None
+        float64; None when ``bias=False``.
+
+    Examples
+    --------
+    >>> H = torch.randn(50, 4, dtype=torch.float64)
+    >>> W, b = weight_adjustment(H, H @ torch.ones(4, 2, dtype=torch.float64) + 3.0)
+    >>> torch.allclose(W, torch.ones(2, 4, dtype=torch.float64)), torch.allclose(b, torch.full((2,), 3.0, dtype=torch.float64))
+    (True, True)
+    """
+    ridge = float(ridge)
+    if not np.isfinite(ridge) or ridge < 0:
+        raise ValueError(f"ridge should be a finite number >= 0, got {ridge!r}")
+    H = features.to(torch.float64)
+    Y = targets.to(torch.float64)
+    if H.dim() < 2 or Y.dim() < 2 or H.shape[-2] != Y.shape[-2]:
+        raise ValueError(
+            f"features [..., N, m] and targets [..., N, o] should have the same N, got "
+            f"{list(features.shape)} and {list(targets.shape)}"
+        )
+    m = H.shape[-1]
+    if bias:
+        H = torch.cat([H, H.new_ones(*H.shape[:-1], 1)], -1)
+    batch = torch.broadcast_shapes(H.shape[:-2], Y.shape[:-2])
+    H = H.expand(*batch, *H.shape[-2:])
+    Y = Y.expand(*batch, *Y.shape[-2:])
+    if ridge > 0:
+        G = H.transpose(-1, -2) @ H
+        d = torch.ones(H.shape[-1], dtype=torch.float64, device=H.device)
+        if bias:
+            d[-1] = 0.0
+        G = G + ridge * torch.diag(d)
+        sol = torch.linalg.solve(G, H.transpose(-1, -2) @ Y)
+    elif H.device.type == "cpu":
+        sol = torch.linalg.lstsq(H, Y, driver="gelsd").solution
+    else:
+        sol = torch.linalg.pinv(H) @ Y
+    sol = sol.transpose(-1, -2)  # [..., o, m (+1)]
+    if bias:
+        return sol[..., :m].contiguous(), sol[..., m].contiguous()
+    return sol.contiguous(), None
+
+
+# ---------------------------------------------------------------------------- structure
+class _Stack:
+    """A plain MLP stack split into Linear layers and the elementwise modules around them."""
+
+    def __init__(self, model: nn.Module):
+        self.chain = _Chain(model)  # validates the stack
+        self.names = self.chain.names
+        self.pre: list[nn.Module] = []
+        self.between: list[list[nn.Module]] = [[] for _ in self.names]
+        seen = -1
+        for name, mod in _leaves(model, ""):
+            if isinstance(mod, nn.Linear):
+                seen += 1
+                continue
+            if isinstance(mod, nn.PReLU):
+                raise ValueError(f"module '{name}' is a PReLU; weight adjustment needs activations without parameters")
+            if isinstance(mod, nn.Dropout):  # identity at evaluation
+                continue
+            (self.pre if seen < 0 else self.between[seen]).append(mod)
+        self.n = len(self.names)
+
+    def layer(self, k: int) -> str:
+        """Name of layer ``k`` (1-based)."""
+        if not 1 <= k <= self.n:
+            raise ValueError(f"layer index k should be in 1..{self.n} for this model, got {k}")
+        return self.names[k - 1]
+
+    @staticmethod
+    def apply(mods: list[nn.Module], x: torch.Tensor) -> torch.Tensor:
+        for mod in mods:
+            x = mod(x)
+        return x
+
+    def input(self, X) -> torch.Tensor:
+        x = getattr(X, "x", X)
+        if not torch.is_tensor(x):
+            x = torch.as_tensor(np.asarray(x))
+        x = x.to(torch.float64)
+        with torch.no_grad():
+            x = self.apply(self.pre, x)
+        if x.dim() != 2:
+            raise ValueError(f"the input to the first Linear layer should be [N, d], got {list(x.shape)}")
+        return x
+
+    def act(self, k: int, z: torch.Tensor) -> torch.Tensor:
+        """The modules after layer ``k`` (1-based) applied to its output."""
+        with torch.no_grad():
+            return self.apply(self.between[k - 1], z)
+
+    def has_bias(self, w: Weights, k: int) -> bool:
+        return f"{self.layer(k)}.bias" in w.layout
+
+    def linear(self, w, k: int, h: torch.Tensor) -> torch.Tensor:
+        name = self.layer(k)
+        z = h @ w[f"{name}.weight"].to(h).T
+        b = w.get(f"{name}.bias")
+        return z if b is None else z + b.to(h)
+
+
+def layer_outputs(weights: Weights, model: nn.Module, X) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Outputs and features of every layer of a plain MLP stack, in float64.
+
+    .. math::
+
+        h_0 = X, \\qquad z_k = h_{k-1} W_k^\\top + b_k, \\qquad h_k = \\phi_k(z_k), \\qquad k = 1..n
+
+    Parameters
+    ----------
+    weights : Weights
+        Weights of ``model``.
+    model : nn.Module
+        A plain MLP stack (see :func:`~landscape.connect.linear_chain`); only its structure
+        and activations are used.
+    X : Tensor[N, ...] or TensorData
+        Inputs (a leading ``Flatten`` of the model is applied).
+
+    Returns
+    -------
+    z : list of Tensor[N, d_k]
+        ``z[k-1]`` is the output of layer ``k`` (``z[-1]``: the logits).
+    h : list of Tensor[N, d_k]
+        ``h[k]`` is the input of layer ``k+1`` (``h[0]``: the flattened input).
+    """
+    st = _Stack(model)
+    st.chain.check_weights(weights)
+    h = [st.input(X)]
+    z = []
+    for k in range(1, st.n + 1):
+        z.append(st.linear(weights, k, h[-1]))
+        if k < st.n:
+            h.append(st.act(k, z[-1]))
+    return z, h
+
+
+# ---------------------------------------------------------------------------- blocks
+def _layer_points(points: PointSet, name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    tensors = points.tensors(dtype=torch.float64)
+    return tensors[f"{name}.weight"], tensors.get(f"{name}.bias")
+
+
+def _first_layer_path(
+    start: Weights,
+    end: Weights,
+    model: nn.Module,
+    st: _Stack,
+    k: int,
+    t,
+    method: str,
+    *,
+    solver: str,
+    swap_points: int,
+    permutations,
+    outgoing: bool,
+):
+    """Points of the block's first layer ``k``; returns (t_out, s, W[T, m, d], b[T, m] or None).
+
+    ``s`` is the interpolation parameter of the outputs: ``t`` for Linear and Arc; for OT the
+    stage-1 parameter during stage 1 and 1 during stage 2 (a reordering of ``end``).
+    """
+    name = st.layer(k)
+    if method == "linear":
+        t = _as_t(t)
+        W, b = _layer_points(linear_path(start, end, t), name)
+        return t, t, W, b
+    if method == "arc":
+        t = _as_t(t)
+        W, b = _layer_points(arc_path(start, end, model, t), name)
+        return t, t, W, b
+    if method == "ot":
+        if permutations is None:
+            if st.n == 2:
+                permutations = match_neurons(start, end, model, outgoing=outgoing, solver=solver)
+            else:
+                permutations = {name: _match_layer(start, end, name, solver)}
+        path = ot_path(start, end, model, t, swap_points=swap_points, permutations=permutations)
+        t_out, joined = path.joined()
+        W, b = _layer_points(joined, name)
+        n1 = path.stage1.K
+        s = np.concatenate([path.t1, np.ones(len(t_out) - n1)])
+        return t_out, s, W, b
+    raise ValueError(f"method should be one of {WA_METHODS}, got {method!r}")
+
+
+def _match_layer(start: Weights, end: Weights, name: str, solver: str) -> torch.Tensor:
+    """Match the neurons of one layer by their incoming weights and bias (the layers below
+    are shared, so no permutation of the inputs is needed)."""
+
+    def rows(w: Weights) -> torch.Tensor:
+        W = w[f"{name}.weight"].detach().cpu()
+        b = w.get(f"{name}.bias")
+        return W if b is None else torch.cat([b.detach().cpu()[:, None], W], 1)
+
+    return assignment(_sq_dist(rows(start), rows(end)), solver)
+
+
+def _wa_block(st: _Stack, k: int, h_in: torch.Tensor, W1: torch.Tensor, b1, Y0, Y1, s, *, bias: bool, ridge: float):
+    """WA second layer for every first-layer point: W2[T, o, m], b2[T, o] (float64)."""
+    T, m = W1.shape[0], W1.shape[1]
+    N = h_in.shape[0]
+    s = torch.as_tensor(np.asarray(s, dtype=np.float64))
+    chunk = max(1, _CHUNK_ELEMENTS // max(1, N * (m + 1)))
+    W2s, b2s = [], []
+    for lo in range(0, T, chunk):
+        hi = min(T, lo + chunk)
+        z = torch.einsum("nd,tmd->tnm", h_in, W1[lo:hi])
+        if b1 is not None:
+            z = z + b1[lo:hi, None, :]
+        H = st.act(k, z)
+        sc = s[lo:hi, None, None]
+        Y = (1.0 - sc) * Y0 + sc * Y1
+        W2, b2 = weight_adjustment(H, Y, bias=bias, ridge=ridge)
+        W2s.append(W2)
+        b2s.append(b2)
+    return torch.cat(W2s), (torch.cat(b2s) if bias else None)
+
+
+def _assemble(base: Weights, updates: list[dict[str, torch.Tensor]]) -> list[Weights]:
+    """Copies of ``base`` with some entries replaced (cast to the entry's dtype)."""
+    out = []
+    for upd in updates:
+        tensors = OrderedDict(base.tensors)
+        for key, v in upd.items():
+            tensors[key] = v.to(dtype=base[key].dtype, device=base[key].device).reshape(base[key].shape).clone()
+        out.append(Weights(tensors, base.layout))
+    return out
+
+
+def _wa_step(
+    start: Weights,
+    end: Weights,
+    model: nn.Module,
+    st: _Stack,
+    k: int,
+    h_in: torch.Tensor,
+    t,
+    method: str,
+    *,
+    ridge: float,
+    solver: str,
+    swap_points: int,
+    permutations,
+    outgoing: bool,
+    snap_ends: bool,
+):
+    """Connect ``start`` to ``end`` (equal outside layers ``k``, ``k+1``) as a two-layer block."""
+    l1, l2 = st.layer(k), st.layer(k + 1)
+    t_out, s, W1, b1 = _first_layer_path(
+        start,
+        end,
+        model,
+        st,
+        k,
+        t,
+        method,
+        solver=solver,
+        swap_points=swap_points,
+        permutations=permutations,
+        outgoing=outgoing,
+    )
+    feats = lambda w: st.act(k, st.linear(w, k, h_in))  # noqa: E731
+    Y0 = st.linear(start, k + 1, feats(start))
+    Y1 = st.linear(end, k + 1, feats(end))
+    bias2 = st.has_bias(start, k + 1)
+    W2, b2 = _wa_block(st, k, h_in, W1, b1, Y0, Y1, s, bias=bias2, ridge=ridge)
+    updates = []
+    for i in range(len(t_out)):
+        u = {f"{l1}.weight": W1[i], f"{l2}.weight": W2[i]}
+        if b1 is not None:
+            u[f"{l1}.bias"] = b1[i]
+        if bias2:
+            u[f"{l2}.bias"] = b2[i]
+        updates.append(u)
+    points = _assemble(start, updates)
+    if snap_ends:
+        for i, tv in enumerate(t_out):
+            if tv == 0.0:
+                points[i] = start
+            elif tv == 1.0 and (method != "ot" or i == len(t_out) - 1):
+                points[i] = end
+    return np.asarray(t_out, dtype=np.float64), points
+
+
+def _check_pair(A: Weights, B: Weights, model: nn.Module) -> _Stack:
+    _same_layout(A, B)
+    st = _Stack(model)
+    st.chain.check_weights(A, "A")
+    st.chain.check_weights(B, "B")
+    return st
+
+
+def wa_path(
+    A: Weights,
+    B: Weights,
+    model: nn.Module,
+    X,
+    t=None,
+    *,
+    method: str = "linear",
+    ridge: float = 0.0,
+    snap_ends: bool = False,
+    solver: str = "emd",
+    swap_points: int = 1,
+    permutations: dict[str, torch.Tensor] | None = None,
+    outgoing: bool = False,
+) -> tuple[np.ndarray, PointSet]:
+    """Linear + WA, Arc + WA or OT + WA between two networks with one hidden layer.
+
+    The first layer :math:`(W_1(t), b_1(t))` follows :func:`~landscape.connect.linear_path`,
+    :func:`~landscape.connect.arc_path` or the two stages of :func:`~landscape.connect.ot_path`;
+    the second layer is the least-squares fit on the batch ``X``
+
+    .. math::
+
+        [W_2(t) \\,|\\, b_2(t)]^\\top = \\bigl[\\phi(X W_1(t)^\\top + b_1(t)) \\,\\big|\\, \\mathbf 1\\bigr]^+
+        \\bigl((1-s)\\,Y_A + s\\,Y_B\\bigr)
+
+    with :math:`Y_A, Y_B` the logits of ``A`` and ``B`` on ``X`` and :math:`s = t` (Linear,
+    Arc). For OT, :math:`s` is the stage-1 parameter during stage 1 (``A`` to ``B'``, ``B``
+    with its hidden neurons matched to ``A``'s) and 1 during stage 2 (``B'`` to ``B``, the
+    same function as ``B``). All ``t`` are solved in batches (float64).
+
+    Parameters
+    ----------
+    A, B : Weights
+        Weights of ``model``.
+    model : nn.Module
+        A plain MLP stack with exactly two Linear layers (``ls.build_model("mlp",
+        {"widths": [H]})``) and parameter-free activations.
+    X : Tensor[N, ...] or TensorData
+        The data batch of the adjustment. The ends are reproduced when the hidden features
+        ``[phi(X W_1^T + b_1) | 1]`` of ``A`` and ``B`` have full column rank (``N > H``).
+    t : array-like [T], optional
+        Path parameters (default ``linspace(0, 1, 11)``); for OT the stage-1 parameters.
+    method : {"linear", "arc", "ot"}
+        Connection of the first layer.
+    ridge : float
+        :math:`\\lambda` of :func:`weight_adjustment` (0: pseudo-inverse).
+    snap_ends : bool
+        Replace the points at ``t = 0`` and ``t = 1`` by ``A`` and ``B`` bit for bit (by
+        default they are the WA solutions, equal to ``A`` and ``B`` up to the least-squares
+        precision when the features have full rank).
+    solver, swap_points, permutations, outgoing
+        OT options, see :func:`~landscape.connect.ot_path` and
+        :func:`~landscape.connect.match_neurons`.
+
+    Returns
+    -------
+    t : ndarray[K]
+        Parameters of the points in ``[0, 1]`` (for Linear and Arc the given ``t``; for OT
+        stage 1 on ``[0, 1/2]`` and stage 2 on ``[1/2, 1]``, as
+        :meth:`~landscape.connect.OTPath.joined`).
+    points : PointSet
+        Explicit points (identity coefficients), in ``A``'s dtypes.
+
+    Examples
+    --------
+    >>> import torch, landscape as ls
+    >>> from torch.func import functional_call
+    >>> _ = torch.manual_seed(0)
+    >>> model = ls.build_model("mlp", {"widths": [16]}).double()
+    >>> a = ls.Weights.from_module(model)
+    >>> b = ls.Weights.from_module(ls.build_model("mlp", {"widths": [16]}).double())
+    >>> x = ls.load_data("digits", "train", max_samples=200).x.double()
+    >>> t, path = wa_path(a, b, model, x, [0.0, 0.5, 1.0], method="arc")
+    >>> f = lambda w: functional_call(model, dict(w), (x,))
+    >>> path.K, bool(torch.allclose(f(path.weights(2)), f(b), rtol=0, atol=1e-8))
+    (3, True)
+    """
+    st = _check_pair(A, B, model)
+    if st.n != 2:
+        raise ValueError(
+            f"wa_path connects networks with one hidden layer (two Linear layers); this model has {st.n}. "
+            f"Use multilayer_wa_path"
+        )
+    if method not in WA_METHODS:
+        raise ValueError(f"method should be one of {WA_METHODS}, got {method!r}")
+    t = np.linspace(0.0, 1.0, 11) if t is None else t
+    h0 = st.input(X)
+    t_out, points = _wa_step(
+        A,
+        B,
+        model,
+        st,
+        1,
+        h0,
+        t,
+        method,
+        ridge=ridge,
+        solver=solver,
+        swap_points=swap_points,
+        permutations=permutations,
+        outgoing=outgoing,
+        snap_ends=snap_ends,
+    )
+    return t_out, PointSet.explicit(points)
+
+
+# ---------------------------------------------------------------------------- multi-layer
+def transitional_network(A: Weights, B: Weights, model: nn.Module, k: int, X, *, ridge: float = 0.0) -> Weights:
+    """The transitional network :math:`\\Theta_k^{AB}`: ``B``'s layers below ``k``, a WA layer
+    ``k``, ``A``'s layers above ``k``.
+
+    Layers are the model's ``nn.Linear`` modules numbered from 1 (input side) to ``n``
+    (logits). Layer ``k`` is fitted on the batch ``X`` to reproduce ``A``'s layer-``k``
+    output (pre-activation) from ``B``'s features below it:
+
+    .. math::
+
+        [W_k^{AB} \\,|\\, b_k^{AB}]^\\top = \\bigl[h^B_{k-1} \\,|\\, \\mathbf 1\\bigr]^+ z^A_k ,
+
+    so the network computes ``A``'s layer-``k`` output, and hence ``A``'s logits, on ``X``
+    (exactly when :math:`[h^B_{k-1} | \\mathbf 1]` has full column rank, to least squares
+    otherwise). By definition :math:`\\Theta_1^{AB} = A` and :math:`\\Theta_{n+1}^{AB} = B`.
+
+    Parameters
+    ----------
+    A, B : Weights
+        Weights of ``model``.
+    model : nn.Module
+        A plain MLP stack with parameter-free activations.
+    k : int
+        ``1..n+1``.
+    X : Tensor[N, ...] or TensorData
+        The data batch of the adjustment.
+    ridge : float
+        See :func:`weight_adjustment`.
+
+    Returns
+    -------
+    Weights
+        Same layout and dtypes as ``A``; entries outside the Linear layers are ``A``'s
+        (``k <= n``).
+    """
+    st = _check_pair(A, B, model)
+    if int(k) != k or not 1 <= k <= st.n + 1:
+        raise ValueError(f"k should be an integer in 1..{st.n + 1} for a model with {st.n} Linear layers, got {k!r}")
+    k = int(k)
+    if k == 1:
+        return A
+    if k == st.n + 1:
+        return B
+    return _transitional(A, B, st, k, st.input(X), ridge)
+
+
+def _transitional(A: Weights, B: Weights, st: _Stack, k: int, h0: torch.Tensor, ridge: float) -> Weights:
+    h = h0
+    for j in range(1, k):
+        h = st.act(j, st.linear(B, j, h))
+    zA = h0
+    for j in range(1, k + 1):
+        zA = st.linear(A, j, zA)
+        if j < k:
+            zA = st.act(j, zA)
+    bias = st.has_bias(A, k)
+    W, b = weight_adjustment(h, zA, bias=bias, ridge=ridge)
+    name = st.layer(k)
+    upd = {f"{name}.weight": W}
+    if bias:
+        upd[f"{name}.bias"] = b
+    for j in range(1, k):
+        lj = st.layer(j)
+        upd[f"{lj}.weight"] = B[f"{lj}.weight"]
+        if st.has_bias(B, j):
+            upd[f"{lj}.bias"] = B[f"{lj}.bias"]
+    return _assemble(A, [upd])[0]
+
+
+def multilayer_wa_path(
+    A: Weights,
+    B: Weights,
+    model: nn.Module,
+    X,
+    t_per_step=None,
+    method: str = "linear",
+    *,
+    ridge: float = 0.0,
+    snap_ends: bool = False,
+    solver: str = "emd",
+    swap_points: int = 1,
+) -> tuple[np.ndarray, PointSet, np.ndarray]:
+    """WA connection of multi-layer networks through transitional networks.
+
+    .. math::
+
+        A = \\Theta_1^{AB} \\to \\Theta_2^{AB} \\to \\cdots \\to \\Theta_n^{AB} \\to \\Theta_{n+1}^{AB} = B
+
+    with :math:`\\Theta_k^{AB}` from :func:`transitional_network` (layers numbered 1..n from
+    the input, the model's ``nn.Linear`` modules in order). Step ``k < n`` goes from
+    :math:`\\Theta_k^{AB}` to :math:`\\Theta_{k+1}^{AB}`, which differ only in layers ``k``
+    and ``k+1``: on the fixed input :math:`h^B_{k-1}` (``B``'s features, ``X`` for ``k=1``)
+    it is a two-layer block, connected like :func:`wa_path` (layer ``k`` by ``method``,
+    layer ``k+1`` by WA towards the interpolation of the block outputs of the two ends,
+    both close to ``A``'s :math:`z^A_{k+1}`). Step ``n`` changes only layer ``n`` on the fixed
+    features :math:`h^B_{n-1}`; it is the straight line, which is what WA gives there (see
+    the module notes). Each step gets an equal share of ``[0, 1]``.
+
+    For a network with one hidden layer (``n = 2``) the path is ``A`` to
+    :math:`\\Theta_2^{AB}` (``B``'s first layer and a WA second layer reproducing ``A``'s
+    logits) to ``B``; :func:`wa_path` is the direct one-step connection instead.
+
+    Parameters
+    ----------
+    A, B : Weights
+        Weights of ``model``.
+    model : nn.Module
+        A plain MLP stack with parameter-free activations, at least two Linear layers.
+    X : Tensor[N, ...] or TensorData
+        The data batch of every adjustment.
+    t_per_step : array-like [T], optional
+        The points of each step in its own parameter (default ``linspace(0, 1, 6)``); for OT
+        the stage-1 points of the step (stage 2 adds the swaps of layer ``k``).
+    method : {"linear", "arc", "ot"}
+        Connection of the first layer of each block. For OT the neurons of layer ``k`` are
+        matched by their incoming weights and bias (the outgoing ones are re-fitted).
+    ridge : float
+        :math:`\\lambda` of :func:`weight_adjustment`, for the transitional layers and the
+        WA layers.
+    snap_ends : bool
+        Replace the WA solutions at the two ends of each step by the transitional networks
+        (and ``A``, ``B``) bit for bit.
+    solver, swap_points
+        OT options (see :func:`~landscape.connect.ot_path`).
+
+    Returns
+    -------
+    t : ndarray[K]
+        Increasing parameters in ``[0, 1]``; step ``k`` covers ``[(k-1)/n, k/n]``.
+    points : PointSet
+        The steps' points joined by :func:`~landscape.connect.concatenate_paths` (a basis
+        of the per-``t`` weights of each WA step and the two ends of the last step, one-hot
+        or straight-line coefficients; the joint of two steps once). Step ``k < n``
+        changes only the entries of layers ``k`` and ``k+1``; step ``n`` only layer ``n``.
+    boundaries : ndarray[n + 1]
+        ``[0, 1/n, ..., 1]``: the values of ``t`` at :math:`\\Theta_1^{AB}, \\dots, \\Theta_{n+1}^{AB}`.
+    """
+    st = _check_pair(A, B, model)
+    if st.n < 2:
+        raise ValueError(f"multilayer_wa_path needs at least two Linear layers, this model has {st.n}")
+    if method not in WA_METHODS:
+        raise ValueError(f"method should be one of {WA_METHODS}, got {method!r}")
+    t_step = _as_t(np.linspace(0.0, 1.0, 6) if t_per_step is None else t_per_step)
+    if t_step[0] != 0.0 or t_step[-1] != 1.0 or np.any(np.diff(t_step) <= 0):
+        raise ValueError("t_per_step should increase from 0 to 1 (each step runs from one network to the next)")
+    n = st.n
+    h0 = st.input(X)
+    thetas = [A] + [_transitional(A, B, st, k, h0, ridge) for k in range(2, n + 1)] + [B]
+    parts, ts = [], []
+    h = h0  # B's features below layer k
+    for k in range(1, n):
+        t_out, pts = _wa_step(
+            thetas[k - 1],
+            thetas[k],
+            model,
+            st,
+            k,
+            h,
+            t_step,
+            method,
+            ridge=ridge,
+            solver=solver,
+            swap_points=swap_points,
+            permutations=None,
+            outgoing=False,
+            snap_ends=snap_ends,
+        )
+        parts.append(PointSet.explicit(pts))
+        ts.append(t_out)
+        h = st.act(k, st.linear(B, k, h))
+    last = linear_path(thetas[n - 1], B, t_step)
+    parts.append(last)
+    ts.append(t_step)
+    t, points = concatenate_paths(parts, ts)
+    return t, points, np.arange(n + 1) / n
