@@ -288,3 +288,17 @@ def test_cli_curve_fit_eval_plane_export(tmp_path, capsys):
     )
     end = ls.load_checkpoint(tmp_path / "end.pt", ls.build_model("mlp", {"widths": [16]}))
     assert all(torch.equal(end[k], v) for k, v in mb.state_dict().items())
+
+
+@pytest.mark.parametrize("t_per_batch", [1, 3])
+def test_fit_with_batchnorm_leaves_the_endpoints_alone(t_per_batch):
+    ma, mb = _endpoints(_bn_model)
+    a, b = ls.Weights.from_module(ma), ls.Weights.from_module(mb)
+    before = {k: v.clone() for k, v in a.items()}
+    data = ls.load_data("digits:image", "train", max_samples=256)
+    curve = C.Curve(a, b, n_bends=1)
+    start_bends = curve.bends.detach().clone()
+    res = C.fit_curve(ma, curve, data, epochs=1, batch_size=64, t_per_batch=t_per_batch, progress=False)
+    assert len(res.history) == 1 and np.isfinite(res.history[0]["loss"])
+    assert not torch.equal(curve.bends.detach(), start_bends)
+    assert all(torch.equal(a[k], before[k]) for k in before)  # num_batches_tracked included

@@ -90,8 +90,10 @@ def curve_loss(
     """
     dtype = next((v.dtype for v in curve.start.values() if v.is_floating_point()), torch.float32)
     tensors = curve.tensors_at(t, dtype)
-    for e in curve.layout:  # buffers take no gradient and may be updated in place by BatchNorm
-        if e.flat and not e.is_parameter:
+    for e in curve.layout:
+        # buffers take no gradient, and BatchNorm updates them (num_batches_tracked included)
+        # in place: give it real copies, never views of the endpoints' tensors
+        if not e.is_parameter:
             tensors[e.name] = tensors[e.name].detach().clone()
     if t.numel() == 1:
         out = functional_call(model, {n: v[0] for n, v in tensors.items()}, (x,))[None]
