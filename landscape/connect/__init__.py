@@ -35,14 +35,18 @@ from .paths import (
     linear_path,
     neuron_mean,
 )
+from .report import METHODS, ConnectionReport, compare_connections, plot_connections
 
 __all__ = [
+    "METHODS",
     "SOLVERS",
     "WA_METHODS",
+    "ConnectionReport",
     "OTPath",
     "arc_coefficients",
     "arc_path",
     "assignment",
+    "compare_connections",
     "compose_permutations",
     "concatenate_paths",
     "hidden_layers",
@@ -58,6 +62,7 @@ __all__ = [
     "neuron_mean",
     "ot_path",
     "permute",
+    "plot_connections",
     "transitional_network",
     "transposition_path",
     "wa_path",

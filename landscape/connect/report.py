@@ -1,0 +1,432 @@
+"""Compare connection methods between two networks, as in Table 1 of Anokhin & Yarotsky (2020).
+
+:func:`compare_connections` builds every path between ``A`` and ``B`` (Linear, Arc, OT and
+their Weight-Adjustment variants), evaluates it on every data split with
+:func:`landscape.evaluate`, and collects the worst (minimum) accuracy and the maximum loss
+along each path into a :class:`ConnectionReport`. The report prints the paper's table
+(:meth:`ConnectionReport.markdown`), saves one HDF5 result file
+(:meth:`ConnectionReport.save`, kind ``"connections"``) and reads it back
+(:meth:`ConnectionReport.load`); :func:`plot_connections` draws the accuracy along ``t`` of
+every method from a report or from the file alone.
+
+Reference: I. Anokhin, D. Yarotsky, "Low-loss connection of weight vectors:
+distribution-based approaches", ICML 2020.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from ..io import ResultExistsError, create_result, open_result
+from ..weights import Weights
+from .adjust import wa_path
+from .matching import ot_path
+from .neurons import linear_chain
+from .paths import arc_path, linear_path
+
+__all__ = ["METHODS", "ConnectionReport", "compare_connections", "plot_connections"]
+
+#: Connection methods known to :func:`compare_connections`, in the paper's order.
+METHODS = ("linear", "arc", "linear+wa", "arc+wa", "ot", "ot+wa")
+
+#: Row labels of the table.
+_LABELS = {
+    "linear": "Linear",
+    "arc": "Arc",
+    "linear+wa": "Linear + WA",
+    "arc+wa": "Arc + WA",
+    "ot": "OT",
+    "ot+wa": "OT + WA",
+}
+
+KIND = "connections"
+ENDPOINTS = "End points"
+
+
+def _label(method: str) -> str:
+    return _LABELS.get(method, method)
+
+
+@dataclass
+class ConnectionReport:
+    """Worst accuracies and largest losses along connections of two networks.
+
+    Attributes
+    ----------
+    methods : list of str
+        The methods asked for, in order (skipped ones included).
+    splits : list of str
+        Names of the data splits (e.g. ``["train", "test"]``).
+    t : dict of str to ndarray[K]
+        Path parameter of every evaluated point, per method, in ``[0, 1]``. For ``"ot"`` and
+        ``"ot+wa"`` stage 1 lies on ``[0, 1/2]`` and stage 2 on ``[1/2, 1]`` (as
+        :meth:`~landscape.connect.OTPath.joined`).
+    stage : dict of str to ndarray[K] of int
+        ``1`` or ``2`` for the points of OT stages, ``0`` for single-stage paths.
+    acc, loss : dict of str to dict of str to ndarray[K]
+        ``acc[method][split]``: accuracy (fraction in ``[0, 1]``) at every point.
+    endpoints : dict of str to dict of str to float
+        ``endpoints[split]`` holds ``A_acc``, ``B_acc``, ``A_loss``, ``B_loss``.
+    skipped : dict of str to str
+        Methods not computed and why.
+    attrs : dict
+        Extra attributes saved with the report (points, WA batch size, ...).
+    """
+
+    methods: list[str]
+    splits: list[str]
+    t: dict[str, np.ndarray] = field(default_factory=dict)
+    stage: dict[str, np.ndarray] = field(default_factory=dict)
+    acc: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    loss: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    endpoints: dict[str, dict[str, float]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ summaries
+    @property
+    def computed(self) -> list[str]:
+        """The methods that were evaluated."""
+        return [m for m in self.methods if m not in self.skipped]
+
+    def worst_acc(self, method: str, split: str, stage: int | None = None) -> float:
+        """Minimum accuracy along ``method`` on ``split`` (NaN when skipped); ``stage`` 1 or 2
+        restricts an OT path to one of its stages."""
+        if method in self.skipped:
+            return float("nan")
+        return float(np.min(self._select(self.acc[method][split], method, stage)))
+
+    def max_loss(self, method: str, split: str, stage: int | None = None) -> float:
+        """Maximum loss along ``method`` on ``split`` (NaN when skipped)."""
+        if method in self.skipped:
+            return float("nan")
+        return float(np.max(self._select(self.loss[method][split], method, stage)))
+
+    def _select(self, values: np.ndarray, method: str, stage: int | None) -> np.ndarray:
+        if stage is None:
+            return values
+        st = self.stage[method]
+        if not np.any(st == stage):
+            raise ValueError(f"method {method!r} has no stage {stage}")
+        return values[st == stage]
+
+    def has_stages(self, method: str) -> bool:
+        return method in self.stage and bool(np.any(self.stage[method] > 0))
+
+    def endpoint_acc(self, split: str) -> float:
+        """The worse of the two endpoints' accuracies on ``split``."""
+        e = self.endpoints[split]
+        return min(e["A_acc"], e["B_acc"])
+
+    def endpoint_loss(self, split: str) -> float:
+        e = self.endpoints[split]
+        return max(e["A_loss"], e["B_loss"])
+
+    # ------------------------------------------------------------------ table
+    def rows(self, *, stages: bool = True) -> list[tuple[str, list[float]]]:
+        """``(label, [worst acc per split])`` rows of the table (accuracy as a fraction);
+        with ``stages``, OT methods are followed by one row per stage."""
+        out = []
+        for m in self.methods:
+            out.append((_label(m), [self.worst_acc(m, s) for s in self.splits]))
+            if stages and m not in self.skipped and self.has_stages(m):
+                for k in (1, 2):
+                    out.append((f"{_label(m)} (stage {k})", [self.worst_acc(m, s, k) for s in self.splits]))
+        out.append((ENDPOINTS, [self.endpoint_acc(s) for s in self.splits]))
+        return out
+
+    def markdown(self, *, stages: bool = True, digits: int = 2) -> str:
+        """The paper's table: one row per method then ``End points``; one column per split
+        with the worst accuracy along the path in %. ``End points`` shows the worse of the
+        two ends. OT rows are followed by their stages (``stages=False`` drops them)."""
+        head = "| Method | " + " | ".join(f"Worst {s} acc (%)" for s in self.splits) + " |"
+        sep = "|---|" + "---:|" * len(self.splits)
+        lines = [head, sep]
+        for label, vals in self.rows(stages=stages):
+            cells = ["skipped" if not np.isfinite(v) else f"{100.0 * v:.{digits}f}" for v in vals]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        for m, why in self.skipped.items():
+            lines.append("")
+            lines.append(f"{_label(m)} skipped: {why}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.markdown()
+
+    def __repr__(self) -> str:
+        return f"ConnectionReport(methods={self.methods}, splits={self.splits}, skipped={sorted(self.skipped)})"
+
+    # ------------------------------------------------------------------ files
+    def save(self, path: str | os.PathLike, force: bool = False) -> str:
+        """Write one result file of kind ``"connections"``.
+
+        Grid ``(n_methods + 1, n_splits)``: a row per method then ``End points`` (the worse
+        end); metrics ``worst_acc`` and ``max_loss``; skipped methods stay missing. Arrays
+        ``<method>.t``, ``<method>.stage``, ``<method>.<split>.acc`` and
+        ``<method>.<split>.loss``; attrs ``methods``, ``splits``, ``skipped``, ``endpoints``,
+        ``stages`` (worst accuracy per OT stage) and ``table`` (:meth:`markdown`).
+        """
+        path = os.fspath(path)
+        arrays: dict[str, np.ndarray] = {}
+        for m in self.computed:
+            arrays[f"{m}.t"] = np.asarray(self.t[m], dtype=np.float64)
+            arrays[f"{m}.stage"] = np.asarray(self.stage[m], dtype=np.int64)
+            for s in self.splits:
+                arrays[f"{m}.{s}.acc"] = np.asarray(self.acc[m][s], dtype=np.float64)
+                arrays[f"{m}.{s}.loss"] = np.asarray(self.loss[m][s], dtype=np.float64)
+        stages = {
+            m: {f"stage{k}": {s: self.worst_acc(m, s, k) for s in self.splits} for k in (1, 2)}
+            for m in self.computed
+            if self.has_stages(m)
+        }
+        attrs = dict(self.attrs)
+        attrs.update(
+            methods=list(self.methods),
+            splits=list(self.splits),
+            rows=list(self.methods) + [ENDPOINTS],
+            skipped=dict(self.skipped),
+            endpoints={s: dict(v) for s, v in self.endpoints.items()},
+            stages=stages,
+            table=self.markdown(),
+        )
+        n_m, n_s = len(self.methods), len(self.splits)
+        with create_result(
+            path,
+            kind=KIND,
+            shape=(n_m + 1, n_s),
+            metrics=["worst_acc", "max_loss"],
+            attrs=attrs,
+            arrays=arrays,
+            force=force,
+        ) as rf:
+            cells, worst, loss = [], [], []
+            for i, m in enumerate(self.methods):
+                if m in self.skipped:
+                    continue
+                for j, s in enumerate(self.splits):
+                    cells.append(i * n_s + j)
+                    worst.append(self.worst_acc(m, s))
+                    loss.append(self.max_loss(m, s))
+            for j, s in enumerate(self.splits):
+                cells.append(n_m * n_s + j)
+                worst.append(self.endpoint_acc(s))
+                loss.append(self.endpoint_loss(s))
+            rf.write_cells(cells, {"worst_acc": worst, "max_loss": loss})
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> ConnectionReport:
+        """Read a file written by :meth:`save`."""
+        with open_result(path) as rf:
+            if rf.kind != KIND:
+                raise ValueError(f"{os.fspath(path)} holds a {rf.kind!r} result, not {KIND!r}")
+            a = dict(rf.attrs)
+            methods, splits = list(a.pop("methods")), list(a.pop("splits"))
+            skipped = dict(a.pop("skipped"))
+            endpoints = {s: {k: float(v) for k, v in e.items()} for s, e in a.pop("endpoints").items()}
+            for k in ("rows", "stages", "table", "library-version", "created"):
+                a.pop(k, None)
+            rep = cls(methods=methods, splits=splits, endpoints=endpoints, skipped=skipped, attrs=a)
+            for m in rep.computed:
+                rep.t[m] = rf.read_array(f"{m}.t")
+                rep.stage[m] = rf.read_array(f"{m}.stage")
+                rep.acc[m] = {s: rf.read_array(f"{m}.{s}.acc") for s in splits}
+                rep.loss[m] = {s: rf.read_array(f"{m}.{s}.loss") for s in splits}
+        return rep
+
+
+# ---------------------------------------------------------------------------- building
+def _inputs(data):
+    x = getattr(data, "x", None)
+    if x is not None:
+        return x
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        return data[0]
+    raise TypeError(f"wa_data should be a TensorData, an (x, y) tuple or a tensor of inputs, got {type(data).__name__}")
+
+
+def _ot_t(t1: np.ndarray, t2: np.ndarray) -> tuple[np.ndarray, np.ndarray, slice]:
+    """Joined parameters of the two OT stages, as :func:`~landscape.connect.concatenate_paths`
+    maps them; returns ``(t, stage, keep)`` where ``keep`` selects stage 2's kept points."""
+
+    def span(t):
+        lo, hi = float(t[0]), float(t[-1])
+        return (t - lo) / (hi - lo) if hi > lo else np.ones_like(t)
+
+    keep = slice(1, None) if len(t2) > 1 else slice(None)
+    a, b = span(t1) / 2.0, (1.0 + span(t2)[keep]) / 2.0
+    stage = np.concatenate([np.ones(len(a), np.int64), np.full(len(b), 2, np.int64)])
+    return np.concatenate([a, b]), stage, keep
+
+
+def compare_connections(
+    model: nn.Module,
+    A: Weights,
+    B: Weights,
+    splits: Mapping[str, Any],
+    *,
+    methods: Sequence[str] = METHODS,
+    points: int = 21,
+    wa_data=None,
+    out: str | os.PathLike | None = None,
+    force: bool = False,
+    progress: bool = False,
+) -> ConnectionReport:
+    """Connect ``A`` and ``B`` by every method and find the worst point of each path.
+
+    Parameters
+    ----------
+    model : nn.Module
+        A plain MLP stack (two or more Linear layers, see
+        :func:`~landscape.connect.linear_chain`).
+    A, B : Weights
+        The two networks.
+    splits : mapping of str to data
+        Data splits to evaluate on, e.g. ``{"train": train, "test": test}`` (TensorData or
+        ``(x, y)`` tuples).
+    methods : sequence of str
+        Any of ``"linear"``, ``"arc"``, ``"linear+wa"``, ``"arc+wa"``, ``"ot"``,
+        ``"ot+wa"``. WA methods need exactly two Linear layers; on deeper models they are
+        skipped and the reason is recorded in :attr:`ConnectionReport.skipped`.
+    points : int
+        Values of ``t`` along each path (for OT: of stage 1; stage 2 is evaluated at its swap
+        points, one inside each swap).
+    wa_data : TensorData or tuple or Tensor, optional
+        The batch WA fits the second layer on (default: the first split). WA paths start and
+        end at ``A`` and ``B`` exactly (``snap_ends=True``).
+    out : path, optional
+        Save the report there (:meth:`ConnectionReport.save`); an existing file raises
+        :class:`~landscape.io.ResultExistsError` before anything is computed unless ``force``.
+    progress : bool
+        Progress bars of :func:`landscape.evaluate`.
+
+    Returns
+    -------
+    ConnectionReport
+    """
+    from ..evaluate import evaluate
+
+    methods = list(methods)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; expected some of {METHODS}")
+    if len(set(methods)) != len(methods):
+        raise ValueError(f"methods has repeated names: {methods}")
+    if not isinstance(splits, Mapping) or not splits:
+        raise ValueError("splits should be a non-empty mapping of split name to data")
+    for s in splits:
+        if not isinstance(s, str) or not s or "/" in s or "." in s:
+            raise ValueError(f"split names must be non-empty str without '/' or '.', got {s!r}")
+    if int(points) < 2:
+        raise ValueError(f"points should be at least 2, got {points}")
+    if out is not None and os.path.lexists(os.fspath(out)) and not force:
+        raise ResultExistsError(f"{os.fspath(out)} exists; pass force=True to replace it")
+    split_names = list(splits)
+    n_linear = len(linear_chain(model))
+    t = np.linspace(0.0, 1.0, int(points))
+    X = None
+
+    def run(pts) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        acc, loss = {}, {}
+        for s, data in splits.items():
+            r = evaluate(model, pts, data, metrics=("loss", "acc"), progress=progress)
+            acc[s], loss[s] = np.asarray(r["acc"], np.float64), np.asarray(r["loss"], np.float64)
+        return acc, loss
+
+    rep = ConnectionReport(
+        methods=methods,
+        splits=split_names,
+        attrs={"points": int(points), "linear_layers": n_linear},
+    )
+    acc, loss = run([A, B])
+    for s in split_names:
+        rep.endpoints[s] = {
+            "A_acc": float(acc[s][0]),
+            "B_acc": float(acc[s][1]),
+            "A_loss": float(loss[s][0]),
+            "B_loss": float(loss[s][1]),
+        }
+
+    for m in methods:
+        base, wa = m.split("+")[0], m.endswith("+wa")
+        if wa and n_linear != 2:
+            rep.skipped[m] = f"Weight Adjustment (wa_path) needs exactly two Linear layers; this model has {n_linear}"
+            continue
+        if wa:
+            if X is None:
+                X = _inputs(splits[split_names[0]] if wa_data is None else wa_data)
+                rep.attrs["wa_samples"] = int(X.shape[0])
+            tm, pts = wa_path(A, B, model, X, t, method=base, snap_ends=True)
+            tm = np.asarray(tm, np.float64)
+            stage = np.zeros(len(tm), np.int64)
+            if base == "ot":
+                stage = np.where(tm <= 0.5, 1, 2).astype(np.int64)
+            rep.acc[m], rep.loss[m] = run(pts)
+        elif base == "ot":
+            op = ot_path(A, B, model, t)
+            a1, l1 = run(op.stage1)
+            a2, l2 = run(op.stage2)
+            tm, stage, keep = _ot_t(np.asarray(op.t1), np.asarray(op.t2))
+            rep.acc[m] = {s: np.concatenate([a1[s], a2[s][keep]]) for s in split_names}
+            rep.loss[m] = {s: np.concatenate([l1[s], l2[s][keep]]) for s in split_names}
+            rep.attrs.setdefault("ot_swaps", len(op.swaps))
+        else:
+            pts = linear_path(A, B, t) if base == "linear" else arc_path(A, B, model, t)
+            tm, stage = t.copy(), np.zeros(len(t), np.int64)
+            rep.acc[m], rep.loss[m] = run(pts)
+        rep.t[m], rep.stage[m] = tm, stage
+
+    if out is not None:
+        rep.save(out, force=force)
+    return rep
+
+
+# ---------------------------------------------------------------------------- figure
+def plot_connections(report_or_path, ax=None, *, split: str | None = None):
+    """Accuracy along ``t`` of every method of a :class:`ConnectionReport` (or of a file
+    written by :meth:`ConnectionReport.save`), one line each, with the endpoints' accuracies
+    as dotted lines.
+
+    Parameters
+    ----------
+    report_or_path : ConnectionReport or path
+    ax : matplotlib Axes, optional
+        Draw there (default: a new :class:`~matplotlib.figure.Figure`).
+    split : str, optional
+        The split to draw (default: the last one, usually ``"test"``).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    rep = report_or_path if isinstance(report_or_path, ConnectionReport) else ConnectionReport.load(report_or_path)
+    split = rep.splits[-1] if split is None else split
+    if split not in rep.splits:
+        raise ValueError(f"split {split!r} is not in the report (it has {rep.splits})")
+    if ax is None:
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(7.0, 4.5), layout="constrained")
+        ax = fig.add_subplot()
+    else:
+        try:
+            fig = ax.get_figure(root=True)
+        except TypeError:  # matplotlib < 3.10
+            fig = ax.figure
+    for m in rep.computed:
+        ax.plot(rep.t[m], 100.0 * rep.acc[m][split], marker=".", ms=3, label=_label(m))
+    e = rep.endpoints[split]
+    ax.axhline(100.0 * e["A_acc"], color="0.5", ls=":", lw=1)
+    ax.axhline(100.0 * e["B_acc"], color="0.5", ls=":", lw=1)
+    ax.set_xlabel("t")
+    ax.set_ylabel(f"{split} accuracy (%)")
+    ax.set_xlim(0.0, 1.0)
+    ax.set_title("Connections between A and B")
+    ax.legend(fontsize="small")
+    return fig
