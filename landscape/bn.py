@@ -29,8 +29,6 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
-from .weights import Layout
-
 __all__ = ["BN_MODES", "batchnorm_modules", "has_batchnorm", "recompute_bn", "recompute_bn_exact"]
 
 BN_MODES = ("running", "recompute", "recompute-exact")
@@ -248,8 +246,3 @@ def _forward_order(model: nn.Module, tensors: dict, batches) -> list:
                 "recompute-exact needs every tracked BatchNorm layer to be used"
             )
     return list(seen.values())
-
-
-def bn_layout_entries(layout: Layout) -> list[str]:
-    """Names of BatchNorm statistics in a layout."""
-    return [e.name for e in layout if e.kind in ("bn_running_mean", "bn_running_var", "bn_count")]

@@ -277,19 +277,11 @@ def _trajectory_files(items: list[str]) -> list[str]:
     return items
 
 
-def _auto_range(values, count: int = 21, margin: float = 0.25):
-    import numpy as np
-
-    lo, hi = float(np.min(values)), float(np.max(values))
-    span = max(hi - lo, 1e-3)
-    return np.linspace(lo - margin * span, hi + margin * span, count)
-
-
 def _cmd_surface(args) -> int:
     from . import directions, distributed
     from .data import load_data
     from .models import build_model, describe_model
-    from .surface import compute_surface, parse_range
+    from .surface import auto_range, compute_surface, parse_range
     from .weights import load_checkpoint
 
     _check_out(args)
@@ -331,7 +323,7 @@ def _cmd_surface(args) -> int:
         default_x = {"interpolate": "-0.5:1.5:41"}.get(kind, "-1:1:51")
         if args.x is None and kind in ("three-point", "pca"):
             pts = plane.arrays.get("trajectory", plane.anchors)
-            xs, ys = _auto_range(pts[:, 0]), _auto_range(pts[:, 1])
+            xs, ys = auto_range(pts[:, 0]), auto_range(pts[:, 1])
         else:
             xs = parse_range(args.x or default_x)
             ys = None if plane.dim == 1 else parse_range(args.y or args.x or default_x)
@@ -442,8 +434,7 @@ def _cmd_curve(args) -> int:
     if action == "fit":
         if len(args.ckpt) != 2:
             raise UsageError(f"curve fit needs two --ckpt (the endpoints), got {len(args.ckpt)}")
-        if os.path.exists(args.out) and not (args.resume or args.force):
-            raise UsageError(f"'{args.out}' already exists; pass --resume to continue it or --force to overwrite it")
+        _check_out(args)
         a, b = (load_checkpoint(p, model, trust=args.trust_checkpoint) for p in args.ckpt)
         init = "line"
         if args.init:
@@ -508,12 +499,12 @@ def _cmd_curve(args) -> int:
             )
         print(f"-> {args.out}")
     else:
-        from .surface import compute_surface, parse_range
+        from .surface import auto_range, compute_surface, parse_range
 
         plane = curves.curve_plane(curve)
         pts = np.concatenate([plane.anchors, plane.arrays["trajectory"]])
-        xs = parse_range(args.x) if args.x else _auto_range(pts[:, 0])
-        ys = parse_range(args.y) if args.y else _auto_range(pts[:, 1])
+        xs = parse_range(args.x) if args.x else auto_range(pts[:, 0])
+        ys = parse_range(args.y) if args.y else auto_range(pts[:, 1])
         res = compute_surface(model, plane, xs, ys, splits=splits, metrics=metrics, **common)
         _print_surface_summary(res)
     if args.plot:

@@ -103,7 +103,7 @@ def run_demo(out_dir: str = "landscape-demo", *, force: bool = False, progress: 
     from .data import load_data
     from .models import build_model
     from .plot import plot_file
-    from .surface import compute_surface
+    from .surface import auto_range, compute_surface
     from .weights import load_checkpoint
 
     t0 = time.perf_counter()
@@ -130,18 +130,25 @@ def run_demo(out_dir: str = "landscape-demo", *, force: bool = False, progress: 
     def ckpt_attrs(ws):
         return {"checkpoints": [{"path": x.source, "sha256": x.sha256} for x in ws]}
 
-    def auto(values, count=25, margin=0.3):
-        lo, hi = float(np.min(values)), float(np.max(values))
-        span = max(hi - lo, 1e-3)
-        return np.linspace(lo - margin * span, hi + margin * span, count)
-
     pca = directions.pca_plane(traj)
     three = directions.three_point_plane(*w)
     jobs = [
         ("interpolation", directions.line_through(w[0], w[1]), np.linspace(-0.5, 1.5, 41), None, w[:2]),
         ("random-plane", directions.random_plane(w[0], seed=0), np.linspace(-1, 1, 25), np.linspace(-1, 1, 25), w[:1]),
-        ("three-checkpoints", three, auto(three.anchors[:, 0]), auto(three.anchors[:, 1]), w),
-        ("pca-trajectory", pca, auto(pca.arrays["trajectory"][:, 0]), auto(pca.arrays["trajectory"][:, 1]), [traj[-1]]),
+        (
+            "three-checkpoints",
+            three,
+            auto_range(three.anchors[:, 0], 25, 0.3),
+            auto_range(three.anchors[:, 1], 25, 0.3),
+            w,
+        ),
+        (
+            "pca-trajectory",
+            pca,
+            auto_range(pca.arrays["trajectory"][:, 0], 25, 0.3),
+            auto_range(pca.arrays["trajectory"][:, 1], 25, 0.3),
+            [traj[-1]],
+        ),
     ]
     summary = []
     splits = {"train": train, "test": test}
@@ -196,8 +203,8 @@ def run_demo(out_dir: str = "landscape-demo", *, force: bool = False, progress: 
     cres = compute_surface(
         model,
         cplane,
-        auto(anchors[:, 0], 21, 0.2),
-        auto(anchors[:, 1], 21, 0.4),
+        auto_range(anchors[:, 0], 21, 0.2),
+        auto_range(anchors[:, 1], 21, 0.4),
         splits=splits,
         out=cplane_path,
         resume=not force,

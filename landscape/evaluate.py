@@ -769,25 +769,28 @@ def evaluate(
     return res
 
 
+def describe_data(d) -> dict[str, Any] | None:
+    """What a dataset is, for result-file attributes: ``TensorData.describe()``, or the size
+    and input shape of an ``(x, y)`` tuple; None for None."""
+    if d is None:
+        return None
+    if hasattr(d, "describe"):
+        return d.describe()
+    x, _ = d
+    return {"spec": "tensors", "n": int(x.shape[0]), "input_shape": list(x.shape[1:])}
+
+
 def run_attributes(points: PointSet, data, metric_names, *, bn, bn_data, precision) -> dict[str, Any]:
     """Attributes that identify a run (compared when resuming)."""
     from . import __version__
-
-    def describe(d):
-        if d is None:
-            return None
-        if hasattr(d, "describe"):
-            return d.describe()
-        x, y = d
-        return {"spec": "tensors", "n": int(x.shape[0]), "input_shape": list(x.shape[1:])}
 
     return {
         "library-version": __version__,
         "metrics": list(metric_names),
         "bn": bn,
-        "bn-data": describe(bn_data) if bn_data is not None else None,
+        "bn-data": describe_data(bn_data),
         "precision": precision,
-        "data": describe(data),
+        "data": describe_data(data),
         "basis-names": list(points.names),
         "num-points": int(points.K),
         "basis-size": int(points.J),

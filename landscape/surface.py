@@ -27,10 +27,10 @@ from torch import nn
 
 from . import distributed as distlib
 from .directions import Plane
-from .evaluate import Engine, _progress
+from .evaluate import Engine, _progress, describe_data
 from .metrics import Metric, resolve_metrics
 
-__all__ = ["GridResult", "SurfaceResult", "compute_surface", "evaluate_grid", "parse_range"]
+__all__ = ["GridResult", "SurfaceResult", "auto_range", "compute_surface", "evaluate_grid", "parse_range"]
 
 
 def parse_range(text: str) -> np.ndarray:
@@ -89,13 +89,18 @@ class SurfaceResult:
         return self.metrics[name]
 
 
-def _describe_data(d) -> Any:
-    if d is None:
-        return None
-    if hasattr(d, "describe"):
-        return d.describe()
-    x, _ = d
-    return {"spec": "tensors", "n": int(x.shape[0]), "input_shape": list(x.shape[1:])}
+def auto_range(values, count: int = 21, margin: float = 0.25) -> np.ndarray:
+    """``count`` evenly spaced values covering ``values`` with ``margin`` of their span on
+    each side (grids around anchors, trajectories and curves).
+
+    Examples
+    --------
+    >>> auto_range([0.0, 1.0], count=3, margin=0.5).tolist()
+    [-0.5, 0.5, 1.5]
+    """
+    lo, hi = float(np.min(values)), float(np.max(values))
+    span = max(hi - lo, 1e-3)
+    return np.linspace(lo - margin * span, hi + margin * span, count)
 
 
 def compute_surface(
@@ -335,10 +340,10 @@ def _surface_attrs(plane: Plane, splits, metric_objs, bn, bn_data, precision, ex
         "surface-type": plane.kind,
         "basis-names": list(plane.names),
         "anchor-names": list(plane.anchor_names),
-        "splits": {s: _describe_data(d) for s, d in splits.items()},
+        "splits": {s: describe_data(d) for s, d in splits.items()},
         "metrics-per-split": [m.name for m in metric_objs],
         "bn": bn,
-        "bn-data": _describe_data(bn_data) if bn != "running" else None,
+        "bn-data": describe_data(bn_data) if bn != "running" else None,
         "precision": precision,
     }
     a.update(plane.attrs)

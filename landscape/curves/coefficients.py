@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
 __all__ = [
@@ -114,7 +113,3 @@ def polychain_derivative_coefficients(t, n_bends: int):
     d[rows, idx] = -float(segments)
     d[rows, idx + 1] = float(segments)
     return d.numpy() if is_np else d
-
-
-def as_numpy_t(t) -> np.ndarray:
-    return np.asarray(t, dtype=np.float64).reshape(-1)

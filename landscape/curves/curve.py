@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..directions import Plane
+from ..directions import Plane, _label, _with_extras
 from ..pointset import PointSet
 from ..weights import Weights
 from .coefficients import (
@@ -117,7 +117,7 @@ class Curve:
         out = [self.start]
         for j in range(self.n_bends):
             out.append(Weights(self.start.unflatten(self.bends[j].detach().clone()), self.layout))
-            out[-1] = _fill_extras(out[-1], self.start)
+            out[-1] = _with_extras(out[-1], self.start)
         return out + [self.end]
 
     def basis(self, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -236,12 +236,3 @@ def load_curve(path: str | os.PathLike, model: torch.nn.Module) -> tuple[Curve, 
     with torch.no_grad():
         curve.bends.copy_(state["bends"])
     return curve, state
-
-
-def _fill_extras(w: Weights, like: Weights) -> Weights:
-    t = {n: (w[n] if like.layout[n].flat else like[n].clone()) for n in like.layout.names()}
-    return Weights(t, like.layout)
-
-
-def _label(w: Weights, default: str) -> str:
-    return os.path.basename(w.source) if w.source else default

@@ -12,8 +12,9 @@ import torch
 from torch import nn
 
 from ..directions import Plane, _param_vector, three_point_plane
+from ..evaluate import describe_data
 from ..pointset import PointSet
-from ..surface import _describe_data, evaluate_grid
+from ..surface import evaluate_grid
 from .curve import Curve
 
 __all__ = ["CurveProfile", "barrier", "curve_plane", "evaluate_curve"]
@@ -96,9 +97,9 @@ def evaluate_curve(
             "n-bends": curve.n_bends,
             "rows": ["curve", "line"],
             "basis-names": curve.names,
-            "splits": {s: _describe_data(d) for s, d in splits.items()},
+            "splits": {s: describe_data(d) for s, d in splits.items()},
             "bn": bn,
-            "bn-data": _describe_data(bn_data) if bn != "running" else None,
+            "bn-data": describe_data(bn_data) if bn != "running" else None,
             "precision": precision,
             "x-label": "t",
             "checkpoints": [{"path": w.source, "sha256": w.sha256} for w in (curve.start, curve.end)],
