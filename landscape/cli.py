@@ -181,6 +181,46 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True)
     c.add_argument("--force", action="store_true")
 
+    p = sub.add_parser(
+        "connect",
+        help="connect two MLP checkpoints by Linear, Arc, OT and Weight Adjustment; worst accuracy along each",
+        description="Build every connection of Anokhin & Yarotsky (2020) between two checkpoints of a multilayer "
+        "perceptron, evaluate each path at --points values of t and print the table of worst train/test accuracy "
+        "along it, next to the endpoints and any trained curves (--curve). The report goes to --out (HDF5).",
+    )
+    p.add_argument("--ckpt", action="append", default=[], help="the two checkpoints A and B (repeat)")
+    p.add_argument(
+        "--methods",
+        default="all",
+        help="comma-separated: linear, arc, linear+wa, arc+wa, ot, ot+wa, or all (default all)",
+    )
+    p.add_argument("--points", type=int, default=21, help="values of t per path (OT: stage 1; WA: per step)")
+    p.add_argument("--splits", default="train,test", help="comma-separated data splits (default train,test)")
+    p.add_argument("--wa-split", default="train", help="data split the weight adjustment fits on (default train)")
+    p.add_argument("--ridge", type=float, default=0.0, help="ridge term of the weight adjustment (default 0)")
+    p.add_argument(
+        "--curve",
+        action="append",
+        default=[],
+        metavar="[LABEL=]FILE",
+        help="a curve file from `landscape curve fit` between the same checkpoints, added as a row (repeat)",
+    )
+    p.add_argument("--plot", action="store_true", help="also write the figures next to the file")
+    p.add_argument("--model", required=True, help="built-in name (see `landscape models`) or package.module:factory")
+    p.add_argument("--model-kwargs", default=None, help="JSON object of keyword arguments for the factory")
+    p.add_argument("--data", required=True, help="digits | file.npz | file.pt | ... (see `landscape eval --help`)")
+    p.add_argument("--max-samples", type=int, default=None, help="use at most this many samples per split")
+    p.add_argument(
+        "--normalize", action="store_true", help="standardise inputs per channel with the train split's mean/std"
+    )
+    p.add_argument("--precision", default="fp32", choices=["fp64", "fp32", "tf32", "bf16"])
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--trust-checkpoint", action="store_true", help="allow pickled Python objects in checkpoints")
+    p.add_argument("--out", required=True, help="write the report to this HDF5 file")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted --out file")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
     p = sub.add_parser("demo", help="the main job on bundled data (digits, CPU, under 2 minutes)")
     p.add_argument("--out", default="landscape-demo", help="output folder (default ./landscape-demo)")
     p.add_argument("--force", action="store_true", help="overwrite files of an earlier demo in that folder")
@@ -515,6 +555,84 @@ def _cmd_curve(args) -> int:
     return 0
 
 
+def _curve_args(items: list[str]) -> list[tuple[str | None, str]]:
+    """``[LABEL=]FILE`` values of ``--curve``."""
+    out = []
+    for item in items:
+        label, sep, path = item.rpartition("=")
+        if not sep or os.path.exists(item):
+            label, path = "", item
+        out.append((label or None, path))
+    return out
+
+
+def _cmd_connect(args) -> int:
+    from . import curves as curvelib
+    from .connect import METHODS, compare_connections
+    from .data import load_data
+    from .models import build_model, describe_model
+    from .weights import load_checkpoint
+
+    if len(args.ckpt) != 2:
+        raise UsageError(f"connect needs two --ckpt (A and B), got {len(args.ckpt)}")
+    _check_out(args)
+    names = [m.strip().lower() for m in args.methods.split(",") if m.strip()]
+    methods = list(METHODS) if names == ["all"] else names
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise UsageError(f"--methods {args.methods!r}: unknown {unknown}; expected some of {', '.join(METHODS)} or all")
+    if args.points < 2:
+        raise UsageError(f"--points should be at least 2, got {args.points}")
+    model = build_model(args.model, args.model_kwargs)
+    A, B = (load_checkpoint(p, model, trust=args.trust_checkpoint) for p in args.ckpt)
+
+    def load(split):
+        return load_data(args.data, split, max_samples=args.max_samples, normalize=args.normalize)
+
+    splits = {s.strip(): load(s.strip()) for s in args.splits.split(",") if s.strip()}
+    if not splits:
+        raise UsageError("--splits names no split")
+    wa = splits.get(args.wa_split) or load(args.wa_split)
+    curves = {}
+    for label, path in _curve_args(args.curve):
+        curve, _ = curvelib.load_curve(path, model)
+        label = label or f"{'Bezier' if curve.kind == 'bezier' else 'Polychain'} ({curve.n_bends + 2})"
+        if label in curves:
+            raise UsageError(f"two --curve rows are labelled {label!r}; name them LABEL=FILE")
+        curves[label] = curve
+    rep = compare_connections(
+        model,
+        A,
+        B,
+        splits,
+        methods=methods,
+        points=args.points,
+        wa_data=wa,
+        curves=curves,
+        ridge=args.ridge,
+        device=args.device,
+        precision=args.precision,
+        out=args.out,
+        force=args.force,
+        resume=args.resume,
+        progress=not args.no_progress,
+        attrs={
+            "model": describe_model(args.model, args.model_kwargs),
+            "checkpoints": [{"path": w.source, "sha256": w.sha256} for w in (A, B)],
+            "data": args.data,
+            "curve-files": [os.path.abspath(p) for _, p in _curve_args(args.curve)],
+        },
+    )
+    print(rep.markdown())
+    print(f"{args.points} points per path -> {args.out}")
+    if args.plot:
+        from .plot import plot_file
+
+        written = plot_file(args.out, os.path.dirname(os.path.abspath(args.out)), force=args.force)
+        print(f"figures: {', '.join(written)}")
+    return 0
+
+
 def _cmd_models(args) -> int:
     from .models import list_models
 
@@ -536,6 +654,7 @@ _COMMANDS = {
     "plot": _cmd_plot,
     "export": _cmd_export,
     "curve": _cmd_curve,
+    "connect": _cmd_connect,
     "demo": _cmd_demo,
     "models": _cmd_models,
 }
@@ -576,6 +695,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return _COMMANDS[args.command](args)
+    except BrokenPipeError:  # e.g. `landscape info f.h5 | head`
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - no flush error at exit
+        except OSError:
+            pass
+        return 0
     except KeyboardInterrupt:
         print("landscape: interrupted; finished chunks are saved, rerun with --resume to continue", file=sys.stderr)
         return 130

@@ -1042,7 +1042,9 @@ def plot_file(
       ``"curve-plane"``: the curve over the contours, :func:`plot_trajectory`);
     * curve profile (kind ``"curve"``): ``<stem>-profile.<fmt>``
       (:func:`plot_curve_profile`; with ``metrics``, the splits named by those metrics
-      are drawn in both panels).
+      are drawn in both panels);
+    * connections (kind ``"connections"``): ``<stem>-connections-<split>.<fmt>``, the
+      accuracy along ``t`` of every method (:func:`~landscape.connect.plot_connections`).
 
     ``<stem>`` is the file name without ``.h5``.  Metrics with no finite value yet are
     skipped.
@@ -1076,7 +1078,12 @@ def plot_file(
     stem = os.path.splitext(os.path.basename(surface.path))[0]
     names = _present(surface, metrics)
     jobs: list[tuple[str, str | None, Any]] = []  # (figure name, metric part, draw function)
-    if _is_curve_profile(surface):
+    if surface.kind == "connections":
+        from .connect.report import plot_connections
+
+        for split in surface.attrs.get("splits", []):
+            jobs.append(("connections", split, lambda split=split: plot_connections(surface.path, split=split)))
+    elif _is_curve_profile(surface):
         splits = None
         if metrics is not None:
             chosen = [_split_of(m) for m in names if _is_loss(m) or _is_accuracy(m)]

@@ -209,3 +209,55 @@ def test_info_summarises_a_file(tmp_path, capsys):
     assert main(["info", str(out)]) == 0
     text = capsys.readouterr().out
     assert "2/2" in text and "loss" in text
+
+
+def test_connect_prints_the_table_writes_the_report_and_refuses_bad_input(tmp_path, capsys):
+    from landscape.connect import ConnectionReport, compare_connections
+
+    paths = _ckpts(tmp_path, "mlp", {"widths": [16]}, 2)
+    out = tmp_path / "conn.h5"
+    base = ["connect", *MLP_ARGS, "--ckpt", paths[0], "--ckpt", paths[1], "--points", "5", "--out", str(out)]
+    assert main([*base, "--methods", "linear,ot+wa", "--plot"]) == 0
+    printed = capsys.readouterr().out
+    assert "| Linear |" in printed and "| OT + WA |" in printed and "| End points |" in printed
+    assert "conn-connections-test.png" in printed
+    rep = ConnectionReport.load(out)
+    assert rep.computed == ["linear", "ot+wa"] and rep.attrs["checkpoints"][0]["sha256"]
+    # the same numbers as the library call
+    model = ls.build_model("mlp", {"widths": [16]})
+    A, B = (ls.load_checkpoint(p, model) for p in paths)
+    splits = {s: ls.load_data("digits", s) for s in ("train", "test")}
+    direct = compare_connections(model, A, B, splits, methods=("linear", "ot+wa"), points=5)
+    for m in rep.computed:
+        np.testing.assert_array_equal(rep.acc[m]["test"], direct.acc[m]["test"])
+    # existing file, bad methods, one checkpoint: one line, exit 2
+    for argv, fragment in (
+        ([*base, "--methods", "linear"], "already exists"),
+        ([*base, "--methods", "spline", "--force"], "unknown ['spline']"),
+        (["connect", *MLP_ARGS, "--ckpt", paths[0], "--out", str(tmp_path / "x.h5")], "two --ckpt"),
+        ([*base, "--methods", "linear", "--points", "1", "--force"], "--points"),
+    ):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert fragment in err and len(err.strip().splitlines()) == 1, err
+    # resume adds a method without recomputing the finished ones
+    assert main([*base, "--methods", "linear,ot+wa,arc", "--resume"]) == 0
+    again = ConnectionReport.load(out)
+    assert again.computed == ["linear", "ot+wa", "arc"]
+    np.testing.assert_array_equal(again.acc["linear"]["train"], rep.acc["linear"]["train"])
+
+
+def test_connect_adds_trained_curves_as_rows(tmp_path, capsys):
+    paths = _ckpts(tmp_path, "mlp", {"widths": [16]}, 3)
+    curve_file = tmp_path / "curve.pt"
+    fit = ["curve", "fit", *MLP_ARGS, "--ckpt", paths[0], "--ckpt", paths[1], "--epochs", "1"]
+    assert main([*fit, "--out", str(curve_file)]) == 0
+    out = tmp_path / "conn.h5"
+    base = ["connect", *MLP_ARGS, "--ckpt", paths[0], "--ckpt", paths[1], "--points", "3", "--methods", "linear"]
+    assert main([*base, "--curve", str(curve_file), "--curve", f"mine={curve_file}", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| Bezier (3) |" in printed and "| mine |" in printed
+    # a curve between other checkpoints is refused
+    other = ["connect", *MLP_ARGS, "--ckpt", paths[0], "--ckpt", paths[2], "--methods", "linear"]
+    assert main([*other, "--curve", str(curve_file), "--out", str(tmp_path / "o.h5")]) == 2
+    assert "does not end at B" in capsys.readouterr().err

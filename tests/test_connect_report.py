@@ -165,16 +165,49 @@ def test_planted_permutation_is_connected_by_ot_at_constant_accuracy(pair, split
         np.testing.assert_allclose(acc[st == 2][1::2], a_acc, atol=TINY)
 
 
-def test_deeper_models_skip_wa_with_a_reason(splits):
+def test_deeper_models_run_wa_through_transitional_networks(splits):
     model = _trained([16, 16], 0, splits["train"], epochs=1)
     other = _trained([16, 16], 1, splits["train"], epochs=1)
     A, B = ls.Weights.from_module(model), ls.Weights.from_module(other)
-    rep = compare_connections(model, A, B, splits, methods=("linear", "arc+wa", "ot"), points=3)
-    assert rep.computed == ["linear", "ot"]
-    assert "two Linear layers" in rep.skipped["arc+wa"] and "3" in rep.skipped["arc+wa"]
-    assert np.isnan(rep.worst_acc("arc+wa", "test"))
+    rep = compare_connections(model, A, B, splits, methods=("linear", "arc+wa"), points=3)
+    assert rep.computed == ["linear", "arc+wa"] and rep.attrs["wa_steps"] == 3
+    # three steps A -> Theta_2 -> Theta_3 -> B, each with 3 points, joints counted once
+    assert rep.stages("arc+wa") == [1, 2, 3] and len(rep.t["arc+wa"]) == 7
+    for s in rep.splits:
+        e = rep.endpoints[s]
+        assert rep.acc["arc+wa"][s][0] == pytest.approx(e["A_acc"], abs=TINY)
+        assert rep.acc["arc+wa"][s][-1] == pytest.approx(e["B_acc"], abs=TINY)
+        steps = [rep.worst_acc("arc+wa", s, k) for k in (1, 2, 3)]
+        assert min(steps) == rep.worst_acc("arc+wa", s)
+    text = rep.markdown()
+    assert "| Arc + WA (step 2) |" in text and "(stage" not in text
+
+
+def test_skipped_methods_show_in_the_table():
+    rep = ConnectionReport(methods=["linear", "arc+wa"], splits=["test"], skipped={"arc+wa": "no data"})
+    rep.t["linear"], rep.stage["linear"] = np.array([0.0, 1.0]), np.zeros(2, np.int64)
+    rep.acc["linear"], rep.loss["linear"] = {"test": np.array([0.9, 0.8])}, {"test": np.array([0.1, 0.2])}
+    rep.endpoints["test"] = {"A_acc": 0.9, "B_acc": 0.8, "A_loss": 0.1, "B_loss": 0.2}
+    assert rep.computed == ["linear"] and np.isnan(rep.worst_acc("arc+wa", "test"))
     text = rep.markdown(stages=False)
-    assert "| Arc + WA | skipped | skipped |" in text and "Arc + WA skipped:" in text
+    assert "| Arc + WA | skipped |" in text and "Arc + WA skipped: no data" in text
+    assert "| Linear | 80.00 |" in text and "| End points | 80.00 |" in text
+
+
+def test_curves_join_the_table(pair, splits):
+    from landscape.curves import Curve
+
+    model, A, B = pair
+    # a Bezier curve whose bend is the midpoint is the straight line: same numbers as Linear
+    line = Curve(A, B, n_bends=1, kind="bezier", init="line")
+    rep = compare_connections(model, A, B, splits, methods=("linear",), curves={"Bezier (3)": line}, points=5)
+    assert rep.methods == ["linear", "Bezier (3)"]
+    for s in rep.splits:
+        np.testing.assert_allclose(rep.acc["Bezier (3)"][s], rep.acc["linear"][s], atol=1e-6)
+        np.testing.assert_allclose(rep.loss["Bezier (3)"][s], rep.loss["linear"][s], rtol=1e-5)
+    assert "| Bezier (3) |" in rep.markdown()
+    with pytest.raises(ValueError, match="curve names"):
+        compare_connections(model, A, B, splits, methods=("linear",), curves={"linear": line})
 
 
 def test_rejects_bad_arguments(pair, splits):
@@ -183,3 +216,34 @@ def test_rejects_bad_arguments(pair, splits):
         compare_connections(model, A, B, splits, methods=("spline",))
     with pytest.raises(ValueError, match="points"):
         compare_connections(model, A, B, splits, points=1)
+
+
+def test_an_interrupted_run_resumes_without_recomputing(pair, splits, tmp_path, monkeypatch):
+    import landscape.connect.report as report_mod
+    from landscape.io import ResultFileError
+
+    model, A, B = pair
+    path = tmp_path / "conn.h5"
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as mp:
+        mp.setattr(report_mod, "arc_path", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            compare_connections(model, A, B, splits, methods=("linear", "arc"), points=5, out=path)
+    partial = ConnectionReport.load(path)
+    assert partial.computed == ["linear"] and partial.attrs["complete"] is False
+    with pytest.raises(ResultExistsError):
+        compare_connections(model, A, B, splits, methods=("linear", "arc"), points=5, out=path)
+    with pytest.raises(ResultFileError, match="points"):
+        compare_connections(model, A, B, splits, methods=("linear", "arc"), points=7, out=path, resume=True)
+    with monkeypatch.context() as mp:
+        mp.setattr(report_mod, "linear_path", interrupted)  # linear must come from the file
+        rep = compare_connections(model, A, B, splits, methods=("linear", "arc"), points=5, out=path, resume=True)
+    fresh = compare_connections(model, A, B, splits, methods=("linear", "arc"), points=5)
+    for m in ("linear", "arc"):
+        for s in splits:
+            np.testing.assert_array_equal(rep.acc[m][s], fresh.acc[m][s])
+    back = ConnectionReport.load(path)
+    assert back.computed == ["linear", "arc"] and back.attrs["complete"] is True

@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from ..io import ResultExistsError, create_result, open_result
 from ..weights import Weights
-from .adjust import wa_path
+from .adjust import multilayer_wa_path, wa_path
 from .matching import ot_path
 from .neurons import linear_chain
 from .paths import arc_path, linear_path
@@ -68,7 +69,8 @@ class ConnectionReport:
         ``"ot+wa"`` stage 1 lies on ``[0, 1/2]`` and stage 2 on ``[1/2, 1]`` (as
         :meth:`~landscape.connect.OTPath.joined`).
     stage : dict of str to ndarray[K] of int
-        ``1`` or ``2`` for the points of OT stages, ``0`` for single-stage paths.
+        ``1`` or ``2`` for the points of OT stages, the step ``1..n`` of multi-layer WA paths
+        (through transitional networks), ``0`` for single-stage paths.
     acc, loss : dict of str to dict of str to ndarray[K]
         ``acc[method][split]``: accuracy (fraction in ``[0, 1]``) at every point.
     endpoints : dict of str to dict of str to float
@@ -119,6 +121,16 @@ class ConnectionReport:
     def has_stages(self, method: str) -> bool:
         return method in self.stage and bool(np.any(self.stage[method] > 0))
 
+    def stages(self, method: str) -> list[int]:
+        """The stage (OT) or step (multi-layer WA) numbers of ``method``, empty if none."""
+        if method in self.skipped or method not in self.stage:
+            return []
+        return sorted(int(k) for k in np.unique(self.stage[method]) if k > 0)
+
+    def stage_word(self, method: str) -> str:
+        """``"step"`` for multi-layer WA paths, ``"stage"`` for OT."""
+        return "step" if method.endswith("+wa") and "wa_steps" in self.attrs else "stage"
+
     def endpoint_acc(self, split: str) -> float:
         """The worse of the two endpoints' accuracies on ``split``."""
         e = self.endpoints[split]
@@ -131,13 +143,15 @@ class ConnectionReport:
     # ------------------------------------------------------------------ table
     def rows(self, *, stages: bool = True) -> list[tuple[str, list[float]]]:
         """``(label, [worst acc per split])`` rows of the table (accuracy as a fraction);
-        with ``stages``, OT methods are followed by one row per stage."""
+        with ``stages``, OT methods are followed by one row per stage (multi-layer WA paths:
+        per step)."""
         out = []
         for m in self.methods:
             out.append((_label(m), [self.worst_acc(m, s) for s in self.splits]))
-            if stages and m not in self.skipped and self.has_stages(m):
-                for k in (1, 2):
-                    out.append((f"{_label(m)} (stage {k})", [self.worst_acc(m, s, k) for s in self.splits]))
+            if stages:
+                word = self.stage_word(m)
+                for k in self.stages(m):
+                    out.append((f"{_label(m)} ({word} {k})", [self.worst_acc(m, s, k) for s in self.splits]))
         out.append((ENDPOINTS, [self.endpoint_acc(s) for s in self.splits]))
         return out
 
@@ -181,7 +195,7 @@ class ConnectionReport:
                 arrays[f"{m}.{s}.acc"] = np.asarray(self.acc[m][s], dtype=np.float64)
                 arrays[f"{m}.{s}.loss"] = np.asarray(self.loss[m][s], dtype=np.float64)
         stages = {
-            m: {f"stage{k}": {s: self.worst_acc(m, s, k) for s in self.splits} for k in (1, 2)}
+            m: {f"{self.stage_word(m)}{k}": {s: self.worst_acc(m, s, k) for s in self.splits} for k in self.stages(m)}
             for m in self.computed
             if self.has_stages(m)
         }
@@ -274,9 +288,15 @@ def compare_connections(
     methods: Sequence[str] = METHODS,
     points: int = 21,
     wa_data=None,
+    curves: Mapping[str, Any] | None = None,
+    ridge: float = 0.0,
+    device=None,
+    precision: str = "fp32",
     out: str | os.PathLike | None = None,
     force: bool = False,
+    resume: bool = False,
     progress: bool = False,
+    attrs: Mapping[str, Any] | None = None,
 ) -> ConnectionReport:
     """Connect ``A`` and ``B`` by every method and find the worst point of each path.
 
@@ -292,19 +312,38 @@ def compare_connections(
         ``(x, y)`` tuples).
     methods : sequence of str
         Any of ``"linear"``, ``"arc"``, ``"linear+wa"``, ``"arc+wa"``, ``"ot"``,
-        ``"ot+wa"``. WA methods need exactly two Linear layers; on deeper models they are
-        skipped and the reason is recorded in :attr:`ConnectionReport.skipped`.
+        ``"ot+wa"``. On a network with one hidden layer WA methods are :func:`wa_path`; on
+        deeper ones they run through the transitional networks of
+        :func:`~landscape.connect.multilayer_wa_path` (``points`` per step, ``stage`` holds
+        the step number).
     points : int
         Values of ``t`` along each path (for OT: of stage 1; stage 2 is evaluated at its swap
         points, one inside each swap).
     wa_data : TensorData or tuple or Tensor, optional
         The batch WA fits the second layer on (default: the first split). WA paths start and
         end at ``A`` and ``B`` exactly (``snap_ends=True``).
+    curves : mapping of str to Curve, optional
+        Trained curves between ``A`` and ``B`` (:class:`~landscape.curves.Curve`, e.g. the
+        paper's Bezier curves with 3 and 5 points), added as rows under their keys; they are
+        evaluated at the same ``t``.
+    ridge : float
+        Ridge term of every weight adjustment (0: exact least squares).
+    device, precision
+        Passed to :func:`landscape.evaluate`.
     out : path, optional
-        Save the report there (:meth:`ConnectionReport.save`); an existing file raises
-        :class:`~landscape.io.ResultExistsError` before anything is computed unless ``force``.
+        Save the report there (:meth:`ConnectionReport.save`), rewritten after every method
+        so an interrupted run keeps its finished methods; an existing file raises
+        :class:`~landscape.io.ResultExistsError` before anything is computed unless ``force``
+        or ``resume``.
+    resume : bool
+        Continue the report in ``out``: methods already there are read back, not recomputed,
+        when the file was made with the same ``points``, ``ridge``, splits and checkpoints
+        (by sha256 when the weights came from files); otherwise
+        :class:`~landscape.io.ResultFileError`.
     progress : bool
         Progress bars of :func:`landscape.evaluate`.
+    attrs : mapping, optional
+        Extra attributes stored in the file (model spec, data spec, ...).
 
     Returns
     -------
@@ -323,10 +362,20 @@ def compare_connections(
     for s in splits:
         if not isinstance(s, str) or not s or "/" in s or "." in s:
             raise ValueError(f"split names must be non-empty str without '/' or '.', got {s!r}")
+    curves = dict(curves or {})
+    for name, curve in curves.items():
+        if name in METHODS or name in methods or not name or "/" in name or "." in name:
+            raise ValueError(f"curve names must be new labels without '/' or '.', got {name!r}")
+        for end, w, which in ((curve.start, A, "A"), (curve.end, B, "B")):
+            if not torch.allclose(end.flatten(torch.float64), w.flatten(torch.float64), rtol=1e-6, atol=1e-7):
+                raise ValueError(f"curve {name!r} does not {'start' if which == 'A' else 'end'} at {which}")
     if int(points) < 2:
         raise ValueError(f"points should be at least 2, got {points}")
-    if out is not None and os.path.lexists(os.fspath(out)) and not force:
-        raise ResultExistsError(f"{os.fspath(out)} exists; pass force=True to replace it")
+    if resume and force:
+        raise ValueError("resume and force contradict each other; pass one")
+    exists = out is not None and os.path.lexists(os.fspath(out))
+    if exists and not (force or resume):
+        raise ResultExistsError(f"{os.fspath(out)} exists; pass resume=True to continue it or force=True to replace it")
     split_names = list(splits)
     n_linear = len(linear_chain(model))
     t = np.linspace(0.0, 1.0, int(points))
@@ -335,15 +384,53 @@ def compare_connections(
     def run(pts) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         acc, loss = {}, {}
         for s, data in splits.items():
-            r = evaluate(model, pts, data, metrics=("loss", "acc"), progress=progress)
+            r = evaluate(
+                model, pts, data, metrics=("loss", "acc"), device=device, precision=precision, progress=progress
+            )
             acc[s], loss[s] = np.asarray(r["acc"], np.float64), np.asarray(r["loss"], np.float64)
         return acc, loss
 
     rep = ConnectionReport(
-        methods=methods,
+        methods=methods + list(curves),
         splits=split_names,
-        attrs={"points": int(points), "linear_layers": n_linear},
+        attrs={
+            "points": int(points),
+            "linear_layers": n_linear,
+            "ridge": float(ridge),
+            "A-sha256": A.sha256 or "",
+            "B-sha256": B.sha256 or "",
+            **dict(attrs or {}),
+        },
     )
+    prior = _prior_report(out, rep) if (exists and resume) else None
+
+    def done(m: str) -> bool:
+        """Take ``m`` from the earlier file if it is there; else False."""
+        if prior is None or m not in prior.computed:
+            return False
+        for d in ("t", "stage", "acc", "loss"):
+            getattr(rep, d)[m] = getattr(prior, d)[m]
+        for k in ("wa_samples", "wa_steps", "ot_swaps"):
+            if k in prior.attrs and (m.endswith("+wa") or m == "ot"):
+                rep.attrs.setdefault(k, prior.attrs[k])
+        return True
+
+    def checkpoint() -> None:
+        """Write what is finished so far (an interrupted run resumes from it)."""
+        if out is not None:
+            partial = dict(rep.attrs, complete=False)
+            finished = [m for m in rep.methods if m in rep.acc]
+            ConnectionReport(
+                methods=finished,
+                splits=rep.splits,
+                t=rep.t,
+                stage=rep.stage,
+                acc=rep.acc,
+                loss=rep.loss,
+                endpoints=rep.endpoints,
+                attrs=partial,
+            ).save(out, force=True)
+
     acc, loss = run([A, B])
     for s in split_names:
         rep.endpoints[s] = {
@@ -354,19 +441,25 @@ def compare_connections(
         }
 
     for m in methods:
-        base, wa = m.split("+")[0], m.endswith("+wa")
-        if wa and n_linear != 2:
-            rep.skipped[m] = f"Weight Adjustment (wa_path) needs exactly two Linear layers; this model has {n_linear}"
+        if done(m):
             continue
+        base, wa = m.split("+")[0], m.endswith("+wa")
         if wa:
             if X is None:
                 X = _inputs(splits[split_names[0]] if wa_data is None else wa_data)
                 rep.attrs["wa_samples"] = int(X.shape[0])
-            tm, pts = wa_path(A, B, model, X, t, method=base, snap_ends=True)
-            tm = np.asarray(tm, np.float64)
-            stage = np.zeros(len(tm), np.int64)
-            if base == "ot":
-                stage = np.where(tm <= 0.5, 1, 2).astype(np.int64)
+            if n_linear == 2:
+                tm, pts = wa_path(A, B, model, X, t, method=base, ridge=ridge, snap_ends=True)
+                tm = np.asarray(tm, np.float64)
+                stage = np.zeros(len(tm), np.int64)
+                if base == "ot":
+                    stage = np.where(tm <= 0.5, 1, 2).astype(np.int64)
+            else:
+                tm, pts, bounds = multilayer_wa_path(A, B, model, X, t, method=base, ridge=ridge, snap_ends=True)
+                tm = np.asarray(tm, np.float64)
+                # step k covers [bounds[k-1], bounds[k]]; a joint belongs to the step it ends
+                stage = np.clip(np.searchsorted(bounds, tm, side="left"), 1, n_linear).astype(np.int64)
+                rep.attrs["wa_steps"] = n_linear
             rep.acc[m], rep.loss[m] = run(pts)
         elif base == "ot":
             op = ot_path(A, B, model, t)
@@ -381,10 +474,35 @@ def compare_connections(
             tm, stage = t.copy(), np.zeros(len(t), np.int64)
             rep.acc[m], rep.loss[m] = run(pts)
         rep.t[m], rep.stage[m] = tm, stage
+        checkpoint()
+
+    for name, curve in curves.items():
+        if done(name):
+            continue
+        rep.acc[name], rep.loss[name] = run(curve.points(t))
+        rep.t[name], rep.stage[name] = t.copy(), np.zeros(len(t), np.int64)
+        checkpoint()
 
     if out is not None:
-        rep.save(out, force=force)
+        rep.attrs["complete"] = True
+        rep.save(out, force=True)
     return rep
+
+
+def _prior_report(out, rep: ConnectionReport) -> ConnectionReport:
+    """The report in ``out`` if it was made with the settings of ``rep``."""
+    from ..io import ResultFileError
+
+    prior = ConnectionReport.load(out)
+    for key in ("points", "ridge", "A-sha256", "B-sha256"):
+        if prior.attrs.get(key) != rep.attrs[key]:
+            raise ResultFileError(
+                f"{os.fspath(out)} was made with {key}={prior.attrs.get(key)!r}, this run has {rep.attrs[key]!r}; "
+                "use force to start over"
+            )
+    if prior.splits != rep.splits:
+        raise ResultFileError(f"{os.fspath(out)} has splits {prior.splits}, this run has {rep.splits}")
+    return prior
 
 
 # ---------------------------------------------------------------------------- figure
