@@ -2,8 +2,9 @@
 
 Trains small seeded MLPs on digits and writes the surfaces of Li et al. (2018) and Garipov
 et al. (2018) with their figures: a 1D interpolation, a filter-normalized random plane, the
-plane through three checkpoints and the PCA plane of a training trajectory. Later analyses
-(curves, connections, ensembles, Hessians) extend it; the whole demo stays under 2 minutes
+plane through three checkpoints and the PCA plane of a training trajectory, a Bezier curve
+(Garipov et al. 2018) and the connection table of Anokhin & Yarotsky (2020). Later analyses
+(ensembles, Hessians) extend it; the whole demo stays under 2 minutes
 on 2 cores.
 """
 
@@ -95,8 +96,9 @@ def run_demo(out_dir: str = "landscape-demo", *, force: bool = False, progress: 
     Trains three seeded MLPs on digits (the first with its trajectory saved every epoch),
     then writes, with figures: the 1D interpolation between two of them, a filter-normalized
     random plane around one, the plane through all three, the PCA plane of the
-    trajectory, and a Bezier curve between two of them (its profile against the straight
-    line and the plane through its bend). An earlier demo's files in ``out_dir`` are reused (resumed), and replaced
+    trajectory, a Bezier curve between two of them (its profile against the straight
+    line and the plane through its bend) and the distribution-based connections of the same
+    two (:func:`~landscape.connect.compare_connections`, the Bezier curve as a row). An earlier demo's files in ``out_dir`` are reused (resumed), and replaced
     only with ``force``.
     """
     from . import directions
@@ -219,6 +221,31 @@ def run_demo(out_dir: str = "landscape-demo", *, force: bool = False, progress: 
             summary_figs = []
         summary.append((os.path.basename(path)[:-3], path, None, summary_figs))
 
+    # distribution-based connections of the same two models (Anokhin & Yarotsky 2020), next to
+    # the trained Bezier curve
+    from .connect import compare_connections
+
+    conn_path = os.path.join(out_dir, "connections.h5")
+    with _single_thread():
+        report = compare_connections(
+            model,
+            w[0],
+            w[1],
+            splits,
+            points=21,
+            wa_data=train,
+            curves={"Bezier (3)": curve},
+            out=conn_path,
+            resume=not force,
+            force=force,
+            attrs={**model_attrs, **ckpt_attrs(w[:2])},
+        )
+    try:
+        conn_figs = plot_file(conn_path, fig_dir, formats=("png", "pdf"), force=force)
+    except FileExistsError:
+        conn_figs = []
+    summary.append(("connections", conn_path, None, conn_figs))
+
     elapsed = time.perf_counter() - t0
     print(f"landscape demo: {out_dir}/ in {elapsed:.1f} s (engine path {summary[0][2].path})")
     print(f"  checkpoints: {', '.join(ckpts)}; trajectory: {traj_dir}/ ({epochs + 1} checkpoints)")
@@ -237,6 +264,8 @@ def run_demo(out_dir: str = "landscape-demo", *, force: bool = False, progress: 
         f"{100 * (1 - np.nanmin(profile.curve('test_acc'))):.1f}% vs {100 * (1 - np.nanmin(profile.line('test_acc'))):.1f}% "
         f"-> {profile_path}, {cplane_path} (train loss {np.nanmin(cres['train_loss']):.3f}..{np.nanmax(cres['train_loss']):.3f})"
     )
+    print(f"  connections        {conn_path}: worst accuracy (%) along each path")
+    print("    " + report.markdown(stages=False).replace("\n", "\n    "))
     print(f"  figures: {fig_dir}/ ({sum(len(f) for *_, f in summary)} new files)")
     return {
         "out_dir": out_dir,
