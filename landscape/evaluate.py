@@ -412,9 +412,29 @@ class Engine:
         # number of points) and the hidden activations of a two-layer network never leave
         # the cache; deeper stacks spend their time in per-point layers, where the loop of
         # large GEMMs is as fast (measured in tools/bench_engine.py).
-        if fused_ok and len(self.plan) <= 2:
+        if fused_ok and len(self.plan) <= 2 and self._fused_pays():
             return "fused"
         return "vmap" if self.device.type == "cuda" else "loop"
+
+    def _fused_pays(self) -> bool:
+        """Whether the fused kernels beat the loop for this basis size.
+
+        The fused two-layer kernel forms the hidden activations of every point from the
+        ``J`` per-basis products, about ``J n H (d + K)`` multiply-adds for ``K`` points
+        (``d`` inputs, ``H`` hidden units, ``n`` samples), where the loop spends about
+        ``K n H (d + C)`` (``C`` outputs). Large bases (explicit points: OT swaps, WA
+        paths) are therefore faster through the loop; the 0.4 is the measured ratio of the
+        two kernels' speeds on the CPU (64-512-10: the loop wins from J = 16; 784-256-10:
+        from J = 50), with some margin.
+        """
+        J = self.pts.J
+        if J <= 4:
+            return True
+        first, last = self.plan[0][0], self.plan[-1][0]
+        d = self.pts.layout[f"{first}.weight" if first else "weight"].shape[1]
+        C = self.pts.layout[f"{last}.weight" if last else "weight"].shape[0]
+        K = min(self.pts.K, 256)
+        return J <= 0.4 * K * (d + C) / (d + K)
 
     def _plan_memory(self, ddata: _DeviceData, chosen: str) -> tuple[int, int]:
         itemsize = torch.finfo(self.dtype).bits // 8

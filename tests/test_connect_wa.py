@@ -292,3 +292,27 @@ def test_multilayer_wa_is_flatter_than_the_straight_line(deep, X):
     dev_wa = max(min(_rel(_out(model, path.weights(i), X), Y) for Y in (YA, YB)) for i in range(path.K))
     dev_line = max(min(_rel(_out(model, line.weights(i), X), Y) for Y in (YA, YB)) for i in range(line.K))
     assert dev_wa < dev_line
+
+
+def test_reordered_first_layers_reuse_the_solution_exactly():
+    from landscape.connect.adjust import _Stack, _wa_block, weight_adjustment
+
+    torch.manual_seed(3)
+    model = ls.build_model("mlp", {"in_features": 6, "widths": [5], "num_classes": 3})
+    st = _Stack(model)
+    X = torch.randn(40, 6, dtype=torch.float64)
+    W1 = torch.randn(4, 5, 6, dtype=torch.float64)
+    b1 = torch.randn(4, 5, dtype=torch.float64)
+    p = torch.tensor([3, 0, 4, 1, 2])
+    W1[2], b1[2] = W1[0][p], b1[0][p]  # a reordering of point 0 at the same s
+    W1[3], b1[3] = W1[0][p], b1[0][p]  # the same reordering at another s: solved anew
+    Y0, Y1 = torch.randn(40, 3, dtype=torch.float64), torch.randn(40, 3, dtype=torch.float64)
+    s = np.array([0.5, 0.5, 0.5, 1.0])
+    W2, b2 = _wa_block(st, 1, X, W1, b1, Y0, Y1, s, bias=True, ridge=0.0)
+    for i in range(4):
+        H = torch.relu(X @ W1[i].T + b1[i])
+        Wd, bd = weight_adjustment(H, (1 - s[i]) * Y0 + s[i] * Y1)
+        torch.testing.assert_close(W2[i], Wd, atol=1e-10, rtol=0)
+        torch.testing.assert_close(b2[i], bd, atol=1e-10, rtol=0)
+    assert torch.equal(W2[2], W2[0][:, p])  # taken over, not solved
+    assert not torch.equal(W2[3], W2[0][:, p])

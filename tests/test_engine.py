@@ -93,6 +93,21 @@ def test_mlp_matches_float64_loop(precision, rtol):
     _check(res, oracle(models[0], pts, x, y), rtol)
 
 
+def test_auto_leaves_large_bases_to_the_loop():
+    # the fused kernel's cost grows with the basis size J (every point mixes J products):
+    # many explicit points (OT swaps, WA paths) run faster in the loop, a plane stays fused
+    torch.manual_seed(0)
+    model = ls.build_model("mlp", {"in_features": 64, "widths": [32], "num_classes": 10})
+    x, y = torch.randn(50, 64), torch.randint(0, 10, (50,))
+    many = [ls.Weights.from_module(ls.build_model("mlp", {"in_features": 64, "widths": [32]})) for _ in range(40)]
+    pts = ls.PointSet.explicit(many)
+    res = ls.evaluate(model, pts, (x, y), precision="fp64", progress=False)
+    assert res.path == "loop"
+    fused = ls.evaluate(model, pts, (x, y), precision="fp64", path="fused", progress=False)
+    np.testing.assert_allclose(res["loss"], fused["loss"], rtol=1e-9)
+    assert ls.evaluate(model, ls.PointSet.explicit(many[:3]), (x, y), progress=False).path == "fused"
+
+
 @pytest.mark.parametrize("precision,rtol", [("fp64", 1e-9), ("fp32", 1e-5)])
 def test_deep_mlp_fused_layers(precision, rtol):
     torch.manual_seed(1)
