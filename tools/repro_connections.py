@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 import landscape as ls
-from landscape.connect import METHODS, ConnectionReport, compare_connections
+from landscape.connect import METHODS, compare_connections
 from landscape.demo import train_classifier
 
 ARCHS = {
