@@ -167,18 +167,24 @@ class PointSet:
     def flat(self, indices=None, *, dtype: torch.dtype | None = None) -> torch.Tensor:
         """Flattened points ``Tensor[k, P]`` for ``indices`` (all points when None).
 
-        One matrix product ``C[indices] @ B``; rows that select a single basis vector are
-        copied from it exactly.
+        One matrix product ``C[indices] @ B`` (for sparse coefficients over a large basis, as
+        on OT swap paths with two non-zeros per row, a sum over the non-zeros only); rows that
+        select a single basis vector are copied from it exactly.
         """
         C = self.coeffs if indices is None else self.coeffs[torch.as_tensor(np.asarray(indices, dtype=np.int64))]
-        B = self.basis if dtype is None else self.basis.to(dtype)
-        with torch.autocast(device_type=B.device.type, enabled=False):  # weights in full precision
-            out = C.to(device=B.device, dtype=B.dtype) @ B
-        onehot = (C == 1).sum(1) == 1
-        onehot &= ((C == 0) | (C == 1)).all(1)
-        for r in torch.nonzero(onehot).flatten().tolist():
-            out[r] = B[int(torch.argmax(C[r]))]
-        return out
+        return _combine(C, self.basis if dtype is None else self.basis.to(dtype))
+
+    def entry(self, name: str, indices=None, *, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """One floating-point entry of the points, ``Tensor[k, *shape]``, from that entry's
+        columns of the basis only (what :meth:`tensors` gives for ``name``, without forming
+        the other entries)."""
+        e = self.layout[name]
+        if not e.flat:
+            raise ValueError(f"entry '{name}' is not a floating-point tensor")
+        C = self.coeffs if indices is None else self.coeffs[torch.as_tensor(np.asarray(indices, dtype=np.int64))]
+        B = self.basis[:, e.slice]
+        out = _combine(C, B if dtype is None else B.to(dtype))
+        return out.view(out.shape[0], *e.shape)
 
     def tensors(self, indices=None, *, dtype: torch.dtype | None = None) -> OrderedDict[str, torch.Tensor]:
         """Named tensors of the points, each ``Tensor[k, *shape]``; non-float entries are
@@ -218,3 +224,23 @@ class PointSet:
         B = self.basis if mask is None else self.basis[:, mask.to(self.basis.device)]
         B = B.to(torch.float64)
         return (B @ B.T).cpu()
+
+
+def _combine(C: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """``C @ B`` (``C[k, J]`` float64 on the CPU, ``B[J, P]``) in ``B``'s dtype; rows of ``C``
+    that select one basis vector are copies of it, bit for bit. Sparse ``C`` over a large
+    basis (OT swap paths: two non-zeros per row) is summed over its non-zeros only."""
+    with torch.autocast(device_type=B.device.type, enabled=False):  # weights in full precision
+        nz = C != 0
+        if C.shape[1] > 8 and int(nz.sum()) * 4 <= C.numel():
+            rows, cols = torch.nonzero(nz, as_tuple=True)
+            vals = C[rows, cols].to(device=B.device, dtype=B.dtype)
+            out = torch.zeros(C.shape[0], B.shape[1], dtype=B.dtype, device=B.device)
+            out.index_add_(0, rows.to(B.device), B[cols.to(B.device)] * vals[:, None])
+        else:
+            out = C.to(device=B.device, dtype=B.dtype) @ B
+    onehot = (C == 1).sum(1) == 1
+    onehot &= ((C == 0) | (C == 1)).all(1)
+    for r in torch.nonzero(onehot).flatten().tolist():
+        out[r] = B[int(torch.argmax(C[r]))]
+    return out

@@ -2,6 +2,7 @@
 
 import collections
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -156,3 +157,30 @@ def test_pointset_shapes_and_errors():
     other = ls.Weights.from_module(nn.Linear(2, 2))
     with pytest.raises(ValueError, match="different layout"):
         ls.PointSet.from_weights([a, other])
+
+
+def test_pointset_flat_sparse_coefficients_match_the_dense_product():
+    # OT swap paths: a large basis and two non-zeros per row take the sparse sum
+    torch.manual_seed(0)
+    model = ls.build_model("mlp", {"in_features": 5, "widths": [7], "num_classes": 3})
+    layout = ls.Weights.from_module(model).layout
+    J = 30
+    basis = torch.randn(J, layout.size, dtype=torch.float64)
+    C = np.zeros((40, J))
+    for k in range(40):
+        j = k % (J - 1)
+        C[k, j], C[k, j + 1] = 1 - k / 40, k / 40
+    C[5] = 0.0
+    C[5, 7] = 1.0  # one-hot: copied bit for bit
+    pts = ls.PointSet(basis, C, layout)
+    dense = torch.as_tensor(C) @ basis
+    torch.testing.assert_close(pts.flat(), dense, rtol=1e-12, atol=1e-12)
+    assert torch.equal(pts.flat([5])[0], basis[7])
+    # a dense coefficient matrix over the same basis takes the matrix product
+    full = ls.PointSet(basis, np.random.default_rng(0).random((4, J)), layout)
+    torch.testing.assert_close(full.flat(), torch.as_tensor(full.coeffs) @ basis)
+    # one entry from its own basis columns equals that entry of the full points
+    for name in ("1.weight", "3.bias"):
+        torch.testing.assert_close(pts.entry(name), pts.tensors()[name], rtol=0, atol=0)
+    with pytest.raises(KeyError):
+        pts.entry("nope.weight")

@@ -268,8 +268,9 @@ def layer_outputs(weights: Weights, model: nn.Module, X) -> tuple[list[torch.Ten
 
 # ---------------------------------------------------------------------------- blocks
 def _layer_points(points: PointSet, name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-    tensors = points.tensors(dtype=torch.float64)
-    return tensors[f"{name}.weight"], tensors.get(f"{name}.bias")
+    bias = f"{name}.bias"
+    W = points.entry(f"{name}.weight", dtype=torch.float64)
+    return W, (points.entry(bias, dtype=torch.float64) if bias in points.layout else None)
 
 
 def _first_layer_path(
