@@ -29,7 +29,7 @@ from torch import nn
 
 from ..pointset import PointSet
 from ..weights import Weights
-from .neurons import _Chain, _check_permutation, permute
+from .neurons import _check_permutation, _try_chain, permute
 from .paths import _as_t, _same_layout, concatenate_paths, linear_path
 
 __all__ = [
@@ -164,7 +164,13 @@ def match_neurons(
     rule of the layer-by-layer matching.
     """
     _same_layout(A, B)
-    chain = _Chain(model)
+    chain = _try_chain(model)
+    if chain is None:  # convolutional / residual networks: traced channel groups
+        from .graph import match_groups, trace_groups
+
+        if outgoing:
+            raise ValueError("outgoing=True is for MLPs; other networks are matched by their written parts")
+        return match_groups(A, B, trace_groups(model), solver=solver, max_sweeps=max_sweeps)
     chain.check_weights(A, "A")
     chain.check_weights(B, "B")
     hidden = chain.hidden
@@ -239,21 +245,35 @@ def transposition_path(
     swaps : list of (str, int, int)
         ``(layer, i, j)`` of every swap, in order.
     """
-    chain = _Chain(model)
-    chain.check_weights(B, "B")
     if int(swap_points) != swap_points or swap_points < 0:
         raise ValueError(f"swap_points should be a non-negative integer, got {swap_points!r}")
     swap_points = int(swap_points)
-    perms = {layer: _check_permutation(p, chain.sizes[layer][0], layer) for layer, p in perms.items()}
-    for layer in perms:
-        chain.check_layer(layer)
-    start = permute(B, model, perms)
     layout = B.layout
+    chain = _try_chain(model)
+    if chain is not None:
+        chain.check_weights(B, "B")
+        for layer in perms:
+            chain.check_layer(layer)
+        order, sizes = chain.hidden, {layer: chain.sizes[layer][0] for layer in chain.hidden}
+    else:  # convolutional / residual networks: a slot is a channel of a traced group
+        from .graph import slot_index as group_slots
+        from .graph import trace_groups
+
+        groups = {g.name: g for g in trace_groups(model)}
+        unknown = [k for k in perms if k not in groups]
+        if unknown:
+            raise ValueError(f"unknown groups {unknown}; the model has {list(groups)}")
+        order, sizes = list(groups), {k: g.size for k, g in groups.items()}
+    perms = {layer: _check_permutation(p, sizes[layer], layer) for layer, p in perms.items()}
+    start = permute(B, model, perms)
     state = start.flatten()
     end = B.flatten()
 
     # flat indices of neuron slot i of a layer: its bias, incoming row, outgoing column
+    # (for traced groups: every entry of the channel in every tensor of the group)
     def slot_index(layer: str) -> torch.Tensor:
+        if chain is None:
+            return group_slots(layout, groups[layer])
         n, d_in = chain.sizes[layer]
         nxt = chain.next(layer)
         d_out = chain.sizes[nxt][0]
@@ -266,7 +286,7 @@ def transposition_path(
 
     swaps: list[tuple[str, int, int]] = []
     states = [state.clone()]
-    for layer in chain.hidden:
+    for layer in order:
         if layer not in perms:
             continue
         idx = slot_index(layer)

@@ -143,6 +143,15 @@ def hidden_layers(model: nn.Module) -> list[str]:
     return linear_chain(model)[:-1]
 
 
+def _try_chain(model: nn.Module) -> _Chain | None:
+    """The MLP chain of ``model``, or None for other networks (handled through
+    :func:`landscape.connect.graph.trace_groups`)."""
+    try:
+        return _Chain(model)
+    except ValueError:
+        return None
+
+
 class _Chain:
     """Names and sizes of the chain, checked against a set of weights."""
 
@@ -256,7 +265,9 @@ def permute(weights: Weights, model: nn.Module, perms: Mapping[str, torch.Tensor
     weights : Weights
         Weights of ``model``.
     model : nn.Module
-        The MLP (see :func:`linear_chain`).
+        The MLP (see :func:`linear_chain`), or any network
+        :func:`~landscape.connect.graph.trace_groups` can follow (then ``perms`` is keyed
+        by group name and BatchNorm channels move with their filters).
     perms : dict of str to LongTensor[n]
         For some hidden layers, the permutation ``p``: slot ``i`` receives old neuron
         ``p[i]``. Layers not named keep their order.
@@ -277,7 +288,11 @@ def permute(weights: Weights, model: nn.Module, perms: Mapping[str, torch.Tensor
     >>> torch.allclose(f(w), f(v), rtol=0, atol=1e-12)
     True
     """
-    chain = _Chain(model)
+    chain = _try_chain(model)
+    if chain is None:  # convolutional / residual networks: traced channel groups
+        from .graph import permute_groups, trace_groups
+
+        return permute_groups(weights, trace_groups(model), perms)
     chain.check_weights(weights)
     tensors = OrderedDict(weights.tensors)
     for layer, p in perms.items():
@@ -295,8 +310,12 @@ def permute(weights: Weights, model: nn.Module, perms: Mapping[str, torch.Tensor
 
 
 def identity_permutations(model: nn.Module) -> dict[str, torch.Tensor]:
-    """``{layer: arange(n)}`` for every hidden layer."""
-    chain = _Chain(model)
+    """``{layer: arange(n)}`` for every hidden layer (every channel group of other networks)."""
+    chain = _try_chain(model)
+    if chain is None:
+        from .graph import trace_groups
+
+        return {g.name: torch.arange(g.size) for g in trace_groups(model)}
     return {layer: torch.arange(chain.sizes[layer][0]) for layer in chain.hidden}
 
 

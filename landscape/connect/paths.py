@@ -28,7 +28,7 @@ from torch import nn
 
 from ..pointset import PointSet
 from ..weights import Weights
-from .neurons import _Chain
+from .neurons import _try_chain
 
 __all__ = [
     "arc_coefficients",
@@ -165,7 +165,10 @@ def neuron_mean(A: Weights, B: Weights, model: nn.Module) -> Weights:
     A, B : Weights
         Weights of ``model``.
     model : nn.Module
-        A plain MLP stack (see :func:`~landscape.connect.linear_chain`).
+        A plain MLP stack (see :func:`~landscape.connect.linear_chain`), or any network
+        :func:`~landscape.connect.graph.trace_groups` follows (see
+        :func:`~landscape.connect.graph.group_mean`: filters, biases and BatchNorm channels
+        are averaged over the channels of their group).
 
     Returns
     -------
@@ -173,7 +176,11 @@ def neuron_mean(A: Weights, B: Weights, model: nn.Module) -> Weights:
         Same layout; non-float entries are taken from ``A``.
     """
     _same_layout(A, B)
-    chain = _Chain(model)
+    chain = _try_chain(model)
+    if chain is None:  # convolutional / residual networks
+        from .graph import group_mean, trace_groups
+
+        return group_mean(A, B, trace_groups(model))
     chain.check_weights(A, "A")
     chain.check_weights(B, "B")
     out: OrderedDict[str, torch.Tensor] = OrderedDict()

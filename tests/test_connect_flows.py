@@ -1,0 +1,405 @@
+"""Tests of landscape.connect.flows: neuron groups, RealNVP/IAF flows, Flow and Bijection paths."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+import landscape as ls
+import landscape.demo
+from landscape.connect import arc_path, neuron_matrix
+from landscape.connect.flows import (
+    FLOW_KINDS,
+    IAF,
+    NeuronGroup,
+    RealNVP,
+    fit_bijection,
+    fit_flow,
+    fit_flows_for,
+    flow_path,
+    flow_path_tensors,
+    load_connection_model,
+    mlp_groups,
+    save_connection_model,
+)
+
+
+def _mlp(widths, seed=0, dtype=torch.float32):
+    torch.manual_seed(seed)
+    return ls.build_model("mlp", {"in_features": 64, "widths": list(widths)}).to(dtype)
+
+
+def _flow(kind, dim, **kw):
+    if kind == "realnvp":
+        return RealNVP(dim, n_couplings=kw.pop("depth", 4), hidden=kw.pop("hidden", 8), **kw)
+    return IAF(dim, n_layers=kw.pop("depth", 2), hidden=kw.pop("hidden", 8), **kw)
+
+
+def _perturb(flow, seed, scale=0.3):
+    """Random non-identity parameters and a non-trivial standardisation."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=g, dtype=torch.float64).to(p.dtype))
+        flow.mean.copy_(torch.randn(flow.dim, generator=g, dtype=torch.float64))
+        flow.std.copy_(0.5 + torch.rand(flow.dim, generator=g, dtype=torch.float64))
+    return flow
+
+
+class _ConvBN(nn.Sequential):
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(2, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.act = nn.ReLU()
+        self.next = nn.Conv2d(4, 3, 3)
+
+
+_CONV_GROUP = NeuronGroup("c", [("c.weight", 0), ("c.bias", 0), ("bn.weight", 0), ("bn.bias", 0), ("next.weight", 1)])
+
+
+# ---------------------------------------------------------------------------- neuron groups
+def test_group_matrix_of_a_two_layer_mlp_is_the_neuron_matrix_and_assign_inverts_it():
+    model = _mlp([32])
+    w = ls.Weights.from_module(model)
+    (g,) = mlp_groups(model)
+    assert g == NeuronGroup("1", [("1.bias", 0), ("1.weight", 0), ("3.weight", 1)])
+    M = g.matrix(w)
+    assert torch.equal(M, neuron_matrix(w, model, "1"))
+    assert (g.n(w), g.dim(w), g.sizes(w)) == (32, 75, [1, 64, 10])
+    back = g.assign(w, M)
+    assert list(back) == list(w) and all(torch.equal(back[k], w[k]) for k in w)
+    assert back["3.bias"] is w["3.bias"]  # entries outside the group are passed through
+
+
+def test_group_of_a_conv_filter_with_batchnorm_gathers_and_scatters_4d_tensors():
+    torch.manual_seed(0)
+    model = _ConvBN()
+    w = ls.Weights.from_module(model)
+    M = _CONV_GROUP.matrix(w)
+    assert M.shape == (4, 18 + 1 + 1 + 1 + 27)
+    i = 2
+    row = torch.cat(
+        [
+            w["c.weight"][i].reshape(-1),
+            w["c.bias"][i : i + 1],
+            w["bn.weight"][i : i + 1],
+            w["bn.bias"][i : i + 1],
+            w["next.weight"][:, i].reshape(-1),
+        ]
+    )
+    assert torch.equal(M[i], row)
+    # scatter a changed matrix and read it back; a leading batch dimension is kept
+    new = _CONV_GROUP.assign(w, 2 * M)
+    assert torch.equal(new["next.weight"], 2 * w["next.weight"]) and torch.equal(new["bn.bias"], 2 * w["bn.bias"])
+    assert torch.equal(_CONV_GROUP.matrix(new), 2 * M)
+    pieces = _CONV_GROUP.pieces(torch.stack([M, -M, 3 * M]), w)
+    assert pieces["next.weight"].shape == (3, 3, 4, 3, 3)
+    assert torch.equal(pieces["next.weight"][1], -w["next.weight"])
+    assert torch.equal(pieces["c.weight"][2], 3 * w["c.weight"])
+
+
+def test_group_errors_name_what_arrived():
+    w = ls.Weights.from_module(_mlp([8]))
+    with pytest.raises(ValueError, match="'3.weight' has 10 neurons along axis 0 but '1.weight' has 8"):
+        NeuronGroup("g", [("1.weight", 0), ("3.weight", 0)]).n(w)
+    with pytest.raises(ValueError, match="no entry 'nope'"):
+        NeuronGroup("g", [("nope", 0)]).matrix(w)
+    with pytest.raises(ValueError, match="axis 2 of entry '1.weight' is out of range"):
+        NeuronGroup("g", [("1.weight", 2)]).matrix(w)
+    with pytest.raises(ValueError, match=r"M should have shape \[\.\.\., 8, 75\], got \[8, 74\]"):
+        mlp_groups(_mlp([8]))[0].assign(w, torch.zeros(8, 74))
+    with pytest.raises(ValueError, match="a part should be"):
+        NeuronGroup("g", [("1.weight",)])
+    with pytest.raises(ValueError, match="has no parts"):
+        NeuronGroup("g", [])
+
+
+def test_mlp_groups_of_a_deeper_mlp_cover_every_parameter_once():
+    model = _mlp([16, 8])
+    groups = mlp_groups(model)
+    assert [g.name for g in groups] == ["1", "3", "5"]
+    covered = [e for g in groups for e in g.entries()]
+    assert sorted(covered) == sorted(n for n, _ in model.named_parameters())
+    w = ls.Weights.from_module(model)
+    assert [g.dim(w) for g in groups] == [65, 17, 9]
+    # one hidden layer: the output bias is in no group
+    assert "3.bias" not in mlp_groups(_mlp([16]))[0].entries()
+
+
+# ---------------------------------------------------------------------------- flows
+@pytest.mark.parametrize("kind", sorted(FLOW_KINDS))
+def test_untrained_flow_is_the_identity(kind):
+    flow = _flow(kind, 5)
+    x = torch.randn(7, 5)
+    z, logdet = flow(x)
+    assert torch.equal(z, x) and torch.equal(logdet, torch.zeros(7))
+    assert torch.equal(flow.inverse(x), x)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dim", [1, 3, 6])
+@pytest.mark.parametrize("kind", sorted(FLOW_KINDS))
+def test_flow_inverts_and_its_logdet_is_the_jacobian_logdet(kind, dim, dtype):
+    flow = _perturb(_flow(kind, dim, hidden=16, seed=dim).to(dtype), seed=dim)
+    x = 2 * torch.randn(64, dim, generator=torch.Generator().manual_seed(dim), dtype=dtype)
+    z, logdet = flow(x)
+    assert (z - x).abs().max() > 0.1  # not the identity any more
+    tol = 1e-5 if dtype == torch.float32 else 1e-10
+    torch.testing.assert_close(flow.inverse(z), x, rtol=tol, atol=tol)
+    for k in range(3):
+        J = torch.autograd.functional.jacobian(lambda v: flow(v[None])[0][0], x[k])
+        sign, logabs = torch.linalg.slogdet(J)
+        assert sign != 0
+        torch.testing.assert_close(logdet[k], logabs, rtol=0, atol=50 * tol)
+    base = -0.5 * z.pow(2).sum(1) - 0.5 * dim * math.log(2 * math.pi)
+    torch.testing.assert_close(flow.log_prob(x), base + logdet)
+
+
+def test_iaf_layer_is_autoregressive_latent_to_data():
+    """One IAF layer's data vector x_i depends on z_1..z_i only: a lower triangular Jacobian."""
+    flow = _perturb(IAF(5, n_layers=1, hidden=16).double(), seed=1)
+    J = torch.autograd.functional.jacobian(lambda v: flow.inverse(v[None])[0], torch.randn(5, dtype=torch.float64))
+    assert torch.equal(torch.triu(J, 1), torch.zeros(5, 5))
+    assert (torch.tril(J, -1).abs() > 1e-8).sum() >= 5  # and really depends on earlier variables
+
+
+def test_flow_input_errors():
+    with pytest.raises(ValueError, match=r"RealNVP.forward takes a tensor \[N, 3\], got \[4, 2\]"):
+        RealNVP(3)(torch.zeros(4, 2))
+    with pytest.raises(ValueError, match=r"IAF.inverse takes a tensor \[N, 3\], got \[3\]"):
+        IAF(3).inverse(torch.zeros(3))
+    with pytest.raises(ValueError, match="dim should be an int >= 1, got 0"):
+        RealNVP(0)
+    with pytest.raises(ValueError, match=r"samples should be a tensor \[N >= 2, 3\]"):
+        fit_flow(RealNVP(3), torch.zeros(10, 4))
+
+
+@pytest.mark.parametrize("kind", sorted(FLOW_KINDS))
+def test_fit_flow_learns_a_correlated_gaussian(kind):
+    g = torch.Generator().manual_seed(0)
+    mu = torch.tensor([1.0, -2.0, 0.5])
+    L = torch.tensor([[1.5, 0.0, 0.0], [0.8, 0.5, 0.0], [-0.3, 0.4, 0.2]])
+    x = mu + torch.randn(1024, 3, generator=g) @ L.T
+    true_nll = -torch.distributions.MultivariateNormal(mu, scale_tril=L).log_prob(x).mean().item()
+    flow = _flow(kind, 3)
+    history = fit_flow(flow, x, epochs=60, lr=2e-2, batch_size=512)
+    assert len(history) == 60 and history[-1] < history[0] - 1.0
+    torch.testing.assert_close(flow.mean, x.mean(0))
+    torch.testing.assert_close(flow.std, x.std(0))
+    with torch.no_grad():
+        nll = -flow.log_prob(x).mean().item()
+        z, _ = flow(x)
+    assert abs(nll - true_nll) < 0.1 * 3, (nll, true_nll)
+    assert z.mean(0).abs().max() < 0.1
+    assert (torch.cov(z.T) - torch.eye(3)).abs().max() < 0.15
+
+
+# ---------------------------------------------------------------------------- flow paths
+def _bn_model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 3))
+
+
+_BN_GROUP = NeuronGroup("h", [("0.weight", 0), ("0.bias", 0), ("1.weight", 0), ("1.bias", 0), ("3.weight", 1)])
+
+
+def _two_points(model, dtype=torch.float32):
+    a = ls.Weights.from_module(model).to(dtype=dtype)
+    g = torch.Generator().manual_seed(1)
+    tensors = {
+        k: (v + torch.randn(v.shape, generator=g, dtype=v.dtype) if v.is_floating_point() else v + 4)
+        for k, v in a.items()
+    }
+    return a, ls.Weights(tensors, a.layout)
+
+
+def test_flow_path_with_identity_flows_is_the_unit_circle_arc_and_exact_at_the_ends():
+    model = _bn_model()
+    A, B = _two_points(model)
+    flows = {"h": RealNVP(_BN_GROUP.dim(A), hidden=8)}  # untrained, mean 0, std 1: nu = id
+    t = [0.0, 0.3, 0.5, 1.0]
+    path = flow_path(A, B, [_BN_GROUP], flows, t)
+    assert path.K == 4 and path.names[1] == "t=0.3"
+    for name in A:  # bit for bit at the ends; non-float entries (num_batches_tracked) are A's everywhere
+        assert torch.equal(path.point(0)[name], A[name])
+        assert torch.equal(path.point(3)[name], B[name] if A[name].is_floating_point() else A[name])
+    for k in (1, 2):
+        c, s = math.cos(math.pi * t[k] / 2), math.sin(math.pi * t[k] / 2)
+        p = path.point(k)
+        for name in _BN_GROUP.entries():
+            torch.testing.assert_close(p[name], c * A[name] + s * B[name], rtol=1e-6, atol=1e-6)
+        for name in ("1.running_mean", "1.running_var", "3.bias"):  # in no group: the straight line
+            torch.testing.assert_close(p[name], (1 - t[k]) * A[name] + t[k] * B[name], rtol=1e-6, atol=1e-6)
+        assert torch.equal(p["1.num_batches_tracked"], A["1.num_batches_tracked"])
+
+
+def test_flow_path_with_standardising_flows_is_the_arc_path():
+    """nu(x) = (x - mu) / sigma gives psi = mu + cos (A - mu) + sin (B - mu): the Arc."""
+    model = _mlp([12], dtype=torch.float64)
+    A = ls.Weights.from_module(model)
+    B = ls.Weights.from_module(_mlp([12], seed=1, dtype=torch.float64))
+    (g,) = mlp_groups(model)
+    flow = IAF(g.dim(A), n_layers=1, hidden=4).double()
+    with torch.no_grad():
+        flow.mean.copy_(torch.cat([g.matrix(A), g.matrix(B)]).mean(0))
+        flow.std.copy_(0.5 + torch.rand(g.dim(A), dtype=torch.float64))
+    t = [0.0, 0.25, 0.7, 1.0]
+    ours, arc = flow_path(A, B, [g], {"1": flow}, t), arc_path(A, B, model, t)
+    for k in range(4):
+        for name in g.entries():
+            torch.testing.assert_close(ours.point(k)[name], arc.point(k)[name], rtol=0, atol=1e-12)
+
+
+def test_flow_path_tensors_is_the_path_point_and_differentiable():
+    model = _bn_model()
+    A, B = _two_points(model)
+    flows = {"h": _perturb(RealNVP(_BN_GROUP.dim(A), hidden=8), seed=3)}
+    tensors = flow_path_tensors(A, B, [_BN_GROUP], flows, 0.3)
+    point = flow_path(A, B, [_BN_GROUP], flows, [0.3]).point(0)
+    assert list(tensors) == list(A)
+    for name in A:
+        torch.testing.assert_close(tensors[name], point[name], rtol=1e-6, atol=1e-6)
+    # not the arc: the flow matters
+    assert not torch.allclose(
+        tensors["0.weight"],
+        math.cos(0.15 * math.pi) * A["0.weight"] + math.sin(0.15 * math.pi) * B["0.weight"],
+        atol=1e-3,
+    )
+    sum(v.square().sum() for k, v in tensors.items() if k in _BN_GROUP.entries()).backward()
+    grads = [p.grad for p in flows["h"].parameters()]
+    assert all(gr is not None for gr in grads) and sum(float(gr.abs().sum()) for gr in grads) > 0
+
+
+def test_flow_path_validation():
+    model = _bn_model()
+    A, B = _two_points(model)
+    flows = {"h": RealNVP(_BN_GROUP.dim(A), hidden=4)}
+    with pytest.raises(ValueError, match=r"t should lie in \[0, 1\], got \[1.5\]"):
+        flow_path(A, B, [_BN_GROUP], flows, [0.0, 1.5])
+    with pytest.raises(ValueError, match=r"t should be in \[0, 1\], got -0.1"):
+        flow_path_tensors(A, B, [_BN_GROUP], flows, -0.1)
+    with pytest.raises(ValueError, match=r"no flow for group 'h'; flows has \['x'\]"):
+        flow_path(A, B, [_BN_GROUP], {"x": flows["h"]}, [0.5])
+    with pytest.raises(ValueError, match="the flow of group 'h' has dim 5 but the group's neurons have D = 10"):
+        flow_path(A, B, [_BN_GROUP], {"h": RealNVP(5)}, [0.5])
+    other = ls.Weights.from_module(_mlp([8]))
+    with pytest.raises(ValueError, match="A and B have different entries"):
+        flow_path(A, other, [_BN_GROUP], flows, [0.5])
+    overlap = NeuronGroup("o", [("3.weight", 0)])
+    with pytest.raises(ValueError, match="entry '3.weight' is in group 'h' and in group 'o'"):
+        flow_path(A, B, [_BN_GROUP, overlap], {**flows, "o": RealNVP(6)}, [0.5])
+
+
+# ---------------------------------------------------------------------------- on digits
+@pytest.fixture(scope="module")
+def digits():
+    return ls.load_data("digits", "train")
+
+
+@pytest.fixture(scope="module")
+def trained(digits):
+    """Three quickly trained two-layer MLPs (widths [16]) and their shared architecture."""
+    weights = []
+    for seed in range(3):
+        model = _mlp([16], seed=seed)
+        landscape.demo.train_classifier(model, digits, epochs=3, seed=seed)
+        weights.append(ls.Weights.from_module(model))
+    return model, weights
+
+
+def _flows_for(model, weights, **kw):
+    return fit_flows_for(
+        model, weights, mlp_groups(model), "realnvp", hidden=16, epochs=30, lr=1e-2, batch_size=64, **kw
+    )
+
+
+def test_flow_path_evaluates_and_matches_the_endpoints(trained, digits):
+    model, weights = trained
+    flows = _flows_for(model, weights)
+    (g,) = mlp_groups(model)
+    assert list(flows) == ["1"] and flows["1"].dim == g.dim(weights[0]) == 75
+    pooled = torch.cat([g.matrix(w) for w in weights])
+    torch.testing.assert_close(flows["1"].mean, pooled.mean(0))
+    A, B = weights[0], weights[1]
+    path = flow_path(A, B, mlp_groups(model), flows, [0.0, 0.5, 1.0])
+    res = ls.evaluate(model, path, digits, progress=False)
+    ends = ls.evaluate(model, [A, B], digits, progress=False)
+    for metric in ("loss", "acc"):
+        np.testing.assert_allclose(res[metric][[0, 2]], ends[metric], rtol=1e-6)
+    assert np.isfinite(res["loss"][1])
+
+
+def _mean_midpoint_loss(model, weights, groups, flows, data):
+    losses = []
+    with torch.no_grad():
+        for a, b in ((0, 1), (0, 2), (1, 2)):
+            tensors = flow_path_tensors(weights[a], weights[b], groups, flows, 0.5)
+            losses.append(F.cross_entropy(functional_call(model, tensors, (data.x,)), data.y).item())
+    return float(np.mean(losses))
+
+
+def test_fit_bijection_lowers_the_loss_in_the_middle_of_the_paths(trained, digits):
+    model, weights = trained
+    groups = mlp_groups(model)
+    flows = _flows_for(model, weights)
+    before = _mean_midpoint_loss(model, weights, groups, flows, digits)
+    history = fit_bijection(model, weights, groups, flows, digits, epochs=3, lr=1e-3, batch_size=256, seed=0)
+    after = _mean_midpoint_loss(model, weights, groups, flows, digits)
+    assert len(history) == 3 and history[-1] < history[0]
+    assert after < before - 0.1, (before, after)
+    assert not model.training or model.training  # mode restored (MLP has no BN; just runs)
+    with pytest.raises(ValueError, match="weights should be a list of at least 2 Weights, got 1 items"):
+        fit_bijection(model, weights[:1], groups, flows, digits)
+
+
+# ---------------------------------------------------------------------------- saving
+@pytest.mark.parametrize("kind", sorted(FLOW_KINDS))
+def test_connection_model_round_trip(tmp_path, kind):
+    model = _mlp([8])
+    w = ls.Weights.from_module(model)
+    groups = mlp_groups(model)
+    flows = {g.name: _perturb(_flow(kind, g.dim(w), seed=2), seed=2) for g in groups}
+    meta = {"model": "mlp", "widths": [8], "epochs": 3, "lr": 1e-3, "note": None}
+    path = tmp_path / "conn.pt"
+    save_connection_model(path, flows, groups, kind=kind, meta=meta)
+    raw = torch.load(path, weights_only=True)
+    assert raw["kind"] == kind
+    flows2, groups2, meta2 = load_connection_model(path)
+    assert groups2 == groups and meta2 == meta and type(flows2["1"]) is type(flows["1"])
+    x = groups[0].matrix(w)
+    z1, ld1 = flows["1"](x)
+    z2, ld2 = flows2["1"](x)
+    assert torch.equal(z1, z2) and torch.equal(ld1, ld2)
+    with pytest.raises(FileExistsError, match="already exists"):
+        save_connection_model(path, flows, groups, kind=kind, meta=meta)
+    save_connection_model(path, flows, groups, kind=kind, meta={"v": 2}, force=True)
+    assert load_connection_model(path)[2] == {"v": 2}
+    other = "iaf" if kind == "realnvp" else "realnvp"
+    with pytest.raises(ValueError, match=f"kind='{other}' expects"):
+        save_connection_model(tmp_path / "b.pt", flows, groups, kind=other, meta={})
+    with pytest.raises(ValueError, match=r"meta\['f'\] is a builtin_function_or_method; expected tensors"):
+        save_connection_model(tmp_path / "c.pt", flows, groups, kind=kind, meta={"f": print})
+
+
+# ---------------------------------------------------------------------------- CUDA
+@pytest.mark.cuda
+@pytest.mark.parametrize("kind", sorted(FLOW_KINDS))
+def test_flow_path_on_cuda_matches_cpu(kind):
+    model = _bn_model()
+    A, B = _two_points(model)
+    flows = {"h": _perturb(_flow(kind, _BN_GROUP.dim(A)), seed=5)}
+    cpu = flow_path(A, B, [_BN_GROUP], flows, [0.0, 0.4, 1.0])
+    Ag, Bg = A.to("cuda"), B.to("cuda")
+    gpu = flow_path(Ag, Bg, [_BN_GROUP], {"h": flows["h"].to("cuda")}, [0.0, 0.4, 1.0])
+    assert gpu.basis.device.type == "cuda"
+    torch.testing.assert_close(gpu.basis.cpu(), cpu.basis, rtol=1e-5, atol=1e-5)
+    assert torch.equal(gpu.basis[0], Ag.flatten()) and torch.equal(gpu.basis[2], Bg.flatten())
+    tensors = flow_path_tensors(Ag, Bg, [_BN_GROUP], {"h": flows["h"]}, 0.4)
+    assert all(v.device.type == "cuda" for v in tensors.values())
