@@ -183,9 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "connect",
-        help="connect two MLP checkpoints by Linear, Arc, OT and Weight Adjustment; worst accuracy along each",
-        description="Build every connection of Anokhin & Yarotsky (2020) between two checkpoints of a multilayer "
-        "perceptron, evaluate each path at --points values of t and print the table of worst train/test accuracy "
+        help="connect two checkpoints by Linear, Arc, OT and Weight Adjustment; worst accuracy along each",
+        description="Build every connection of Anokhin & Yarotsky (2020) between two checkpoints of an MLP or a "
+        "convolutional / residual network (WA: MLPs), evaluate each path at --points values of t and print the table of worst train/test accuracy "
         "along it, next to the endpoints and any trained curves (--curve). The report goes to --out (HDF5).",
     )
     p.add_argument("--ckpt", action="append", default=[], help="the two checkpoints A and B (repeat)")
@@ -198,6 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--splits", default="train,test", help="comma-separated data splits (default train,test)")
     p.add_argument("--wa-split", default="train", help="data split the weight adjustment fits on (default train)")
     p.add_argument("--ridge", type=float, default=0.0, help="ridge term of the weight adjustment (default 0)")
+    p.add_argument(
+        "--bn",
+        default="auto",
+        choices=["auto", "running", "recompute", "recompute-exact"],
+        help="BatchNorm statistics along the paths (default auto: recompute when the model has BatchNorm)",
+    )
+    p.add_argument("--bn-split", default="train", help="split used to recompute BatchNorm statistics (default train)")
     p.add_argument(
         "--curve",
         action="append",
@@ -567,6 +574,8 @@ def _curve_args(items: list[str]) -> list[tuple[str | None, str]]:
 
 
 def _cmd_connect(args) -> int:
+    import torch
+
     from . import curves as curvelib
     from .connect import METHODS, compare_connections
     from .data import load_data
@@ -593,6 +602,11 @@ def _cmd_connect(args) -> int:
     if not splits:
         raise UsageError("--splits names no split")
     wa = splits.get(args.wa_split) or load(args.wa_split)
+    bn = args.bn
+    if bn == "auto":
+        has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+        bn = "recompute" if has_bn else "running"
+    bn_data = (splits.get(args.bn_split) or load(args.bn_split)) if bn != "running" else None
     curves = {}
     for label, path in _curve_args(args.curve):
         curve, _ = curvelib.load_curve(path, model)
@@ -610,6 +624,8 @@ def _cmd_connect(args) -> int:
         wa_data=wa,
         curves=curves,
         ridge=args.ridge,
+        bn=bn,
+        bn_data=bn_data,
         device=args.device,
         precision=args.precision,
         out=args.out,

@@ -261,3 +261,22 @@ def test_connect_adds_trained_curves_as_rows(tmp_path, capsys):
     other = ["connect", *MLP_ARGS, "--ckpt", paths[0], "--ckpt", paths[2], "--methods", "linear"]
     assert main([*other, "--curve", str(curve_file), "--out", str(tmp_path / "o.h5")]) == 2
     assert "does not end at B" in capsys.readouterr().err
+
+
+def test_connect_a_convnet_recomputes_batchnorm_and_skips_wa(tmp_path, capsys):
+    from landscape.connect import ConnectionReport
+
+    kwargs = {"width": 4, "batch_norm": True}
+    paths = _ckpts(tmp_path, "small_cnn", kwargs, 2)
+    out = tmp_path / "conv.h5"
+    argv = ["connect", "--model", "small_cnn", "--model-kwargs", json.dumps(kwargs), "--data", "digits:image"]
+    argv += ["--no-progress", "--ckpt", paths[0], "--ckpt", paths[1], "--points", "3", "--out", str(out)]
+    assert main([*argv, "--methods", "linear,ot,linear+wa"]) == 0
+    printed = capsys.readouterr().out
+    assert "| OT (stage 1) |" in printed and "Linear + WA skipped" in printed
+    rep = ConnectionReport.load(out)
+    assert rep.attrs["bn"] == "recompute" and rep.computed == ["linear", "ot"]
+    # a model whose channels cannot be followed: one line, exit 2
+    bad = ["connect", "--model", "resnet20", "--model-kwargs", '{"width": 2, "in_channels": 1}', "--data", "digits"]
+    assert main([*bad, "--ckpt", paths[0], "--ckpt", paths[1], "--out", str(tmp_path / "x.h5")]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1

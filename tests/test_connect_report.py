@@ -247,3 +247,27 @@ def test_an_interrupted_run_resumes_without_recomputing(pair, splits, tmp_path, 
             np.testing.assert_array_equal(rep.acc[m][s], fresh.acc[m][s])
     back = ConnectionReport.load(path)
     assert back.computed == ["linear", "arc"] and back.attrs["complete"] is True
+
+
+def test_convnets_with_batchnorm_connect_by_linear_arc_and_ot_with_recomputed_statistics():
+    from landscape.connect import identity_permutations
+
+    train, test = ls.load_data("digits:image", "train"), ls.load_data("digits:image", "test")
+    torch.manual_seed(0)
+    model = ls.build_model("small_cnn", {"width": 4, "batch_norm": True})
+    train_classifier(model, train, epochs=1, seed=0)
+    A = ls.Weights.from_module(model)
+    g = torch.Generator().manual_seed(1)
+    perms = {k: torch.randperm(len(v), generator=g) for k, v in identity_permutations(model).items()}
+    B = permute(A, model, perms)  # a reordering of A: OT stage 1 stays at A
+    splits = {"test": test}
+    rep = compare_connections(
+        model, A, B, splits, methods=("linear", "ot", "arc+wa"), points=3, bn="recompute", bn_data=train
+    )
+    assert rep.attrs["groups"] == ["0", "3"] and rep.attrs["bn"] == "recompute"
+    assert "MLPs only" in rep.skipped["arc+wa"]
+    a_acc = rep.endpoints["test"]["A_acc"]
+    assert rep.endpoints["test"]["B_acc"] == pytest.approx(a_acc, abs=1e-12)
+    np.testing.assert_allclose(rep.acc["ot"]["test"][rep.stage["ot"] == 1], a_acc, atol=1e-12)
+    # the straight line between two reorderings passes through other networks
+    assert rep.worst_acc("linear", "test") < a_acc

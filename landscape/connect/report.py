@@ -28,7 +28,7 @@ from ..io import ResultExistsError, create_result, open_result
 from ..weights import Weights
 from .adjust import multilayer_wa_path, wa_path
 from .matching import ot_path
-from .neurons import linear_chain
+from .neurons import _try_chain
 from .paths import arc_path, linear_path
 
 __all__ = ["METHODS", "ConnectionReport", "compare_connections", "plot_connections"]
@@ -290,6 +290,8 @@ def compare_connections(
     wa_data=None,
     curves: Mapping[str, Any] | None = None,
     ridge: float = 0.0,
+    bn: str = "running",
+    bn_data=None,
     device=None,
     precision: str = "fp32",
     out: str | os.PathLike | None = None,
@@ -304,7 +306,9 @@ def compare_connections(
     ----------
     model : nn.Module
         A plain MLP stack (two or more Linear layers, see
-        :func:`~landscape.connect.linear_chain`).
+        :func:`~landscape.connect.linear_chain`), or a convolutional / residual network
+        whose channels :func:`~landscape.connect.graph.trace_groups` can follow (Linear,
+        Arc and OT; WA methods are skipped with the reason in the report).
     A, B : Weights
         The two networks.
     splits : mapping of str to data
@@ -328,6 +332,11 @@ def compare_connections(
         evaluated at the same ``t``.
     ridge : float
         Ridge term of every weight adjustment (0: exact least squares).
+    bn, bn_data
+        BatchNorm statistics along the paths (:func:`landscape.evaluate`): ``"running"``
+        interpolates the running statistics with the weights; ``"recompute"`` (advised for
+        networks with BatchNorm) recomputes them at every point on ``bn_data`` (default: the
+        split being evaluated).
     device, precision
         Passed to :func:`landscape.evaluate`.
     out : path, optional
@@ -377,7 +386,13 @@ def compare_connections(
     if exists and not (force or resume):
         raise ResultExistsError(f"{os.fspath(out)} exists; pass resume=True to continue it or force=True to replace it")
     split_names = list(splits)
-    n_linear = len(linear_chain(model))
+    chain = _try_chain(model)
+    n_linear = len(chain.names) if chain is not None else 0
+    groups = None
+    if chain is None:  # convolutional / residual networks: channel groups (clear error if untraceable)
+        from .graph import trace_groups
+
+        groups = trace_groups(model)
     t = np.linspace(0.0, 1.0, int(points))
     X = None
 
@@ -385,7 +400,15 @@ def compare_connections(
         acc, loss = {}, {}
         for s, data in splits.items():
             r = evaluate(
-                model, pts, data, metrics=("loss", "acc"), device=device, precision=precision, progress=progress
+                model,
+                pts,
+                data,
+                metrics=("loss", "acc"),
+                bn=bn,
+                bn_data=bn_data if bn_data is not None else (data if bn != "running" else None),
+                device=device,
+                precision=precision,
+                progress=progress,
             )
             acc[s], loss[s] = np.asarray(r["acc"], np.float64), np.asarray(r["loss"], np.float64)
         return acc, loss
@@ -396,6 +419,8 @@ def compare_connections(
         attrs={
             "points": int(points),
             "linear_layers": n_linear,
+            "groups": [g.name for g in groups] if groups is not None else [],
+            "bn": bn,
             "ridge": float(ridge),
             "A-sha256": A.sha256 or "",
             "B-sha256": B.sha256 or "",
@@ -444,6 +469,9 @@ def compare_connections(
         if done(m):
             continue
         base, wa = m.split("+")[0], m.endswith("+wa")
+        if wa and chain is None:
+            rep.skipped[m] = "weight adjustment is implemented for MLPs only (convolutional WA is not done yet)"
+            continue
         if wa:
             if X is None:
                 X = _inputs(splits[split_names[0]] if wa_data is None else wa_data)
