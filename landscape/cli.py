@@ -228,6 +228,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
+    p = sub.add_parser(
+        "wa-ensemble",
+        help="ensembles of MLPs sharing one backbone by weight adjustment, against the ordinary ensemble",
+        description="Move every checkpoint onto the backbone of the first one by weight adjustment (Anokhin & "
+        "Yarotsky 2020) and report ensemble accuracy against the number of networks for every head size, with "
+        "the parameters and compute saved.",
+    )
+    p.add_argument("--ckpt", action="append", default=[], help="checkpoints of independently trained networks (repeat)")
+    p.add_argument("--head-layers", default="all", help="comma-separated head sizes, or all (default)")
+    p.add_argument("--fit-split", default="train", help="split the adjusted layers are fitted on (default train)")
+    p.add_argument("--split", default="test", help="split the ensembles are evaluated on (default test)")
+    p.add_argument("--ridge", type=float, default=0.0, help="ridge term of the weight adjustment (default 0)")
+    p.add_argument("--plot", action="store_true", help="also write the figure next to the file")
+    p.add_argument("--model", required=True, help="built-in name (see `landscape models`) or package.module:factory")
+    p.add_argument("--model-kwargs", default=None, help="JSON object of keyword arguments for the factory")
+    p.add_argument("--data", required=True, help="digits | file.npz | file.pt | ...")
+    p.add_argument("--max-samples", type=int, default=None, help="use at most this many samples per split")
+    p.add_argument(
+        "--normalize", action="store_true", help="standardise inputs per channel with the train split's mean/std"
+    )
+    p.add_argument("--trust-checkpoint", action="store_true", help="allow pickled Python objects in checkpoints")
+    p.add_argument("--out", required=True, help="write the curve to this HDF5 file")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     p = sub.add_parser("demo", help="the main job on bundled data (digits, CPU, under 2 minutes)")
     p.add_argument("--out", default="landscape-demo", help="output folder (default ./landscape-demo)")
     p.add_argument("--force", action="store_true", help="overwrite files of an earlier demo in that folder")
@@ -649,6 +674,65 @@ def _cmd_connect(args) -> int:
     return 0
 
 
+def _cmd_wa_ensemble(args) -> int:
+    from .connect.ensemble import wa_ensemble_curve
+    from .connect.neurons import linear_chain
+    from .data import load_data
+    from .models import build_model, describe_model
+    from .weights import load_checkpoint
+
+    if len(args.ckpt) < 2:
+        raise UsageError(f"wa-ensemble needs at least two --ckpt, got {len(args.ckpt)}")
+    if os.path.exists(args.out) and not args.force:
+        raise UsageError(f"'{args.out}' already exists; pass --force to overwrite it")
+    model = build_model(args.model, args.model_kwargs)
+    try:
+        n_layers = len(linear_chain(model))
+    except ValueError as e:
+        raise UsageError(f"wa-ensemble works on MLPs (Linear layers and activations): {e}") from None
+    if args.head_layers.strip().lower() == "all":
+        heads = list(range(1, n_layers + 1))
+    else:
+        try:
+            heads = [int(v) for v in args.head_layers.split(",") if v.strip()]
+        except ValueError:
+            raise UsageError(f"--head-layers {args.head_layers!r}: expected integers or all") from None
+        bad = [n for n in heads if not 1 <= n <= n_layers]
+        if bad or not heads:
+            raise UsageError(f"--head-layers {bad or heads}: expected values in 1..{n_layers} for this model")
+    members = [load_checkpoint(p, model, trust=args.trust_checkpoint) for p in args.ckpt]
+
+    def load(split):
+        return load_data(args.data, split, max_samples=args.max_samples, normalize=args.normalize)
+
+    curve = wa_ensemble_curve(
+        model,
+        members,
+        load(args.fit_split),
+        load(args.split),
+        head_layers=heads,
+        ridge=args.ridge,
+        progress=not args.no_progress,
+    )
+    curve.attrs.update(
+        model=describe_model(args.model, args.model_kwargs),
+        checkpoints=[{"path": w.source, "sha256": w.sha256} for w in members],
+        data=args.data,
+        split=args.split,
+        fit_split=args.fit_split,
+    )
+    curve.save(args.out, force=args.force)
+    print(f"{args.split} accuracy (%) of ensembles of the first m networks; WA(n): n layers in each head")
+    print(curve.markdown())
+    print(f"-> {args.out}")
+    if args.plot:
+        from .plot import plot_file
+
+        written = plot_file(args.out, os.path.dirname(os.path.abspath(args.out)), force=args.force)
+        print(f"figures: {', '.join(written)}")
+    return 0
+
+
 def _cmd_models(args) -> int:
     from .models import list_models
 
@@ -671,6 +755,7 @@ _COMMANDS = {
     "export": _cmd_export,
     "curve": _cmd_curve,
     "connect": _cmd_connect,
+    "wa-ensemble": _cmd_wa_ensemble,
     "demo": _cmd_demo,
     "models": _cmd_models,
 }

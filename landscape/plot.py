@@ -1044,7 +1044,9 @@ def plot_file(
       (:func:`plot_curve_profile`; with ``metrics``, the splits named by those metrics
       are drawn in both panels);
     * connections (kind ``"connections"``): ``<stem>-connections-<split>.<fmt>``, the
-      accuracy along ``t`` of every method (:func:`~landscape.connect.plot_connections`).
+      accuracy along ``t`` of every method (:func:`~landscape.connect.plot_connections`);
+    * WA-ensembles (kind ``"wa-ensemble"``): ``<stem>-wa-ensemble.<fmt>``
+      (:func:`~landscape.connect.plot_wa_ensemble`).
 
     ``<stem>`` is the file name without ``.h5``.  Metrics with no finite value yet are
     skipped.
@@ -1078,7 +1080,11 @@ def plot_file(
     stem = os.path.splitext(os.path.basename(surface.path))[0]
     names = _present(surface, metrics)
     jobs: list[tuple[str, str | None, Any]] = []  # (figure name, metric part, draw function)
-    if surface.kind == "connections":
+    if surface.kind == "wa-ensemble":
+        from .connect.ensemble import plot_wa_ensemble
+
+        jobs.append(("wa-ensemble", None, lambda: plot_wa_ensemble(surface.path)))
+    elif surface.kind == "connections":
         from .connect.report import plot_connections
 
         for split in surface.attrs.get("splits", []):

@@ -280,3 +280,28 @@ def test_connect_a_convnet_recomputes_batchnorm_and_skips_wa(tmp_path, capsys):
     bad = ["connect", "--model", "resnet20", "--model-kwargs", '{"width": 2, "in_channels": 1}', "--data", "digits"]
     assert main([*bad, "--ckpt", paths[0], "--ckpt", paths[1], "--out", str(tmp_path / "x.h5")]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_wa_ensemble_writes_the_curve_and_refuses_bad_input(tmp_path, capsys):
+    from landscape.connect import WAEnsembleCurve
+
+    kwargs = {"widths": [16, 8]}
+    paths = _ckpts(tmp_path, "mlp", kwargs, 3)
+    out = tmp_path / "ens.h5"
+    argv = ["wa-ensemble", *MLP_ARGS[:2], "--model-kwargs", json.dumps(kwargs), *MLP_ARGS[4:]]
+    argv += [a for p in paths for a in ("--ckpt", p)]
+    assert main([*argv, "--out", str(out), "--plot"]) == 0
+    printed = capsys.readouterr().out
+    assert "| Ind |" in printed and "| WA(1) |" in printed and "ens-wa-ensemble.png" in printed
+    curve = WAEnsembleCurve.load(out)
+    assert curve.head_layers == [1, 2, 3] and curve.sizes == [1, 2, 3]
+    for extra, fragment in (
+        ([], "already exists"),
+        (["--force", "--head-layers", "0,9"], "1..3"),
+    ):
+        assert main([*argv, "--out", str(out), *extra]) == 2
+        err = capsys.readouterr().err
+        assert fragment in err and len(err.strip().splitlines()) == 1, err
+    conv = ["wa-ensemble", "--model", "small_cnn", "--data", "digits:image", "--ckpt", paths[0], "--ckpt", paths[1]]
+    assert main([*conv, "--out", str(tmp_path / "c.h5")]) == 2
+    assert "MLPs" in capsys.readouterr().err

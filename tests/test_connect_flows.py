@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -141,6 +142,12 @@ def test_untrained_flow_is_the_identity(kind):
     z, logdet = flow(x)
     assert torch.equal(z, x) and torch.equal(logdet, torch.zeros(7))
     assert torch.equal(flow.inverse(x), x)
+    # seeded construction that leaves the global random state alone
+    state = torch.random.get_rng_state()
+    again, other = _flow(kind, 5), _flow(kind, 5, seed=1)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    p0, p1, p2 = (torch.cat([p.reshape(-1) for p in f.parameters()]) for f in (flow, again, other))
+    assert torch.equal(p0, p1) and not torch.equal(p0, p2)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -153,7 +160,7 @@ def test_flow_inverts_and_its_logdet_is_the_jacobian_logdet(kind, dim, dtype):
     assert (z - x).abs().max() > 0.1  # not the identity any more
     tol = 1e-5 if dtype == torch.float32 else 1e-10
     torch.testing.assert_close(flow.inverse(z), x, rtol=tol, atol=tol)
-    for k in range(3):
+    for k in range(2):
         J = torch.autograd.functional.jacobian(lambda v: flow(v[None])[0][0], x[k])
         sign, logabs = torch.linalg.slogdet(J)
         assert sign != 0
@@ -175,6 +182,8 @@ def test_flow_input_errors():
         RealNVP(3)(torch.zeros(4, 2))
     with pytest.raises(ValueError, match=r"IAF.inverse takes a tensor \[N, 3\], got \[3\]"):
         IAF(3).inverse(torch.zeros(3))
+    with pytest.raises(ValueError, match="takes torch.float32 tensors .the flow's dtype., got torch.float64"):
+        RealNVP(3)(torch.zeros(4, 3, dtype=torch.float64))
     with pytest.raises(ValueError, match="dim should be an int >= 1, got 0"):
         RealNVP(0)
     with pytest.raises(ValueError, match=r"samples should be a tensor \[N >= 2, 3\]"):
@@ -189,7 +198,7 @@ def test_fit_flow_learns_a_correlated_gaussian(kind):
     x = mu + torch.randn(1024, 3, generator=g) @ L.T
     true_nll = -torch.distributions.MultivariateNormal(mu, scale_tril=L).log_prob(x).mean().item()
     flow = _flow(kind, 3)
-    history = fit_flow(flow, x, epochs=60, lr=2e-2, batch_size=512)
+    history = fit_flow(flow, x, epochs=60, lr=2e-2, batch_size=1024)
     assert len(history) == 60 and history[-1] < history[0] - 1.0
     torch.testing.assert_close(flow.mean, x.mean(0))
     torch.testing.assert_close(flow.std, x.std(0))
@@ -246,7 +255,7 @@ def test_flow_path_with_standardising_flows_is_the_arc_path():
     A = ls.Weights.from_module(model)
     B = ls.Weights.from_module(_mlp([12], seed=1, dtype=torch.float64))
     (g,) = mlp_groups(model)
-    flow = IAF(g.dim(A), n_layers=1, hidden=4).double()
+    flow = RealNVP(g.dim(A), n_couplings=2, hidden=4).double()
     with torch.no_grad():
         flow.mean.copy_(torch.cat([g.matrix(A), g.matrix(B)]).mean(0))
         flow.std.copy_(0.5 + torch.rand(g.dim(A), dtype=torch.float64))
@@ -309,20 +318,20 @@ def trained(digits):
     weights = []
     for seed in range(3):
         model = _mlp([16], seed=seed)
-        landscape.demo.train_classifier(model, digits, epochs=3, seed=seed)
+        landscape.demo.train_classifier(model, digits, epochs=3, lr=0.2, batch_size=128, seed=seed)
         weights.append(ls.Weights.from_module(model))
     return model, weights
 
 
-def _flows_for(model, weights, **kw):
-    return fit_flows_for(
-        model, weights, mlp_groups(model), "realnvp", hidden=16, epochs=30, lr=1e-2, batch_size=64, **kw
-    )
-
-
-def test_flow_path_evaluates_and_matches_the_endpoints(trained, digits):
+@pytest.fixture(scope="module")
+def flows(trained):
+    """Flows fitted to the pooled hidden neurons of the three MLPs (the Flow connection)."""
     model, weights = trained
-    flows = _flows_for(model, weights)
+    return fit_flows_for(model, weights, mlp_groups(model), "realnvp", hidden=16, epochs=30, lr=1e-2, batch_size=64)
+
+
+def test_flow_path_evaluates_and_matches_the_endpoints(trained, flows, digits):
+    model, weights = trained
     (g,) = mlp_groups(model)
     assert list(flows) == ["1"] and flows["1"].dim == g.dim(weights[0]) == 75
     pooled = torch.cat([g.matrix(w) for w in weights])
@@ -345,16 +354,18 @@ def _mean_midpoint_loss(model, weights, groups, flows, data):
     return float(np.mean(losses))
 
 
-def test_fit_bijection_lowers_the_loss_in_the_middle_of_the_paths(trained, digits):
+def test_fit_bijection_lowers_the_loss_in_the_middle_of_the_paths(trained, flows, digits):
     model, weights = trained
     groups = mlp_groups(model)
-    flows = _flows_for(model, weights)
+    flows = copy.deepcopy(flows)
     before = _mean_midpoint_loss(model, weights, groups, flows, digits)
+    model.train()
     history = fit_bijection(model, weights, groups, flows, digits, epochs=3, lr=1e-3, batch_size=256, seed=0)
+    assert model.training  # the mode is restored
+    model.eval()
     after = _mean_midpoint_loss(model, weights, groups, flows, digits)
     assert len(history) == 3 and history[-1] < history[0]
-    assert after < before - 0.1, (before, after)
-    assert not model.training or model.training  # mode restored (MLP has no BN; just runs)
+    assert after < before - 0.2, (before, after)
     with pytest.raises(ValueError, match="weights should be a list of at least 2 Weights, got 1 items"):
         fit_bijection(model, weights[:1], groups, flows, digits)
 

@@ -1,8 +1,10 @@
 """Distribution-based connections between two networks (Anokhin & Yarotsky, ICML 2020).
 
-The neuron view of an MLP (:func:`linear_chain`, :func:`neuron_matrix`, :func:`permute`),
+The neuron view of an MLP (:func:`linear_chain`, :func:`neuron_matrix`, :func:`permute`) and
+the channel groups of convolutional and residual networks (:func:`trace_groups`),
 the Linear and Arc paths (:func:`linear_path`, :func:`arc_path`) and the connection by optimal
-transport of hidden neurons (:func:`match_neurons`, :func:`ot_path`). Every path is a
+transport of hidden neurons (:func:`match_neurons`, :func:`ot_path`), weight adjustment
+(:func:`wa_path`, :func:`multilayer_wa_path`) and WA-ensembles (:func:`wa_ensemble`). Every path is a
 :class:`~landscape.pointset.PointSet`, evaluated with :func:`landscape.evaluate`.
 
 Reference: I. Anokhin, D. Yarotsky, "Low-loss connection of weight vectors:
@@ -17,6 +19,8 @@ from .adjust import (
     wa_path,
     weight_adjustment,
 )
+from .ensemble import WAEnsemble, WAEnsembleCurve, plot_wa_ensemble, wa_ensemble, wa_ensemble_curve
+from .graph import Group, Part, UnsupportedModelError, trace_groups
 from .matching import SOLVERS, OTPath, assignment, match_neurons, ot_path, transposition_path
 from .neurons import (
     compose_permutations,
@@ -39,6 +43,15 @@ from .report import METHODS, ConnectionReport, compare_connections, plot_connect
 
 __all__ = [
     "METHODS",
+    "Group",
+    "Part",
+    "UnsupportedModelError",
+    "WAEnsemble",
+    "WAEnsembleCurve",
+    "plot_wa_ensemble",
+    "trace_groups",
+    "wa_ensemble",
+    "wa_ensemble_curve",
     "SOLVERS",
     "WA_METHODS",
     "ConnectionReport",

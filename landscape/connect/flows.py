@@ -336,6 +336,10 @@ class _Flow(nn.Module):
         if not torch.is_tensor(x) or x.dim() != 2 or x.shape[1] != self.dim:
             got = list(x.shape) if torch.is_tensor(x) else type(x).__name__
             raise ValueError(f"{type(self).__name__}.{what} takes a tensor [N, {self.dim}], got {got}")
+        if x.dtype != self.mean.dtype:
+            raise ValueError(
+                f"{type(self).__name__}.{what} takes {self.mean.dtype} tensors (the flow's dtype), got {x.dtype}"
+            )
         return x
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -602,10 +606,8 @@ def _progress(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, unit="epoch", dynamic_ncols=True, leave=False)
 
 
-def _check_positive(value, name: str, kind=float) -> None:
-    if kind is int:
-        _check_int(value, name, 1)
-    elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+def _check_positive(value, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} should be a positive number, got {value!r}")
 
 
@@ -680,7 +682,7 @@ def fit_flow(
     with torch.no_grad():
         mean = x.mean(0)
         std = x.std(0)
-        std = torch.where(std > torch.finfo(dtype).tiny * 1e3, std, torch.ones_like(std))
+        std = torch.where(std > 0, std, torch.ones_like(std))
         flow.mean.copy_(mean)
         flow.std.copy_(std)
     opt = torch.optim.Adam(flow.parameters(), lr=lr, weight_decay=weight_decay)
@@ -700,8 +702,8 @@ def fit_flow(
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                total += float(loss.detach()) * xb.shape[0]
-            history.append(total / n)
+                total = total + loss.detach() * xb.shape[0]  # no host sync per step
+            history.append(float(total) / n)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(nll=f"{history[-1]:.4g}")
@@ -823,6 +825,12 @@ def flow_path_tensors(
     OrderedDict of str to Tensor
         In ``A``'s order, dtypes and devices; the group entries keep the autograd graph
         through the flows (use with :func:`torch.func.functional_call`).
+
+    Notes
+    -----
+    The ends are not snapped: at ``t = 0`` the group entries are
+    :math:`\nu^{-1}(\nu(\theta^A))`, equal to ``A`` up to rounding; :func:`flow_path`
+    returns ``A`` and ``B`` exactly there.
     """
     _check_pair(A, B)
     groups = _check_groups(groups, A, flows)
@@ -1098,8 +1106,8 @@ def fit_bijection(
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                total += float(loss.detach()) * idx.numel()
-            history.append(total / n)
+                total = total + loss.detach() * idx.numel()
+            history.append(float(total) / n)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{history[-1]:.4g}")
@@ -1269,9 +1277,8 @@ def save_connection_model(
             raise ValueError(f"no flow for group '{g.name}'; flows has {sorted(flows)}")
         f = flows[g.name]
         if not isinstance(f, FLOW_KINDS[kind]):
-            raise ValueError(
-                f"the flow of group '{g.name}' is a {type(f).__name__}; kind={kind!r} expects {FLOW_KINDS[kind].__name__}"
-            )
+            expected = FLOW_KINDS[kind].__name__
+            raise ValueError(f"the flow of group '{g.name}' is a {type(f).__name__}; kind={kind!r} expects {expected}")
         dtype, _ = _where(f)
         if dtype not in _DTYPES.values():
             raise ValueError(f"the flow of group '{g.name}' is {dtype}; expected float32 or float64")

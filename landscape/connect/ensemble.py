@@ -1,0 +1,337 @@
+"""WA-ensembles: independently trained networks made to share one backbone.
+
+Anokhin & Yarotsky (ICML 2020): take ``m`` independently trained networks, keep the lower
+layers (the *backbone*) of a reference network, and move every other network onto it with
+weight adjustment: member ``j`` becomes the transitional network
+:math:`\\Theta_{k}^{j,\\mathrm{ref}}` (the reference's layers below ``k``, a layer ``k``
+fitted by least squares to reproduce member ``j``'s layer-``k`` output from the reference's
+features, member ``j``'s layers above ``k``; see
+:func:`~landscape.connect.transitional_network`). The ensemble averages the members'
+predicted probabilities; the backbone is computed and stored once. ``WA(n)`` keeps ``n``
+layers in each member's own head (``k = L - n + 1`` for ``L`` layers); ``WA(L)`` shares
+nothing and is the ordinary ensemble of independent networks.
+
+Networks: plain MLP stacks (:func:`~landscape.connect.linear_chain`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..weights import Weights
+from .adjust import _check_pair, _Stack, _transitional
+
+__all__ = ["WAEnsemble", "WAEnsembleCurve", "plot_wa_ensemble", "wa_ensemble", "wa_ensemble_curve"]
+
+KIND = "wa-ensemble"
+
+
+@dataclass
+class WAEnsemble:
+    """Members sharing the reference's first ``L - head_layers`` layers.
+
+    Attributes
+    ----------
+    members : list of Weights
+        ``members[0]`` is the reference; the others carry the reference's backbone.
+    head_layers : int
+        Layers of each member's own head (``L``: no shared layer, the ordinary ensemble).
+    """
+
+    model: nn.Module
+    members: list[Weights]
+    head_layers: int
+    _stack: _Stack = field(repr=False, default=None)
+
+    def __post_init__(self) -> None:
+        if self._stack is None:
+            self._stack = _Stack(self.model)
+
+    @property
+    def n_layers(self) -> int:
+        return self._stack.n
+
+    @property
+    def shared_layers(self) -> int:
+        return self.n_layers - self.head_layers
+
+    @torch.no_grad()
+    def logits(self, x) -> torch.Tensor:
+        """Every member's logits ``Tensor[m, N, C]`` (float64); the backbone runs once."""
+        st = self._stack
+        h = st.input(x)
+        ref = self.members[0]
+        for k in range(1, self.shared_layers + 1):
+            h = st.act(k, st.linear(ref, k, h))
+        out = []
+        for w in self.members:
+            z = h
+            for k in range(self.shared_layers + 1, st.n + 1):
+                z = st.linear(w, k, z)
+                if k < st.n:
+                    z = st.act(k, z)
+            out.append(z)
+        return torch.stack(out)
+
+    def probabilities(self, x) -> torch.Tensor:
+        """The ensemble's prediction: the mean of the members' softmax, ``Tensor[N, C]``."""
+        return torch.softmax(self.logits(x), -1).mean(0)
+
+    def evaluate(self, data, batch_size: int = 4096) -> dict[str, Any]:
+        """``acc`` and ``nll`` of the ensemble and ``member_acc`` of each member on ``data``."""
+        x, y = _xy(data)
+        correct, nll, member = 0.0, 0.0, np.zeros(len(self.members))
+        for i in range(0, len(y), batch_size):
+            xb, yb = x[i : i + batch_size], y[i : i + batch_size]
+            logits = self.logits(xb)
+            p = torch.softmax(logits, -1).mean(0)
+            correct += float((p.argmax(-1) == yb).sum())
+            nll += float(-torch.log(p[torch.arange(len(yb)), yb].clamp_min(1e-300)).sum())
+            member += (logits.argmax(-1) == yb).sum(1).double().numpy()
+        n = len(y)
+        return {"acc": correct / n, "nll": nll / n, "member_acc": (member / n).tolist()}
+
+    def cost(self) -> dict[str, int]:
+        """Parameters stored and multiply-adds per sample, against the ordinary ensemble of
+        the same members (Linear layers only; the activations are free)."""
+        st, m = self._stack, len(self.members)
+        per_layer = []
+        for k in range(1, st.n + 1):
+            w = self.members[0][f"{st.layer(k)}.weight"]
+            per_layer.append((w.numel() + (w.shape[0] if st.has_bias(self.members[0], k) else 0), w.numel()))
+        shared = per_layer[: self.shared_layers]
+        head = per_layer[self.shared_layers :]
+        params = sum(p for p, _ in shared) + m * sum(p for p, _ in head)
+        macs = sum(c for _, c in shared) + m * sum(c for _, c in head)
+        return {
+            "params": params,
+            "params_ordinary": m * sum(p for p, _ in per_layer),
+            "macs": macs,
+            "macs_ordinary": m * sum(c for _, c in per_layer),
+        }
+
+
+def _xy(data) -> tuple[torch.Tensor, torch.Tensor]:
+    x = getattr(data, "x", None)
+    y = getattr(data, "y", None)
+    if x is None and isinstance(data, (tuple, list)) and len(data) == 2:
+        x, y = data
+    if x is None or y is None:
+        raise TypeError(f"data should be a TensorData or an (x, y) tuple, got {type(data).__name__}")
+    return torch.as_tensor(x), torch.as_tensor(y).long()
+
+
+def wa_ensemble(
+    model: nn.Module,
+    members: Sequence[Weights],
+    X,
+    head_layers: int,
+    *,
+    ridge: float = 0.0,
+) -> WAEnsemble:
+    """Move ``members[1:]`` onto the backbone of ``members[0]`` by weight adjustment.
+
+    Parameters
+    ----------
+    model : nn.Module
+        A plain MLP stack with parameter-free activations.
+    members : sequence of Weights
+        Independently trained networks; the first is the reference whose backbone is kept.
+    X : Tensor[N, ...] or TensorData
+        The batch the adjusted layers are fitted on (more samples than the widest layer's
+        inputs for an exact fit).
+    head_layers : int
+        ``1..L``: layers of each member's own head. The first ``L - head_layers`` layers are
+        the reference's; layer ``L - head_layers + 1`` of member ``j`` is refitted to
+        reproduce member ``j``'s output there from the reference's features. ``L`` keeps the
+        members as they are (the ordinary ensemble).
+    ridge : float
+        See :func:`~landscape.connect.weight_adjustment`.
+
+    Returns
+    -------
+    WAEnsemble
+    """
+    members = list(members)
+    if not members:
+        raise ValueError("members is empty; expected at least one network")
+    st = _Stack(model)
+    for w in members[1:]:
+        _check_pair(members[0], w, model)
+    if int(head_layers) != head_layers or not 1 <= head_layers <= st.n:
+        raise ValueError(f"head_layers should be an integer in 1..{st.n} for this model, got {head_layers!r}")
+    head_layers = int(head_layers)
+    k = st.n - head_layers + 1  # the refitted layer
+    if k == 1:
+        return WAEnsemble(model, members, head_layers, st)
+    h0 = st.input(X)
+    ref = members[0]
+    moved = [ref] + [_transitional(w, ref, st, k, h0, ridge) for w in members[1:]]
+    return WAEnsemble(model, moved, head_layers, st)
+
+
+@dataclass
+class WAEnsembleCurve:
+    """Ensemble accuracy against the number of members, per head size."""
+
+    head_layers: list[int]
+    sizes: list[int]
+    acc: np.ndarray  # [n_heads, n_sizes]
+    nll: np.ndarray
+    member_acc: list[list[float]]  # per head: accuracy of each (adjusted) member
+    cost: list[dict[str, int]]  # per head, for the largest ensemble
+    n_layers: int
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    def markdown(self, digits: int = 2) -> str:
+        """One row per head size (``WA(n)``; ``Ind`` for the ordinary ensemble), one column per
+        ensemble size, accuracy in %; the last columns give parameters and multiply-adds of
+        the largest ensemble relative to the ordinary one."""
+        head = "| Ensemble | " + " | ".join(f"m={m}" for m in self.sizes) + " | params | compute |"
+        lines = [head, "|---|" + "---:|" * (len(self.sizes) + 2)]
+        for i, n in enumerate(self.head_layers):
+            name = "Ind" if n == self.n_layers else f"WA({n})"
+            c = self.cost[i]
+            cells = [f"{100 * a:.{digits}f}" for a in self.acc[i]]
+            cells += [f"{c['params'] / c['params_ordinary']:.2f}x", f"{c['macs'] / c['macs_ordinary']:.2f}x"]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
+    def save(self, path: str | os.PathLike, *, force: bool = False) -> str:
+        """One result file of kind ``"wa-ensemble"``: grid ``[n_heads, n_sizes]``, metrics
+        ``acc`` and ``nll``; arrays ``head_layers``, ``sizes``; attrs ``cost``,
+        ``member_acc``, ``table``."""
+        from ..io import create_result
+
+        attrs = dict(self.attrs)
+        attrs.update(
+            n_layers=self.n_layers,
+            cost=[dict(c) for c in self.cost],
+            member_acc=[list(map(float, m)) for m in self.member_acc],
+            table=self.markdown(),
+        )
+        with create_result(
+            path,
+            kind=KIND,
+            shape=self.acc.shape,
+            metrics=["acc", "nll"],
+            attrs=attrs,
+            arrays={"head_layers": np.asarray(self.head_layers, np.int64), "sizes": np.asarray(self.sizes, np.int64)},
+            force=force,
+        ) as rf:
+            cells = list(range(self.acc.size))
+            rf.write_cells(cells, {"acc": self.acc.reshape(-1), "nll": self.nll.reshape(-1)})
+        return os.fspath(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> WAEnsembleCurve:
+        from ..io import open_result
+
+        with open_result(path) as rf:
+            if rf.kind != KIND:
+                raise ValueError(f"{os.fspath(path)} holds a {rf.kind!r} result, not {KIND!r}")
+            a = dict(rf.attrs)
+            out = cls(
+                head_layers=[int(v) for v in rf.read_array("head_layers")],
+                sizes=[int(v) for v in rf.read_array("sizes")],
+                acc=np.asarray(rf.read_metric("acc")),
+                nll=np.asarray(rf.read_metric("nll")),
+                member_acc=a.pop("member_acc"),
+                cost=a.pop("cost"),
+                n_layers=int(a.pop("n_layers")),
+            )
+            for k in ("table", "library-version", "created"):
+                a.pop(k, None)
+            out.attrs = a
+        return out
+
+
+def wa_ensemble_curve(
+    model: nn.Module,
+    members: Sequence[Weights],
+    X,
+    data,
+    *,
+    head_layers: Sequence[int] | None = None,
+    sizes: Sequence[int] | None = None,
+    ridge: float = 0.0,
+    progress: bool = False,
+) -> WAEnsembleCurve:
+    """Accuracy of WA-ensembles of the first ``m`` members for every head size.
+
+    Parameters
+    ----------
+    model, members, X, ridge
+        See :func:`wa_ensemble`.
+    data : TensorData or (x, y)
+        Where the ensembles are evaluated (a held-out split).
+    head_layers : sequence of int, optional
+        Head sizes (default ``1..L``; ``L`` is the ordinary ensemble).
+    sizes : sequence of int, optional
+        Ensemble sizes ``m`` (default ``1..len(members)``); the first ``m`` members.
+
+    Returns
+    -------
+    WAEnsembleCurve
+    """
+    st = _Stack(model)
+    heads = list(range(1, st.n + 1)) if head_layers is None else [int(n) for n in head_layers]
+    sizes = list(range(1, len(members) + 1)) if sizes is None else [int(m) for m in sizes]
+    if not sizes or min(sizes) < 1 or max(sizes) > len(members):
+        raise ValueError(f"sizes should be in 1..{len(members)}, got {sizes}")
+    acc = np.full((len(heads), len(sizes)), np.nan)
+    nll = np.full_like(acc, np.nan)
+    member_acc, cost = [], []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(heads), desc="WA-ensembles", unit="head")
+    for i, n in enumerate(heads):
+        ens = wa_ensemble(model, members, X, n, ridge=ridge)
+        for j, m in enumerate(sizes):
+            sub = WAEnsemble(model, ens.members[:m], n, ens._stack)
+            r = sub.evaluate(data)
+            acc[i, j], nll[i, j] = r["acc"], r["nll"]
+        member_acc.append(ens.evaluate(data)["member_acc"])
+        cost.append(ens.cost())
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return WAEnsembleCurve(heads, sizes, acc, nll, member_acc, cost, st.n, attrs={"ridge": float(ridge)})
+
+
+def plot_wa_ensemble(curve_or_path, ax=None):
+    """Ensemble accuracy against the number of members: one line per head size (``Ind``
+    dashed), from a :class:`WAEnsembleCurve` or its file."""
+    curve = curve_or_path if isinstance(curve_or_path, WAEnsembleCurve) else WAEnsembleCurve.load(curve_or_path)
+    if ax is None:
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(6.5, 4.5), layout="constrained")
+        ax = fig.add_subplot()
+    else:
+        fig = ax.figure
+    for i, n in enumerate(curve.head_layers):
+        ind = n == curve.n_layers
+        c = curve.cost[i]
+        label = "Ind" if ind else f"WA({n})"
+        label += f", {c['params'] / c['params_ordinary']:.2f}x params"
+        ax.plot(curve.sizes, 100 * curve.acc[i], marker="o", ls="--" if ind else "-", label=label)
+    ax.set_xlabel("number of networks m")
+    ax.set_ylabel("ensemble accuracy (%)")
+    ax.set_xticks(curve.sizes)
+    ax.set_title("WA-ensembles: shared backbone vs independent networks")
+    ax.legend(fontsize="small")
+    if not math.isfinite(float(np.nanmax(curve.acc))):  # pragma: no cover - nothing computed
+        ax.text(0.5, 0.5, "no values", transform=ax.transAxes, ha="center")
+    return fig
