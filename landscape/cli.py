@@ -70,6 +70,17 @@ def _add_common_eval(p: argparse.ArgumentParser, *, split: bool = True, out_requ
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _add_model_data(p: argparse.ArgumentParser) -> None:
+    """Model and data options of the commands that load their own splits."""
+    p.add_argument("--model", required=True, help="built-in name (see `landscape models`) or package.module:factory")
+    p.add_argument("--model-kwargs", default=None, help="JSON object of keyword arguments for the factory")
+    p.add_argument("--data", required=True, help="digits | file.npz | file.pt | ... (see `landscape eval --help`)")
+    p.add_argument("--max-samples", type=int, default=None, help="use at most this many samples per split")
+    p.add_argument(
+        "--normalize", action="store_true", help="standardise inputs per channel with the train split's mean/std"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -213,13 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a curve file from `landscape curve fit` between the same checkpoints, added as a row (repeat)",
     )
     p.add_argument("--plot", action="store_true", help="also write the figures next to the file")
-    p.add_argument("--model", required=True, help="built-in name (see `landscape models`) or package.module:factory")
-    p.add_argument("--model-kwargs", default=None, help="JSON object of keyword arguments for the factory")
-    p.add_argument("--data", required=True, help="digits | file.npz | file.pt | ... (see `landscape eval --help`)")
-    p.add_argument("--max-samples", type=int, default=None, help="use at most this many samples per split")
-    p.add_argument(
-        "--normalize", action="store_true", help="standardise inputs per channel with the train split's mean/std"
-    )
+    _add_model_data(p)
     p.add_argument("--precision", default="fp32", choices=["fp64", "fp32", "tf32", "bf16"])
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--trust-checkpoint", action="store_true", help="allow pickled Python objects in checkpoints")
@@ -241,13 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", help="split the ensembles are evaluated on (default test)")
     p.add_argument("--ridge", type=float, default=0.0, help="ridge term of the weight adjustment (default 0)")
     p.add_argument("--plot", action="store_true", help="also write the figure next to the file")
-    p.add_argument("--model", required=True, help="built-in name (see `landscape models`) or package.module:factory")
-    p.add_argument("--model-kwargs", default=None, help="JSON object of keyword arguments for the factory")
-    p.add_argument("--data", required=True, help="digits | file.npz | file.pt | ...")
-    p.add_argument("--max-samples", type=int, default=None, help="use at most this many samples per split")
-    p.add_argument(
-        "--normalize", action="store_true", help="standardise inputs per channel with the train split's mean/std"
-    )
+    _add_model_data(p)
     p.add_argument("--trust-checkpoint", action="store_true", help="allow pickled Python objects in checkpoints")
     p.add_argument("--out", required=True, help="write the curve to this HDF5 file")
     p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
@@ -579,12 +578,7 @@ def _cmd_curve(args) -> int:
         ys = parse_range(args.y) if args.y else auto_range(pts[:, 1])
         res = compute_surface(model, plane, xs, ys, splits=splits, metrics=metrics, **common)
         _print_surface_summary(res)
-    if args.plot:
-        from .plot import plot_file
-
-        written = plot_file(args.out, os.path.dirname(os.path.abspath(args.out)), force=args.force)
-        print(f"figures: {', '.join(written)}")
-    return 0
+    return _plot_if_asked(args)
 
 
 def _curve_args(items: list[str]) -> list[tuple[str | None, str]]:
@@ -666,12 +660,7 @@ def _cmd_connect(args) -> int:
     )
     print(rep.markdown())
     print(f"{args.points} points per path -> {args.out}")
-    if args.plot:
-        from .plot import plot_file
-
-        written = plot_file(args.out, os.path.dirname(os.path.abspath(args.out)), force=args.force)
-        print(f"figures: {', '.join(written)}")
-    return 0
+    return _plot_if_asked(args)
 
 
 def _cmd_wa_ensemble(args) -> int:
@@ -725,6 +714,11 @@ def _cmd_wa_ensemble(args) -> int:
     print(f"{args.split} accuracy (%) of ensembles of the first m networks; WA(n): n layers in each head")
     print(curve.markdown())
     print(f"-> {args.out}")
+    return _plot_if_asked(args)
+
+
+def _plot_if_asked(args) -> int:
+    """``--plot``: the figures of ``args.out`` next to it."""
     if args.plot:
         from .plot import plot_file
 

@@ -44,6 +44,7 @@ import torch
 
 import landscape as ls
 from landscape.connect import METHODS, compare_connections
+from landscape.connect.report import _label
 from landscape.demo import train_classifier
 
 ARCHS = {
@@ -55,15 +56,6 @@ TRAIN = {"epochs": 40, "lr": 0.05, "weight_decay": 5e-4, "batch_size": 64}
 FIT = {"epochs": 100, "lr": 0.05, "weight_decay": 5e-4, "batch_size": 64, "t_per_batch": 4}
 QUICK = {"train_epochs": 4, "fit_epochs": 3, "points": 6}
 ROWS = [*METHODS, *CURVES]
-LABELS = {
-    "linear": "Linear",
-    "arc": "Arc",
-    "linear+wa": "Linear + WA",
-    "arc+wa": "Arc + WA",
-    "ot": "OT",
-    "ot+wa": "OT + WA",
-}
-
 # The paper's worst accuracies (%, mean over runs): Table 1 (two-layer MNIST, 2000 units) and
 # Table 2 (three-layer CIFAR10, 6144 and 2000 units), train and test.
 PAPER = {
@@ -93,7 +85,7 @@ PAPER = {
 
 
 def label(row: str) -> str:
-    return LABELS.get(row, row)
+    return _label(row)
 
 
 def train_or_load(path: str, model_kwargs: dict, train, seed: int, cfg: dict, force: bool) -> ls.Weights:

@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from ..weights import Weights
+from .neurons import _ELEMENTWISE
 
 __all__ = ["Group", "Part", "UnsupportedModelError", "permute_groups", "trace_groups"]
 
@@ -88,26 +89,7 @@ class Group:
 
 
 _PASS_MODULES = (
-    nn.ReLU,
-    nn.ReLU6,
-    nn.LeakyReLU,
-    nn.ELU,
-    nn.SELU,
-    nn.CELU,
-    nn.GELU,
-    nn.SiLU,
-    nn.Mish,
-    nn.Tanh,
-    nn.Sigmoid,
-    nn.Hardtanh,
-    nn.Hardswish,
-    nn.Hardsigmoid,
-    nn.Softplus,
-    nn.Softsign,
-    nn.Tanhshrink,
-    nn.LogSigmoid,
-    nn.Identity,
-    nn.Dropout,
+    *_ELEMENTWISE,
     nn.Dropout1d,
     nn.Dropout2d,
     nn.Dropout3d,
