@@ -223,6 +223,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="[LABEL=]FILE",
         help="a curve file from `landscape curve fit` between the same checkpoints, added as a row (repeat)",
     )
+    p.add_argument(
+        "--connection-model",
+        action="append",
+        default=[],
+        metavar="[LABEL=]FILE",
+        help="a Flow/Bijection model from `landscape connection-model`, added as a row (repeat)",
+    )
     p.add_argument("--plot", action="store_true", help="also write the figures next to the file")
     _add_model_data(p)
     p.add_argument("--precision", default="fp32", choices=["fp64", "fp32", "tf32", "bf16"])
@@ -232,6 +239,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue an interrupted --out file")
     p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    p = sub.add_parser(
+        "connection-model",
+        help="learn a Flow (or Bijection) connection model from several trained checkpoints",
+        description="Fit one normalizing flow (RealNVP or IAF) per layer to the neurons pooled over the "
+        "checkpoints (Flow connection of Anokhin & Yarotsky 2020); with --bijection, then train it so that the "
+        "paths between pairs of the checkpoints have low loss (Bijection). Use it with `landscape connect "
+        "--connection-model FILE`.",
+    )
+    p.add_argument("--ckpt", action="append", default=[], help="trained checkpoints of one architecture (repeat)")
+    p.add_argument("--kind", default="realnvp", choices=["realnvp", "iaf"])
+    p.add_argument("--hidden", type=int, default=64, help="width of the flows' conditioner networks")
+    p.add_argument("--epochs", type=int, default=200, help="maximum-likelihood epochs")
+    p.add_argument("--bijection", action="store_true", help="then train the flows on the path loss (Bijection)")
+    p.add_argument("--bijection-epochs", type=int, default=10)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    _add_model_data(p)
+    p.add_argument("--trust-checkpoint", action="store_true", help="allow pickled Python objects in checkpoints")
+    p.add_argument("--out", required=True, help="write the connection model here (.pt)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser(
         "wa-ensemble",
@@ -633,12 +662,22 @@ def _cmd_connect(args) -> int:
         if label in curves:
             raise UsageError(f"two --curve rows are labelled {label!r}; name them LABEL=FILE")
         curves[label] = curve
+    from .connect.flows import load_connection_model
+
+    flows = {}
+    for label, path in _curve_args(args.connection_model):
+        nu, groups, meta = load_connection_model(path)
+        label = label or f"{'Bijection' if meta.get('bijection') else 'Flow'} ({meta.get('kind', 'flow')})"
+        if label in flows:
+            raise UsageError(f"two --connection-model rows are labelled {label!r}; name them LABEL=FILE")
+        flows[label] = (nu, groups)
     rep = compare_connections(
         model,
         A,
         B,
         splits,
         methods=methods,
+        connection_models=flows,
         points=args.points,
         wa_data=wa,
         curves=curves,
@@ -661,6 +700,63 @@ def _cmd_connect(args) -> int:
     print(rep.markdown())
     print(f"{args.points} points per path -> {args.out}")
     return _plot_if_asked(args)
+
+
+def _cmd_connection_model(args) -> int:
+    from .connect.flows import fit_bijection, fit_flows_for, flow_groups, save_connection_model
+    from .data import load_data
+    from .models import build_model, describe_model
+    from .weights import load_checkpoint
+
+    if len(args.ckpt) < 2:
+        raise UsageError(f"connection-model needs at least two --ckpt (more is better), got {len(args.ckpt)}")
+    if os.path.exists(args.out) and not args.force:
+        raise UsageError(f"'{args.out}' already exists; pass --force to overwrite it")
+    model = build_model(args.model, args.model_kwargs)
+    weights = [load_checkpoint(p, model, trust=args.trust_checkpoint) for p in args.ckpt]
+    groups = flow_groups(model)
+    flows = fit_flows_for(
+        model,
+        weights,
+        groups,
+        kind=args.kind,
+        hidden=args.hidden,
+        epochs=args.epochs,
+        lr=args.lr,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    history = []
+    if args.bijection:
+        data = load_data(args.data, "train", max_samples=args.max_samples, normalize=args.normalize)
+        history = fit_bijection(
+            model,
+            weights,
+            groups,
+            flows,
+            data,
+            epochs=args.bijection_epochs,
+            lr=args.lr,
+            seed=args.seed,
+            progress=not args.no_progress,
+        )
+    meta = {
+        "kind": args.kind,
+        "bijection": bool(args.bijection),
+        "model": describe_model(args.model, args.model_kwargs),
+        "checkpoints": [{"path": w.source, "sha256": w.sha256} for w in weights],
+        "bijection_history": [float(v) for v in history],
+    }
+    save_connection_model(args.out, flows, groups, kind=args.kind, meta=meta, force=args.force)
+    what = "Bijection" if args.bijection else "Flow"
+    dims = ", ".join(f"{g.name}: {g.dim(weights[0])}" for g in groups)
+    print(
+        f"{what} connection model ({args.kind}, {len(groups)} flows; neuron dims {dims}) from {len(weights)} networks"
+    )
+    if history:
+        print(f"path loss per bijection epoch: {', '.join(f'{v:.4f}' for v in history)}")
+    print(f"-> {args.out}")
+    return 0
 
 
 def _cmd_wa_ensemble(args) -> int:
@@ -750,6 +846,7 @@ _COMMANDS = {
     "curve": _cmd_curve,
     "connect": _cmd_connect,
     "wa-ensemble": _cmd_wa_ensemble,
+    "connection-model": _cmd_connection_model,
     "demo": _cmd_demo,
     "models": _cmd_models,
 }

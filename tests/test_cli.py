@@ -305,3 +305,17 @@ def test_wa_ensemble_writes_the_curve_and_refuses_bad_input(tmp_path, capsys):
     conv = ["wa-ensemble", "--model", "small_cnn", "--data", "digits:image", "--ckpt", paths[0], "--ckpt", paths[1]]
     assert main([*conv, "--out", str(tmp_path / "c.h5")]) == 2
     assert "MLPs" in capsys.readouterr().err
+
+
+def test_connection_model_then_connect_with_its_row(tmp_path, capsys):
+    paths = _ckpts(tmp_path, "mlp", {"widths": [16]}, 3)
+    cm = tmp_path / "bij.pt"
+    argv = ["connection-model", *MLP_ARGS, *[a for p in paths for a in ("--ckpt", p)], "--epochs", "2"]
+    assert main([*argv, "--bijection", "--bijection-epochs", "1", "--out", str(cm)]) == 0
+    assert "Bijection connection model (realnvp, 1 flows" in capsys.readouterr().out
+    assert main([*argv, "--out", str(cm)]) == 2  # exists
+    assert "already exists" in capsys.readouterr().err
+    out = tmp_path / "c.h5"
+    conn = ["connect", *MLP_ARGS, "--ckpt", paths[0], "--ckpt", paths[1], "--methods", "linear", "--points", "3"]
+    assert main([*conn, "--connection-model", str(cm), "--out", str(out)]) == 0
+    assert "| Bijection (realnvp) |" in capsys.readouterr().out

@@ -271,3 +271,21 @@ def test_convnets_with_batchnorm_connect_by_linear_arc_and_ot_with_recomputed_st
     np.testing.assert_allclose(rep.acc["ot"]["test"][rep.stage["ot"] == 1], a_acc, atol=1e-12)
     # the straight line between two reorderings passes through other networks
     assert rep.worst_acc("linear", "test") < a_acc
+
+
+def test_flow_connection_models_join_the_table(pair, splits):
+    from landscape.connect.flows import fit_flows_for, flow_groups, flow_path
+
+    model, A, B = pair
+    groups = flow_groups(model)
+    flows = fit_flows_for(model, [A, B], groups, epochs=2)
+    rep = compare_connections(
+        model, A, B, splits, methods=("arc",), connection_models={"Flow (realnvp)": (flows, groups)}, points=5
+    )
+    assert rep.methods == ["arc", "Flow (realnvp)"]
+    direct = ls.evaluate(model, flow_path(A, B, groups, flows, np.linspace(0, 1, 5)), splits["test"], progress=False)
+    np.testing.assert_allclose(rep.acc["Flow (realnvp)"]["test"], direct["acc"], atol=1e-12)
+    e = rep.endpoints["test"]
+    assert rep.acc["Flow (realnvp)"]["test"][[0, -1]].tolist() == pytest.approx([e["A_acc"], e["B_acc"]], abs=1e-12)
+    with pytest.raises(ValueError, match="connection model names"):
+        compare_connections(model, A, B, splits, methods=("arc",), connection_models={"arc": (flows, groups)})

@@ -62,6 +62,7 @@ __all__ = [
     "fit_bijection",
     "fit_flow",
     "fit_flows_for",
+    "flow_groups",
     "flow_path",
     "flow_path_tensors",
     "load_connection_model",
@@ -298,6 +299,28 @@ def mlp_groups(model: nn.Module) -> list[NeuronGroup]:
         parts = [(f"{k}.weight", 0)] + ([(f"{k}.bias", 0)] if has_bias(k) else [])
         groups.append(NeuronGroup(k, parts))
     return groups
+
+
+def flow_groups(model: nn.Module) -> list[NeuronGroup]:
+    """Neuron groups for flows on any supported network.
+
+    MLPs: :func:`mlp_groups`. Convolutional and residual networks: one group per channel
+    group of :func:`~landscape.connect.graph.trace_groups`, made of the parts that write the
+    channels (filter rows, bias, BatchNorm weight and bias); BatchNorm running statistics
+    (they must stay positive; recompute them along the path) and the layers that only read
+    a group (the classifier) follow the straight line in :func:`flow_path`.
+    """
+    from .neurons import _try_chain
+
+    if _try_chain(model) is not None:
+        return mlp_groups(model)
+    from .graph import trace_groups
+
+    params = {n for n, _ in model.named_parameters()}
+    return [
+        NeuronGroup(g.name, [(p.name, p.axis) for p in g.parts if p.role == "out" and p.name in params])
+        for g in trace_groups(model)
+    ]
 
 
 # ============================================================================ flows

@@ -289,6 +289,7 @@ def compare_connections(
     points: int = 21,
     wa_data=None,
     curves: Mapping[str, Any] | None = None,
+    connection_models: Mapping[str, Any] | None = None,
     ridge: float = 0.0,
     bn: str = "running",
     bn_data=None,
@@ -330,6 +331,11 @@ def compare_connections(
         Trained curves between ``A`` and ``B`` (:class:`~landscape.curves.Curve`, e.g. the
         paper's Bezier curves with 3 and 5 points), added as rows under their keys; they are
         evaluated at the same ``t``.
+    connection_models : mapping of str to (flows, groups), optional
+        Flow and Bijection connections (:func:`~landscape.connect.flows.fit_flows_for`,
+        :func:`~landscape.connect.flows.fit_bijection`, or
+        :func:`~landscape.connect.flows.load_connection_model`), added as rows under their
+        keys: :func:`~landscape.connect.flows.flow_path` at the same ``t``.
     ridge : float
         Ridge term of every weight adjustment (0: exact least squares).
     bn, bn_data
@@ -372,6 +378,10 @@ def compare_connections(
         if not isinstance(s, str) or not s or "/" in s or "." in s:
             raise ValueError(f"split names must be non-empty str without '/' or '.', got {s!r}")
     curves = dict(curves or {})
+    flows = dict(connection_models or {})
+    for name in flows:
+        if name in METHODS or name in methods or name in curves or not name or "/" in name or "." in name:
+            raise ValueError(f"connection model names must be new labels without '/' or '.', got {name!r}")
     for name, curve in curves.items():
         if name in METHODS or name in methods or not name or "/" in name or "." in name:
             raise ValueError(f"curve names must be new labels without '/' or '.', got {name!r}")
@@ -414,7 +424,7 @@ def compare_connections(
         return acc, loss
 
     rep = ConnectionReport(
-        methods=methods + list(curves),
+        methods=methods + list(flows) + list(curves),
         splits=split_names,
         attrs={
             "points": int(points),
@@ -502,6 +512,15 @@ def compare_connections(
             tm, stage = t.copy(), np.zeros(len(t), np.int64)
             rep.acc[m], rep.loss[m] = run(pts)
         rep.t[m], rep.stage[m] = tm, stage
+        checkpoint()
+
+    for name, (nu, groups_of_flows) in flows.items():
+        if done(name):
+            continue
+        from .flows import flow_path
+
+        rep.acc[name], rep.loss[name] = run(flow_path(A, B, groups_of_flows, nu, t))
+        rep.t[name], rep.stage[name] = t.copy(), np.zeros(len(t), np.int64)
         checkpoint()
 
     for name, curve in curves.items():
