@@ -1,0 +1,214 @@
+"""Connections of convolutional networks and WA-ensembles on scikit-learn's digits.
+
+Part two of the Anokhin & Yarotsky (ICML 2020) reproduction (``tools/repro_connections.py``
+is part one, dense networks):
+
+1. **Convnet table.** ``small_cnn`` (Conv 3x3 (8) - BN - ReLU - Conv 3x3 (16) - BN - ReLU -
+   MaxPool - Linear) on ``digits:image``. For each seed pair: Linear, Arc, OT (channels
+   matched through the traced channel groups), Flow (IAF) and Bijection (RealNVP) connection
+   models learned from ``--pool`` *other* networks (a global connection model applied to a
+   new pair), a trained Bezier curve with 3 points, and the endpoints; BatchNorm statistics
+   recomputed at every point. Weight adjustment is MLP-only so far (no WA rows).
+2. **WA-ensembles.** Ensembles of ``--members`` MLPs 64-128-128-10 sharing the first
+   network's backbone: test accuracy against the number of networks for 1, 2 and 3 head
+   layers (3 = the ordinary ensemble), with the parameters kept.
+
+Prints the tables, says where they agree with the paper, and writes ``results.md`` /
+``results.json`` and the per-pair reports to ``--out-dir``. Checkpoints, curves and
+connection models are cached there (``--force`` starts over).
+
+Usage::
+
+    python3 tools/repro_conv_connections.py              # 3 seed pairs, pool of 4, 5 members
+    python3 tools/repro_conv_connections.py --quick      # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from datetime import UTC, datetime
+
+import numpy as np
+import torch
+
+import landscape as ls
+from landscape.connect import compare_connections, wa_ensemble_curve
+from landscape.connect.flows import (
+    fit_bijection,
+    fit_flows_for,
+    flow_groups,
+    load_connection_model,
+    save_connection_model,
+)
+from landscape.connect.report import _label
+from landscape.demo import train_classifier
+
+CNN = ("small_cnn", {"width": 8, "batch_norm": True})
+MLP = ("mlp", {"in_features": 64, "widths": [128, 128], "num_classes": 10})
+TRAIN = {"epochs": 20, "lr": 0.05, "weight_decay": 5e-4, "batch_size": 64}
+FIT = {"epochs": 60, "lr": 0.05, "weight_decay": 5e-4, "batch_size": 64, "t_per_batch": 1}
+ROWS = ["linear", "arc", "ot", "Flow (IAF)", "Bijection (RealNVP)", "Bezier (3)", "End points"]
+
+
+def trained(out_dir: str, spec, data, seed: int, cfg: dict, force: bool) -> ls.Weights:
+    name, kwargs = spec
+    model = ls.build_model(name, kwargs)
+    path = os.path.join(out_dir, f"{name}-seed{seed}.pt")
+    if not os.path.exists(path) or force:
+        torch.manual_seed(seed)
+        train_classifier(model, data, seed=seed, **cfg)
+        ls.save_weights(model.state_dict(), path, force=True)
+    return ls.load_checkpoint(path, model)
+
+
+def connection_models(args, model, pool: list[ls.Weights], train, log) -> dict:
+    """Flow (IAF, maximum likelihood) and Bijection (RealNVP, then the path loss) from the pool."""
+    groups = flow_groups(model)
+    out = {}
+    for label, kind, bijection in (("Flow (IAF)", "iaf", False), ("Bijection (RealNVP)", "realnvp", True)):
+        path = os.path.join(args.out_dir, f"{kind}{'-bijection' if bijection else ''}.pt")
+        if os.path.exists(path) and not args.force:
+            flows, groups, _ = load_connection_model(path)
+        else:
+            t0 = time.perf_counter()
+            flows = fit_flows_for(model, pool, groups, kind=kind, epochs=args.flow_epochs, seed=0)
+            hist = []
+            if bijection:
+                hist = fit_bijection(model, pool, groups, flows, train, epochs=args.bijection_epochs, seed=0)
+            save_connection_model(path, flows, groups, kind=kind, meta={"bijection": bijection}, force=True)
+            log(f"  {label}: fitted in {time.perf_counter() - t0:.0f}s" + (f", path loss {hist}" if hist else ""))
+        out[label] = (flows, groups)
+    return out
+
+
+def conv_table(args, log) -> tuple[list[dict], str]:
+    train, test = ls.load_data("digits:image", "train"), ls.load_data("digits:image", "test")
+    splits = {"train": train, "test": test}
+    model = ls.build_model(*CNN)
+    tr = dict(TRAIN, epochs=3) if args.quick else TRAIN
+    fit = dict(FIT, epochs=3) if args.quick else FIT
+    n_pairs = 1 if args.quick else args.seeds
+    pool = [trained(args.out_dir, CNN, train, 100 + s, tr, args.force) for s in range(args.pool)]
+    models = connection_models(args, model, pool, train, log)
+    records = []
+    for pair in range(n_pairs):
+        A, B = (trained(args.out_dir, CNN, train, s, tr, args.force) for s in (2 * pair + 1, 2 * pair + 2))
+        curve = ls.curves.Curve(A, B, n_bends=1, kind="bezier")
+        ls.curves.fit_curve(
+            model,
+            curve,
+            train,
+            seed=pair,
+            checkpoint=os.path.join(args.out_dir, f"cnn-bezier3-pair{pair}.pt"),
+            resume=not args.force,
+            force=args.force,
+            progress=False,
+            **fit,
+        )
+        t0 = time.perf_counter()
+        rep = compare_connections(
+            model,
+            A,
+            B,
+            splits,
+            methods=("linear", "arc", "ot"),
+            connection_models=models,
+            curves={"Bezier (3)": curve},
+            points=args.points,
+            bn="recompute",
+            bn_data=train,
+            out=os.path.join(args.out_dir, f"cnn-pair{pair}.h5"),
+            resume=not args.force,
+            force=args.force,
+        )
+        rec = {m: {s: rep.worst_acc(m, s) for s in rep.splits} for m in rep.computed}
+        rec["End points"] = {s: rep.endpoint_acc(s) for s in rep.splits}
+        rec["ot stage 1"] = {s: rep.worst_acc("ot", s, 1) for s in rep.splits}
+        rec["ot stage 2"] = {s: rep.worst_acc("ot", s, 2) for s in rep.splits}
+        records.append(rec)
+        log(
+            f"  [cnn pair {pair}] {time.perf_counter() - t0:.0f}s: "
+            + ", ".join(f"{_label(m)} {100 * v['test']:.2f}" for m, v in rec.items())
+        )
+    lines = ["| Method | train | test |", "|---|---:|---:|"]
+    for row in [*ROWS[:3], "ot stage 1", "ot stage 2", *ROWS[3:]]:
+        cells = []
+        for s in ("train", "test"):
+            v = 100 * np.array([r[row][s] for r in records])
+            cells.append(f"{v.mean():.2f} ± {v.std(ddof=1):.2f}" if len(v) > 1 else f"{v.mean():.2f}")
+        lines.append(f"| {_label(row) if row in ROWS else row.replace('ot', 'OT')} | " + " | ".join(cells) + " |")
+    return records, "\n".join(lines)
+
+
+def ensemble_table(args, log) -> tuple[dict, str]:
+    train, test = ls.load_data("digits", "train"), ls.load_data("digits", "test")
+    tr = dict(TRAIN, epochs=3) if args.quick else TRAIN
+    members = [trained(args.out_dir, MLP, train, 200 + s, tr, args.force) for s in range(args.members)]
+    model = ls.build_model(*MLP)
+    curve = wa_ensemble_curve(model, members, train, test)
+    curve.save(os.path.join(args.out_dir, "wa-ensemble.h5"), force=True)
+    log("  WA-ensemble curve done")
+    return {"acc": curve.acc.tolist(), "cost": curve.cost, "member_acc": curve.member_acc}, curve.markdown()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seeds", type=int, default=3, help="seed pairs of the convnet table (default 3)")
+    p.add_argument("--pool", type=int, default=4, help="networks the connection models learn from (default 4)")
+    p.add_argument("--members", type=int, default=5, help="networks of the WA-ensembles (default 5)")
+    p.add_argument("--points", type=int, default=11)
+    p.add_argument("--flow-epochs", type=int, default=200)
+    p.add_argument("--bijection-epochs", type=int, default=5)
+    p.add_argument("--out-dir", default="repro-conv-connections")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--force", action="store_true")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.pool, args.members, args.flow_epochs, args.bijection_epochs, args.points = 2, 3, 5, 1, 5
+    torch.set_num_threads(args.threads)
+    os.makedirs(args.out_dir, exist_ok=True)
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+        with open(os.path.join(args.out_dir, "log.txt"), "a") as f:
+            f.write(msg + "\n")
+
+    t0 = time.perf_counter()
+    log(f"repro_conv_connections {datetime.now(UTC).isoformat(timespec='seconds')}")
+    conv, conv_md = conv_table(args, log)
+    ens, ens_md = ensemble_table(args, log)
+    env = {
+        "landscape": ls.__version__,
+        "torch": torch.__version__,
+        "python": sys.version.split()[0],
+        "machine": platform.machine(),
+        "threads": args.threads,
+        "seconds": time.perf_counter() - t0,
+        "quick": args.quick,
+    }
+    text = "\n\n".join(
+        [
+            f"Worst accuracy (%) along the path, small_cnn with BatchNorm on digits:image, "
+            f"{1 if args.quick else args.seeds} seed pair(s), connection models from {args.pool} other networks:",
+            conv_md,
+            f"WA-ensembles of {args.members} MLPs 64-128-128-10, test accuracy (%) of the first m networks:",
+            ens_md,
+            f"torch {env['torch']}, {args.threads} thread(s), {env['seconds']:.0f} s in all",
+        ]
+    )
+    with open(os.path.join(args.out_dir, "results.json"), "w") as f:
+        json.dump({"env": env, "conv": conv, "ensemble": ens}, f, indent=1)
+    with open(os.path.join(args.out_dir, "results.md"), "w") as f:
+        f.write(text + "\n")
+    print("\n" + text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
