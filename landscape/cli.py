@@ -702,16 +702,21 @@ def _cmd_connect(args) -> int:
     return _plot_if_asked(args)
 
 
+def _several_ckpts_new_out(args, command: str, need: str) -> None:
+    """At least two ``--ckpt`` and an ``--out`` that is new unless ``--force``."""
+    if len(args.ckpt) < 2:
+        raise UsageError(f"{command} needs at least {need}, got {len(args.ckpt)}")
+    if os.path.exists(args.out) and not args.force:
+        raise UsageError(f"'{args.out}' already exists; pass --force to overwrite it")
+
+
 def _cmd_connection_model(args) -> int:
     from .connect.flows import fit_bijection, fit_flows_for, flow_groups, save_connection_model
     from .data import load_data
     from .models import build_model, describe_model
     from .weights import load_checkpoint
 
-    if len(args.ckpt) < 2:
-        raise UsageError(f"connection-model needs at least two --ckpt (more is better), got {len(args.ckpt)}")
-    if os.path.exists(args.out) and not args.force:
-        raise UsageError(f"'{args.out}' already exists; pass --force to overwrite it")
+    _several_ckpts_new_out(args, "connection-model", "two --ckpt (more is better)")
     model = build_model(args.model, args.model_kwargs)
     weights = [load_checkpoint(p, model, trust=args.trust_checkpoint) for p in args.ckpt]
     groups = flow_groups(model)
@@ -766,10 +771,7 @@ def _cmd_wa_ensemble(args) -> int:
     from .models import build_model, describe_model
     from .weights import load_checkpoint
 
-    if len(args.ckpt) < 2:
-        raise UsageError(f"wa-ensemble needs at least two --ckpt, got {len(args.ckpt)}")
-    if os.path.exists(args.out) and not args.force:
-        raise UsageError(f"'{args.out}' already exists; pass --force to overwrite it")
+    _several_ckpts_new_out(args, "wa-ensemble", "two --ckpt")
     model = build_model(args.model, args.model_kwargs)
     try:
         n_layers = len(linear_chain(model))
