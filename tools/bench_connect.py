@@ -6,7 +6,7 @@ the alternative on the same work, with the results checked to agree:
 1. **Engine path for large bases.** OT's stage 2 between two 64-512-10 digits MLPs is ~500
    swaps, ~1,000 points over a basis of ~500 states. ``auto`` now sends it to the loop; the
    fused kernel (what ``auto`` chose before) mixes all ``J`` basis products per point.
-2. **Least squares of weight adjustment.** One WA problem per path point (1,437 x 513 float64
+2. **Least squares of weight adjustment.** One WA problem per path point (1,257 x 513 float64
    features): ``torch.linalg.lstsq(driver="gelsd")`` (what WA used before) against SciPy's
    ``gelsy`` (used now), and OT + WA's reuse of the solution for reordered layers (only swap
    midpoints are solved).

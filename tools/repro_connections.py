@@ -16,7 +16,7 @@ Architectures (``--archs``):
 ``three-layer``  ``64-512-512-10`` (the paper's three-layer MLP; WA methods go through the
                  transitional networks, :func:`~landscape.connect.multilayer_wa_path`).
 
-Weight adjustment fits on the 1,437 training images: more samples than hidden units, so
+Weight adjustment fits on the 1,257 training images: more samples than hidden units, so
 WA paths start and end exactly at the two networks.
 
 Usage::
@@ -303,7 +303,7 @@ def main(argv=None) -> int:
     text = "\n\n".join(
         [
             f"Worst accuracy (%) along the path, mean ± std over {args.seeds} seed pair(s), digits "
-            f"(train 1,437 / test 360 images), {args.points if not args.quick else QUICK['points']} points per path:",
+            f"(train 1,257 / test 540 images), {args.points if not args.quick else QUICK['points']} points per path:",
             table(records, archs),
             "Per OT stage and per WA step (three-layer WA paths run through transitional networks):",
             stage_table(records, archs),
