@@ -308,7 +308,7 @@ def test_reordered_first_layers_reuse_the_solution_exactly():
     W1[3], b1[3] = W1[0][p], b1[0][p]  # the same reordering at another s: solved anew
     Y0, Y1 = torch.randn(40, 3, dtype=torch.float64), torch.randn(40, 3, dtype=torch.float64)
     s = np.array([0.5, 0.5, 0.5, 1.0])
-    W2, b2 = _wa_block(st, 1, X, W1, b1, Y0, Y1, s, bias=True, ridge=0.0)
+    W2, b2 = _wa_block(st, 1, X, {"1.weight": W1, "1.bias": b1}, Y0, Y1, s, bias=True, ridge=0.0)
     for i in range(4):
         H = torch.relu(X @ W1[i].T + b1[i])
         Wd, bd = weight_adjustment(H, (1 - s[i]) * Y0 + s[i] * Y1)

@@ -174,24 +174,113 @@ def _lstsq_cpu(H: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
 
 # ---------------------------------------------------------------------------- structure
 class _Stack:
-    """A plain MLP stack split into Linear layers and the elementwise modules around them."""
+    """A sequential network split into its weighted layers and the modules between them.
+
+    MLP stacks (:func:`~landscape.connect.linear_chain`), or sequential convolutional
+    networks traced with ``torch.fx`` (``Conv2d`` / ``Linear`` layers with ``BatchNorm``,
+    activations, pooling and ``flatten`` between them, no residual additions). Between two
+    weighted layers, BatchNorm normalises with the statistics of the batch it is given
+    (as ``bn="recompute"`` evaluation does), with the affine parameters of the weights
+    passed in.
+    """
 
     def __init__(self, model: nn.Module):
-        self.chain = _Chain(model)  # validates the stack
-        self.names = self.chain.names
-        self.pre: list[nn.Module] = []
-        self.between: list[list[nn.Module]] = [[] for _ in self.names]
-        seen = -1
-        for name, mod in _leaves(model, ""):
-            if isinstance(mod, nn.Linear):
-                seen += 1
-                continue
-            if isinstance(mod, nn.PReLU):
-                raise ValueError(f"module '{name}' is a PReLU; weight adjustment needs activations without parameters")
-            if isinstance(mod, nn.Dropout):  # identity at evaluation
-                continue
-            (self.pre if seen < 0 else self.between[seen]).append(mod)
+        self.model = model
+        try:
+            self.chain = _Chain(model)  # validates an MLP stack
+        except ValueError:
+            self.chain = None
+        self.mods: list[nn.Module] = []
+        self.pre: list[tuple] = []
+        self.between: list[list[tuple]] = []
+        if self.chain is not None:
+            self.names = self.chain.names
+            self.between = [[] for _ in self.names]
+            seen = -1
+            for name, mod in _leaves(model, ""):
+                if isinstance(mod, nn.Linear):
+                    seen += 1
+                    self.mods.append(mod)
+                    continue
+                if isinstance(mod, nn.PReLU):
+                    raise ValueError(
+                        f"module '{name}' is a PReLU; weight adjustment needs activations without parameters"
+                    )
+                if isinstance(mod, nn.Dropout):  # identity at evaluation
+                    continue
+                (self.pre if seen < 0 else self.between[seen]).append(("mod", mod, name))
+        else:
+            self._trace(model)
         self.n = len(self.names)
+
+    def _trace(self, model: nn.Module) -> None:
+        """The sequential structure of a convnet from its fx graph (one chain of nodes)."""
+        import torch.fx
+
+        from .graph import _BN, _PASS_FUNCTIONS, _PASS_MODULES, UnsupportedModelError
+
+        try:
+            gm = torch.fx.symbolic_trace(model)
+        except Exception as e:  # noqa: BLE001
+            raise UnsupportedModelError(f"cannot trace {type(model).__name__} with torch.fx: {e}") from e
+        modules = dict(gm.named_modules())
+        self.names = []
+        ops = self.pre
+        current = None
+
+        def fail(node, why: str):
+            return UnsupportedModelError(
+                f"weight adjustment needs a sequential network of Linear/Conv2d layers with BatchNorm, activations, "
+                f"pooling and flatten between them; node '{node.name}' ({node.op} {node.target}): {why}"
+            )
+
+        for node in gm.graph.nodes:
+            if node.op == "placeholder":
+                if current is not None:
+                    raise fail(node, "a second input")
+                current = node
+                continue
+            if node.op == "output":
+                if node.args[0] is not current:
+                    raise fail(node, "the output is not the end of the chain")
+                break
+            tensors = [a for a in node.all_input_nodes if a.op != "get_attr"]
+            if node.op == "call_method" and node.target == "size":
+                continue
+            sources = [a for a in tensors if not (a.op == "call_method" and a.target == "size")]
+            if sources != [current]:
+                raise fail(node, "it does not take the previous node's output alone (residual or branching)")
+            if node.op == "call_module":
+                mod = modules[node.target]
+                if isinstance(mod, (nn.Linear, nn.Conv2d)):
+                    if isinstance(mod, nn.Conv2d) and mod.groups != 1:
+                        raise fail(node, "grouped convolution")
+                    self.names.append(node.target)
+                    self.mods.append(mod)
+                    self.between.append([])
+                    ops = self.between[-1]
+                elif isinstance(mod, _BN):
+                    ops.append(("bn", mod, node.target))
+                elif isinstance(mod, nn.Dropout):
+                    pass
+                elif isinstance(mod, (*_PASS_MODULES, nn.Flatten)):
+                    ops.append(("mod", mod, node.target))
+                else:
+                    raise fail(node, f"module {type(mod).__name__}")
+            elif node.op == "call_function" and (node.target in _PASS_FUNCTIONS or node.target is torch.flatten):
+                fn, rest, kw = node.target, node.args[1:], dict(node.kwargs)
+                ops.append(("mod", lambda x, fn=fn, rest=rest, kw=kw: fn(x, *rest, **kw), node.name))
+            elif node.op == "call_method" and node.target in ("flatten", "view", "reshape", "relu", "contiguous"):
+                if node.target in ("view", "reshape"):
+                    ops.append(("mod", lambda x: x.flatten(1), node.name))
+                else:
+                    m, rest = node.target, node.args[1:]
+                    ops.append(("mod", lambda x, m=m, rest=rest: getattr(x, m)(*rest), node.name))
+            else:
+                raise fail(node, "not a layer, activation, pooling or flatten")
+            current = node
+        if len(self.names) < 2:
+            raise UnsupportedModelError("weight adjustment needs at least two weighted layers")
 
     def layer(self, k: int) -> str:
         """Name of layer ``k`` (1-based)."""
@@ -199,10 +288,45 @@ class _Stack:
             raise ValueError(f"layer index k should be in 1..{self.n} for this model, got {k}")
         return self.names[k - 1]
 
+    def bn_entries(self, k: int) -> list[str]:
+        """Affine BatchNorm parameters applied after layer ``k`` (they move with its filters)."""
+        return [f"{name}.{p}" for kind, _, name in self.between[k - 1] if kind == "bn" for p in ("weight", "bias")]
+
+    def bn_state(self, k: int) -> list[str]:
+        """Every BatchNorm entry after layer ``k`` (parameters and running statistics)."""
+        out = []
+        for kind, _, name in self.between[k - 1]:
+            if kind == "bn":
+                out += [f"{name}.{p}" for p in ("weight", "bias", "running_mean", "running_var")]
+        return out
+
+    def check_weights(self, w: Weights, what: str) -> None:
+        if self.chain is not None:
+            self.chain.check_weights(w, what)
+            return
+        if not isinstance(w, Weights):
+            raise TypeError(f"{what} should be a landscape Weights, got {type(w).__name__}")
+        for name, mod in zip(self.names, self.mods):
+            key = f"{name}.weight"
+            if key not in w.layout or tuple(w[key].shape) != tuple(mod.weight.shape):
+                raise ValueError(f"{what} entry '{key}' is missing or has another shape than the model's layer")
+
     @staticmethod
-    def apply(mods: list[nn.Module], x: torch.Tensor) -> torch.Tensor:
-        for mod in mods:
-            x = mod(x)
+    def apply(ops: list[tuple], x: torch.Tensor, params=None) -> torch.Tensor:
+        for kind, op, name in ops:
+            if kind == "bn":
+                dims = [d for d in range(x.dim()) if d != 1]
+                mean = x.mean(dims, keepdim=True)
+                var = x.var(dims, unbiased=False, keepdim=True)
+                shape = [1, -1] + [1] * (x.dim() - 2)
+                src = params if params is not None else dict(op.named_parameters(prefix=name))
+                gamma = src.get(f"{name}.weight")
+                beta = src.get(f"{name}.bias")
+                x = (x - mean) / torch.sqrt(var + op.eps)
+                if gamma is not None:
+                    x = x * gamma.to(x).reshape(shape) + beta.to(x).reshape(shape)
+            else:
+                x = op(x)
         return x
 
     def input(self, X) -> torch.Tensor:
@@ -212,23 +336,48 @@ class _Stack:
         x = x.to(torch.float64)
         with torch.no_grad():
             x = self.apply(self.pre, x)
-        if x.dim() != 2:
+        if self.chain is not None and x.dim() != 2:
             raise ValueError(f"the input to the first Linear layer should be [N, d], got {list(x.shape)}")
         return x
 
-    def act(self, k: int, z: torch.Tensor) -> torch.Tensor:
-        """The modules after layer ``k`` (1-based) applied to its output."""
+    def act(self, k: int, z: torch.Tensor, w=None) -> torch.Tensor:
+        """The modules after layer ``k`` (1-based) applied to its output; BatchNorm takes its
+        affine parameters from ``w`` (a mapping of entries) and the statistics of ``z``."""
         with torch.no_grad():
-            return self.apply(self.between[k - 1], z)
+            return self.apply(self.between[k - 1], z, w)
 
     def has_bias(self, w: Weights, k: int) -> bool:
         return f"{self.layer(k)}.bias" in w.layout
 
     def linear(self, w, k: int, h: torch.Tensor) -> torch.Tensor:
-        name = self.layer(k)
-        z = h @ w[f"{name}.weight"].to(h).T
+        name, mod = self.layer(k), self.mods[k - 1]
+        W = w[f"{name}.weight"].to(h)
         b = w.get(f"{name}.bias")
-        return z if b is None else z + b.to(h)
+        b = None if b is None else b.to(h)
+        if isinstance(mod, nn.Conv2d):
+            return torch.nn.functional.conv2d(h, W, b, mod.stride, mod.padding, mod.dilation)
+        z = h @ W.T
+        return z if b is None else z + b
+
+    def design(self, k: int, h: torch.Tensor) -> torch.Tensor:
+        """Inputs of layer ``k`` as least-squares rows: ``h`` for Linear, its patches
+        ``[N * L, C * kh * kw]`` for Conv2d (the pseudo-inverse over patches)."""
+        mod = self.mods[k - 1]
+        if not isinstance(mod, nn.Conv2d):
+            return h
+        if isinstance(mod.padding, str):
+            raise ValueError(f"layer '{self.layer(k)}': padding={mod.padding!r}; WA needs numeric padding")
+        cols = torch.nn.functional.unfold(h, mod.kernel_size, mod.dilation, mod.padding, mod.stride)
+        return cols.transpose(1, 2).reshape(-1, cols.shape[1])
+
+    def targets(self, k: int, z: torch.Tensor) -> torch.Tensor:
+        """Outputs of layer ``k`` as least-squares targets ``[N * L, out]``."""
+        if z.dim() == 2:
+            return z
+        return z.flatten(2).transpose(1, 2).reshape(-1, z.shape[1])
+
+    def weight_shape(self, k: int) -> tuple[int, ...]:
+        return tuple(self.mods[k - 1].weight.shape)
 
 
 def layer_outputs(weights: Weights, model: nn.Module, X) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -256,21 +405,22 @@ def layer_outputs(weights: Weights, model: nn.Module, X) -> tuple[list[torch.Ten
         ``h[k]`` is the input of layer ``k+1`` (``h[0]``: the flattened input).
     """
     st = _Stack(model)
-    st.chain.check_weights(weights)
+    st.check_weights(weights, "weights")
     h = [st.input(X)]
     z = []
     for k in range(1, st.n + 1):
         z.append(st.linear(weights, k, h[-1]))
         if k < st.n:
-            h.append(st.act(k, z[-1]))
+            h.append(st.act(k, z[-1], weights))
     return z, h
 
 
 # ---------------------------------------------------------------------------- blocks
-def _layer_points(points: PointSet, name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-    bias = f"{name}.bias"
-    W = points.entry(f"{name}.weight", dtype=torch.float64)
-    return W, (points.entry(bias, dtype=torch.float64) if bias in points.layout else None)
+def _layer_points(points: PointSet, st: _Stack, k: int) -> dict[str, torch.Tensor]:
+    """Layer ``k``'s weight, bias and following BatchNorm parameters at every point, float64."""
+    name = st.layer(k)
+    keys = [f"{name}.weight", f"{name}.bias", *st.bn_entries(k)]
+    return {e: points.entry(e, dtype=torch.float64) for e in keys if e in points.layout}
 
 
 def _first_layer_path(
@@ -287,7 +437,8 @@ def _first_layer_path(
     permutations,
     outgoing: bool,
 ):
-    """Points of the block's first layer ``k``; returns (t_out, s, W[T, m, d], b[T, m] or None).
+    """Points of the block's first layer ``k``; returns (t_out, s, P) with ``P`` the layer's
+    entries (weight, bias, BatchNorm parameters after it) at every point, ``Tensor[T, ...]``.
 
     ``s`` is the interpolation parameter of the outputs: ``t`` for Linear and Arc; for OT the
     stage-1 parameter during stage 1 and 1 during stage 2 (a reordering of ``end``).
@@ -295,53 +446,55 @@ def _first_layer_path(
     name = st.layer(k)
     if method == "linear":
         t = _as_t(t)
-        W, b = _layer_points(linear_path(start, end, t), name)
-        return t, t, W, b
+        return t, t, _layer_points(linear_path(start, end, t), st, k)
     if method == "arc":
         t = _as_t(t)
-        W, b = _layer_points(arc_path(start, end, model, t), name)
-        return t, t, W, b
+        return t, t, _layer_points(arc_path(start, end, model, t), st, k)
     if method == "ot":
         if permutations is None:
             if st.n == 2:
                 permutations = match_neurons(start, end, model, outgoing=outgoing, solver=solver)
             else:
-                permutations = {name: _match_layer(start, end, name, solver)}
+                permutations = {name: _match_layer(start, end, st, k, solver)}
         path = ot_path(start, end, model, t, swap_points=swap_points, permutations=permutations)
         t_out, joined = path.joined()
-        W, b = _layer_points(joined, name)
         n1 = path.stage1.K
         s = np.concatenate([path.t1, np.ones(len(t_out) - n1)])
-        return t_out, s, W, b
+        return t_out, s, _layer_points(joined, st, k)
     raise ValueError(f"method should be one of {WA_METHODS}, got {method!r}")
 
 
-def _match_layer(start: Weights, end: Weights, name: str, solver: str) -> torch.Tensor:
-    """Match the neurons of one layer by their incoming weights and bias (the layers below
-    are shared, so no permutation of the inputs is needed)."""
+def _match_layer(start: Weights, end: Weights, st: _Stack, k: int, solver: str) -> torch.Tensor:
+    """Match the neurons (filters) of layer ``k`` by their incoming weights, bias and
+    BatchNorm parameters (the layers below are shared, so no permutation of the inputs is
+    needed)."""
+    name = st.layer(k)
+    keys = [f"{name}.weight", f"{name}.bias", *st.bn_entries(k)]
 
     def rows(w: Weights) -> torch.Tensor:
-        W = w[f"{name}.weight"].detach().cpu()
-        b = w.get(f"{name}.bias")
-        return W if b is None else torch.cat([b.detach().cpu()[:, None], W], 1)
+        parts = [w[e].detach().cpu().reshape(w[e].shape[0], -1) for e in keys if e in w.layout]
+        return torch.cat(parts, 1)
 
     return assignment(_sq_dist(rows(start), rows(end)), solver)
 
 
-def _reorderings(W1: torch.Tensor, b1, s: np.ndarray) -> tuple[np.ndarray, list]:
+def _reorderings(P1: dict[str, torch.Tensor], s: np.ndarray) -> tuple[np.ndarray, list]:
     """Points whose first layer is a row reordering of an earlier point's at the same ``s``.
 
-    Returns ``src[T]`` (``-1``, or the earlier point) and ``perm[T]`` (for a reordering:
-    ``perm[i][r]`` is the row of ``W1[src[i]]`` equal to row ``r`` of ``W1[i]``). The states
+    ``P1`` holds the layer's entries (weight, bias, BatchNorm parameters) at every point;
+    row ``r`` of a point is neuron ``r``'s values in all of them. Returns ``src[T]`` (``-1``,
+    or the earlier point) and ``perm[T]`` (for a reordering: ``perm[i][r]`` is the row of
+    point ``src[i]`` equal to row ``r`` of point ``i``). The states
     of OT's stage 2 are such reorderings, and their least-squares second layers are the
     same columns reordered (the minimum-norm solution commutes with column permutations of
     the features), so only one of them needs solving.
     """
     import hashlib
 
-    T = W1.shape[0]
+    first = next(iter(P1.values()))
+    T, m = first.shape[0], first.shape[1]
     src, perm = np.full(T, -1, np.int64), [None] * T
-    rows = W1 if b1 is None else torch.cat([W1, b1[..., None]], -1)
+    rows = torch.cat([v.reshape(T, m, -1) for v in P1.values()], -1)
     seen: dict[tuple[float, bytes], tuple[int, dict[bytes, list[int]]]] = {}
     for i in range(T):
         keys = [r.tobytes() for r in rows[i].contiguous().numpy()]
@@ -368,40 +521,59 @@ def _reorderings(W1: torch.Tensor, b1, s: np.ndarray) -> tuple[np.ndarray, list]
     return src, perm
 
 
-def _wa_block(st: _Stack, k: int, h_in: torch.Tensor, W1: torch.Tensor, b1, Y0, Y1, s, *, bias: bool, ridge: float):
-    """WA second layer for every first-layer point: W2[T, o, m], b2[T, o] (float64)."""
+def _wa_block(st: _Stack, k: int, h_in: torch.Tensor, P1: dict, Y0, Y1, s, *, bias: bool, ridge: float):
+    """WA layer ``k + 1`` for every point of layer ``k``: W2[T, *shape], b2[T, o] (float64).
+
+    ``P1``: layer ``k``'s entries at every point; ``Y0``, ``Y1``: the two ends' outputs of
+    layer ``k + 1`` as least-squares targets (:meth:`_Stack.targets`)."""
+    name = st.layer(k)
+    W1, b1 = P1[f"{name}.weight"], P1.get(f"{name}.bias")
     T, m = W1.shape[0], W1.shape[1]
-    N = h_in.shape[0]
+    shape2 = st.weight_shape(k + 1)
     s_np = np.asarray(s, dtype=np.float64)
-    src, perm = _reorderings(W1, b1, s_np)
+    # reordered states reuse a solution by permuting its input channels (not through flatten)
+    src, perm = _reorderings(P1, s_np) if shape2[1] == m else (np.full(T, -1, np.int64), [None] * T)
     solve = np.flatnonzero(src < 0)
     s = torch.as_tensor(s_np)
-    chunk = max(1, _CHUNK_ELEMENTS // max(1, N * (m + 1)))
+    rows = st.design(k + 1, st.act(k, st.linear({f"{name}.weight": W1[0]}, k, h_in[:1]), _at(P1, 0))).shape
+    per_point = Y0.shape[0] * (rows[1] + 1)
+    chunk = max(1, _CHUNK_ELEMENTS // max(1, per_point))
+    fast = st.chain is not None  # MLP: every point's features in one product
     W2s, b2s = [], []
     for lo in range(0, len(solve), chunk):
         idx = torch.as_tensor(solve[lo : lo + chunk])
-        z = torch.einsum("nd,tmd->tnm", h_in, W1[idx])
-        if b1 is not None:
-            z = z + b1[idx, None, :]
-        H = st.act(k, z)
+        if fast:
+            z = torch.einsum("nd,tmd->tnm", h_in, W1[idx])
+            if b1 is not None:
+                z = z + b1[idx, None, :]
+            H = st.act(k, z)
+        else:
+            H = torch.stack(
+                [st.design(k + 1, st.act(k, st.linear(_at(P1, i), k, h_in), _at(P1, i))) for i in idx.tolist()]
+            )
         sc = s[idx, None, None]
         Y = (1.0 - sc) * Y0 + sc * Y1
         W2, b2 = weight_adjustment(H, Y, bias=bias, ridge=ridge)
-        W2s.append(W2)
+        W2s.append(W2.reshape(len(idx), *shape2))
         b2s.append(b2)
     W2u = torch.cat(W2s)
-    W2 = W2u.new_empty(T, *W2u.shape[1:])
+    W2 = W2u.new_empty(T, *shape2)
     W2[torch.as_tensor(solve)] = W2u
     b2 = None
     if bias:
         b2u = torch.cat(b2s)
         b2 = b2u.new_empty(T, *b2u.shape[1:])
         b2[torch.as_tensor(solve)] = b2u
-    for i in np.flatnonzero(src >= 0):  # reorderings: the earlier solution's columns
+    for i in np.flatnonzero(src >= 0):  # reorderings: the earlier solution's input channels
         W2[i] = W2[src[i]][:, perm[i]]
         if bias:
             b2[i] = b2[src[i]]
     return W2, b2
+
+
+def _at(P: dict[str, torch.Tensor], i: int) -> dict[str, torch.Tensor]:
+    """Point ``i`` of per-point entries."""
+    return {e: v[i] for e, v in P.items()}
 
 
 def _assemble(base: Weights, updates: list[dict[str, torch.Tensor]]) -> list[Weights]:
@@ -433,8 +605,8 @@ def _wa_step(
     snap_ends: bool,
 ):
     """Connect ``start`` to ``end`` (equal outside layers ``k``, ``k+1``) as a two-layer block."""
-    l1, l2 = st.layer(k), st.layer(k + 1)
-    t_out, s, W1, b1 = _first_layer_path(
+    l2 = st.layer(k + 1)
+    t_out, s, P1 = _first_layer_path(
         start,
         end,
         model,
@@ -447,16 +619,14 @@ def _wa_step(
         permutations=permutations,
         outgoing=outgoing,
     )
-    feats = lambda w: st.act(k, st.linear(w, k, h_in))  # noqa: E731
-    Y0 = st.linear(start, k + 1, feats(start))
-    Y1 = st.linear(end, k + 1, feats(end))
+    feats = lambda w: st.act(k, st.linear(w, k, h_in), w)  # noqa: E731
+    Y0 = st.targets(k + 1, st.linear(start, k + 1, feats(start)))
+    Y1 = st.targets(k + 1, st.linear(end, k + 1, feats(end)))
     bias2 = st.has_bias(start, k + 1)
-    W2, b2 = _wa_block(st, k, h_in, W1, b1, Y0, Y1, s, bias=bias2, ridge=ridge)
+    W2, b2 = _wa_block(st, k, h_in, P1, Y0, Y1, s, bias=bias2, ridge=ridge)
     updates = []
     for i in range(len(t_out)):
-        u = {f"{l1}.weight": W1[i], f"{l2}.weight": W2[i]}
-        if b1 is not None:
-            u[f"{l1}.bias"] = b1[i]
+        u = {**_at(P1, i), f"{l2}.weight": W2[i]}
         if bias2:
             u[f"{l2}.bias"] = b2[i]
         updates.append(u)
@@ -473,8 +643,8 @@ def _wa_step(
 def _check_pair(A: Weights, B: Weights, model: nn.Module) -> _Stack:
     _same_layout(A, B)
     st = _Stack(model)
-    st.chain.check_weights(A, "A")
-    st.chain.check_weights(B, "B")
+    st.check_weights(A, "A")
+    st.check_weights(B, "B")
     return st
 
 
@@ -635,23 +805,25 @@ def transitional_network(A: Weights, B: Weights, model: nn.Module, k: int, X, *,
 def _transitional(A: Weights, B: Weights, st: _Stack, k: int, h0: torch.Tensor, ridge: float) -> Weights:
     h = h0
     for j in range(1, k):
-        h = st.act(j, st.linear(B, j, h))
+        h = st.act(j, st.linear(B, j, h), B)
     zA = h0
     for j in range(1, k + 1):
         zA = st.linear(A, j, zA)
         if j < k:
-            zA = st.act(j, zA)
+            zA = st.act(j, zA, A)
     bias = st.has_bias(A, k)
-    W, b = weight_adjustment(h, zA, bias=bias, ridge=ridge)
+    W, b = weight_adjustment(st.design(k, h), st.targets(k, zA), bias=bias, ridge=ridge)
     name = st.layer(k)
-    upd = {f"{name}.weight": W}
+    upd = {f"{name}.weight": W.reshape(st.weight_shape(k))}
     if bias:
         upd[f"{name}.bias"] = b
-    for j in range(1, k):
+    for j in range(1, k):  # B's layers below k, with their BatchNorm
         lj = st.layer(j)
         upd[f"{lj}.weight"] = B[f"{lj}.weight"]
         if st.has_bias(B, j):
             upd[f"{lj}.bias"] = B[f"{lj}.bias"]
+        for e in st.bn_state(j):
+            upd[e] = B[e]
     return _assemble(A, [upd])[0]
 
 
@@ -755,7 +927,7 @@ def multilayer_wa_path(
         )
         parts.append(PointSet.explicit(pts))
         ts.append(t_out)
-        h = st.act(k, st.linear(B, k, h))
+        h = st.act(k, st.linear(B, k, h), B)
     last = linear_path(thetas[n - 1], B, t_step)
     parts.append(last)
     ts.append(t_step)

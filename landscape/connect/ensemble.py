@@ -70,14 +70,14 @@ class WAEnsemble:
         h = st.input(x)
         ref = self.members[0]
         for k in range(1, self.shared_layers + 1):
-            h = st.act(k, st.linear(ref, k, h))
+            h = st.act(k, st.linear(ref, k, h), ref)
         out = []
         for w in self.members:
             z = h
             for k in range(self.shared_layers + 1, st.n + 1):
                 z = st.linear(w, k, z)
                 if k < st.n:
-                    z = st.act(k, z)
+                    z = st.act(k, z, w)
             out.append(z)
         return torch.stack(out)
 
