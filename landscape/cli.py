@@ -264,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "wa-ensemble",
-        help="ensembles of MLPs sharing one backbone by weight adjustment, against the ordinary ensemble",
+        help="ensembles of networks sharing one backbone by weight adjustment, against the ordinary ensemble",
         description="Move every checkpoint onto the backbone of the first one by weight adjustment (Anokhin & "
         "Yarotsky 2020) and report ensemble accuracy against the number of networks for every head size, with "
         "the parameters and compute saved.",
@@ -765,8 +765,8 @@ def _cmd_connection_model(args) -> int:
 
 
 def _cmd_wa_ensemble(args) -> int:
+    from .connect.adjust import _Stack
     from .connect.ensemble import wa_ensemble_curve
-    from .connect.neurons import linear_chain
     from .data import load_data
     from .models import build_model, describe_model
     from .weights import load_checkpoint
@@ -774,9 +774,9 @@ def _cmd_wa_ensemble(args) -> int:
     _several_ckpts_new_out(args, "wa-ensemble", "two --ckpt")
     model = build_model(args.model, args.model_kwargs)
     try:
-        n_layers = len(linear_chain(model))
+        n_layers = _Stack(model).n
     except ValueError as e:
-        raise UsageError(f"wa-ensemble works on MLPs (Linear layers and activations): {e}") from None
+        raise UsageError(f"wa-ensemble works on MLPs and sequential convnets: {str(e).splitlines()[0]}") from None
     if args.head_layers.strip().lower() == "all":
         heads = list(range(1, n_layers + 1))
     else:

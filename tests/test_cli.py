@@ -263,7 +263,7 @@ def test_connect_adds_trained_curves_as_rows(tmp_path, capsys):
     assert "does not end at B" in capsys.readouterr().err
 
 
-def test_connect_a_convnet_recomputes_batchnorm_and_skips_wa(tmp_path, capsys):
+def test_connect_a_convnet_recomputes_batchnorm_and_a_resnet_skips_wa(tmp_path, capsys):
     from landscape.connect import ConnectionReport
 
     kwargs = {"width": 4, "batch_norm": True}
@@ -273,9 +273,19 @@ def test_connect_a_convnet_recomputes_batchnorm_and_skips_wa(tmp_path, capsys):
     argv += ["--no-progress", "--ckpt", paths[0], "--ckpt", paths[1], "--points", "3", "--out", str(out)]
     assert main([*argv, "--methods", "linear,ot,linear+wa"]) == 0
     printed = capsys.readouterr().out
-    assert "| OT (stage 1) |" in printed and "Linear + WA skipped" in printed
+    assert "| OT (stage 1) |" in printed and "| Linear + WA (step 3) |" in printed
     rep = ConnectionReport.load(out)
-    assert rep.attrs["bn"] == "recompute" and rep.computed == ["linear", "ot"]
+    assert rep.attrs["bn"] == "recompute" and rep.computed == ["linear", "ot", "linear+wa"]
+    # residual networks: WA rows skipped with the reason
+    rkw = {"width": 2, "in_channels": 1}
+    rpaths = [str(tmp_path / f"r{i}.pt") for i in range(2)]
+    for i, p in enumerate(rpaths):
+        torch.manual_seed(i)
+        torch.save(ls.build_model("resnet20", rkw).state_dict(), p)
+    res = ["connect", "--model", "resnet20", "--model-kwargs", json.dumps(rkw), "--data", "digits:image"]
+    res += ["--no-progress", "--ckpt", rpaths[0], "--ckpt", rpaths[1], "--points", "2", "--max-samples", "32"]
+    assert main([*res, "--methods", "ot,arc+wa", "--out", str(tmp_path / "r.h5")]) == 0
+    assert "Arc + WA skipped: weight adjustment needs a sequential network" in capsys.readouterr().out
     # a model whose channels cannot be followed: one line, exit 2
     bad = ["connect", "--model", "resnet20", "--model-kwargs", '{"width": 2, "in_channels": 1}', "--data", "digits"]
     assert main([*bad, "--ckpt", paths[0], "--ckpt", paths[1], "--out", str(tmp_path / "x.h5")]) == 2
@@ -302,9 +312,9 @@ def test_wa_ensemble_writes_the_curve_and_refuses_bad_input(tmp_path, capsys):
         assert main([*argv, "--out", str(out), *extra]) == 2
         err = capsys.readouterr().err
         assert fragment in err and len(err.strip().splitlines()) == 1, err
-    conv = ["wa-ensemble", "--model", "small_cnn", "--data", "digits:image", "--ckpt", paths[0], "--ckpt", paths[1]]
-    assert main([*conv, "--out", str(tmp_path / "c.h5")]) == 2
-    assert "MLPs" in capsys.readouterr().err
+    res = ["wa-ensemble", "--model", "resnet20", "--data", "digits:image", "--ckpt", paths[0], "--ckpt", paths[1]]
+    assert main([*res, "--out", str(tmp_path / "c.h5")]) == 2
+    assert "MLPs and sequential convnets" in capsys.readouterr().err
 
 
 def test_connection_model_then_connect_with_its_row(tmp_path, capsys):

@@ -102,3 +102,17 @@ def test_curve_table_file_and_figure(nets, tmp_path):
     assert len(fig.axes[0].lines) == 3
     with pytest.raises(ValueError, match="head_layers"):
         wa_ensemble(model, members, train, 4)
+
+
+def test_convnet_ensembles_share_conv_layers_and_count_their_positions():
+    train, test = ls.load_data("digits:image", "train"), ls.load_data("digits:image", "test")
+    model = ls.build_model("small_cnn", {"width": 2})
+    members = [ls.Weights.from_module(ls.build_model("small_cnn", {"width": 2})) for _ in range(2)]
+    ens = wa_ensemble(model, members, train, head_layers=1)
+    for name in ("0.weight", "1.weight", "3.weight", "4.bias"):
+        assert torch.equal(ens.members[1][name], members[0][name])
+    c = ens.cost()
+    per_net = 2 * 9 * 64 + 4 * 2 * 9 * 64 + 64 * 10  # conv 1->2, conv 2->4 over 8x8 positions, linear
+    assert c["macs_ordinary"] == 2 * per_net and c["macs"] == per_net + 64 * 10
+    full = wa_ensemble(model, members, train, head_layers=3).evaluate(test)
+    assert 0.0 <= full["acc"] <= 1.0 and len(full["member_acc"]) == 2

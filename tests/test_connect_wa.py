@@ -316,3 +316,68 @@ def test_reordered_first_layers_reuse_the_solution_exactly():
         torch.testing.assert_close(b2[i], bd, atol=1e-10, rtol=0)
     assert torch.equal(W2[2], W2[0][:, p])  # taken over, not solved
     assert not torch.equal(W2[3], W2[0][:, p])
+
+
+# ---------------------------------------------------------------------------- convnets
+def _conv_net(seed, two_layers=False):
+    torch.manual_seed(seed)
+    if two_layers:  # conv + BN + pool + flatten + linear: one WA block through the flatten
+        model = torch.nn.Sequential(
+            torch.nn.Conv2d(1, 6, 3, padding=1),
+            torch.nn.BatchNorm2d(6),
+            torch.nn.ReLU(),
+            torch.nn.MaxPool2d(2),
+            torch.nn.Flatten(),
+            torch.nn.Linear(6 * 16, 10),
+        )
+    else:
+        model = ls.build_model("small_cnn", {"width": 4, "batch_norm": True})
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.weight.data.uniform_(0.5, 1.5)
+            mod.bias.data.normal_(0, 0.1)
+    return model.double()
+
+
+def test_conv_wa_recovers_the_endpoint_classifier_through_batchnorm_and_flatten():
+    X = ls.load_data("digits:image", "train").x[:400].double()  # 400 > 6 * 16 + 1 features
+    model = _conv_net(0, two_layers=True)
+    A = ls.Weights.from_module(model)
+    B = ls.Weights.from_module(_conv_net(1, two_layers=True))
+    t, pts = ls.connect.wa_path(A, B, model, X, [0.0, 0.5, 1.0], method="linear", snap_ends=False)
+    for i, end in ((0, A), (2, B)):
+        # features use batch statistics on X, so the least squares meet the end's own layer
+        torch.testing.assert_close(pts.point(i)["5.weight"], end["5.weight"], rtol=0, atol=1e-8)
+        torch.testing.assert_close(pts.point(i)["5.bias"], end["5.bias"], rtol=0, atol=1e-8)
+    # the first layer and its BatchNorm move along the straight line
+    mid = pts.point(1)
+    torch.testing.assert_close(mid["1.weight"], (A["1.weight"] + B["1.weight"]) / 2, rtol=0, atol=1e-12)
+
+
+def test_conv_transitional_network_with_a_shared_lower_layer_is_the_upper_network():
+    # B shares A's first conv and BatchNorm: the transitional conv over patches must find A's
+    X = ls.load_data("digits:image", "train").x[:64].double()
+    model = _conv_net(0)
+    A = ls.Weights.from_module(model)
+    other = ls.Weights.from_module(_conv_net(1))
+    tensors = dict(other.tensors)
+    for e in ("0.weight", "1.weight", "1.bias", "1.running_mean", "1.running_var"):
+        tensors[e] = A[e]
+    B = ls.Weights(tensors, A.layout)
+    T = ls.connect.transitional_network(A, B, model, 2, X)
+    torch.testing.assert_close(T["3.weight"], A["3.weight"], rtol=0, atol=1e-8)
+    assert torch.equal(T["8.weight"], A["8.weight"]) and torch.equal(T["0.weight"], B["0.weight"])
+
+
+def test_conv_multilayer_wa_path_ends_at_both_networks_and_residual_networks_are_refused():
+    X = ls.load_data("digits:image", "train").x[:200].double()
+    model = _conv_net(0)
+    A, B = ls.Weights.from_module(model), ls.Weights.from_module(_conv_net(1))
+    t, pts, bounds = ls.connect.multilayer_wa_path(A, B, model, X, [0.0, 1.0], method="arc", snap_ends=True)
+    assert list(bounds) == [0.0, 1 / 3, 2 / 3, 1.0] and t[0] == 0.0 and t[-1] == 1.0
+    for n in A.tensors:
+        assert torch.equal(pts.point(0)[n], A[n]) and torch.equal(pts.point(pts.K - 1)[n], B[n])
+    resnet = ls.build_model("resnet20", {"width": 2, "in_channels": 1})
+    w = ls.Weights.from_module(resnet)
+    with pytest.raises(ValueError, match="sequential network"):
+        ls.connect.multilayer_wa_path(w, w, resnet, torch.zeros(4, 1, 8, 8), [0.0, 1.0])

@@ -11,7 +11,10 @@ predicted probabilities; the backbone is computed and stored once. ``WA(n)`` kee
 layers in each member's own head (``k = L - n + 1`` for ``L`` layers); ``WA(L)`` shares
 nothing and is the ordinary ensemble of independent networks.
 
-Networks: plain MLP stacks (:func:`~landscape.connect.linear_chain`).
+Networks: plain MLP stacks (:func:`~landscape.connect.linear_chain`) and sequential
+convnets (Conv2d/Linear layers with BatchNorm, activations, pooling and flatten between
+them); the members' BatchNorm layers normalise with the statistics of the batch they see
+(evaluate on batches of a few hundred samples).
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ class WAEnsemble:
     members: list[Weights]
     head_layers: int
     _stack: _Stack = field(repr=False, default=None)
+    sample: torch.Tensor | None = field(repr=False, default=None)  # one input, for conv costs
 
     def __post_init__(self) -> None:
         if self._stack is None:
@@ -101,12 +105,23 @@ class WAEnsemble:
 
     def cost(self) -> dict[str, int]:
         """Parameters stored and multiply-adds per sample, against the ordinary ensemble of
-        the same members (Linear layers only; the activations are free)."""
+        the same members (weighted layers only: a convolution costs its weights times its
+        output positions; activations, BatchNorm and pooling are not counted)."""
         st, m = self._stack, len(self.members)
+        positions = [1] * st.n
+        if st.chain is None:
+            if self.sample is None:
+                raise ValueError("cost() of a convolutional WA-ensemble needs the ensemble built by wa_ensemble")
+            h = st.input(self.sample[:1])
+            for k in range(1, st.n + 1):
+                z = st.linear(self.members[0], k, h)
+                positions[k - 1] = int(z[0, 0].numel()) if z.dim() > 2 else 1
+                h = st.act(k, z, self.members[0]) if k < st.n else z
         per_layer = []
         for k in range(1, st.n + 1):
             w = self.members[0][f"{st.layer(k)}.weight"]
-            per_layer.append((w.numel() + (w.shape[0] if st.has_bias(self.members[0], k) else 0), w.numel()))
+            n_bias = w.shape[0] if st.has_bias(self.members[0], k) else 0
+            per_layer.append((w.numel() + n_bias, w.numel() * positions[k - 1]))
         shared = per_layer[: self.shared_layers]
         head = per_layer[self.shared_layers :]
         params = sum(p for p, _ in shared) + m * sum(p for p, _ in head)
@@ -142,7 +157,7 @@ def wa_ensemble(
     Parameters
     ----------
     model : nn.Module
-        A plain MLP stack with parameter-free activations.
+        A plain MLP stack with parameter-free activations, or a sequential convnet.
     members : sequence of Weights
         Independently trained networks; the first is the reference whose backbone is kept.
     X : Tensor[N, ...] or TensorData
@@ -170,12 +185,13 @@ def wa_ensemble(
         raise ValueError(f"head_layers should be an integer in 1..{st.n} for this model, got {head_layers!r}")
     head_layers = int(head_layers)
     k = st.n - head_layers + 1  # the refitted layer
+    sample = torch.as_tensor(getattr(X, "x", X))[:1]
     if k == 1:
-        return WAEnsemble(model, members, head_layers, st)
+        return WAEnsemble(model, members, head_layers, st, sample)
     h0 = st.input(X)
     ref = members[0]
     moved = [ref] + [_transitional(w, ref, st, k, h0, ridge) for w in members[1:]]
-    return WAEnsemble(model, moved, head_layers, st)
+    return WAEnsemble(model, moved, head_layers, st, sample)
 
 
 @dataclass
@@ -298,7 +314,7 @@ def wa_ensemble_curve(
     for i, n in enumerate(heads):
         ens = wa_ensemble(model, members, X, n, ridge=ridge)
         for j, m in enumerate(sizes):
-            sub = WAEnsemble(model, ens.members[:m], n, ens._stack)
+            sub = WAEnsemble(model, ens.members[:m], n, ens._stack, ens.sample)
             r = sub.evaluate(data)
             acc[i, j], nll[i, j] = r["acc"], r["nll"]
         member_acc.append(ens.evaluate(data)["member_acc"])

@@ -308,8 +308,10 @@ def compare_connections(
     model : nn.Module
         A plain MLP stack (two or more Linear layers, see
         :func:`~landscape.connect.linear_chain`), or a convolutional / residual network
-        whose channels :func:`~landscape.connect.graph.trace_groups` can follow (Linear,
-        Arc and OT; WA methods are skipped with the reason in the report).
+        whose channels :func:`~landscape.connect.graph.trace_groups` can follow. WA methods
+        need a sequential network (Conv2d/Linear layers with BatchNorm, activations,
+        pooling and flatten between them); on residual networks they are skipped with the
+        reason in the report.
     A, B : Weights
         The two networks.
     splits : mapping of str to data
@@ -396,6 +398,15 @@ def compare_connections(
     if exists and not (force or resume):
         raise ResultExistsError(f"{os.fspath(out)} exists; pass resume=True to continue it or force=True to replace it")
     split_names = list(splits)
+    wa_error = None  # why weight adjustment cannot run on this model (residual networks)
+    if any(m.endswith("+wa") for m in methods):
+        from .adjust import _Stack
+        from .graph import UnsupportedModelError
+
+        try:
+            wa_layers = _Stack(model).n
+        except UnsupportedModelError as e:
+            wa_error = f"weight adjustment needs a sequential network: {str(e).splitlines()[0]}"
     chain = _try_chain(model)
     n_linear = len(chain.names) if chain is not None else 0
     groups = None
@@ -479,14 +490,14 @@ def compare_connections(
         if done(m):
             continue
         base, wa = m.split("+")[0], m.endswith("+wa")
-        if wa and chain is None:
-            rep.skipped[m] = "weight adjustment is implemented for MLPs only (convolutional WA is not done yet)"
+        if wa and wa_error is not None:
+            rep.skipped[m] = wa_error
             continue
         if wa:
             if X is None:
                 X = _inputs(splits[split_names[0]] if wa_data is None else wa_data)
                 rep.attrs["wa_samples"] = int(X.shape[0])
-            if n_linear == 2:
+            if wa_layers == 2:
                 tm, pts = wa_path(A, B, model, X, t, method=base, ridge=ridge, snap_ends=True)
                 tm = np.asarray(tm, np.float64)
                 stage = np.zeros(len(tm), np.int64)
@@ -496,8 +507,8 @@ def compare_connections(
                 tm, pts, bounds = multilayer_wa_path(A, B, model, X, t, method=base, ridge=ridge, snap_ends=True)
                 tm = np.asarray(tm, np.float64)
                 # step k covers [bounds[k-1], bounds[k]]; a joint belongs to the step it ends
-                stage = np.clip(np.searchsorted(bounds, tm, side="left"), 1, n_linear).astype(np.int64)
-                rep.attrs["wa_steps"] = n_linear
+                stage = np.clip(np.searchsorted(bounds, tm, side="left"), 1, wa_layers).astype(np.int64)
+                rep.attrs["wa_steps"] = wa_layers
             rep.acc[m], rep.loss[m] = run(pts)
         elif base == "ot":
             op = ot_path(A, B, model, t)
