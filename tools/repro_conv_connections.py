@@ -5,13 +5,15 @@ is part one, dense networks):
 
 1. **Convnet table.** ``small_cnn`` (Conv 3x3 (8) - BN - ReLU - Conv 3x3 (16) - BN - ReLU -
    MaxPool - Linear) on ``digits:image``. For each seed pair: Linear, Arc, OT (channels
-   matched through the traced channel groups), Flow (IAF) and Bijection (RealNVP) connection
-   models learned from ``--pool`` *other* networks (a global connection model applied to a
-   new pair), a trained Bezier curve with 3 points, and the endpoints; BatchNorm statistics
-   recomputed at every point. Weight adjustment is MLP-only so far (no WA rows).
-2. **WA-ensembles.** Ensembles of ``--members`` MLPs 64-128-128-10 sharing the first
-   network's backbone: test accuracy against the number of networks for 1, 2 and 3 head
-   layers (3 = the ordinary ensemble), with the parameters kept.
+   matched through the traced channel groups), Linear/Arc/OT + WA (transitional networks,
+   the pseudo-inverse over patches), Flow (IAF) and Bijection (RealNVP) connection models
+   learned from ``--pool`` *other* networks (a global connection model applied to a new
+   pair), a trained Bezier curve with 3 points, and the endpoints; BatchNorm statistics
+   recomputed at every point.
+2. **WA-ensembles.** Ensembles of ``--members`` networks sharing the first network's
+   backbone (MLPs 64-128-128-10 and the same ``small_cnn``): test accuracy against the
+   number of networks for every head size (all layers = the ordinary ensemble), with the
+   parameters and compute kept.
 
 Prints the tables, says where they agree with the paper, and writes ``results.md`` /
 ``results.json`` and the per-pair reports to ``--out-dir``. Checkpoints, curves and
@@ -52,7 +54,18 @@ CNN = ("small_cnn", {"width": 8, "batch_norm": True})
 MLP = ("mlp", {"in_features": 64, "widths": [128, 128], "num_classes": 10})
 TRAIN = {"epochs": 20, "lr": 0.05, "weight_decay": 5e-4, "batch_size": 64}
 FIT = {"epochs": 60, "lr": 0.05, "weight_decay": 5e-4, "batch_size": 64, "t_per_batch": 1}
-ROWS = ["linear", "arc", "ot", "Flow (IAF)", "Bijection (RealNVP)", "Bezier (3)", "End points"]
+ROWS = [
+    "linear",
+    "arc",
+    "linear+wa",
+    "arc+wa",
+    "ot",
+    "ot+wa",
+    "Flow (IAF)",
+    "Bijection (RealNVP)",
+    "Bezier (3)",
+    "End points",
+]
 
 
 def trained(out_dir: str, spec, data, seed: int, cfg: dict, force: bool) -> ls.Weights:
@@ -116,7 +129,7 @@ def conv_table(args, log) -> tuple[list[dict], str]:
             A,
             B,
             splits,
-            methods=("linear", "arc", "ot"),
+            methods=("linear", "arc", "linear+wa", "arc+wa", "ot", "ot+wa"),
             connection_models=models,
             curves={"Bezier (3)": curve},
             points=args.points,
@@ -136,7 +149,7 @@ def conv_table(args, log) -> tuple[list[dict], str]:
             + ", ".join(f"{_label(m)} {100 * v['test']:.2f}" for m, v in rec.items())
         )
     lines = ["| Method | train | test |", "|---|---:|---:|"]
-    for row in [*ROWS[:3], "ot stage 1", "ot stage 2", *ROWS[3:]]:
+    for row in [*ROWS[:5], "ot stage 1", "ot stage 2", *ROWS[5:]]:
         cells = []
         for s in ("train", "test"):
             v = 100 * np.array([r[row][s] for r in records])
@@ -146,14 +159,18 @@ def conv_table(args, log) -> tuple[list[dict], str]:
 
 
 def ensemble_table(args, log) -> tuple[dict, str]:
-    train, test = ls.load_data("digits", "train"), ls.load_data("digits", "test")
     tr = dict(TRAIN, epochs=3) if args.quick else TRAIN
-    members = [trained(args.out_dir, MLP, train, 200 + s, tr, args.force) for s in range(args.members)]
-    model = ls.build_model(*MLP)
-    curve = wa_ensemble_curve(model, members, train, test)
-    curve.save(os.path.join(args.out_dir, "wa-ensemble.h5"), force=True)
-    log("  WA-ensemble curve done")
-    return {"acc": curve.acc.tolist(), "cost": curve.cost, "member_acc": curve.member_acc}, curve.markdown()
+    out, text = {}, []
+    for spec, data in ((MLP, "digits"), (CNN, "digits:image")):
+        train, test = ls.load_data(data, "train"), ls.load_data(data, "test")
+        members = [trained(args.out_dir, spec, train, 200 + s, tr, args.force) for s in range(args.members)]
+        model = ls.build_model(*spec)
+        curve = wa_ensemble_curve(model, members, train, test)
+        curve.save(os.path.join(args.out_dir, f"wa-ensemble-{spec[0]}.h5"), force=True)
+        log(f"  WA-ensemble curve of {spec[0]} done")
+        out[spec[0]] = {"acc": curve.acc.tolist(), "cost": curve.cost, "member_acc": curve.member_acc}
+        text.append(f"{spec[0]} {spec[1]} on {data}:\n\n{curve.markdown()}")
+    return out, "\n\n".join(text)
 
 
 def main(argv=None) -> int:
@@ -197,7 +214,7 @@ def main(argv=None) -> int:
             f"Worst accuracy (%) along the path, small_cnn with BatchNorm on digits:image, "
             f"{1 if args.quick else args.seeds} seed pair(s), connection models from {args.pool} other networks:",
             conv_md,
-            f"WA-ensembles of {args.members} MLPs 64-128-128-10, test accuracy (%) of the first m networks:",
+            f"WA-ensembles of {args.members} networks, test accuracy (%) of the first m networks:",
             ens_md,
             f"torch {env['torch']}, {args.threads} thread(s), {env['seconds']:.0f} s in all",
         ]
