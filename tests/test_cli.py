@@ -284,7 +284,7 @@ def test_connect_a_convnet_recomputes_batchnorm_and_a_resnet_skips_wa(tmp_path, 
         torch.save(ls.build_model("resnet20", rkw).state_dict(), p)
     res = ["connect", "--model", "resnet20", "--model-kwargs", json.dumps(rkw), "--data", "digits:image"]
     res += ["--no-progress", "--ckpt", rpaths[0], "--ckpt", rpaths[1], "--points", "2", "--max-samples", "32"]
-    assert main([*res, "--methods", "ot,arc+wa", "--out", str(tmp_path / "r.h5")]) == 0
+    assert main([*res, "--methods", "linear,arc+wa", "--out", str(tmp_path / "r.h5")]) == 0
     assert "Arc + WA skipped: weight adjustment needs a sequential network" in capsys.readouterr().out
     # a model whose channels cannot be followed: one line, exit 2
     bad = ["connect", "--model", "resnet20", "--model-kwargs", '{"width": 2, "in_channels": 1}', "--data", "digits"]

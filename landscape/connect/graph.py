@@ -222,7 +222,7 @@ def trace_groups(model: nn.Module) -> list[Group]:
     ['1', '3']
     >>> g = trace_groups(ls.build_model("small_cnn", {"width": 4}))[0]
     >>> g.name, g.size, [p.name for p in g.parts]
-    ('0', 4, ['0.weight', '0.bias', '2.weight'])
+    ('0', 4, ['0.weight', '1.weight', '1.bias', '1.running_mean', '1.running_var', '3.weight'])
     """
     import torch.fx
 
