@@ -174,6 +174,9 @@ def _precision_context(precision: str, device: torch.device):
         torch.backends.cudnn.benchmark = cudnn_bench
 
 
+_PROBS = "__probabilities__"  # per-point class probabilities travelling with a chunk's metrics
+
+
 # ---------------------------------------------------------------------------- fused MLP plan
 def linear_stack(model: nn.Module) -> tuple[list[tuple[str, int]], bool] | None:
     """If ``model`` is a plain ``nn.Sequential`` chain of (optional leading ``Flatten``)
@@ -333,6 +336,10 @@ class Engine:
     ):
         points = _as_pointset(points)
         self.metrics = resolve_metrics(metrics)
+        #: with ``keep_probabilities``, ``run`` also stores every point's predicted class
+        #: probabilities (softmax of the outputs, float64) in ``probabilities[K, N, C]``
+        self.keep_probabilities = False
+        self.probabilities: np.ndarray | None = None
         if bn not in bnlib.BN_MODES:
             raise ValueError(f"bn should be one of {bnlib.BN_MODES}, got {bn!r}")
         if precision not in PRECISIONS:
@@ -498,11 +505,16 @@ class Engine:
         elif self.has_bn and tensors is not None and self.bn == "recompute-exact":
             tensors = bnlib.recompute_bn_exact(apply, work, tensors, lambda: bdata.inputs(self.bn_batch_size))
         sums = {m.name: torch.zeros(len(idx), dtype=torch.float64, device=device) for m in self.metrics}
+        probs = [] if self.keep_probabilities else None
         for xb, yb in ddata.batches(self.n_batch):
             out = self._fused(coeffs, xb) if self._fused is not None else apply(forward, tensors, xb)
             for m in self.metrics:
                 sums[m.name] += m.batch_sum(out, yb).to(torch.float64)
+            if probs is not None:
+                probs.append(torch.softmax(out.to(torch.float64), -1).cpu())
         vals = {}
+        if probs is not None:
+            vals[_PROBS] = torch.cat(probs, 1).numpy()  # [k, N, C]
         for m in self.metrics:
             sq = self.sq_norms[torch.as_tensor(idx)].to(device) if self.sq_norms is not None else None
             vals[m.name] = m.finalize(sums[m.name], ddata.n, sq).cpu().numpy()
@@ -550,6 +562,11 @@ class Engine:
                             vectorized, self.path = False, "loop"
                             continue
                         raise
+                    if _PROBS in vals:
+                        p = vals.pop(_PROBS)
+                        if self.probabilities is None:
+                            self.probabilities = np.full((K, *p.shape[1:]), np.nan)
+                        self.probabilities[idx] = p
                     for name, v in vals.items():
                         results[name][idx] = v
                     if on_chunk is not None:

@@ -1,7 +1,18 @@
 """Fast ensembles: FGE, snapshot ensembles, SWA and independent ensembles (in progress:
-the learning-rate schedules and FGE's snapshot collection so far)."""
+the learning-rate schedules, FGE's snapshot collection and ensemble evaluation so far)."""
 
 from .fge import FGEResult, fge
+from .metrics import EnsembleResult, evaluate_ensemble, expected_calibration_error
 from .schedules import cycle_position, fge_lr, sse_lr, swa_lr
 
-__all__ = ["FGEResult", "cycle_position", "fge", "fge_lr", "sse_lr", "swa_lr"]
+__all__ = [
+    "EnsembleResult",
+    "FGEResult",
+    "cycle_position",
+    "evaluate_ensemble",
+    "expected_calibration_error",
+    "fge",
+    "fge_lr",
+    "sse_lr",
+    "swa_lr",
+]
