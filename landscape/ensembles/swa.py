@@ -1,0 +1,158 @@
+"""Stochastic Weight Averaging (Izmailov et al. 2018; seed 002) on ``torch.optim.swa_utils``.
+
+From a trained checkpoint :math:`\\hat w`, SGD runs with a constant learning rate (through
+``SWALR``) or the cyclical schedule of :func:`~landscape.ensembles.schedules.swa_lr` (which
+``SWALR`` lacks), and ``AveragedModel`` averages the weights collected at the end of every
+cycle (cyclical, :math:`\\operatorname{mod}(i, c) = 0`) or of every epoch (constant). The
+seed's variant counts the starting weights in the average (:math:`w_{SWA} \\leftarrow \\hat
+w`, :math:`n_{models} \\leftarrow 1`; ``include_start=True``). BatchNorm statistics of the
+average are recomputed with ``update_bn``.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.optim.swa_utils import SWALR, AveragedModel, update_bn
+
+from ..weights import Weights
+from .schedules import swa_lr
+
+__all__ = ["SWAResult", "swa"]
+
+
+@dataclass
+class SWAResult:
+    """The SWA solution and what produced it.
+
+    Attributes
+    ----------
+    weights : Weights
+        The average (BatchNorm statistics updated when the model has BatchNorm).
+    sgd : Weights
+        The SGD weights at the end of the run.
+    collected : list of int
+        Iterations whose weights entered the average (0 = the start, with ``include_start``).
+    snapshots : list of Weights
+        The collected weights themselves (with ``keep_snapshots``).
+    lr : ndarray[n]
+        Learning rate at every iteration.
+    """
+
+    weights: Weights
+    sgd: Weights
+    collected: list[int]
+    snapshots: list[Weights] = field(default_factory=list)
+    lr: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+
+def swa(
+    model: nn.Module,
+    start: Weights,
+    data,
+    *,
+    epochs: int,
+    lr: float,
+    lr_min: float | None = None,
+    cycle_length: int | None = None,
+    include_start: bool = False,
+    batch_size: int = 128,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    seed: int = 0,
+    keep_snapshots: bool = False,
+) -> SWAResult:
+    """Run SWA from ``start``.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The architecture; a private copy is trained.
+    start : Weights
+        The "good enough" checkpoint :math:`\\hat w`.
+    data : TensorData or (x, y)
+        Training data (also used for ``update_bn``).
+    epochs : int
+        Passes over the data.
+    lr : float
+        The constant rate, or :math:`\\alpha_1` of the cyclical schedule.
+    lr_min, cycle_length : float, int, optional
+        Both given: the cyclical schedule from ``lr`` down to ``lr_min`` in cycles of
+        ``cycle_length`` iterations, averaging at the end of every cycle. Neither: the
+        constant schedule (``SWALR``), averaging at the end of every epoch.
+    include_start : bool
+        The seed's variant: the starting weights are the first model of the average.
+    keep_snapshots : bool
+        Also return the collected weights.
+
+    Returns
+    -------
+    SWAResult
+    """
+    if (lr_min is None) != (cycle_length is None):
+        raise ValueError("give both lr_min and cycle_length (cyclical schedule) or neither (constant)")
+    if cycle_length is not None and (int(cycle_length) != cycle_length or cycle_length < 1):
+        raise ValueError(f"cycle_length should be a positive integer, got {cycle_length!r}")
+    if int(epochs) != epochs or epochs < 1:
+        raise ValueError(f"epochs should be a positive integer, got {epochs!r}")
+    x, y = getattr(data, "x", None), getattr(data, "y", None)
+    if x is None and isinstance(data, (tuple, list)) and len(data) == 2:
+        x, y = data
+    if x is None:
+        raise TypeError(f"data should be a TensorData or an (x, y) tuple, got {type(data).__name__}")
+    net = copy.deepcopy(model)
+    net.load_state_dict(start.state_dict())
+    net.train()
+    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    averaged = AveragedModel(net)
+    collected, snapshots = [], []
+    if include_start:
+        averaged.update_parameters(net)
+        collected.append(0)
+        if keep_snapshots:
+            snapshots.append(Weights.from_module(net))
+    cyclical = cycle_length is not None
+    scheduler = None if cyclical else SWALR(opt, swa_lr=lr, anneal_epochs=1, anneal_strategy="linear")
+    g = torch.Generator().manual_seed(seed)
+    per_epoch = (len(y) + batch_size - 1) // batch_size
+    lrs = np.zeros(int(epochs) * per_epoch)
+    i = 0
+    for _ in range(int(epochs)):
+        order = torch.randperm(len(y), generator=g)
+        for b in range(per_epoch):
+            i += 1
+            if cyclical:
+                for group in opt.param_groups:
+                    group["lr"] = swa_lr(i, lr, lr_min, cycle_length)
+            lrs[i - 1] = opt.param_groups[0]["lr"]
+            idx = order[b * batch_size : (b + 1) * batch_size]
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(net(x[idx]), y[idx]).backward()
+            opt.step()
+            if cyclical and i % cycle_length == 0:
+                averaged.update_parameters(net)
+                collected.append(i)
+                if keep_snapshots:
+                    snapshots.append(Weights.from_module(net))
+        if not cyclical:
+            averaged.update_parameters(net)
+            collected.append(i)
+            if keep_snapshots:
+                snapshots.append(Weights.from_module(net))
+            scheduler.step()
+    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in averaged.modules()):
+        update_bn([x[j : j + batch_size] for j in range(0, len(y), batch_size)], averaged)
+    averaged.module.eval()
+    net.eval()
+    return SWAResult(
+        weights=Weights.from_module(averaged.module),
+        sgd=Weights.from_module(net),
+        collected=collected,
+        snapshots=snapshots,
+        lr=lrs,
+    )
