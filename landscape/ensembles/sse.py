@@ -1,0 +1,138 @@
+"""Snapshot ensembles (Huang et al. 2017; seed 004) and independent ensembles.
+
+Snapshot ensembles train one network with cosine learning-rate restarts
+(:func:`~landscape.ensembles.schedules.sse_lr`, ``M`` cycles over ``T`` iterations) and keep
+the weights at the end of every cycle, where the rate is smallest. Independent ensembles
+train ``n`` networks from different seeds; a budget is counted in epochs of training, as in
+the seeds' Table 1 (``1B, 2B, 3B``).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..pointset import PointSet
+from ..weights import Weights
+from .schedules import sse_lr
+
+__all__ = ["Snapshots", "independent", "sse"]
+
+
+@dataclass
+class Snapshots:
+    """Ensemble members and the training that produced them."""
+
+    members: list[Weights]
+    iterations: list[int]
+    epochs: float  # the training budget spent, in epochs
+    lr: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def points(self) -> PointSet:
+        return PointSet.explicit(self.members)
+
+
+def _xy(data):
+    x, y = getattr(data, "x", None), getattr(data, "y", None)
+    if x is None and isinstance(data, (tuple, list)) and len(data) == 2:
+        x, y = data
+    if x is None:
+        raise TypeError(f"data should be a TensorData or an (x, y) tuple, got {type(data).__name__}")
+    return x, y
+
+
+def sse(
+    model: nn.Module,
+    data,
+    *,
+    epochs: int,
+    cycles: int,
+    lr: float,
+    start: Weights | None = None,
+    batch_size: int = 128,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    seed: int = 0,
+) -> Snapshots:
+    """Train with ``cycles`` cosine restarts over ``epochs`` and keep a snapshot per cycle.
+
+    ``T = epochs * ceil(N / batch_size)`` iterations; cycle length ``ceil(T / cycles)``;
+    snapshots after iterations ``period, 2 period, ...`` and ``T``. Starts from ``start``
+    (default: the module's current weights); the module itself is not modified.
+    """
+    if int(cycles) != cycles or cycles < 1 or int(epochs) != epochs or epochs < 1:
+        raise ValueError(f"epochs and cycles should be positive integers, got {epochs!r}, {cycles!r}")
+    x, y = _xy(data)
+    net = copy.deepcopy(model)
+    if start is not None:
+        net.load_state_dict(start.state_dict())
+    net.train()
+    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    g = torch.Generator().manual_seed(seed)
+    per_epoch = math.ceil(len(y) / batch_size)
+    T = int(epochs) * per_epoch
+    if T < cycles:
+        raise ValueError(f"{T} iterations cannot hold {cycles} cycles")
+    period = math.ceil(T / cycles)
+    lrs = np.zeros(T)
+    members, iterations = [], []
+    i = 0
+    for _ in range(int(epochs)):
+        order = torch.randperm(len(y), generator=g)
+        for b in range(per_epoch):
+            i += 1
+            rate = sse_lr(i, lr, T, cycles)
+            for group in opt.param_groups:
+                group["lr"] = rate
+            lrs[i - 1] = rate
+            idx = order[b * batch_size : (b + 1) * batch_size]
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(net(x[idx]), y[idx]).backward()
+            opt.step()
+            if i % period == 0 or i == T:
+                net.eval()
+                members.append(Weights.from_module(net))
+                net.train()
+                iterations.append(i)
+    return Snapshots(members, iterations, float(epochs), lrs)
+
+
+def independent(
+    model: nn.Module,
+    data,
+    *,
+    members: int,
+    epochs: int,
+    seeds=None,
+    lr: float = 0.05,
+    batch_size: int = 128,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+) -> Snapshots:
+    """``members`` networks trained from different seeds, ``epochs`` each (cosine schedule);
+    the budget is ``members * epochs`` epochs."""
+    from ..demo import train_classifier
+
+    if int(members) != members or members < 1:
+        raise ValueError(f"members should be a positive integer, got {members!r}")
+    seeds = list(range(int(members))) if seeds is None else list(seeds)
+    if len(seeds) != members:
+        raise ValueError(f"{len(seeds)} seeds for {members} members")
+    out = []
+    for s in seeds:
+        net = copy.deepcopy(model)
+        torch.manual_seed(s)
+        for m in net.modules():
+            if hasattr(m, "reset_parameters") and m is not net:
+                m.reset_parameters()
+        train_classifier(
+            net, data, epochs=epochs, lr=lr, momentum=momentum, weight_decay=weight_decay, batch_size=batch_size, seed=s
+        )
+        out.append(Weights.from_module(net))
+    return Snapshots(out, [], float(members * epochs))
