@@ -281,6 +281,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    p = sub.add_parser(
+        "ensemble",
+        help="fast ensembles from a checkpoint (fge, swa) or from scratch (sse), evaluated on a split",
+        description="Run FGE or SWA from --ckpt, or snapshot ensembles (SSE) from --ckpt or the model's "
+        "initialisation, save the members as checkpoints in --out, and print the ensemble's accuracy, NLL and "
+        "ECE on --split (members evaluated through the engine), with the learning-rate schedule as a figure.",
+    )
+    p.add_argument("method", choices=["fge", "sse", "swa"])
+    p.add_argument("--ckpt", default=None, help="starting checkpoint (required for fge and swa)")
+    p.add_argument("--cycles", type=int, default=4, help="FGE/SSE cycles = members (default 4)")
+    p.add_argument("--cycle-length", type=int, default=None, help="FGE/cyclical SWA: iterations per cycle")
+    p.add_argument("--epochs", type=int, default=10, help="SSE/SWA epochs (default 10)")
+    p.add_argument("--lr", type=float, default=0.05, help="alpha1 (FGE), alpha0 (SSE), SWA's rate")
+    p.add_argument("--lr-min", type=float, default=None, help="alpha2 (FGE) or cyclical SWA's lowest rate")
+    p.add_argument("--include-start", action="store_true", help="SWA: count the starting weights (the seed's variant)")
+    p.add_argument("--fit-batch-size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split", default="test", help="split the ensemble is evaluated on (default test)")
+    _add_model_data(p)
+    p.add_argument("--trust-checkpoint", action="store_true", help="allow pickled Python objects in checkpoints")
+    p.add_argument("--out", required=True, help="folder for the members' checkpoints and the schedule figure")
+    p.add_argument("--force", action="store_true", help="overwrite files of an earlier run in --out")
+    p.add_argument("--no-progress", action="store_true")
+
     p = sub.add_parser("demo", help="the main job on bundled data (digits, CPU, under 2 minutes)")
     p.add_argument("--out", default="landscape-demo", help="output folder (default ./landscape-demo)")
     p.add_argument("--force", action="store_true", help="overwrite files of an earlier demo in that folder")
@@ -764,6 +788,86 @@ def _cmd_connection_model(args) -> int:
     return 0
 
 
+def _cmd_ensemble(args) -> int:
+    import numpy as np
+    import torch
+
+    from . import ensembles
+    from .data import load_data
+    from .models import build_model
+    from .weights import load_checkpoint, save_weights
+
+    model = build_model(args.model, args.model_kwargs)
+    if args.method in ("fge", "swa") and not args.ckpt:
+        raise UsageError(f"ensemble {args.method} starts from a trained checkpoint: pass --ckpt")
+    start = load_checkpoint(args.ckpt, model, trust=args.trust_checkpoint) if args.ckpt else None
+    if args.method == "fge" and (args.cycle_length is None or args.lr_min is None):
+        raise UsageError("ensemble fge needs --cycle-length (even) and --lr-min (alpha2 < --lr)")
+    if os.path.isdir(args.out) and os.listdir(args.out) and not args.force:
+        raise UsageError(f"'{args.out}' is not empty; pass --force to overwrite its files")
+
+    def load(split):
+        return load_data(args.data, split, max_samples=args.max_samples, normalize=args.normalize)
+
+    train = load("train")
+    common = dict(batch_size=args.fit_batch_size, seed=args.seed)
+    if args.method == "fge":
+        run = ensembles.fge(
+            model,
+            start,
+            train,
+            cycles=args.cycles,
+            cycle_length=args.cycle_length,
+            alpha1=args.lr,
+            alpha2=args.lr_min,
+            progress=not args.no_progress,
+            **common,
+        )
+        members, lr, names = run.snapshots, run.lr, [f"fge-iter{i}.pt" for i in run.iterations]
+    elif args.method == "sse":
+        run = ensembles.sse(model, train, epochs=args.epochs, cycles=args.cycles, lr=args.lr, start=start, **common)
+        members, lr, names = run.members, run.lr, [f"sse-iter{i}.pt" for i in run.iterations]
+    else:
+        run = ensembles.swa(
+            model,
+            start,
+            train,
+            epochs=args.epochs,
+            lr=args.lr,
+            lr_min=args.lr_min,
+            cycle_length=args.cycle_length,
+            include_start=args.include_start,
+            **common,
+        )
+        members, lr, names = [run.weights], run.lr, ["swa.pt"]
+    os.makedirs(args.out, exist_ok=True)
+    for w, name in zip(members, names):
+        save_weights(w.state_dict(), os.path.join(args.out, name), force=True)
+    has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    res = ensembles.evaluate_ensemble(
+        model,
+        members,
+        load(args.split),
+        bn="recompute" if has_bn and args.method != "swa" else "running",
+        bn_data=train if has_bn else None,
+    )
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 3), layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot(np.arange(1, len(lr) + 1), lr)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("learning rate")
+    ax.set_title(f"{args.method.upper()} schedule")
+    fig.savefig(os.path.join(args.out, f"{args.method}-schedule.png"), dpi=120)
+    print(f"{args.method}: {len(members)} member(s) -> {args.out}/")
+    print(
+        f"{args.split}: ensemble acc {100 * res.acc:.2f}%, NLL {res.nll:.4f}, ECE {res.ece:.4f}; members acc "
+        + ", ".join(f"{100 * a:.2f}" for a in res.member_acc)
+    )
+    return 0
+
+
 def _cmd_wa_ensemble(args) -> int:
     from .connect.adjust import _Stack
     from .connect.ensemble import wa_ensemble_curve
@@ -848,6 +952,7 @@ _COMMANDS = {
     "curve": _cmd_curve,
     "connect": _cmd_connect,
     "wa-ensemble": _cmd_wa_ensemble,
+    "ensemble": _cmd_ensemble,
     "connection-model": _cmd_connection_model,
     "demo": _cmd_demo,
     "models": _cmd_models,

@@ -329,3 +329,32 @@ def test_connection_model_then_connect_with_its_row(tmp_path, capsys):
     conn = ["connect", *MLP_ARGS, "--ckpt", paths[0], "--ckpt", paths[1], "--methods", "linear", "--points", "3"]
     assert main([*conn, "--connection-model", str(cm), "--out", str(out)]) == 0
     assert "| Bijection (realnvp) |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "method,extra,members",
+    [
+        ("fge", ["--cycles", "2", "--cycle-length", "4", "--lr-min", "0.001"], 2),
+        ("sse", ["--epochs", "2", "--cycles", "2"], 2),
+        ("swa", ["--epochs", "2", "--include-start"], 1),
+    ],
+)
+def test_ensemble_methods_save_members_and_print_the_ensemble(tmp_path, capsys, method, extra, members):
+    paths = _ckpts(tmp_path, "mlp", {"widths": [16]}, 1)
+    out = tmp_path / "run"
+    argv = ["ensemble", method, *MLP_ARGS, "--ckpt", paths[0], "--max-samples", "200", "--out", str(out), *extra]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert f"{members} member(s)" in printed and "ensemble acc" in printed
+    saved = sorted(p for p in os.listdir(out) if p.endswith(".pt"))
+    assert len(saved) == members and os.path.exists(out / f"{method}-schedule.png")
+    assert main(argv) == 2  # not empty: refuses without --force
+    assert "--force" in capsys.readouterr().err
+
+
+def test_ensemble_fge_needs_its_settings(tmp_path, capsys):
+    paths = _ckpts(tmp_path, "mlp", {"widths": [16]}, 1)
+    assert main(["ensemble", "fge", *MLP_ARGS, "--ckpt", paths[0], "--out", str(tmp_path / "o")]) == 2
+    assert "--cycle-length" in capsys.readouterr().err
+    assert main(["ensemble", "swa", *MLP_ARGS, "--out", str(tmp_path / "o")]) == 2
+    assert "--ckpt" in capsys.readouterr().err
