@@ -73,6 +73,7 @@ __all__ = [
     "DIGITS_SPLIT_SEED",
     "DIGITS_TRAIN_SIZE",
     "SYNTHETIC_PRESETS",
+    "as_xy",
     "DataError",
     "TensorData",
     "load_data",
@@ -265,6 +266,18 @@ class TensorData:
 
 # --------------------------------------------------------------------------------------------
 # raw loaders: each returns (x, y, num_classes, info) for one split, before normalisation
+
+
+def as_xy(data) -> tuple[Tensor, Tensor]:
+    """The inputs and targets of a dataset argument: a :class:`TensorData` (anything with
+    ``.x`` and ``.y``) or a tuple ``(x, y)`` of tensors; one clear error otherwise."""
+    if hasattr(data, "x") and hasattr(data, "y"):
+        return data.x, data.y
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(torch.is_tensor(t) for t in data):
+        return data[0], data[1]
+    raise TypeError(
+        f"data should be a TensorData (landscape.load_data) or a tuple (x, y) of tensors, got {type(data).__name__}"
+    )
 
 
 def _parse_options(spec: str, tokens: Sequence[str]) -> tuple[list[str], dict[str, str]]:

@@ -110,14 +110,9 @@ class EvalResult:
 # ---------------------------------------------------------------------------- data
 def _as_batches(data) -> tuple[Callable[[int], Iterable[tuple[torch.Tensor, torch.Tensor]]], int]:
     """Normalise a dataset argument to ``batches(batch_size)`` and its length."""
-    if hasattr(data, "x") and hasattr(data, "y"):
-        x, y = data.x, data.y
-    elif isinstance(data, (tuple, list)) and len(data) == 2 and all(torch.is_tensor(t) for t in data):
-        x, y = data
-    else:
-        raise TypeError(
-            f"data should be a TensorData (landscape.load_data) or a tuple (x, y) of tensors, got {type(data).__name__}"
-        )
+    from .data import as_xy
+
+    x, y = as_xy(data)
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"data has {x.shape[0]} inputs but {y.shape[0]} targets")
     if x.shape[0] == 0:

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data import as_xy
 from ..weights import Weights
 from .adjust import _check_pair, _Stack, _transitional
 
@@ -91,7 +92,8 @@ class WAEnsemble:
 
     def evaluate(self, data, batch_size: int = 4096) -> dict[str, Any]:
         """``acc`` and ``nll`` of the ensemble and ``member_acc`` of each member on ``data``."""
-        x, y = _xy(data)
+        x, y = as_xy(data)
+        y = y.long()
         correct, nll, member = 0.0, 0.0, np.zeros(len(self.members))
         for i in range(0, len(y), batch_size):
             xb, yb = x[i : i + batch_size], y[i : i + batch_size]
@@ -132,16 +134,6 @@ class WAEnsemble:
             "macs": macs,
             "macs_ordinary": m * sum(c for _, c in per_layer),
         }
-
-
-def _xy(data) -> tuple[torch.Tensor, torch.Tensor]:
-    x = getattr(data, "x", None)
-    y = getattr(data, "y", None)
-    if x is None and isinstance(data, (tuple, list)) and len(data) == 2:
-        x, y = data
-    if x is None or y is None:
-        raise TypeError(f"data should be a TensorData or an (x, y) tuple, got {type(data).__name__}")
-    return torch.as_tensor(x), torch.as_tensor(y).long()
 
 
 def wa_ensemble(

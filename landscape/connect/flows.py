@@ -984,14 +984,6 @@ def flow_path(
 
 
 # ============================================================================ bijection
-def _xy(data) -> tuple[Tensor, Tensor]:
-    if hasattr(data, "x") and hasattr(data, "y"):
-        return data.x, data.y
-    if isinstance(data, (tuple, list)) and len(data) == 2 and all(torch.is_tensor(v) for v in data):
-        return data[0], data[1]
-    raise ValueError(f"data should be a TensorData or a tuple (x [N, ...], y [N]), got {type(data).__name__}")
-
-
 def _check_weights_list(weights, what: str = "weights", minimum: int = 1) -> list[Mapping[str, Tensor]]:
     if isinstance(weights, Mapping) or not isinstance(weights, Sequence) or len(weights) < minimum:
         got = f"{len(weights)} items" if isinstance(weights, Sequence) else type(weights).__name__
@@ -1087,7 +1079,9 @@ def fit_bijection(
     weights = _check_weights_list(weights, "weights", minimum=2)
     _check_model(model, weights[0])
     groups = _check_groups(groups, weights[0], flows)
-    x_all, y_all = _xy(data)
+    from ..data import as_xy
+
+    x_all, y_all = as_xy(data)
     if x_all.shape[0] < 1 or y_all.shape[0] != x_all.shape[0]:
         raise ValueError(f"data should hold N >= 1 inputs and N labels, got {x_all.shape[0]} and {y_all.shape[0]}")
     _check_int(epochs, "epochs", 0)

@@ -257,12 +257,10 @@ class ConnectionReport:
 
 # ---------------------------------------------------------------------------- building
 def _inputs(data):
-    x = getattr(data, "x", None)
-    if x is not None:
-        return x
-    if isinstance(data, (tuple, list)) and len(data) == 2:
-        return data[0]
-    raise TypeError(f"wa_data should be a TensorData, an (x, y) tuple or a tensor of inputs, got {type(data).__name__}")
+    """Inputs of ``wa_data``: a tensor, or those of a TensorData / (x, y) tuple."""
+    from ..data import as_xy
+
+    return data if torch.is_tensor(data) else as_xy(data)[0]
 
 
 def _ot_t(t1: np.ndarray, t2: np.ndarray) -> tuple[np.ndarray, np.ndarray, slice]:

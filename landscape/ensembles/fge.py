@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data import as_xy
 from ..pointset import PointSet
 from ..weights import Weights
 from .schedules import fge_lr
@@ -100,12 +101,7 @@ def fge(
         raise ValueError(f"cycle_length should be an even integer >= 2, got {cycle_length!r}")
     if not alpha1 > alpha2 > 0:
         raise ValueError(f"FGE needs alpha1 > alpha2 > 0, got alpha1={alpha1}, alpha2={alpha2}")
-    x = getattr(data, "x", None)
-    y = getattr(data, "y", None)
-    if x is None and isinstance(data, (tuple, list)) and len(data) == 2:
-        x, y = data
-    if x is None:
-        raise TypeError(f"data should be a TensorData or an (x, y) tuple, got {type(data).__name__}")
+    x, y = as_xy(data)
     net = copy.deepcopy(model)
     net.load_state_dict(start.state_dict())
     net.train()

@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from torch import nn
 
 __all__ = ["EnsembleResult", "expected_calibration_error", "evaluate_ensemble"]
@@ -94,6 +93,7 @@ def evaluate_ensemble(
     -------
     EnsembleResult
     """
+    from ..data import as_xy
     from ..evaluate import Engine
     from ..pointset import PointSet
 
@@ -104,7 +104,7 @@ def evaluate_ensemble(
     engine.keep_probabilities = True
     engine.run(data, bn_data=bn_data, progress=progress, desc="ensemble")
     P = engine.probabilities  # [K, N, C]
-    y = np.asarray(torch.as_tensor(getattr(data, "y", None) if hasattr(data, "y") else data[1]).cpu())
+    y = as_xy(data)[1].cpu().numpy()
     member = [_scores(P[k], y) for k in range(pts.K)]
     cum = np.cumsum(P, axis=0) / np.arange(1, pts.K + 1)[:, None, None]
     cumulative = [_scores(cum[k], y) for k in range(pts.K)]

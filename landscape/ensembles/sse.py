@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data import as_xy
 from ..pointset import PointSet
 from ..weights import Weights
 from .schedules import sse_lr
@@ -36,15 +37,6 @@ class Snapshots:
 
     def points(self) -> PointSet:
         return PointSet.explicit(self.members)
-
-
-def _xy(data):
-    x, y = getattr(data, "x", None), getattr(data, "y", None)
-    if x is None and isinstance(data, (tuple, list)) and len(data) == 2:
-        x, y = data
-    if x is None:
-        raise TypeError(f"data should be a TensorData or an (x, y) tuple, got {type(data).__name__}")
-    return x, y
 
 
 def sse(
@@ -68,7 +60,7 @@ def sse(
     """
     if int(cycles) != cycles or cycles < 1 or int(epochs) != epochs or epochs < 1:
         raise ValueError(f"epochs and cycles should be positive integers, got {epochs!r}, {cycles!r}")
-    x, y = _xy(data)
+    x, y = as_xy(data)
     net = copy.deepcopy(model)
     if start is not None:
         net.load_state_dict(start.state_dict())

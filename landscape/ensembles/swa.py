@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import SWALR, AveragedModel, update_bn
 
+from ..data import as_xy
 from ..weights import Weights
 from .schedules import swa_lr
 
@@ -100,11 +101,7 @@ def swa(
         raise ValueError(f"cycle_length should be a positive integer, got {cycle_length!r}")
     if int(epochs) != epochs or epochs < 1:
         raise ValueError(f"epochs should be a positive integer, got {epochs!r}")
-    x, y = getattr(data, "x", None), getattr(data, "y", None)
-    if x is None and isinstance(data, (tuple, list)) and len(data) == 2:
-        x, y = data
-    if x is None:
-        raise TypeError(f"data should be a TensorData or an (x, y) tuple, got {type(data).__name__}")
+    x, y = as_xy(data)
     net = copy.deepcopy(model)
     net.load_state_dict(start.state_dict())
     net.train()
