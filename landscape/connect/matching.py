@@ -137,7 +137,9 @@ def match_neurons(
     A, B : Weights
         Weights of ``model``.
     model : nn.Module
-        A plain MLP stack (see :func:`~landscape.connect.linear_chain`).
+        A plain MLP stack (see :func:`~landscape.connect.linear_chain`), or any network
+        :func:`~landscape.connect.graph.trace_groups` follows (then
+        :func:`~landscape.connect.graph.match_groups`: perms keyed by group name).
     outgoing : bool
         Include the outgoing weights :math:`c_i` in the cost (default: incoming only; both
         recover exact permutations, see Notes).
@@ -386,7 +388,9 @@ def ot_path(
     A, B : Weights
         Weights of ``model``.
     model : nn.Module
-        A plain MLP stack (see :func:`~landscape.connect.linear_chain`).
+        A plain MLP stack (see :func:`~landscape.connect.linear_chain`), or a
+        convolutional / residual network (channels as neurons, see
+        :func:`~landscape.connect.graph.trace_groups`).
     t : array-like [T], optional
         Stage-1 parameters (default ``linspace(0, 1, 11)``).
     outgoing, solver
