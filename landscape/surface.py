@@ -252,11 +252,13 @@ def evaluate_grid(
     arrays: Mapping[str, np.ndarray] | None = None,
     progress: bool = True,
     desc: str = "evaluate",
+    ignore: Sequence[str] | None = None,
 ) -> GridResult:
     """Metrics of the K points of ``points`` (C order over ``shape``) on every split, written
     chunk by chunk to ``out`` (file ``kind``, ``attrs``, ``arrays``), resumable, and sharded
     over ``torch.distributed`` ranks when a process group is active. The machinery under
-    :func:`compute_surface` and the curve profiles."""
+    :func:`compute_surface` and the curve profiles. ``ignore``: attributes a resumed file may
+    differ in (default :data:`landscape.io.RUN_ATTRS`; results written after a finished run)."""
     if not splits:
         raise ValueError("splits is empty; expected at least one dataset, e.g. {'test': test}")
     if int(np.prod(shape)) != points.K:
@@ -291,6 +293,7 @@ def evaluate_grid(
             arrays=arrays,
             resume=resume,
             force=force,
+            **({} if ignore is None else {"ignore": tuple(ignore)}),
         )
         pending = f.pending()
     try:

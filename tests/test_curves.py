@@ -187,6 +187,11 @@ def test_profile_file_rows_and_barriers(tmp_path):
         assert f.kind == "curve" and f.shape == (2, 11)
         assert f.attrs["barrier-line-train"] == pytest.approx(h) and f.attrs["barrier-t-line-train"] == where
         np.testing.assert_array_equal(f.read_array("t"), prof.t)
+    # a finished profile resumes (the barriers it gained at the end are not a different run)
+    again = C.evaluate_curve(ma, curve, {"train": train, "test": test}, points=11, out=out, resume=True, progress=False)
+    np.testing.assert_array_equal(again.curve("test_loss"), prof.curve("test_loss"))
+    with pytest.raises(ls.io.ResultFileError, match="cannot resume"):  # a different curve is refused
+        C.evaluate_curve(ma, curve, {"train": train}, points=11, out=out, resume=True, progress=False)
 
 
 def test_curve_plane_holds_a_one_bend_bezier_curve():

@@ -127,6 +127,7 @@ def evaluate_curve(
         arrays=arrays,
         progress=progress,
         desc=f"curve {curve.kind}",
+        ignore=_run_attrs(splits),
     )
     barriers: dict[str, dict[str, float]] = {}
     for name, v in grid.metrics.items():
@@ -157,6 +158,15 @@ def evaluate_curve(
                 }
             )
     return CurveProfile(t=t, metrics=grid.metrics, barriers=barriers, file=grid.file, path=grid.path)
+
+
+def _run_attrs(splits) -> tuple[str, ...]:
+    """Attributes a resumed profile may differ in: the run's own and the barriers written
+    when an earlier run finished."""
+    from ..io import RUN_ATTRS
+
+    rows = ("curve", "line")
+    return (*RUN_ATTRS, *(f"barrier{t}-{r}-{s}" for s in splits for r in rows for t in ("", "-t")))
 
 
 def curve_plane(curve: Curve, *, bend: int | None = None, samples: int = 101) -> Plane:
