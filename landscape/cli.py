@@ -296,6 +296,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=0.05, help="alpha1 (FGE), alpha0 (SSE), SWA's rate")
     p.add_argument("--lr-min", type=float, default=None, help="alpha2 (FGE) or cyclical SWA's lowest rate")
     p.add_argument("--include-start", action="store_true", help="SWA: count the starting weights (the seed's variant)")
+    p.add_argument(
+        "--start-epochs", type=int, default=None, help="epochs that trained --ckpt (counted in the training budget)"
+    )
+    p.add_argument(
+        "--compare-independent",
+        action="store_true",
+        help="also train an ensemble of independent networks at the same budget and compare (Table 1 of the seeds)",
+    )
+    p.add_argument(
+        "--independent-epochs",
+        type=int,
+        default=None,
+        help="epochs of each independent network (default --start-epochs)",
+    )
+    p.add_argument("--lr-independent", type=float, default=0.05, help="peak rate of the independent networks (cosine)")
     p.add_argument("--fit-batch-size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split", default="test", help="split the ensemble is evaluated on (default test)")
@@ -789,13 +804,10 @@ def _cmd_connection_model(args) -> int:
 
 
 def _cmd_ensemble(args) -> int:
-    import numpy as np
-    import torch
-
-    from . import ensembles
     from .data import load_data
+    from .demo import small_model_threads
     from .models import build_model
-    from .weights import load_checkpoint, save_weights
+    from .weights import load_checkpoint
 
     model = build_model(args.model, args.model_kwargs)
     if args.method in ("fge", "swa") and not args.ckpt:
@@ -803,14 +815,35 @@ def _cmd_ensemble(args) -> int:
     start = load_checkpoint(args.ckpt, model, trust=args.trust_checkpoint) if args.ckpt else None
     if args.method == "fge" and (args.cycle_length is None or args.lr_min is None):
         raise UsageError("ensemble fge needs --cycle-length (even) and --lr-min (alpha2 < --lr)")
+    if args.start_epochs is not None and args.start_epochs < 0:
+        raise UsageError(f"--start-epochs {args.start_epochs}: expected the epochs that trained --ckpt (>= 0)")
+    if args.compare_independent and start is not None and not args.start_epochs:
+        raise UsageError(
+            "--compare-independent needs --start-epochs: the epochs that trained --ckpt count in the budget"
+        )
     if os.path.isdir(args.out) and os.listdir(args.out) and not args.force:
         raise UsageError(f"'{args.out}' is not empty; pass --force to overwrite its files")
 
     def load(split):
         return load_data(args.data, split, max_samples=args.max_samples, normalize=args.normalize)
 
-    train = load("train")
+    train, test = load("train"), load(args.split)
+    with small_model_threads(model):
+        return _run_ensemble(args, model, start, train, test)
+
+
+def _run_ensemble(args, model, start, train, test) -> int:
+    import math
+
+    import numpy as np
+    import torch
+
+    from . import ensembles
+    from .models import describe_model
+    from .weights import save_weights
+
     common = dict(batch_size=args.fit_batch_size, seed=args.seed)
+    e0 = float(args.start_epochs or 0) if start is not None else 0.0
     if args.method == "fge":
         run = ensembles.fge(
             model,
@@ -823,10 +856,14 @@ def _cmd_ensemble(args) -> int:
             progress=not args.no_progress,
             **common,
         )
+        per_epoch = len(train) // args.fit_batch_size
         members, lr, names = run.snapshots, run.lr, [f"fge-iter{i}.pt" for i in run.iterations]
+        budgets, spent = [e0 + i / per_epoch for i in run.iterations], e0 + len(run.lr) / per_epoch
     elif args.method == "sse":
         run = ensembles.sse(model, train, epochs=args.epochs, cycles=args.cycles, lr=args.lr, start=start, **common)
+        per_epoch = math.ceil(len(train) / args.fit_batch_size)
         members, lr, names = run.members, run.lr, [f"sse-iter{i}.pt" for i in run.iterations]
+        budgets, spent = [e0 + i / per_epoch for i in run.iterations], e0 + args.epochs
     else:
         run = ensembles.swa(
             model,
@@ -840,17 +877,39 @@ def _cmd_ensemble(args) -> int:
             **common,
         )
         members, lr, names = [run.weights], run.lr, ["swa.pt"]
+        budgets, spent = [e0 + args.epochs], e0 + args.epochs
     os.makedirs(args.out, exist_ok=True)
     for w, name in zip(members, names):
         save_weights(w.state_dict(), os.path.join(args.out, name), force=True)
+    runs = [ensembles.Run(args.method.upper(), members, budgets)]
+    if args.compare_independent:
+        each = args.independent_epochs or (round(e0) if start is not None else args.epochs)
+        n = max(1, round(spent / each))
+        print(f"training {n} independent network(s) of {each} epochs ({n * each} epochs against {spent:g})")
+        runs.append(
+            ensembles.run_at_budget(
+                model,
+                train,
+                "ind",
+                budget_epochs=each,
+                n=n,
+                seed=args.seed,
+                lr=args.lr_independent,
+                batch_size=args.fit_batch_size,
+            )
+        )
+        runs[-1].label = f"Ind ({n} x {each} epochs)"
     has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
-    res = ensembles.evaluate_ensemble(
-        model,
-        members,
-        load(args.split),
-        bn="recompute" if has_bn and args.method != "swa" else "running",
-        bn_data=train if has_bn else None,
+    bn = "recompute" if has_bn else "running"
+    comparison = ensembles.compare_ensembles(model, runs, test, bn=bn, bn_data=train if has_bn else None)
+    comparison.attrs.update(
+        model=describe_model(args.model, args.model_kwargs),
+        data=args.data,
+        split=args.split,
+        checkpoints=[{"path": start.source, "sha256": start.sha256}] if start is not None else [],
+        **{"start-epochs": e0},
     )
+    written = [comparison.save(os.path.join(args.out, "ensembles.h5"), force=True)]
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6, 3), layout="constrained")
@@ -859,12 +918,26 @@ def _cmd_ensemble(args) -> int:
     ax.set_xlabel("iteration")
     ax.set_ylabel("learning rate")
     ax.set_title(f"{args.method.upper()} schedule")
-    fig.savefig(os.path.join(args.out, f"{args.method}-schedule.png"), dpi=120)
+    written.append(os.path.join(args.out, f"{args.method}-schedule.png"))
+    fig.savefig(written[-1], dpi=120)
+    written.append(os.path.join(args.out, "ensembles-budget.png"))
+    ensembles.plot_ensembles(comparison).savefig(written[-1], dpi=120)
+    if args.method == "swa":
+        from .plot import plot_file
+
+        width = os.path.join(args.out, "swa-width.h5")
+        ensembles.swa_width(
+            model, run, {"train": train, args.split: test}, out=width, force=True, progress=not args.no_progress
+        )
+        written += [width] + plot_file(width, args.out, formats=("png",), force=True)
     print(f"{args.method}: {len(members)} member(s) -> {args.out}/")
+    print(f"{args.split} split; budget in epochs (--start-epochs counts the training of --ckpt)")
+    print(comparison.markdown())
     print(
-        f"{args.split}: ensemble acc {100 * res.acc:.2f}%, NLL {res.nll:.4f}, ECE {res.ece:.4f}; members acc "
-        + ", ".join(f"{100 * a:.2f}" for a in res.member_acc)
+        "members' accuracy (%): "
+        + ", ".join(f"{100 * a:.2f}" for a in comparison.per_member["member_acc"][0] if np.isfinite(a))
     )
+    print(f"written: {', '.join(os.path.basename(p) for p in written)}")
     return 0
 
 

@@ -3,9 +3,9 @@
 Trains small seeded MLPs on digits and writes the surfaces of Li et al. (2018) and Garipov
 et al. (2018) with their figures: a 1D interpolation, a filter-normalized random plane, the
 plane through three checkpoints and the PCA plane of a training trajectory, a Bezier curve
-(Garipov et al. 2018) and the connection table of Anokhin & Yarotsky (2020). Later analyses
-(ensembles, Hessians) extend it; the whole demo stays under 2 minutes
-on 2 cores.
+(Garipov et al. 2018), the connection table of Anokhin & Yarotsky (2020) and independent,
+snapshot, FGE and SWA ensembles at equal training budgets (Garipov et al. 2018, Table 1).
+The whole demo stays under 2 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -64,6 +64,17 @@ def _single_thread():
         yield
     finally:
         torch.set_num_threads(n)
+
+
+@contextlib.contextmanager
+def small_model_threads(model: nn.Module, limit: int = 1_000_000):
+    """One CPU thread while training a model with fewer than ``limit`` parameters (see
+    :func:`_single_thread`); larger models keep every thread."""
+    if sum(p.numel() for p in model.parameters()) < limit:
+        with _single_thread():
+            yield
+    else:
+        yield
 
 
 def _train_or_load(path: str, build, train, *, seed: int, epochs: int, force: bool, trajectory_dir: str | None = None):
@@ -246,6 +257,26 @@ def run_demo(out_dir: str = "landscape-demo", *, force: bool = False, progress: 
         conn_figs = []
     summary.append(("connections", conn_path, None, conn_figs))
 
+    # fast ensembles against independent networks at equal training budgets (FGE paper, Table 1)
+    from .ensembles import EnsembleComparison, compare_ensembles, run_at_budget
+
+    ens_path = os.path.join(out_dir, "ensembles.h5")
+    if os.path.exists(ens_path) and not force:
+        ensembles = EnsembleComparison.load(ens_path)
+    else:
+        with _single_thread():
+            runs = [
+                run_at_budget(model, train, m, budget_epochs=epochs, n=3, seed=7) for m in ("ind", "sse", "fge", "swa")
+            ]
+        ensembles = compare_ensembles(model, runs, test)
+        ensembles.attrs.update(model_attrs, data="digits", split="test")
+        ensembles.save(ens_path, force=True)
+    try:
+        ens_figs = plot_file(ens_path, fig_dir, formats=("png", "pdf"), force=force)
+    except FileExistsError:
+        ens_figs = []
+    summary.append(("ensembles", ens_path, None, ens_figs))
+
     elapsed = time.perf_counter() - t0
     print(f"landscape demo: {out_dir}/ in {elapsed:.1f} s (engine path {summary[0][2].path})")
     print(f"  checkpoints: {', '.join(ckpts)}; trajectory: {traj_dir}/ ({epochs + 1} checkpoints)")
@@ -266,6 +297,8 @@ def run_demo(out_dir: str = "landscape-demo", *, force: bool = False, progress: 
     )
     print(f"  connections        {conn_path}: worst accuracy (%) along each path")
     print("    " + report.markdown(stages=False).replace("\n", "\n    "))
+    print(f"  ensembles          {ens_path}: test error (%) at 3 budgets of {epochs} epochs (B = one network)")
+    print("    " + _budget_table(ensembles).replace("\n", "\n    "))
     print(f"  figures: {fig_dir}/ ({sum(len(f) for *_, f in summary)} new files)")
     return {
         "out_dir": out_dir,
@@ -274,3 +307,18 @@ def run_demo(out_dir: str = "landscape-demo", *, force: bool = False, progress: 
         "figures": [f for *_, figs in summary for f in figs],
         "seconds": elapsed,
     }
+
+
+def _budget_table(c) -> str:
+    """Error (%) of every method's ensemble at 1B, 2B, 3B from an EnsembleComparison of runs
+    at ``n = 3`` (the ensemble of the members available within each budget)."""
+    B = float(c.attrs["runs"][0]["budget-epochs"])
+    lines = ["| Method | 1B | 2B | 3B |", "|---|---:|---:|---:|"]
+    for i, label in enumerate(c.labels):
+        b, a = c.per_member["budget"][i], c.per_member["cumulative_acc"][i]
+        cells = []
+        for n in (1, 2, 3):
+            ok = np.isfinite(b) & (b <= n * B + 1e-9)
+            cells.append(f"{100 * (1 - a[ok][-1]):.2f}" if ok.any() else "-")
+        lines.append(f"| {label.split()[0]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -88,6 +88,7 @@ _SURFACE_NAMES = {
     "curve-bezier": "Bezier curve",
     "curve-polychain": "polygonal chain",
     "curve": "curve and line segment",
+    "swa-width": "line from the SWA toward the SGD solution",
 }
 _CURVE_KINDS = {"bezier": "Bezier curve", "polychain": "polygonal chain"}
 _SPECIAL_LABELS = {
@@ -239,17 +240,22 @@ def _is_accuracy(name: str) -> bool:
 
 
 def _is_loss(name: str) -> bool:
-    return name == "loss" or name.endswith("_loss")
+    return name in ("loss", "loss+l2") or name.endswith(("_loss", "_loss+l2"))
+
+
+def _is_error(name: str) -> bool:
+    """Errors in percent (the ``err`` metric)."""
+    return name == "err" or name.endswith("_err")
 
 
 def _metric_label(name: str) -> str:
     """Readable name: ``train_acc`` -> ``train accuracy (%)``."""
     if name in _SPECIAL_LABELS:
         return _SPECIAL_LABELS[name]
-    if _is_accuracy(name):
+    if _is_accuracy(name) or _is_error(name):
         prefix = name.rsplit("_", 1)[0] if "_" in name else ""
-        return f"{prefix.replace('_', ' ')} accuracy (%)".strip()
-    return name.replace("_", " ")
+        return f"{prefix.replace('_', ' ')} {'accuracy' if _is_accuracy(name) else 'error'} (%)".strip()
+    return name.replace("_", " ").replace("+l2", " + L2")
 
 
 def _display_values(name: str, values: np.ndarray) -> np.ndarray:
@@ -420,7 +426,8 @@ def plot_line(
             f"{surface.shape}; use plot_contour, plot_heatmap or plot_surface3d for planes"
         )
     if metrics is None:
-        metrics = [m for m in surface.metrics if _is_loss(m) or _is_accuracy(m)] or list(surface.metrics)
+        metrics = [m for m in surface.metrics if _is_loss(m) or _is_accuracy(m) or _is_error(m)]
+        metrics = metrics or list(surface.metrics)
     else:
         metrics = list(metrics)
         for name in metrics:
@@ -430,8 +437,8 @@ def plot_line(
     x = surface.coordinates(0)
     fig, ax = _figure_and_axes(ax, figsize=(7.0, 4.5))
 
-    left = [m for m in metrics if not _is_accuracy(m)]
-    right = [m for m in metrics if _is_accuracy(m)]
+    left = [m for m in metrics if not (_is_accuracy(m) or _is_error(m))]
+    right = [m for m in metrics if _is_accuracy(m) or _is_error(m)]
     if not left:  # accuracies only: one axis is enough
         left, right = right, []
     right_ax = ax.twinx() if right else None
@@ -463,7 +470,8 @@ def plot_line(
     if log_loss:
         ax.set_yscale("log")
     if right_ax is not None:
-        right_ax.set_ylabel("accuracy (%)", color="tab:red")
+        kinds = {"accuracy" if _is_accuracy(m) else "error" for m in right}
+        right_ax.set_ylabel(f"{' / '.join(sorted(kinds))} (%)", color="tab:red")
         ax.yaxis.label.set_color("tab:blue")
         right_ax.tick_params(axis="y", colors="tab:red")
         ax.tick_params(axis="y", colors="tab:blue")
@@ -485,7 +493,11 @@ def plot_line(
         fontsize=9,
         frameon=False,
     )
-    what = "loss and accuracy" if left and right else ", ".join(_metric_label(m) for m in left)
+    what = (
+        f"loss and {'accuracy' if all(map(_is_accuracy, right)) else 'error'}"
+        if left and right
+        else ", ".join(_metric_label(m) for m in left)
+    )
     ax.set_title(_title(surface, what) + _missing_note(surface.metrics[metrics[0]]))
     return fig
 
@@ -1046,7 +1058,9 @@ def plot_file(
     * connections (kind ``"connections"``): ``<stem>-connections-<split>.<fmt>``, the
       accuracy along ``t`` of every method (:func:`~landscape.connect.plot_connections`);
     * WA-ensembles (kind ``"wa-ensemble"``): ``<stem>-wa-ensemble.<fmt>``
-      (:func:`~landscape.connect.plot_wa_ensemble`).
+      (:func:`~landscape.connect.plot_wa_ensemble`);
+    * ensembles at equal budgets (kind ``"ensembles"``): ``<stem>-ensembles.<fmt>``
+      (:func:`~landscape.ensembles.plot_ensembles`).
 
     ``<stem>`` is the file name without ``.h5``.  Metrics with no finite value yet are
     skipped.
@@ -1080,7 +1094,11 @@ def plot_file(
     stem = os.path.splitext(os.path.basename(surface.path))[0]
     names = _present(surface, metrics)
     jobs: list[tuple[str, str | None, Any]] = []  # (figure name, metric part, draw function)
-    if surface.kind == "wa-ensemble":
+    if surface.kind == "ensembles":
+        from .ensembles.report import plot_ensembles
+
+        jobs.append(("ensembles", None, lambda: plot_ensembles(surface.path)))
+    elif surface.kind == "wa-ensemble":
         from .connect.ensemble import plot_wa_ensemble
 
         jobs.append(("wa-ensemble", None, lambda: plot_wa_ensemble(surface.path)))
@@ -1096,7 +1114,7 @@ def plot_file(
             splits = list(dict.fromkeys(s for s in chosen if s is not None)) or None
         jobs.append(("profile", None, lambda: plot_curve_profile(surface, splits=splits)))
     elif len(surface.shape) == 1:
-        standard = [m for m in names if _is_loss(m) or _is_accuracy(m)]
+        standard = [m for m in names if _is_loss(m) or _is_accuracy(m) or _is_error(m)]
         if standard:
             jobs.append(("line", "loss", lambda: plot_line(surface, metrics=standard)))
         for name in names:

@@ -345,11 +345,34 @@ def test_ensemble_methods_save_members_and_print_the_ensemble(tmp_path, capsys, 
     argv = ["ensemble", method, *MLP_ARGS, "--ckpt", paths[0], "--max-samples", "200", "--out", str(out), *extra]
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert f"{members} member(s)" in printed and "ensemble acc" in printed
+    assert f"{members} member(s)" in printed and f"| {method.upper()} |" in printed
     saved = sorted(p for p in os.listdir(out) if p.endswith(".pt"))
     assert len(saved) == members and os.path.exists(out / f"{method}-schedule.png")
+    assert os.path.exists(out / "ensembles-budget.png")
+    if method == "swa":  # the width line through the SWA and SGD solutions
+        width = ls.io.open_result(out / "swa-width.h5")
+        assert width.attrs["surface-type"] == "swa-width" and np.isfinite(width.read_metric("test_err")).all()
+        assert os.path.exists(out / "swa-width-line-loss.png")
     assert main(argv) == 2  # not empty: refuses without --force
     assert "--force" in capsys.readouterr().err
+
+
+def test_ensemble_against_independent_networks_at_the_same_budget(tmp_path, capsys):
+    from landscape.ensembles import EnsembleComparison
+
+    paths = _ckpts(tmp_path, "mlp", {"widths": [16]}, 1)
+    out = tmp_path / "run"
+    argv = ["ensemble", "fge", *MLP_ARGS, "--ckpt", paths[0], "--max-samples", "200", "--out", str(out)]
+    argv += ["--cycles", "2", "--cycle-length", "6", "--lr-min", "0.001", "--compare-independent"]
+    assert main(argv) == 2  # the budget of --ckpt is unknown
+    assert "--start-epochs" in capsys.readouterr().err
+    assert main([*argv, "--start-epochs", "2", "--independent-epochs", "1"]) == 0
+    printed = capsys.readouterr().out
+    # 200 samples, batches of 128: 1 FGE iteration per epoch, 12 iterations -> 2 + 12 = 14 epochs
+    assert "training 14 independent network(s) of 1 epochs" in printed and "| Ind (14 x 1 epochs) |" in printed
+    c = EnsembleComparison.load(out / "ensembles.h5")
+    assert c.labels == ["FGE", "Ind (14 x 1 epochs)"] and list(c.members) == [2, 14]
+    assert list(c.per_member["budget"][0, :2]) == [5.0, 11.0] and c.budgets[1] == 14
 
 
 def test_ensemble_fge_needs_its_settings(tmp_path, capsys):

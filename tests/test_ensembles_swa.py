@@ -53,3 +53,43 @@ def test_constant_schedule_averages_once_per_epoch(setup):
     torch.testing.assert_close(res.weights["3.weight"].double(), _mean(res.snapshots, "3.weight"), rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="both lr_min and cycle_length"):
         swa(model, start, data, epochs=1, lr=0.02, lr_min=0.01)
+
+
+def test_width_line_runs_through_both_solutions_in_distance_units():
+    torch.manual_seed(0)
+    model = ls.build_model("mlp", {"in_features": 64, "widths": [16], "num_classes": 10})
+    train = ls.load_data("digits", "train", max_samples=256)
+    test = ls.load_data("digits", "test", max_samples=128)
+    res = swa(model, ls.Weights.from_module(model), train, epochs=3, lr=0.05, batch_size=64)
+    from landscape.ensembles import swa_line, swa_width
+
+    line = swa_line(res.weights, res.sgd)
+    dist = line.anchors[1]
+    by_hand = sum(float((res.sgd[k].double() - res.weights[k].double()).pow(2).sum()) for k in res.sgd) ** 0.5
+    assert dist == pytest.approx(by_hand, rel=1e-6)
+    pts = line.points(np.array([0.0, dist]))
+    for k in res.sgd:
+        torch.testing.assert_close(pts.weights(0)[k], res.weights[k], rtol=0, atol=0)
+        torch.testing.assert_close(pts.weights(1)[k], res.sgd[k], rtol=1e-5, atol=1e-6)
+    wd = 1e-3
+    out = swa_width(model, res, {"train": train, "test": test}, weight_decay=wd, points=9)
+    xs = out.x
+    assert xs.min() == pytest.approx(-dist) and xs.max() == pytest.approx(2 * dist) and dist in xs
+    i0, i1 = int(np.argmin(abs(xs))), int(np.argmin(abs(xs - dist)))
+    for w, i in ((res.weights, i0), (res.sgd, i1)):  # oracle: the L2-regularised loss by hand, float64
+        net = ls.build_model("mlp", {"in_features": 64, "widths": [16], "num_classes": 10}).double()
+        net.load_state_dict(w.state_dict())
+        with torch.no_grad():
+            loss = torch.nn.functional.cross_entropy(net(train.x.double()), train.y)
+            sq = sum(float(p.pow(2).sum()) for p in net.parameters())
+            err = 100 * float((net(test.x.double()).argmax(1) != test.y).double().mean())
+        assert out["train_loss+l2"][i] == pytest.approx(float(loss) + 0.5 * wd * sq, rel=1e-5)
+        assert out["test_err"][i] == pytest.approx(err, abs=1e-9)
+
+
+def test_width_line_refuses_identical_solutions(setup):
+    from landscape.ensembles import swa_line
+
+    _, start, _ = setup
+    with pytest.raises(ValueError, match="coincide"):
+        swa_line(start, start)

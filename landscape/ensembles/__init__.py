@@ -1,25 +1,42 @@
-"""Fast ensembles: FGE, snapshot ensembles, SWA and independent ensembles (in progress:
-the learning-rate schedules, FGE, SSE, SWA, independent ensembles and ensemble evaluation so far)."""
+"""Fast ensembles: FGE, snapshot ensembles, SWA and independent ensembles.
 
+Learning-rate schedules (:mod:`.schedules`), the procedures (:func:`fge`, :func:`sse`,
+:func:`swa`, :func:`independent`), ensembles at equal training budgets
+(:func:`run_at_budget`, Table 1 of the FGE paper), ensemble evaluation through the engine
+(:func:`evaluate_ensemble`, :func:`compare_ensembles`) and SWA's width line
+(:func:`swa_width`).
+"""
+
+from .budget import METHODS, Run, fresh_copy, run_at_budget
 from .fge import FGEResult, fge
 from .metrics import EnsembleResult, evaluate_ensemble, expected_calibration_error
+from .report import EnsembleComparison, compare_ensembles, plot_ensembles
 from .schedules import cycle_position, fge_lr, sse_lr, swa_lr
 from .sse import Snapshots, independent, sse
-from .swa import SWAResult, swa
+from .swa import SWAResult, swa, swa_line, swa_width
 
 __all__ = [
+    "METHODS",
+    "EnsembleComparison",
     "EnsembleResult",
     "FGEResult",
+    "Run",
     "SWAResult",
     "Snapshots",
+    "compare_ensembles",
     "cycle_position",
     "evaluate_ensemble",
     "expected_calibration_error",
     "fge",
     "fge_lr",
+    "fresh_copy",
     "independent",
+    "plot_ensembles",
+    "run_at_budget",
     "sse",
     "sse_lr",
     "swa",
+    "swa_line",
     "swa_lr",
+    "swa_width",
 ]

@@ -110,6 +110,7 @@ def independent(
     """``members`` networks trained from different seeds, ``epochs`` each (cosine schedule);
     the budget is ``members * epochs`` epochs."""
     from ..demo import train_classifier
+    from .budget import fresh_copy
 
     if int(members) != members or members < 1:
         raise ValueError(f"members should be a positive integer, got {members!r}")
@@ -118,11 +119,7 @@ def independent(
         raise ValueError(f"{len(seeds)} seeds for {members} members")
     out = []
     for s in seeds:
-        net = copy.deepcopy(model)
-        torch.manual_seed(s)
-        for m in net.modules():
-            if hasattr(m, "reset_parameters") and m is not net:
-                m.reset_parameters()
+        net = fresh_copy(model, s)
         train_classifier(
             net, data, epochs=epochs, lr=lr, momentum=momentum, weight_decay=weight_decay, batch_size=batch_size, seed=s
         )

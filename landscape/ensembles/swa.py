@@ -153,3 +153,85 @@ def swa(
         snapshots=snapshots,
         lr=lrs,
     )
+
+
+def swa_line(swa_weights: Weights, sgd_weights: Weights):
+    """The line from :math:`w_{SWA}` toward :math:`w_{SGD}` in units of distance.
+
+    ``point(x) = w_SWA + x (w_SGD - w_SWA) / ||w_SGD - w_SWA||`` (the norm over the
+    parameters), so ``x = 0`` is the SWA solution and ``x = distance`` the SGD one: the
+    axis of the "optima width" figure of seed 002. Evaluate it with
+    :func:`landscape.surface.compute_surface` (:func:`swa_width` does).
+    """
+    from ..directions import Plane, target_direction
+
+    d = target_direction(swa_weights, sgd_weights)
+    mask = d.layout.parameter_mask()
+    dist = float(d.flatten(torch.float64)[mask].norm())
+    if dist == 0.0:
+        raise ValueError("the SWA and SGD weights coincide; there is no line between them")
+    unit = Weights({k: (v / dist if d.layout[k].flat else v) for k, v in d.tensors.items()}, d.layout)
+    return Plane(
+        basis=[swa_weights, unit],
+        names=["w_swa", "unit_to_sgd"],
+        kind="swa-width",
+        to_coeffs=lambda x, y=None: np.stack([np.ones_like(x), x], 1),
+        anchors=np.array([0.0, dist]),
+        anchor_names=["SWA", "SGD"],
+        attrs={"x-label": "distance from w_SWA toward w_SGD", "distance": dist},
+    )
+
+
+def swa_width(
+    model: nn.Module,
+    result: SWAResult,
+    splits,
+    *,
+    weight_decay: float = 5e-4,
+    points: int = 41,
+    margin: float = 1.0,
+    bn: str | None = None,
+    bn_data=None,
+    out=None,
+    resume: bool = False,
+    force: bool = False,
+    attrs=None,
+    progress: bool = False,
+):
+    """Loss and error along the line through the SWA and SGD solutions (seed 002's "width" figure).
+
+    ``x`` runs from ``-margin * distance`` to ``(1 + margin) * distance``; metrics on every
+    split: the L2-regularised cross-entropy (``loss+l2``, weight decay ``weight_decay``) and
+    the error in %. BatchNorm is recomputed at every point when the model has it (``bn``
+    overrides; ``bn_data`` defaults to the ``"train"`` split).
+
+    Returns
+    -------
+    SurfaceResult
+    """
+    from ..metrics import l2_regularized
+    from ..surface import compute_surface
+
+    line = swa_line(result.weights, result.sgd)
+    dist = float(line.anchors[1])
+    xs = np.linspace(-margin * dist, (1 + margin) * dist, int(points))
+    xs = np.unique(np.concatenate([xs, line.anchors]))  # both solutions are grid points
+    has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    if bn is None:
+        bn = "recompute" if has_bn else "running"
+    if bn != "running" and bn_data is None:
+        bn_data = dict(splits).get("train")
+    return compute_surface(
+        model,
+        line,
+        xs,
+        splits=splits,
+        metrics=[l2_regularized(weight_decay), "err"],
+        bn=bn,
+        bn_data=bn_data,
+        out=out,
+        resume=resume,
+        force=force,
+        attrs=attrs,
+        progress=progress,
+    )

@@ -1,0 +1,170 @@
+"""Ensembles at equal training budgets, as in Table 1 of the FGE paper (seeds 000, 004).
+
+A budget ``B`` is the number of epochs that trains one network. Every method spends ``n B``
+epochs for the ``nB`` column, and every member is stamped with the epochs spent when it
+became available, so accuracy can be drawn against the budget:
+
+* ``ind``: ``n`` networks from different seeds, ``B`` epochs each (cosine schedule).
+* ``sse``: ``n`` snapshot-ensemble runs from fresh initialisations, ``B`` epochs each with
+  ``cycles`` cosine restarts (a snapshot per cycle).
+* ``fge``: ``n`` runs, each training a fresh network for ``(1 - f) B`` epochs and then
+  running FGE for the remaining ``f B`` epochs with ``cycles`` cycles (a snapshot per cycle).
+* ``swa``: ``n`` runs, each training for ``(1 - f) B`` epochs and averaging the weights of
+  the remaining ``f B`` epochs (constant rate, an average per epoch); the members are the
+  ``n`` SWA solutions.
+
+Beyond ``1B`` the fast methods ensemble ``n`` independent runs, so every column spends the
+same number of epochs; ``f`` is the share of the budget spent in the fast phase (the FGE
+paper spends roughly the last fifth of the budget on FGE).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..data import as_xy
+from ..weights import Weights
+
+__all__ = ["METHODS", "Run", "fresh_copy", "run_at_budget"]
+
+METHODS = ("ind", "sse", "fge", "swa")
+
+
+@dataclass
+class Run:
+    """Ensemble members and the training budget (epochs) spent when each became available."""
+
+    label: str
+    members: list[Weights]
+    budgets: list[float]
+    attrs: dict = field(default_factory=dict)
+
+    @property
+    def budget(self) -> float:
+        return float(self.budgets[-1]) if self.budgets else 0.0
+
+
+def fresh_copy(model: nn.Module, seed: int) -> nn.Module:
+    """A copy of ``model`` with every submodule's parameters re-initialised under ``seed``."""
+    net = copy.deepcopy(model)
+    torch.manual_seed(int(seed))
+    for m in net.modules():
+        if m is not net and hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+    return net
+
+
+def run_at_budget(
+    model: nn.Module,
+    data,
+    method: str,
+    *,
+    budget_epochs: int,
+    n: int = 1,
+    seed: int = 0,
+    lr: float = 0.05,
+    fast_fraction: float = 0.2,
+    cycles: int = 4,
+    fge_lr: tuple[float, float] | None = None,
+    swa_lr: float | None = None,
+    batch_size: int = 64,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+) -> Run:
+    """Train ``method``'s ensemble at budget ``n B`` (``B = budget_epochs``).
+
+    Parameters
+    ----------
+    model : nn.Module
+        The architecture (its initial weights are not used: every run starts from a fresh
+        initialisation seeded by ``seed``).
+    data : TensorData or (x, y)
+        Training data.
+    method : {"ind", "sse", "fge", "swa"}
+    budget_epochs : int
+        ``B``, the epochs of one network.
+    n : int
+        The budget in units of ``B``.
+    seed : int
+        Seeds of run ``j`` are ``1000 * seed + j``.
+    lr : float
+        Peak rate of the ordinary training (``ind``, the first phase of ``fge``/``swa``) and
+        of every SSE cycle.
+    fast_fraction : float
+        ``f``: the share of each budget spent by FGE or SWA after ordinary training.
+    cycles : int
+        SSE cycles per run, FGE cycles (snapshots) per run.
+    fge_lr : (alpha1, alpha2), optional
+        FGE's rates; default ``(lr / 2, lr / 100)``.
+    swa_lr : float, optional
+        SWA's constant rate; default ``lr / 2``.
+
+    Returns
+    -------
+    Run
+        Members in training order; ``budgets[m]`` is the epochs spent when member ``m`` was
+        available.
+    """
+    from ..demo import train_classifier
+    from .fge import fge
+    from .sse import sse
+    from .swa import swa
+
+    if method not in METHODS:
+        raise ValueError(f"method {method!r} is not one of {', '.join(METHODS)}")
+    for name, v in (("budget_epochs", budget_epochs), ("n", n), ("cycles", cycles)):
+        if int(v) != v or v < 1:
+            raise ValueError(f"{name} should be a positive integer, got {v!r}")
+    if not 0 < fast_fraction < 1:
+        raise ValueError(f"fast_fraction should be in (0, 1), got {fast_fraction!r}")
+    B, n = int(budget_epochs), int(n)
+    n_samples = len(as_xy(data)[1])
+    fast = max(1, round(fast_fraction * B))
+    if method in ("fge", "swa") and fast >= B:
+        raise ValueError(f"a budget of {B} epochs leaves no ordinary training before {method} ({fast} epochs)")
+    opts = dict(momentum=momentum, weight_decay=weight_decay, batch_size=batch_size)
+    members, budgets = [], []
+    for j in range(n):
+        s = 1000 * int(seed) + j
+        net = fresh_copy(model, s)
+        spent = j * B
+        if method == "ind":
+            train_classifier(net, data, epochs=B, lr=lr, seed=s, **opts)
+            members.append(Weights.from_module(net))
+            budgets.append(spent + B)
+        elif method == "sse":
+            run = sse(net, data, epochs=B, cycles=cycles, lr=lr, seed=s, **opts)
+            per_epoch = math.ceil(n_samples / batch_size)
+            members += run.members
+            budgets += [spent + i / per_epoch for i in run.iterations]
+        else:
+            train_classifier(net, data, epochs=B - fast, lr=lr, seed=s, **opts)
+            start = Weights.from_module(net)
+            if method == "fge":
+                per_epoch = n_samples // batch_size  # FGE drops the incomplete batch
+                c = 2 * max(1, (fast * per_epoch) // (2 * cycles))
+                a1, a2 = fge_lr if fge_lr is not None else (lr / 2, lr / 100)
+                run = fge(net, start, data, cycles=cycles, cycle_length=c, alpha1=a1, alpha2=a2, seed=s, **opts)
+                members += run.snapshots
+                budgets += [spent + B - fast + i / per_epoch for i in run.iterations]
+            else:
+                rate = swa_lr if swa_lr is not None else lr / 2
+                run = swa(net, start, data, epochs=fast, lr=rate, seed=s, **opts)
+                members.append(run.weights)
+                budgets.append(spent + B)
+    attrs = {
+        "method": method,
+        "budget-epochs": B,
+        "n": n,
+        "seed": int(seed),
+        "lr": float(lr),
+        "fast-fraction": float(fast_fraction),
+        "cycles": int(cycles),
+        "batch-size": int(batch_size),
+    }
+    return Run(f"{method.upper() if method != 'ind' else 'Ind'} {n}B", members, budgets, attrs)
