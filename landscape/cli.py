@@ -922,6 +922,10 @@ def _run_ensemble(args, model, start, train, test) -> int:
     fig.savefig(written[-1], dpi=120)
     written.append(os.path.join(args.out, "ensembles-budget.png"))
     ensembles.plot_ensembles(comparison).savefig(written[-1], dpi=120)
+    if args.method == "fge":
+        written.append(os.path.join(args.out, "fge-snapshots.png"))
+        err = 100 * (1 - comparison.per_member["member_acc"][0])
+        ensembles.plot_fge(run, err).savefig(written[-1], dpi=120)
     if args.method == "swa":
         from .plot import plot_file
 

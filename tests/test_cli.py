@@ -349,6 +349,7 @@ def test_ensemble_methods_save_members_and_print_the_ensemble(tmp_path, capsys, 
     saved = sorted(p for p in os.listdir(out) if p.endswith(".pt"))
     assert len(saved) == members and os.path.exists(out / f"{method}-schedule.png")
     assert os.path.exists(out / "ensembles-budget.png")
+    assert os.path.exists(out / "fge-snapshots.png") == (method == "fge")
     if method == "swa":  # the width line through the SWA and SGD solutions
         width = ls.io.open_result(out / "swa-width.h5")
         assert width.attrs["surface-type"] == "swa-width" and np.isfinite(width.read_metric("test_err")).all()

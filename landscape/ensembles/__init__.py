@@ -10,7 +10,7 @@ Learning-rate schedules (:mod:`.schedules`), the procedures (:func:`fge`, :func:
 from .budget import METHODS, Run, fresh_copy, run_at_budget
 from .fge import FGEResult, fge
 from .metrics import EnsembleResult, evaluate_ensemble, expected_calibration_error
-from .report import EnsembleComparison, compare_ensembles, plot_ensembles
+from .report import EnsembleComparison, compare_ensembles, plot_ensembles, plot_fge
 from .schedules import cycle_position, fge_lr, sse_lr, swa_lr
 from .sse import Snapshots, independent, sse
 from .swa import SWAResult, swa, swa_line, swa_width
@@ -32,6 +32,7 @@ __all__ = [
     "fresh_copy",
     "independent",
     "plot_ensembles",
+    "plot_fge",
     "run_at_budget",
     "sse",
     "sse_lr",

@@ -173,3 +173,42 @@ def plot_ensembles(comparison_or_path, ax=None):
     if not math.isfinite(float(np.nanmax(c.per_member["cumulative_acc"]))):  # pragma: no cover
         ax.text(0.5, 0.5, "no values", transform=ax.transAxes, ha="center")
     return fig
+
+
+def plot_fge(result, member_error=None, ax=None):
+    """The seeds' FGE figure: the cyclic learning rate over the iterations (top) and, at every
+    snapshot, its test error (``member_error``, in %) and its distance from the start (bottom).
+
+    Parameters
+    ----------
+    result : FGEResult
+    member_error : sequence of float, optional
+        Test error (%) of every snapshot, e.g. ``100 * (1 - comparison.per_member["member_acc"][0])``.
+    ax : pair of Axes, optional
+    """
+    if ax is None:
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(6.5, 5.0), layout="constrained")
+        top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[1, 2])
+    else:
+        top, bottom = ax
+        fig = top.figure
+    it = np.arange(1, len(result.lr) + 1)
+    top.plot(it, result.lr, color="0.3")
+    for i in result.iterations:
+        top.axvline(i, color="tab:green", ls=":", lw=1)
+    top.set_ylabel("learning rate")
+    top.set_title(f"FGE: {len(result.iterations)} snapshots at the middle of each cycle (rate alpha2)")
+    (dline,) = bottom.plot(result.iterations, result.distance, "o-", color="tab:blue", label="distance from start")
+    bottom.set_ylabel("L2 distance from the start", color="tab:blue")
+    bottom.set_xlabel("iteration")
+    handles = [dline]
+    if member_error is not None:
+        right = bottom.twinx()
+        err = np.asarray(member_error, dtype=float)[: len(result.iterations)]
+        (eline,) = right.plot(result.iterations, err, "s--", color="tab:red", label="snapshot test error")
+        right.set_ylabel("test error (%)", color="tab:red")
+        handles.append(eline)
+    bottom.legend(handles=handles, fontsize="small", loc="lower right")
+    return fig
