@@ -320,6 +320,62 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite files of an earlier run in --out")
     p.add_argument("--no-progress", action="store_true")
 
+    p = sub.add_parser(
+        "variational",
+        help="train a variational network (variational dropout, variance layers) by the ELBO and save it",
+        description="Make the model's Linear/Conv2d layers variational (--parameterization), initialise the means "
+        "from --ckpt or the model's initialisation, maximise the ELBO on the train split and save a file that "
+        "`landscape predict` reads.",
+    )
+    _add_model_data(p)
+    p.add_argument("--ckpt", default=None, help="checkpoint whose weights initialise the means (default: fresh)")
+    p.add_argument("--trust-checkpoint", action="store_true", help="allow pickled Python objects in checkpoints")
+    p.add_argument(
+        "--parameterization",
+        default="weight",
+        choices=["layer", "neuron", "weight", "additive", "variance"],
+        help="q(w): layer/neuron/weight-wise alpha, additive sigma, or variance layers with zero mean",
+    )
+    p.add_argument("--alpha", type=float, default=0.01, help="initial alpha (fixed with --fixed-alpha)")
+    p.add_argument("--fixed-alpha", action="store_true", help="keep alpha fixed (layer-wise: Gaussian dropout)")
+    p.add_argument(
+        "--plain-layers",
+        default="",
+        help="comma-separated module names kept deterministic, e.g. the output layer of a variance network",
+    )
+    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (default 1e-2)")
+    p.add_argument("--fit-batch-size", type=int, default=128)
+    p.add_argument("--kl-weight", type=float, default=1.0, help="weight of the KL term (default 1, the ELBO)")
+    p.add_argument("--warmup-epochs", type=int, default=0, help="epochs of linear KL warm-up")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="the variational network (.pt)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
+    p.add_argument("--plot", action="store_true", help="also draw the SNR histograms next to --out")
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser(
+        "predict",
+        help="evaluate a variational network three ways: deterministic, stochastic, ensemble",
+        description="Accuracy, NLL and ECE of a file written by `landscape variational` under the prediction "
+        "schemes of the seeds: the means (deterministic), one weight sample (stochastic), and the average of "
+        "--samples weight samples evaluated as that many points at once (ensemble).",
+    )
+    p.add_argument("--ckpt", required=True, help="variational network written by `landscape variational`")
+    p.add_argument("--data", required=True, help="digits | file.npz | ... (see `landscape eval --help`)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--max-samples", type=int, default=None)
+    p.add_argument("--normalize", action="store_true", help="standardise inputs as the network was trained")
+    p.add_argument("--schemes", default="deterministic,stochastic,ensemble")
+    p.add_argument("--samples", type=int, default=20, help="weight samples of the ensemble scheme (default 20)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bn", default="running", choices=["running", "recompute"])
+    p.add_argument("--device", default=None)
+    p.add_argument("--out", default=None, help="write the table to this HDF5 file")
+    p.add_argument("--plot", default=None, metavar="DIR", help="draw the SNR histograms into DIR")
+    p.add_argument("--force", action="store_true", help="overwrite existing --out / figures")
+    p.add_argument("--no-progress", action="store_true")
+
     p = sub.add_parser("demo", help="the main job on bundled data (digits, CPU, under 2 minutes)")
     p.add_argument("--out", default="landscape-demo", help="output folder (default ./landscape-demo)")
     p.add_argument("--force", action="store_true", help="overwrite files of an earlier demo in that folder")
@@ -945,6 +1001,130 @@ def _run_ensemble(args, model, start, train, test) -> int:
     return 0
 
 
+def _cmd_variational(args) -> int:
+    from torch import nn
+
+    from . import variational as vi
+    from .data import load_data
+    from .demo import small_model_threads
+    from .models import build_model
+    from .weights import load_checkpoint
+
+    if os.path.exists(args.out) and not args.force:
+        raise UsageError(f"'{args.out}' already exists; pass --force to overwrite it")
+    for name, v in (("--epochs", args.epochs), ("--fit-batch-size", args.fit_batch_size)):
+        if v < 1:
+            raise UsageError(f"{name} {v}: expected a positive integer")
+    model = build_model(args.model, args.model_kwargs)
+    if args.ckpt:
+        model.load_state_dict(load_checkpoint(args.ckpt, model, trust=args.trust_checkpoint).state_dict())
+    plain = [n.strip() for n in args.plain_layers.split(",") if n.strip()]
+    layers = dict(model.named_modules())
+    bad = [n for n in plain if not isinstance(layers.get(n), (nn.Linear, nn.Conv2d))]
+    if bad:
+        choices = [n for n, m in layers.items() if isinstance(m, (nn.Linear, nn.Conv2d))]
+        raise UsageError(f"--plain-layers {','.join(bad)}: not Linear/Conv2d modules; this model has {choices}")
+    vnet = vi.convert(
+        model, args.parameterization, alpha=args.alpha, train_alpha=not args.fixed_alpha, layers=dict.fromkeys(plain)
+    )
+    train = load_data(args.data, "train", max_samples=args.max_samples, normalize=args.normalize)
+    with small_model_threads(vnet):
+        hist = vi.fit_elbo(
+            vnet,
+            train,
+            epochs=args.epochs,
+            lr=args.lr,
+            batch_size=args.fit_batch_size,
+            kl_weight=args.kl_weight,
+            warmup_epochs=args.warmup_epochs,
+            seed=args.seed,
+            progress=not args.no_progress,
+        )
+    spec = {
+        "model": args.model,
+        "model_kwargs": args.model_kwargs,
+        "data": args.data,
+        "normalize": bool(args.normalize),
+        "alpha": args.alpha,
+        "epochs": args.epochs,
+        "lr": args.lr,
+        "kl_weight": args.kl_weight,
+        "seed": args.seed,
+        "init": os.path.abspath(args.ckpt) if args.ckpt else None,
+    }
+    vi.save_variational(vnet, args.out, spec=spec, force=args.force)
+    print(
+        f"{args.parameterization} network, {args.epochs} epochs in {hist['seconds']:.1f} s: train NLL "
+        f"{hist['nll'][-1]:.4f}, KL/N {hist['kl'][-1] / len(train):.4f}, train acc (one sample per batch) "
+        f"{100 * hist['acc'][-1]:.2f}% -> {args.out}"
+    )
+    if args.plot:
+        fig_path = os.path.splitext(args.out)[0] + "-snr.png"
+        vi.plot_snr(vnet).savefig(fig_path, dpi=120)
+        print(f"figure: {fig_path}")
+    return 0
+
+
+def _cmd_predict(args) -> int:
+    import numpy as np
+
+    from . import variational as vi
+    from .data import load_data
+    from .io import create_result
+    from .models import build_model
+
+    schemes = [s.strip() for s in args.schemes.split(",") if s.strip()]
+    bad = [s for s in schemes if s not in vi.SCHEMES]
+    if bad or not schemes:
+        raise UsageError(f"--schemes {args.schemes!r}: expected a comma-separated subset of {', '.join(vi.SCHEMES)}")
+    if args.samples < 1:
+        raise UsageError(f"--samples {args.samples}: expected a positive integer")
+    if args.out and os.path.exists(args.out) and not args.force:
+        raise UsageError(f"'{args.out}' already exists; pass --force to overwrite it")
+    vnet = vi.load_variational(args.ckpt, lambda spec: build_model(spec["model"], spec.get("model_kwargs")))
+    data = load_data(args.data, args.split, max_samples=args.max_samples, normalize=args.normalize)
+    bn_data = load_data(args.data, "train", normalize=args.normalize) if args.bn == "recompute" else None
+    res = vi.predict(
+        vnet,
+        data,
+        schemes=schemes,
+        samples=args.samples,
+        seed=args.seed,
+        bn=args.bn,
+        bn_data=bn_data,
+        device=args.device,
+        progress=not args.no_progress,
+    )
+    print(f"{args.split} split, {len(data)} samples; ensemble of {args.samples} weight samples")
+    print("| Scheme | acc (%) | NLL | ECE |\n|---|---:|---:|---:|")
+    for s in schemes:
+        print(f"| {s} | {100 * res[s].acc:.2f} | {res[s].nll:.4f} | {res[s].ece:.4f} |")
+    if args.out:
+        attrs = {"checkpoint": os.path.abspath(args.ckpt), "data": args.data, "split": args.split}
+        attrs.update(schemes=schemes, samples=args.samples, seed=args.seed, bn=args.bn)
+        with create_result(
+            args.out,
+            kind="predict",
+            shape=(len(schemes),),
+            metrics=["acc", "nll", "ece"],
+            attrs=attrs,
+            force=args.force,
+        ) as rf:
+            rf.write_cells(
+                list(range(len(schemes))),
+                {k: np.array([getattr(res[s], k) for s in schemes]) for k in ("acc", "nll", "ece")},
+            )
+        print(f"-> {args.out}")
+    if args.plot:
+        os.makedirs(args.plot, exist_ok=True)
+        fig_path = os.path.join(args.plot, os.path.splitext(os.path.basename(args.ckpt))[0] + "-snr.png")
+        if os.path.exists(fig_path) and not args.force:
+            raise UsageError(f"'{fig_path}' already exists; pass --force to overwrite it")
+        vi.plot_snr(vnet).savefig(fig_path, dpi=120)
+        print(f"figure: {fig_path}")
+    return 0
+
+
 def _cmd_wa_ensemble(args) -> int:
     from .connect.adjust import _Stack
     from .connect.ensemble import wa_ensemble_curve
@@ -1030,6 +1210,8 @@ _COMMANDS = {
     "connect": _cmd_connect,
     "wa-ensemble": _cmd_wa_ensemble,
     "ensemble": _cmd_ensemble,
+    "variational": _cmd_variational,
+    "predict": _cmd_predict,
     "connection-model": _cmd_connection_model,
     "demo": _cmd_demo,
     "models": _cmd_models,

@@ -382,3 +382,32 @@ def test_ensemble_fge_needs_its_settings(tmp_path, capsys):
     assert "--cycle-length" in capsys.readouterr().err
     assert main(["ensemble", "swa", *MLP_ARGS, "--out", str(tmp_path / "o")]) == 2
     assert "--ckpt" in capsys.readouterr().err
+
+
+def test_variational_then_predict_three_schemes(tmp_path, capsys):
+    vfile = tmp_path / "var.pt"
+    argv = ["variational", "--model", "mlp", "--model-kwargs", '{"in_features": 64, "widths": [64]}']
+    argv += ["--data", "digits", "--max-samples", "300", "--epochs", "3", "--no-progress", "--out", str(vfile)]
+    assert main([*argv, "--parameterization", "variance", "--plain-layers", "9"]) == 2
+    err = capsys.readouterr().err
+    assert "--plain-layers 9" in err and "['1', '3']" in err and len(err.strip().splitlines()) == 1
+    assert main([*argv, "--parameterization", "variance", "--plain-layers", "3", "--plot"]) == 0
+    assert "variance network, 3 epochs" in capsys.readouterr().out and os.path.exists(tmp_path / "var-snr.png")
+    assert main([*argv, "--parameterization", "variance"]) == 2  # exists
+    assert "--force" in capsys.readouterr().err
+    pred = ["predict", "--ckpt", str(vfile), "--data", "digits", "--max-samples", "200", "--samples", "5"]
+    out = tmp_path / "pred.h5"
+    assert main([*pred, "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "| deterministic |" in printed and "| ensemble |" in printed
+    with ls.io.open_result(out) as f:
+        acc = f.read_metric("acc")
+        assert f.kind == "predict" and f.attrs["schemes"] == ["deterministic", "stochastic", "ensemble"]
+    # zero means: the deterministic prediction is one class for every input
+    y = ls.load_data("digits", "test", max_samples=200).y.numpy()
+    assert acc[0] in {float((y == c).mean()) for c in range(10)}
+    for extra, fragment in ((["--schemes", "mean"], "--schemes 'mean'"), (["--samples", "0"], "--samples 0")):
+        assert main([*pred, *extra]) == 2
+        assert fragment in capsys.readouterr().err
+    assert main(["predict", "--ckpt", str(tmp_path / "var-snr.png"), "--data", "digits"]) == 2
+    assert "not a readable safe PyTorch file" in capsys.readouterr().err
