@@ -318,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust-checkpoint", action="store_true", help="allow pickled Python objects in checkpoints")
     p.add_argument("--out", required=True, help="folder for the members' checkpoints and the schedule figure")
     p.add_argument("--force", action="store_true", help="overwrite files of an earlier run in --out")
+    p.add_argument(
+        "--resume", action="store_true", help="continue an interrupted run in --out: finished parts are reloaded"
+    )
     p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser(
@@ -877,8 +880,10 @@ def _cmd_ensemble(args) -> int:
         raise UsageError(
             "--compare-independent needs --start-epochs: the epochs that trained --ckpt count in the budget"
         )
-    if os.path.isdir(args.out) and os.listdir(args.out) and not args.force:
-        raise UsageError(f"'{args.out}' is not empty; pass --force to overwrite its files")
+    if args.resume and args.force:
+        raise UsageError("--resume and --force contradict each other; pass one")
+    if os.path.isdir(args.out) and os.listdir(args.out) and not (args.force or args.resume):
+        raise UsageError(f"'{args.out}' is not empty; pass --resume to continue its run or --force to overwrite it")
 
     def load(split):
         return load_data(args.data, split, max_samples=args.max_samples, normalize=args.normalize)
@@ -888,18 +893,59 @@ def _cmd_ensemble(args) -> int:
         return _run_ensemble(args, model, start, train, test)
 
 
-def _run_ensemble(args, model, start, train, test) -> int:
+def _ensemble_settings(args, start) -> dict:
+    """What a resumed ``landscape ensemble`` must share with the run it continues."""
+    keys = ("method", "cycles", "cycle_length", "epochs", "lr", "lr_min", "include_start", "fit_batch_size", "seed")
+    keys += ("model", "model_kwargs", "data", "max_samples", "normalize", "start_epochs")
+    out = {k: getattr(args, k) for k in keys}
+    out["ckpt-sha256"] = start.sha256 if start is not None else None
+    return out
+
+
+def _resume_record(path: str, settings: dict, resume: bool):
+    """The record of a finished part of an earlier run in ``--out``, or None to compute it."""
+    import torch
+
+    if not (resume and os.path.exists(path)):
+        return None
+    record = torch.load(path, map_location="cpu", weights_only=True)
+    old = record.get("settings", {})
+    diff = sorted(k for k in settings.keys() | old.keys() if settings.get(k) != old.get(k))
+    if diff:
+        k = diff[0]
+        raise UsageError(f"cannot resume '{path}': its {k} is {old.get(k)!r} but this run has {settings.get(k)!r}")
+    return record
+
+
+def _method_run(args, model, start, train, e0):
+    """Run (or, with --resume, reload) the FGE/SSE/SWA part; returns the result, the members
+    with their file names and budgets, the learning rates and the epochs spent."""
     import math
 
-    import numpy as np
     import torch
 
     from . import ensembles
-    from .models import describe_model
-    from .weights import save_weights
+    from .weights import load_checkpoint, save_weights
 
+    settings = _ensemble_settings(args, start)
+    record_path = os.path.join(args.out, f"{args.method}.resume")
+    record = _resume_record(record_path, settings, args.resume)
     common = dict(batch_size=args.fit_batch_size, seed=args.seed)
-    e0 = float(args.start_epochs or 0) if start is not None else 0.0
+    per_epoch = (
+        (len(train) // args.fit_batch_size) if args.method == "fge" else math.ceil(len(train) / args.fit_batch_size)
+    )
+    if record is not None:  # every member was saved before the record
+        print(f"resuming: {args.method} members from {record_path}")
+        members = [load_checkpoint(os.path.join(args.out, n), model) for n in record["names"]]
+        lr, extra = record["lr"].numpy(), record["extra"]
+        if args.method == "fge":
+            run = ensembles.FGEResult(members, extra["iterations"], extra["distance"], lr, extra["loss"].numpy())
+        elif args.method == "sse":
+            run = ensembles.Snapshots(members, extra["iterations"], float(args.epochs), lr)
+        else:
+            sgd = load_checkpoint(os.path.join(args.out, "sgd.pt"), model)
+            run = ensembles.SWAResult(members[0], sgd, extra["collected"], lr=lr)
+        return run, members, record["names"], record["budgets"], record["spent"], lr
     if args.method == "fge":
         run = ensembles.fge(
             model,
@@ -912,14 +958,14 @@ def _run_ensemble(args, model, start, train, test) -> int:
             progress=not args.no_progress,
             **common,
         )
-        per_epoch = len(train) // args.fit_batch_size
-        members, lr, names = run.snapshots, run.lr, [f"fge-iter{i}.pt" for i in run.iterations]
+        members, names = run.snapshots, [f"fge-iter{i}.pt" for i in run.iterations]
         budgets, spent = [e0 + i / per_epoch for i in run.iterations], e0 + len(run.lr) / per_epoch
+        extra = {"iterations": run.iterations, "distance": run.distance, "loss": torch.as_tensor(run.loss)}
     elif args.method == "sse":
         run = ensembles.sse(model, train, epochs=args.epochs, cycles=args.cycles, lr=args.lr, start=start, **common)
-        per_epoch = math.ceil(len(train) / args.fit_batch_size)
-        members, lr, names = run.members, run.lr, [f"sse-iter{i}.pt" for i in run.iterations]
+        members, names = run.members, [f"sse-iter{i}.pt" for i in run.iterations]
         budgets, spent = [e0 + i / per_epoch for i in run.iterations], e0 + args.epochs
+        extra = {"iterations": run.iterations}
     else:
         run = ensembles.swa(
             model,
@@ -932,29 +978,69 @@ def _run_ensemble(args, model, start, train, test) -> int:
             include_start=args.include_start,
             **common,
         )
-        members, lr, names = [run.weights], run.lr, ["swa.pt"]
+        members, names = [run.weights], ["swa.pt"]
         budgets, spent = [e0 + args.epochs], e0 + args.epochs
-    os.makedirs(args.out, exist_ok=True)
+        extra = {"collected": run.collected}
+        save_weights(run.sgd.state_dict(), os.path.join(args.out, "sgd.pt"), force=True)
     for w, name in zip(members, names):
         save_weights(w.state_dict(), os.path.join(args.out, name), force=True)
+    record = {"settings": settings, "names": names, "budgets": budgets, "spent": spent, "extra": extra}
+    torch.save({**record, "lr": torch.as_tensor(run.lr)}, record_path)
+    return run, members, names, budgets, spent, run.lr
+
+
+def _independent_run(args, model, train, each: int, n: int):
+    """The independent networks, trained one at a time and saved as ``ind-<j>.pt`` (reloaded
+    with --resume)."""
+    import torch
+
+    from . import ensembles
+    from .weights import load_checkpoint, save_weights
+
+    settings = {"each": each, "lr": args.lr_independent, "batch": args.fit_batch_size, "seed": args.seed}
+    settings.update(model=args.model, model_kwargs=args.model_kwargs, data=args.data, max_samples=args.max_samples)
+    record_path = os.path.join(args.out, "ind.resume")
+    if _resume_record(record_path, settings, args.resume) is None:
+        torch.save({"settings": settings}, record_path)
+    members, budgets = [], []
+    for j in range(n):
+        path = os.path.join(args.out, f"ind-{j}.pt")
+        if args.resume and os.path.exists(path):
+            members.append(load_checkpoint(path, model))
+        else:
+            r = ensembles.run_at_budget(
+                model,
+                train,
+                "ind",
+                budget_epochs=each,
+                n=1,
+                first=j,
+                seed=args.seed,
+                lr=args.lr_independent,
+                batch_size=args.fit_batch_size,
+            )
+            save_weights(r.members[0].state_dict(), path, force=True)
+            members.append(r.members[0])
+        budgets.append((j + 1) * each)
+    return ensembles.Run(f"Ind ({n} x {each} epochs)", members, budgets)
+
+
+def _run_ensemble(args, model, start, train, test) -> int:
+    import numpy as np
+    import torch
+
+    from . import ensembles
+    from .models import describe_model
+
+    e0 = float(args.start_epochs or 0) if start is not None else 0.0
+    os.makedirs(args.out, exist_ok=True)
+    run, members, names, budgets, spent, lr = _method_run(args, model, start, train, e0)
     runs = [ensembles.Run(args.method.upper(), members, budgets)]
     if args.compare_independent:
         each = args.independent_epochs or (round(e0) if start is not None else args.epochs)
         n = max(1, round(spent / each))
         print(f"training {n} independent network(s) of {each} epochs ({n * each} epochs against {spent:g})")
-        runs.append(
-            ensembles.run_at_budget(
-                model,
-                train,
-                "ind",
-                budget_epochs=each,
-                n=n,
-                seed=args.seed,
-                lr=args.lr_independent,
-                batch_size=args.fit_batch_size,
-            )
-        )
-        runs[-1].label = f"Ind ({n} x {each} epochs)"
+        runs.append(_independent_run(args, model, train, each, n))
     has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
     bn = "recompute" if has_bn else "running"
     comparison = ensembles.compare_ensembles(model, runs, test, bn=bn, bn_data=train if has_bn else None)

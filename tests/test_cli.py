@@ -346,7 +346,7 @@ def test_ensemble_methods_save_members_and_print_the_ensemble(tmp_path, capsys, 
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert f"{members} member(s)" in printed and f"| {method.upper()} |" in printed
-    saved = sorted(p for p in os.listdir(out) if p.endswith(".pt"))
+    saved = sorted(p for p in os.listdir(out) if p.endswith(".pt") and p != "sgd.pt")
     assert len(saved) == members and os.path.exists(out / f"{method}-schedule.png")
     assert os.path.exists(out / "ensembles-budget.png")
     assert os.path.exists(out / "fge-snapshots.png") == (method == "fge")
@@ -374,6 +374,19 @@ def test_ensemble_against_independent_networks_at_the_same_budget(tmp_path, caps
     c = EnsembleComparison.load(out / "ensembles.h5")
     assert c.labels == ["FGE", "Ind (14 x 1 epochs)"] and list(c.members) == [2, 14]
     assert list(c.per_member["budget"][0, :2]) == [5.0, 11.0] and c.budgets[1] == 14
+    # interrupted after the FGE part and 5 independent networks: --resume trains only the rest
+    for j in range(5, 14):
+        os.remove(out / f"ind-{j}.pt")
+    before = {p: os.path.getmtime(out / p) for p in ("fge-iter3.pt", "ind-4.pt")}
+    full = [*argv, "--start-epochs", "2", "--independent-epochs", "1"]
+    assert main(full) == 2 and "--resume" in capsys.readouterr().err
+    assert main([*full, "--resume"]) == 0
+    assert "resuming: fge members" in capsys.readouterr().out
+    assert {p: os.path.getmtime(out / p) for p in before} == before
+    again = EnsembleComparison.load(out / "ensembles.h5")
+    np.testing.assert_array_equal(again.per_member["member_acc"], c.per_member["member_acc"])
+    assert main([*argv, "--start-epochs", "2", "--independent-epochs", "1", "--resume", "--lr", "0.2"]) == 2
+    assert "its lr is 0.05 but this run has 0.2" in capsys.readouterr().err
 
 
 def test_ensemble_fge_needs_its_settings(tmp_path, capsys):

@@ -66,6 +66,7 @@ def run_at_budget(
     *,
     budget_epochs: int,
     n: int = 1,
+    first: int = 0,
     seed: int = 0,
     lr: float = 0.05,
     fast_fraction: float = 0.2,
@@ -90,6 +91,10 @@ def run_at_budget(
         ``B``, the epochs of one network.
     n : int
         The budget in units of ``B``.
+    first : int
+        Index of the first run: runs ``first .. first + n - 1`` are trained, and budgets
+        count from ``first * B`` (so a long comparison can be trained, saved and resumed
+        one run at a time; ``run_at_budget(..., n=1, first=j)`` is run ``j`` of ``n=J``).
     seed : int
         Seeds of run ``j`` are ``1000 * seed + j``.
     lr : float
@@ -129,7 +134,9 @@ def run_at_budget(
         raise ValueError(f"a budget of {B} epochs leaves no ordinary training before {method} ({fast} epochs)")
     opts = dict(momentum=momentum, weight_decay=weight_decay, batch_size=batch_size)
     members, budgets = [], []
-    for j in range(n):
+    if int(first) != first or first < 0:
+        raise ValueError(f"first should be a non-negative integer, got {first!r}")
+    for j in range(int(first), int(first) + n):
         s = 1000 * int(seed) + j
         net = fresh_copy(model, s)
         spent = j * B
