@@ -151,8 +151,10 @@ def compare_ensembles(
 def plot_ensembles(comparison_or_path, ax=None):
     """Test error of the ensemble of the members so far against the epochs spent: one line
     per run (markers at every member), like the FGE paper's budget figure."""
-    c = comparison_or_path if isinstance(comparison_or_path, EnsembleComparison) else EnsembleComparison.load(
+    c = (
         comparison_or_path
+        if isinstance(comparison_or_path, EnsembleComparison)
+        else EnsembleComparison.load(comparison_or_path)
     )
     if ax is None:
         from matplotlib.figure import Figure
