@@ -379,6 +379,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite existing --out / figures")
     p.add_argument("--no-progress", action="store_true")
 
+    p = sub.add_parser(
+        "hessian",
+        help="Hessian of the loss: extreme eigenvalues, eigenvalue maps of a surface, trace, spectral density",
+        description="Curvature of the mean training loss at checkpoints (eig, trace, density) or at every cell of "
+        "a line/plane file (map: lambda_max, lambda_min and |lambda_min/lambda_max| written into the same file, "
+        "resumable and sharded over torchrun ranks). Hessian-vector products are exact; BatchNorm is in eval mode "
+        "with each point's running statistics.",
+    )
+    hsub = p.add_subparsers(dest="hessian_action", metavar="ACTION", required=True)
+    for action, text in (
+        ("eig", "lambda_max and lambda_min (Lanczos), or the top-k eigenvalues (power iteration), per checkpoint"),
+        ("map", "eigenvalue maps over every cell of a line or plane file"),
+        ("trace", "Hutchinson's estimate of the trace, with its standard error"),
+        ("density", "spectral density by stochastic Lanczos quadrature, with a figure"),
+    ):
+        c = hsub.add_parser(action, help=text, description=text)
+        _add_model_data(c)
+        c.add_argument("--split", default="train", help="the samples of the loss (default train)")
+        c.add_argument(
+            "--params", default=None, help="parameter or module names (comma-separated); default: every parameter"
+        )
+        c.add_argument("--method", default="auto", choices=["auto", "forward-over-reverse", "double-backward"])
+        c.add_argument("--precision", default="fp32", choices=["fp32", "fp64"])
+        c.add_argument("--device", default=None)
+        c.add_argument("--batch-size", type=int, default=None, help="samples per HVP pass")
+        c.add_argument("--seed", type=int, default=0)
+        c.add_argument("--trust-checkpoint", action="store_true", help="allow pickled Python objects in checkpoints")
+        c.add_argument("--no-progress", action="store_true")
+        if action == "map":
+            c.add_argument("surface", help="a line or plane file (landscape surface --out)")
+            c.add_argument("--points-per-pass", type=int, default=8, help="cells per batched Lanczos run")
+            c.add_argument("--force", action="store_true", help="recompute maps made with other settings")
+            c.add_argument("--plot", action="store_true", help="heatmaps of the maps next to the file")
+        else:
+            c.add_argument("--ckpt", action="append", required=True, help="checkpoint (repeat for several)")
+        if action in ("eig", "map"):
+            c.add_argument("--tol", type=float, default=1e-3, help="relative residual tolerance (default 1e-3)")
+            c.add_argument("--max-iter", type=int, default=50, help="Lanczos steps at most (default 50)")
+        if action == "eig":
+            c.add_argument("--top", type=int, default=None, help="the top-k eigenvalues by power iteration instead")
+        if action == "trace":
+            c.add_argument("--samples", type=int, default=100, help="Rademacher vectors (default 100)")
+        if action == "density":
+            c.add_argument("--probes", type=int, default=10)
+            c.add_argument("--steps", type=int, default=30, help="Lanczos steps per probe")
+            c.add_argument("--out", required=True, help="the figure (.png/.pdf); the nodes and weights go beside it")
+            c.add_argument("--force", action="store_true")
+
     p = sub.add_parser("demo", help="the main job on bundled data (digits, CPU, under 2 minutes)")
     p.add_argument("--out", default="landscape-demo", help="output folder (default ./landscape-demo)")
     p.add_argument("--force", action="store_true", help="overwrite files of an earlier demo in that folder")
@@ -1211,6 +1259,121 @@ def _cmd_predict(args) -> int:
     return 0
 
 
+def _hessian_params(args, model):
+    """``--params``: parameter names, or module names standing for their parameters."""
+    if args.params is None:
+        return None
+    from .hessian import layer_selections
+
+    groups = layer_selections(model)
+    names = [n for n, _ in model.named_parameters()]
+    out = []
+    for item in (t.strip() for t in args.params.split(",")):
+        if not item:
+            continue
+        if item in names:
+            out.append(item)
+        elif item in groups:
+            out += groups[item]
+        else:
+            raise UsageError(
+                f"--params {item!r} is neither a parameter nor a module with parameters; modules: {list(groups)}"
+            )
+    if not out:
+        raise UsageError("--params selects nothing")
+    return list(dict.fromkeys(out))
+
+
+def _cmd_hessian(args) -> int:
+    import numpy as np
+
+    from . import distributed
+    from . import hessian as H
+    from .data import load_data
+    from .demo import small_model_threads
+    from .models import build_model
+    from .weights import load_checkpoint
+
+    for name in ("max_iter", "top", "samples", "probes", "steps", "points_per_pass"):
+        v = getattr(args, name, None)
+        if v is not None and v < 1:
+            raise UsageError(f"--{name.replace('_', '-')} {v}: expected a positive integer")
+    model = build_model(args.model, args.model_kwargs)
+    params = _hessian_params(args, model)
+    data = load_data(args.data, args.split, max_samples=args.max_samples, normalize=args.normalize)
+    spec = {"data": args.data, "split": args.split, "max-samples": args.max_samples, "normalize": args.normalize}
+    opts = dict(params=params, batch_size=args.batch_size, dtype=args.precision, method=args.method)
+    if args.hessian_action == "map":
+        device = distributed.init_from_env(args.device)
+        try:
+            res = H.eigen_map(
+                model,
+                args.surface,
+                data,
+                tol=args.tol,
+                max_iter=args.max_iter,
+                seed=args.seed,
+                points_per_pass=args.points_per_pass,
+                device=device,
+                data_spec=spec,
+                force=args.force,
+                progress=not args.no_progress,
+                **opts,
+            )
+            rank, _ = distributed.rank_and_world()
+            if rank == 0:
+                lmax, lmin, ratio = res["lambda_max"], res["lambda_min"], res["eig_ratio"]
+                print(
+                    f"{args.surface}: {res.computed} cell(s) computed in {res.seconds:.1f} s; lambda_max "
+                    f"{np.nanmin(lmax):.4g}..{np.nanmax(lmax):.4g}, lambda_min {np.nanmin(lmin):.4g}.."
+                    f"{np.nanmax(lmin):.4g}, |lambda_min/lambda_max| {np.nanmin(ratio):.3g}..{np.nanmax(ratio):.3g}"
+                )
+                if args.plot:
+                    from .plot import plot_hessian_maps
+
+                    fig_path = os.path.splitext(args.surface)[0] + "-hessian.png"
+                    plot_hessian_maps(args.surface).savefig(fig_path, dpi=120)
+                    print(f"figure: {fig_path}")
+        finally:
+            distributed.shutdown()
+        return 0
+    weights = [load_checkpoint(p, model, trust=args.trust_checkpoint) for p in args.ckpt]
+    if args.hessian_action == "density" and len(weights) != 1:
+        raise UsageError(f"hessian density takes one --ckpt, got {len(weights)}")
+    if args.hessian_action == "density" and os.path.exists(args.out) and not args.force:
+        raise UsageError(f"'{args.out}' already exists; pass --force to overwrite it")
+    with small_model_threads(model):
+        for path, w in zip(args.ckpt, weights):
+            op = H.HVP(model, w, data, device=args.device, **opts)
+            if args.hessian_action == "eig" and args.top:
+                r = H.power_iteration(op, k=args.top, tol=args.tol, max_iter=max(args.max_iter, 100), seed=args.seed)
+                vals = ", ".join(f"{v:.6g}" for v in r.eigenvalues)
+                print(f"{path}: top-{args.top} eigenvalues {vals} (residuals {np.max(r.residuals):.2g}, {r.hvps} HVPs)")
+            elif args.hessian_action == "eig":
+                r = H.lanczos(op, tol=args.tol, max_iter=args.max_iter, seed=args.seed)
+                print(
+                    f"{path}: lambda_max {r.lambda_max:.6g}, lambda_min {r.lambda_min:.6g}, |lambda_min/lambda_max| "
+                    f"{r.ratio:.4g} (residuals {r.residuals[0]:.2g}, {r.residuals[1]:.2g}; {r.hvps} HVPs"
+                    f"{'' if r.converged else '; NOT converged: raise --max-iter'})"
+                )
+            elif args.hessian_action == "trace":
+                t = H.hutchinson(op, samples=args.samples, seed=args.seed)
+                print(
+                    f"{path}: trace {t.estimate:.6g} ± {t.stderr:.2g} (standard error, {len(t.samples)} Rademacher vectors)"
+                )
+            else:
+                d = H.slq(op, probes=args.probes, steps=args.steps, seed=args.seed)
+                fig = H.plot_density(d)
+                fig.savefig(args.out, dpi=120)
+                npz = os.path.splitext(args.out)[0] + ".npz"
+                np.savez(npz, nodes=d.nodes, weights=d.weights, n=d.n)
+                print(
+                    f"{path}: density from {d.probes} probes x {args.steps} steps ({d.hvps} HVPs); trace estimate "
+                    f"{d.moment(1) * d.n:.6g}; -> {args.out}, {npz}"
+                )
+    return 0
+
+
 def _cmd_wa_ensemble(args) -> int:
     from .connect.adjust import _Stack
     from .connect.ensemble import wa_ensemble_curve
@@ -1298,6 +1461,7 @@ _COMMANDS = {
     "ensemble": _cmd_ensemble,
     "variational": _cmd_variational,
     "predict": _cmd_predict,
+    "hessian": _cmd_hessian,
     "connection-model": _cmd_connection_model,
     "demo": _cmd_demo,
     "models": _cmd_models,

@@ -70,6 +70,7 @@ __all__ = [
     "plot_curve_profile",
     "plot_file",
     "plot_heatmap",
+    "plot_hessian_maps",
     "plot_line",
     "plot_surface3d",
     "plot_trajectory",
@@ -654,6 +655,40 @@ def plot_heatmap(
     return fig
 
 
+_MAP_PANELS = ("lambda_max", "lambda_min", "eig_ratio")
+_DIAGNOSTICS = ("eig_residual_max", "eig_residual_min", "eig_hvps")
+
+
+def plot_hessian_maps(src: Source, ax: Sequence[Axes] | None = None) -> Figure:
+    """The eigenvalue maps of a plane side by side: :math:`\\lambda_{\\max}`,
+    :math:`\\lambda_{\\min}` and :math:`|\\lambda_{\\min}/\\lambda_{\\max}|` (Li et al. 2018,
+    Figure 7), with the checkpoints marked.
+
+    Parameters
+    ----------
+    src : str, path-like or ResultFile
+        A plane with the metrics written by :func:`landscape.hessian.eigen_map`.
+    ax : three Axes, optional
+    """
+    surface = _read(src)
+    _require_plane(surface, "plot_hessian_maps")
+    missing = [m for m in _MAP_PANELS if m not in surface.metrics]
+    if missing:
+        raise ValueError(f"{surface.name} has no eigenvalue maps ({missing}); run `landscape hessian map` first")
+    if ax is None:
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(16.0, 4.6), layout="constrained")
+        ax = fig.subplots(1, 3)
+    else:
+        fig = ax[0].figure
+    for a, name in zip(ax, _MAP_PANELS):
+        plot_heatmap(surface, name, ax=a, log=False)
+        a.set_title(_metric_label(name) if name != "eig_ratio" else r"$|\lambda_{\min} / \lambda_{\max}|$")
+    fig.suptitle(_title(surface, "Hessian eigenvalues"))
+    return fig
+
+
 def plot_surface3d(src: Source, metric: str = "train_loss", *, ax: Axes | None = None, log: bool = False) -> Figure:
     """3-D surface of one metric over a plane (Li et al., 2018, Fig. 1).
 
@@ -1121,6 +1156,10 @@ def plot_file(
             if name not in standard:
                 jobs.append(("line", name, lambda name=name: plot_line(surface, metrics=[name])))
     elif len(surface.shape) == 2:
+        if metrics is None:  # the maps' convergence diagnostics are data, not figures
+            names = [n for n in names if n not in _DIAGNOSTICS]
+        if all(m in names for m in _MAP_PANELS):
+            jobs.append(("hessian", None, lambda: plot_hessian_maps(surface)))
         for name in names:
             jobs.append(("contour", name, lambda name=name: plot_contour(surface, name)))
             jobs.append(("heatmap", name, lambda name=name: plot_heatmap(surface, name)))

@@ -55,6 +55,7 @@ from .eig import (
     tridiagonal_eigh,
 )
 from .hvp import HVP, METHODS, BatchedHVP, gradient, layer_selections
+from .maps import MAP_METRICS, HessianMap, eigen_map, surface_points
 from .operators import MatrixOperator, as_operator, random_vectors
 from .trace import TraceEstimate, exact_trace, hutchinson
 
@@ -62,13 +63,16 @@ __all__ = [
     "BatchedHVP",
     "ExtremeEigenvalues",
     "HVP",
+    "HessianMap",
     "LanczosResult",
+    "MAP_METRICS",
     "METHODS",
     "MatrixOperator",
     "PowerIterationResult",
     "SpectralDensity",
     "TraceEstimate",
     "as_operator",
+    "eigen_map",
     "exact_trace",
     "extreme_eigenvalues",
     "gradient",
@@ -81,5 +85,6 @@ __all__ = [
     "power_iteration",
     "random_vectors",
     "slq",
+    "surface_points",
     "tridiagonal_eigh",
 ]
