@@ -67,7 +67,9 @@ def test_map_equals_dense_eigenvalues_at_every_cell_and_the_centre_is_the_checkp
     assert res.computed == 9 and res.shape == (3, 3)
     pts, _ = H.surface_points(model, path)
     for k in (0, 4, 8):
-        lo, hi = _dense_extremes(ls.build_model("mlp", {"in_features": 64, "widths": [6]}), pts.point(k), train.x, train.y)
+        lo, hi = _dense_extremes(
+            ls.build_model("mlp", {"in_features": 64, "widths": [6]}), pts.point(k), train.x, train.y
+        )
         i, j = np.unravel_index(k, (3, 3))
         assert res["lambda_max"][i, j] == pytest.approx(hi, rel=1e-6)
         assert res["lambda_min"][i, j] == pytest.approx(lo, rel=1e-6, abs=1e-9)
@@ -141,7 +143,9 @@ def test_cli_eig_trace_density_and_bad_input(tmp_path, capsys):
     est = H.hutchinson(H.HVP(model, ls.Weights.from_module(model), train), samples=20)
     assert f"trace {est.estimate:.6g}" in capsys.readouterr().out
     fig = tmp_path / "d.png"
-    assert main(["hessian", "density", *COMMON, "--ckpt", ckpt, "--probes", "2", "--steps", "5", "--out", str(fig)]) == 0
+    assert (
+        main(["hessian", "density", *COMMON, "--ckpt", ckpt, "--probes", "2", "--steps", "5", "--out", str(fig)]) == 0
+    )
     assert fig.exists() and (tmp_path / "d.npz").exists()
     assert main(["hessian", "density", *COMMON, "--ckpt", ckpt, "--out", str(fig)]) == 2
     assert "--force" in capsys.readouterr().err

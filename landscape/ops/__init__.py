@@ -14,6 +14,8 @@ __all__ = [
     "fused_mlp2",
     "batched_linear_reference",
     "fused_mlp2_reference",
+    "lanczos_step",
+    "lanczos_step_reference",
 ]
 
 _EXTENSION_ERROR: str | None = None
@@ -58,3 +60,4 @@ from landscape.ops.batched_linear import (  # noqa: E402
     fused_mlp2,
     fused_mlp2_reference,
 )
+from landscape.ops.lanczos_step import lanczos_step, lanczos_step_reference  # noqa: E402
