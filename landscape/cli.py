@@ -417,6 +417,12 @@ def build_parser() -> argparse.ArgumentParser:
         if action in ("eig", "map"):
             c.add_argument("--tol", type=float, default=1e-3, help="relative residual tolerance (default 1e-3)")
             c.add_argument("--max-iter", type=int, default=50, help="Lanczos steps at most (default 50)")
+            c.add_argument(
+                "--relative-to",
+                default="spectrum",
+                choices=["spectrum", "eigenvalue"],
+                help="--tol relative to the spectral radius (default) or to each eigenvalue",
+            )
         if action == "eig":
             c.add_argument("--top", type=int, default=None, help="the top-k eigenvalues by power iteration instead")
         if action == "trace":
@@ -1312,6 +1318,7 @@ def _cmd_hessian(args) -> int:
                 data,
                 tol=args.tol,
                 max_iter=args.max_iter,
+                relative_to=args.relative_to,
                 seed=args.seed,
                 points_per_pass=args.points_per_pass,
                 device=device,
@@ -1350,7 +1357,7 @@ def _cmd_hessian(args) -> int:
                 vals = ", ".join(f"{v:.6g}" for v in r.eigenvalues)
                 print(f"{path}: top-{args.top} eigenvalues {vals} (residuals {np.max(r.residuals):.2g}, {r.hvps} HVPs)")
             elif args.hessian_action == "eig":
-                r = H.lanczos(op, tol=args.tol, max_iter=args.max_iter, seed=args.seed)
+                r = H.lanczos(op, tol=args.tol, max_iter=args.max_iter, relative_to=args.relative_to, seed=args.seed)
                 print(
                     f"{path}: lambda_max {r.lambda_max:.6g}, lambda_min {r.lambda_min:.6g}, |lambda_min/lambda_max| "
                     f"{r.ratio:.4g} (residuals {r.residuals[0]:.2g}, {r.residuals[1]:.2g}; {r.hvps} HVPs"

@@ -406,3 +406,19 @@ def test_plot_density_returns_a_figure(digits):
     assert isinstance(fig, Figure) and fig.axes[0].get_yscale() == "log"
     fig2 = H.plot_density(sd, ax=fig.axes[0], log=False)
     assert fig2 is fig
+
+
+def test_lanczos_tolerance_relative_to_the_spectrum():
+    # lambda_min near 0: relative to itself it needs (nearly) the whole space, relative to the
+    # spectral radius both ends stop at the same absolute accuracy
+    ev = torch.cat([torch.tensor([-1e-3]), torch.linspace(0.01, 3.0, 199)]).double()
+    g = torch.Generator().manual_seed(0)
+    Qm, _ = torch.linalg.qr(torch.randn(200, 200, generator=g, dtype=F64))
+    A = H.MatrixOperator(Qm @ torch.diag(ev) @ Qm.T)
+    own = H.lanczos(A, tol=1e-3, max_iter=200)
+    spec = H.lanczos(A, tol=1e-3, max_iter=200, relative_to="spectrum")
+    assert spec.converged and spec.steps < own.steps
+    assert abs(spec.lambda_max - 3.0) <= 1e-3 * 3.0 and abs(spec.lambda_min + 1e-3) <= 1e-3 * 3.0
+    assert max(spec.residuals) <= 1e-3 * 3.0 + 1e-12
+    with pytest.raises(ValueError, match="relative_to"):
+        H.lanczos(A, relative_to="radius")

@@ -16,8 +16,9 @@ the normalisation -- is one call of a *step function* on the whole batch:
 
 ``step(Q, w, j, beta_prev, reorthogonalize) -> (alpha, beta, q_next)``
 
-:func:`lanczos_step_reference` is that function in plain PyTorch, and the definition of its
-result. An accelerated implementation (a fused C++/CUDA op) is passed as ``step=`` and must
+:func:`lanczos_step_reference` (defined in :mod:`landscape.ops.lanczos_step`) is that
+function in plain PyTorch, and the definition of its result. An accelerated implementation
+(the fused C++/CUDA op :func:`landscape.ops.lanczos_step`) is passed as ``step=`` and must
 agree with the reference to rounding; the driver around it (operator calls, tridiagonal
 eigenproblems in float64, convergence, results) does not change. The small ``[m, s, s]``
 tridiagonal eigenproblems are solved on the CPU in float64 with one batched
@@ -43,6 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..ops.lanczos_step import REORTHOGONALIZE, lanczos_step_reference
 from .operators import as_operator, operator_info, random_vectors
 
 __all__ = [
@@ -57,7 +59,6 @@ __all__ = [
     "tridiagonal_eigh",
 ]
 
-REORTHOGONALIZE = ("full", "none")
 _BREAKDOWN = 1e3  # beta below this many machine epsilons of the operator's scale: an invariant subspace
 
 
@@ -219,66 +220,6 @@ class LanczosResult:
         return abs(self.lambda_min / self.lambda_max) if self.lambda_max != 0 else float("inf")
 
 
-def lanczos_step_reference(
-    Q: torch.Tensor, w: torch.Tensor, j: int, beta_prev: torch.Tensor, reorthogonalize: str = "full"
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One Lanczos step's bookkeeping for m independent Krylov bases (pure PyTorch).
-
-    The reference (and definition) of the step that :func:`lanczos_batched` calls; an
-    accelerated op must take the same arguments and return the same values up to rounding.
-
-    Parameters
-    ----------
-    Q : Tensor[m, S, n]
-        The bases; ``Q[:, :j + 1]`` holds the orthonormal vectors :math:`q_0 .. q_j` of each
-        row (later slots are ignored and not written).
-    w : Tensor[m, n]
-        :math:`A_i q_j` for each row i (its operator applied to its current vector); not
-        modified.
-    j : int
-        Index of the current vector, ``0 <= j < S``.
-    beta_prev : Tensor[m]
-        :math:`\\beta_{j-1}`, the previous step's norm (ignored when ``j == 0``).
-    reorthogonalize : {"full", "none"}
-        ``"full"``: after the three-term recurrence, project ``w`` off all of
-        ``Q[:, :j + 1]`` twice (classical Gram-Schmidt, repeated: orthogonal to working
-        precision); ``"none"``: the plain three-term recurrence.
-
-    Returns
-    -------
-    alpha : Tensor[m]
-        :math:`\\alpha_j = q_j^T A q_j`.
-    beta : Tensor[m]
-        :math:`\\beta_j = \\lVert r\\rVert`, the norm of the orthogonalised residual r.
-    q_next : Tensor[m, n]
-        :math:`q_{j+1} = r / \\beta_j` (r itself where ``beta`` is 0).
-
-    Examples
-    --------
-    >>> import torch
-    >>> A = torch.diag(torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64))
-    >>> Q = torch.zeros(1, 3, 3, dtype=torch.float64)
-    >>> Q[0, 0] = torch.ones(3, dtype=torch.float64) / 3**0.5
-    >>> alpha, beta, q1 = lanczos_step_reference(Q, Q[:, 0] @ A, 0, torch.zeros(1, dtype=torch.float64))
-    >>> round(float(alpha[0]), 12), round(float(q1[0] @ Q[0, 0]), 12)
-    (2.0, 0.0)
-    """
-    if reorthogonalize not in REORTHOGONALIZE:
-        raise ValueError(f"reorthogonalize should be one of {REORTHOGONALIZE}, got {reorthogonalize!r}")
-    q = Q[:, j]
-    alpha = torch.linalg.vecdot(q, w)
-    r = w - alpha[:, None] * q
-    if j > 0:
-        r = r - beta_prev.to(r)[:, None] * Q[:, j - 1]
-    if reorthogonalize == "full":
-        B = Q[:, : j + 1]  # [m, j + 1, n]
-        for _ in range(2):
-            r = r - torch.bmm(B.transpose(1, 2), torch.bmm(B, r[:, :, None]))[:, :, 0]
-    beta = torch.linalg.vector_norm(r, dim=-1)
-    q_next = r / torch.where(beta > 0, beta, torch.ones_like(beta))[:, None]
-    return alpha, beta, q_next
-
-
 def tridiagonal_eigh(alpha: torch.Tensor, beta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Eigen-decomposition of a batch of symmetric tridiagonal matrices.
 
@@ -339,6 +280,7 @@ def lanczos_batched(
     max_iter: int = 100,
     tol: float = 1e-6,
     atol: float = 0.0,
+    relative_to: str = "eigenvalue",
     seed: int = 0,
     v0: torch.Tensor | None = None,
     reorthogonalize: str = "full",
@@ -361,6 +303,11 @@ def lanczos_batched(
         A run stops when the residual estimates of both extreme Ritz values are at most
         ``max(tol * |theta|, atol)``; with both 0 every run takes ``max_iter`` steps (or
         stops at an invariant subspace).
+    relative_to : {"eigenvalue", "spectrum"}
+        What ``tol`` is relative to: each extreme Ritz value's own magnitude, or the larger
+        of the two (the spectral radius: both ends to the same absolute accuracy, which is
+        what an eigenvalue ratio :math:`|\\lambda_{min}/\\lambda_{max}|` needs when
+        :math:`\\lambda_{min}` is near 0).
     seed : int
         Seed of the start vectors when ``v0`` is None: one Gaussian vector shared by all
         rows for m operators (so row i equals ``lanczos(op_i, seed=seed)``), m independent
@@ -382,6 +329,8 @@ def lanczos_batched(
     """
     if reorthogonalize not in REORTHOGONALIZE:
         raise ValueError(f"reorthogonalize should be one of {REORTHOGONALIZE}, got {reorthogonalize!r}")
+    if relative_to not in ("eigenvalue", "spectrum"):
+        raise ValueError(f"relative_to should be 'eigenvalue' or 'spectrum', got {relative_to!r}")
     if max_iter < 1:
         raise ValueError(f"max_iter should be at least 1, got {max_iter}")
     apply, m, n, dtype, device, shared = _batched_apply(op, m)
@@ -417,8 +366,12 @@ def lanczos_batched(
         res = (beta[:, j, None] * Y[:, -1, :]).abs()
         invariant = (beta[:, j] <= _BREAKDOWN * eps * scale) | (s == n)
         if tol > 0 or atol > 0:
-            lim_hi = torch.clamp(tol * theta[:, -1].abs(), min=atol)
-            lim_lo = torch.clamp(tol * theta[:, 0].abs(), min=atol)
+            if relative_to == "spectrum":  # both ends to tol times the spectral radius
+                radius = torch.maximum(theta[:, -1].abs(), theta[:, 0].abs())
+                lim_hi = lim_lo = torch.clamp(tol * radius, min=atol)
+            else:
+                lim_hi = torch.clamp(tol * theta[:, -1].abs(), min=atol)
+                lim_lo = torch.clamp(tol * theta[:, 0].abs(), min=atol)
             met = (res[:, -1] <= lim_hi) & (res[:, 0] <= lim_lo)
         else:
             met = torch.zeros(len(rows), dtype=torch.bool)
@@ -457,6 +410,7 @@ def lanczos(
     max_iter: int = 100,
     tol: float = 1e-6,
     atol: float = 0.0,
+    relative_to: str = "eigenvalue",
     seed: int = 0,
     v0: torch.Tensor | None = None,
     reorthogonalize: str = "full",
@@ -483,6 +437,7 @@ def lanczos(
         max_iter=max_iter,
         tol=tol,
         atol=atol,
+        relative_to=relative_to,
         seed=seed,
         v0=v0,
         reorthogonalize=reorthogonalize,

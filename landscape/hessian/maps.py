@@ -93,6 +93,7 @@ def eigen_map(
     *,
     tol: float = 1e-3,
     max_iter: int = 50,
+    relative_to: str = "spectrum",
     seed: int = 0,
     points_per_pass: int = 8,
     params: Iterable[str] | None = None,
@@ -116,10 +117,11 @@ def eigen_map(
     data : TensorData or (x, y)
         The samples whose mean loss is differentiated (usually a fixed subset of the train
         split: every Hessian-vector product is a pass over them).
-    tol, max_iter, seed
-        Lanczos: relative residual tolerance of both extreme Ritz values, step cap, and the
-        seed of the start vector (shared by all cells, so a cell's values do not depend on
-        the chunk it was computed in).
+    tol, max_iter, relative_to, seed
+        Lanczos: residual tolerance of both extreme Ritz values, relative to the spectral
+        radius by default (see :func:`~landscape.hessian.lanczos_batched`), step cap, and
+        the seed of the start vector (shared by all cells, so a cell's values do not depend
+        on the chunk it was computed in).
     points_per_pass : int
         Cells per Lanczos batch (and per ``vmap`` pass of the HVPs).
     params, batch_size, device, dtype, method
@@ -146,6 +148,7 @@ def eigen_map(
     pts, shape = surface_points(model, path)
     settings = {
         "tol": float(tol),
+        "relative-to": relative_to,
         "max-iter": int(max_iter),
         "seed": int(seed),
         "params": sorted(params) if params is not None else None,
@@ -184,7 +187,19 @@ def eigen_map(
         for first in range(0, len(chunks), world):
             mine = chunks[first + rank] if first + rank < len(chunks) else np.zeros(0, dtype=np.int64)
             values = _chunk_values(
-                model, pts, mine, data, params, batch_size, device, dtype, method, tol, max_iter, seed, step
+                model,
+                pts,
+                mine,
+                data,
+                params,
+                batch_size,
+                device,
+                dtype,
+                method,
+                (tol, relative_to),
+                max_iter,
+                seed,
+                step,
             )
             gathered = distlib.gather_to_root((mine, values))
             if rank == 0:
@@ -231,7 +246,10 @@ def _chunk_values(model, pts, cells, data, params, batch_size, device, dtype, me
         dtype=dtype,
         method=method,
     )
-    runs = lanczos_batched(op, max_iter=max_iter, tol=tol, seed=seed, step=step or _default_step(op))
+    tol, relative_to = tol
+    runs = lanczos_batched(
+        op, max_iter=max_iter, tol=tol, relative_to=relative_to, seed=seed, step=step or _default_step(op)
+    )
     for i, r in enumerate(runs):
         out["lambda_max"][i] = r.lambda_max
         out["lambda_min"][i] = r.lambda_min
