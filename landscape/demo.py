@@ -4,8 +4,9 @@ Trains small seeded MLPs on digits and writes the surfaces of Li et al. (2018) a
 et al. (2018) with their figures: a 1D interpolation, a filter-normalized random plane, the
 plane through three checkpoints and the PCA plane of a training trajectory, a Bezier curve
 (Garipov et al. 2018), the connection table of Anokhin & Yarotsky (2020) and independent,
-snapshot, FGE and SWA ensembles at equal training budgets (Garipov et al. 2018, Table 1).
-The whole demo stays under 2 minutes on 2 cores.
+snapshot, FGE and SWA ensembles at equal training budgets (Garipov et al. 2018, Table 1)
+and the Hessian eigenvalue maps of a 7 x 7 random plane (Li et al. 2018, Figure 7). The whole
+demo stays under 2 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -277,6 +278,38 @@ def run_demo(out_dir: str = "landscape-demo", *, force: bool = False, progress: 
         ens_figs = []
     summary.append(("ensembles", ens_path, None, ens_figs))
 
+    # Hessian eigenvalue maps on a 7 x 7 version of the random plane (Li et al. 2018, Figure 7)
+    from .hessian import eigen_map
+
+    hess_path = os.path.join(out_dir, "hessian-plane.h5")
+    compute_surface(
+        model,
+        directions.random_plane(w[0], seed=0),
+        np.linspace(-1, 1, 7),
+        np.linspace(-1, 1, 7),
+        splits={"train": train},
+        out=hess_path,
+        resume=not force,
+        force=force,
+        attrs={**model_attrs, **ckpt_attrs(w[:1])},
+        progress=progress,
+    )
+    hess_data = load_data("digits", "train", max_samples=512)
+    with _single_thread():
+        hmap = eigen_map(
+            model,
+            hess_path,
+            hess_data,
+            data_spec={"data": "digits", "split": "train", "max-samples": 512},
+            force=force,
+            progress=progress,
+        )
+    try:
+        hess_figs = plot_file(hess_path, fig_dir, formats=("png", "pdf"), force=force)
+    except FileExistsError:
+        hess_figs = []
+    summary.append(("hessian-plane", hess_path, None, hess_figs))
+
     elapsed = time.perf_counter() - t0
     print(f"landscape demo: {out_dir}/ in {elapsed:.1f} s (engine path {summary[0][2].path})")
     print(f"  checkpoints: {', '.join(ckpts)}; trajectory: {traj_dir}/ ({epochs + 1} checkpoints)")
@@ -299,6 +332,12 @@ def run_demo(out_dir: str = "landscape-demo", *, force: bool = False, progress: 
     print("    " + report.markdown(stages=False).replace("\n", "\n    "))
     print(f"  ensembles          {ens_path}: test error (%) at 3 budgets of {epochs} epochs (B = one network)")
     print("    " + _budget_table(ensembles).replace("\n", "\n    "))
+    r = hmap["eig_ratio"]
+    print(
+        f"  hessian map        {hess_path}: 7x7 random plane, lambda_max {np.nanmin(hmap['lambda_max']):.3g}.."
+        f"{np.nanmax(hmap['lambda_max']):.3g}, |lambda_min/lambda_max| {r[3, 3]:.3g} at the checkpoint, up to "
+        f"{np.nanmax(r):.3g} ({hmap.computed} cells computed)"
+    )
     print(f"  figures: {fig_dir}/ ({sum(len(f) for *_, f in summary)} new files)")
     return {
         "out_dir": out_dir,

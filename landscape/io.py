@@ -69,14 +69,16 @@ FORMAT_NAME = "landscape"
 
 SUPPORTED_SCHEMA_VERSIONS = (1,)
 
-RUN_ATTRS = ("created", "finished", "elapsed-s", "library-version")
-"""Attributes describing one execution rather than the computation; ignored by
+RUN_ATTRS = ("created", "finished", "elapsed-s", "library-version", "hessian-map")
+"""Attributes describing one execution rather than the computation, or results added to the
+file later (``hessian-map``: the settings of its eigenvalue maps); ignored by
 :func:`check_compatible` unless told otherwise."""
 
 # Root attributes owned by this module; the run's attributes cannot use these names.
 _STRUCTURAL_ATTRS = ("format", "schema-version", "kind")
 _JSON_MARKER = "json:"
 _METRIC_ORDER_ATTR = "names"  # attribute of /metrics: the metric names, in order
+_ADDED_ATTR = "added"  # attribute of /metrics: metrics added after creation (add_metrics)
 
 
 class ResultFileError(ValueError):
@@ -642,6 +644,10 @@ class ResultFile:
         self.schema_version = version
         self.shape = shape
         self.metrics = list(names)
+        added = _decode_attr(group.attrs.get(_ADDED_ATTR, "json:[]"))
+        #: the metrics the file was created with: those :meth:`write_cells` writes and a
+        #: resumed run must compute (the rest came later through :meth:`add_metrics`)
+        self.base_metrics = [m for m in names if m not in set(added or [])]
         self.attrs = {k: _decode_attr(v) for k, v in raw_attrs.items() if k not in _STRUCTURAL_ATTRS}
 
     def close(self) -> None:
@@ -760,24 +766,27 @@ class ResultFile:
         flat_indices : int[n]
             Flat (C-order) cell indices, distinct, in any order.
         values : mapping of str to float[n]
-            One entry per metric of the file (all of them).
+            One entry per metric the file was created with (:attr:`base_metrics`); metrics
+            added later (:meth:`add_metrics`) may be given too.
 
         Only raw data at fixed offsets is written, so a kill at any moment leaves a
         readable file; at worst some values are written without their done flag.
         """
         h5 = self._writable()
         index = self._flat_indices(flat_indices)
-        missing = [m for m in self.metrics if m not in values]
+        missing = [m for m in self.base_metrics if m not in values]
         unknown = [k for k in values if k not in self.metrics]
         if missing or unknown:
             raise ValueError(
-                f"write_cells needs values for exactly the metrics {self.metrics}; missing {missing}, unknown {unknown}"
+                f"write_cells needs values for the metrics {self.base_metrics} (and may take those added later); "
+                f"missing {missing}, unknown {unknown}"
             )
-        columns = {m: self._column(m, values[m], index.size) for m in self.metrics}
+        written = [m for m in self.metrics if m in values]
+        columns = {m: self._column(m, values[m], index.size) for m in written}
         if index.size == 0:
             return
         memspace, coords = self._selection(index)
-        for name in self.metrics:
+        for name in written:
             self._write_points(h5["metrics"][name], memspace, coords, columns[name])
         h5.flush()
         self._write_points(h5["done"], memspace, coords, np.ones(index.size, dtype=np.uint8))
@@ -857,6 +866,8 @@ class ResultFile:
             for name in new:
                 _write_contiguous(group, name, missing)
             group.attrs[_METRIC_ORDER_ATTR] = _encode_attr(_METRIC_ORDER_ATTR, order)
+            added = [m for m in order if m not in self.base_metrics]
+            group.attrs[_ADDED_ATTR] = _encode_attr(_ADDED_ATTR, added)
 
         self._atomic_rewrite(change)
 
@@ -881,9 +892,9 @@ class ResultFile:
             raise ResultFileError(f"cannot resume {shown}: it is a {self.kind!r} result but this run makes {kind!r}")
         if tuple(int(d) for d in shape) != self.shape:
             raise ResultFileError(f"cannot resume {shown}: its grid is {self.shape} but this run has {tuple(shape)}")
-        if list(metrics) != self.metrics:
+        if list(metrics) != self.base_metrics:
             raise ResultFileError(
-                f"cannot resume {shown}: its metrics are {self.metrics} but this run computes {list(metrics)}"
+                f"cannot resume {shown}: its metrics are {self.base_metrics} but this run computes {list(metrics)}"
             )
         self.check_compatible(attrs, ignore)
 

@@ -103,6 +103,20 @@ def test_map_resumes_missing_cells_and_refuses_other_settings(plane, tmp_path):
         H.eigen_map(model, copy, train, tol=1e-2, max_iter=60, progress=False)
     redone = H.eigen_map(model, copy, train, tol=1e-2, force=True, progress=False)
     assert redone.computed == 9
+    # the surface itself still resumes (its maps were added after it was made)
+    w = ls.Weights.from_module(model)
+    grid = np.linspace(-1, 1, 3)
+    again = ls.compute_surface(
+        model,
+        ls.directions.random_plane(w, seed=1),
+        grid,
+        grid,
+        splits={"train": train},
+        out=copy,
+        resume=True,
+        progress=False,
+    )
+    assert again.evaluated == 0 and np.isfinite(again["train_loss"]).all()
 
 
 def test_map_refuses_a_model_that_does_not_fit(plane):
