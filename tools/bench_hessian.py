@@ -81,6 +81,27 @@ def power_pair(op, tol, max_iter=1000, seed=0):
     return max(lmax, lmin), min(lmax, lmin)
 
 
+class _Shifted:
+    """``H - shift I`` as an operator (``.n``, ``op(v)``)."""
+
+    def __init__(self, op, shift):
+        self.op, self.shift, self.n = op, float(shift), op.n
+        self.device, self.dtype = op.device, op.dtype
+
+    def __call__(self, v):
+        return self.op(v) - self.shift * v
+
+
+def power_residual_pair(op, tol, max_iter):
+    """Power iteration stopped on the residual ||Hv - lambda v|| <= tol |lambda_max| (the
+    accuracy Lanczos is asked for), for lambda_max and then on H - lambda_max I."""
+    top = H.power_iteration(op, k=1, tol=tol, max_iter=max_iter)
+    lmax = float(top.eigenvalues[0])
+    low = H.power_iteration(_Shifted(op, lmax), k=1, tol=tol, max_iter=max_iter)
+    lmin = float(low.eigenvalues[0]) + lmax
+    return max(lmax, lmin), min(lmax, lmin)
+
+
 def workload(name, args):
     torch.manual_seed(0)
     if name == "mlp":
@@ -106,16 +127,27 @@ def bench(name, args):
     ref = H.lanczos(H.HVP(model, w, data, device=dev, dtype="fp64"), tol=1e-9, max_iter=min(300, ours_op.n))
     t_hvp, _ = timed(lambda: [ours_op(torch.randn(ours_op.n, device=dev)) for _ in range(3)], dev)
     t_hvp_db, _ = timed(lambda: [db_op(torch.randn(db_op.n, device=dev)) for _ in range(3)], dev)
+    fr_op = H.HVP(model, w, data, device=dev, method="forward-over-reverse")
+    fr_op(torch.randn(fr_op.n, device=dev))  # warm-up (forward-mode AD scripts its decompositions once)
+    t_hvp_fr, _ = timed(lambda: [fr_op(torch.randn(fr_op.n, device=dev)) for _ in range(3)], dev)
     rows = {}
     c0 = ours_op.count
     t, r = timed(lambda: H.lanczos(ours_op, tol=args.tol, max_iter=args.max_iter, relative_to="spectrum"), dev)
-    rows["ours: Lanczos (fwd-over-rev HVP)"] = (t, r.lambda_max, r.lambda_min, ours_op.count - c0)
+    rows[f"ours: Lanczos ({ours_op.method} HVP)"] = (t, r.lambda_max, r.lambda_min, ours_op.count - c0)
     c0 = db_op.count
     t, (a, b) = timed(lambda: eigsh_pair(db_op, args.tol), dev)
     rows["eigsh + shift (double-backward HVP, NumPy)"] = (t, a, b, db_op.count - c0)
     c0 = db_op.count
     t, (a, b) = timed(lambda: power_pair(db_op, args.tol), dev)
-    rows["power iteration + shift (double-backward HVP)"] = (t, a, b, db_op.count - c0)
+    rows["power iteration + shift, PyHessian stop (double-backward HVP)"] = (t, a, b, db_op.count - c0)
+    c0 = db_op.count
+    t, (a, b) = timed(lambda: power_residual_pair(db_op, args.tol, args.power_max_iter), dev)
+    rows[f"power iteration + shift, residual stop (at most {args.power_max_iter} each)"] = (
+        t,
+        a,
+        b,
+        db_op.count - c0,
+    )
     if args.map_points:
         plane = ls.directions.random_plane(w, seed=0)
         g = np.linspace(-0.5, 0.5, 3)
@@ -126,7 +158,7 @@ def bench(name, args):
         )
         hv = max(r.hvps for r in runs)
         rows[f"ours: batched Lanczos over {pts.K} map points, per point"] = (t / pts.K, np.nan, np.nan, hv)
-    return label, n_samples, ours_op.n, t_hvp / 3, t_hvp_db / 3, ref, rows
+    return label, n_samples, ours_op.n, (t_hvp / 3, t_hvp_db / 3, t_hvp_fr / 3), ref, rows
 
 
 def main(argv=None) -> int:
@@ -138,6 +170,7 @@ def main(argv=None) -> int:
     ap.add_argument("--samples", type=int, default=512, help="digits samples of the MLP loss")
     ap.add_argument("--resnet-samples", type=int, default=128)
     ap.add_argument("--map-points", type=int, default=8)
+    ap.add_argument("--power-max-iter", type=int, default=300)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
@@ -150,10 +183,11 @@ def main(argv=None) -> int:
     )
     out = {}
     for name in args.models.split(","):
-        label, n_samples, n, t_hvp, t_hvp_db, ref, rows = bench(name, args)
+        label, n_samples, n, (t_hvp, t_hvp_db, t_hvp_fr), ref, rows = bench(name, args)
         print(
             f"**{label}**, {n} parameters, {n_samples} samples; one HVP {1e3 * t_hvp:.1f} ms "
-            f"(fwd-over-rev), {1e3 * t_hvp_db:.1f} ms (double-backward); reference lambda_max {ref.lambda_max:.6g}, "
+            f"(ours, auto), {1e3 * t_hvp_db:.1f} ms (double-backward), {1e3 * t_hvp_fr:.1f} ms (forward-over-reverse); "
+            f"reference lambda_max {ref.lambda_max:.6g}, "
             f"lambda_min {ref.lambda_min:.6g}\n"
         )
         ours = next(iter(rows.values()))[0]
@@ -164,7 +198,12 @@ def main(argv=None) -> int:
             eb = abs(b - ref.lambda_min) / abs(ref.lambda_min) if np.isfinite(b) else np.nan
             print(f"| {k} | {t:.3f} | {hv} | {ea:.1e} | {eb:.1e} | {t / ours:.2f} |")
         print()
-        out[name] = {"rows": {k: list(map(float, v)) for k, v in rows.items()}, "hvp_s": t_hvp, "hvp_db_s": t_hvp_db}
+        out[name] = {
+            "rows": {k: list(map(float, v)) for k, v in rows.items()},
+            "hvp_s": t_hvp,
+            "hvp_db_s": t_hvp_db,
+            "hvp_fr_s": t_hvp_fr,
+        }
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)
