@@ -206,6 +206,7 @@ def test_auto_falls_back_to_double_backward_with_a_warning(monkeypatch):
 
     assert H.HVP(_mlp(0), ls.Weights.from_module(_mlp(0)), _data((4,), 3, 1)).method == "double-backward"  # CPU
     monkeypatch.setattr(hvp_module, "_AUTO_ON_CPU", "auto")  # what auto does on a GPU
+
     class NoForwardAD(torch.autograd.Function):  # old-style: no setup_context, no jvp
         @staticmethod
         def forward(ctx, x):
