@@ -1016,7 +1016,16 @@ def _method_run(args, model, start, train, e0):
         budgets, spent = [e0 + i / per_epoch for i in run.iterations], e0 + len(run.lr) / per_epoch
         extra = {"iterations": run.iterations, "distance": run.distance, "loss": torch.as_tensor(run.loss)}
     elif args.method == "sse":
-        run = ensembles.sse(model, train, epochs=args.epochs, cycles=args.cycles, lr=args.lr, start=start, **common)
+        run = ensembles.sse(
+            model,
+            train,
+            epochs=args.epochs,
+            cycles=args.cycles,
+            lr=args.lr,
+            start=start,
+            progress=not args.no_progress,
+            **common,
+        )
         members, names = run.members, [f"sse-iter{i}.pt" for i in run.iterations]
         budgets, spent = [e0 + i / per_epoch for i in run.iterations], e0 + args.epochs
         extra = {"iterations": run.iterations}
@@ -1030,6 +1039,7 @@ def _method_run(args, model, start, train, e0):
             lr_min=args.lr_min,
             cycle_length=args.cycle_length,
             include_start=args.include_start,
+            progress=not args.no_progress,
             **common,
         )
         members, names = [run.weights], ["swa.pt"]
@@ -1057,7 +1067,14 @@ def _independent_run(args, model, train, each: int, n: int):
     if _resume_record(record_path, settings, args.resume) is None:
         torch.save({"settings": settings}, record_path)
     members, budgets = [], []
+    bar = None
+    if not args.no_progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n, desc="independent networks", unit="net")
     for j in range(n):
+        if bar is not None:
+            bar.update(0 if j == 0 else 1)
         path = os.path.join(args.out, f"ind-{j}.pt")
         if args.resume and os.path.exists(path):
             members.append(load_checkpoint(path, model))
@@ -1076,6 +1093,9 @@ def _independent_run(args, model, train, each: int, n: int):
             save_weights(r.members[0].state_dict(), path, force=True)
             members.append(r.members[0])
         budgets.append((j + 1) * each)
+    if bar is not None:
+        bar.update(1)
+        bar.close()
     return ensembles.Run(f"Ind ({n} x {each} epochs)", members, budgets)
 
 
@@ -1290,6 +1310,19 @@ def _hessian_params(args, model):
     return list(dict.fromkeys(out))
 
 
+class _CountedOperator:
+    """An operator that advances a progress bar by the Hessian-vector products it computes."""
+
+    def __init__(self, op, bar):
+        self.op, self.bar = op, bar
+        self.n, self.device, self.dtype = op.n, op.device, op.dtype
+
+    def __call__(self, v):
+        out = self.op(v)
+        self.bar.update(1 if v.dim() == 1 else v.shape[0])
+        return out
+
+
 def _cmd_hessian(args) -> int:
     import numpy as np
 
@@ -1352,32 +1385,39 @@ def _cmd_hessian(args) -> int:
     with small_model_threads(model):
         for path, w in zip(args.ckpt, weights):
             op = H.HVP(model, w, data, device=args.device, **opts)
+            bar = None
+            if not args.no_progress:
+                from tqdm.auto import tqdm
+
+                bar = tqdm(desc=f"HVPs {os.path.basename(path)}", unit="HVP", leave=False)
+                op = _CountedOperator(op, bar)
             if args.hessian_action == "eig" and args.top:
                 r = H.power_iteration(op, k=args.top, tol=args.tol, max_iter=max(args.max_iter, 100), seed=args.seed)
                 vals = ", ".join(f"{v:.6g}" for v in r.eigenvalues)
-                print(f"{path}: top-{args.top} eigenvalues {vals} (residuals {np.max(r.residuals):.2g}, {r.hvps} HVPs)")
+                line = f"{path}: top-{args.top} eigenvalues {vals} (residuals {np.max(r.residuals):.2g}, {r.hvps} HVPs)"
             elif args.hessian_action == "eig":
                 r = H.lanczos(op, tol=args.tol, max_iter=args.max_iter, relative_to=args.relative_to, seed=args.seed)
-                print(
+                line = (
                     f"{path}: lambda_max {r.lambda_max:.6g}, lambda_min {r.lambda_min:.6g}, |lambda_min/lambda_max| "
                     f"{r.ratio:.4g} (residuals {r.residuals[0]:.2g}, {r.residuals[1]:.2g}; {r.hvps} HVPs"
                     f"{'' if r.converged else '; NOT converged: raise --max-iter'})"
                 )
             elif args.hessian_action == "trace":
                 t = H.hutchinson(op, samples=args.samples, seed=args.seed)
-                print(
-                    f"{path}: trace {t.estimate:.6g} ± {t.stderr:.2g} (standard error, {len(t.samples)} Rademacher vectors)"
-                )
+                line = f"{path}: trace {t.estimate:.6g} ± {t.stderr:.2g} (standard error, {len(t.samples)} Rademacher vectors)"
             else:
                 d = H.slq(op, probes=args.probes, steps=args.steps, seed=args.seed)
                 fig = H.plot_density(d)
                 fig.savefig(args.out, dpi=120)
                 npz = os.path.splitext(args.out)[0] + ".npz"
                 np.savez(npz, nodes=d.nodes, weights=d.weights, n=d.n)
-                print(
+                line = (
                     f"{path}: density from {d.probes} probes x {args.steps} steps ({d.hvps} HVPs); trace estimate "
                     f"{d.moment(1) * d.n:.6g}; -> {args.out}, {npz}"
                 )
+            if bar is not None:
+                bar.close()
+            print(line)
     return 0
 
 

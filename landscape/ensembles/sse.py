@@ -51,6 +51,7 @@ def sse(
     momentum: float = 0.9,
     weight_decay: float = 5e-4,
     seed: int = 0,
+    progress: bool = False,
 ) -> Snapshots:
     """Train with ``cycles`` cosine restarts over ``epochs`` and keep a snapshot per cycle.
 
@@ -75,6 +76,7 @@ def sse(
     lrs = np.zeros(T)
     members, iterations = [], []
     i = 0
+    bar = _bar(T, "SSE", progress)
     for _ in range(int(epochs)):
         order = torch.randperm(len(y), generator=g)
         for b in range(per_epoch):
@@ -92,7 +94,26 @@ def sse(
                 members.append(Weights.from_module(net))
                 net.train()
                 iterations.append(i)
+            bar.update(1)
+    bar.close()
     return Snapshots(members, iterations, float(epochs), lrs)
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _bar(total: int, desc: str, enabled: bool):
+    """A tqdm bar over ``total`` iterations, or one that does nothing."""
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="it")
 
 
 def independent(

@@ -23,6 +23,7 @@ from torch.optim.swa_utils import SWALR, AveragedModel, update_bn
 from ..data import as_xy
 from ..weights import Weights
 from .schedules import swa_lr
+from .sse import _bar
 
 __all__ = ["SWAResult", "swa"]
 
@@ -67,6 +68,7 @@ def swa(
     weight_decay: float = 5e-4,
     seed: int = 0,
     keep_snapshots: bool = False,
+    progress: bool = False,
 ) -> SWAResult:
     """Run SWA from ``start``.
 
@@ -119,6 +121,7 @@ def swa(
     per_epoch = (len(y) + batch_size - 1) // batch_size
     lrs = np.zeros(int(epochs) * per_epoch)
     i = 0
+    bar = _bar(len(lrs), "SWA", progress)
     for _ in range(int(epochs)):
         order = torch.randperm(len(y), generator=g)
         for b in range(per_epoch):
@@ -136,12 +139,14 @@ def swa(
                 collected.append(i)
                 if keep_snapshots:
                     snapshots.append(Weights.from_module(net))
+            bar.update(1)
         if not cyclical:
             averaged.update_parameters(net)
             collected.append(i)
             if keep_snapshots:
                 snapshots.append(Weights.from_module(net))
             scheduler.step()
+    bar.close()
     if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in averaged.modules()):
         update_bn([x[j : j + batch_size] for j in range(0, len(y), batch_size)], averaged)
     averaged.module.eval()
