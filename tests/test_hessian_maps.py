@@ -184,12 +184,14 @@ def _env():
 
 
 def test_cli_map_sharded_over_two_ranks_equals_one_process(tmp_path):
-    _, ckpt = _ckpt(tmp_path)
-    surface = ["-m", "landscape", "surface", *COMMON, "--ckpt", ckpt, "--x", "-1:1:3", "--no-progress"]
+    model, _ = _ckpt(tmp_path)
+    plane = ls.directions.random_plane(ls.Weights.from_module(model), seed=0)
+    train = ls.load_data("digits", "train", max_samples=96)
     for name in ("one.h5", "two.h5"):
-        subprocess.run([sys.executable, *surface, "--out", name], check=True, env=_env(), cwd=tmp_path)
+        grid = np.linspace(-1, 1, 3)
+        ls.compute_surface(model, plane, grid, grid, splits={"train": train}, out=tmp_path / name, progress=False)
     hess = ["-m", "landscape", "hessian", "map", *COMMON, "--points-per-pass", "2", "--no-progress"]
-    subprocess.run([sys.executable, *hess, "one.h5", "--plot"], check=True, env=_env(), cwd=tmp_path)
+    assert main([*hess[2:], str(tmp_path / "one.h5"), "--plot"]) == 0
     run = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *hess, "two.h5"]
     r = subprocess.run(run, env=_env(), cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
