@@ -229,6 +229,7 @@ def _labels(data):
 
 def _chunk_values(model, pts, cells, data, params, batch_size, device, dtype, method, tol, max_iter, seed, step):
     """Lanczos over the cells ``cells`` (one batch); the map metrics of each."""
+    from ..ops import lanczos_step  # the compiled step (falls back to the reference without the extension)
     from .eig import lanczos_batched
     from .hvp import BatchedHVP
 
@@ -248,7 +249,7 @@ def _chunk_values(model, pts, cells, data, params, batch_size, device, dtype, me
     )
     tol, relative_to = tol
     runs = lanczos_batched(
-        op, max_iter=max_iter, tol=tol, relative_to=relative_to, seed=seed, step=step or _default_step(op)
+        op, max_iter=max_iter, tol=tol, relative_to=relative_to, seed=seed, step=step or lanczos_step
     )
     for i, r in enumerate(runs):
         out["lambda_max"][i] = r.lambda_max
@@ -257,12 +258,3 @@ def _chunk_values(model, pts, cells, data, params, batch_size, device, dtype, me
         out["eig_residual_max"][i], out["eig_residual_min"][i] = r.residuals
         out["eig_hvps"][i] = r.hvps
     return out
-
-
-def _default_step(op):
-    """The compiled Lanczos step where it is available (it falls back to the reference)."""
-    try:
-        from ..ops import lanczos_step
-    except ImportError:  # pragma: no cover - older builds
-        return None
-    return lanczos_step
