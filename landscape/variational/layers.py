@@ -74,6 +74,26 @@ class VariationalLayer(nn.Module):
     weight: nn.Parameter | None
     bias: nn.Parameter | None
 
+    @classmethod
+    def from_module(
+        cls,
+        module: nn.Module,
+        parameterization: str = "weight",
+        *,
+        alpha: float = 0.01,
+        log_sigma2: float | None = None,
+        train_alpha: bool = True,
+        variance_init: str = "weights",
+    ) -> VariationalLayer:
+        """A variational layer whose means (and bias) are copies of ``module``'s weights
+        (an ``nn.Linear`` for :class:`VariationalLinear`, an ``nn.Conv2d`` for
+        :class:`VariationalConv2d`; the subclass's ``_take`` copies its shape attributes)."""
+        layer = cls.__new__(cls)
+        nn.Module.__init__(layer)
+        layer._take(module)
+        layer._setup(module, parameterization, alpha, log_sigma2, train_alpha, variance_init)
+        return layer.train(module.training)
+
     def _setup(
         self,
         ref: nn.Module,
@@ -261,24 +281,6 @@ class VariationalLinear(VariationalLayer):
     def _take(self, ref: nn.Linear) -> None:
         self.in_features, self.out_features = ref.in_features, ref.out_features
 
-    @classmethod
-    def from_module(
-        cls,
-        module: nn.Linear,
-        parameterization: str = "weight",
-        *,
-        alpha: float = 0.01,
-        log_sigma2: float | None = None,
-        train_alpha: bool = True,
-        variance_init: str = "weights",
-    ) -> VariationalLinear:
-        """A variational layer whose means (and bias) are copies of ``module``'s weights."""
-        layer = cls.__new__(cls)
-        nn.Module.__init__(layer)
-        layer._take(module)
-        layer._setup(module, parameterization, alpha, log_sigma2, train_alpha, variance_init)
-        return layer.train(module.training)
-
     def _op(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         return F.linear(x, weight, bias)
 
@@ -340,24 +342,6 @@ class VariationalConv2d(VariationalLayer):
             setattr(self, name, getattr(ref, name))
         self.padding_mode = ref.padding_mode
         self._reversed_padding_repeated_twice = list(ref._reversed_padding_repeated_twice)
-
-    @classmethod
-    def from_module(
-        cls,
-        module: nn.Conv2d,
-        parameterization: str = "weight",
-        *,
-        alpha: float = 0.01,
-        log_sigma2: float | None = None,
-        train_alpha: bool = True,
-        variance_init: str = "weights",
-    ) -> VariationalConv2d:
-        """A variational layer whose means (and bias) are copies of ``module``'s weights."""
-        layer = cls.__new__(cls)
-        nn.Module.__init__(layer)
-        layer._take(module)
-        layer._setup(module, parameterization, alpha, log_sigma2, train_alpha, variance_init)
-        return layer.train(module.training)
 
     def _op(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         if self.padding_mode != "zeros":  # as nn.Conv2d; squaring commutes with these paddings
