@@ -140,6 +140,7 @@ def eigen_map(
     """
     from .. import distributed as distlib
     from ..io import open_result
+    from ..ops import lanczos_step  # the compiled step (falls back to the reference without the extension)
 
     if int(points_per_pass) != points_per_pass or points_per_pass < 1:
         raise ValueError(f"points_per_pass should be a positive integer, got {points_per_pass!r}")
@@ -196,10 +197,7 @@ def eigen_map(
                 device,
                 dtype,
                 method,
-                (tol, relative_to),
-                max_iter,
-                seed,
-                step,
+                dict(tol=tol, relative_to=relative_to, max_iter=max_iter, seed=seed, step=step or lanczos_step),
             )
             gathered = distlib.gather_to_root((mine, values))
             if rank == 0:
@@ -227,9 +225,9 @@ def _labels(data):
     return as_xy(data)[1]
 
 
-def _chunk_values(model, pts, cells, data, params, batch_size, device, dtype, method, tol, max_iter, seed, step):
-    """Lanczos over the cells ``cells`` (one batch); the map metrics of each."""
-    from ..ops import lanczos_step  # the compiled step (falls back to the reference without the extension)
+def _chunk_values(model, pts, cells, data, params, batch_size, device, dtype, method, lanczos_opts):
+    """Lanczos over the cells ``cells`` (one batch; ``lanczos_opts`` go to
+    :func:`~landscape.hessian.lanczos_batched`); the map metrics of each."""
     from .eig import lanczos_batched
     from .hvp import BatchedHVP
 
@@ -247,10 +245,7 @@ def _chunk_values(model, pts, cells, data, params, batch_size, device, dtype, me
         dtype=dtype,
         method=method,
     )
-    tol, relative_to = tol
-    runs = lanczos_batched(
-        op, max_iter=max_iter, tol=tol, relative_to=relative_to, seed=seed, step=step or lanczos_step
-    )
+    runs = lanczos_batched(op, **lanczos_opts)
     for i, r in enumerate(runs):
         out["lambda_max"][i] = r.lambda_max
         out["lambda_min"][i] = r.lambda_min
