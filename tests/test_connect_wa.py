@@ -369,7 +369,7 @@ def test_conv_transitional_network_with_a_shared_lower_layer_is_the_upper_networ
     assert torch.equal(T["8.weight"], A["8.weight"]) and torch.equal(T["0.weight"], B["0.weight"])
 
 
-def test_conv_multilayer_wa_path_ends_at_both_networks_and_residual_networks_are_refused():
+def test_conv_multilayer_wa_path_ends_at_both_networks_and_residual_networks_go_through_their_cuts():
     X = ls.load_data("digits:image", "train").x[:200].double()
     model = _conv_net(0)
     A, B = ls.Weights.from_module(model), ls.Weights.from_module(_conv_net(1))
@@ -379,5 +379,6 @@ def test_conv_multilayer_wa_path_ends_at_both_networks_and_residual_networks_are
         assert torch.equal(pts.point(0)[n], A[n]) and torch.equal(pts.point(pts.K - 1)[n], B[n])
     resnet = ls.build_model("resnet20", {"width": 2, "in_channels": 1})
     w = ls.Weights.from_module(resnet)
-    with pytest.raises(ValueError, match="sequential network"):
-        ls.connect.multilayer_wa_path(w, w, resnet, torch.zeros(4, 1, 8, 8), [0.0, 1.0])
+    # residual networks hand over at the cuts of their graph (tests/test_connect_residual_wa.py)
+    _, _, bounds = ls.connect.multilayer_wa_path(w, w, resnet, X[:8].reshape(8, 1, 8, 8), [0.0, 1.0])
+    assert len(bounds) == 12

@@ -58,6 +58,7 @@ from torch import nn
 
 from ..pointset import PointSet
 from ..weights import Weights
+from .graph import UnsupportedModelError
 from .matching import _sq_dist, assignment, match_neurons, ot_path
 from .neurons import _Chain, _leaves
 from .paths import _as_t, _same_layout, arc_path, concatenate_paths, linear_path
@@ -640,6 +641,16 @@ def _wa_step(
     return np.asarray(t_out, dtype=np.float64), points
 
 
+def _residual_or_raise(error: Exception):
+    """The residual-network WA module when ``error`` says the network is not sequential
+    because of a residual addition or branching; else re-raise ``error``."""
+    if "residual or branching" not in str(error):
+        raise error
+    from . import adjust_graph
+
+    return adjust_graph
+
+
 def _check_pair(A: Weights, B: Weights, model: nn.Module) -> _Stack:
     _same_layout(A, B)
     st = _Stack(model)
@@ -791,7 +802,10 @@ def transitional_network(A: Weights, B: Weights, model: nn.Module, k: int, X, *,
         Same layout and dtypes as ``A``; entries outside the Linear layers are ``A``'s
         (``k <= n``).
     """
-    st = _check_pair(A, B, model)
+    try:
+        st = _check_pair(A, B, model)
+    except UnsupportedModelError as e:
+        return _residual_or_raise(e).residual_transitional_network(A, B, model, k, X, ridge=ridge)
     if int(k) != k or not 1 <= k <= st.n + 1:
         raise ValueError(f"k should be an integer in 1..{st.n + 1} for a model with {st.n} Linear layers, got {k!r}")
     k = int(k)
@@ -895,7 +909,21 @@ def multilayer_wa_path(
     boundaries : ndarray[n + 1]
         ``[0, 1/n, ..., 1]``: the values of ``t`` at :math:`\\Theta_1^{AB}, \\dots, \\Theta_{n+1}^{AB}`.
     """
-    st = _check_pair(A, B, model)
+    try:
+        st = _check_pair(A, B, model)
+    except UnsupportedModelError as e:
+        return _residual_or_raise(e).residual_wa_path(
+            A,
+            B,
+            model,
+            X,
+            t_per_step,
+            method,
+            ridge=ridge,
+            snap_ends=snap_ends,
+            solver=solver,
+            swap_points=swap_points,
+        )
     if st.n < 2:
         raise ValueError(f"multilayer_wa_path needs at least two Linear layers, this model has {st.n}")
     if method not in WA_METHODS:
