@@ -256,6 +256,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bijection-epochs", type=int, default=10)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--base",
+        default="diagonal",
+        choices=["diagonal", "gaussian"],
+        help="the flows' base map: per-dimension standardisation (default) or a Gaussian fit with shrinkage "
+        "(recommended for convnets and deep networks)",
+    )
+    p.add_argument("--holdout", type=int, default=0, help="last checkpoints held out for early stopping (default 0)")
+    p.add_argument(
+        "--align",
+        action="store_true",
+        help="align the checkpoints' neurons to a template first (saved with the model; `landscape connect` then "
+        "matches B to A and ends with OT's swaps); recommended for convnets and deep networks",
+    )
     _add_model_data(p)
     p.add_argument("--trust-checkpoint", action="store_true", help="allow pickled Python objects in checkpoints")
     p.add_argument("--out", required=True, help="write the connection model here (.pt)")
@@ -822,7 +836,7 @@ def _cmd_connect(args) -> int:
         label = label or f"{'Bijection' if meta.get('bijection') else 'Flow'} ({meta.get('kind', 'flow')})"
         if label in flows:
             raise UsageError(f"two --connection-model rows are labelled {label!r}; name them LABEL=FILE")
-        flows[label] = (nu, groups)
+        flows[label] = (nu, groups, meta.get("template"))  # a template: flows of an aligned pool
     rep = compare_connections(
         model,
         A,
@@ -863,14 +877,21 @@ def _several_ckpts_new_out(args, command: str, need: str) -> None:
 
 
 def _cmd_connection_model(args) -> int:
-    from .connect.flows import fit_bijection, fit_flows_for, flow_groups, save_connection_model
+    from .connect.flows import align_pool, fit_bijection, fit_flows_for, flow_groups, save_connection_model
     from .data import load_data
     from .models import build_model, describe_model
     from .weights import load_checkpoint
 
     _several_ckpts_new_out(args, "connection-model", "two --ckpt (more is better)")
+    if not 0 <= args.holdout <= len(args.ckpt) - 2:
+        raise UsageError(
+            f"--holdout {args.holdout}: expected 0..{max(0, len(args.ckpt) - 2)} (at least two checkpoints stay for fitting)"
+        )
     model = build_model(args.model, args.model_kwargs)
     weights = [load_checkpoint(p, model, trust=args.trust_checkpoint) for p in args.ckpt]
+    loaded, template = weights, None
+    if args.align:
+        weights, template = align_pool(model, weights)
     groups = flow_groups(model)
     flows = fit_flows_for(
         model,
@@ -881,6 +902,8 @@ def _cmd_connection_model(args) -> int:
         epochs=args.epochs,
         lr=args.lr,
         seed=args.seed,
+        base=args.base,
+        holdout=args.holdout,
         progress=not args.no_progress,
     )
     history = []
@@ -901,10 +924,12 @@ def _cmd_connection_model(args) -> int:
         "kind": args.kind,
         "bijection": bool(args.bijection),
         "model": describe_model(args.model, args.model_kwargs),
-        "checkpoints": [{"path": w.source, "sha256": w.sha256} for w in weights],
+        "checkpoints": [{"path": w.source, "sha256": w.sha256} for w in loaded],
         "bijection_history": [float(v) for v in history],
+        "base": args.base,
+        "aligned": bool(args.align),
     }
-    save_connection_model(args.out, flows, groups, kind=args.kind, meta=meta, force=args.force)
+    save_connection_model(args.out, flows, groups, kind=args.kind, meta=meta, template=template, force=args.force)
     what = "Bijection" if args.bijection else "Flow"
     dims = ", ".join(f"{g.name}: {g.dim(weights[0])}" for g in groups)
     print(

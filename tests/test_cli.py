@@ -263,7 +263,7 @@ def test_connect_adds_trained_curves_as_rows(tmp_path, capsys):
     assert "does not end at B" in capsys.readouterr().err
 
 
-def test_connect_a_convnet_recomputes_batchnorm_and_a_resnet_skips_wa(tmp_path, capsys):
+def test_connect_a_convnet_recomputes_batchnorm_and_a_resnet_gets_wa(tmp_path, capsys):
     from landscape.connect import ConnectionReport
 
     kwargs = {"width": 4, "batch_norm": True}
@@ -276,7 +276,7 @@ def test_connect_a_convnet_recomputes_batchnorm_and_a_resnet_skips_wa(tmp_path, 
     assert "| OT (stage 1) |" in printed and "| Linear + WA (step 3) |" in printed
     rep = ConnectionReport.load(out)
     assert rep.attrs["bn"] == "recompute" and rep.computed == ["linear", "ot", "linear+wa"]
-    # residual networks: WA rows skipped with the reason
+    # residual networks: WA through the cuts of the graph (stem, 9 block sums, logits)
     rkw = {"width": 2, "in_channels": 1}
     rpaths = [str(tmp_path / f"r{i}.pt") for i in range(2)]
     for i, p in enumerate(rpaths):
@@ -285,7 +285,8 @@ def test_connect_a_convnet_recomputes_batchnorm_and_a_resnet_skips_wa(tmp_path, 
     res = ["connect", "--model", "resnet20", "--model-kwargs", json.dumps(rkw), "--data", "digits:image"]
     res += ["--no-progress", "--ckpt", rpaths[0], "--ckpt", rpaths[1], "--points", "2", "--max-samples", "32"]
     assert main([*res, "--methods", "linear,arc+wa", "--out", str(tmp_path / "r.h5")]) == 0
-    assert "Arc + WA skipped: weight adjustment needs a sequential network" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| Arc + WA (step 11) |" in printed and "skipped" not in printed
     # a model whose channels cannot be followed: one line, exit 2
     bad = ["connect", "--model", "resnet20", "--model-kwargs", '{"width": 2, "in_channels": 1}', "--data", "digits"]
     assert main([*bad, "--ckpt", paths[0], "--ckpt", paths[1], "--out", str(tmp_path / "x.h5")]) == 2
@@ -329,6 +330,15 @@ def test_connection_model_then_connect_with_its_row(tmp_path, capsys):
     conn = ["connect", *MLP_ARGS, "--ckpt", paths[0], "--ckpt", paths[1], "--methods", "linear", "--points", "3"]
     assert main([*conn, "--connection-model", str(cm), "--out", str(out)]) == 0
     assert "| Bijection (realnvp) |" in capsys.readouterr().out
+    # the convnet recipe: aligned pool and Gaussian base; connect then runs two stages
+    aligned = tmp_path / "aligned.pt"
+    assert main([*argv, "--align", "--base", "gaussian", "--holdout", "1", "--out", str(aligned)]) == 0
+    assert ls.connect.flows.load_connection_model(aligned)[2]["template"] is not None
+    capsys.readouterr()
+    assert main([*conn, "--connection-model", str(aligned), "--out", str(tmp_path / "a.h5")]) == 0
+    assert "| Flow (realnvp) (stage 2) |" in capsys.readouterr().out
+    assert main([*argv, "--holdout", "2", "--out", str(tmp_path / "h.pt")]) == 2
+    assert "--holdout 2: expected 0..1" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -20,11 +20,15 @@ from landscape.connect.flows import (
     IAF,
     NeuronGroup,
     RealNVP,
+    align_pool,
+    aligned_flow_path,
     fit_bijection,
     fit_flow,
     fit_flows_for,
+    flow_groups,
     flow_path,
     flow_path_tensors,
+    ledoit_wolf,
     load_connection_model,
     mlp_groups,
     save_connection_model,
@@ -414,3 +418,213 @@ def test_flow_path_on_cuda_matches_cpu(kind):
     assert torch.equal(gpu.basis[0], Ag.flatten()) and torch.equal(gpu.basis[2], Bg.flatten())
     tensors = flow_path_tensors(Ag, Bg, [_BN_GROUP], {"h": flows["h"]}, 0.4)
     assert all(v.device.type == "cuda" for v in tensors.values())
+
+
+# ---------------------------------------------------------------------------- Gaussian base
+def _correlated(n, seed=0, dim=6):
+    g = torch.Generator().manual_seed(seed)
+    L = torch.randn(dim, dim, generator=g, dtype=torch.float64)
+    return 3.0 + torch.randn(n, dim, generator=g, dtype=torch.float64) @ L.T
+
+
+def test_ledoit_wolf_matches_scikit_learn_and_is_positive_definite_below_full_rank():
+    sk = pytest.importorskip("sklearn.covariance")
+    for n in (40, 5):  # 5 samples in 6 dimensions: the sample covariance is singular
+        x = _correlated(n, seed=n)
+        cov, rho = ledoit_wolf(x)
+        cov_sk, rho_sk = sk.ledoit_wolf(x.numpy())
+        np.testing.assert_allclose(cov.numpy(), cov_sk, rtol=1e-10, atol=1e-12)
+        assert rho == pytest.approx(rho_sk, rel=1e-10) and 0 < rho <= 1
+        assert float(torch.linalg.eigvalsh(cov).min()) > 0
+    with pytest.raises(ValueError, match=r"x should be a floating-point tensor \[N >= 2, D\], got \[1, 3\]"):
+        ledoit_wolf(torch.zeros(1, 3))
+
+
+@pytest.mark.parametrize("kind", sorted(FLOW_KINDS))
+def test_gaussian_base_is_the_shrunk_gaussian_inverts_and_its_logdet_is_the_jacobian(kind):
+    x = _correlated(30)
+    flow = _flow(kind, 6, hidden=8).double()
+    assert fit_flow(flow, x, epochs=0, base="gaussian") == []
+    assert not torch.equal(flow.chol, torch.eye(6)) and torch.equal(flow.chol, torch.tril(flow.chol))
+    # untrained layers: the flow is the Gaussian with the Ledoit-Wolf correlation (an independent density)
+    std = x.std(0)
+    corr, _ = ledoit_wolf((x - x.mean(0)) / std)
+    corr = corr / corr.diagonal().sqrt().outer(corr.diagonal().sqrt())
+    normal = torch.distributions.MultivariateNormal(x.mean(0), covariance_matrix=std.outer(std) * corr)
+    torch.testing.assert_close(flow.log_prob(x), normal.log_prob(x), rtol=1e-10, atol=1e-10)
+    u, _ = flow.base(x)
+    torch.testing.assert_close(flow.base_inverse(u), x, rtol=0, atol=1e-10)
+    # with trained-looking layers on top: still a bijection with the exact log-determinant
+    chol, mean, sd = flow.chol.clone(), flow.mean.clone(), flow.std.clone()
+    _perturb(flow, seed=4)
+    with torch.no_grad():
+        flow.chol.copy_(chol), flow.mean.copy_(mean), flow.std.copy_(sd)
+    z, logdet = flow(x)
+    torch.testing.assert_close(flow.inverse(z), x, rtol=0, atol=1e-10)
+    for k in range(2):
+        J = torch.autograd.functional.jacobian(lambda v: flow(v[None])[0][0], x[k])
+        torch.testing.assert_close(logdet[k], torch.linalg.slogdet(J)[1], rtol=0, atol=1e-9)
+    with pytest.raises(ValueError, match=r"base should be one of \['diagonal', 'gaussian'\], got 'full'"):
+        fit_flow(flow, x, epochs=0, base="full")
+
+
+def test_fit_flow_with_holdout_ends_no_worse_than_the_base_on_the_held_out_vectors():
+    x = _correlated(200, seed=1).float()
+    train, held = x[:12], x[12:]  # 12 vectors: the flow overfits them
+    base_only = RealNVP(6, n_couplings=2, hidden=16)
+    fit_flow(base_only, train, epochs=0, base="gaussian")
+    overfit, stopped = RealNVP(6, n_couplings=2, hidden=16), RealNVP(6, n_couplings=2, hidden=16)
+    fit_flow(overfit, train, epochs=60, lr=3e-2, batch_size=12, base="gaussian")
+    fit_flow(stopped, train, epochs=60, lr=3e-2, batch_size=12, base="gaussian", holdout=held)
+    with torch.no_grad():
+        nll = {
+            k: float(-f.log_prob(held).mean())
+            for k, f in (("base", base_only), ("overfit", overfit), ("stop", stopped))
+        }
+    assert nll["overfit"] > nll["base"] + 10.0, nll  # without early stopping the held-out NLL grows
+    assert nll["stop"] <= nll["base"] + 1e-5, nll
+    with pytest.raises(ValueError, match=r"holdout should be a tensor \[M >= 1, 6\]"):
+        fit_flow(stopped, train, holdout=held[:, :3])
+
+
+# ---------------------------------------------------------------------------- aligned pools and paths
+def _cnn(seed, dtype=torch.float64):
+    torch.manual_seed(seed)
+    model = ls.build_model("small_cnn", {"width": 3, "batch_norm": True}).to(dtype)
+    w = ls.Weights.from_module(model)
+    g = torch.Generator().manual_seed(seed)
+    tensors = {  # non-trivial BatchNorm parameters and statistics
+        k: (v.abs() + 0.5 if "running_var" in k else v + 0.1 * torch.randn(v.shape, generator=g, dtype=dtype))
+        if v.is_floating_point()
+        else v
+        for k, v in w.items()
+    }
+    return model, ls.Weights(tensors, w.layout)
+
+
+def _outputs(model, w, x):
+    model.eval()
+    return functional_call(model, dict(w), (x,))
+
+
+def test_align_pool_recovers_permuted_copies_and_keeps_every_function():
+    model, ref = _cnn(0)
+    gen = torch.Generator().manual_seed(0)
+    copies = [
+        ls.connect.permute(ref, model, {"0": torch.randperm(3, generator=gen), "3": torch.randperm(6, generator=gen)})
+        for _ in range(3)
+    ]
+    others = [_cnn(s)[1] for s in (1, 2)]
+    pool = [ref, *copies, *others]
+    aligned, template = align_pool(model, pool)
+    for w in aligned[:4]:  # every permuted copy lines up with the reference, bit for bit
+        for k in ref:
+            assert torch.equal(w[k], ref[k]), k
+    x = torch.randn(5, 1, 8, 8, generator=gen, dtype=torch.float64)
+    for w, v in zip(pool, aligned):
+        torch.testing.assert_close(_outputs(model, v, x), _outputs(model, w, x), rtol=0, atol=1e-12)
+    torch.testing.assert_close(
+        template["3.weight"], torch.stack([w["3.weight"] for w in aligned]).mean(0), rtol=0, atol=1e-15
+    )
+    with pytest.raises(ValueError, match=r"reference should index weights \(0..5\), got 6"):
+        align_pool(model, pool, reference=6)
+
+
+def test_aligned_flow_path_ends_at_a_and_b_and_is_the_template_frame_path_reordered():
+    model, A = _cnn(3)
+    _, B = _cnn(4)
+    pool = [_cnn(s)[1] for s in (5, 6, 7)]
+    aligned, template = align_pool(model, pool)
+    # reorder the template's first layer so that A's frame and the template's surely differ
+    template = ls.connect.permute(template, model, {"0": ls.connect.match_neurons(A, template, model)["0"].roll(1)})
+    groups = flow_groups(model)
+    flows = fit_flows_for(
+        model, aligned, groups, "realnvp", hidden=8, n_couplings=2, dtype=torch.float64, epochs=0, base="gaussian"
+    )
+    flows = {k: _perturb(f, seed=1, scale=0.1) for k, f in flows.items()}  # a non-linear flow
+    t = [0.0, 0.4, 1.0]
+    path = aligned_flow_path(A, B, model, groups, flows, dict(template), t)
+    Bp = ls.connect.permute(B, model, path.permutations)
+    last = path.stage2.K - 1
+    for k in A:  # the ends, bit for bit, and the joint between the stages
+        assert torch.equal(path.stage1.point(0)[k], A[k]), k
+        assert torch.equal(path.stage1.point(2)[k], Bp[k]) or not A[k].is_floating_point(), k
+        assert torch.equal(path.stage2.point(0)[k], Bp[k]) or not A[k].is_floating_point(), k
+        assert torch.equal(path.stage2.point(last)[k], B[k]), k
+    # oracle: the flow path between A and B' reordered to the template, computed there
+    sigma = ls.connect.match_neurons(template, A, model)
+    assert not torch.equal(sigma["0"], torch.arange(3))
+    As, Bs = (ls.connect.permute(w, model, sigma) for w in (A, Bp))
+    there = flow_path(As, Bs, groups, flows, [0.4]).point(0)
+    x = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    mid = ls.Weights(path.stage1.point(1), A.layout)
+    torch.testing.assert_close(
+        _outputs(model, mid, x), _outputs(model, ls.Weights(there, A.layout), x), rtol=0, atol=1e-10
+    )
+    unaligned = flow_path(A, Bp, groups, flows, [0.4]).point(0)  # the frame matters for a non-linear flow
+    assert not torch.allclose(mid.flatten(), ls.Weights(unaligned, A.layout).flatten(), atol=1e-6)
+
+
+def test_connection_model_keeps_the_template_and_reads_format_version_1(tmp_path):
+    model = _mlp([8])
+    w = ls.Weights.from_module(model)
+    groups = mlp_groups(model)
+    x = _correlated(40, dim=groups[0].dim(w)).float()
+    flow = _perturb(RealNVP(groups[0].dim(w), n_couplings=2, hidden=8), seed=1)
+    fit_flow(flow, x, epochs=0, base="gaussian")
+    path = tmp_path / "aligned.pt"
+    save_connection_model(path, {"1": flow}, groups, kind="realnvp", meta={"a": 1}, template=w)
+    flows2, _, meta2 = load_connection_model(path)
+    assert list(meta2) == ["a", "template"] and list(meta2["template"]) == list(w)
+    assert all(torch.equal(meta2["template"][k], w[k]) for k in w)
+    assert torch.equal(flows2["1"](x)[0], flow(x)[0])
+    with pytest.raises(ValueError, match='meta has a key "template"'):
+        save_connection_model(tmp_path / "b.pt", {"1": flow}, groups, kind="realnvp", meta={"template": 1})
+    # a version-1 file (no chol buffer, no template) loads as the flow it held
+    with torch.no_grad():
+        flow.chol.copy_(torch.eye(flow.dim))
+    raw = torch.load(path, weights_only=True)
+    raw["version"] = 1
+    del raw["template"]
+    del raw["flows"]["1"]["state_dict"]["chol"]
+    torch.save(raw, tmp_path / "v1.pt")
+    flows1, _, meta1 = load_connection_model(tmp_path / "v1.pt")
+    assert meta1 == {"a": 1} and torch.equal(flows1["1"].chol, torch.eye(flow.dim))
+    assert torch.equal(flows1["1"](x)[0], flow(x)[0])
+    raw["version"] = 3
+    torch.save(raw, tmp_path / "v3.pt")
+    with pytest.raises(ValueError, match="has format version 3; expected 1 to 2"):
+        load_connection_model(tmp_path / "v3.pt")
+
+
+def test_compare_connections_runs_an_aligned_connection_model_in_two_stages_ending_with_ots_swaps(digits):
+    from landscape.connect import compare_connections
+
+    model = _mlp([6])
+    data = (digits.x[:120], digits.y[:120])
+    nets = []
+    for seed in range(4):
+        w = ls.Weights.from_module(_mlp([6], seed=seed))
+        nets.append(w)
+    A, B, pool = nets[0], nets[1], nets[2:]
+    aligned, template = align_pool(model, pool)
+    groups = flow_groups(model)
+    flows = fit_flows_for(model, aligned, groups, epochs=0, base="gaussian")
+    rep = compare_connections(
+        model,
+        A,
+        B,
+        {"train": data},
+        methods=("ot",),
+        connection_models={"Flow": (flows, groups, template), "Plain": (flows, groups)},
+        points=3,
+        progress=False,
+    )
+    assert sorted(set(rep.stage["Flow"].tolist())) == [1, 2] and rep.stage["Plain"].tolist() == [0, 0, 0]
+    np.testing.assert_array_equal(rep.t["Flow"], rep.t["ot"])
+    # stage 2 is OT's stage 2 (the same swaps from B' to B): the same accuracies
+    np.testing.assert_array_equal(
+        rep.acc["Flow"]["train"][rep.stage["Flow"] == 2], rep.acc["ot"]["train"][rep.stage["ot"] == 2]
+    )
+    ends = rep.endpoints["train"]
+    assert rep.acc["Flow"]["train"][0] == ends["A_acc"] and rep.acc["Flow"]["train"][-1] == ends["B_acc"]

@@ -8,8 +8,9 @@ is part one, dense networks):
    matched through the traced channel groups), Linear/Arc/OT + WA (transitional networks,
    the pseudo-inverse over patches), Flow (IAF) and Bijection (RealNVP) connection models
    learned from ``--pool`` *other* networks (a global connection model applied to a new
-   pair), a trained Bezier curve with 3 points, and the endpoints; BatchNorm statistics
-   recomputed at every point.
+   pair; by default on the pool aligned to a template, from a Gaussian base, with the
+   path between ``A`` and ``B`` matched to ``A`` followed by OT's swaps), a trained Bezier
+   curve with 3 points, and the endpoints; BatchNorm statistics recomputed at every point.
 2. **WA-ensembles.** Ensembles of ``--members`` networks sharing the first network's
    backbone (MLPs 64-128-128-10 and the same ``small_cnn``): test accuracy against the
    number of networks for every head size (all layers = the ordinary ensemble), with the
@@ -41,6 +42,7 @@ import torch
 import landscape as ls
 from landscape.connect import compare_connections, wa_ensemble_curve
 from landscape.connect.flows import (
+    align_pool,
     fit_bijection,
     fit_flows_for,
     flow_groups,
@@ -80,22 +82,46 @@ def trained(out_dir: str, spec, data, seed: int, cfg: dict, force: bool) -> ls.W
 
 
 def connection_models(args, model, pool: list[ls.Weights], train, log) -> dict:
-    """Flow (IAF, maximum likelihood) and Bijection (RealNVP, then the path loss) from the pool."""
+    """Flow (IAF, maximum likelihood) and Bijection (RealNVP, then the path loss) from the pool.
+
+    By default the pool is first aligned to a template (``align_pool``), the flows start from
+    the Gaussian base (mean and Ledoit-Wolf correlation of the pooled neurons) and stop
+    early on the neurons of the last pool network (``--flow-holdout``); the paths then run
+    between ``A`` and ``B`` matched to ``A`` and end with OT's swaps (``aligned_flow_path``).
+    ``--flow-base diagonal --no-align --flow-holdout 0`` is the recipe of the first results.
+    """
     groups = flow_groups(model)
+    template = None
+    if args.align:
+        pool, template = align_pool(model, pool)
+    recipe = (
+        f"{args.flow_base}{'-aligned' if args.align else ''}{f'-h{args.flow_holdout}' if args.flow_holdout else ''}"
+    )
     out = {}
     for label, kind, bijection in (("Flow (IAF)", "iaf", False), ("Bijection (RealNVP)", "realnvp", True)):
-        path = os.path.join(args.out_dir, f"{kind}{'-bijection' if bijection else ''}.pt")
+        path = os.path.join(args.out_dir, f"{kind}{'-bijection' if bijection else ''}-{recipe}.pt")
         if os.path.exists(path) and not args.force:
-            flows, groups, _ = load_connection_model(path)
+            flows, groups, meta = load_connection_model(path)
+            template = meta.get("template")
         else:
             t0 = time.perf_counter()
-            flows = fit_flows_for(model, pool, groups, kind=kind, epochs=args.flow_epochs, seed=0)
+            flows = fit_flows_for(
+                model,
+                pool,
+                groups,
+                kind=kind,
+                epochs=args.flow_epochs,
+                seed=0,
+                base=args.flow_base,
+                holdout=args.flow_holdout,
+            )
             hist = []
             if bijection:
                 hist = fit_bijection(model, pool, groups, flows, train, epochs=args.bijection_epochs, seed=0)
-            save_connection_model(path, flows, groups, kind=kind, meta={"bijection": bijection}, force=True)
+            meta = {"bijection": bijection, "recipe": recipe}
+            save_connection_model(path, flows, groups, kind=kind, meta=meta, template=template, force=True)
             log(f"  {label}: fitted in {time.perf_counter() - t0:.0f}s" + (f", path loss {hist}" if hist else ""))
-        out[label] = (flows, groups)
+        out[label] = (flows, groups, template)
     return out
 
 
@@ -143,18 +169,23 @@ def conv_table(args, log) -> tuple[list[dict], str]:
         rec["End points"] = {s: rep.endpoint_acc(s) for s in rep.splits}
         rec["ot stage 1"] = {s: rep.worst_acc("ot", s, 1) for s in rep.splits}
         rec["ot stage 2"] = {s: rep.worst_acc("ot", s, 2) for s in rep.splits}
+        if args.align:
+            for label in ("Flow (IAF)", "Bijection (RealNVP)"):
+                rec[f"{label} stage 1"] = {s: rep.worst_acc(label, s, 1) for s in rep.splits}
         records.append(rec)
         log(
             f"  [cnn pair {pair}] {time.perf_counter() - t0:.0f}s: "
             + ", ".join(f"{_label(m)} {100 * v['test']:.2f}" for m, v in rec.items())
         )
     lines = ["| Method | train | test |", "|---|---:|---:|"]
-    for row in [*ROWS[:5], "ot stage 1", "ot stage 2", *ROWS[5:]]:
+    flow_rows = [ROWS[6], f"{ROWS[6]} stage 1", ROWS[7], f"{ROWS[7]} stage 1"] if args.align else ROWS[6:8]
+    for row in [*ROWS[:5], "ot stage 1", "ot stage 2", ROWS[5], *flow_rows, *ROWS[8:]]:
         cells = []
         for s in ("train", "test"):
             v = 100 * np.array([r[row][s] for r in records])
             cells.append(f"{v.mean():.2f} ± {v.std(ddof=1):.2f}" if len(v) > 1 else f"{v.mean():.2f}")
-        lines.append(f"| {_label(row) if row in ROWS else row.replace('ot', 'OT')} | " + " | ".join(cells) + " |")
+        name = _label(row) if row in ROWS else row.replace("ot stage", "OT stage")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return records, "\n".join(lines)
 
 
@@ -181,6 +212,18 @@ def main(argv=None) -> int:
     p.add_argument("--points", type=int, default=11)
     p.add_argument("--flow-epochs", type=int, default=200)
     p.add_argument("--bijection-epochs", type=int, default=5)
+    p.add_argument(
+        "--flow-base",
+        choices=("diagonal", "gaussian"),
+        default="gaussian",
+        help="fixed transform in front of the flows",
+    )
+    p.add_argument(
+        "--flow-holdout", type=int, default=1, help="pool networks held out for the flows' early stopping (default 1)"
+    )
+    p.add_argument(
+        "--no-align", dest="align", action="store_false", help="fit and apply the flows without matching the neurons"
+    )
     p.add_argument("--out-dir", default="repro-conv-connections")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--quick", action="store_true")

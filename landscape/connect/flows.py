@@ -25,6 +25,14 @@ Either result is a *global connection model*: once trained it connects any pair 
 of the same architecture (:func:`flow_path`); :func:`save_connection_model` and
 :func:`load_connection_model` store and restore it.
 
+Deep and convolutional networks: a neuron of layer 2 reads the channels of layer 1, which
+every network numbers differently, and a few networks give too few neurons for a flow of
+dimension ~75. :func:`align_pool` reorders the pool to a template, ``base="gaussian"`` puts
+a shrunk Gaussian (:func:`ledoit_wolf`) in front of identity-initialised flow layers,
+``holdout`` stops the fit early on held-out networks, and :func:`aligned_flow_path` mixes
+``A`` with ``B`` matched to ``A`` in the template's frame, then reaches ``B`` by the OT
+connection's swaps.
+
 Which tensors make up a neuron is described by :class:`NeuronGroup` (any number of tensors,
 each sliced along one axis, so convolution filters with their BatchNorm parameters work the
 same way as MLP neurons); :func:`mlp_groups` builds the groups of a plain MLP.
@@ -38,6 +46,7 @@ autoencoder for distribution estimation", ICML 2015.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from collections import OrderedDict
@@ -55,16 +64,20 @@ from ..weights import Layout, Weights
 from .neurons import linear_chain
 
 __all__ = [
+    "BASES",
     "FLOW_KINDS",
     "IAF",
     "NeuronGroup",
     "RealNVP",
+    "align_pool",
+    "aligned_flow_path",
     "fit_bijection",
     "fit_flow",
     "fit_flows_for",
     "flow_groups",
     "flow_path",
     "flow_path_tensors",
+    "ledoit_wolf",
     "load_connection_model",
     "mlp_groups",
     "save_connection_model",
@@ -72,7 +85,7 @@ __all__ = [
 
 _SNAP = 1e-15
 _FORMAT = "landscape.connect.flows"
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # 2 added the flows' "chol" buffer and the optional template
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
@@ -353,6 +366,7 @@ class _Flow(nn.Module):
         self.dim = _check_int(dim, "dim", 1)
         self.register_buffer("mean", torch.zeros(self.dim))
         self.register_buffer("std", torch.ones(self.dim))
+        self.register_buffer("chol", torch.eye(self.dim))
         self.layers = nn.ModuleList()
 
     def _check(self, x: Tensor, what: str) -> Tensor:
@@ -376,12 +390,12 @@ class _Flow(nn.Module):
         -------
         z : Tensor[N, D]
         logdet : Tensor[N]
-            :math:`\\log|\\det \\partial\\nu / \\partial x|`, including the standardisation's
-            :math:`-\\sum_d \\log \\sigma_d`.
+            :math:`\\log|\\det \\partial\\nu / \\partial x|`, including the base transform's
+            (:meth:`base`).
         """
         self._check(x, "forward")
-        u = (x - self.mean) / self.std
-        logdet = (-torch.log(self.std).sum()).expand(x.shape[0])
+        u, logdet = self.base(x)
+        logdet = logdet.expand(x.shape[0])
         for layer in self.layers:
             u, ld = layer(u)
             logdet = logdet + ld
@@ -401,7 +415,41 @@ class _Flow(nn.Module):
         self._check(z, "inverse")
         for layer in reversed(self.layers):
             z = layer.inverse(z)
-        return z * self.std + self.mean
+        return self.base_inverse(z)
+
+    def base(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The Gaussian base transform alone, :math:`u = L^{-1} (x - \\mu) / \\sigma`.
+
+        :math:`\\mu` and :math:`\\sigma` are the buffers ``mean`` and ``std``, :math:`L` the
+        lower triangular buffer ``chol`` (the Cholesky factor of the correlation matrix
+        :func:`fit_flow` estimates with ``base="gaussian"``; the identity otherwise, which
+        makes this the per-dimension standardisation).
+
+        Parameters
+        ----------
+        x : Tensor[N, D]
+
+        Returns
+        -------
+        u : Tensor[N, D]
+        logdet : Tensor[]
+            :math:`-\\sum_d \\log \\sigma_d - \\sum_d \\log L_{dd}` (the same for every row).
+        """
+        u = (x - self.mean) / self.std
+        logdet = -torch.log(self.std).sum()
+        if not self._plain_base():
+            u = torch.linalg.solve_triangular(self.chol.T, u, upper=True, left=False)
+            logdet = logdet - torch.log(torch.diagonal(self.chol)).sum()
+        return u, logdet
+
+    def base_inverse(self, u: Tensor) -> Tensor:
+        """Inverse of :meth:`base`: :math:`x = \\mu + \\sigma \\odot (L u)`."""
+        if not self._plain_base():
+            u = u @ self.chol.T
+        return u * self.std + self.mean
+
+    def _plain_base(self) -> bool:
+        return bool(torch.equal(self.chol, torch.eye(self.dim, dtype=self.chol.dtype, device=self.chol.device)))
 
     def log_prob(self, x: Tensor) -> Tensor:
         """Log density under a standard normal base.
@@ -634,6 +682,52 @@ def _check_positive(value, name: str) -> None:
         raise ValueError(f"{name} should be a positive number, got {value!r}")
 
 
+def ledoit_wolf(x: Tensor) -> tuple[Tensor, float]:
+    """Ledoit-Wolf shrinkage estimate of a covariance matrix.
+
+    .. math::
+
+        \\hat\\Sigma = (1 - \\rho)\\, S + \\rho\\, \\frac{\\operatorname{tr} S}{D}\\, I,
+
+    with :math:`S` the maximum-likelihood covariance of the centred samples and the
+    shrinkage :math:`\\rho \\in [0, 1]` that minimises the expected Frobenius error
+    (O. Ledoit, M. Wolf, "A well-conditioned estimator for large-dimensional covariance
+    matrices", J. Multivariate Analysis 2004; the same formula as scikit-learn's
+    ``ledoit_wolf``). Positive definite whenever :math:`\\rho > 0`, also for ``N < D``.
+
+    Parameters
+    ----------
+    x : Tensor[N, D]
+        Samples, ``N >= 2``.
+
+    Returns
+    -------
+    cov : Tensor[D, D]
+    shrinkage : float
+        :math:`\\rho`.
+    """
+    if not torch.is_tensor(x) or x.dim() != 2 or x.shape[0] < 2 or not x.is_floating_point():
+        got = list(x.shape) if torch.is_tensor(x) else type(x).__name__
+        raise ValueError(f"x should be a floating-point tensor [N >= 2, D], got {got}")
+    xd = x.detach().to(torch.float64)
+    n, d = xd.shape
+    xc = xd - xd.mean(0)
+    S = xc.T @ xc / n
+    mu = torch.trace(S) / d
+    x2 = xc.pow(2)
+    beta_ = (x2.T @ x2).sum() / n
+    delta_ = S.pow(2).sum()
+    beta = (beta_ - delta_) / (d * n)
+    delta = (delta_ - 2 * mu * torch.trace(S) + d * mu**2) / d
+    beta = torch.minimum(beta, delta)
+    rho = 0.0 if float(delta) == 0.0 else float(beta / delta)
+    cov = (1 - rho) * S + rho * mu * torch.eye(d, dtype=torch.float64, device=xd.device)
+    return cov.to(x.dtype), rho
+
+
+BASES = ("diagonal", "gaussian")
+
+
 def fit_flow(
     flow: nn.Module,
     samples: Tensor,
@@ -644,12 +738,18 @@ def fit_flow(
     weight_decay: float = 0.0,
     seed: int = 0,
     progress: bool = False,
+    base: str = "diagonal",
+    holdout: Tensor | None = None,
 ) -> list[float]:
     """Fit a flow to samples by maximum likelihood (in place).
 
     Sets the standardisation buffers ``mean`` and ``std`` to the per-dimension mean and
-    standard deviation of ``samples`` (a dimension with zero spread gets ``std = 1``), then
-    minimises the negative log-likelihood with Adam,
+    standard deviation of ``samples`` (a dimension with zero spread gets ``std = 1``) and,
+    with ``base="gaussian"``, ``chol`` to the Cholesky factor of the samples' Ledoit-Wolf
+    shrinkage correlation matrix (:func:`ledoit_wolf` of the standardised samples), so that
+    the untrained flow (its layers start at the identity) is the maximum-likelihood
+    Gaussian with a shrunk covariance. Then it minimises the negative log-likelihood with
+    Adam,
 
     .. math::
 
@@ -674,6 +774,14 @@ def fit_flow(
         Seed of the shuffling.
     progress : bool
         Show a progress bar (``tqdm.auto``).
+    base : {"diagonal", "gaussian"}
+        The fixed transform in front of the layers: per-dimension standardisation, or
+        standardisation and whitening by the shrunk correlation matrix.
+    holdout : Tensor[M, D], optional
+        Held-out vectors (e.g. the neurons of networks not in ``samples``): after every
+        epoch their mean NLL is measured, and the flow ends with the parameters of the
+        best epoch (epoch 0 is the untrained flow, i.e. the base transform alone), so the
+        fit never ends worse on them than the base transform (early stopping).
 
     Returns
     -------
@@ -700,6 +808,13 @@ def fit_flow(
     _check_int(batch_size, "batch_size", 1)
     if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) or weight_decay < 0:
         raise ValueError(f"weight_decay should be a number >= 0, got {weight_decay!r}")
+    if base not in BASES:
+        raise ValueError(f"base should be one of {list(BASES)}, got {base!r}")
+    if holdout is not None and (
+        not torch.is_tensor(holdout) or holdout.dim() != 2 or holdout.shape[1] != flow.dim or holdout.shape[0] < 1
+    ):
+        got = list(holdout.shape) if torch.is_tensor(holdout) else type(holdout).__name__
+        raise ValueError(f"holdout should be a tensor [M >= 1, {flow.dim}] for a flow of dim {flow.dim}, got {got}")
     dtype, device = _where(flow)
     x = samples.detach().to(device=device, dtype=dtype)
     with torch.no_grad():
@@ -708,6 +823,18 @@ def fit_flow(
         std = torch.where(std > 0, std, torch.ones_like(std))
         flow.mean.copy_(mean)
         flow.std.copy_(std)
+        chol = torch.eye(flow.dim, dtype=torch.float64, device=device)
+        if base == "gaussian" and flow.dim > 1:
+            corr, _ = ledoit_wolf(((x - mean) / std).to(torch.float64))
+            chol = torch.linalg.cholesky(corr / corr.diagonal().sqrt().outer(corr.diagonal().sqrt()))
+        flow.chol.copy_(chol.to(dtype))
+    xh = None if holdout is None else holdout.detach().to(device=device, dtype=dtype)
+
+    def holdout_nll() -> float:
+        with torch.no_grad():
+            return float(-flow.log_prob(xh).mean())
+
+    best = (holdout_nll(), copy.deepcopy(flow.state_dict())) if xh is not None else None
     opt = torch.optim.Adam(flow.parameters(), lr=lr, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(int(seed))
     n = x.shape[0]
@@ -727,6 +854,10 @@ def fit_flow(
                 opt.step()
                 total = total + loss.detach() * xb.shape[0]  # no host sync per step
             history.append(float(total) / n)
+            if best is not None:
+                h = holdout_nll()
+                if h < best[0]:
+                    best = (h, copy.deepcopy(flow.state_dict()))
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(nll=f"{history[-1]:.4g}")
@@ -734,6 +865,8 @@ def fit_flow(
         flow.train(was_training)
         if bar is not None:
             bar.close()
+    if best is not None:
+        flow.load_state_dict(best[1])
     return history
 
 
@@ -983,6 +1116,181 @@ def flow_path(
     return PointSet.explicit(points, names=[f"t={v:.6g}" for v in ts])
 
 
+# ============================================================================ aligned paths
+def _inverse_perms(perms: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    return {k: torch.argsort(torch.as_tensor(p, dtype=torch.long)) for k, p in perms.items()}
+
+
+def _mean_weights(weights: Sequence[Weights]) -> Weights:
+    tensors = OrderedDict()
+    for e in weights[0].layout:
+        a = weights[0][e.name]
+        if e.flat:
+            tensors[e.name] = torch.stack([w[e.name].to(torch.float64) for w in weights]).mean(0).to(a.dtype)
+        else:
+            tensors[e.name] = a.clone()
+    return Weights(tensors, weights[0].layout)
+
+
+def align_pool(
+    model: nn.Module, weights: Sequence[Weights], *, reference: int = 0, rounds: int = 2
+) -> tuple[list[Weights], Weights]:
+    """Reorder the neurons of every network so that they line up with one template.
+
+    Round 1 matches every network to ``weights[reference]``
+    (:func:`~landscape.connect.match_neurons`: OT stage 1, layer by layer, so a filter's
+    input slices follow the matching of the layer below); the template is then the mean of
+    the aligned networks, and every further round matches the original networks to the
+    template of the round before. Reordering does not change any network's function
+    (:func:`~landscape.connect.permute`), but after it the coordinates of a neuron's input
+    slices refer to the same channels in every network: fit flows to the aligned pool
+    (:func:`fit_flows_for`, :func:`fit_bijection`) and connect with
+    :func:`aligned_flow_path` and the template.
+
+    Parameters
+    ----------
+    model : nn.Module
+        An MLP stack or a network :func:`~landscape.connect.graph.trace_groups` follows.
+    weights : list of Weights
+        Trained weight points of ``model``.
+    reference : int
+        Index of the network the first round matches to.
+    rounds : int
+        Matching rounds (``>= 1``).
+
+    Returns
+    -------
+    aligned : list of Weights
+        ``weights`` reordered, in the same order (``aligned[reference]`` is
+        ``weights[reference]`` after round 1).
+    template : Weights
+        The mean of ``aligned`` (entry by entry); non-float entries are ``weights[0]``'s.
+
+    Examples
+    --------
+    >>> import torch, landscape as ls
+    >>> model = ls.build_model("mlp", {"widths": [8]})
+    >>> a = ls.Weights.from_module(model)
+    >>> b = ls.connect.permute(a, model, {"1": torch.randperm(8)})
+    >>> aligned, template = align_pool(model, [a, b])
+    >>> torch.equal(aligned[1]["1.weight"], a["1.weight"])
+    True
+    """
+    from .matching import match_neurons
+    from .neurons import permute
+
+    weights = _check_weights_list(weights, "weights", minimum=1)
+    _check_model(model, weights[0])
+    _check_int(reference, "reference", 0)
+    if reference >= len(weights):
+        raise ValueError(f"reference should index weights (0..{len(weights) - 1}), got {reference}")
+    rounds = _check_int(rounds, "rounds", 1)
+    target = weights[reference]
+    aligned: list[Weights] = []
+    for _ in range(rounds):
+        aligned = [permute(w, model, match_neurons(target, w, model)) for w in weights]
+        target = _mean_weights(aligned)
+    return aligned, target
+
+
+def aligned_flow_path(
+    A: Weights,
+    B: Weights,
+    model: nn.Module,
+    groups: Sequence[NeuronGroup],
+    flows: Mapping[str, nn.Module],
+    template: Mapping[str, Tensor],
+    t=None,
+    *,
+    swap_points: int = 1,
+    permutations: Mapping[str, Tensor] | None = None,
+):
+    """The Flow (or Bijection) connection between matched networks, in two stages.
+
+    Stage 1 is :func:`flow_path` from ``A`` to :math:`B' = \\pi(B)`, ``B`` reordered to
+    match ``A`` (as in the OT connection), computed in the template's frame: with
+    :math:`\\sigma` the reordering that matches ``A`` to ``template``,
+
+    .. math::
+
+        \\psi(t) = \\sigma^{-1}\\Bigl(\\nu^{-1}\\bigl[\\cos(\\tfrac{\\pi t}{2})\\,
+        \\nu(\\sigma A) + \\sin(\\tfrac{\\pi t}{2})\\,\\nu(\\sigma B')\\bigr]\\Bigr),
+
+    neuron by neuron, so the flows see neurons whose input slices are ordered as in the
+    aligned pool they were fitted to (:func:`align_pool`). Reordering a whole point does not
+    change its function, so :math:`\\sigma` only fixes which coordinates the flows read.
+    Stage 2 goes from :math:`B'` back to ``B`` by swapping two neurons at a time
+    (:func:`~landscape.connect.transposition_path`, the OT connection's stage 2).
+
+    Parameters
+    ----------
+    A, B : Weights
+        Weights of ``model``.
+    model : nn.Module
+        An MLP stack or a network :func:`~landscape.connect.graph.trace_groups` follows.
+    groups : list of NeuronGroup
+        The flows' groups (:func:`flow_groups`).
+    flows : dict of str to RealNVP or IAF
+        Fitted to the aligned pool.
+    template : Weights or mapping of str to Tensor
+        The template of :func:`align_pool` (same entries as ``A``).
+    t : array-like [T], optional
+        Stage-1 parameters (default ``linspace(0, 1, 11)``).
+    swap_points : int
+        Points inside each swap of stage 2.
+    permutations : dict of str to LongTensor[n], optional
+        The matching of ``B`` to ``A`` (default :func:`~landscape.connect.match_neurons`).
+
+    Returns
+    -------
+    OTPath
+        ``stage1`` starts at ``A`` and ``stage2`` ends at ``B``, bit for bit; the stage-1
+        end equals the stage-2 start (:math:`B'`) bit for bit.
+
+    Examples
+    --------
+    >>> import torch, landscape as ls
+    >>> model = ls.build_model("mlp", {"widths": [8]})
+    >>> a = ls.Weights.from_module(model)
+    >>> b = ls.Weights.from_module(ls.build_model("mlp", {"widths": [8]}))
+    >>> aligned, template = align_pool(model, [a, b])
+    >>> groups = flow_groups(model)
+    >>> flows = fit_flows_for(model, aligned, groups, epochs=0, base="gaussian")
+    >>> path = aligned_flow_path(a, b, model, groups, flows, template, [0.0, 0.5, 1.0])
+    >>> torch.equal(path.stage1.point(0)["1.weight"], a["1.weight"])
+    True
+    >>> torch.equal(path.stage2.point(path.stage2.K - 1)["1.weight"], b["1.weight"])
+    True
+    """
+    from .matching import OTPath, match_neurons, transposition_path
+    from .neurons import permute
+
+    for name, w in (("A", A), ("B", B)):
+        if not isinstance(w, Weights):
+            raise ValueError(f"{name} should be a landscape Weights, got {type(w).__name__}")
+    _check_pair(A, B)
+    _check_model(model, A)
+    if not isinstance(template, Mapping):
+        raise ValueError(f"template should be a Weights or a mapping of str to Tensor, got {type(template).__name__}")
+    _check_pair(A, template)
+    template = template if isinstance(template, Weights) else Weights(OrderedDict(template.items()), A.layout)
+    groups = _check_groups(groups, A, flows)
+    t1 = _as_t(np.linspace(0.0, 1.0, 11) if t is None else t)
+    perms = dict(permutations) if permutations is not None else match_neurons(A, B, model)
+    Bp = permute(B, model, perms)
+    sigma = match_neurons(template, A, model)
+    back = _inverse_perms(sigma)
+    frame = flow_path(permute(A, model, sigma), permute(Bp, model, sigma), groups, flows, t1)
+    points = [permute(Weights(frame.point(k), A.layout), model, back) for k in range(frame.K)]
+    if t1[0] == 0.0:
+        points[0] = A
+    if t1[-1] == 1.0:
+        points[-1] = Bp
+    stage1 = PointSet.explicit(points, names=[f"t={v:.6g}" for v in t1])
+    stage2, t2, swaps = transposition_path(B, model, perms, swap_points=swap_points)
+    return OTPath(stage1=stage1, t1=t1, stage2=stage2, t2=t2, permutations=perms, swaps=swaps)
+
+
 # ============================================================================ bijection
 def _check_weights_list(weights, what: str = "weights", minimum: int = 1) -> list[Mapping[str, Tensor]]:
     if isinstance(weights, Mapping) or not isinstance(weights, Sequence) or len(weights) < minimum:
@@ -1154,6 +1462,8 @@ def fit_flows_for(
     weight_decay: float = 0.0,
     seed: int = 0,
     progress: bool = False,
+    base: str = "diagonal",
+    holdout: int = 0,
 ) -> dict[str, nn.Module]:
     """One flow per neuron group, fitted to the neurons pooled over many networks (Flow).
 
@@ -1179,8 +1489,11 @@ def fit_flows_for(
         ``torch.float32`` or ``torch.float64``.
     device : str or torch.device, optional
         Default: the device of the weights.
-    epochs, lr, batch_size, weight_decay, seed, progress
+    epochs, lr, batch_size, weight_decay, seed, progress, base
         Passed to :func:`fit_flow`; ``seed`` also seeds the flows' initial weights.
+    holdout : int
+        The last ``holdout`` networks of ``weights`` are not fitted: their neurons are the
+        held-out vectors of :func:`fit_flow`'s early stopping (``0``: no early stopping).
 
     Returns
     -------
@@ -1197,9 +1510,14 @@ def fit_flows_for(
     if device is None:
         floats = _float_entries(weights[0])
         device = weights[0][floats[0]].device if floats else torch.device("cpu")
+    holdout = _check_int(holdout, "holdout", 0)
+    if holdout >= len(weights):
+        raise ValueError(f"holdout should leave at least one network to fit, got {holdout} of {len(weights)}")
+    fitted, held = weights[: len(weights) - holdout], weights[len(weights) - holdout :]
     flows: dict[str, nn.Module] = {}
     for g in groups:
-        samples = torch.cat([g.matrix(w).detach().to(device=device, dtype=dtype) for w in weights])
+        samples = torch.cat([g.matrix(w).detach().to(device=device, dtype=dtype) for w in fitted])
+        held_out = torch.cat([g.matrix(w).detach().to(device=device, dtype=dtype) for w in held]) if held else None
         D = samples.shape[1]
         if kind == "realnvp":
             flow = RealNVP(D, n_couplings=n_couplings, hidden=hidden, seed=seed)
@@ -1215,6 +1533,8 @@ def fit_flows_for(
             weight_decay=weight_decay,
             seed=seed,
             progress=progress,
+            base=base,
+            holdout=held_out,
         )
         flows[g.name] = flow
     return flows
@@ -1248,6 +1568,7 @@ def save_connection_model(
     *,
     kind: str,
     meta: Mapping[str, Any] | None = None,
+    template: Mapping[str, Tensor] | None = None,
     force: bool = False,
 ) -> None:
     """Save a global connection model (flows and their neuron groups) as plain data.
@@ -1269,6 +1590,10 @@ def save_connection_model(
     meta : dict, optional
         Anything to keep with the model (architecture, data, training settings), made of
         tensors, dicts with str keys, lists, str, int, float, bool and None.
+    template : Weights or mapping of str to Tensor, optional
+        The template of :func:`align_pool` for flows fitted to an aligned pool (what
+        :func:`aligned_flow_path` needs); :func:`load_connection_model` returns it as
+        ``meta["template"]``.
     force : bool
         Overwrite an existing file.
 
@@ -1286,6 +1611,14 @@ def save_connection_model(
         raise ValueError(f"flows should be a dict of group name to flow, got {type(flows).__name__}")
     meta = dict(meta or {})
     _check_plain(meta, "meta")
+    if "template" in meta:
+        raise ValueError('meta has a key "template"; pass the template as template= (it is returned under that key)')
+    if template is not None:
+        if not isinstance(template, Mapping) or not all(torch.is_tensor(v) for v in template.values()):
+            raise ValueError(
+                f"template should be a Weights or a mapping of str to Tensor, got {type(template).__name__}"
+            )
+        template = {k: v.detach().cpu().clone() for k, v in template.items()}
     state_flows: dict[str, Any] = {}
     for g in groups:
         if not isinstance(g, NeuronGroup):
@@ -1314,6 +1647,7 @@ def save_connection_model(
         "groups": [{"name": g.name, "parts": [[n, a] for n, a in g.parts]} for g in groups],
         "flows": state_flows,
         "meta": meta,
+        "template": template,
     }
     if os.path.exists(path) and not force:
         raise FileExistsError(f"'{path}' already exists; pass force=True to overwrite it")
@@ -1343,6 +1677,13 @@ def load_connection_model(
         In eval mode; their ``kind`` attribute tells RealNVP from IAF.
     groups : list of NeuronGroup
     meta : dict
+        With the template of an aligned model under ``"template"`` (an OrderedDict of
+        tensors, in the saved order) when it was saved with one.
+
+    Notes
+    -----
+    Files of format version 1 (before the Gaussian base) load as flows whose ``chol`` is
+    the identity, i.e. exactly the flows they held.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -1350,8 +1691,9 @@ def load_connection_model(
     state = torch.load(path, map_location=map_location, weights_only=True)
     if not isinstance(state, Mapping) or state.get("format") != _FORMAT:
         raise ValueError(f"'{path}' is not a connection model saved by save_connection_model")
-    if state.get("version") != _FORMAT_VERSION:
-        raise ValueError(f"'{path}' has format version {state.get('version')}; expected {_FORMAT_VERSION}")
+    version = state.get("version")
+    if version not in (1, _FORMAT_VERSION):
+        raise ValueError(f"'{path}' has format version {version}; expected 1 to {_FORMAT_VERSION}")
     kind = state["kind"]
     if kind not in FLOW_KINDS:
         raise ValueError(f"'{path}' has flows of kind {kind!r}; expected one of {sorted(FLOW_KINDS)}")
@@ -1362,6 +1704,12 @@ def load_connection_model(
         if entry["dtype"] not in _DTYPES:
             raise ValueError(f"'{path}': flow '{g.name}' has dtype {entry['dtype']!r}; expected float32 or float64")
         flow = FLOW_KINDS[kind](**entry["config"]).to(dtype=_DTYPES[entry["dtype"]])
-        flow.load_state_dict(entry["state_dict"])
+        sd = dict(entry["state_dict"])
+        if version == 1:  # no Gaussian base yet: the identity
+            sd.setdefault("chol", torch.eye(flow.dim, dtype=_DTYPES[entry["dtype"]]))
+        flow.load_state_dict(sd)
         flows[g.name] = flow.to(map_location).eval()
-    return flows, groups, dict(state["meta"])
+    meta = dict(state["meta"])
+    if state.get("template") is not None:
+        meta["template"] = OrderedDict(state["template"].items())
+    return flows, groups, meta

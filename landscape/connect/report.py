@@ -307,9 +307,9 @@ def compare_connections(
         A plain MLP stack (two or more Linear layers, see
         :func:`~landscape.connect.linear_chain`), or a convolutional / residual network
         whose channels :func:`~landscape.connect.graph.trace_groups` can follow. WA methods
-        need a sequential network (Conv2d/Linear layers with BatchNorm, activations,
-        pooling and flatten between them); on residual networks they are skipped with the
-        reason in the report.
+        run through transitional networks at the layers of sequential networks and at the
+        cuts of residual ones (:mod:`~landscape.connect.adjust_graph`); a model neither
+        can follow gets its WA rows skipped with the reason in the report.
     A, B : Weights
         The two networks.
     splits : mapping of str to data
@@ -331,11 +331,13 @@ def compare_connections(
         Trained curves between ``A`` and ``B`` (:class:`~landscape.curves.Curve`, e.g. the
         paper's Bezier curves with 3 and 5 points), added as rows under their keys; they are
         evaluated at the same ``t``.
-    connection_models : mapping of str to (flows, groups), optional
+    connection_models : mapping of str to (flows, groups) or (flows, groups, template), optional
         Flow and Bijection connections (:func:`~landscape.connect.flows.fit_flows_for`,
         :func:`~landscape.connect.flows.fit_bijection`, or
         :func:`~landscape.connect.flows.load_connection_model`), added as rows under their
-        keys: :func:`~landscape.connect.flows.flow_path` at the same ``t``.
+        keys: :func:`~landscape.connect.flows.flow_path` at the same ``t``; with the
+        template of an aligned pool (:func:`~landscape.connect.flows.align_pool`),
+        :func:`~landscape.connect.flows.aligned_flow_path` in two stages as for ``"ot"``.
     ridge : float
         Ridge term of every weight adjustment (0: exact least squares).
     bn, bn_data
@@ -404,7 +406,12 @@ def compare_connections(
         try:
             wa_layers = _Stack(model).n
         except UnsupportedModelError as e:
-            wa_error = f"weight adjustment needs a sequential network: {str(e).splitlines()[0]}"
+            try:  # residual networks: transitional networks at the graph's cuts
+                from .adjust_graph import wa_cuts
+
+                wa_layers = len(wa_cuts(model))
+            except UnsupportedModelError as e2:
+                wa_error = f"weight adjustment cannot follow this model: {str(e2 if 'residual or branching' in str(e) else e).splitlines()[0]}"
     chain = _try_chain(model)
     n_linear = len(chain.names) if chain is not None else 0
     groups = None
@@ -505,8 +512,9 @@ def compare_connections(
                 tm, pts, bounds = multilayer_wa_path(A, B, model, X, t, method=base, ridge=ridge, snap_ends=True)
                 tm = np.asarray(tm, np.float64)
                 # step k covers [bounds[k-1], bounds[k]]; a joint belongs to the step it ends
-                stage = np.clip(np.searchsorted(bounds, tm, side="left"), 1, wa_layers).astype(np.int64)
-                rep.attrs["wa_steps"] = wa_layers
+                steps = len(bounds) - 1
+                stage = np.clip(np.searchsorted(bounds, tm, side="left"), 1, steps).astype(np.int64)
+                rep.attrs["wa_steps"] = steps
             rep.acc[m], rep.loss[m] = run(pts)
         elif base == "ot":
             op = ot_path(A, B, model, t)
@@ -523,13 +531,22 @@ def compare_connections(
         rep.t[m], rep.stage[m] = tm, stage
         checkpoint()
 
-    for name, (nu, groups_of_flows) in flows.items():
+    for name, (nu, groups_of_flows, *template) in flows.items():
         if done(name):
             continue
-        from .flows import flow_path
+        from .flows import aligned_flow_path, flow_path
 
-        rep.acc[name], rep.loss[name] = run(flow_path(A, B, groups_of_flows, nu, t))
-        rep.t[name], rep.stage[name] = t.copy(), np.zeros(len(t), np.int64)
+        if template and template[0] is not None:  # flows of an aligned pool: two stages, as OT
+            op = aligned_flow_path(A, B, model, groups_of_flows, nu, template[0], t)
+            a1, l1 = run(op.stage1)
+            a2, l2 = run(op.stage2)
+            tm, stage, keep = _ot_t(np.asarray(op.t1), np.asarray(op.t2))
+            rep.acc[name] = {s: np.concatenate([a1[s], a2[s][keep]]) for s in split_names}
+            rep.loss[name] = {s: np.concatenate([l1[s], l2[s][keep]]) for s in split_names}
+            rep.t[name], rep.stage[name] = tm, stage
+        else:
+            rep.acc[name], rep.loss[name] = run(flow_path(A, B, groups_of_flows, nu, t))
+            rep.t[name], rep.stage[name] = t.copy(), np.zeros(len(t), np.int64)
         checkpoint()
 
     for name, curve in curves.items():
