@@ -116,3 +116,31 @@ def test_convnet_ensembles_share_conv_layers_and_count_their_positions():
     assert c["macs_ordinary"] == 2 * per_net and c["macs"] == per_net + 64 * 10
     full = wa_ensemble(model, members, train, head_layers=3).evaluate(test)
     assert 0.0 <= full["acc"] <= 1.0 and len(full["member_acc"]) == 2
+
+
+def test_batchnorm_statistics_come_from_the_fitting_batch_not_the_evaluated_one():
+    import copy
+
+    from torch import nn
+    from torch.func import functional_call
+
+    train = ls.load_data("digits:image", "train", max_samples=300)
+    torch.manual_seed(0)
+    model = ls.build_model("small_cnn", {"width": 3, "batch_norm": True}).double()
+    members = [ls.Weights.from_module(ls.build_model("small_cnn", {"width": 3, "batch_norm": True})) for _ in range(3)]
+    x = train.x.double()
+    for head in (1, 3):
+        ens = wa_ensemble(model, members, x, head_layers=head)
+        whole = ens.logits(x)
+        one_by_one = torch.cat([ens.logits(x[i : i + 1]) for i in range(0, 40)], 1)
+        torch.testing.assert_close(one_by_one, whole[:, :40], rtol=0, atol=1e-10)  # no batch dependence
+    # the ordinary ensemble (no shared layer): each member is its own network with BatchNorm
+    # normalising by the statistics of the fitting batch, i.e. train-mode BatchNorm on x
+    m = copy.deepcopy(model)
+    for mod in m.modules():
+        if isinstance(mod, nn.BatchNorm2d):
+            mod.train()
+            mod.momentum = 0.0
+    with torch.no_grad():
+        want = [functional_call(m, {k: v.double() for k, v in w.tensors.items()}, (x,)) for w in members]
+    torch.testing.assert_close(whole, torch.stack(want), rtol=0, atol=1e-8)

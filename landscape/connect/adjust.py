@@ -313,12 +313,19 @@ class _Stack:
                 raise ValueError(f"{what} entry '{key}' is missing or has another shape than the model's layer")
 
     @staticmethod
-    def apply(ops: list[tuple], x: torch.Tensor, params=None) -> torch.Tensor:
+    def apply(ops: list[tuple], x: torch.Tensor, params=None, stats=None, record=None) -> torch.Tensor:
+        """Run the modules ``ops``; BatchNorm normalises with the statistics of ``x``, or with
+        ``stats[name] = (mean, var)`` when given (``record`` collects the batch's)."""
         for kind, op, name in ops:
             if kind == "bn":
                 dims = [d for d in range(x.dim()) if d != 1]
-                mean = x.mean(dims, keepdim=True)
-                var = x.var(dims, unbiased=False, keepdim=True)
+                if stats is not None and name in stats:
+                    mean, var = stats[name]
+                else:
+                    mean = x.mean(dims, keepdim=True)
+                    var = x.var(dims, unbiased=False, keepdim=True)
+                    if record is not None:
+                        record[name] = (mean, var)
                 shape = [1, -1] + [1] * (x.dim() - 2)
                 src = params if params is not None else dict(op.named_parameters(prefix=name))
                 gamma = src.get(f"{name}.weight")
@@ -341,11 +348,12 @@ class _Stack:
             raise ValueError(f"the input to the first Linear layer should be [N, d], got {list(x.shape)}")
         return x
 
-    def act(self, k: int, z: torch.Tensor, w=None) -> torch.Tensor:
+    def act(self, k: int, z: torch.Tensor, w=None, stats=None, record=None) -> torch.Tensor:
         """The modules after layer ``k`` (1-based) applied to its output; BatchNorm takes its
-        affine parameters from ``w`` (a mapping of entries) and the statistics of ``z``."""
+        affine parameters from ``w`` (a mapping of entries) and the statistics of ``z`` (or
+        ``stats``, see :meth:`apply`)."""
         with torch.no_grad():
-            return self.apply(self.between[k - 1], z, w)
+            return self.apply(self.between[k - 1], z, w, stats, record)
 
     def has_bias(self, w: Weights, k: int) -> bool:
         return f"{self.layer(k)}.bias" in w.layout

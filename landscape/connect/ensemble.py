@@ -13,8 +13,9 @@ nothing and is the ordinary ensemble of independent networks.
 
 Networks: plain MLP stacks (:func:`~landscape.connect.linear_chain`) and sequential
 convnets (Conv2d/Linear layers with BatchNorm, activations, pooling and flatten between
-them); the members' BatchNorm layers normalise with the statistics of the batch they see
-(evaluate on batches of a few hundred samples).
+them). BatchNorm statistics are recomputed for every member on the fitting batch ``X``
+(the shared backbone's once, each head's on the backbone's features), so predictions do
+not depend on the evaluated batch.
 """
 
 from __future__ import annotations
@@ -55,10 +56,26 @@ class WAEnsemble:
     head_layers: int
     _stack: _Stack = field(repr=False, default=None)
     sample: torch.Tensor | None = field(repr=False, default=None)  # one input, for conv costs
+    #: per member, BatchNorm name -> (mean, var) from the fitting batch; None: batch statistics
+    bn_stats: list[dict] | None = field(repr=False, default=None)
 
     def __post_init__(self) -> None:
         if self._stack is None:
             self._stack = _Stack(self.model)
+
+    def recompute_bn(self, X) -> WAEnsemble:
+        """Record every member's BatchNorm statistics on ``X`` (the backbone's from the
+        reference, each head's on the backbone's features); later predictions use them."""
+        record = [dict() for _ in self.members]
+        self.bn_stats = None
+        self.logits(X, record=record)
+        self.bn_stats = record
+        return self
+
+    def subset(self, m: int) -> WAEnsemble:
+        """The first ``m`` members (with their statistics)."""
+        stats = None if self.bn_stats is None else self.bn_stats[:m]
+        return WAEnsemble(self.model, self.members[:m], self.head_layers, self._stack, self.sample, stats)
 
     @property
     def n_layers(self) -> int:
@@ -69,20 +86,22 @@ class WAEnsemble:
         return self.n_layers - self.head_layers
 
     @torch.no_grad()
-    def logits(self, x) -> torch.Tensor:
+    def logits(self, x, record: list[dict] | None = None) -> torch.Tensor:
         """Every member's logits ``Tensor[m, N, C]`` (float64); the backbone runs once."""
         st = self._stack
+        stats = self.bn_stats or [None] * len(self.members)
+        rec = record or [None] * len(self.members)
         h = st.input(x)
         ref = self.members[0]
         for k in range(1, self.shared_layers + 1):
-            h = st.act(k, st.linear(ref, k, h), ref)
+            h = st.act(k, st.linear(ref, k, h), ref, stats[0], rec[0])
         out = []
-        for w in self.members:
+        for j, w in enumerate(self.members):
             z = h
             for k in range(self.shared_layers + 1, st.n + 1):
                 z = st.linear(w, k, z)
                 if k < st.n:
-                    z = st.act(k, z, w)
+                    z = st.act(k, z, w, stats[j], rec[j])
             out.append(z)
         return torch.stack(out)
 
@@ -154,7 +173,8 @@ def wa_ensemble(
         Independently trained networks; the first is the reference whose backbone is kept.
     X : Tensor[N, ...] or TensorData
         The batch the adjusted layers are fitted on (more samples than the widest layer's
-        inputs for an exact fit).
+        inputs for an exact fit), and where every member's BatchNorm statistics are
+        recomputed.
     head_layers : int
         ``1..L``: layers of each member's own head. The first ``L - head_layers`` layers are
         the reference's; layer ``L - head_layers + 1`` of member ``j`` is refitted to
@@ -179,11 +199,11 @@ def wa_ensemble(
     k = st.n - head_layers + 1  # the refitted layer
     sample = torch.as_tensor(getattr(X, "x", X))[:1]
     if k == 1:
-        return WAEnsemble(model, members, head_layers, st, sample)
+        return WAEnsemble(model, members, head_layers, st, sample).recompute_bn(X)
     h0 = st.input(X)
     ref = members[0]
     moved = [ref] + [_transitional(w, ref, st, k, h0, ridge) for w in members[1:]]
-    return WAEnsemble(model, moved, head_layers, st, sample)
+    return WAEnsemble(model, moved, head_layers, st, sample).recompute_bn(X)
 
 
 @dataclass
@@ -306,8 +326,7 @@ def wa_ensemble_curve(
     for i, n in enumerate(heads):
         ens = wa_ensemble(model, members, X, n, ridge=ridge)
         for j, m in enumerate(sizes):
-            sub = WAEnsemble(model, ens.members[:m], n, ens._stack, ens.sample)
-            r = sub.evaluate(data)
+            r = ens.subset(m).evaluate(data)
             acc[i, j], nll[i, j] = r["acc"], r["nll"]
         member_acc.append(ens.evaluate(data)["member_acc"])
         cost.append(ens.cost())
