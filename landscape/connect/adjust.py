@@ -174,6 +174,11 @@ def _lstsq_cpu(H: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------- structure
+class NotSequentialError(UnsupportedModelError):
+    """The network branches (residual additions): WA goes through the cuts of its graph
+    (:mod:`landscape.connect.adjust_graph`) instead of its layers."""
+
+
 class _Stack:
     """A sequential network split into its weighted layers and the modules between them.
 
@@ -250,7 +255,9 @@ class _Stack:
                 continue
             sources = [a for a in tensors if not (a.op == "call_method" and a.target == "size")]
             if sources != [current]:
-                raise fail(node, "it does not take the previous node's output alone (residual or branching)")
+                raise NotSequentialError(
+                    str(fail(node, "it does not take the previous node's output alone (residual or branching)"))
+                )
             if node.op == "call_module":
                 mod = modules[node.target]
                 if isinstance(mod, (nn.Linear, nn.Conv2d)):
@@ -652,7 +659,7 @@ def _wa_step(
 def _residual_or_raise(error: Exception):
     """The residual-network WA module when ``error`` says the network is not sequential
     because of a residual addition or branching; else re-raise ``error``."""
-    if "residual or branching" not in str(error):
+    if not isinstance(error, NotSequentialError):
         raise error
     from . import adjust_graph
 

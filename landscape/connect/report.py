@@ -400,7 +400,7 @@ def compare_connections(
     split_names = list(splits)
     wa_error = None  # why weight adjustment cannot run on this model (residual networks)
     if any(m.endswith("+wa") for m in methods):
-        from .adjust import _Stack
+        from .adjust import NotSequentialError, _Stack
         from .graph import UnsupportedModelError
 
         try:
@@ -411,7 +411,8 @@ def compare_connections(
 
                 wa_layers = len(wa_cuts(model))
             except UnsupportedModelError as e2:
-                wa_error = f"weight adjustment cannot follow this model: {str(e2 if 'residual or branching' in str(e) else e).splitlines()[0]}"
+                why = e2 if isinstance(e, NotSequentialError) else e
+                wa_error = f"weight adjustment cannot follow this model: {str(why).splitlines()[0]}"
     chain = _try_chain(model)
     n_linear = len(chain.names) if chain is not None else 0
     groups = None
