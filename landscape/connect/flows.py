@@ -61,7 +61,7 @@ from torch import Tensor, nn
 
 from ..pointset import PointSet
 from ..weights import Layout, Weights
-from .neurons import linear_chain
+from .neurons import invert_permutation, linear_chain
 
 __all__ = [
     "BASES",
@@ -1117,10 +1117,6 @@ def flow_path(
 
 
 # ============================================================================ aligned paths
-def _inverse_perms(perms: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    return {k: torch.argsort(torch.as_tensor(p, dtype=torch.long)) for k, p in perms.items()}
-
-
 def _mean_weights(weights: Sequence[Weights]) -> Weights:
     tensors = OrderedDict()
     for e in weights[0].layout:
@@ -1279,7 +1275,7 @@ def aligned_flow_path(
     perms = dict(permutations) if permutations is not None else match_neurons(A, B, model)
     Bp = permute(B, model, perms)
     sigma = match_neurons(template, A, model)
-    back = _inverse_perms(sigma)
+    back = invert_permutation(sigma)
     frame = flow_path(permute(A, model, sigma), permute(Bp, model, sigma), groups, flows, t1)
     points = [permute(Weights(frame.point(k), A.layout), model, back) for k in range(frame.K)]
     if t1[0] == 0.0:
