@@ -19,7 +19,9 @@ Three modes (``bn=`` of :func:`landscape.evaluate`):
     across batches in float64 with Chan's formula); the forward stops at that layer.
 
 The functions here work on point tensors ``dict[name, Tensor[k, ...]]`` and a per-point
-runner (vmap or loop), never on the user's module.
+runner (vmap or loop), never on the user's module. Batches are
+:class:`landscape.batches.Batch` es (plain input tensors are read as such), so dict batches
+and DataLoaders work; each batch is weighted by its sample count.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
+
+from .batches import call_model, read_batch
 
 __all__ = ["BN_MODES", "batchnorm_modules", "has_batchnorm", "recompute_bn", "recompute_bn_exact"]
 
@@ -76,15 +80,15 @@ def recompute_bn(
     Parameters
     ----------
     run : callable
-        ``run(tensors, x)`` evaluates the engine's private copy of the model at the points
+        ``run(tensors, batch)`` evaluates the engine's private copy of the model at the points
         (vmap or loop); BatchNorm updates the statistics tensors in place.
     model : nn.Module
         The engine's private copy (its BatchNorm modules are switched to train mode and
         their momentum set for the pass, then restored).
     tensors : dict of str to Tensor[k, ...]
         Point tensors; statistics are replaced by fresh ones.
-    batches : iterable of Tensor
-        Input batches (already on the device, in the compute dtype).
+    batches : iterable of Batch or Tensor
+        Batches (already on the device, in the compute dtype).
 
     Returns
     -------
@@ -103,7 +107,7 @@ def recompute_bn(
                 # (PyTorch uses 1 / num_batches_tracked), and works under vmap.
                 for m, _, _ in state:
                     m.momentum = 1.0 / b
-                run(tensors, x)
+                run(tensors, read_batch(x))
     finally:
         for m, momentum, training in state:
             m.momentum = momentum
@@ -131,7 +135,8 @@ def recompute_bn_exact(
     run_fn: Callable[[Callable, dict, torch.Tensor], torch.Tensor],
     model: nn.Module,
     tensors: dict,
-    batches: Callable[[], Iterable[torch.Tensor]],
+    batches: Callable[[], Iterable],
+    forward: Callable | None = None,
 ) -> dict:
     """Statistics of one train-mode pass over the whole dataset as a single batch.
 
@@ -145,7 +150,9 @@ def recompute_bn_exact(
     tensors : dict of str to Tensor[k, ...]
         Point tensors.
     batches : callable
-        Returns a fresh iterable over the input batches (one pass per BatchNorm layer).
+        Returns a fresh iterable over the batches (one pass per BatchNorm layer).
+    forward : callable, optional
+        A user ``forward(model, batch)`` (see :mod:`landscape.batches`).
 
     Returns
     -------
@@ -153,13 +160,11 @@ def recompute_bn_exact(
         Point tensors with ``running_mean`` the dataset mean of each layer's input,
         ``running_var`` its unbiased variance, ``num_batches_tracked`` 1.
     """
-    from torch.func import functional_call
-
     bns = batchnorm_modules(model)
     if not bns:
         return tensors
     tensors = dict(tensors)
-    order = _forward_order(model, tensors, batches)
+    order = _forward_order(model, tensors, batches, forward)
     was_training = model.training
     model.eval()
     counts = {}
@@ -181,7 +186,7 @@ def recompute_bn_exact(
 
                 handle = module.register_forward_pre_hook(hook)
                 try:
-                    functional_call(model, point, (x,))
+                    call_model(model, point, x, forward)
                 except _StopForward:
                     pass
                 finally:
@@ -191,8 +196,9 @@ def recompute_bn_exact(
             acc = None
             with torch.no_grad():
                 for x in batches():
+                    x = read_batch(x)
                     stats = run_fn(capture, tensors, x)  # [k, 2, C]
-                    acc = _merge(acc, int(x.shape[0]) * spatial, stats[:, 0], stats[:, 1])
+                    acc = _merge(acc, x.count * spatial, stats[:, 0], stats[:, 1])
             n, mean, m2 = acc
             counts[name] = n
             dtype = tensors[mean_name].dtype
@@ -212,12 +218,10 @@ def recompute_bn_exact(
     return tensors
 
 
-def _forward_order(model: nn.Module, tensors: dict, batches) -> list:
+def _forward_order(model: nn.Module, tensors: dict, batches, forward: Callable | None = None) -> list:
     """BatchNorm layers in the order the forward pass calls them, each with the number of
     values per channel its input has for one sample (spatial size), from one probe sample
     at the first point."""
-    from torch.func import functional_call
-
     bns = batchnorm_modules(model)
     names = {id(m): n for n, m in bns}
     seen: dict[int, tuple[str, nn.Module, int]] = {}
@@ -228,13 +232,13 @@ def _forward_order(model: nn.Module, tensors: dict, batches) -> list:
             seen[id(mod)] = (names[id(mod)], mod, int(inp[0, 0].numel()) if inp.dim() > 2 else 1)
 
     handles = [m.register_forward_pre_hook(hook) for _, m in bns]
-    x0 = next(iter(batches()))[:1]
+    x0 = read_batch(next(iter(batches()))).slice(0, 1)
     point0 = {k: v[0] for k, v in tensors.items()}
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            functional_call(model, point0, (x0,))
+            call_model(model, point0, x0, forward)
     finally:
         for h in handles:
             h.remove()

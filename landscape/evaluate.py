@@ -35,9 +35,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call, vmap
+from torch.func import vmap
 
 from . import bn as bnlib
+from .batches import Batch, DataSource, as_source, call_model, read_batch
 from .metrics import Metric, resolve_metrics
 from .pointset import PointSet
 from .weights import Weights
@@ -105,43 +106,6 @@ class EvalResult:
     def __repr__(self) -> str:
         ms = ", ".join(f"{k}: [{v.shape[0]}]" for k, v in self.metrics.items())
         return f"EvalResult({ms}, path={self.path!r}, {self.points_per_second:.1f} points/s)"
-
-
-# ---------------------------------------------------------------------------- data
-def _as_batches(data) -> tuple[Callable[[int], Iterable[tuple[torch.Tensor, torch.Tensor]]], int]:
-    """Normalise a dataset argument to ``batches(batch_size)`` and its length."""
-    from .data import as_xy
-
-    x, y = as_xy(data)
-    if x.shape[0] != y.shape[0]:
-        raise ValueError(f"data has {x.shape[0]} inputs but {y.shape[0]} targets")
-    if x.shape[0] == 0:
-        raise ValueError("data is empty (0 samples)")
-
-    def batches(bs: int):
-        for i in range(0, x.shape[0], bs):
-            yield x[i : i + bs], y[i : i + bs]
-
-    return batches, int(x.shape[0])
-
-
-class _DeviceData:
-    """A dataset moved once to the compute device and dtype."""
-
-    def __init__(self, data, device: torch.device, dtype: torch.dtype):
-        batches, n = _as_batches(data)
-        ((x, y),) = list(batches(n))
-        self.x = x.to(device=device, dtype=dtype if x.is_floating_point() else None)
-        self.y = y.to(device=device)
-        self.n = n
-
-    def batches(self, bs: int):
-        for i in range(0, self.n, bs):
-            yield self.x[i : i + bs], self.y[i : i + bs]
-
-    def inputs(self, bs: int):
-        for i in range(0, self.n, bs):
-            yield self.x[i : i + bs]
 
 
 # ---------------------------------------------------------------------------- precision
@@ -255,23 +219,33 @@ class _FusedMLP:
 
 # ---------------------------------------------------------------------------- runners
 def _per_point_apply(vectorized: bool):
-    """``apply(fn, tensors, x)``: ``fn(point, x)`` at every point, stacked along dim 0."""
+    """``apply(fn, tensors, batch)``: ``fn(point, batch)`` at every point, stacked along dim 0
+    (the batch is shared by all points)."""
     if vectorized:
 
-        def apply(fn, tensors, x):
-            return vmap(fn, in_dims=(0, None))(tensors, x)
+        def apply(fn, tensors, batch):
+            return vmap(lambda t: fn(t, batch))(tensors)
 
     else:
 
-        def apply(fn, tensors, x):
+        def apply(fn, tensors, batch):
             k = next(iter(tensors.values())).shape[0]
-            return torch.stack([fn({n: t[i] for n, t in tensors.items()}, x) for i in range(k)])
+            return torch.stack([fn({n: t[i] for n, t in tensors.items()}, batch) for i in range(k)])
 
     return apply
 
 
-def _activation_bytes_per_sample(model: nn.Module, point: dict, x1: torch.Tensor) -> int:
-    """Bytes of module outputs for one sample (a probe forward with hooks)."""
+def _batch_bytes(batch: Batch) -> int:
+    """Bytes of the tensors of a batch (inputs and targets)."""
+    total = sum(t.numel() * t.element_size() for t in (*batch.args, *batch.kwargs.values()) if torch.is_tensor(t))
+    if torch.is_tensor(batch.target):
+        total += batch.target.numel() * batch.target.element_size()
+    return total
+
+
+def _activation_bytes_per_sample(model: nn.Module, point: dict, probe, forward: Callable | None = None) -> int:
+    """Bytes of module outputs for one sample (a probe forward with hooks on a one-sample batch)."""
+    probe = read_batch(probe)
     total = [0]
 
     def hook(mod, args, out):
@@ -282,11 +256,11 @@ def _activation_bytes_per_sample(model: nn.Module, point: dict, x1: torch.Tensor
     handles = [m.register_forward_hook(hook) for m in leaves]
     try:
         with torch.no_grad():
-            functional_call(model, point, (x1,))
+            call_model(model, point, probe, forward)
     finally:
         for h in handles:
             h.remove()
-    return max(total[0], x1.numel() * x1.element_size())
+    return max(total[0], _batch_bytes(probe) // max(probe.count, 1))
 
 
 def _default_budget(device: torch.device) -> int:
@@ -328,8 +302,11 @@ class Engine:
         max_memory: int | float | None = None,
         points_per_pass: int | None = None,
         path: str = "auto",
+        forward: Callable | None = None,
     ):
         points = _as_pointset(points)
+        #: ``forward(model, batch) -> output`` replacing the default model call (see landscape.batches)
+        self.forward = forward
         self.metrics = resolve_metrics(metrics)
         #: with ``keep_probabilities``, ``run`` also stores every point's predicted class
         #: probabilities (softmax of the outputs, float64) in ``probabilities[K, N, C]``
@@ -385,28 +362,41 @@ class Engine:
         stack = linear_stack(self.work)
         self.plan, self.flatten = stack if stack is not None else (None, False)
         self._fused = None
-        self._data_cache: dict[int, _DeviceData] = {}
+        self._sources: dict[int, tuple[Any, DataSource]] = {}
         self.path: str | None = None
         self.points_per_pass: int | None = None
         self.n_batch: int | None = None
 
     # ------------------------------------------------------------------ set-up per dataset
-    def _device_data(self, data) -> _DeviceData:
+    def _source(self, data) -> DataSource:
         key = id(data)
-        if key not in self._data_cache:
-            self._data_cache[key] = (data, _DeviceData(data, self.device, self.dtype))
-        return self._data_cache[key][1]
+        if key not in self._sources:
+            self._sources[key] = (data, as_source(data))
+        return self._sources[key][1]
 
-    def _choose_path(self, ddata: _DeviceData) -> str:
+    @property
+    def data_passes(self) -> int:
+        """Passes over the data (evaluation and BatchNorm statistics) made so far."""
+        return sum(src.passes for _, src in self._sources.values())
+
+    def _batches(self, src: DataSource, batch_size: int | None, *, split: bool = True):
+        return src.batches(batch_size, self.device, self.dtype, split=split)
+
+    def _choose_path(self, src: DataSource) -> str:
+        probe = src.first(1)
         fused_ok = (
             self.plan is not None
+            and self.forward is None
             and self.precision in ("fp32", "fp64", "tf32")
-            and (ddata.x.dim() == 2 or self.flatten)
+            and not probe.kwargs
+            and len(probe.args) == 1
+            and torch.is_tensor(probe.args[0])
+            and (probe.args[0].dim() == 2 or self.flatten)
         )
         if self.path_asked == "fused" and not fused_ok:
             raise ValueError(
                 "path='fused' needs an nn.Sequential of Linear layers and ReLU/Tanh activations "
-                f"at precision fp32/tf32/fp64; got {self.model_name} at {self.precision}"
+                f"at precision fp32/tf32/fp64, fed one input tensor; got {self.model_name} at {self.precision}"
             )
         if self.path_asked != "auto":
             return self.path_asked
@@ -438,20 +428,26 @@ class Engine:
         K = min(self.pts.K, 256)
         return J <= 0.4 * K * (d + C) / (d + K)
 
-    def _plan_memory(self, ddata: _DeviceData, chosen: str) -> tuple[int, int]:
+    def _plan_memory(self, src: DataSource, chosen: str) -> tuple[int, int]:
         itemsize = torch.finfo(self.dtype).bits // 8
         point0 = {n: t[0] for n, t in self.pts.tensors([0]).items()}
-        act = _activation_bytes_per_sample(self.work, point0, ddata.x[:1])
+        probe = src.first(1).to(self.device, self.dtype)
+        act = _activation_bytes_per_sample(self.work, point0, probe, self.forward)
+        n_data = src.n or src.batch_size or _CPU_BATCH_MAX
         if self.batch_size:
             n_batch = int(self.batch_size)
+        elif src.batch_size:
+            n_batch = int(src.batch_size)  # a DataLoader's batches, split only if memory says so
         elif self.device.type == "cuda":
-            n_batch = min(ddata.n, 2048)
+            n_batch = min(n_data, 2048)
         else:
             # CPU: batches whose activations stay near the caches (about 64 MB) run fastest;
             # measured on ResNet-20, ConvFC and VGG-16 (larger batches are up to 1.6x slower)
-            n_batch = min(ddata.n, _CPU_BATCH_MAX, _pow2_floor(max(_CPU_BATCH_MIN, _CPU_ACT_TARGET // max(act, 1))))
+            n_batch = min(n_data, _CPU_BATCH_MAX, _pow2_floor(max(_CPU_BATCH_MIN, _CPU_ACT_TARGET // max(act, 1))))
         P_bytes = self.pts.P * itemsize
-        base = self.pts.J * P_bytes + ddata.x.numel() * ddata.x.element_size()
+        # in-memory data lives on the device whole; streamed data one batch at a time
+        data_bytes = src.x.numel() * src.x.element_size() if src.in_memory else n_batch * _batch_bytes(probe)
+        base = self.pts.J * P_bytes + data_bytes
 
         def need(k: int, n: int) -> int:
             if chosen == "fused":
@@ -475,36 +471,47 @@ class Engine:
 
     def prepare(self, data) -> int:
         """Choose the path and chunking for ``data``; returns the points per pass."""
-        ddata = self._device_data(data)
+        src = self._source(data)
         if self.path is None:
-            self.path = self._choose_path(ddata)
+            self.path = self._choose_path(src)
             if self.path == "fused":
                 self._fused = _FusedMLP(self.plan, self.pts, self.dtype, self.device, self.flatten)
         if self.points_per_pass is None:
-            self.points_per_pass, self.n_batch = self._plan_memory(ddata, self.path)
+            self.points_per_pass, self.n_batch = self._plan_memory(src, self.path)
         return self.points_per_pass
 
     # ------------------------------------------------------------------ evaluation
     def _chunk_values(
-        self, idx: np.ndarray, ddata: _DeviceData, bdata: _DeviceData | None, vectorized: bool
+        self, idx: np.ndarray, src: DataSource, bsrc: DataSource | None, vectorized: bool
     ) -> dict[str, np.ndarray]:
-        device, dtype, work = self.device, self.dtype, self.work
+        device, dtype, work, user_forward = self.device, self.dtype, self.work, self.forward
         coeffs = self.points.coeffs[torch.as_tensor(idx)].to(device=device, dtype=dtype)
         tensors = None if self._fused is not None else self.pts.tensors(idx)
         apply = _per_point_apply(vectorized)
-        forward = lambda p, xb: functional_call(work, p, (xb,))  # noqa: E731
+        forward = lambda p, b: call_model(work, p, b, user_forward)  # noqa: E731
         if self.has_bn and tensors is not None and self.bn == "recompute":
             tensors = bnlib.recompute_bn(
-                lambda t, xb: apply(forward, t, xb), work, tensors, bdata.inputs(self.bn_batch_size)
+                lambda t, b: apply(forward, t, b),
+                work,
+                tensors,
+                self._batches(bsrc, self.bn_batch_size, split=False),
             )
         elif self.has_bn and tensors is not None and self.bn == "recompute-exact":
-            tensors = bnlib.recompute_bn_exact(apply, work, tensors, lambda: bdata.inputs(self.bn_batch_size))
+            tensors = bnlib.recompute_bn_exact(
+                apply, work, tensors, lambda: self._batches(bsrc, self.bn_batch_size), forward=user_forward
+            )
         sums = {m.name: torch.zeros(len(idx), dtype=torch.float64, device=device) for m in self.metrics}
+        counts = {m.name: torch.zeros(len(idx), dtype=torch.float64, device=device) for m in self.metrics}
         probs = [] if self.keep_probabilities else None
-        for xb, yb in ddata.batches(self.n_batch):
-            out = self._fused(coeffs, xb) if self._fused is not None else apply(forward, tensors, xb)
+        for batch in self._batches(src, self.n_batch):
+            if self._fused is not None:
+                out = self._fused(coeffs, batch.args[0])
+            else:
+                out = apply(forward, tensors, batch)
             for m in self.metrics:
-                sums[m.name] += m.batch_sum(out, yb).to(torch.float64)
+                total, count = m.batch_stats(out, batch)
+                sums[m.name] += total.to(torch.float64)
+                counts[m.name] += torch.as_tensor(count, dtype=torch.float64, device=device)
             if probs is not None:
                 probs.append(torch.softmax(out.to(torch.float64), -1).cpu())
         vals = {}
@@ -512,7 +519,7 @@ class Engine:
             vals[_PROBS] = torch.cat(probs, 1).numpy()  # [k, N, C]
         for m in self.metrics:
             sq = self.sq_norms[torch.as_tensor(idx)].to(device) if self.sq_norms is not None else None
-            vals[m.name] = m.finalize(sums[m.name], ddata.n, sq).cpu().numpy()
+            vals[m.name] = m.finalize(sums[m.name], counts[m.name], sq).cpu().numpy()
         return vals
 
     def run(
@@ -530,10 +537,10 @@ class Engine:
         results = {m.name: np.full(K, np.nan) for m in self.metrics}
         if not todo.size:
             return results
-        ddata = self._device_data(data)
-        bdata = None
+        src = self._source(data)
+        bsrc = None
         if self.bn != "running" and self.has_bn:
-            bdata = self._device_data(bn_data if bn_data is not None else data)
+            bsrc = self._source(bn_data if bn_data is not None else data)
         self.prepare(data)
         vectorized = self.path == "vmap"
         bar = _progress(len(todo), desc, progress)
@@ -543,7 +550,7 @@ class Engine:
                 while pos < len(todo):
                     idx = todo[pos : pos + self.points_per_pass]
                     try:
-                        vals = self._chunk_values(idx, ddata, bdata, vectorized)
+                        vals = self._chunk_values(idx, src, bsrc, vectorized)
                     except Exception as e:  # noqa: BLE001 - classified below
                         if _is_oom(e):
                             self._back_off(e)
@@ -598,6 +605,7 @@ def evaluate_points(
     max_memory: int | float | None = None,
     points_per_pass: int | None = None,
     path: str = "auto",
+    forward: Callable | None = None,
     indices: Sequence[int] | np.ndarray | None = None,
     on_chunk: Callable[[np.ndarray, dict[str, np.ndarray]], None] | None = None,
     progress: bool = True,
@@ -622,6 +630,7 @@ def evaluate_points(
         max_memory=max_memory,
         points_per_pass=points_per_pass,
         path=path,
+        forward=forward,
     )
     results = engine.run(data, indices, bn_data=bn_data, on_chunk=on_chunk, progress=progress, desc=desc)
     evaluated = engine.points.K if indices is None else int(np.asarray(indices).size)
@@ -632,7 +641,13 @@ def evaluate_points(
         batch_size=engine.n_batch or 0,
         seconds=time.perf_counter() - t_start,
         evaluated=evaluated,
-        info={"device": str(engine.device), "precision": precision, "bn": bn, "memory_budget": engine.budget},
+        info={
+            "device": str(engine.device),
+            "precision": precision,
+            "bn": bn,
+            "memory_budget": engine.budget,
+            "data_passes": engine.data_passes,
+        },
     )
 
 
@@ -684,6 +699,7 @@ def evaluate(
     max_memory: int | float | None = None,
     points_per_pass: int | None = None,
     path: str = "auto",
+    forward: Callable | None = None,
     progress: bool = True,
     out: str | os.PathLike | None = None,
     resume: bool = False,
@@ -699,12 +715,16 @@ def evaluate(
         :func:`torch.func.functional_call`); never modified.
     points : PointSet or Weights or list of Weights
         K weight points ``C @ B`` sharing the model's layout.
-    data : TensorData or tuple of (Tensor[N, ...], Tensor[N])
-        Inputs and targets the metrics average over.
+    data : TensorData, (Tensor[N, ...], Tensor[N]), DataLoader, Dataset or iterable of batches
+        What the metrics average over (see :mod:`landscape.batches`): in-memory tensors are
+        moved to the device once; a DataLoader's batches stream to it one at a time, each
+        read once per chunk of points. Batches may be tuples ``(input, target)`` or dicts
+        (``labels`` are the targets, the other keys the model's keyword arguments).
     metrics : sequence of str or callable or Metric
-        ``"loss"`` (mean cross-entropy), ``"acc"``, ``"err"`` (%), ``"mse"``, any
-        ``fn(output, target) -> scalar`` averaging over its batch, or
-        :func:`landscape.metrics.l2_regularized`.
+        ``"loss"`` (mean cross-entropy), ``"acc"``, ``"err"`` (%), ``"mse"``, the causal-LM
+        token metrics ``"token_loss"``, ``"perplexity"``, ``"token_acc"``, any
+        ``fn(output, target) -> scalar`` averaging over its batch,
+        :func:`landscape.metrics.batch_metric` or :func:`landscape.metrics.l2_regularized`.
     bn : {"running", "recompute", "recompute-exact"}
         BatchNorm statistics: the points' own, recomputed per point as
         ``update_bn(momentum=None)`` does, or exactly those of the whole dataset as one batch
@@ -729,6 +749,10 @@ def evaluate(
     path : {"auto", "fused", "vmap", "loop"}
         Execution path; ``auto`` picks the fused kernels for MLPs with one or two linear
         layers, else vmap on GPUs and the per-point loop on CPUs (where vmap is slower).
+    forward : callable, optional
+        ``forward(model, batch) -> output`` replacing the default call (``model(x)`` or
+        ``model(**inputs)``); outputs may be tensors, tuples, dicts with ``logits`` or
+        objects with ``.logits``.
     progress : bool
         Show a progress bar (``tqdm.auto``) with points per second.
     out : path, optional
@@ -743,7 +767,8 @@ def evaluate(
     Returns
     -------
     EvalResult
-        ``result["loss"]`` etc. as float64 arrays of shape [K], plus the path used.
+        ``result["loss"]`` etc. as float64 arrays of shape [K], plus the path used;
+        ``result.info["data_passes"]`` counts the passes over the data.
 
     Examples
     --------
@@ -791,6 +816,7 @@ def evaluate(
             max_memory=max_memory,
             points_per_pass=points_per_pass,
             path=path,
+            forward=forward,
             progress=progress,
             indices=f.pending() if f is not None else None,
             on_chunk=f.write_cells if f is not None else None,
@@ -802,14 +828,13 @@ def evaluate(
 
 
 def describe_data(d) -> dict[str, Any] | None:
-    """What a dataset is, for result-file attributes: ``TensorData.describe()``, or the size
-    and input shape of an ``(x, y)`` tuple; None for None."""
+    """What a dataset is, for result-file attributes: ``TensorData.describe()``, the size and
+    input shape of an ``(x, y)`` tuple, the kind and batch size of a loader; None for None."""
     if d is None:
         return None
     if hasattr(d, "describe"):
         return d.describe()
-    x, _ = d
-    return {"spec": "tensors", "n": int(x.shape[0]), "input_shape": list(x.shape[1:])}
+    return as_source(d).describe()
 
 
 def run_attributes(points: PointSet, data, metric_names, *, bn, bn_data, precision) -> dict[str, Any]:

@@ -1,21 +1,45 @@
 """Metrics computed by the evaluation engine at many weight points at once.
 
 A metric turns the outputs of K points on a batch, ``Tensor[K, n, ...]``, into K partial
-sums; the engine adds the sums over all batches in float64 and :meth:`Metric.finalize`
-turns them into the value per point. Built-in names: ``loss`` (mean cross-entropy, nats),
-``acc`` (accuracy, fraction), ``err`` (error, percent), ``mse``. Any callable
-``fn(output, target) -> scalar`` that averages over its batch (``nn.MSELoss()``,
-``F.cross_entropy``...) is accepted too, and :func:`l2_regularized` adds a weight penalty.
+sums and the count they are over (samples, or tokens); the engine adds sums and counts over
+all batches in float64 and :meth:`Metric.finalize` turns them into the value per point, so
+every average is exact over the data set whatever the batching.
+
+Built-in names:
+
+- ``loss`` (mean cross-entropy, nats), ``acc`` (accuracy, fraction), ``err`` (error, percent),
+  ``mse``. On sequence outputs ``[n, T, V]`` with targets ``[n, T]`` (token classification)
+  ``loss`` and ``acc`` average over the positions whose target is not ``-100``.
+- ``token_loss``, ``perplexity``, ``token_acc`` for causal language models: the logits at
+  position ``i`` predict the target at ``i + 1``; targets equal to ``-100`` and positions where
+  the batch's ``attention_mask`` is 0 are not counted; the average is over counted tokens.
+  The targets are the batch's ``labels``, or its ``input_ids`` when it has none.
+
+Two user contracts:
+
+- a callable ``fn(output, target) -> scalar`` that averages over its batch (``nn.MSELoss()``,
+  ``F.cross_entropy``...), weighted by the batch's sample count;
+- :func:`batch_metric` wraps ``fn(output, batch) -> (sum, count)``, which sees the whole batch
+  (masks, weights) and says what it counted.
+
+:func:`l2_regularized` adds a weight penalty.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Metric", "resolve_metrics", "l2_regularized", "BUILTIN_METRICS"]
+__all__ = ["Metric", "MetricError", "resolve_metrics", "l2_regularized", "batch_metric", "BUILTIN_METRICS"]
+
+IGNORE_INDEX = -100
+
+
+class MetricError(ValueError):
+    """Outputs and targets that a metric cannot compare."""
 
 
 class Metric:
@@ -40,26 +64,84 @@ class Metric:
         """
         raise NotImplementedError
 
-    def finalize(self, total: torch.Tensor, count: int, sq_norm: torch.Tensor | None = None) -> torch.Tensor:
-        """Value per point from the float64 sums over the dataset."""
+    def batch_stats(self, out: torch.Tensor, batch) -> tuple[torch.Tensor, torch.Tensor | int]:
+        """``(sums[K], count)`` of one batch: by default :meth:`batch_sum` over the batch's
+        targets and its sample count. Metrics that count something else (tokens) override it.
+
+        Parameters
+        ----------
+        out : Tensor[K, n, ...]
+            Model outputs (logits) of K points on the batch.
+        batch : landscape.batches.Batch
+            The batch (targets, sample count, and the raw fields such as ``attention_mask``).
+        """
+        return self.batch_sum(out, _targets(batch, self.name)), batch.count
+
+    def finalize(self, total: torch.Tensor, count, sq_norm: torch.Tensor | None = None) -> torch.Tensor:
+        """Value per point from the float64 sums and counts over the dataset."""
         return total / count
 
 
+def _targets(batch, name: str) -> torch.Tensor:
+    if batch.target is None:
+        raise MetricError(
+            f"metric '{name}' needs targets but the batch has none (a dict batch needs 'labels', "
+            "a tuple batch a second element)"
+        )
+    return batch.target
+
+
+def _float(out: torch.Tensor) -> torch.Tensor:
+    return out.float() if out.dtype in (torch.bfloat16, torch.float16) else out
+
+
+def _class_targets(out: torch.Tensor, y: torch.Tensor, name: str) -> torch.Tensor:
+    """Check that integer targets ``y[n, *S]`` fit outputs ``out[K, n, *S, C]``."""
+    if y.is_floating_point() or y.dtype == torch.bool:
+        raise MetricError(
+            f"metric '{name}' needs integer class targets, got {y.dtype} targets {list(y.shape)} "
+            f"for outputs {list(out.shape[1:])}"
+        )
+    if tuple(out.shape[1:-1]) != tuple(y.shape):
+        raise MetricError(
+            f"metric '{name}': outputs {list(out.shape[1:])} and targets {list(y.shape)} do not match; expected "
+            f"targets {list(out.shape[1:-1])} (one class index per output row)"
+        )
+    return y.to(out.device)
+
+
 class CrossEntropy(Metric):
+    """Mean cross-entropy over samples, or over the counted positions of sequence outputs."""
+
     name = "loss"
 
+    def batch_stats(self, out, batch):
+        y = _class_targets(out, _targets(batch, self.name), self.name)
+        if y.dim() == 1:
+            return self.batch_sum(out, y), batch.count
+        keep = y != IGNORE_INDEX
+        return _ce_sum(out[:, keep], y[keep]), keep.sum()
+
     def batch_sum(self, out, y):
-        K, n = out.shape[:2]
-        logits = (
-            out.reshape(K * n, *out.shape[2:]).float()
-            if out.dtype in (torch.bfloat16, torch.float16)
-            else out.reshape(K * n, *out.shape[2:])
-        )
-        return F.cross_entropy(logits, y.repeat(K), reduction="none").view(K, n).sum(1)
+        return _ce_sum(out, y)
+
+
+def _ce_sum(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Summed cross-entropy of ``out[K, n, C]`` against ``y[n]``, per point."""
+    K, n = out.shape[:2]
+    logits = _float(out).reshape(K * n, out.shape[-1])
+    return F.cross_entropy(logits, y.repeat(K), reduction="none").view(K, n).sum(1)
 
 
 class Accuracy(Metric):
     name = "acc"
+
+    def batch_stats(self, out, batch):
+        y = _class_targets(out, _targets(batch, self.name), self.name)
+        if y.dim() == 1:
+            return self.batch_sum(out, y), batch.count
+        keep = y != IGNORE_INDEX
+        return self.batch_sum(out[:, keep], y[keep]), keep.sum()
 
     def batch_sum(self, out, y):
         return (out.argmax(-1) == y).sum(1)
@@ -77,8 +159,99 @@ class MeanSquaredError(Metric):
 
     def batch_sum(self, out, y):
         K, n = out.shape[:2]
-        diff = out.float() - y.to(out.device).float().reshape(1, n, *out.shape[2:])
+        if y.numel() != math.prod(out.shape[1:]):
+            raise MetricError(
+                f"metric 'mse': outputs {list(out.shape[1:])} and targets {list(y.shape)} do not match; "
+                "expected as many target values as outputs"
+            )
+        diff = _float(out) - y.to(device=out.device, dtype=_float(out).dtype).reshape(1, n, *out.shape[2:])
         return diff.pow(2).reshape(K, n, -1).mean(-1).sum(1)
+
+
+# ---------------------------------------------------------------------------- causal LM tokens
+def _next_token(out: torch.Tensor, batch, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits ``[K, m, V]`` and targets ``[m]`` of the counted next-token positions."""
+    y = batch.target if batch.target is not None else batch.get("input_ids")
+    if y is None:
+        raise MetricError(
+            f"metric '{name}' needs token targets: a batch with 'labels' or 'input_ids' (or (ids, labels) tuples)"
+        )
+    if out.dim() != 4 or tuple(out.shape[1:3]) != tuple(y.shape):
+        raise MetricError(
+            f"metric '{name}': outputs {list(out.shape[1:])} and targets {list(y.shape)} do not match; "
+            f"expected logits [n, T, V] and token targets [n, T]"
+        )
+    y = y.to(out.device)
+    keep = y[:, 1:] != IGNORE_INDEX
+    mask = batch.get("attention_mask")
+    if mask is not None:
+        keep &= mask[:, 1:].to(device=out.device) != 0
+    return out[:, :, :-1][:, keep], y[:, 1:][keep]
+
+
+class TokenLoss(Metric):
+    """Next-token cross-entropy of a causal language model, averaged over counted tokens."""
+
+    name = "token_loss"
+
+    def batch_stats(self, out, batch):
+        logits, y = _next_token(out, batch, self.name)
+        return _ce_sum(logits, y), y.numel()
+
+
+class Perplexity(TokenLoss):
+    """``exp(token_loss)``."""
+
+    name = "perplexity"
+
+    def finalize(self, total, count, sq_norm=None):
+        return torch.exp(total / count)
+
+
+class TokenAccuracy(Metric):
+    """Fraction of counted next tokens whose arg-max prediction is right."""
+
+    name = "token_acc"
+
+    def batch_stats(self, out, batch):
+        logits, y = _next_token(out, batch, self.name)
+        return (logits.argmax(-1) == y).sum(1), y.numel()
+
+
+class BatchMetric(Metric):
+    """Wraps ``fn(output[n, ...], batch) -> (sum, count)`` evaluated per point."""
+
+    def __init__(self, fn: Callable, name: str | None = None):
+        self.fn = fn
+        self.name = name or getattr(fn, "__name__", None) or type(fn).__name__
+
+    def batch_stats(self, out, batch):
+        sums, counts = [], []
+        for o in out:
+            s, c = self.fn(o, batch)
+            sums.append(torch.as_tensor(s, dtype=torch.float64, device=out.device).reshape(()))
+            counts.append(torch.as_tensor(c, dtype=torch.float64, device=out.device).reshape(()))
+        return torch.stack(sums), torch.stack(counts)
+
+
+def batch_metric(fn: Callable, name: str | None = None) -> Metric:
+    """A metric that sees the whole batch: ``fn(output, batch) -> (sum, count)``.
+
+    ``output`` is one point's logits on the batch, ``batch`` a
+    :class:`landscape.batches.Batch` (``batch.target``, ``batch.get("attention_mask")``,
+    ``batch.raw``). The value at a point is the sum of ``sum`` over all batches divided by
+    the sum of ``count``.
+
+    Examples
+    --------
+    >>> import torch, landscape as ls
+    >>> def weighted_err(out, batch):
+    ...     w = batch.get("weight")
+    ...     return ((out.argmax(-1) != batch.target).double() * w).sum(), w.sum()
+    >>> ls.metrics.batch_metric(weighted_err).name
+    'weighted_err'
+    """
+    return BatchMetric(fn, name)
 
 
 class CallableMetric(Metric):
@@ -103,8 +276,8 @@ class L2Regularized(Metric):
         self.weight_decay = float(weight_decay)
         self.name = f"{self.base.name}+l2"
 
-    def batch_sum(self, out, y):
-        return self.base.batch_sum(out, y)
+    def batch_stats(self, out, batch):
+        return self.base.batch_stats(out, batch)
 
     def finalize(self, total, count, sq_norm=None):
         if sq_norm is None:
@@ -134,6 +307,9 @@ BUILTIN_METRICS: dict[str, type[Metric]] = {
     "acc": Accuracy,
     "err": ErrorPercent,
     "mse": MeanSquaredError,
+    "token_loss": TokenLoss,
+    "perplexity": Perplexity,
+    "token_acc": TokenAccuracy,
 }
 
 

@@ -12,6 +12,7 @@ from torch.optim.swa_utils import update_bn
 
 import landscape as ls
 from landscape import bn as bnlib
+from landscape.batches import call_model
 from landscape.evaluate import _per_point_apply, linear_stack
 
 
@@ -173,7 +174,7 @@ def test_recompute_equals_update_bn_buffers():
     for vectorized in (True, False):
         apply = _per_point_apply(vectorized)
         tensors = bnlib.recompute_bn(
-            lambda t, xb: apply(lambda p, xx: torch.func.functional_call(work, p, (xx,)), t, xb),  # noqa: B023
+            lambda t, b: apply(lambda p, bb: call_model(work, p, bb), t, b),  # noqa: B023
             work,
             pts.tensors(),
             batches,
