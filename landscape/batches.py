@@ -147,8 +147,11 @@ def to_device(
     def move(t, cast: bool):
         if not torch.is_tensor(t):
             return t
-        return t.to(device=device, dtype=dtype if (cast and dtype is not None and t.is_floating_point()) else None,
-                    non_blocking=non_blocking)
+        return t.to(
+            device=device,
+            dtype=dtype if (cast and dtype is not None and t.is_floating_point()) else None,
+            non_blocking=non_blocking,
+        )
 
     if torch.is_tensor(obj):
         return move(obj, True)
@@ -434,7 +437,9 @@ class DataSource:
     def first(self, samples: int = 1) -> Batch:
         """The first ``samples`` samples of the data (on the CPU), for probes; not counted as a pass."""
         if self.kind == "tensors":
-            return Batch((self.x[:samples],), {}, self.y[:samples], min(samples, self._n), (self.x[:samples], self.y[:samples]))
+            return Batch(
+                (self.x[:samples],), {}, self.y[:samples], min(samples, self._n), (self.x[:samples], self.y[:samples])
+            )
         for raw in self._raw(samples):
             batch = read_batch(raw)
             return batch.slice(0, min(samples, batch.count))
