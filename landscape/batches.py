@@ -346,6 +346,7 @@ class DataSource:
             if self._n == 0:
                 raise DataError("data is empty (0 samples)")
         self._device_xy: dict[tuple, tuple[Tensor, Tensor]] = {}
+        self._first: dict[int, Batch] = {}
 
     # ------------------------------------------------------------------ facts
     @property
@@ -435,7 +436,14 @@ class DataSource:
         return self._device_xy[key]
 
     def first(self, samples: int = 1) -> Batch:
-        """The first ``samples`` samples of the data (on the CPU), for probes; not counted as a pass."""
+        """The first ``samples`` samples of the data (on the CPU), for probes; not counted as a
+        pass (the first batch is read once and kept)."""
+        if samples in self._first:
+            return self._first[samples]
+        self._first[samples] = self._read_first(samples)
+        return self._first[samples]
+
+    def _read_first(self, samples: int) -> Batch:
         if self.kind == "tensors":
             return Batch(
                 (self.x[:samples],), {}, self.y[:samples], min(samples, self._n), (self.x[:samples], self.y[:samples])

@@ -85,7 +85,7 @@ class PointSet:
         self.coeffs = coeffs.cpu()
         self.layout = layout
         self.extras = dict(extras or {})
-        missing = [e.name for e in layout if not e.flat and e.name not in self.extras]
+        missing = [e.name for e in layout.carried() if e.name not in self.extras]
         if missing:
             raise ValueError(f"extras lack the non-float entries {missing[:3]}")
         self.names = list(names) if names is not None else [f"b{j}" for j in range(basis.shape[0])]
@@ -113,7 +113,7 @@ class PointSet:
         B = torch.stack([w.flatten(dtype) for w in basis])
         if coeffs is None:
             coeffs = torch.eye(len(basis), dtype=torch.float64)
-        extras = {e.name: basis[0][e.name] for e in layout if not e.flat}
+        extras = {e.name: basis[0][e.name] for e in layout.carried()}
         return cls(B, coeffs, layout, extras=extras, names=names)
 
     @classmethod
@@ -188,21 +188,25 @@ class PointSet:
 
     def tensors(self, indices=None, *, dtype: torch.dtype | None = None) -> OrderedDict[str, torch.Tensor]:
         """Named tensors of the points, each ``Tensor[k, *shape]``; non-float entries are
-        the extras expanded to ``[k, *shape]``."""
+        the extras expanded to ``[k, *shape]``. Aliases of tied tensors are left out: this is
+        what :func:`torch.func.functional_call` takes (it ties them itself)."""
         flat = self.flat(indices, dtype=dtype)
         k = flat.shape[0]
         out: OrderedDict[str, torch.Tensor] = OrderedDict()
         for e in self.layout:
             if e.flat:
                 out[e.name] = flat[:, e.slice].view(k, *e.shape)
-            else:
+            elif e.tied_to is None:
                 x = self.extras[e.name].to(flat.device)
                 out[e.name] = x.expand(k, *x.shape)
         return out
 
     def point(self, k: int, *, dtype: torch.dtype | None = None) -> OrderedDict[str, torch.Tensor]:
-        """Named tensors of point ``k`` (a state_dict of the model at that point)."""
-        return OrderedDict((n, t[0]) for n, t in self.tensors([k], dtype=dtype).items())
+        """Named tensors of point ``k`` (a state_dict of the model at that point; aliases of
+        tied tensors hold the tensor of the name they are tied to)."""
+        out = OrderedDict((n, t[0]) for n, t in self.tensors([k], dtype=dtype).items())
+        aliases = self.layout.aliases()
+        return OrderedDict((e.name, out[aliases.get(e.name, e.name)]) for e in self.layout)
 
     def weights(self, k: int) -> Weights:
         """Point ``k`` as :class:`Weights`."""

@@ -120,6 +120,7 @@ def compute_surface(
     max_memory: int | float | None = None,
     points_per_pass: int | None = None,
     path: str = "auto",
+    forward: Callable | None = None,
     out: str | os.PathLike | None = None,
     resume: bool = False,
     force: bool = False,
@@ -140,9 +141,9 @@ def compute_surface(
     splits : mapping of str to data
         Named datasets, e.g. ``{"train": train, "test": test}``; metric ``m`` on split ``s``
         is stored as ``f"{s}_{m}"``.
-    metrics, bn, bn_data, precision, device, batch_size, bn_batch_size, max_memory, points_per_pass, path
+    metrics, bn, bn_data, precision, device, batch_size, bn_batch_size, max_memory, points_per_pass, path, forward
         As in :func:`landscape.evaluate` (``bn_data`` defaults to the ``train`` split when
-        there is one).
+        there is one); every split may be any data :func:`landscape.evaluate` takes.
     out : path, optional
         HDF5 file (``kind`` ``"line"`` or ``"plane"``, see ``docs/h5-format.md``).
     resume, force : bool
@@ -196,6 +197,7 @@ def compute_surface(
         max_memory=max_memory,
         points_per_pass=points_per_pass,
         path=path,
+        forward=forward,
         out=out,
         resume=resume,
         force=force,
@@ -245,6 +247,7 @@ def evaluate_grid(
     max_memory: int | float | None = None,
     points_per_pass: int | None = None,
     path: str = "auto",
+    forward: Callable | None = None,
     out: str | os.PathLike | None = None,
     resume: bool = False,
     force: bool = False,
@@ -278,6 +281,7 @@ def evaluate_grid(
         max_memory=max_memory,
         points_per_pass=points_per_pass,
         path=path,
+        forward=forward,
     )
     f = None
     pending = np.arange(points.K, dtype=np.int64)
@@ -331,7 +335,7 @@ def evaluate_grid(
         path=engine.path or path,
         evaluated=int(len(pending)),
         file=os.fspath(out) if out is not None else None,
-        info={"points_per_pass": engine.points_per_pass, "world_size": world},
+        info={"points_per_pass": engine.points_per_pass, "world_size": world, "data_passes": engine.data_passes},
     )
 
 

@@ -7,8 +7,14 @@ BatchNorm affine parameter or running statistic, or something else. The layout a
 fixes the order and offsets used when the floating-point entries are flattened into one
 vector, which is how weight points are combined (see :mod:`landscape.pointset`).
 
+Tied tensors (one parameter under two names, as a language model's output head shares the
+input embedding) are one entry of the flat vector: the later names are *aliases*
+(:attr:`Entry.tied_to` names the first), take no part in the flat vector, and always hold the
+very tensor of the name they are tied to, so a tie holds at every point.
+
 Loading is safe by default: ``torch.load(weights_only=True)`` unless the caller passes
-``trust=True``. Checkpoints are matched to the model by name, never by position.
+``trust=True``. Checkpoints are matched to the model by name, never by position; a checkpoint
+may omit the aliases of tied tensors (Hugging Face files omit ``lm_head.weight``).
 """
 
 from __future__ import annotations
@@ -65,7 +71,9 @@ class Entry:
 
     ``offset`` and ``numel`` locate the tensor in the flat vector; entries that are not
     floating point (``bn_count`` and integer buffers) have ``offset = -1`` and are carried
-    along unchanged rather than combined.
+    along unchanged rather than combined. An alias of a tied tensor has ``tied_to`` set to
+    the name it shares its tensor with and ``offset = -1``: it is that entry, under another
+    name.
     """
 
     name: str
@@ -75,6 +83,7 @@ class Entry:
     is_parameter: bool
     offset: int
     filter_dim: int | None = None
+    tied_to: str | None = None
 
     @property
     def numel(self) -> int:
@@ -122,20 +131,37 @@ class Layout:
         param_names = {n for n, _ in model.named_parameters(remove_duplicate=False)}
         entries = []
         offset = 0
+        first_name: dict[int, str] = {}  # id of a tensor object -> the first name it has
+        by_name: dict[str, Entry] = {}
         for name, t in model.state_dict(keep_vars=True).items():
+            tied_to = first_name.setdefault(id(t), name)
+            if tied_to != name:
+                primary = by_name[tied_to]
+                entry = Entry(
+                    name=name,
+                    shape=primary.shape,
+                    dtype=primary.dtype,
+                    kind=primary.kind,
+                    is_parameter=primary.is_parameter,
+                    offset=-1,
+                    filter_dim=primary.filter_dim,
+                    tied_to=tied_to,
+                )
+                entries.append(entry)
+                continue
             kind, filter_dim = kinds.get(name, ("param" if name in param_names else "buffer", None))
             is_float = t.is_floating_point()
-            entries.append(
-                Entry(
-                    name=name,
-                    shape=tuple(t.shape),
-                    dtype=t.dtype,
-                    kind=kind,
-                    is_parameter=name in param_names,
-                    offset=offset if is_float else -1,
-                    filter_dim=filter_dim,
-                )
+            entry = Entry(
+                name=name,
+                shape=tuple(t.shape),
+                dtype=t.dtype,
+                kind=kind,
+                is_parameter=name in param_names,
+                offset=offset if is_float else -1,
+                filter_dim=filter_dim,
             )
+            entries.append(entry)
+            by_name[name] = entry
             if is_float:
                 offset += t.numel()
         return cls(entries)
@@ -154,6 +180,14 @@ class Layout:
 
     def names(self) -> list[str]:
         return [e.name for e in self.entries]
+
+    def aliases(self) -> dict[str, str]:
+        """``{alias: name}`` for every tied name after the first of its tensor."""
+        return {e.name: e.tied_to for e in self.entries if e.tied_to is not None}
+
+    def carried(self) -> list[Entry]:
+        """Entries carried along unchanged (not floating point, and not aliases)."""
+        return [e for e in self.entries if not e.flat and e.tied_to is None]
 
     def flat_entries(self) -> list[Entry]:
         """Entries that take part in the flat vector (floating point ones)."""
@@ -180,7 +214,11 @@ class Layout:
         return m
 
     def describe(self) -> list[dict[str, Any]]:
-        return [{"name": e.name, "shape": list(e.shape), "kind": e.kind, "offset": e.offset} for e in self.entries]
+        return [
+            {"name": e.name, "shape": list(e.shape), "kind": e.kind, "offset": e.offset}
+            | ({"tied_to": e.tied_to} if e.tied_to else {})
+            for e in self.entries
+        ]
 
 
 class Weights(Mapping[str, torch.Tensor]):
@@ -189,9 +227,11 @@ class Weights(Mapping[str, torch.Tensor]):
     Parameters
     ----------
     tensors : mapping of str to Tensor
-        The entries, keyed like ``model.state_dict()``.
+        The entries, keyed like ``model.state_dict()``. Aliases of tied tensors may be
+        omitted; whatever is given for them, they hold the tensor of the name they are
+        tied to.
     layout : Layout
-        Must list exactly the keys of ``tensors`` with matching shapes.
+        Must list the keys of ``tensors`` with matching shapes.
     source : str, optional
         Where the weights came from (a path), recorded in result files.
     sha256 : str, optional
@@ -216,7 +256,9 @@ class Weights(Mapping[str, torch.Tensor]):
         source: str | None = None,
         sha256: str | None = None,
     ):
-        self.tensors: OrderedDict[str, torch.Tensor] = OrderedDict((e.name, tensors[e.name]) for e in layout)
+        self.tensors: OrderedDict[str, torch.Tensor] = OrderedDict(
+            (e.name, tensors[e.name if e.tied_to is None else e.tied_to]) for e in layout
+        )
         self.layout = layout
         self.source = source
         self.sha256 = sha256
@@ -254,6 +296,8 @@ class Weights(Mapping[str, torch.Tensor]):
         for e in self.layout:
             if e.flat:
                 out[e.name] = vector[e.slice].view(e.shape)
+            elif e.tied_to is not None:
+                out[e.name] = out[e.tied_to]
             else:
                 out[e.name] = self.tensors[e.name]
         return out
@@ -400,7 +444,19 @@ def load_checkpoint(
     sd = read_state_dict(path, trust=trust)
     layout = Layout.from_module(model)
     expected = model.state_dict()
+    for alias, name in layout.aliases().items():
+        if alias not in sd:
+            continue  # files omit tied copies (Hugging Face omits lm_head.weight)
+        if name in sd and not torch.equal(sd[alias], sd[name]):
+            raise CheckpointError(
+                f"checkpoint '{path}' has different values for '{alias}' and '{name}', which the model ties "
+                "(one tensor under two names); expected equal tensors or only one of the two"
+            )
+        sd.setdefault(name, sd[alias])
+        del sd[alias]
     for name, ref in expected.items():
+        if name in layout.aliases():
+            continue
         if name not in sd:
             if name.endswith("num_batches_tracked"):
                 sd[name] = torch.zeros_like(ref)
@@ -420,7 +476,7 @@ def load_checkpoint(
             f"checkpoint '{path}' does not match the model: key '{extra[0]}' (shape "
             f"{tuple(sd[extra[0]].shape)}) is in the checkpoint but not in the model"
         )
-    tensors = {k: sd[k].to(dtype=expected[k].dtype) for k in expected}
+    tensors = {k: sd[k].to(dtype=expected[k].dtype) for k in expected if k in sd}
     w = Weights(tensors, layout, source=path, sha256=file_sha256(path))
     if check_finite:
         bad = w.nonfinite()

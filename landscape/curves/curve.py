@@ -149,7 +149,8 @@ class Curve:
         )
 
     def tensors_at(self, t: torch.Tensor, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-        """Differentiable named tensors ``{name: Tensor[T, *shape]}`` of the curve at ``t``."""
+        """Differentiable named tensors ``{name: Tensor[T, *shape]}`` of the curve at ``t``
+        (aliases of tied tensors left out, as :meth:`PointSet.tensors` does)."""
         B = self.basis(dtype)
         c = self.coefficients(t.to(torch.float64)).to(B.dtype)
         flat = c @ B
@@ -158,7 +159,7 @@ class Curve:
         for e in self.layout:
             if e.flat:
                 out[e.name] = flat[:, e.slice].reshape(T, *e.shape)
-            else:
+            elif e.tied_to is None:
                 x = self.start[e.name]
                 out[e.name] = x.expand(T, *x.shape)
         return out
