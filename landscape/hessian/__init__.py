@@ -10,6 +10,7 @@ name                               what
 :class:`BatchedHVP`                one product per point of a point set, points vmapped
 :func:`gradient`                   the dataset loss and its gradient at a point
 :func:`layer_selections`           parameter names per module (per-layer Hessians)
+:func:`parameter_selection`        the selection an HVP uses (rule, names), as results record it
 :func:`power_iteration`            top-k eigenpairs by magnitude, with deflation
 :func:`lanczos`                    :math:`\\lambda_{max}` and :math:`\\lambda_{min}` together,
                                    with Ritz residuals
@@ -22,6 +23,11 @@ name                               what
 :func:`plot_density`               the smoothed density as a figure
 :func:`as_operator`                a dense symmetric matrix as an operator
 =================================  ==========================================================
+
+The data is anything :func:`landscape.batches.as_source` reads (tensors, DataLoaders,
+Datasets, lists of tuple or dict batches); the loss is cross-entropy, another metric
+(``"token_loss"``) or a callable. By default the Hessian is over the parameters the model
+trains (``requires_grad=True``); every result records its selection.
 
 The model is evaluated in eval mode at the point: BatchNorm layers normalise with the
 point's own running statistics (buffers are part of the point) and dropout is off, so the
@@ -54,7 +60,7 @@ from .eig import (
     power_iteration,
     tridiagonal_eigh,
 )
-from .hvp import HVP, METHODS, BatchedHVP, gradient, layer_selections
+from .hvp import HVP, METHODS, BatchedHVP, gradient, layer_selections, parameter_selection
 from .maps import MAP_METRICS, HessianMap, eigen_map, surface_points
 from .operators import MatrixOperator, as_operator, random_vectors
 from .trace import TraceEstimate, exact_trace, hutchinson
@@ -81,6 +87,7 @@ __all__ = [
     "lanczos_batched",
     "lanczos_step_reference",
     "layer_selections",
+    "parameter_selection",
     "plot_density",
     "power_iteration",
     "random_vectors",

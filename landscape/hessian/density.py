@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .eig import lanczos_batched
-from .operators import as_operator, operator_info, random_vectors
+from .operators import as_operator, operator_info, operator_selection, random_vectors
 
 if TYPE_CHECKING:  # pragma: no cover - typing only; matplotlib is imported lazily
     from matplotlib.axes import Axes
@@ -50,12 +50,17 @@ class SpectralDensity:
         Dimension of the operator.
     hvps : int
         Operator products used.
+    selection : dict or None
+        The operator's parameter selection (:attr:`HVP.selection
+        <landscape.hessian.HVP.selection>`: rule, names or their count and digest); None for
+        operators that have none (matrices).
     """
 
     nodes: np.ndarray
     weights: np.ndarray
     n: int
     hvps: int
+    selection: dict | None = None
 
     @property
     def probes(self) -> int:
@@ -171,7 +176,9 @@ def slq(
     for i, r in enumerate(runs):
         nodes[i, : r.steps] = r.ritz_values
         weights[i, : r.steps] = r.ritz_weights
-    return SpectralDensity(nodes=nodes, weights=weights, n=n, hvps=sum(r.hvps for r in runs))
+    return SpectralDensity(
+        nodes=nodes, weights=weights, n=n, hvps=sum(r.hvps for r in runs), selection=operator_selection(op)
+    )
 
 
 def plot_density(

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from ..ops.lanczos_step import REORTHOGONALIZE, lanczos_step_reference
-from .operators import as_operator, operator_info, random_vectors
+from .operators import as_operator, operator_info, operator_selection, random_vectors
 
 __all__ = [
     "ExtremeEigenvalues",
@@ -79,6 +79,10 @@ class PowerIterationResult:
         Products spent on each pair.
     converged : ndarray[k] of bool
         Whether the deflated residual reached ``tol * |eigenvalue|``.
+    selection : dict or None
+        The operator's parameter selection (:attr:`HVP.selection
+        <landscape.hessian.HVP.selection>`: rule, names or their count and digest); None for
+        operators that have none (matrices).
     """
 
     eigenvalues: np.ndarray
@@ -86,6 +90,7 @@ class PowerIterationResult:
     residuals: np.ndarray
     iterations: np.ndarray
     converged: np.ndarray
+    selection: dict | None = None
 
     @property
     def hvps(self) -> int:
@@ -166,6 +171,7 @@ def power_iteration(op, k: int = 1, *, tol: float = 1e-6, max_iter: int = 1000, 
         residuals=np.asarray(residuals, dtype=np.float64),
         iterations=np.asarray(iterations, dtype=np.int64),
         converged=np.asarray(converged, dtype=bool),
+        selection=operator_selection(op),
     )
 
 
@@ -195,6 +201,10 @@ class LanczosResult:
         The tridiagonal matrix: diagonal, and off-diagonal followed by the last ``beta_s``.
     vectors : Tensor[2, n] or None
         Ritz vectors of ``lambda_max`` and ``lambda_min`` when asked for.
+    selection : dict or None
+        The operator's parameter selection (:attr:`HVP.selection
+        <landscape.hessian.HVP.selection>`: rule, names or their count and digest); None for
+        operators that have none (matrices).
     """
 
     lambda_max: float
@@ -208,6 +218,7 @@ class LanczosResult:
     alpha: np.ndarray
     beta: np.ndarray
     vectors: torch.Tensor | None = None
+    selection: dict | None = None
 
     @property
     def hvps(self) -> int:
@@ -334,6 +345,10 @@ def lanczos_batched(
     if max_iter < 1:
         raise ValueError(f"max_iter should be at least 1, got {max_iter}")
     apply, m, n, dtype, device, shared = _batched_apply(op, m)
+    if isinstance(op, (list, tuple)):
+        selections = [operator_selection(o) for o in op]
+    else:
+        selections = [operator_selection(op)] * m
     step = step or lanczos_step_reference
     S = min(int(max_iter), n)
     if v0 is None:
@@ -395,6 +410,7 @@ def lanczos_batched(
                 alpha=alpha[i, :s].numpy().copy(),
                 beta=beta[i, :s].numpy().copy(),
                 vectors=vec,
+                selection=selections[int(rows[i])],
             )
         keep = ~done
         if not bool(keep.any()):
@@ -461,6 +477,10 @@ class ExtremeEigenvalues:
         Hessian-vector products used.
     converged : bool
         Whether the tolerance was met.
+    selection : dict or None
+        The operator's parameter selection (:attr:`HVP.selection
+        <landscape.hessian.HVP.selection>`: rule, names or their count and digest); None for
+        operators that have none (matrices).
     """
 
     lambda_max: float
@@ -469,10 +489,11 @@ class ExtremeEigenvalues:
     residuals: np.ndarray
     hvps: int
     converged: bool
+    selection: dict | None = None
 
     @classmethod
     def from_lanczos(cls, res: LanczosResult) -> ExtremeEigenvalues:
-        return cls(res.lambda_max, res.lambda_min, res.ratio, res.residuals, res.hvps, res.converged)
+        return cls(res.lambda_max, res.lambda_min, res.ratio, res.residuals, res.hvps, res.converged, res.selection)
 
 
 def extreme_eigenvalues(

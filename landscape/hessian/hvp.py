@@ -11,9 +11,18 @@ Conventions
 * Vectors are flat over the selected parameters, in the order of the model's
   :class:`~landscape.weights.Layout` (``state_dict`` order); :attr:`HVP.mask` places them
   in the full flat weight vector of :meth:`Weights.flatten <landscape.weights.Weights.flatten>`.
-* The loss is ``loss(output, target) -> scalar``, a mean over its batch (mean cross-entropy
-  by default). The dataset loss is the mean over all N samples, so batches are combined as
-  :math:`\\sum_b (n_b / N)\\, H_b v`; any ``batch_size`` gives the same operator.
+* The data is anything :func:`landscape.batches.as_source` reads: in-memory tensors are
+  moved to the device once and sliced, loaders and iterables are streamed a batch at a
+  time (dict batches, ``forward=`` and ``.logits`` outputs through
+  :func:`~landscape.batches.call_model`).
+* The loss is a metric (``"loss"``, mean cross-entropy, by default; ``"token_loss"`` for
+  causal language models) or ``loss(output, target) -> scalar``, a mean over its batch.
+  The dataset loss is :math:`\\sum_b s_b / \\sum_b c_b` with :math:`s_b` the batch's loss
+  sum and :math:`c_b` what it counts (samples, or tokens), so batches are combined as
+  :math:`\\sum_b c_b H_b v / \\sum_b c_b`, the total count taken from the same pass; any
+  ``batch_size`` (and a loader's batching) gives the same operator.
+* The parameters are those the user's model trains (``requires_grad=True``) unless
+  ``params`` names others; a tied tensor is one parameter.
 * The model runs in eval mode: BatchNorm normalises with the running statistics stored in
   the point (its buffers are part of the point, held fixed, not differentiated) and dropout
   is off. This is the Hessian of the loss the checkpoint computes at test time, which is
@@ -38,20 +47,30 @@ Methods
 from __future__ import annotations
 
 import copy
+import hashlib
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, jvp, vmap
+from torch.func import jvp, vmap
 
+from ..batches import Batch, BatchError, as_source, call_model
+from ..metrics import Metric, resolve_metrics
 from ..pointset import PointSet
 from ..weights import Layout, Weights
 
-__all__ = ["BatchedHVP", "HVP", "METHODS", "gradient", "layer_selections"]
+__all__ = [
+    "BatchedHVP",
+    "HVP",
+    "METHODS",
+    "gradient",
+    "layer_selections",
+    "parameter_selection",
+    "selection_record",
+]
 
 METHODS = ("auto", "forward-over-reverse", "double-backward")
 _AUTO_ON_CPU = "double-backward"  # what ``auto`` means on a CPU (see the module docstring)
@@ -98,9 +117,95 @@ def _resolve_dtype(dtype) -> torch.dtype:
     return _DTYPES[dtype]
 
 
-def _check_names(names: Sequence[str], layout: Layout, what: str) -> None:
-    if list(names) != layout.names():
-        missing = [n for n in layout.names() if n not in names]
+def _aliases(model: nn.Module, layout: Layout) -> dict[str, str]:
+    """``{alias: name}`` for every second name of a tied tensor (``head.weight`` tied to
+    ``emb.weight``): the layout's ``tied_to`` where it says so, else the module's own ties
+    (one tensor object under several ``state_dict`` names)."""
+    out = {e.name: e.tied_to for e in layout if getattr(e, "tied_to", None)}
+    first: dict[int, str] = {}
+    for name, t in model.state_dict(keep_vars=True).items():
+        if name in out:
+            continue
+        if id(t) in first:
+            out[name] = first[id(t)]
+        else:
+            first[id(t)] = name
+    return out
+
+
+def _selectable(layout: Layout, aliases: Mapping[str, str]) -> list[str]:
+    """Parameters a Hessian can be taken over: floating point, one name per tied tensor."""
+    return [e.name for e in layout.flat_entries() if e.is_parameter and e.name not in aliases]
+
+
+def _select(
+    model: nn.Module, layout: Layout, aliases: Mapping[str, str], params: Iterable[str] | None
+) -> tuple[list[str], str]:
+    """``(selected names in layout order, rule)``; the rule is ``"requires_grad"`` (default:
+    the parameters the user's model trains) or ``"given"``."""
+    names = _selectable(layout, aliases)
+    if params is None:
+        trainable = {n for n, p in model.named_parameters(remove_duplicate=False) if p.requires_grad}
+        chosen = [n for n in names if n in trainable]
+        if not chosen:
+            raise ValueError(
+                "no parameter of the model requires grad; pass params= to choose the parameters of the Hessian"
+            )
+        return chosen, "requires_grad"
+    given = [params] if isinstance(params, str) else list(params)
+    given = {aliases.get(n, n) for n in given}  # a tied alias stands for its tensor
+    bad = sorted(given - set(names))
+    if bad:
+        raise ValueError(
+            f"params {bad[:3]} are not floating-point parameters of the model; "
+            f"expected names among {names[:6]}{' ...' if len(names) > 6 else ''}"
+        )
+    if not given:
+        raise ValueError("params selects no parameter")
+    return [n for n in names if n in given], "given"
+
+
+def selection_record(names: Sequence[str], rule: str, numel: int | None = None) -> dict:
+    """What result files record about a parameter selection: the rule, the number of tensors
+    and of scalars, a digest of the names, and the names themselves when there are at most 64."""
+    names = list(names)
+    rec: dict = {
+        "rule": rule,
+        "count": len(names),
+        "sha256": hashlib.sha256("\n".join(names).encode()).hexdigest()[:16],
+    }
+    if numel is not None:
+        rec["numel"] = int(numel)
+    if len(names) <= 64:
+        rec["names"] = names
+    return rec
+
+
+def parameter_selection(model: nn.Module, params: Iterable[str] | None = None) -> dict:
+    """The parameter selection an :class:`HVP` of ``model`` with ``params`` uses, as
+    :func:`selection_record` writes it (without building the operator).
+
+    Examples
+    --------
+    >>> import torch
+    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 3))
+    >>> _ = model[0].requires_grad_(False)
+    >>> rec = parameter_selection(model)
+    >>> rec["rule"], rec["names"], rec["numel"]
+    ('requires_grad', ['2.weight', '2.bias'], 21)
+    """
+    layout = Layout.from_module(model)
+    aliases = _aliases(model, layout)
+    names, rule = _select(model, layout, aliases, params)
+    return selection_record(names, rule, sum(layout[n].numel for n in names))
+
+
+def _check_names(names: Sequence[str], layout: Layout, what: str, skip: Iterable[str] = ()) -> None:
+    skip = set(skip)
+    names = [n for n in names if n not in skip]
+    expected = [n for n in layout.names() if n not in skip]
+    if names != expected:
+        missing = [n for n in expected if n not in names]
         extra = [n for n in names if n not in layout]
         detail = (
             f"model has '{missing[0]}' which the {what} lacks"
@@ -110,14 +215,15 @@ def _check_names(names: Sequence[str], layout: Layout, what: str) -> None:
         raise ValueError(f"{what} does not match the model: {detail}")
 
 
-def _point_tensors(point, layout: Layout, index: int | None) -> Mapping[str, torch.Tensor]:
-    """Named tensors of one weight point given as Weights, a mapping or a PointSet row."""
+def _point_tensors(point, layout: Layout, index: int | None, skip: Iterable[str] = ()) -> Mapping[str, torch.Tensor]:
+    """Named tensors of one weight point given as Weights, a mapping or a PointSet row
+    (tied aliases, ``skip``, may be absent)."""
     if isinstance(point, PointSet):
         if index is None:
             if point.K != 1:
                 raise ValueError(f"point is a PointSet of {point.K} points; pass index= to choose one")
             index = 0
-        _check_names(point.layout.names(), layout, "point set")
+        _check_names(point.layout.names(), layout, "point set", skip)
         return point.point(index)
     if index is not None:
         raise ValueError("index= applies to PointSet points only")
@@ -128,26 +234,44 @@ def _point_tensors(point, layout: Layout, index: int | None) -> Mapping[str, tor
             f"point should be Weights, a PointSet or a mapping of name to tensor, got {type(point).__name__}"
         )
     # a mapping's order does not matter, its names do
-    _check_names([n for n in layout.names() if n in point] + [n for n in point if n not in layout], layout, "point")
+    ordered = [n for n in layout.names() if n in point] + [n for n in point if n not in layout]
+    _check_names(ordered, layout, "point", skip)
     return point
 
 
-def _stacked_points(points, layout: Layout, indices) -> tuple[dict[str, torch.Tensor], int]:
+def _stacked_points(points, layout: Layout, indices, skip: Iterable[str] = ()) -> tuple[dict[str, torch.Tensor], int]:
     """Named tensors ``[K, ...]`` of several points (a PointSet or a sequence of points)."""
+    skip = set(skip)
     if isinstance(points, PointSet):
-        _check_names(points.layout.names(), layout, "point set")
+        _check_names(points.layout.names(), layout, "point set", skip)
         tensors = points.tensors(indices)
         return dict(tensors), next(iter(tensors.values())).shape[0]
     if indices is not None:
         points = [points[int(i)] for i in np.asarray(indices).reshape(-1)]
     if not points:
         raise ValueError("BatchedHVP needs at least one point")
-    each = [_point_tensors(p, layout, None) for p in points]
-    return {e.name: torch.stack([p[e.name] for p in each]) for e in layout}, len(each)
+    each = [_point_tensors(p, layout, None, skip) for p in points]
+    return {e.name: torch.stack([p[e.name] for p in each]) for e in layout if e.name not in skip}, len(each)
+
+
+def _loss_name(loss) -> str:
+    if loss is None:
+        return "loss"
+    if isinstance(loss, str):
+        return loss
+    return str(getattr(loss, "name", None) or getattr(loss, "__name__", None) or type(loss).__name__)
 
 
 class _LossHessian:
-    """What HVP and BatchedHVP share: the model copy, the data, the loss and the selection."""
+    """What HVP and BatchedHVP share: the model copy, the data, the loss and the selection.
+
+    Every pass sums the loss's *unnormalised* batch sums (``sums`` of
+    :meth:`Metric.batch_stats <landscape.metrics.Metric.batch_stats>`, or ``loss(output,
+    target) * batch.count`` for a callable) and their counts, and divides by the total count
+    at the end, so streamed data whose size is unknown before a pass gives exactly the
+    in-memory operator. The counts may not depend on the weights (they count samples or
+    tokens).
+    """
 
     def __init__(
         self,
@@ -155,14 +279,13 @@ class _LossHessian:
         data,
         *,
         params: Iterable[str] | None,
-        loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None,
+        loss,
         batch_size: int | None,
         device,
         dtype,
         method: str,
+        forward: Callable | None = None,
     ):
-        from ..data import as_xy
-
         if not isinstance(model, nn.Module):
             raise TypeError(f"model should be a torch.nn.Module, got {type(model).__name__}")
         if method not in METHODS:
@@ -174,43 +297,40 @@ class _LossHessian:
             torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
         )
         self.layout = Layout.from_module(model)
+        #: ``{alias: name}`` of tied tensors; aliases are never passed to ``functional_call``
+        self.aliases = _aliases(model, self.layout)
+        #: selected parameter names, in layout order
+        self.names, rule = _select(model, self.layout, self.aliases, params)
         self.model = copy.deepcopy(model).to(device=self.device, dtype=self.dtype).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
-        param_names = [e.name for e in self.layout if e.is_parameter and e.flat]
-        if params is None:
-            chosen = set(param_names)
-        else:
-            chosen = {params} if isinstance(params, str) else set(params)
-            bad = sorted(chosen - set(param_names))
-            if bad:
-                raise ValueError(
-                    f"params {bad[:3]} are not floating-point parameters of the model; "
-                    f"expected names among {param_names[:6]}{' ...' if len(param_names) > 6 else ''}"
-                )
-            if not chosen:
-                raise ValueError("params selects no parameter")
-        #: selected parameter names, in layout order
-        self.names: list[str] = [n for n in param_names if n in chosen]
         self._selected = set(self.names)
         self._entries = [self.layout[n] for n in self.names]
         #: dimension of the operator: number of selected scalar parameters
         self.n = sum(e.numel for e in self._entries)
+        #: how the selection was made and what it holds (written into results)
+        self.selection = selection_record(self.names, rule, self.n)
         mask = torch.zeros(self.layout.size, dtype=torch.bool)
         for e in self._entries:
             mask[e.slice] = True
         #: ``Tensor[P]`` bool: where the operator's coordinates lie in the flat weight vector
         self.mask = mask
-        x, y = as_xy(data)
-        if x.shape[0] != y.shape[0]:
-            raise ValueError(f"data has {x.shape[0]} inputs but {y.shape[0]} targets")
-        if x.shape[0] == 0:
-            raise ValueError("data is empty (0 samples)")
-        self.x = x.to(device=self.device, dtype=self.dtype if x.is_floating_point() else None)
-        self.y = y.to(device=self.device, dtype=self.dtype if y.is_floating_point() else None)
-        self.num_samples = int(x.shape[0])
-        self.loss = loss if loss is not None else F.cross_entropy
+        #: the data as batches (:class:`~landscape.batches.DataSource`)
+        self.source = as_source(data)
+        self.forward = forward
+        self.loss = loss if loss is not None else "loss"
+        self.loss_name = _loss_name(loss)
+        self._metric = None
+        if isinstance(self.loss, (str, Metric)):
+            self._metric = resolve_metrics([self.loss])[0]
+        elif not callable(self.loss):
+            raise TypeError(
+                f"loss should be a callable loss(output, target), a metric name or a Metric, got {type(loss).__name__}"
+            )
         self._batch_size = batch_size
+        self._last_count = None
+        #: what the loss counted in the last full pass (samples; tokens for token metrics)
+        self.loss_count: float | None = None
         self.method_requested = method
         #: the method in use (``auto`` until the first product resolves it)
         self.method = _AUTO_ON_CPU if method == "auto" and self.device.type == "cpu" else method
@@ -218,17 +338,25 @@ class _LossHessian:
         self.count = 0
 
     # ------------------------------------------------------------------ helpers
+    @property
+    def num_samples(self) -> int | None:
+        """Samples in the data (None for a loader before its first pass)."""
+        return self.source.n
+
+    @property
+    def passes(self) -> int:
+        """Passes over the data so far (one per operator call and point chunk)."""
+        return self.source.passes
+
     def _batches(self):
-        bs = self.batch_size
-        for i in range(0, self.num_samples, bs):
-            xb, yb = self.x[i : i + bs], self.y[i : i + bs]
-            yield xb, yb, xb.shape[0] / self.num_samples
+        return self.source.batches(self.batch_size, self.device, self.dtype, split=True)
 
     @property
     def batch_size(self) -> int:
-        """Samples per pass. Default: a power of two (at least 8, at most N) whose forward
-        activations take about 256 MB on CPUs (cache-friendly; a product holds a few times
-        that) and 1/16 of the free memory on GPUs."""
+        """Samples per pass. Default: a power of two (at least 8; at most N for in-memory
+        data) whose forward activations take about 256 MB on CPUs (cache-friendly; a
+        product holds a few times that) and 1/16 of the free memory on GPUs. A DataLoader's
+        batches are used as they come and split only when larger than this."""
         if self._batch_size is None:
             self._batch_size = self._default_batch_size()
         return self._batch_size
@@ -236,17 +364,22 @@ class _LossHessian:
     def _default_batch_size(self) -> int:
         from ..evaluate import _activation_bytes_per_sample, _pow2_floor
 
-        act = _activation_bytes_per_sample(self.model, self._probe_point(), self.x[:1])
+        probe = self.source.first(1).to(self.device, self.dtype)
+        act = _activation_bytes_per_sample(self.model, self._probe_point(), probe, self.forward)
         target = torch.cuda.mem_get_info(self.device)[0] // 16 if self.device.type == "cuda" else _CPU_TARGET
-        return min(self.num_samples, max(8, _pow2_floor(max(1, target // max(act, 1)))))
+        bs = max(8, _pow2_floor(max(1, target // max(act, 1))))
+        return min(self.source.n, bs) if self.source.in_memory else bs
 
     def _probe_point(self) -> Tensors:
         raise NotImplementedError
 
     def _split(self, tensors: Mapping[str, torch.Tensor]) -> tuple[Tensors, Tensors]:
-        """(selected parameters, everything else) of named point tensors, on the device."""
+        """(selected parameters, everything else) of named point tensors, on the device;
+        tied aliases are left out (``functional_call`` ties them to their tensor)."""
         sel, rest = {}, {}
         for e in self.layout:
+            if e.name in self.aliases:
+                continue
             t = tensors[e.name]
             t = t.to(device=self.device, dtype=self.dtype if t.is_floating_point() else None)
             (sel if e.name in self._selected else rest)[e.name] = t
@@ -271,30 +404,65 @@ class _LossHessian:
             raise ValueError(f"vectors should have last dimension n = {self.n}, got shape {list(v.shape)}")
         return v, v.dim() == 1
 
-    def _batch_loss(self, sel: Tensors, rest: Tensors, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.loss(functional_call(self.model, (sel, rest), (x,)), y)
+    def _batch_loss(self, sel: Tensors, rest: Tensors, batch: Batch) -> torch.Tensor:
+        """The batch's loss *sum* (mean times count); its count goes to ``_last_count``."""
+        out = call_model(self.model, (sel, rest), batch, self.forward)
+        if self._metric is None:
+            y = batch.target
+            if y is None:
+                raise BatchError(
+                    "the loss needs targets but the batch has none (a dict batch needs 'labels', "
+                    "a tuple batch a second element)"
+                )
+            if y.is_floating_point():
+                y = y.to(out.dtype)
+            value, count = self.loss(out, y).reshape(()) * batch.count, batch.count
+        else:
+            sums, count = self._metric.batch_stats(out.unsqueeze(0), batch)
+            value = sums.reshape(())
+        self._last_count = count
+        return value
+
+    def _take_count(self) -> float:
+        c, self._last_count = self._last_count, None
+        try:
+            return float(c)
+        except (TypeError, RuntimeError) as e:  # pragma: no cover - a count computed from the weights
+            raise ValueError(
+                f"loss {self.loss_name!r} returned a count that depends on the weights ({e}); "
+                "counts must depend on the batch only (samples, tokens)"
+            ) from None
+
+    def _finish(self, total: Tensors | None, count: float) -> Tensors:
+        if total is None or count <= 0:
+            raise ValueError(f"loss {self.loss_name!r} counts nothing in the data (0 samples or tokens)")
+        self.loss_count = count
+        return {k: v.div_(count) for k, v in total.items()}
 
     # ------------------------------------------------------------------ one point, one batch
-    def _hvp_fwd_rev(self, sel: Tensors, rest: Tensors, T: Tensors, x, y) -> Tensors:
-        """``H_b t`` for tangents ``T[name] : [m, *shape]`` by forward-over-reverse AD."""
+    def _hvp_fwd_rev(self, sel: Tensors, rest: Tensors, T: Tensors, batch: Batch) -> Tensors:
+        """``H_b t`` (of the batch's loss sum) for tangents ``T[name] : [m, *shape]`` by
+        forward-over-reverse AD."""
         g = torch.func.grad(self._batch_loss)
 
         def one(t):
-            return jvp(lambda s: g(s, rest, x, y), (sel,), (t,))[1]
+            return jvp(lambda s: g(s, rest, batch), (sel,), (t,))[1]
 
         m = next(iter(T.values())).shape[0]
         if m == 1:
             return {k: v[None] for k, v in one({k: t[0] for k, t in T.items()}).items()}
         return vmap(one)(T)
 
-    def _hvp_double_backward(self, sel: Tensors, rest: Tensors, T: Tensors, x, y) -> Tensors:
-        """``H_b t`` for tangents ``T[name] : [m, *shape]`` by double backward."""
+    def _hvp_double_backward(self, sel: Tensors, rest: Tensors, T: Tensors, batch: Batch) -> Tensors:
+        """``H_b t`` (of the batch's loss sum) for tangents ``T[name] : [m, *shape]`` by double backward."""
         names = list(sel)
         m = next(iter(T.values())).shape[0]
         out = {k: torch.zeros_like(T[k]) for k in names}
         with torch.enable_grad():
             leaves = {k: v.detach().requires_grad_(True) for k, v in sel.items()}
-            value = self._batch_loss(leaves, rest, x, y)
+            value = self._batch_loss(leaves, rest, batch)
+            if not value.requires_grad:
+                return out  # the loss does not depend on the selection (or counts nothing)
             grads = torch.autograd.grad(value, [leaves[k] for k in names], create_graph=True, allow_unused=True)
             live = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
             if not live:
@@ -322,14 +490,11 @@ class _LossHessian:
             while True:
                 fn = self._hvp_double_backward if self.method == "double-backward" else self._hvp_fwd_rev
                 try:
-                    total = None
-                    for xb, yb, weight in self._batches():
-                        hv = fn(sel, rest, T, xb, yb)
-                        total = (
-                            {k: weight * v for k, v in hv.items()}
-                            if total is None
-                            else {k: total[k].add_(v, alpha=weight) for k, v in hv.items()}
-                        )
+                    total, count = None, 0.0
+                    for batch in self._batches():
+                        hv = fn(sel, rest, T, batch)
+                        count += self._take_count()
+                        total = hv if total is None else {k: total[k].add_(v) for k, v in hv.items()}
                 except (RuntimeError, NotImplementedError, ValueError) as e:
                     if self.method_requested != "auto" or self.method == "double-backward":
                         raise
@@ -344,20 +509,24 @@ class _LossHessian:
                     )
                 elif self.method == "auto":
                     self.method = "forward-over-reverse"
-                return total
+                return self._finish(total, count)
 
     def _point_gradient(self, sel: Tensors, rest: Tensors) -> tuple[float, torch.Tensor]:
         from ..evaluate import _precision_context
 
         gv = torch.func.grad_and_value(self._batch_loss)
-        value, grad = 0.0, None
+        value, grad, count = 0.0, None, 0.0
         with _precision_context("fp64" if self.dtype == torch.float64 else "fp32", self.device):
-            for xb, yb, weight in self._batches():
-                g, v = gv(sel, rest, xb, yb)
-                value += weight * float(v)
+            for batch in self._batches():
+                g, v = gv(sel, rest, batch)
+                count += self._take_count()
+                value += float(v)
                 flat = self.flatten(g, 0)
-                grad = weight * flat if grad is None else grad.add_(flat, alpha=weight)
-        return value, grad
+                grad = flat if grad is None else grad.add_(flat)
+        if grad is None or count <= 0:
+            raise ValueError(f"loss {self.loss_name!r} counts nothing in the data (0 samples or tokens)")
+        self.loss_count = count
+        return value / count, grad / count
 
 
 class HVP(_LossHessian):
@@ -378,18 +547,27 @@ class HVP(_LossHessian):
     point : Weights or PointSet or mapping of str to Tensor
         The weight point: :class:`~landscape.weights.Weights`, a state_dict-like mapping (e.g.
         ``PointSet.point(k)``), or a :class:`~landscape.pointset.PointSet` with ``index``.
-    data : TensorData or tuple of (Tensor[N, ...], Tensor[N])
-        The samples the loss averages over (pass a subset for a subset's Hessian).
+    data : TensorData, (x, y), DataLoader, Dataset or iterable of batches
+        The samples the loss averages over (pass a subset for a subset's Hessian); anything
+        :func:`landscape.batches.as_source` reads. Tensors are moved to the device once and
+        sliced; loaders and iterables are streamed batch by batch on every product (tuple or
+        dict batches, ``labels`` the targets).
     params : iterable of str, optional
-        Names of the parameters the Hessian is taken over (default: all parameters);
-        :func:`layer_selections` gives one selection per module.
-    loss : callable, optional
-        ``loss(output, target) -> scalar``, a mean over the batch; default
-        :func:`torch.nn.functional.cross_entropy`.
+        Names of the parameters the Hessian is taken over. Default: the parameters of
+        ``model`` with ``requires_grad=True`` (frozen layers are left out, as PyHessian
+        does); :func:`layer_selections` gives one selection per module. A tied tensor is one
+        parameter, under its first name (naming an alias selects it too). The rule and the
+        names are in :attr:`selection`.
+    loss : callable, str or Metric, optional
+        ``loss(output, target) -> scalar``, a mean over the batch (weighted by the batch's
+        sample count), or a metric name or :class:`~landscape.metrics.Metric` (``"loss"``,
+        ``"token_loss"``...), whose per-batch ``sums / count`` is weighted by its count
+        (tokens for token metrics). Default ``"loss"``: mean cross-entropy.
     batch_size : int, optional
-        Samples per pass; the products are summed over batches weighted by size / N, so
-        the operator does not depend on it. Default: see :attr:`batch_size`. Memory grows
-        with the number of vectors given to one call.
+        Samples per pass; the loss sums and counts are added over batches and divided at
+        the end, so the operator does not depend on it. Default: see :attr:`batch_size`
+        (a DataLoader's batches are used as they come, split only when larger). Memory
+        grows with the number of vectors given to one call.
     device : str or torch.device, optional
         Default: CUDA when available, else CPU.
     dtype : torch.float32 or torch.float64 (or ``"fp32"``, ``"fp64"``)
@@ -398,6 +576,10 @@ class HVP(_LossHessian):
         How products are computed (see the module docstring).
     index : int, optional
         The row of a ``PointSet`` point.
+    forward : callable, optional
+        ``forward(model, batch) -> output`` instead of the default call (the batch as the
+        data gives it, on the device); outputs may be tensors, tuples, dicts with
+        ``logits`` or objects with ``.logits``.
 
     Attributes
     ----------
@@ -407,8 +589,13 @@ class HVP(_LossHessian):
         Selected parameters, in layout order; vectors are their flattened values concatenated.
     mask : Tensor[P] of bool
         The selected coordinates in the point's flat weight vector.
+    selection : dict
+        ``rule`` (``"requires_grad"`` or ``"given"``), ``count`` of tensors, ``numel``,
+        ``sha256`` of the names and ``names`` (up to 64): what results record.
     count : int
         Hessian-vector products computed so far (one per vector).
+    passes : int
+        Passes over the data so far.
     method : str
         The method in use (``"auto"`` until the first product).
 
@@ -434,17 +621,26 @@ class HVP(_LossHessian):
         data,
         *,
         params: Iterable[str] | None = None,
-        loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | str | Metric | None = None,
         batch_size: int | None = None,
         device: str | torch.device | None = None,
         dtype: torch.dtype | str = torch.float32,
         method: str = "auto",
         index: int | None = None,
+        forward: Callable | None = None,
     ):
         super().__init__(
-            model, data, params=params, loss=loss, batch_size=batch_size, device=device, dtype=dtype, method=method
+            model,
+            data,
+            params=params,
+            loss=loss,
+            batch_size=batch_size,
+            device=device,
+            dtype=dtype,
+            method=method,
+            forward=forward,
         )
-        self.sel, self.rest = self._split(_point_tensors(point, self.layout, index))
+        self.sel, self.rest = self._split(_point_tensors(point, self.layout, index, self.aliases))
 
     def _probe_point(self) -> Tensors:
         return {**self.sel, **self.rest}
@@ -510,7 +706,7 @@ class BatchedHVP(_LossHessian):
 
     Parameters
     ----------
-    model, data, params, loss, batch_size, device, dtype, method
+    model, data, params, loss, batch_size, device, dtype, method, forward
         As for :class:`HVP`.
     points : PointSet or sequence of Weights or mappings
         The K points (with ``indices``, only those rows).
@@ -523,7 +719,7 @@ class BatchedHVP(_LossHessian):
     ----------
     K : int
         Number of points.
-    n, names, mask, count, method
+    n, names, mask, selection, count, passes, method
         As for :class:`HVP`; ``count`` adds one per vector and point.
     vectorized : bool
         Whether points are batched through vmap (False after a fallback).
@@ -539,17 +735,26 @@ class BatchedHVP(_LossHessian):
         *,
         indices: Sequence[int] | None = None,
         params: Iterable[str] | None = None,
-        loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | str | Metric | None = None,
         batch_size: int | None = None,
         device: str | torch.device | None = None,
         dtype: torch.dtype | str = torch.float32,
         method: str = "auto",
         points_per_pass: int | None = None,
+        forward: Callable | None = None,
     ):
         super().__init__(
-            model, data, params=params, loss=loss, batch_size=batch_size, device=device, dtype=dtype, method=method
+            model,
+            data,
+            params=params,
+            loss=loss,
+            batch_size=batch_size,
+            device=device,
+            dtype=dtype,
+            method=method,
+            forward=forward,
         )
-        tensors, self.K = _stacked_points(points, self.layout, indices)
+        tensors, self.K = _stacked_points(points, self.layout, indices, self.aliases)
         self.sel, self.rest = self._split(tensors)
         self.points_per_pass = int(points_per_pass or self.K)
         self.vectorized = self.method_requested != "double-backward"
@@ -566,17 +771,13 @@ class BatchedHVP(_LossHessian):
         from ..evaluate import _precision_context
 
         precision = "fp64" if self.dtype == torch.float64 else "fp32"
-        fn = vmap(self._hvp_fwd_rev, in_dims=(0, 0, 0, None, None))
-        total = None
+        total, count = None, 0.0
         with _precision_context(precision, self.device):
-            for xb, yb, weight in self._batches():
-                hv = fn(sel, rest, T, xb, yb)
-                total = (
-                    {k: weight * v for k, v in hv.items()}
-                    if total is None
-                    else {k: total[k].add_(v, alpha=weight) for k, v in hv.items()}
-                )
-        return total
+            for batch in self._batches():
+                hv = vmap(lambda s, r, t, b=batch: self._hvp_fwd_rev(s, r, t, b))(sel, rest, T)
+                count += self._take_count()
+                total = hv if total is None else {k: total[k].add_(v) for k, v in hv.items()}
+        return self._finish(total, count)
 
     def __call__(self, V, indices: Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
         """Products at the points ``indices`` (default all K): ``V : Tensor[k, n]`` (one
@@ -643,16 +844,17 @@ def gradient(
     data,
     *,
     params: Iterable[str] | None = None,
-    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | str | Metric | None = None,
     batch_size: int | None = None,
     device: str | torch.device | None = None,
     dtype: torch.dtype | str = torch.float32,
     index: int | None = None,
+    forward: Callable | None = None,
 ) -> tuple[float, torch.Tensor]:
     """The dataset loss and its gradient over the selected parameters at one point.
 
-    Same conventions and arguments as :class:`HVP` (eval mode, batches weighted by size / N,
-    vectors flat over the selection in layout order).
+    Same conventions and arguments as :class:`HVP` (eval mode, batch sums and counts added
+    over the data, vectors flat over the selection in layout order).
 
     Returns
     -------
@@ -670,5 +872,6 @@ def gradient(
         dtype=dtype,
         method="double-backward",
         index=index,
+        forward=forward,
     )
     return op.gradient()

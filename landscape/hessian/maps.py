@@ -29,7 +29,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..batches import as_source
 from ..weights import Layout, Weights
+from .hvp import _loss_name, parameter_selection
 
 __all__ = ["MAP_METRICS", "HessianMap", "eigen_map", "surface_points"]
 
@@ -79,7 +81,7 @@ def surface_points(model: nn.Module, path: str | os.PathLike):
             "pass the model the surface was computed with"
         )
     template = Weights.from_module(model)
-    extras = {e.name: template[e.name] for e in layout if not e.flat}
+    extras = {e.name: template[e.name] for e in layout if not e.flat and not getattr(e, "tied_to", None)}
     pts = PointSet(basis, coeffs, layout, extras=extras, names=basis_names)
     if pts.K != int(np.prod(shape)):
         raise ValueError(f"{os.fspath(path)}: {pts.K} coefficient rows for a grid of {shape}")
@@ -101,6 +103,8 @@ def eigen_map(
     device: str | torch.device | None = None,
     dtype: torch.dtype | str = torch.float32,
     method: str = "auto",
+    loss=None,
+    forward: Callable | None = None,
     step: Callable | None = None,
     data_spec: Any = None,
     force: bool = False,
@@ -114,9 +118,11 @@ def eigen_map(
         The architecture the surface was computed with (its weights are not used).
     path : str or path-like
         A ``line`` or ``plane`` result file; the maps are added to it.
-    data : TensorData or (x, y)
+    data : TensorData, (x, y), DataLoader, Dataset or iterable of batches
         The samples whose mean loss is differentiated (usually a fixed subset of the train
-        split: every Hessian-vector product is a pass over them).
+        split: every Hessian-vector product is a pass over them); read once into a
+        :class:`~landscape.batches.DataSource` shared by all chunks (in-memory data is moved
+        to the device once, loaders are streamed).
     tol, max_iter, relative_to, seed
         Lanczos: residual tolerance of both extreme Ritz values, relative to the spectral
         radius by default (see :func:`~landscape.hessian.lanczos_batched`), step cap, and
@@ -124,8 +130,10 @@ def eigen_map(
         on the chunk it was computed in).
     points_per_pass : int
         Cells per Lanczos batch (and per ``vmap`` pass of the HVPs).
-    params, batch_size, device, dtype, method
-        As for :class:`~landscape.hessian.HVP`.
+    params, batch_size, device, dtype, method, loss, forward
+        As for :class:`~landscape.hessian.HVP` (by default the parameters with
+        ``requires_grad=True``). The selection's rule, names (or their count and digest)
+        and the loss's name are recorded in the file's ``hessian-map`` attribute.
     step : callable, optional
         The Lanczos bookkeeping step (default: the compiled ``landscape.ops.lanczos_step``
         where it pays, see :func:`~landscape.hessian.lanczos_batched`).
@@ -147,15 +155,19 @@ def eigen_map(
     t0 = time.perf_counter()
     rank, world = distlib.rank_and_world()
     pts, shape = surface_points(model, path)
+    source = as_source(data)
+    params = [params] if isinstance(params, str) else (list(params) if params is not None else None)
     settings = {
         "tol": float(tol),
         "relative-to": relative_to,
         "max-iter": int(max_iter),
         "seed": int(seed),
         "params": sorted(params) if params is not None else None,
+        "selection": parameter_selection(model, params),
+        "loss": _loss_name(loss),
         "dtype": {"fp64": "float64", "fp32": "float32"}.get(str(dtype), str(dtype).replace("torch.", "")),
         "data": data_spec,
-        "samples": int(len(_labels(data))),
+        "samples": _samples(source),
     }
     pending = None
     if rank == 0:
@@ -191,13 +203,14 @@ def eigen_map(
                 model,
                 pts,
                 mine,
-                data,
+                source,
                 params,
                 batch_size,
                 device,
                 dtype,
                 method,
                 dict(tol=tol, relative_to=relative_to, max_iter=max_iter, seed=seed, step=step or lanczos_step),
+                dict(loss=loss, forward=forward),
             )
             gathered = distlib.gather_to_root((mine, values))
             if rank == 0:
@@ -219,13 +232,17 @@ def eigen_map(
     return HessianMap(os.fspath(path), tuple(shape), metrics, int(len(pending)), time.perf_counter() - t0, settings)
 
 
-def _labels(data):
-    from ..data import as_xy
+def _samples(source) -> int | None:
+    """Samples in the data, where known without a pass (a loader's data set length)."""
+    if source.n is not None:
+        return int(source.n)
+    try:
+        return int(len(source.data.dataset))
+    except (AttributeError, TypeError):
+        return None
 
-    return as_xy(data)[1]
 
-
-def _chunk_values(model, pts, cells, data, params, batch_size, device, dtype, method, lanczos_opts):
+def _chunk_values(model, pts, cells, data, params, batch_size, device, dtype, method, lanczos_opts, hvp_opts=None):
     """Lanczos over the cells ``cells`` (one batch; ``lanczos_opts`` go to
     :func:`~landscape.hessian.lanczos_batched`); the map metrics of each."""
     from .eig import lanczos_batched
@@ -244,6 +261,7 @@ def _chunk_values(model, pts, cells, data, params, batch_size, device, dtype, me
         device=device,
         dtype=dtype,
         method=method,
+        **(hvp_opts or {}),
     )
     runs = lanczos_batched(op, **lanczos_opts)
     for i, r in enumerate(runs):

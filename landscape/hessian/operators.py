@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["MatrixOperator", "as_operator", "operator_info", "random_vectors"]
+__all__ = ["MatrixOperator", "as_operator", "operator_info", "operator_selection", "random_vectors"]
 
 
 class MatrixOperator:
@@ -79,6 +79,13 @@ def as_operator(obj):
 def operator_info(op) -> tuple[int, torch.dtype, torch.device]:
     """``(n, dtype, device)`` of an operator; float64 and the CPU where it does not say."""
     return int(op.n), getattr(op, "dtype", torch.float64), torch.device(getattr(op, "device", "cpu"))
+
+
+def operator_selection(op) -> dict | None:
+    """The parameter selection an operator records (``op.selection`` of an
+    :class:`~landscape.hessian.HVP`: rule, names or count and digest), or None."""
+    sel = getattr(op, "selection", None)
+    return dict(sel) if isinstance(sel, dict) else None
 
 
 def random_vectors(

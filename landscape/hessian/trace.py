@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .operators import as_operator, operator_info, random_vectors
+from .operators import as_operator, operator_info, operator_selection, random_vectors
 
 __all__ = ["TraceEstimate", "exact_trace", "hutchinson"]
 
@@ -34,12 +34,17 @@ class TraceEstimate:
         the diagonal of A).
     hvps : int
         Operator products used.
+    selection : dict or None
+        The operator's parameter selection (:attr:`HVP.selection
+        <landscape.hessian.HVP.selection>`: rule, names or their count and digest); None for
+        operators that have none (matrices).
     """
 
     estimate: float
     stderr: float
     samples: np.ndarray
     hvps: int
+    selection: dict | None = None
 
 
 def _quadratic_forms(op, Z: torch.Tensor, vectors_per_call: int) -> np.ndarray:
@@ -87,7 +92,11 @@ def hutchinson(op, samples: int = 100, *, seed: int = 0, vectors_per_call: int =
     Z = random_vectors(samples, n, seed=seed, kind="rademacher", dtype=dtype, device=device)
     q = _quadratic_forms(op, Z, max(1, int(vectors_per_call)))
     return TraceEstimate(
-        estimate=float(q.mean()), stderr=float(q.std(ddof=1) / np.sqrt(samples)), samples=q, hvps=samples
+        estimate=float(q.mean()),
+        stderr=float(q.std(ddof=1) / np.sqrt(samples)),
+        samples=q,
+        hvps=samples,
+        selection=operator_selection(op),
     )
 
 
@@ -113,4 +122,4 @@ def exact_trace(op, *, vectors_per_call: int = 64) -> TraceEstimate:
         E[torch.arange(E.shape[0]), torch.arange(i, i + E.shape[0])] = 1
         diag.append(_quadratic_forms(op, E, E.shape[0]))
     d = np.concatenate(diag)
-    return TraceEstimate(estimate=float(d.sum()), stderr=0.0, samples=d, hvps=n)
+    return TraceEstimate(estimate=float(d.sum()), stderr=0.0, samples=d, hvps=n, selection=operator_selection(op))
