@@ -119,6 +119,38 @@ def test_map_resumes_missing_cells_and_refuses_other_settings(plane, tmp_path):
     assert again.evaluated == 0 and np.isfinite(again["train_loss"]).all()
 
 
+def test_map_streams_loader_batches_and_records_the_selection(plane, tmp_path):
+    import copy as copylib
+    import shutil
+
+    from torch.utils.data import DataLoader, TensorDataset
+
+    model, w, train, path = plane
+    opts = dict(tol=1e-10, max_iter=200, points_per_pass=5, dtype="fp64", progress=False, force=True)
+    mem_path, stream_path = tmp_path / "mem.h5", tmp_path / "stream.h5"
+    shutil.copy(path, mem_path)
+    shutil.copy(path, stream_path)
+    mem = H.eigen_map(model, mem_path, train, **opts)
+    loader = DataLoader(TensorDataset(train.x, train.y), batch_size=25)  # 96 samples: 25, 25, 25, 21
+    streamed = H.eigen_map(model, stream_path, loader, **opts)
+    np.testing.assert_allclose(streamed["lambda_max"], mem["lambda_max"], rtol=1e-9)
+    np.testing.assert_allclose(streamed["lambda_min"], mem["lambda_min"], rtol=1e-8, atol=1e-12)
+    names = [n for n, _ in model.named_parameters()]
+    with ls.open_result(stream_path) as f:
+        settings = f.attrs["hessian-map"]
+    assert settings["selection"]["rule"] == "requires_grad" and settings["selection"]["names"] == names
+    assert settings["samples"] == 96 and settings["loss"] == "loss"
+    # a frozen first layer leaves the map's Hessian over the last layer only, and says so
+    frozen = copylib.deepcopy(model)
+    for p in list(frozen.parameters())[:2]:
+        p.requires_grad_(False)
+    last = [n for n, p in frozen.named_parameters() if p.requires_grad]
+    res = H.eigen_map(frozen, stream_path, loader, **opts)
+    assert res.settings["selection"]["names"] == last and len(last) == 2
+    op = H.HVP(model, w, train, params=last, dtype="fp64")
+    assert res["lambda_max"][1, 1] == pytest.approx(H.lanczos(op, tol=1e-10, max_iter=200).lambda_max, rel=1e-9)
+
+
 def test_map_refuses_a_model_that_does_not_fit(plane):
     _, _, train, path = plane
     other = ls.build_model("mlp", {"in_features": 64, "widths": [7], "num_classes": 10})
