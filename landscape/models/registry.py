@@ -8,7 +8,10 @@ Spec grammar
     ``preresnet20``, ``preresnet56``, ``preresnet110``, ``preresnet164``).
 ``<package.module>:<attribute>[.<attribute>...]``
     Any importable callable returning an ``nn.Module`` (``torch.nn:Linear``,
-    ``my_project.nets:make_net``); imported with :func:`importlib.import_module`.
+    ``my_project.nets:make_net``); imported with :func:`importlib.import_module`. The current
+    directory is importable (``--model mymodels:make`` finds ``./mymodels.py`` without
+    ``PYTHONPATH=.``): a module found nowhere on ``sys.path`` is looked up there, after
+    everything else (see :func:`import_object`).
 
 The factory is called with keyword arguments ``kwargs``: a dict, or a JSON object string as
 given on the command line (``--model-kwargs '{"widths": [2000]}'``).
@@ -18,6 +21,8 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -42,6 +47,7 @@ __all__ = [
     "ModelSpecError",
     "build_model",
     "describe_model",
+    "import_object",
     "list_models",
     "resolve_factory",
 ]
@@ -121,18 +127,62 @@ def resolve_factory(spec: str) -> tuple[Callable[..., Any], str]:
             "one colon, one attribute path)"
         )
     try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:  # any error raised while importing user code
-        reason = str(exc) if isinstance(exc, ImportError) else f"{type(exc).__name__}: {exc}"
-        raise ModelSpecError(f"could not import module {module_name!r} for model spec {spec!r}: {reason}") from exc
-    target: Any = module
-    for part in attribute.split("."):
-        if not hasattr(target, part):
-            raise ModelSpecError(f"module {module_name!r} has no attribute {attribute!r} (model spec {spec!r})")
-        target = getattr(target, part)
+        target = import_object(module_name, attribute, f"model spec {spec!r}")
+    except ImportError as exc:
+        raise ModelSpecError(str(exc)) from exc
     if not callable(target):
         raise ModelSpecError(f"{spec!r} is a {type(target).__name__}, not a callable returning an nn.Module")
     return target, f"{module_name}:{attribute}"
+
+
+def _on_sys_path(directory: str) -> bool:
+    real = os.path.realpath(directory)
+    return any(os.path.realpath(entry or os.curdir) == real for entry in sys.path)
+
+
+def _import_module(module_name: str):
+    """``importlib.import_module``, retried with the current directory appended to ``sys.path``
+    when the module itself (not something it imports) is found nowhere."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        cwd = os.getcwd()
+        own = missing and (module_name == missing or module_name.startswith(missing + "."))
+        if not own or _on_sys_path(cwd):
+            raise
+        sys.path.append(cwd)  # last: installed packages keep precedence over local files
+        importlib.invalidate_caches()
+        return importlib.import_module(module_name)
+
+
+def import_object(module_name: str, attribute: str, what: str = "spec") -> Any:
+    """The object ``module_name:attribute`` (``attribute`` may be dotted), for user specs of
+    models (``mymodels:make``) and data (``py:mydata:load``).
+
+    The module is imported with :func:`importlib.import_module`; when it is found nowhere on
+    ``sys.path``, the current directory is appended to ``sys.path`` (last, so installed
+    packages keep precedence) and the import is tried again, as ``python -m`` would find it.
+    ``what`` names the spec in error messages (``"model spec 'mymodels:make'"``).
+
+    Raises
+    ------
+    ImportError
+        The module cannot be imported (the message names it and the reason: not found, or
+        the error its code raised), or it lacks the attribute.
+    """
+    try:
+        target: Any = _import_module(module_name)
+    except Exception as exc:  # any error raised while importing user code
+        reason = str(exc) if isinstance(exc, ImportError) else f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, ModuleNotFoundError) and exc.name == module_name.partition(".")[0]:
+            reason += f" (looked on sys.path and in the current directory {os.getcwd()!r})"
+        raise ImportError(f"could not import module {module_name!r} for {what}: {reason}") from exc
+    for part in attribute.split("."):
+        if not hasattr(target, part):
+            raise ImportError(f"module {module_name!r} has no attribute {attribute!r} ({what})")
+        target = getattr(target, part)
+    return target
 
 
 def build_model(spec: str, kwargs: dict[str, Any] | str | None = None) -> nn.Module:
