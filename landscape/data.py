@@ -1,8 +1,10 @@
-"""Data specs -> in-memory tensors.
+"""Data specs -> in-memory tensors, or the user's own data sets.
 
-Every analysis in ``landscape`` evaluates a model on a fixed, small-to-medium data set held in
-memory.  This module turns a *data spec* (a short string that is also recorded in result
-files) into a :class:`TensorData`.  Nothing is ever downloaded.
+This module turns a *data spec* (a short string that is also recorded in result files) into
+data: :func:`load_data` always gives a :class:`TensorData` held in memory, :func:`open_data`
+(what the command line calls) also hands on the DataLoader or Dataset a ``py:`` spec returns,
+for the analyses that stream batches (see :mod:`landscape.batches`).  Nothing is ever
+downloaded.
 
 Spec grammar
 ------------
@@ -37,6 +39,29 @@ Spec grammar
     The python-pickle CIFAR batches (``cifar-10-batches-py`` / ``cifar-100-python``); ``<dir>``
     may be that folder or its parent.  Read with a restricted unpickler that only accepts
     numpy arrays.  ``x`` is ``[N, 3, 32, 32]`` in ``[0, 1]``.  Without ``<dir>``, ``root`` is used.
+``text:<path>[:seq=<T>][:ext=<e1>,<e2>...]``
+    A local text corpus for causal language models, with a byte-level tokenizer: token =
+    byte value, vocabulary 256 (``num_classes=256``).  ``<path>`` is a file, or a folder whose
+    files are read recursively (hidden files and folders and ``__pycache__`` folders skipped;
+    ``ext=py,txt`` keeps only those extensions) in the sorted order of their relative paths
+    (``/``-separated), and concatenated as they are.  The bytes are cut into non-overlapping
+    sequences of ``T`` bytes (``seq=T`` or ``seq_len=T``, default 128; the last partial
+    sequence is dropped): ``x`` is ``[N, T]`` int64 token ids and ``y`` the same ids (the
+    ``token_loss``/``perplexity``/``token_acc`` metrics shift by one position themselves).
+    The split is fixed: sequence ``i`` (0-based, in corpus order) is in ``test`` when
+    ``i % 10 == 9`` (every 10th sequence), in ``train`` otherwise; ``all`` is every sequence
+    in order.  :meth:`TensorData.describe` records ``text_files`` (count), ``text_bytes``,
+    ``text_sha256`` (of the concatenated bytes), ``seq_len`` and ``text_test_every``.
+``py:<package.module>:<function>``
+    Your own data: ``function(split, **kwargs)`` (``kwargs`` from ``--data-kwargs``, a JSON
+    object) returns a map-style ``Dataset``, a ``DataLoader``, any re-iterable of batches, a
+    :class:`TensorData` or a pair ``(x, y)`` of tensors.  The module is imported as model
+    specs are (the current directory is importable; see
+    :func:`landscape.models.registry.import_object`).  ``max_samples`` keeps the first
+    samples (a ``Subset`` of a Dataset; the first batches of a loader, the last one cut);
+    ``normalize`` does not apply (normalise inside the function).  :func:`open_data` returns
+    loaders and datasets as they are (streamed by the engine); :func:`load_data` reads their
+    ``(input, target)`` batches into a :class:`TensorData`.
 ``imagefolder:<dir>`` or an existing directory
     ``<dir>/<class>/<image>`` (classes numbered in sorted order, as torchvision's
     ``ImageFolder``).  If ``<dir>/train`` (and ``<dir>/test`` or ``<dir>/val``) exist they are
@@ -75,8 +100,11 @@ __all__ = [
     "SYNTHETIC_PRESETS",
     "as_xy",
     "DataError",
+    "TEXT_SEQ_LEN",
+    "TEXT_TEST_EVERY",
     "TensorData",
     "load_data",
+    "open_data",
 ]
 
 DIGITS_SPLIT_SEED = 0
@@ -88,6 +116,9 @@ SYNTHETIC_PRESETS: dict[str, tuple[tuple[int, ...], int]] = {
     "mnist": ((1, 28, 28), 10),
     "digits": ((64,), 10),
 }
+TEXT_SEQ_LEN = 128
+TEXT_TEST_EVERY = 10
+_TEXT_OPTIONS = ("seq", "seq_len", "ext")
 _SYNTHETIC_TRAIN_SIZE = 10_000
 _SYNTHETIC_BLOCK = 1024
 _SPLITS = ("train", "test", "all")
@@ -105,7 +136,8 @@ _IMAGE_EXTENSIONS = (
     ".webp",
 )
 _EXPECTED_SPECS = (
-    "an .npz/.pt file with arrays x and y, or one of: digits, synthetic:<shape>, cifar10:<dir>, an image folder"
+    "an .npz/.pt file with arrays x and y, or one of: digits, synthetic:<shape>, cifar10:<dir>, an image folder, "
+    "text:<path>, py:<module>:<function>"
 )
 
 
@@ -665,6 +697,105 @@ def _load_image_folder(directory: str, split: str):
     )
 
 
+# --------------------------------------------------------------------------------------------
+# text corpora (byte-level tokens)
+
+
+def _parse_text_spec(spec: str, rest: str, seq_len: int | None) -> tuple[str, int, list[str] | None]:
+    """``<path>[:seq=T][:ext=a,b]`` -> (path, seq_len, extensions or None)."""
+    tokens = rest.split(":")
+    options: dict[str, str] = {}
+    while len(tokens) > 1 and tokens[-1].partition("=")[0].strip() in _TEXT_OPTIONS and "=" in tokens[-1]:
+        key, _, value = tokens.pop().partition("=")
+        options["seq" if key.strip() == "seq_len" else key.strip()] = value.strip()
+    path = ":".join(tokens)
+    if not path:
+        raise DataError(f"data spec {spec!r} names no path; expected text:<file or folder>[:seq=<T>][:ext=py,txt]")
+    seq = _parse_int(spec, "seq", options["seq"]) if "seq" in options else None
+    if seq_len is not None:
+        if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1:
+            raise DataError(f"seq_len must be a positive int, got {seq_len!r}")
+        if seq is not None and seq != seq_len:
+            raise DataError(f"data spec {spec!r} says seq={seq} but seq_len={seq_len} was given; give one of them")
+        seq = seq_len
+    extensions = None
+    if "ext" in options:
+        extensions = sorted({"." + e.strip().lstrip(".").lower() for e in options["ext"].split(",") if e.strip()})
+        if not extensions:
+            raise DataError(f"ext= in data spec {spec!r} names no extension; expected e.g. ext=py,txt")
+    return path, seq or TEXT_SEQ_LEN, extensions
+
+
+def _text_files(path: str, extensions: list[str] | None) -> list[tuple[str, str]]:
+    """(relative name, full path) of the corpus files, in sorted order of their relative paths."""
+    if os.path.isfile(path):
+        return [(os.path.basename(path), path)]
+    found = []
+    for directory, dirs, files in os.walk(path):
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d != "__pycache__"]
+        for name in files:
+            full = os.path.join(directory, name)
+            if name.startswith(".") or not os.path.isfile(full):
+                continue
+            if extensions is not None and os.path.splitext(name)[1].lower() not in extensions:
+                continue
+            found.append((os.path.relpath(full, path).replace(os.sep, "/"), full))
+    return sorted(found)
+
+
+def _load_text(spec: str, rest: str, split: str, max_samples: int | None, root: str | None, seq_len: int | None):
+    raw_path, seq, extensions = _parse_text_spec(spec, rest, seq_len)
+    path = _resolve_path(raw_path, root)
+    if not os.path.exists(path):
+        raise DataError(f"text path {raw_path!r} does not exist (data spec {spec!r}; expected a file or a folder)")
+    files = _text_files(path, extensions)
+    digest = hashlib.sha256()
+    chunks = []
+    for _, full in files:
+        try:
+            with open(full, "rb") as handle:
+                chunk = handle.read()
+        except OSError as exc:
+            raise DataError(f"could not read text file {full!r}: {exc.strerror or exc}") from None
+        digest.update(chunk)
+        chunks.append(chunk)
+    corpus = b"".join(chunks)
+    what = f"text {'folder' if os.path.isdir(path) else 'file'} {raw_path!r}"
+    if not files:
+        kept = f" with extensions {extensions}" if extensions else ""
+        raise DataError(f"{what} holds no files{kept} (data spec {spec!r}; hidden files and __pycache__ are skipped)")
+    if not corpus:
+        raise DataError(f"{what} holds no bytes ({len(files)} empty file(s)); expected a text corpus")
+    total = len(corpus) // seq
+    if total == 0:
+        raise DataError(f"{what} holds {len(corpus)} bytes, fewer than one sequence of seq={seq} bytes")
+    ids = torch.frombuffer(bytearray(corpus[: total * seq]), dtype=torch.uint8).view(total, seq)
+    index = torch.arange(total)
+    test = index % TEXT_TEST_EVERY == TEXT_TEST_EVERY - 1
+    keep = {"train": ~test, "test": test, "all": torch.ones_like(test)}[split]
+    chosen = index[keep]
+    if max_samples is not None:
+        chosen = chosen[:max_samples]
+    if chosen.numel() == 0:
+        raise DataError(
+            f"{what} gives {total} sequence(s) of {seq} bytes and none is in the {split} split (every "
+            f"{TEXT_TEST_EVERY}th sequence is test); use a larger corpus or a smaller seq"
+        )
+    x = ids[chosen].to(torch.int64)
+    info = {
+        "data_path": os.path.abspath(path),
+        "text_files": len(files),
+        "text_bytes": len(corpus),
+        "text_sha256": digest.hexdigest(),
+        "text_extensions": extensions,
+        "seq_len": seq,
+        "text_sequences": total,
+        "text_test_every": TEXT_TEST_EVERY,
+        "tokenizer": "bytes",
+    }
+    return x, x.clone(), 256, info
+
+
 def _resolve_path(path: str, root: str | None) -> str:
     path = os.path.expanduser(path)
     if root is not None and not os.path.isabs(path):
@@ -672,10 +803,14 @@ def _resolve_path(path: str, root: str | None) -> str:
     return path
 
 
-def _load_raw(spec: str, split: str, max_samples: int | None, seed: int, root: str | None):
+def _load_raw(spec: str, split: str, max_samples: int | None, seed: int, root: str | None, seq_len=None):
     """Load one split of ``spec`` without normalisation: (x, y, num_classes, info)."""
     name, _, rest = spec.partition(":")
     tokens = rest.split(":") if rest else []
+    if name == "text" and ":" in spec:
+        return _load_text(spec, rest, split, max_samples, root, seq_len)
+    if seq_len is not None:
+        raise DataError(f"seq_len applies to text:<path> specs, not to {spec!r}")
     if name == "digits":
         return _load_digits(spec, tokens, split, max_samples)
     if name == "synthetic":
@@ -705,6 +840,154 @@ def _load_raw(spec: str, split: str, max_samples: int | None, seed: int, root: s
     if os.sep in spec or "/" in spec or os.path.splitext(spec)[1]:
         raise DataError(f"data path {spec!r} does not exist (expected {_EXPECTED_SPECS})")
     raise DataError(f"unknown data spec {spec!r} (expected {_EXPECTED_SPECS})")
+
+
+# --------------------------------------------------------------------------------------------
+# py:<module>:<function> specs: the user's own data sets
+
+_PY_PREFIX = "py:"
+_PY_RETURNS = "a Dataset, a DataLoader, an iterable of batches, a TensorData or a tuple (x, y) of tensors"
+
+
+def _is_py_spec(spec: Any) -> bool:
+    return isinstance(spec, str) and spec.strip().startswith(_PY_PREFIX)
+
+
+def _parse_data_kwargs(kwargs: dict[str, Any] | str | None, spec: str) -> dict[str, Any]:
+    if kwargs is None:
+        return {}
+    if isinstance(kwargs, str):
+        import json
+
+        text = kwargs.strip()
+        if not text:
+            return {}
+        try:
+            kwargs = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataError(
+                f"data kwargs {text!r} are not valid JSON ({exc.msg} at char {exc.pos}); "
+                'expected an object like \'{"root": "data"}\''
+            ) from None
+    if not isinstance(kwargs, dict):
+        raise DataError(f"data kwargs must be a dict or a JSON object, got {type(kwargs).__name__}: {kwargs!r}")
+    if kwargs and not _is_py_spec(spec):
+        raise DataError(f"data kwargs {kwargs} apply to py:<module>:<function> specs, not to {spec!r}")
+    return dict(kwargs)
+
+
+class _FirstSamples:
+    """The first ``n`` samples of a loader or iterable of batches (the last batch cut)."""
+
+    def __init__(self, data: Any, n: int, spec: str):
+        self.data, self.n, self.spec = data, n, spec
+
+    def __iter__(self):
+        from .batches import read_batch
+
+        left = self.n
+        for raw in self.data:
+            count = read_batch(raw).count
+            if count > left:
+                raw = read_batch(raw).slice(0, left).raw
+                count = left
+            left -= count
+            yield raw
+            if left <= 0:
+                return
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"spec": self.spec, "kind": type(self.data).__name__, "max_samples": self.n}
+        batch_size = getattr(self.data, "batch_size", None)
+        if isinstance(batch_size, int):
+            out["batch_size"] = batch_size
+        return out
+
+
+def _call_py(spec: str, split: str, kwargs: dict[str, Any]):
+    from .models.registry import import_object
+
+    body = spec[len(_PY_PREFIX) :]
+    module_name, _, attribute = body.partition(":")
+    if not module_name or not attribute or ":" in attribute:
+        raise DataError(
+            f"data spec {spec!r} is not py:<package.module>:<function> (one module path, one colon, one function)"
+        )
+    try:
+        fn = import_object(module_name, attribute, f"data spec {spec!r}")
+    except ImportError as exc:
+        raise DataError(str(exc)) from exc
+    if not callable(fn):
+        raise DataError(f"{spec!r} is a {type(fn).__name__}, not a function(split, **kwargs) returning data")
+    try:
+        return fn(split, **kwargs)
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, DataError):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise DataError(
+            f"data spec {spec!r}: {attribute}({split!r}, **{kwargs}) raised {type(exc).__name__}: {first}"
+        ) from exc
+
+
+def _open_py(spec: str, split: str, kwargs: dict[str, Any], max_samples: int | None, normalize) -> Any:
+    """The data ``py:<module>:<function>`` returns for ``split``, checked, cut to ``max_samples``."""
+    from .batches import BatchError, as_source
+
+    if normalize is not False:
+        raise DataError(f"normalize (--normalize) does not apply to {spec!r}: normalise the inputs inside the function")
+    data = _call_py(spec, split, kwargs)
+    try:
+        source = as_source(data)
+    except (BatchError, DataError) as exc:
+        raise DataError(f"data spec {spec!r} returned unusable data: {exc}") from exc
+    info = {"data_kwargs": kwargs} if kwargs else {}
+    if source.kind == "tensors":
+        x, y = source.x, source.y
+        if max_samples is not None:
+            x, y = x[:max_samples], y[:max_samples]
+        num_classes = getattr(data, "num_classes", None)
+        if num_classes is None and not y.is_floating_point() and y.dim() == 1 and y.numel():
+            num_classes = int(y.max()) + 1
+        info = {**getattr(data, "info", {}), **info}
+        normalization = getattr(data, "normalization", None)
+        return TensorData(x, y, spec, num_classes, split=split, normalization=normalization, info=info)
+    if max_samples is not None:
+        if source.kind == "dataset":
+            n = min(max_samples, len(data))
+            data = torch.utils.data.Subset(data, range(n))
+        else:
+            return _FirstSamples(data, max_samples, spec)
+    try:
+        data.spec = spec  # recorded by DataSource.describe()
+    except (AttributeError, TypeError):
+        pass
+    return data
+
+
+def _read_into_memory(data: Any, spec: str, split: str) -> TensorData:
+    """A :class:`TensorData` of the ``(input, target)`` batches of a loader or dataset."""
+    from .batches import as_source
+
+    if isinstance(data, TensorData):
+        return data
+    xs, ys = [], []
+    for batch in as_source(data).batches(None, "cpu", split=False):
+        if len(batch.args) != 1 or batch.kwargs or batch.target is None or not torch.is_tensor(batch.args[0]):
+            kind = f"dict batches with keys {sorted(batch.kwargs)}" if batch.kwargs else "batches without targets"
+            raise DataError(
+                f"data spec {spec!r} gives {kind}; this analysis needs in-memory (input, target) data: return "
+                "(x, y) tensors, a TensorData, or a Dataset/DataLoader of (input, target) pairs"
+            )
+        xs.append(batch.args[0])
+        ys.append(batch.target)
+    try:
+        x, y = torch.cat(xs), torch.cat(ys)
+    except RuntimeError as exc:
+        raise DataError(f"data spec {spec!r}: its batches cannot be stacked into one tensor ({exc})") from None
+    num_classes = int(y.max()) + 1 if not y.is_floating_point() and y.dim() == 1 and y.numel() else None
+    info = {"data_kind": type(data).__name__}
+    return TensorData(x, y, spec, num_classes, split=split, info=info)
 
 
 def _channel_stats(x: Tensor) -> tuple[list[float], list[float]]:
@@ -742,6 +1025,8 @@ def load_data(
     normalize: bool | tuple[Any, Any] = False,
     seed: int = 0,
     root: str | None = None,
+    seq_len: int | None = None,
+    kwargs: dict[str, Any] | str | None = None,
 ) -> TensorData:
     """Load a data spec into memory.
 
@@ -750,7 +1035,9 @@ def load_data(
     spec : str
         A data spec (see the module docstring): ``digits``, ``digits:image``,
         ``synthetic:cifar10``, ``synthetic:3x32x32:10:n=512``, ``data.npz``, ``data.pt``,
-        ``cifar10:<dir>``, ``cifar100:<dir>``, ``imagefolder:<dir>`` or a directory.
+        ``cifar10:<dir>``, ``cifar100:<dir>``, ``imagefolder:<dir>``, a directory,
+        ``text:<path>[:seq=<T>]`` or ``py:<module>:<function>`` (its ``(input, target)``
+        batches are read into memory; :func:`open_data` streams them instead).
     split : {"train", "test", "all"}
         Which split to return.
     max_samples : int, optional
@@ -765,6 +1052,10 @@ def load_data(
     root : str, optional
         Directory against which relative paths in ``spec`` are resolved; the CIFAR directory
         when the spec is just ``cifar10``/``cifar100``.
+    seq_len : int, optional
+        Bytes per sequence of a ``text:`` spec (default 128, or the spec's ``seq=``).
+    kwargs : dict or JSON object string, optional
+        Keyword arguments of a ``py:`` spec's function.
 
     Returns
     -------
@@ -793,7 +1084,14 @@ def load_data(
         isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1
     ):
         raise DataError(f"max_samples must be a positive int or None, got {max_samples!r}")
-    x, y, num_classes, info = _load_raw(spec, split, max_samples, seed, root)
+    call_kwargs = _parse_data_kwargs(kwargs, spec)
+    if _is_py_spec(spec):
+        if seq_len is not None:
+            raise DataError(f"seq_len applies to text:<path> specs, not to {spec!r}")
+        return _read_into_memory(_open_py(spec, split, call_kwargs, max_samples, normalize), spec, split)
+    if spec.startswith("text:") and normalize is not False:
+        raise DataError(f"normalize (--normalize) does not apply to {spec!r}: its inputs are token ids")
+    x, y, num_classes, info = _load_raw(spec, split, max_samples, seed, root, seq_len)
     if max_samples is not None:
         x, y = x[:max_samples], y[:max_samples]
 
@@ -819,3 +1117,60 @@ def load_data(
             raise DataError(f"cannot normalise inputs of dtype {x.dtype}; expected floating inputs")
         x = _apply_normalization(x, normalization["mean"], normalization["std"])
     return TensorData(x, y, spec, num_classes, split=split, normalization=normalization, info=info)
+
+
+def open_data(
+    spec: str,
+    split: str = "train",
+    *,
+    max_samples: int | None = None,
+    normalize: bool | tuple[Any, Any] = False,
+    seed: int = 0,
+    root: str | None = None,
+    seq_len: int | None = None,
+    kwargs: dict[str, Any] | str | None = None,
+) -> Any:
+    """The data of a spec for analyses that stream batches: what :func:`load_data` gives, except
+    that a ``py:<module>:<function>`` spec's Dataset, DataLoader or iterable of batches is
+    returned as it is (the first ``max_samples`` samples of it), not read into memory.
+
+    Parameters are those of :func:`load_data`.
+
+    Returns
+    -------
+    TensorData, Dataset, DataLoader or re-iterable of batches
+        Anything :func:`landscape.batches.as_source` accepts.
+
+    Raises
+    ------
+    DataError
+        As :func:`load_data`; for ``py:`` specs also a module or function that cannot be found,
+        bad ``kwargs``, a function that raises ``TypeError``/``ValueError``, or a return value
+        that is not data (the message names its type).
+
+    Examples
+    --------
+    >>> open_data("digits", "test", max_samples=5).x.shape
+    torch.Size([5, 64])
+    """
+    if not _is_py_spec(spec):
+        return load_data(
+            spec,
+            split,
+            max_samples=max_samples,
+            normalize=normalize,
+            seed=seed,
+            root=root,
+            seq_len=seq_len,
+            kwargs=kwargs,
+        )
+    spec = spec.strip()
+    if split not in _SPLITS:
+        raise DataError(f"split {split!r} is not one of {list(_SPLITS)}")
+    if max_samples is not None and (
+        isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1
+    ):
+        raise DataError(f"max_samples must be a positive int or None, got {max_samples!r}")
+    if seq_len is not None:
+        raise DataError(f"seq_len applies to text:<path> specs, not to {spec!r}")
+    return _open_py(spec, split, _parse_data_kwargs(kwargs, spec), max_samples, normalize)

@@ -334,3 +334,165 @@ def test_tensordata_batches_to_subset_describe():
         TensorData(x, torch.zeros(4, dtype=torch.int64))
     with pytest.raises(DataError, match="batch_size must be a positive int, got 0"):
         next(data.batches(0))
+
+
+# ------------------------------------------------------------------------ text corpora
+
+JSON_DIR = os.path.join(os.path.dirname(os.__file__), "json")
+
+
+def _corpus_bytes(folder, ext=None):
+    """The files of a text: folder as the docs say: recursive, hidden and __pycache__ skipped,
+    sorted by relative path, concatenated."""
+    found = []
+    for directory, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d != "__pycache__"]
+        for name in files:
+            if name.startswith(".") or (ext and not name.endswith(ext)):
+                continue
+            full = os.path.join(directory, name)
+            found.append((os.path.relpath(full, folder).replace(os.sep, "/"), full))
+    return len(found), b"".join(open(full, "rb").read() for _, full in sorted(found))
+
+
+def test_text_corpus_sequences_split_and_ids_are_the_bytes():
+    import hashlib
+
+    n_files, corpus = _corpus_bytes(JSON_DIR)
+    everything = load_data(f"text:{JSON_DIR}", "all")
+    T = 128
+    N = len(corpus) // T
+    assert everything.x.shape == (N, T) and everything.x.dtype == torch.int64
+    assert torch.equal(everything.y, everything.x) and everything.num_classes == 256
+    assert bytes(everything.x.reshape(-1).to(torch.uint8).tolist()) == corpus[: N * T]
+    # every 10th sequence (i % 10 == 9) is test, the rest train, both in corpus order
+    train, test = load_data(f"text:{JSON_DIR}", "train"), load_data(f"text:{JSON_DIR}", "test")
+    assert torch.equal(test.x, everything.x[9::10])
+    assert torch.equal(train.x, everything.x[torch.arange(N) % 10 != 9])
+    assert len(train) + len(test) == N
+    # deterministic, and described by its files
+    assert load_data(f"text:{JSON_DIR}", "test").fingerprint() == test.fingerprint()
+    info = test.describe()
+    assert info["text_files"] == n_files and info["seq_len"] == T and info["text_bytes"] == len(corpus)
+    assert info["text_sha256"] == hashlib.sha256(corpus).hexdigest() and info["text_test_every"] == 10
+    assert load_data(f"text:{JSON_DIR}", "test", max_samples=3).x.equal(test.x[:3])
+
+
+def test_text_seq_option_single_file_and_extensions(tmp_path):
+    a = load_data(f"text:{JSON_DIR}:seq=64", "train")
+    b = load_data(f"text:{JSON_DIR}", "train", seq_len=64)
+    assert a.x.shape[1] == 64 and torch.equal(a.x, b.x)
+    assert load_data(f"text:{JSON_DIR}:seq=64", "train", seq_len=64).x.shape[1] == 64
+    with pytest.raises(DataError, match="says seq=64 but seq_len=32 was given"):
+        load_data(f"text:{JSON_DIR}:seq=64", seq_len=32)
+    n_py, corpus_py = _corpus_bytes(JSON_DIR, ".py")
+    only_py = load_data(f"text:{JSON_DIR}:ext=py:seq=16", "all")
+    assert only_py.describe()["text_files"] == n_py
+    assert bytes(only_py.x.reshape(-1).to(torch.uint8).tolist()) == corpus_py[: len(only_py) * 16]
+    (tmp_path / "one.txt").write_bytes(bytes(range(256)) * 4)  # 1024 bytes
+    one = load_data(f"text:{tmp_path / 'one.txt'}:seq=100", "all")
+    assert one.x.shape == (10, 100) and one.x[0, :5].tolist() == [0, 1, 2, 3, 4]
+    assert load_data(f"text:{tmp_path / 'one.txt'}:seq=100", "test").x.shape == (1, 100)
+
+
+def test_text_errors(tmp_path):
+    with pytest.raises(DataError, match="text path 'nope' does not exist"):
+        load_data("text:nope")
+    with pytest.raises(DataError, match="names no path"):
+        load_data("text:")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="holds no files"):
+        load_data(f"text:{tmp_path / 'empty'}")
+    (tmp_path / "empty" / "e.txt").write_bytes(b"")
+    with pytest.raises(DataError, match=r"holds no bytes \(1 empty file"):
+        load_data(f"text:{tmp_path / 'empty'}")
+    (tmp_path / "short.txt").write_bytes(b"abc")
+    with pytest.raises(DataError, match="holds 3 bytes, fewer than one sequence of seq=128"):
+        load_data(f"text:{tmp_path / 'short.txt'}")
+    with pytest.raises(DataError, match="none is in the test split"):
+        load_data(f"text:{tmp_path / 'short.txt'}:seq=1", "test")
+    with pytest.raises(DataError, match="does not apply to 'text:"):
+        load_data(f"text:{JSON_DIR}", normalize=True)
+    with pytest.raises(DataError, match="seq_len applies to text:<path> specs"):
+        load_data("digits", seq_len=8)
+
+
+# ------------------------------------------------------------------------ py: specs
+
+PY_MODULE = """
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+def xy(split, n=30):
+    g = torch.Generator().manual_seed(0 if split == "train" else 1)
+    return torch.randn(n, 4, generator=g), torch.randint(0, 3, (n,), generator=g)
+
+def dataset(split, n=30):
+    return TensorDataset(*xy(split, n))
+
+def loader(split, n=30, batch_size=8):
+    return DataLoader(dataset(split, n), batch_size=batch_size)
+
+def dicts(split):
+    return [{"input_ids": torch.zeros(2, 3, dtype=torch.long), "labels": torch.zeros(2, 3, dtype=torch.long)}]
+
+def strict(split):
+    raise ValueError("no such split here")
+"""
+
+
+@pytest.fixture
+def pymod(tmp_path, monkeypatch):
+    import sys
+    import uuid
+
+    name = f"lspy_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(PY_MODULE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    yield name
+    sys.modules.pop(name, None)
+
+
+def test_py_spec_returns_the_users_data_cut_to_max_samples(pymod):
+    from landscape.batches import as_source
+    from landscape.data import open_data
+
+    pairs = open_data(f"py:{pymod}:xy", "test", max_samples=7)  # imported from the current directory
+    x, y = __import__(pymod).xy("test")
+    assert isinstance(pairs, TensorData) and pairs.spec == f"py:{pymod}:xy" and pairs.split == "test"
+    assert torch.equal(pairs.x, x[:7]) and pairs.num_classes == int(y.max()) + 1
+    ds = open_data(f"py:{pymod}:dataset", "test", max_samples=7, kwargs='{"n": 20}')
+    assert isinstance(ds, torch.utils.data.Subset) and len(ds) == 7
+    loader = open_data(f"py:{pymod}:loader", "test", max_samples=11)
+    batches = list(loader)
+    assert [len(b[0]) for b in batches] == [8, 3] and torch.equal(torch.cat([b[0] for b in batches]), x[:11])
+    assert list(loader) and as_source(loader).describe()["spec"] == f"py:{pymod}:loader"
+    whole = open_data(f"py:{pymod}:loader", "test")
+    assert isinstance(whole, torch.utils.data.DataLoader) and as_source(whole).describe()["kind"] == "loader"
+    # load_data reads (input, target) batches into memory
+    mem = load_data(f"py:{pymod}:loader", "test", kwargs={"batch_size": 7}, max_samples=25)
+    assert isinstance(mem, TensorData) and torch.equal(mem.x, x[:25]) and torch.equal(mem.y, y[:25])
+
+
+def test_py_spec_errors(pymod):
+    from landscape.data import open_data
+
+    with pytest.raises(DataError, match=r"could not import module 'no_mod_q' for data spec 'py:no_mod_q:f'"):
+        open_data("py:no_mod_q:f")
+    with pytest.raises(DataError, match=rf"module '{pymod}' has no attribute 'nope'"):
+        open_data(f"py:{pymod}:nope")
+    with pytest.raises(DataError, match="is not py:<package.module>:<function>"):
+        open_data(f"py:{pymod}")
+    with pytest.raises(DataError, match=r"normalize \(--normalize\) does not apply"):
+        open_data(f"py:{pymod}:xy", normalize=True)
+    with pytest.raises(DataError, match=r"xy\('train', \*\*\{'m': 1\}\) raised TypeError"):
+        open_data(f"py:{pymod}:xy", kwargs={"m": 1})
+    with pytest.raises(DataError, match="raised ValueError: no such split here"):
+        open_data(f"py:{pymod}:strict")
+    with pytest.raises(DataError, match="not valid JSON"):
+        open_data(f"py:{pymod}:xy", kwargs="{oops")
+    with pytest.raises(DataError, match="apply to py:<module>:<function> specs, not to 'digits'"):
+        load_data("digits", kwargs={"n": 1})
+    with pytest.raises(DataError, match=r"gives dict batches with keys \['input_ids'\]; this analysis needs"):
+        load_data(f"py:{pymod}:dicts")
