@@ -31,19 +31,39 @@ def parse_bytes(text: str) -> int:
         raise UsageError(f"--max-memory {text!r} is not a size; expected e.g. 2G, 512M or 1000000") from None
 
 
-def _add_common_eval(p: argparse.ArgumentParser, *, split: bool = True, out_required: bool = False) -> None:
-    p.add_argument("--model", required=True, help="built-in name (see `landscape models`) or package.module:factory")
-    p.add_argument("--model-kwargs", default=None, help="JSON object of keyword arguments for the factory")
+_DATA_HELP = (
+    "digits | synthetic:cifar10 | file.npz | file.pt | cifar10:DIR | image folder | text:PATH[:seq=N] "
+    "(byte-level corpus for causal LMs) | py:module:function (function(split, **DATA_KWARGS) returns a Dataset, "
+    "DataLoader, TensorData or (x, y); the current directory is importable)"
+)
+_MODEL_HELP = "built-in name (see `landscape models`) or module:factory (the current directory is importable)"
+
+
+def _add_data_options(p: argparse.ArgumentParser) -> None:
+    """Options of every ``--data``: the kwargs of py: specs and the sequence length of text: specs."""
+    p.add_argument("--data-kwargs", default=None, help="JSON object of keyword arguments for a py: data function")
     p.add_argument(
-        "--data", required=True, help="digits | synthetic:cifar10 | file.npz | file.pt | cifar10:DIR | image folder"
+        "--seq-len", type=int, default=None, help="bytes per sequence of a text: corpus (default 128, or its :seq=N)"
     )
+
+
+def _add_common_eval(p: argparse.ArgumentParser, *, split: bool = True, out_required: bool = False) -> None:
+    p.add_argument("--model", required=True, help=_MODEL_HELP)
+    p.add_argument("--model-kwargs", default=None, help="JSON object of keyword arguments for the factory")
+    p.add_argument("--data", required=True, help=_DATA_HELP)
+    _add_data_options(p)
     if split:
         p.add_argument("--split", default="test", help="data split to evaluate on (train/test/all), default test")
     p.add_argument("--max-samples", type=int, default=None, help="use at most this many samples")
     p.add_argument(
         "--normalize", action="store_true", help="standardise inputs per channel with the train split's mean/std"
     )
-    p.add_argument("--metrics", default="loss,acc", help="comma-separated: loss, acc, err, mse (default loss,acc)")
+    p.add_argument(
+        "--metrics",
+        default="loss,acc",
+        help="comma-separated: loss, acc, err, mse, nll; causal LMs: token_loss, perplexity, token_acc "
+        "(default loss,acc)",
+    )
     p.add_argument(
         "--bn",
         default="running",
@@ -72,9 +92,14 @@ def _add_common_eval(p: argparse.ArgumentParser, *, split: bool = True, out_requ
 
 def _add_model_data(p: argparse.ArgumentParser) -> None:
     """Model and data options of the commands that load their own splits."""
-    p.add_argument("--model", required=True, help="built-in name (see `landscape models`) or package.module:factory")
+    p.add_argument("--model", required=True, help=_MODEL_HELP)
     p.add_argument("--model-kwargs", default=None, help="JSON object of keyword arguments for the factory")
-    p.add_argument("--data", required=True, help="digits | file.npz | file.pt | ... (see `landscape eval --help`)")
+    p.add_argument(
+        "--data",
+        required=True,
+        help="digits | file.npz | text:PATH | py:module:function | ... (see `landscape eval --help`)",
+    )
+    _add_data_options(p)
     p.add_argument("--max-samples", type=int, default=None, help="use at most this many samples per split")
     p.add_argument(
         "--normalize", action="store_true", help="standardise inputs per channel with the train split's mean/std"
@@ -380,6 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--ckpt", required=True, help="variational network written by `landscape variational`")
     p.add_argument("--data", required=True, help="digits | file.npz | ... (see `landscape eval --help`)")
+    _add_data_options(p)
     p.add_argument("--split", default="test")
     p.add_argument("--max-samples", type=int, default=None)
     p.add_argument("--normalize", action="store_true", help="standardise inputs as the network was trained")
@@ -463,15 +489,41 @@ def _cmd_info(args) -> int:
     return 0
 
 
-def _load_model_and_data(args):
+def _data(args, split: str, *, stream: bool = False, max_samples: int | None | bool = True):
+    """``--data`` of ``split`` with the data options of ``args``. ``stream``: a py: spec's
+    loader or dataset as it is (for the commands that run on the engine); otherwise in memory.
+    ``max_samples=True`` takes ``--max-samples``."""
     from . import data as datalib
+
+    load = datalib.open_data if stream else datalib.load_data
+    return load(
+        args.data,
+        split,
+        max_samples=args.max_samples if max_samples is True else max_samples,
+        normalize=args.normalize,
+        seq_len=getattr(args, "seq_len", None),
+        kwargs=getattr(args, "data_kwargs", None),
+    )
+
+
+def _data_attrs(args) -> dict:
+    """Data options beyond the spec, for result-file attributes."""
+    out = {}
+    if getattr(args, "data_kwargs", None):
+        out["data-kwargs"] = args.data_kwargs
+    if getattr(args, "seq_len", None) is not None:
+        out["seq-len"] = args.seq_len
+    return out
+
+
+def _load_model_and_data(args):
     from .models import build_model
 
     model = build_model(args.model, args.model_kwargs)
-    data = datalib.load_data(args.data, args.split, max_samples=args.max_samples, normalize=args.normalize)
+    data = _data(args, args.split, stream=True)
     bn_data = None
     if args.bn != "running":
-        bn_data = datalib.load_data(args.data, args.bn_split, max_samples=args.max_samples, normalize=args.normalize)
+        bn_data = _data(args, args.bn_split, stream=True)
     return model, data, bn_data
 
 
@@ -497,6 +549,7 @@ def _cmd_eval(args) -> int:
         "checkpoints": [{"path": w.source, "sha256": w.sha256} for w in weights],
         "split": args.split,
         "bn-split": args.bn_split if args.bn != "running" else None,
+        **_data_attrs(args),
     }
     res = evaluate(
         model,
@@ -545,7 +598,6 @@ def _trajectory_files(items: list[str]) -> list[str]:
 
 def _cmd_surface(args) -> int:
     from . import directions, distributed
-    from .data import load_data
     from .models import build_model, describe_model
     from .surface import auto_range, compute_surface, parse_range
     from .weights import load_checkpoint
@@ -597,7 +649,7 @@ def _cmd_surface(args) -> int:
             ys = parse_range(args.y)
 
         def load(split):
-            return load_data(args.data, split, max_samples=args.max_samples, normalize=args.normalize)
+            return _data(args, split, stream=True)
 
         splits = {s.strip(): load(s.strip()) for s in args.splits.split(",") if s.strip()}
         bn_data = None
@@ -608,6 +660,7 @@ def _cmd_surface(args) -> int:
             "checkpoints": [{"path": w.source, "sha256": w.sha256} for w in ckpts],
             "trajectory": [{"path": w.source, "sha256": w.sha256} for w in traj] or None,
             "bn-split": args.bn_split if args.bn != "running" else None,
+            **_data_attrs(args),
         }
         res = compute_surface(
             model,
@@ -678,7 +731,6 @@ def _cmd_curve(args) -> int:
     import numpy as np
 
     from . import curves
-    from .data import load_data
     from .models import build_model, describe_model
     from .weights import load_checkpoint, save_weights
 
@@ -695,7 +747,7 @@ def _cmd_curve(args) -> int:
         return 0
 
     def load(split):
-        return load_data(args.data, split, max_samples=args.max_samples, normalize=args.normalize)
+        return _data(args, split, stream=action != "fit")
 
     if action == "fit":
         if len(args.ckpt) != 2:
@@ -792,7 +844,6 @@ def _cmd_connect(args) -> int:
 
     from . import curves as curvelib
     from .connect import METHODS, compare_connections
-    from .data import load_data
     from .models import build_model, describe_model
     from .weights import load_checkpoint
 
@@ -810,7 +861,7 @@ def _cmd_connect(args) -> int:
     A, B = (load_checkpoint(p, model, trust=args.trust_checkpoint) for p in args.ckpt)
 
     def load(split):
-        return load_data(args.data, split, max_samples=args.max_samples, normalize=args.normalize)
+        return _data(args, split)
 
     splits = {s.strip(): load(s.strip()) for s in args.splits.split(",") if s.strip()}
     if not splits:
@@ -878,7 +929,6 @@ def _several_ckpts_new_out(args, command: str, need: str) -> None:
 
 def _cmd_connection_model(args) -> int:
     from .connect.flows import align_pool, fit_bijection, fit_flows_for, flow_groups, save_connection_model
-    from .data import load_data
     from .models import build_model, describe_model
     from .weights import load_checkpoint
 
@@ -908,7 +958,7 @@ def _cmd_connection_model(args) -> int:
     )
     history = []
     if args.bijection:
-        data = load_data(args.data, "train", max_samples=args.max_samples, normalize=args.normalize)
+        data = _data(args, "train")
         history = fit_bijection(
             model,
             weights,
@@ -942,7 +992,6 @@ def _cmd_connection_model(args) -> int:
 
 
 def _cmd_ensemble(args) -> int:
-    from .data import load_data
     from .demo import small_model_threads
     from .models import build_model
     from .weights import load_checkpoint
@@ -965,7 +1014,7 @@ def _cmd_ensemble(args) -> int:
         raise UsageError(f"'{args.out}' is not empty; pass --resume to continue its run or --force to overwrite it")
 
     def load(split):
-        return load_data(args.data, split, max_samples=args.max_samples, normalize=args.normalize)
+        return _data(args, split)
 
     train, test = load("train"), load(args.split)
     with small_model_threads(model):
@@ -1190,7 +1239,6 @@ def _cmd_variational(args) -> int:
     from torch import nn
 
     from . import variational as vi
-    from .data import load_data
     from .demo import small_model_threads
     from .models import build_model
     from .weights import load_checkpoint
@@ -1212,7 +1260,7 @@ def _cmd_variational(args) -> int:
     vnet = vi.convert(
         model, args.parameterization, alpha=args.alpha, train_alpha=not args.fixed_alpha, layers=dict.fromkeys(plain)
     )
-    train = load_data(args.data, "train", max_samples=args.max_samples, normalize=args.normalize)
+    train = _data(args, "train")
     with small_model_threads(vnet):
         hist = vi.fit_elbo(
             vnet,
@@ -1254,7 +1302,6 @@ def _cmd_predict(args) -> int:
     import numpy as np
 
     from . import variational as vi
-    from .data import load_data
     from .io import create_result
     from .models import build_model
 
@@ -1267,8 +1314,8 @@ def _cmd_predict(args) -> int:
     if args.out and os.path.exists(args.out) and not args.force:
         raise UsageError(f"'{args.out}' already exists; pass --force to overwrite it")
     vnet = vi.load_variational(args.ckpt, lambda spec: build_model(spec["model"], spec.get("model_kwargs")))
-    data = load_data(args.data, args.split, max_samples=args.max_samples, normalize=args.normalize)
-    bn_data = load_data(args.data, "train", normalize=args.normalize) if args.bn == "recompute" else None
+    data = _data(args, args.split)
+    bn_data = _data(args, "train", max_samples=None) if args.bn == "recompute" else None
     res = vi.predict(
         vnet,
         data,
@@ -1353,7 +1400,6 @@ def _cmd_hessian(args) -> int:
 
     from . import distributed
     from . import hessian as H
-    from .data import load_data
     from .demo import small_model_threads
     from .models import build_model
     from .weights import load_checkpoint
@@ -1364,7 +1410,7 @@ def _cmd_hessian(args) -> int:
             raise UsageError(f"--{name.replace('_', '-')} {v}: expected a positive integer")
     model = build_model(args.model, args.model_kwargs)
     params = _hessian_params(args, model)
-    data = load_data(args.data, args.split, max_samples=args.max_samples, normalize=args.normalize)
+    data = _data(args, args.split)
     spec = {"data": args.data, "split": args.split, "max-samples": args.max_samples, "normalize": args.normalize}
     opts = dict(params=params, batch_size=args.batch_size, dtype=args.precision, method=args.method)
     if args.hessian_action == "map":
@@ -1449,7 +1495,6 @@ def _cmd_hessian(args) -> int:
 def _cmd_wa_ensemble(args) -> int:
     from .connect.adjust import _Stack
     from .connect.ensemble import wa_ensemble_curve
-    from .data import load_data
     from .models import build_model, describe_model
     from .weights import load_checkpoint
 
@@ -1472,7 +1517,7 @@ def _cmd_wa_ensemble(args) -> int:
     members = [load_checkpoint(p, model, trust=args.trust_checkpoint) for p in args.ckpt]
 
     def load(split):
-        return load_data(args.data, split, max_samples=args.max_samples, normalize=args.normalize)
+        return _data(args, split)
 
     curve = wa_ensemble_curve(
         model,
@@ -1541,15 +1586,19 @@ _COMMANDS = {
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from .batches import BatchError
     from .data import DataError
     from .evaluate import MemoryBudgetError
     from .io import ResultExistsError, ResultFileError
+    from .metrics import MetricError
     from .models import ModelSpecError
     from .weights import CheckpointError
 
     return (
         UsageError,
         DataError,
+        BatchError,
+        MetricError,
         MemoryBudgetError,
         ResultExistsError,
         ResultFileError,
@@ -1559,6 +1608,32 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         FileExistsError,
         ValueError,
     )
+
+
+def _new_out_file(args) -> str | None:
+    """``--out`` when this run would create it (it does not exist yet)."""
+    out = getattr(args, "out", None)
+    return out if isinstance(out, str) and out and not os.path.exists(out) else None
+
+
+def _remove_unfinished(path: str | None) -> None:
+    """Remove a result file this run created when an error stopped it before any cell was
+    done (bad data, metrics or models fail on the first batch), so that bad input leaves
+    nothing behind; a file with finished cells stays for ``--resume``."""
+    if path is None or not os.path.isfile(path):
+        return
+    from .io import open_result
+
+    try:
+        with open_result(path) as f:
+            started = bool(f.done.any())
+    except Exception:  # noqa: BLE001 - not a result file: not ours to judge
+        return
+    if not started:
+        try:
+            os.remove(path)
+        except OSError:
+            pass
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1573,6 +1648,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    new_out = _new_out_file(args)
     try:
         return _COMMANDS[args.command](args)
     except BrokenPipeError:  # e.g. `landscape info f.h5 | head`
@@ -1585,6 +1661,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("landscape: interrupted; finished chunks are saved, rerun with --resume to continue", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001 - the CLI turns every error into one line
+        _remove_unfinished(new_out)
         if args.debug:
             raise
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
