@@ -41,7 +41,7 @@ from . import bn as bnlib
 from .batches import Batch, DataSource, as_source, call_model, read_batch
 from .metrics import Metric, resolve_metrics
 from .pointset import PointSet
-from .weights import Weights
+from .weights import Weights, model_skeleton
 
 __all__ = [
     "Engine",
@@ -59,6 +59,7 @@ _ACTIVATIONS = {nn.ReLU: ("relu", 1), nn.Tanh: ("tanh", 2), nn.Identity: ("ident
 
 
 _CPU_ACT_TARGET = 64 << 20
+_POINT_BYTES = 256 << 20  # the points of one chunk, unless points_per_pass says otherwise
 _CPU_BATCH_MIN, _CPU_BATCH_MAX = 16, 1024
 
 
@@ -303,6 +304,7 @@ class Engine:
         points_per_pass: int | None = None,
         path: str = "auto",
         forward: Callable | None = None,
+        offload: bool = False,
     ):
         points = _as_pointset(points)
         #: ``forward(model, batch) -> output`` replacing the default model call (see landscape.batches)
@@ -341,19 +343,14 @@ class Engine:
         self.batch_size, self.bn_batch_size = batch_size, bn_batch_size
         self.budget = int(max_memory) if max_memory is not None else _default_budget(self.device)
         self.max_points = points_per_pass or 64
+        self.points_per_pass_asked = points_per_pass is not None
         self.points = points
-        self.work = copy.deepcopy(model).to(device=self.device, dtype=self.dtype).eval()
-        for p in self.work.parameters():
-            p.requires_grad_(False)
-        with torch.no_grad():
-            basis = points.basis.to(device=self.device, dtype=self.dtype)
-        self.pts = PointSet(
-            basis,
-            points.coeffs,
-            points.layout,
-            extras={k: v.to(self.device) for k, v in points.extras.items()},
-            names=points.names,
-        )
+        #: the model's structure without its weights (every call passes a point's tensors and
+        #: ``self.fixed``, the non-persistent buffers); the user's module is never copied
+        self.work, self.fixed = model_skeleton(model, self.device, self.dtype)
+        #: keep the basis in host memory and stream its entries to the device per chunk
+        self.offload = bool(offload) and self.device.type != "cpu"
+        self.pts = points if (self.offload or points.device == self.device) else points.to(self.device)
         self.has_bn = bnlib.has_batchnorm(self.work)
         self.sq_norms = None
         if any(m.needs_weight_norm for m in self.metrics):
@@ -366,6 +363,18 @@ class Engine:
         self.path: str | None = None
         self.points_per_pass: int | None = None
         self.n_batch: int | None = None
+
+    def point_tensors(self, idx) -> dict[str, torch.Tensor]:
+        """What ``functional_call`` of the skeleton takes for the points ``idx``: their named
+        tensors ``[k, ...]`` in the compute dtype on the device (built entry by entry), and the
+        non-persistent buffers."""
+        tensors = self.pts.tensors(idx, dtype=self.dtype)
+        if self.offload:
+            tensors = {n: t.to(self.device, non_blocking=True) for n, t in tensors.items()}
+        k = len(idx)
+        for name, buf in self.fixed.items():
+            tensors[name] = buf.expand(k, *buf.shape)
+        return dict(tensors)
 
     # ------------------------------------------------------------------ set-up per dataset
     def _source(self, data) -> DataSource:
@@ -430,7 +439,7 @@ class Engine:
 
     def _plan_memory(self, src: DataSource, chosen: str) -> tuple[int, int]:
         itemsize = torch.finfo(self.dtype).bits // 8
-        point0 = {n: t[0] for n, t in self.pts.tensors([0]).items()}
+        point0 = {n: t[0] for n, t in self.point_tensors([0]).items()}
         probe = src.first(1).to(self.device, self.dtype)
         act = _activation_bytes_per_sample(self.work, point0, probe, self.forward)
         n_data = src.n or src.batch_size or _CPU_BATCH_MAX
@@ -465,6 +474,11 @@ class Engine:
                 "activations per sample)"
             )
         k_pass = max(1, min(self.max_points, self.points.K or 1))
+        if chosen != "fused" and not self.points_per_pass_asked:
+            # the points of a chunk are built whole: for large models keep them few, so a run
+            # needs the basis, the model and about one point (reading the data once per chunk
+            # saves little where each point's forward pass dominates)
+            k_pass = min(k_pass, max(1, _POINT_BYTES // max(P_bytes, 1)))
         while k_pass > 1 and need(k_pass, n_batch) > self.budget:
             k_pass //= 2
         return k_pass, n_batch
@@ -486,7 +500,7 @@ class Engine:
     ) -> dict[str, np.ndarray]:
         device, dtype, work, user_forward = self.device, self.dtype, self.work, self.forward
         coeffs = self.points.coeffs[torch.as_tensor(idx)].to(device=device, dtype=dtype)
-        tensors = None if self._fused is not None else self.pts.tensors(idx)
+        tensors = None if self._fused is not None else self.point_tensors(idx)
         apply = _per_point_apply(vectorized)
         forward = lambda p, b: call_model(work, p, b, user_forward)  # noqa: E731
         if self.has_bn and tensors is not None and self.bn == "recompute":
@@ -606,6 +620,7 @@ def evaluate_points(
     points_per_pass: int | None = None,
     path: str = "auto",
     forward: Callable | None = None,
+    offload: bool = False,
     indices: Sequence[int] | np.ndarray | None = None,
     on_chunk: Callable[[np.ndarray, dict[str, np.ndarray]], None] | None = None,
     progress: bool = True,
@@ -631,6 +646,7 @@ def evaluate_points(
         points_per_pass=points_per_pass,
         path=path,
         forward=forward,
+        offload=offload,
     )
     results = engine.run(data, indices, bn_data=bn_data, on_chunk=on_chunk, progress=progress, desc=desc)
     evaluated = engine.points.K if indices is None else int(np.asarray(indices).size)
@@ -700,6 +716,7 @@ def evaluate(
     points_per_pass: int | None = None,
     path: str = "auto",
     forward: Callable | None = None,
+    offload: bool = False,
     progress: bool = True,
     out: str | os.PathLike | None = None,
     resume: bool = False,
@@ -753,6 +770,9 @@ def evaluate(
         ``forward(model, batch) -> output`` replacing the default call (``model(x)`` or
         ``model(**inputs)``); outputs may be tensors, tuples, dicts with ``logits`` or
         objects with ``.logits``.
+    offload : bool
+        On a GPU, keep the basis (the checkpoints) in host memory and stream each entry to the
+        device as the points of a chunk are built, instead of copying the basis to the device.
     progress : bool
         Show a progress bar (``tqdm.auto``) with points per second.
     out : path, optional
@@ -817,6 +837,7 @@ def evaluate(
             points_per_pass=points_per_pass,
             path=path,
             forward=forward,
+            offload=offload,
             progress=progress,
             indices=f.pending() if f is not None else None,
             on_chunk=f.write_cells if f is not None else None,

@@ -121,6 +121,7 @@ def compute_surface(
     points_per_pass: int | None = None,
     path: str = "auto",
     forward: Callable | None = None,
+    offload: bool = False,
     out: str | os.PathLike | None = None,
     resume: bool = False,
     force: bool = False,
@@ -141,7 +142,7 @@ def compute_surface(
     splits : mapping of str to data
         Named datasets, e.g. ``{"train": train, "test": test}``; metric ``m`` on split ``s``
         is stored as ``f"{s}_{m}"``.
-    metrics, bn, bn_data, precision, device, batch_size, bn_batch_size, max_memory, points_per_pass, path, forward
+    metrics, bn, bn_data, precision, device, batch_size, bn_batch_size, max_memory, points_per_pass, path, forward, offload
         As in :func:`landscape.evaluate` (``bn_data`` defaults to the ``train`` split when
         there is one); every split may be any data :func:`landscape.evaluate` takes.
     out : path, optional
@@ -198,6 +199,7 @@ def compute_surface(
         points_per_pass=points_per_pass,
         path=path,
         forward=forward,
+        offload=offload,
         out=out,
         resume=resume,
         force=force,
@@ -248,6 +250,7 @@ def evaluate_grid(
     points_per_pass: int | None = None,
     path: str = "auto",
     forward: Callable | None = None,
+    offload: bool = False,
     out: str | os.PathLike | None = None,
     resume: bool = False,
     force: bool = False,
@@ -282,6 +285,7 @@ def evaluate_grid(
         points_per_pass=points_per_pass,
         path=path,
         forward=forward,
+        offload=offload,
     )
     f = None
     pending = np.arange(points.K, dtype=np.int64)

@@ -41,6 +41,7 @@ __all__ = [
     "file_sha256",
     "load_checkpoint",
     "load_weights",
+    "model_skeleton",
     "read_state_dict",
     "save_weights",
 ]
@@ -321,6 +322,38 @@ class Weights(Mapping[str, torch.Tensor]):
     def __repr__(self) -> str:
         src = f", source={self.source!r}" if self.source else ""
         return f"Weights({len(self)} tensors, {self.layout.size} flat values{src})"
+
+
+def model_skeleton(
+    model: nn.Module, device=None, dtype: torch.dtype | None = None
+) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    """A copy of ``model`` that holds no weights, for :func:`torch.func.functional_call`.
+
+    Its parameters and buffers are empty ``meta`` tensors (ties kept: a tensor under two names
+    is one meta tensor), so the copy costs no memory whatever the model's size; every call must
+    pass the tensors of the model's ``state_dict`` plus the returned non-persistent buffers
+    (the ones ``state_dict`` leaves out, such as attention masks), which are copied to
+    ``device`` (floating ones cast to ``dtype``). The user's module is never touched.
+
+    Returns
+    -------
+    (nn.Module, dict of str to Tensor)
+        The skeleton in eval mode, and the non-persistent buffers by name.
+    """
+    import copy
+
+    persistent = set(model.state_dict(keep_vars=True))
+    memo: dict[int, Any] = {}
+    for p in model.parameters():
+        memo[id(p)] = nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=False)
+    fixed: dict[str, torch.Tensor] = {}
+    for name, b in model.named_buffers(remove_duplicate=False):
+        if id(b) not in memo:
+            memo[id(b)] = torch.empty_like(b, device="meta")
+        if name not in persistent and b is not None:
+            fixed[name] = b.detach().to(device=device, dtype=dtype if (dtype and b.is_floating_point()) else None)
+    skeleton = copy.deepcopy(model, memo)
+    return skeleton.eval(), fixed
 
 
 def file_sha256(path: str | os.PathLike) -> str:
