@@ -24,7 +24,6 @@ Three execution paths, chosen automatically (``path="auto"``) and reported in th
 from __future__ import annotations
 
 import contextlib
-import copy
 import os
 import time
 import warnings
