@@ -17,42 +17,14 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from .train import train_classifier
 
 __all__ = ["run_demo", "train_classifier"]
 
 # the demo draws these (``landscape plot FILE.h5`` draws every metric of a file)
 _DEMO_FIGURE_METRICS = ("train_loss", "test_acc")
-
-
-def train_classifier(
-    model: nn.Module,
-    data,
-    *,
-    epochs: int = 20,
-    lr: float = 0.05,
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
-    batch_size: int = 64,
-    seed: int = 0,
-) -> nn.Module:
-    """Train ``model`` in place with SGD on a :class:`~landscape.data.TensorData` (seeded)."""
-    g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
-    model.train()
-    n = len(data)
-    for _ in range(epochs):
-        perm = torch.randperm(n, generator=g)
-        for i in range(0, n, batch_size):
-            idx = perm[i : i + batch_size]
-            opt.zero_grad(set_to_none=True)
-            F.cross_entropy(model(data.x[idx]), data.y[idx]).backward()
-            opt.step()
-        sched.step()
-    model.eval()
-    return model
 
 
 @contextlib.contextmanager
