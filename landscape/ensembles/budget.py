@@ -21,13 +21,12 @@ paper spends roughly the last fifth of the budget on FGE).
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from ..data import as_xy
+from ..train import TrainBatches, train_classifier
 from ..weights import Weights
 
 __all__ = ["METHODS", "Run", "fresh_copy", "run_at_budget"]
@@ -76,6 +75,8 @@ def run_at_budget(
     batch_size: int = 64,
     momentum: float = 0.9,
     weight_decay: float = 5e-4,
+    loss=None,
+    forward=None,
 ) -> Run:
     """Train ``method``'s ensemble at budget ``n B`` (``B = budget_epochs``).
 
@@ -84,8 +85,9 @@ def run_at_budget(
     model : nn.Module
         The architecture (its initial weights are not used: every run starts from a fresh
         initialisation seeded by ``seed``).
-    data : TensorData or (x, y)
-        Training data.
+    data : TensorData, (x, y), DataLoader, Dataset or iterable of batches
+        Training data (:class:`landscape.train.TrainBatches`; a loader's epoch is its own
+        batches).
     method : {"ind", "sse", "fge", "swa"}
     budget_epochs : int
         ``B``, the epochs of one network.
@@ -108,6 +110,8 @@ def run_at_budget(
         FGE's rates; default ``(lr / 2, lr / 100)``.
     swa_lr : float, optional
         SWA's constant rate; default ``lr / 2``.
+    loss, forward : optional
+        The training loss and model call of every phase (:func:`landscape.train.loss_of`).
 
     Returns
     -------
@@ -115,7 +119,6 @@ def run_at_budget(
         Members in training order; ``budgets[m]`` is the epochs spent when member ``m`` was
         available.
     """
-    from ..demo import train_classifier
     from .fge import fge
     from .sse import sse
     from .swa import swa
@@ -128,11 +131,11 @@ def run_at_budget(
     if not 0 < fast_fraction < 1:
         raise ValueError(f"fast_fraction should be in (0, 1), got {fast_fraction!r}")
     B, n = int(budget_epochs), int(n)
-    n_samples = len(as_xy(data)[1])
+    steps = TrainBatches(data, batch_size)  # iterations per epoch, for the budgets
     fast = max(1, round(fast_fraction * B))
     if method in ("fge", "swa") and fast >= B:
         raise ValueError(f"a budget of {B} epochs leaves no ordinary training before {method} ({fast} epochs)")
-    opts = dict(momentum=momentum, weight_decay=weight_decay, batch_size=batch_size)
+    opts = dict(momentum=momentum, weight_decay=weight_decay, batch_size=batch_size, loss=loss, forward=forward)
     members, budgets = [], []
     if int(first) != first or first < 0:
         raise ValueError(f"first should be a non-negative integer, got {first!r}")
@@ -146,14 +149,14 @@ def run_at_budget(
             budgets.append(spent + B)
         elif method == "sse":
             run = sse(net, data, epochs=B, cycles=cycles, lr=lr, seed=s, **opts)
-            per_epoch = math.ceil(n_samples / batch_size)
+            per_epoch = steps.steps_per_epoch()
             members += run.members
             budgets += [spent + i / per_epoch for i in run.iterations]
         else:
             train_classifier(net, data, epochs=B - fast, lr=lr, seed=s, **opts)
             start = Weights.from_module(net)
             if method == "fge":
-                per_epoch = n_samples // batch_size  # FGE drops the incomplete batch
+                per_epoch = steps.stream_steps_per_epoch()  # FGE drops the incomplete batch
                 c = 2 * max(1, (fast * per_epoch) // (2 * cycles))
                 a1, a2 = fge_lr if fge_lr is not None else (lr / 2, lr / 100)
                 run = fge(net, start, data, cycles=cycles, cycle_length=c, alpha1=a1, alpha2=a2, seed=s, **opts)

@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..data import as_xy
 from ..pointset import PointSet
+from ..train import TrainBatches, loss_of, resolve_loss
 from ..weights import Weights
 from .schedules import fge_lr
 
@@ -68,6 +67,8 @@ def fge(
     momentum: float = 0.9,
     weight_decay: float = 5e-4,
     seed: int = 0,
+    loss=None,
+    forward=None,
     progress: bool = False,
 ) -> FGEResult:
     """Run FGE from ``start`` and collect one snapshot per cycle.
@@ -78,8 +79,11 @@ def fge(
         The architecture; a private copy is trained (the module is not modified).
     start : Weights
         The trained checkpoint FGE starts from.
-    data : TensorData or (x, y)
-        Training data; minibatches are drawn from a seeded shuffle, epoch after epoch.
+    data : TensorData, (x, y), DataLoader, Dataset or iterable of batches
+        Training data. In memory (and for a Dataset) minibatches are drawn from a seeded
+        shuffle, epoch after epoch, a new one when fewer than ``batch_size`` samples are left;
+        a loader's own batches are used in its order, pass after pass
+        (:class:`landscape.train.TrainBatches`).
     cycles : int
         Number of cycles (= snapshots).
     cycle_length : int
@@ -87,7 +91,11 @@ def fge(
     alpha1, alpha2 : float
         Largest and smallest learning rate (``alpha1 > alpha2``).
     batch_size, momentum, weight_decay, seed
-        SGD settings (cross-entropy loss).
+        SGD settings.
+    loss : callable, str or Metric, optional
+        The training loss (default cross-entropy; see :func:`landscape.train.resolve_loss`).
+    forward : callable, optional
+        ``forward(model, batch) -> output`` replacing the default model call.
 
     Returns
     -------
@@ -101,36 +109,33 @@ def fge(
         raise ValueError(f"cycle_length should be an even integer >= 2, got {cycle_length!r}")
     if not alpha1 > alpha2 > 0:
         raise ValueError(f"FGE needs alpha1 > alpha2 > 0, got alpha1={alpha1}, alpha2={alpha2}")
-    x, y = as_xy(data)
+    lossfn = resolve_loss(loss)
     net = copy.deepcopy(model)
     net.load_state_dict(start.state_dict())
     net.train()
     opt = torch.optim.SGD(net.parameters(), lr=alpha1, momentum=momentum, weight_decay=weight_decay)
     g = torch.Generator().manual_seed(seed)
+    batches = TrainBatches.for_module(net, data, batch_size, g).stream()
     mask = start.layout.parameter_mask()
     w0 = start.flatten(torch.float64)[mask]
     n_iter = int(cycles) * int(cycle_length)
     lrs, losses = np.zeros(n_iter), np.zeros(n_iter)
     snapshots, iterations, distance = [], [], []
-    order, pos = torch.randperm(len(y), generator=g), 0
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=n_iter, desc="FGE", unit="it")
     for i in range(1, n_iter + 1):
-        if pos + batch_size > len(y):  # a new epoch
-            order, pos = torch.randperm(len(y), generator=g), 0
-        idx = order[pos : pos + batch_size]
-        pos += batch_size
+        batch = next(batches)
         lr = fge_lr(i, alpha1, alpha2, cycle_length)
         for group in opt.param_groups:
             group["lr"] = lr
         opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(net(x[idx]), y[idx])
-        loss.backward()
+        value = loss_of(net, None, batch, lossfn, forward)
+        value.backward()
         opt.step()
-        lrs[i - 1], losses[i - 1] = lr, float(loss.detach())
+        lrs[i - 1], losses[i - 1] = lr, float(value.detach())
         if i % cycle_length == cycle_length // 2:
             w = Weights.from_module(net)
             snapshots.append(w)

@@ -14,7 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from torch import nn
+
+from ..metrics import Metric
 
 __all__ = ["EnsembleResult", "expected_calibration_error", "evaluate_ensemble"]
 
@@ -62,6 +65,34 @@ def _scores(p: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return acc, nll
 
 
+class _Targets(Metric):
+    """Records the targets of every batch the engine evaluates, per pass over the data (the
+    value it reports is 0); the ensemble's scores need them in the order of the probabilities."""
+
+    name = "__targets__"
+
+    def __init__(self, src):
+        self.src = src
+        self.by_pass: dict[int, list[torch.Tensor]] = {}
+
+    def batch_stats(self, out, batch):
+        if batch.target is None:
+            raise ValueError(
+                "ensemble evaluation needs class targets but a batch has none (a dict batch needs 'labels', a "
+                "tuple batch a second element)"
+            )
+        y = batch.target
+        if y.dim() != 1 or y.is_floating_point():
+            raise ValueError(
+                f"ensemble evaluation needs one integer class label per sample, got {y.dtype} targets {list(y.shape)}"
+            )
+        self.by_pass.setdefault(self.src.passes, []).append(y.detach().cpu())
+        return torch.zeros(out.shape[0], dtype=torch.float64, device=out.device), batch.count
+
+    def latest(self) -> torch.Tensor:
+        return torch.cat(self.by_pass[max(self.by_pass)])
+
+
 def evaluate_ensemble(
     model: nn.Module,
     members,
@@ -72,6 +103,7 @@ def evaluate_ensemble(
     precision: str = "fp32",
     device=None,
     bins: int = 15,
+    forward=None,
     progress: bool = False,
 ) -> EnsembleResult:
     """Evaluate an ensemble of weight points on ``data`` through the engine.
@@ -82,29 +114,47 @@ def evaluate_ensemble(
         The architecture (a classifier: outputs are logits).
     members : PointSet, or sequence of Weights
         The members; a sequence becomes a PointSet with identity coefficients.
-    data : TensorData or (x, y)
+    data : TensorData, (x, y), DataLoader, Dataset or iterable of batches
+        Streamed through the engine; the targets come from its batches (in a fixed order:
+        a loader that shuffles differently on every pass is refused).
     bn, bn_data, precision, device
         As for :func:`landscape.evaluate` (``bn="recompute"`` for snapshots whose BatchNorm
         statistics were not updated).
     bins : int
         Bins of the expected calibration error.
+    forward : callable, optional
+        ``forward(model, batch) -> output`` replacing the default model call.
 
     Returns
     -------
     EnsembleResult
     """
-    from ..data import as_xy
+    from ..batches import as_source
     from ..evaluate import Engine
     from ..pointset import PointSet
 
     pts = members if isinstance(members, PointSet) else PointSet.explicit(list(members))
     if pts.K < 1:
         raise ValueError("an ensemble needs at least one member")
-    engine = Engine(model, pts, ("loss", "acc"), bn=bn, precision=precision, device=device)
+    src = as_source(data)
+    targets = _Targets(src)
+    engine = Engine(model, pts, ("loss", "acc", targets), bn=bn, precision=precision, device=device, forward=forward)
     engine.keep_probabilities = True
-    engine.run(data, bn_data=bn_data, progress=progress, desc="ensemble")
+    labels: list[torch.Tensor] = []
+
+    def on_chunk(idx, vals):  # the targets of the pass that gave this chunk's probabilities
+        y_chunk = targets.latest()
+        if labels and not torch.equal(y_chunk, labels[0]):
+            raise ValueError(
+                "the data gave its samples in a different order on another pass (a DataLoader with "
+                "shuffle=True?); evaluate ensembles on data in a fixed order"
+            )
+        labels.append(y_chunk)
+        targets.by_pass.clear()
+
+    engine.run(src, bn_data=bn_data, progress=progress, desc="ensemble", on_chunk=on_chunk)
     P = engine.probabilities  # [K, N, C]
-    y = as_xy(data)[1].cpu().numpy()
+    y = labels[0].numpy()
     member = [_scores(P[k], y) for k in range(pts.K)]
     cum = np.cumsum(P, axis=0) / np.arange(1, pts.K + 1)[:, None, None]
     cumulative = [_scores(cum[k], y) for k in range(pts.K)]

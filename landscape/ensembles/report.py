@@ -106,6 +106,7 @@ def compare_ensembles(
     bn_data=None,
     device=None,
     bins: int = 15,
+    forward=None,
     progress: bool = False,
 ) -> EnsembleComparison:
     """Evaluate every run's ensemble (and its first-``m``-member ensembles) on ``data``.
@@ -116,9 +117,9 @@ def compare_ensembles(
     runs : sequence of Run
         From :func:`~landscape.ensembles.run_at_budget`, or built by hand
         (``Run(label, members, budgets)``).
-    data : TensorData or (x, y)
-        The split the ensembles are scored on.
-    bn, bn_data, device, bins
+    data : TensorData, (x, y), DataLoader, Dataset or iterable of batches
+        The split the ensembles are scored on (in a fixed order).
+    bn, bn_data, device, bins, forward
         As for :func:`~landscape.ensembles.evaluate_ensemble`.
 
     Returns
@@ -137,7 +138,9 @@ def compare_ensembles(
     per = {k: np.full((len(runs), M), np.nan) for k in _PER_MEMBER}
     acc, nll, ece = (np.zeros(len(runs)) for _ in range(3))
     for i, r in enumerate(runs):
-        res = evaluate_ensemble(model, r.members, data, bn=bn, bn_data=bn_data, device=device, bins=bins)
+        res = evaluate_ensemble(
+            model, r.members, data, bn=bn, bn_data=bn_data, device=device, bins=bins, forward=forward
+        )
         m = len(r.members)
         per["cumulative_acc"][i, :m] = res.cumulative_acc
         per["cumulative_nll"][i, :m] = res.cumulative_nll

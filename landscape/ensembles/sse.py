@@ -15,11 +15,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..data import as_xy
 from ..pointset import PointSet
+from ..train import TrainBatches, loss_of, resolve_loss, train_classifier
 from ..weights import Weights
 from .schedules import sse_lr
 
@@ -51,24 +50,30 @@ def sse(
     momentum: float = 0.9,
     weight_decay: float = 5e-4,
     seed: int = 0,
+    loss=None,
+    forward=None,
     progress: bool = False,
 ) -> Snapshots:
     """Train with ``cycles`` cosine restarts over ``epochs`` and keep a snapshot per cycle.
 
-    ``T = epochs * ceil(N / batch_size)`` iterations; cycle length ``ceil(T / cycles)``;
-    snapshots after iterations ``period, 2 period, ...`` and ``T``. Starts from ``start``
-    (default: the module's current weights); the module itself is not modified.
+    ``T = epochs * ceil(N / batch_size)`` iterations (a loader: ``epochs * len(loader)``);
+    cycle length ``ceil(T / cycles)``; snapshots after iterations ``period, 2 period, ...``
+    and ``T``. Starts from ``start`` (default: the module's current weights); the module
+    itself is not modified. ``data`` is anything :class:`landscape.train.TrainBatches` reads;
+    ``loss`` (default cross-entropy) and ``forward(model, batch)`` as for
+    :func:`landscape.train.loss_of`.
     """
     if int(cycles) != cycles or cycles < 1 or int(epochs) != epochs or epochs < 1:
         raise ValueError(f"epochs and cycles should be positive integers, got {epochs!r}, {cycles!r}")
-    x, y = as_xy(data)
+    lossfn = resolve_loss(loss)
     net = copy.deepcopy(model)
     if start is not None:
         net.load_state_dict(start.state_dict())
     net.train()
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     g = torch.Generator().manual_seed(seed)
-    per_epoch = math.ceil(len(y) / batch_size)
+    batches = TrainBatches.for_module(net, data, batch_size, g)
+    per_epoch = batches.steps_per_epoch()
     T = int(epochs) * per_epoch
     if T < cycles:
         raise ValueError(f"{T} iterations cannot hold {cycles} cycles")
@@ -78,16 +83,14 @@ def sse(
     i = 0
     bar = _bar(T, "SSE", progress)
     for _ in range(int(epochs)):
-        order = torch.randperm(len(y), generator=g)
-        for b in range(per_epoch):
+        for _, batch in zip(range(per_epoch), batches.epoch()):
             i += 1
             rate = sse_lr(i, lr, T, cycles)
             for group in opt.param_groups:
                 group["lr"] = rate
             lrs[i - 1] = rate
-            idx = order[b * batch_size : (b + 1) * batch_size]
             opt.zero_grad(set_to_none=True)
-            F.cross_entropy(net(x[idx]), y[idx]).backward()
+            loss_of(net, None, batch, lossfn, forward).backward()
             opt.step()
             if i % period == 0 or i == T:
                 net.eval()
@@ -127,10 +130,11 @@ def independent(
     batch_size: int = 128,
     momentum: float = 0.9,
     weight_decay: float = 5e-4,
+    loss=None,
+    forward=None,
 ) -> Snapshots:
-    """``members`` networks trained from different seeds, ``epochs`` each (cosine schedule);
-    the budget is ``members * epochs`` epochs."""
-    from ..demo import train_classifier
+    """``members`` networks trained from different seeds, ``epochs`` each (cosine schedule,
+    :func:`landscape.train.train_classifier`); the budget is ``members * epochs`` epochs."""
     from .budget import fresh_copy
 
     if int(members) != members or members < 1:
@@ -142,7 +146,16 @@ def independent(
     for s in seeds:
         net = fresh_copy(model, s)
         train_classifier(
-            net, data, epochs=epochs, lr=lr, momentum=momentum, weight_decay=weight_decay, batch_size=batch_size, seed=s
+            net,
+            data,
+            epochs=epochs,
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            batch_size=batch_size,
+            seed=s,
+            loss=loss,
+            forward=forward,
         )
         out.append(Weights.from_module(net))
     return Snapshots(out, [], float(members * epochs))

@@ -6,7 +6,9 @@ From a trained checkpoint :math:`\\hat w`, SGD runs with a constant learning rat
 cycle (cyclical, :math:`\\operatorname{mod}(i, c) = 0`) or of every epoch (constant). The
 seed's variant counts the starting weights in the average (:math:`w_{SWA} \\leftarrow \\hat
 w`, :math:`n_{models} \\leftarrow 1`; ``include_start=True``). BatchNorm statistics of the
-average are recomputed with ``update_bn``.
+average are recomputed in one pass over the training batches (:func:`update_bn`: as
+``torch.optim.swa_utils.update_bn`` on the same batches, or weighting each batch by its
+sample count).
 """
 
 from __future__ import annotations
@@ -16,16 +18,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.optim.swa_utils import SWALR, AveragedModel, update_bn
+from torch.optim.swa_utils import SWALR, AveragedModel
 
-from ..data import as_xy
+from ..batches import call_model
+from ..train import TrainBatches, loss_of, resolve_loss
 from ..weights import Weights
 from .schedules import swa_lr
 from .sse import _bar
 
-__all__ = ["SWAResult", "swa"]
+__all__ = ["SWAResult", "swa", "update_bn"]
 
 
 @dataclass
@@ -68,6 +70,9 @@ def swa(
     weight_decay: float = 5e-4,
     seed: int = 0,
     keep_snapshots: bool = False,
+    loss=None,
+    forward=None,
+    bn_weighting: str = "batch",
     progress: bool = False,
 ) -> SWAResult:
     """Run SWA from ``start``.
@@ -78,8 +83,9 @@ def swa(
         The architecture; a private copy is trained.
     start : Weights
         The "good enough" checkpoint :math:`\\hat w`.
-    data : TensorData or (x, y)
-        Training data (also used for ``update_bn``).
+    data : TensorData, (x, y), DataLoader, Dataset or iterable of batches
+        Training data (also used for :func:`update_bn`); see
+        :class:`landscape.train.TrainBatches`.
     epochs : int
         Passes over the data.
     lr : float
@@ -92,6 +98,14 @@ def swa(
         The seed's variant: the starting weights are the first model of the average.
     keep_snapshots : bool
         Also return the collected weights.
+    loss : callable, str or Metric, optional
+        The training loss (default cross-entropy; see :func:`landscape.train.resolve_loss`).
+    forward : callable, optional
+        ``forward(model, batch) -> output`` replacing the default model call (training and
+        the BatchNorm update).
+    bn_weighting : {"batch", "samples"}
+        How :func:`update_bn` averages the batches' statistics: equally (``"batch"``, what
+        ``torch.optim.swa_utils.update_bn`` computes) or by their sample counts.
 
     Returns
     -------
@@ -103,7 +117,7 @@ def swa(
         raise ValueError(f"cycle_length should be a positive integer, got {cycle_length!r}")
     if int(epochs) != epochs or epochs < 1:
         raise ValueError(f"epochs should be a positive integer, got {epochs!r}")
-    x, y = as_xy(data)
+    lossfn = resolve_loss(loss)
     net = copy.deepcopy(model)
     net.load_state_dict(start.state_dict())
     net.train()
@@ -118,21 +132,19 @@ def swa(
     cyclical = cycle_length is not None
     scheduler = None if cyclical else SWALR(opt, swa_lr=lr, anneal_epochs=1, anneal_strategy="linear")
     g = torch.Generator().manual_seed(seed)
-    per_epoch = (len(y) + batch_size - 1) // batch_size
-    lrs = np.zeros(int(epochs) * per_epoch)
+    batches = TrainBatches.for_module(net, data, batch_size, g)
+    lrs = []
     i = 0
-    bar = _bar(len(lrs), "SWA", progress)
+    bar = _bar(int(epochs) * batches.steps_per_epoch() if batches.indexed else None, "SWA", progress)
     for _ in range(int(epochs)):
-        order = torch.randperm(len(y), generator=g)
-        for b in range(per_epoch):
+        for batch in batches.epoch():
             i += 1
             if cyclical:
                 for group in opt.param_groups:
                     group["lr"] = swa_lr(i, lr, lr_min, cycle_length)
-            lrs[i - 1] = opt.param_groups[0]["lr"]
-            idx = order[b * batch_size : (b + 1) * batch_size]
+            lrs.append(opt.param_groups[0]["lr"])
             opt.zero_grad(set_to_none=True)
-            F.cross_entropy(net(x[idx]), y[idx]).backward()
+            loss_of(net, None, batch, lossfn, forward).backward()
             opt.step()
             if cyclical and i % cycle_length == 0:
                 averaged.update_parameters(net)
@@ -147,8 +159,7 @@ def swa(
                 snapshots.append(Weights.from_module(net))
             scheduler.step()
     bar.close()
-    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in averaged.modules()):
-        update_bn([x[j : j + batch_size] for j in range(0, len(y), batch_size)], averaged)
+    update_bn(averaged.module, batches.src, batch_size=batch_size, forward=forward, weighting=bn_weighting)
     averaged.module.eval()
     net.eval()
     return SWAResult(
@@ -156,8 +167,51 @@ def swa(
         sgd=Weights.from_module(net),
         collected=collected,
         snapshots=snapshots,
-        lr=lrs,
+        lr=np.asarray(lrs, dtype=np.float64),
     )
+
+
+@torch.no_grad()
+def update_bn(model: nn.Module, data, *, batch_size: int = 128, forward=None, weighting: str = "batch") -> nn.Module:
+    """Recompute the BatchNorm statistics of ``model`` in place: one pass over ``data``.
+
+    The running statistics become the averages over the batches (in memory: consecutive
+    slices of ``batch_size``; a loader's own batches) of the batch means and unbiased batch
+    variances: every batch weighted equally (``weighting="batch"``, what
+    :func:`torch.optim.swa_utils.update_bn` computes on the same batches, and the engine's
+    ``bn="recompute"``), or by its sample count (``"samples"``: the means are then those of
+    the whole data set). Any data, batch and model output of :mod:`landscape.batches` is read
+    and a ``forward(model, batch)`` may replace the call. A model without BatchNorm is
+    returned untouched, without a pass; its train/eval mode and the layers' momenta are
+    restored.
+    """
+    from ..batches import as_source
+
+    if weighting not in ("batch", "samples"):
+        raise ValueError(f"weighting should be 'batch' or 'samples', got {weighting!r}")
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return model
+    state = [(m, m.momentum) for m in bns]
+    was_training = model.training
+    for m in bns:
+        m.reset_running_stats()
+    first = next(iter(model.parameters()), None)
+    device = first.device if first is not None else None
+    dtype = first.dtype if first is not None else None
+    model.train()
+    seen = 0
+    try:
+        for b, batch in enumerate(as_source(data).batches(batch_size, device, dtype, split=False), 1):
+            seen += batch.count
+            for m in bns:  # the cumulative average, over batches or over samples
+                m.momentum = 1.0 / b if weighting == "batch" else batch.count / seen
+            call_model(model, None, batch, forward)
+    finally:
+        for m, momentum in state:
+            m.momentum = momentum
+        model.train(was_training)
+    return model
 
 
 def swa_line(swa_weights: Weights, sgd_weights: Weights):
