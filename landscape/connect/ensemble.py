@@ -30,7 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data import as_xy
+from ..batches import as_source
+from ..train import batch_input, first_inputs
 from ..weights import Weights
 from .adjust import _check_pair, _Stack, _transitional
 
@@ -110,18 +111,21 @@ class WAEnsemble:
         return torch.softmax(self.logits(x), -1).mean(0)
 
     def evaluate(self, data, batch_size: int = 4096) -> dict[str, Any]:
-        """``acc`` and ``nll`` of the ensemble and ``member_acc`` of each member on ``data``."""
-        x, y = as_xy(data)
-        y = y.long()
-        correct, nll, member = 0.0, 0.0, np.zeros(len(self.members))
-        for i in range(0, len(y), batch_size):
-            xb, yb = x[i : i + batch_size], y[i : i + batch_size]
+        """``acc`` and ``nll`` of the ensemble and ``member_acc`` of each member on ``data``
+        (any data :func:`landscape.batches.as_source` reads, in batches of at most
+        ``batch_size``; each batch needs one input tensor and class targets)."""
+        correct, nll, member, n = 0.0, 0.0, np.zeros(len(self.members)), 0
+        for batch in as_source(data).batches(batch_size):
+            xb = batch_input(batch, "WA-ensemble evaluation")
+            if batch.target is None:
+                raise ValueError("WA-ensemble evaluation needs class targets; a batch has none")
+            yb = batch.target.long()
             logits = self.logits(xb)
             p = torch.softmax(logits, -1).mean(0)
             correct += float((p.argmax(-1) == yb).sum())
             nll += float(-torch.log(p[torch.arange(len(yb)), yb].clamp_min(1e-300)).sum())
             member += (logits.argmax(-1) == yb).sum(1).double().numpy()
-        n = len(y)
+            n += len(yb)
         return {"acc": correct / n, "nll": nll / n, "member_acc": (member / n).tolist()}
 
     def cost(self) -> dict[str, int]:
@@ -171,10 +175,10 @@ def wa_ensemble(
         A plain MLP stack with parameter-free activations, or a sequential convnet.
     members : sequence of Weights
         Independently trained networks; the first is the reference whose backbone is kept.
-    X : Tensor[N, ...] or TensorData
+    X : Tensor[N, ...], TensorData, DataLoader, Dataset or iterable of batches
         The batch the adjusted layers are fitted on (more samples than the widest layer's
         inputs for an exact fit), and where every member's BatchNorm statistics are
-        recomputed.
+        recomputed; of data, all its inputs (:func:`landscape.train.first_inputs`).
     head_layers : int
         ``1..L``: layers of each member's own head. The first ``L - head_layers`` layers are
         the reference's; layer ``L - head_layers + 1`` of member ``j`` is refitted to
@@ -197,7 +201,9 @@ def wa_ensemble(
         raise ValueError(f"head_layers should be an integer in 1..{st.n} for this model, got {head_layers!r}")
     head_layers = int(head_layers)
     k = st.n - head_layers + 1  # the refitted layer
-    sample = torch.as_tensor(getattr(X, "x", X))[:1]
+    if not torch.is_tensor(X) and not isinstance(X, np.ndarray):
+        X = first_inputs(X, what="weight adjustment")
+    sample = torch.as_tensor(X)[:1]
     if k == 1:
         return WAEnsemble(model, members, head_layers, st, sample).recompute_bn(X)
     h0 = st.input(X)
@@ -299,7 +305,7 @@ def wa_ensemble_curve(
     ----------
     model, members, X, ridge
         See :func:`wa_ensemble`.
-    data : TensorData or (x, y)
+    data : TensorData, (x, y), DataLoader, Dataset or iterable of batches
         Where the ensembles are evaluated (a held-out split).
     head_layers : sequence of int, optional
         Head sizes (default ``1..L``; ``L`` is the ordinary ensemble).
@@ -311,6 +317,8 @@ def wa_ensemble_curve(
     WAEnsembleCurve
     """
     st = _Stack(model)
+    if not torch.is_tensor(X) and not isinstance(X, np.ndarray):
+        X = first_inputs(X, what="weight adjustment")  # read once for every head size
     heads = list(range(1, st.n + 1)) if head_layers is None else [int(n) for n in head_layers]
     sizes = list(range(1, len(members) + 1)) if sizes is None else [int(m) for m in sizes]
     if not sizes or min(sizes) < 1 or max(sizes) > len(members):

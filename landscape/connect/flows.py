@@ -1332,6 +1332,8 @@ def fit_bijection(
     batch_size: int = 128,
     pairs_per_step: int = 1,
     seed: int = 0,
+    loss=None,
+    forward=None,
     progress: bool = False,
 ) -> list[float]:
     """Train the flows so that the paths between trained networks have low loss (Bijection).
@@ -1360,8 +1362,9 @@ def fit_bijection(
         Disjoint neuron groups, one flow each.
     flows : dict of str to RealNVP or IAF
         Trained in place.
-    data : TensorData or tuple of (Tensor[N, ...], Tensor[N])
-        Inputs and integer class labels of the training loss.
+    data : TensorData, (Tensor[N, ...], Tensor[N]), DataLoader, Dataset or iterable of batches
+        Inputs and targets of the training loss (:class:`landscape.train.TrainBatches`: in
+        memory a seeded shuffle per epoch, a loader's own batches).
     epochs : int
         Passes over ``data``.
     lr : float
@@ -1372,6 +1375,10 @@ def fit_bijection(
         Pairs ``(A, B)`` (each with its own ``t``) averaged in one step on the same minibatch.
     seed : int
         Seed of the data order, the pairs and ``t``.
+    loss : callable, str or Metric, optional
+        The path loss on a batch (default cross-entropy; :func:`landscape.train.resolve_loss`).
+    forward : callable, optional
+        ``forward(model, batch) -> output`` replacing the default model call.
     progress : bool
         Show a progress bar (``tqdm.auto``).
 
@@ -1383,11 +1390,9 @@ def fit_bijection(
     weights = _check_weights_list(weights, "weights", minimum=2)
     _check_model(model, weights[0])
     groups = _check_groups(groups, weights[0], flows)
-    from ..data import as_xy
+    from ..train import TrainBatches, loss_of, resolve_loss
 
-    x_all, y_all = as_xy(data)
-    if x_all.shape[0] < 1 or y_all.shape[0] != x_all.shape[0]:
-        raise ValueError(f"data should hold N >= 1 inputs and N labels, got {x_all.shape[0]} and {y_all.shape[0]}")
+    lossfn = resolve_loss(loss)
     _check_int(epochs, "epochs", 0)
     _check_positive(lr, "lr")
     _check_int(batch_size, "batch_size", 1)
@@ -1399,7 +1404,9 @@ def fit_bijection(
     ws = [OrderedDict((k, v.to(device)) for k, v in w.items()) for w in weights]
     opt = torch.optim.Adam(params, lr=lr)
     gen = torch.Generator().manual_seed(int(seed))
-    m, n = len(ws), x_all.shape[0]
+    dtype = next((v.dtype for v in ws[0].values() if v.is_floating_point()), None)
+    batches = TrainBatches(data, batch_size, generator=gen, device=device, dtype=dtype)
+    m = len(ws)
     history: list[float] = []
     bar = _progress(epochs, "fit bijection", progress)
     model_mode = model.training
@@ -1409,25 +1416,22 @@ def fit_bijection(
         flows[g.name].train()
     try:
         for _ in range(epochs):
-            perm = torch.randperm(n, generator=gen)
-            total = 0.0
-            for i in range(0, n, batch_size):
-                idx = perm[i : i + batch_size]
-                xb, yb = x_all[idx].to(device), y_all[idx].to(device)
-                loss = 0.0
+            total, n = 0.0, 0
+            for batch in batches.epoch():
+                value = 0.0
                 for _ in range(pairs_per_step):
                     a = int(torch.randint(m, (1,), generator=gen))
                     b = int(torch.randint(m - 1, (1,), generator=gen))
                     b += b >= a
                     t = float(torch.rand((), generator=gen, dtype=torch.float64))
                     tensors = flow_path_tensors(ws[a], ws[b], groups, flows, t)
-                    out = torch.func.functional_call(model, tensors, (xb,))
-                    loss = loss + F.cross_entropy(out, yb)
-                loss = loss / pairs_per_step
+                    value = value + loss_of(model, tensors, batch, lossfn, forward)
+                value = value / pairs_per_step
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                value.backward()
                 opt.step()
-                total = total + loss.detach() * idx.numel()
+                total = total + value.detach() * batch.count
+                n += batch.count
             history.append(float(total) / n)
             if bar is not None:
                 bar.update(1)

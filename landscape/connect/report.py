@@ -257,10 +257,11 @@ class ConnectionReport:
 
 # ---------------------------------------------------------------------------- building
 def _inputs(data):
-    """Inputs of ``wa_data``: a tensor, or those of a TensorData / (x, y) tuple."""
-    from ..data import as_xy
+    """Inputs of ``wa_data``: a tensor, or all inputs of any data (a TensorData / (x, y) tuple:
+    its ``x``; a loader or iterable: the single input tensor of every batch, concatenated)."""
+    from ..train import first_inputs
 
-    return data if torch.is_tensor(data) else as_xy(data)[0]
+    return first_inputs(data, what="weight adjustment (wa_data)")
 
 
 def _ot_t(t1: np.ndarray, t2: np.ndarray) -> tuple[np.ndarray, np.ndarray, slice]:
@@ -313,8 +314,8 @@ def compare_connections(
     A, B : Weights
         The two networks.
     splits : mapping of str to data
-        Data splits to evaluate on, e.g. ``{"train": train, "test": test}`` (TensorData or
-        ``(x, y)`` tuples).
+        Data splits to evaluate on, e.g. ``{"train": train, "test": test}`` (TensorData,
+        ``(x, y)`` tuples, DataLoaders or iterables of batches: :func:`landscape.evaluate`).
     methods : sequence of str
         Any of ``"linear"``, ``"arc"``, ``"linear+wa"``, ``"arc+wa"``, ``"ot"``,
         ``"ot+wa"``. On a network with one hidden layer WA methods are :func:`wa_path`; on
@@ -324,8 +325,8 @@ def compare_connections(
     points : int
         Values of ``t`` along each path (for OT: of stage 1; stage 2 is evaluated at its swap
         points, one inside each swap).
-    wa_data : TensorData or tuple or Tensor, optional
-        The batch WA fits the second layer on (default: the first split). WA paths start and
+    wa_data : TensorData, tuple, Tensor, DataLoader or iterable of batches, optional
+        The batch WA fits the second layer on (default: the first split; all its inputs). WA paths start and
         end at ``A`` and ``B`` exactly (``snap_ends=True``).
     curves : mapping of str to Curve, optional
         Trained curves between ``A`` and ``B`` (:class:`~landscape.curves.Curve`, e.g. the

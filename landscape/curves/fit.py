@@ -13,6 +13,11 @@ with the mean over a fixed quadrature grid, gradients flowing through both L and
 BatchNorm uses batch statistics during training (the model is in train mode); evaluate
 trained curves with ``bn="recompute"``.
 
+Any data :class:`landscape.train.TrainBatches` reads trains a curve (in memory: a seeded
+shuffle per epoch; a DataLoader: its own batches), with any batch and model output of
+:mod:`landscape.batches`, a ``loss`` (cross-entropy by default, ``"token_loss"`` for causal
+language models) and a user ``forward(model, batch)``.
+
 Reference: Garipov et al., NeurIPS 2018 (seeds 000-002).
 """
 
@@ -28,8 +33,10 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, vmap
+from torch.func import vmap
 
+from ..batches import Batch, call_model
+from ..train import TrainBatches, resolve_loss
 from .curve import Curve, load_curve
 
 __all__ = ["FitResult", "SCHEDULES", "curve_loss", "fit_curve", "learning_rate_factor"]
@@ -59,13 +66,14 @@ def learning_rate_factor(schedule: str, progress: float) -> float:
 def curve_loss(
     model: nn.Module,
     curve: Curve,
-    x: torch.Tensor,
-    y: torch.Tensor,
+    x: torch.Tensor | Batch,
+    y: torch.Tensor | None,
     t: torch.Tensor,
     *,
     fair: bool = False,
     quadrature: torch.Tensor | None = None,
-    loss_fn: Callable = F.cross_entropy,
+    loss_fn=F.cross_entropy,
+    forward: Callable | None = None,
 ) -> torch.Tensor:
     """The curve loss on one batch at the points ``t`` (differentiable w.r.t. ``curve.bends``).
 
@@ -74,14 +82,19 @@ def curve_loss(
     model : nn.Module
         Evaluated with ``functional_call`` in its current mode (train mode for fitting).
     curve : Curve
-    x, y : Tensor
-        A batch.
+    x, y : Tensor, or a Batch and None
+        A batch: inputs and targets, or a :class:`landscape.batches.Batch` (``y`` None).
     t : Tensor[T]
         Positions; T > 1 evaluates them as a batch of points (vmap).
     fair : bool
         Weight each t by ``||phi'(t)||`` over its mean on ``quadrature``.
     quadrature : Tensor[Q], optional
         The fixed grid of the fair loss (default 64 midpoints).
+    loss_fn : callable, str or Metric
+        ``fn(output, target)`` averaging over the batch (default cross-entropy), or a metric
+        name / Metric (:func:`landscape.train.resolve_loss`).
+    forward : callable, optional
+        ``forward(model, batch) -> output`` replacing the default model call.
 
     Returns
     -------
@@ -95,13 +108,18 @@ def curve_loss(
         # in place: give it real copies, never views of the endpoints' tensors
         if not e.is_parameter:
             tensors[e.name] = tensors[e.name].detach().clone()
-    if t.numel() == 1:
-        out = functional_call(model, {n: v[0] for n, v in tensors.items()}, (x,))[None]
+    if isinstance(x, Batch):
+        if y is not None:
+            raise ValueError("curve_loss takes a Batch with y=None (the targets are the batch's)")
+        batch = x
     else:
-        out = vmap(lambda p, xb: functional_call(model, p, (xb,)), in_dims=(0, None), randomness="different")(
-            tensors, x
-        )
-    losses = torch.stack([loss_fn(o, y) for o in out])
+        batch = Batch((x,), {}, y, int(x.shape[0]), (x, y))
+    lossfn = resolve_loss(loss_fn)
+    if t.numel() == 1:
+        out = call_model(model, {n: v[0] for n, v in tensors.items()}, batch, forward)[None]
+    else:
+        out = vmap(lambda p: call_model(model, p, batch, forward), randomness="different")(tensors)
+    losses = torch.stack([lossfn(o, batch) for o in out])
     if not fair:
         return losses.mean()
     gram = curve.gram()
@@ -141,6 +159,8 @@ def fit_curve(
     force: bool = False,
     progress: bool = True,
     on_epoch: Callable[[int, list[dict]], None] | None = None,
+    loss=None,
+    forward: Callable | None = None,
 ) -> FitResult:
     """Train the bends of ``curve`` so that the loss stays low all along it.
 
@@ -151,8 +171,11 @@ def fit_curve(
         module is not modified).
     curve : Curve
         Its ``bends`` are updated in place.
-    data : TensorData or tuple (x, y)
-        Training set (shuffled every epoch with ``seed``).
+    data : TensorData, (x, y), DataLoader, Dataset or iterable of batches
+        Training set: in memory (and a Dataset) shuffled every epoch with ``seed``; a
+        loader's own batches in its order (:class:`landscape.train.TrainBatches`). Resuming
+        is exact when the data's order is (in memory always; a loader that shuffles draws
+        its own order).
     epochs, batch_size, lr, momentum : SGD settings.
     weight_decay : float
         L2 penalty :math:`\\frac{\\lambda}{2}\\lVert\\theta\\rVert^2` on the bends' parameters.
@@ -169,6 +192,12 @@ def fit_curve(
         Overwrite an existing checkpoint when not resuming.
     on_epoch : callable, optional
         ``on_epoch(epoch, history)`` after every epoch (after the checkpoint is saved).
+    loss : callable, str or Metric, optional
+        The loss along the curve: default cross-entropy; a callable ``fn(output, target)``
+        averaging over its batch, or a metric name / Metric such as ``"token_loss"``
+        (:func:`landscape.train.resolve_loss`).
+    forward : callable, optional
+        ``forward(model, batch) -> output`` replacing the default model call.
 
     Returns
     -------
@@ -184,8 +213,10 @@ def fit_curve(
     device = (
         torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     )
-    x_all, y_all = (data.x, data.y) if hasattr(data, "x") else data
-    x_all, y_all = x_all.to(device), y_all.to(device)
+    lossfn = resolve_loss(loss)
+    dtype = next((v.dtype for v in curve.start.values() if v.is_floating_point()), torch.float32)
+    gen = torch.Generator().manual_seed(int(seed))
+    batches = TrainBatches(data, batch_size, generator=gen, device=device, dtype=dtype)
     work = copy.deepcopy(model).to(device).train()
     for p in work.parameters():
         p.requires_grad_(False)
@@ -207,32 +238,28 @@ def fit_curve(
             raise FileExistsError(
                 f"'{checkpoint}' already exists; pass resume=True (CLI: --resume) to continue it or force=True (--force)"
             )
-    gen = torch.Generator().manual_seed(int(seed))
+    steps_per_epoch = batches.steps_per_epoch()
     for _ in range(first_epoch):  # replay the random stream of finished epochs
-        torch.randperm(x_all.shape[0], generator=gen)
-        for _ in range(math.ceil(x_all.shape[0] / batch_size)):
+        batches.skip_epoch()
+        for _ in range(steps_per_epoch):
             torch.rand(t_per_batch, generator=gen, dtype=torch.float64)
-    n = x_all.shape[0]
-    steps_per_epoch = math.ceil(n / batch_size)
     bar = _bar(epochs, first_epoch, progress)
     try:
         for epoch in range(first_epoch, epochs):
-            perm = torch.randperm(n, generator=gen).to(device)
             total, count = 0.0, 0
-            for step in range(steps_per_epoch):
+            for step, batch in zip(range(steps_per_epoch), batches.epoch()):
                 factor = learning_rate_factor(schedule, (epoch + step / steps_per_epoch) / epochs)
                 for g in opt.param_groups:
                     g["lr"] = lr * factor
-                idx = perm[step * batch_size : (step + 1) * batch_size]
                 t = torch.rand(t_per_batch, generator=gen, dtype=torch.float64).to(device)
-                loss = curve_loss(work, curve, x_all[idx], y_all[idx], t, fair=fair)
+                value = curve_loss(work, curve, batch, None, t, fair=fair, loss_fn=lossfn, forward=forward)
                 penalty = 0.5 * weight_decay * curve.bends[:, mask].pow(2).sum() if weight_decay else 0.0
                 opt.zero_grad(set_to_none=True)
-                (loss + penalty).backward()
+                (value + penalty).backward()
                 curve.bends.grad.mul_(mask.to(curve.bends.dtype))  # running statistics are not trained
                 opt.step()
-                total += float(loss.detach()) * len(idx)
-                count += len(idx)
+                total += float(value.detach()) * batch.count
+                count += batch.count
             history.append({"epoch": epoch + 1, "loss": total / count, "lr": lr * factor})
             if checkpoint is not None:
                 curve.save(

@@ -38,6 +38,7 @@ def predict(
     bn_data=None,
     precision: str = "fp32",
     device=None,
+    forward=None,
     progress: bool = False,
 ) -> dict[str, EnsembleResult]:
     """Accuracy, NLL and calibration of the prediction schemes of ``vmodel`` on ``data``.
@@ -46,16 +47,18 @@ def predict(
     ----------
     vmodel : nn.Module
         A network with variational layers; not modified.
-    data : TensorData or (x, y)
+    data : TensorData, (x, y), DataLoader, Dataset or iterable of batches
+        Streamed through the engine (the targets come from its batches).
     schemes : sequence of {"deterministic", "stochastic", "ensemble"}, or one of them
     samples : int
         ``K``, the ensemble's members.
     seed : int
         Seeds the weight samples (:func:`~landscape.variational.sample_weights`); the
         stochastic scheme's sample is the ensemble's first member.
-    bn, bn_data, precision, device, progress
+    bn, bn_data, precision, device, forward, progress
         As for :func:`~landscape.ensembles.evaluate_ensemble` (BatchNorm statistics are
-        those ``vmodel`` accumulated in training unless ``bn`` recomputes them per sample).
+        those ``vmodel`` accumulated in training unless ``bn`` recomputes them per sample;
+        ``forward(model, batch)`` receives the deterministic twin).
 
     Returns
     -------
@@ -76,5 +79,5 @@ def predict(
     if "stochastic" in schemes or "ensemble" in schemes:
         draws = sampler.draw(int(samples) if "ensemble" in schemes else 1, seed)
     members = {"deterministic": [sampler.mean()], "stochastic": draws[:1], "ensemble": draws}
-    kw = dict(bn=bn, bn_data=bn_data, precision=precision, device=device, progress=progress)
+    kw = dict(bn=bn, bn_data=bn_data, precision=precision, device=device, forward=forward, progress=progress)
     return {s: evaluate_ensemble(sampler.twin, members[s], data, **kw) for s in dict.fromkeys(schemes)}

@@ -15,15 +15,14 @@ cross-entropy of the batch) and the KL of :func:`~landscape.variational.kl_diver
 
 from __future__ import annotations
 
-import math
 import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..data import as_xy
+from ..batches import call_model
+from ..train import TrainBatches, resolve_loss
 from .kl import kl_divergence
 from .layers import variational_mode
 
@@ -40,6 +39,8 @@ def fit_elbo(
     kl_weight: float = 1.0,
     warmup_epochs: float = 0,
     seed: int = 0,
+    loss=None,
+    forward=None,
     progress: bool = False,
 ) -> dict[str, list[float] | float]:
     """Train ``vmodel`` in place with Adam on the negative ELBO per sample.
@@ -50,10 +51,12 @@ def fit_elbo(
         A network with variational layers (:func:`~landscape.variational.convert`); trained
         in "sample" mode (local reparameterization) whatever its layers' modes, which are
         restored afterwards together with its train/eval flag.
-    data : TensorData or (x, y)
-        The training set; ``N = len(y)`` scales the KL.
+    data : TensorData, (x, y), DataLoader, Dataset or iterable of batches
+        The training set (:class:`landscape.train.TrainBatches`); its size ``N`` scales the
+        KL (a loader's ``len(loader.sampler)`` or ``len(loader.dataset)``, else one counting
+        pass).
     epochs : int
-        Passes over the data (the last batch of an epoch may be smaller).
+        Passes over the data (in memory the last batch of an epoch may be smaller).
     lr : float
         Adam's learning rate (all parameters, the noise parameters included).
     batch_size : int
@@ -65,6 +68,11 @@ def fit_elbo(
     seed : int
         Seeds the batch order and the noise (in a forked RNG: the caller's global RNG state is
         left as it was).
+    loss : callable, str or Metric, optional
+        The data term per sample (default cross-entropy; see
+        :func:`landscape.train.resolve_loss`).
+    forward : callable, optional
+        ``forward(model, batch) -> output`` replacing the default model call.
     progress : bool
         A ``tqdm`` bar over epochs.
 
@@ -72,9 +80,10 @@ def fit_elbo(
     -------
     dict
         Lists with one value per epoch: ``loss`` (the minimised objective, averaged over the
-        epoch's batches), ``nll`` (mean cross-entropy), ``kl`` (KL of the whole network at
-        the end of the epoch), ``kl_weight`` (:math:`\\beta` at the end of the epoch),
-        ``acc`` (training accuracy of the sampled forward passes); ``seconds`` (float).
+        epoch's batches), ``nll`` (the mean data term, cross-entropy by default), ``kl`` (KL of
+        the whole network at the end of the epoch), ``kl_weight`` (:math:`\\beta` at the end of
+        the epoch), ``acc`` (training accuracy of the sampled forward passes; NaN where the
+        targets are not one class per sample); ``seconds`` (float).
     """
     if int(epochs) != epochs or epochs < 1:
         raise ValueError(f"epochs should be a positive integer, got {epochs!r}")
@@ -83,19 +92,17 @@ def fit_elbo(
             f"expected batch_size >= 1, lr > 0, kl_weight >= 0, warmup_epochs >= 0; got batch_size={batch_size}, "
             f"lr={lr}, kl_weight={kl_weight}, warmup_epochs={warmup_epochs}"
         )
-    x, y = as_xy(data)
-    n = len(y)
-    if n == 0:
-        raise ValueError("data is empty (0 samples)")
+    lossfn = resolve_loss(loss)
     first = next(iter(vmodel.parameters()), None)
     device = first.device if first is not None else torch.device("cpu")
     dtype = first.dtype if first is not None else torch.float32
-    x = x.to(device=device, dtype=dtype if x.is_floating_point() else None)
-    y = y.to(device)
-    per_epoch = math.ceil(n / batch_size)
-    warmup_iters = warmup_epochs * per_epoch
-    opt = torch.optim.Adam(vmodel.parameters(), lr=lr)
     g = torch.Generator().manual_seed(int(seed))
+    batches = TrainBatches(data, batch_size, generator=g, device=device, dtype=dtype)
+    n = batches.n
+    if n == 0:
+        raise ValueError("data is empty (0 samples)")
+    warmup_iters = warmup_epochs * batches.steps_per_epoch() if warmup_epochs > 0 else 0
+    opt = torch.optim.Adam(vmodel.parameters(), lr=lr)
     hist: dict[str, list[float]] = {k: [] for k in ("loss", "nll", "kl", "kl_weight", "acc")}
     was_training = vmodel.training
     start = time.perf_counter()
@@ -110,22 +117,21 @@ def fit_elbo(
         torch.manual_seed(int(seed))
         vmodel.train()
         for _ in range(int(epochs)):
-            order = torch.randperm(n, generator=g).to(device)
-            sums = np.zeros(3)
-            for b in range(per_epoch):
+            sums, steps = np.zeros(3), 0
+            for batch in batches.epoch():
                 it += 1
+                steps += 1
                 beta = kl_weight * (min(1.0, it / warmup_iters) if warmup_iters > 0 else 1.0)
-                idx = order[b * batch_size : (b + 1) * batch_size]
-                out = vmodel(x[idx])
-                nll = F.cross_entropy(out, y[idx])
-                loss = nll + beta * kl_divergence(vmodel).to(nll.device) / n if beta > 0 else nll
+                out = call_model(vmodel, None, batch, forward)
+                nll = lossfn(out, batch)
+                objective = nll + beta * kl_divergence(vmodel).to(nll.device) / n if beta > 0 else nll
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                objective.backward()
                 opt.step()
-                sums += [loss.item(), nll.item(), (out.argmax(-1) == y[idx]).float().mean().item()]
+                sums += [objective.item(), nll.item(), _accuracy(out, batch.target)]
             with torch.no_grad():
                 kl = float(kl_divergence(vmodel))
-            means = sums / per_epoch
+            means = sums / steps
             for key, v in zip(("loss", "nll", "kl", "kl_weight", "acc"), (means[0], means[1], kl, beta, means[2])):
                 hist[key].append(float(v))
             if bar is not None:
@@ -137,3 +143,10 @@ def fit_elbo(
     out_hist: dict[str, list[float] | float] = dict(hist)
     out_hist["seconds"] = time.perf_counter() - start
     return out_hist
+
+
+def _accuracy(out: torch.Tensor, y: torch.Tensor | None) -> float:
+    """Fraction of arg-max predictions equal to class targets ``y`` (NaN for other targets)."""
+    if y is None or y.is_floating_point() or tuple(out.shape[:-1]) != tuple(y.shape):
+        return float("nan")
+    return (out.argmax(-1) == y).float().mean().item()
