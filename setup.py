@@ -152,8 +152,12 @@ setup(
         "h5py",
         "matplotlib",
         "tqdm",
+        "safetensors",
     ],
-    extras_require={"test": ["pytest", "ruff", "safetensors"]},
+    extras_require={
+        "hf": ["transformers>=4.48"],
+        "test": ["pytest", "ruff", "transformers>=4.48"],
+    },
     entry_points={"console_scripts": ["landscape = landscape.cli:main"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,

@@ -43,7 +43,7 @@ _STAT_KINDS = ("bn_running_mean", "bn_running_var")
 
 def _is_small(kind: str, t: torch.Tensor) -> bool:
     """Bias, BatchNorm and other tensors with at most one dimension (the 'biasbn' group)."""
-    return t.dim() <= 1 or kind in ("bias", "bn_weight", "bn_bias") or kind in _STAT_KINDS
+    return t.dim() <= 1 or kind in ("bias", "bn_weight", "bn_bias", "norm_weight", "norm_bias") or kind in _STAT_KINDS
 
 
 def normalize_direction(

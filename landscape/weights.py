@@ -20,6 +20,7 @@ may omit the aliases of tied tensors (Hugging Face files omit ``lm_head.weight``
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import pickle
@@ -55,6 +56,8 @@ KINDS = (
     "bn_running_mean",
     "bn_running_var",
     "bn_count",  # num_batches_tracked (integer, never combined)
+    "norm_weight",  # LayerNorm / RMSNorm / GroupNorm scale (no running statistics)
+    "norm_bias",
     "param",  # any other parameter
     "buffer",  # any other buffer
 )
@@ -99,6 +102,21 @@ class Entry:
         return slice(self.offset, self.offset + self.numel)
 
 
+def _is_hf_conv1d(mod: nn.Module) -> bool:
+    return type(mod).__name__ == "Conv1D" and hasattr(mod, "nf") and getattr(mod, "weight", None) is not None
+
+
+def _is_norm(mod: nn.Module) -> bool:
+    """LayerNorm, RMSNorm, GroupNorm and the norms of Hugging Face models (``LlamaRMSNorm``,
+    ``T5LayerNorm``...): normalization layers without running statistics."""
+    if isinstance(mod, (nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)):
+        return True
+    if hasattr(nn, "RMSNorm") and isinstance(mod, nn.RMSNorm):
+        return True
+    name = type(mod).__name__
+    return name.endswith(("RMSNorm", "LayerNorm")) and not list(mod.children())
+
+
 class Layout:
     """Order, shapes and kinds of a model's named tensors.
 
@@ -129,6 +147,22 @@ class Layout:
                 filter_dim = 1 if getattr(mod, "transposed", False) else 0
                 kinds[prefix + "weight"] = ("weight", filter_dim)
                 kinds[prefix + "bias"] = ("bias", None)
+            elif _is_hf_conv1d(mod):
+                # Hugging Face's Conv1D (GPT-2) stores its weight transposed, [in, out]:
+                # a filter (one output unit) is a column
+                kinds[prefix + "weight"] = ("weight", 1)
+                kinds[prefix + "bias"] = ("bias", None)
+            elif isinstance(mod, (nn.Embedding, nn.EmbeddingBag)):
+                kinds[prefix + "weight"] = ("weight", 0)  # a filter is one token's vector
+            elif isinstance(mod, nn.MultiheadAttention):
+                for name in ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight"):
+                    kinds[prefix + name] = ("weight", 0)
+                kinds[prefix + "in_proj_bias"] = ("bias", None)
+                kinds[prefix + "bias_k"] = ("bias", None)
+                kinds[prefix + "bias_v"] = ("bias", None)
+            elif _is_norm(mod):
+                kinds[prefix + "weight"] = ("norm_weight", None)
+                kinds[prefix + "bias"] = ("norm_bias", None)
         param_names = {n for n, _ in model.named_parameters(remove_duplicate=False)}
         entries = []
         offset = 0
@@ -399,13 +433,81 @@ def _unwrap(obj: Any, path: str) -> dict[str, torch.Tensor]:
     return sd
 
 
+HF_INDEX = "model.safetensors.index.json"
+HF_SINGLE = "model.safetensors"
+
+
+def model_folder_files(folder: str | os.PathLike) -> list[str]:
+    """The weight files of a Hugging Face model folder: ``model.safetensors``, or the shards
+    that ``model.safetensors.index.json`` lists (each must exist)."""
+    folder = os.fspath(folder)
+    index = os.path.join(folder, HF_INDEX)
+    if os.path.isfile(index):
+        try:
+            with open(index) as f:
+                weight_map = json.load(f)["weight_map"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise CheckpointError(
+                f"'{index}' is not a readable shard index (expected a JSON 'weight_map'): {e}"
+            ) from None
+        files = sorted(set(weight_map.values()))
+        missing = [f for f in files if not os.path.isfile(os.path.join(folder, f))]
+        if missing:
+            raise CheckpointError(
+                f"checkpoint folder '{folder}' lacks shard '{missing[0]}' listed in {HF_INDEX}"
+                + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+            )
+        return [os.path.join(folder, f) for f in files]
+    if os.path.isfile(os.path.join(folder, HF_SINGLE)):
+        return [os.path.join(folder, HF_SINGLE)]
+    raise CheckpointError(
+        f"checkpoint '{folder}' is a directory but not a model folder: expected {HF_SINGLE} or {HF_INDEX} "
+        "in it (or give a .pt/.pth/.safetensors file)"
+    )
+
+
+def _read_files(files: list[str], path: str) -> dict[str, torch.Tensor]:
+    """Every tensor of one or more safetensors files, read one tensor at a time."""
+    try:
+        from safetensors import safe_open
+    except ImportError as e:  # pragma: no cover - a dependency
+        raise CheckpointError(f"checkpoint '{path}' needs the 'safetensors' package (pip install safetensors)") from e
+    out: dict[str, torch.Tensor] = {}
+    for file in files:
+        try:
+            with safe_open(file, framework="pt", device="cpu") as f:
+                for key in f.keys():  # noqa: SIM118 - safe_open has no __iter__
+                    if key in out:
+                        raise CheckpointError(
+                            f"checkpoint '{path}': tensor '{key}' is stored twice (again in '{file}')"
+                        )
+                    out[key] = f.get_tensor(key)
+        except CheckpointError:
+            raise
+        except Exception as e:
+            raise CheckpointError(f"checkpoint '{file}' is not a readable safetensors file: {e}") from e
+    return out
+
+
+def checkpoint_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a checkpoint file; for a model folder, of its weight files' names and digests."""
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        return file_sha256(path)
+    h = hashlib.sha256()
+    for file in model_folder_files(path):
+        h.update(f"{os.path.basename(file)}:{file_sha256(file)}\n".encode())
+    return h.hexdigest()
+
+
 def read_state_dict(path: str | os.PathLike, *, trust: bool = False) -> dict[str, torch.Tensor]:
-    """Read a state_dict from ``.pt``/``.pth``/``.safetensors``, unwrapping common wrappers.
+    """Read a state_dict from ``.pt``/``.pth``/``.safetensors`` (unwrapping common wrappers)
+    or a Hugging Face model folder (single-file or sharded safetensors, read tensor by tensor).
 
     Parameters
     ----------
     path : str
-        The checkpoint file.
+        The checkpoint file or model folder.
     trust : bool
         Allow arbitrary pickled Python objects (runs code from the file). Off by default:
         ``torch.load(weights_only=True)``.
@@ -414,18 +516,9 @@ def read_state_dict(path: str | os.PathLike, *, trust: bool = False) -> dict[str
     if not os.path.exists(path):
         raise CheckpointError(f"checkpoint '{path}' does not exist")
     if os.path.isdir(path):
-        raise CheckpointError(f"checkpoint '{path}' is a directory; expected a .pt/.pth/.safetensors file")
+        return _read_files(model_folder_files(path), path)
     if path.endswith(".safetensors"):
-        try:
-            from safetensors.torch import load_file
-        except ImportError as e:  # pragma: no cover - depends on environment
-            raise CheckpointError(
-                f"checkpoint '{path}' is a .safetensors file but the 'safetensors' package is not installed"
-            ) from e
-        try:
-            return _unwrap(load_file(path), path)
-        except Exception as e:
-            raise CheckpointError(f"checkpoint '{path}' is not a readable safetensors file: {e}") from e
+        return _unwrap(_read_files([path], path), path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as e:
@@ -455,7 +548,10 @@ def load_checkpoint(
     ----------
     path : str
         ``.pt``, ``.pth`` or ``.safetensors``; plain state_dicts and the usual wrappers
-        (``state_dict``, ``model_state``, ``model``, ``module.`` prefixes) are accepted.
+        (``state_dict``, ``model_state``, ``model``, ``module.`` prefixes) are accepted; or a
+        Hugging Face model folder (``model.safetensors`` or the shards of
+        ``model.safetensors.index.json``). Tensors keep the checkpoint's values; they are cast
+        to the model's dtype only where the two differ.
     model : nn.Module
         Gives the expected names, shapes and the layout. It is not modified.
     trust : bool
@@ -510,7 +606,7 @@ def load_checkpoint(
             f"{tuple(sd[extra[0]].shape)}) is in the checkpoint but not in the model"
         )
     tensors = {k: sd[k].to(dtype=expected[k].dtype) for k in expected if k in sd}
-    w = Weights(tensors, layout, source=path, sha256=file_sha256(path))
+    w = Weights(tensors, layout, source=path, sha256=checkpoint_sha256(path))
     if check_finite:
         bad = w.nonfinite()
         if bad:

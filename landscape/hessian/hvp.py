@@ -59,6 +59,7 @@ from torch.func import jvp, vmap
 
 from ..batches import Batch, BatchError, as_source, call_model
 from ..metrics import Metric, resolve_metrics
+from ..models.hf import set_eager_attention
 from ..pointset import PointSet
 from ..weights import Layout, Weights
 
@@ -304,6 +305,9 @@ class _LossHessian:
         self.model = copy.deepcopy(model).to(device=self.device, dtype=self.dtype).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
+        # scaled-dot-product attention has no double backward nor forward-mode AD on CPUs:
+        # Hugging Face models take their eager attention here (same function, other kernel)
+        set_eager_attention(self.model)
         self._selected = set(self.names)
         self._entries = [self.layout[n] for n in self.names]
         #: dimension of the operator: number of selected scalar parameters

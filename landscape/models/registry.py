@@ -6,6 +6,11 @@ Spec grammar
     A built-in factory, one of :func:`list_models` (``mlp``, ``convfc``, ``vgg16``,
     ``vgg16_bn``, ``small_cnn``, ``resnet20``, ``resnet32``, ``resnet44``, ``resnet56``, ``resnet110``,
     ``preresnet20``, ``preresnet56``, ``preresnet110``, ``preresnet164``).
+``hf:<dir>``
+    A Hugging Face model folder: the class named in its ``config.json`` ``architectures``,
+    built from the config alone (weights come from ``load_checkpoint(dir, model)``); needs
+    ``transformers`` (``pip install "landscape[hf]"``). kwargs: ``dtype``,
+    ``attn_implementation``. See :mod:`landscape.models.hf`.
 ``<package.module>:<attribute>[.<attribute>...]``
     Any importable callable returning an ``nn.Module`` (``torch.nn:Linear``,
     ``my_project.nets:make_net``); imported with :func:`importlib.import_module`. The current
@@ -19,6 +24,7 @@ given on the command line (``--model-kwargs '{"widths": [2000]}'``).
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import os
@@ -29,6 +35,7 @@ from typing import Any
 from torch import nn
 
 from .convnets import convfc, vgg16, vgg16_bn
+from .hf import HF_PREFIX, hf_model, is_hf_spec
 from .mlp import mlp
 from .resnet import (
     preresnet20,
@@ -113,6 +120,11 @@ def resolve_factory(spec: str) -> tuple[Callable[..., Any], str]:
             f"(expected one of {list_models()} or 'package.module:factory')"
         )
     spec = spec.strip()
+    if is_hf_spec(spec):
+        directory = spec[len(HF_PREFIX) :]
+        if not directory:
+            raise ModelSpecError("model spec 'hf:' names no folder; expected hf:<model folder>")
+        return functools.partial(hf_model, directory), f"{hf_model.__module__}:{hf_model.__qualname__}"
     if ":" not in spec:
         if spec not in _BUILTIN:
             raise ModelSpecError(
