@@ -338,7 +338,14 @@ class Engine:
         self.device = (
             torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
         )
-        self.dtype = torch.float64 if precision == "fp64" else torch.float32
+        # the dtype points are built in: fp64 for the oracle mode; a bf16 basis stays bf16 under
+        # bf16 precision (a bf16 model is never widened); fp32 otherwise (bf16 then autocasts)
+        if precision == "fp64":
+            self.dtype = torch.float64
+        elif precision == "bf16" and points.dtype == torch.bfloat16:
+            self.dtype = torch.bfloat16
+        else:
+            self.dtype = torch.float32
         self.batch_size, self.bn_batch_size = batch_size, bn_batch_size
         self.budget = int(max_memory) if max_memory is not None else _default_budget(self.device)
         self.max_points = points_per_pass or 64
@@ -748,7 +755,9 @@ def evaluate(
     bn_data : TensorData or tuple, optional
         Data for recomputing statistics (default ``data``); usually the train split.
     precision : {"fp32", "fp64", "tf32", "bf16"}
-        fp32 is the default and deterministic; fp64 is the oracle mode.
+        fp32 is the default and deterministic; fp64 is the oracle mode. Points are built in
+        that precision from the basis whatever its dtype (bf16 checkpoints are widened entry
+        by entry); ``bf16`` runs under autocast, and a bf16 basis then stays bf16.
     device : str or torch.device, optional
         Default: CUDA when available, else CPU.
     batch_size : int, optional

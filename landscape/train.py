@@ -38,8 +38,6 @@ from .metrics import Metric, resolve_metrics
 __all__ = [
     "Loss",
     "TrainBatches",
-    "batch_input",
-    "first_inputs",
     "loss_of",
     "resolve_loss",
     "train_classifier",
@@ -305,45 +303,6 @@ def _length(obj: Any) -> int | None:
 
 
 # ---------------------------------------------------------------------------- inputs for probes
-def batch_input(batch: Batch, what: str = "this analysis") -> Tensor:
-    """The single input tensor of a batch: the first element of a tuple batch, or the one
-    tensor of a dict batch other than its labels; one clear error otherwise."""
-    if len(batch.args) == 1 and not batch.kwargs and torch.is_tensor(batch.args[0]):
-        return batch.args[0]
-    if not batch.args:
-        tensors = [k for k, v in batch.kwargs.items() if torch.is_tensor(v)]
-        if len(tensors) == 1:
-            return batch.kwargs[tensors[0]]
-        got = f"a dict batch with input keys {sorted(batch.kwargs)}"
-    else:
-        got = f"a batch with {len(batch.args)} positional input(s) and keyword inputs {sorted(batch.kwargs)}"
-    raise BatchError(
-        f"{what} needs one input tensor per batch (a tensor, (inputs, targets) or a dict with one input tensor "
-        f"besides 'labels'); got {got}"
-    )
-
-
-def first_inputs(data: Any, samples: int | None = None, what: str = "this analysis") -> Tensor:
-    """The inputs of the first ``samples`` samples of ``data`` (all when None), on the CPU.
-
-    In memory: ``x[:samples]`` (``x`` itself for all); otherwise the single input tensors of
-    the first batches (:func:`batch_input`), concatenated.
-    """
-    if torch.is_tensor(data):
-        return data if samples is None else data[:samples]
-    src = as_source(data)
-    if src.in_memory:
-        return src.x if samples is None else src.x[:samples]
-    parts, seen = [], 0
-    for batch in src.batches(None, "cpu", split=False):
-        parts.append(batch_input(batch, what))
-        seen += batch.count
-        if samples is not None and seen >= samples:
-            break
-    x = torch.cat(parts)
-    return x if samples is None else x[:samples]
-
-
 # ---------------------------------------------------------------------------- a classifier
 def train_classifier(
     model: nn.Module,

@@ -15,9 +15,9 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 import landscape as ls
 from landscape import curves as C
-from landscape.batches import BatchError
+from landscape.batches import BatchError, first_inputs
 from landscape.ensembles import evaluate_ensemble, fge, fge_lr, sse, swa, swa_lr
-from landscape.train import TrainBatches, first_inputs, loss_of, train_classifier
+from landscape.train import TrainBatches, loss_of, train_classifier
 
 
 @pytest.fixture(autouse=True)

@@ -30,8 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..batches import as_source
-from ..train import batch_input, first_inputs
+from ..batches import as_source, batch_input, first_inputs
 from ..weights import Weights
 from .adjust import _check_pair, _Stack, _transitional
 
@@ -178,7 +177,7 @@ def wa_ensemble(
     X : Tensor[N, ...], TensorData, DataLoader, Dataset or iterable of batches
         The batch the adjusted layers are fitted on (more samples than the widest layer's
         inputs for an exact fit), and where every member's BatchNorm statistics are
-        recomputed; of data, all its inputs (:func:`landscape.train.first_inputs`).
+        recomputed; of data, all its inputs (:func:`landscape.batches.first_inputs`).
     head_layers : int
         ``1..L``: layers of each member's own head. The first ``L - head_layers`` layers are
         the reference's; layer ``L - head_layers + 1`` of member ``j`` is refitted to

@@ -259,7 +259,7 @@ class ConnectionReport:
 def _inputs(data):
     """Inputs of ``wa_data``: a tensor, or all inputs of any data (a TensorData / (x, y) tuple:
     its ``x``; a loader or iterable: the single input tensor of every batch, concatenated)."""
-    from ..train import first_inputs
+    from ..batches import first_inputs
 
     return first_inputs(data, what="weight adjustment (wa_data)")
 
