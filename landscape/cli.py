@@ -8,6 +8,7 @@ Subcommands: ``info`` (summary of a result file), ``eval`` (metrics of checkpoin
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -438,7 +439,14 @@ def build_parser() -> argparse.ArgumentParser:
         _add_model_data(c)
         c.add_argument("--split", default="train", help="the samples of the loss (default train)")
         c.add_argument(
-            "--params", default=None, help="parameter or module names (comma-separated); default: every parameter"
+            "--params",
+            default=None,
+            help="parameter or module names (comma-separated); default: every parameter with requires_grad",
+        )
+        c.add_argument(
+            "--loss",
+            default="loss",
+            help="the loss whose Hessian is taken: a metric name (loss = cross-entropy, token_loss for causal LMs, mse)",
         )
         c.add_argument("--method", default="auto", choices=["auto", "forward-over-reverse", "double-backward"])
         c.add_argument("--precision", default="fp32", choices=["fp32", "fp64"])
@@ -1387,7 +1395,7 @@ class _CountedOperator:
 
     def __init__(self, op, bar):
         self.op, self.bar = op, bar
-        self.n, self.device, self.dtype = op.n, op.device, op.dtype
+        self.n, self.device, self.dtype, self.selection = op.n, op.device, op.dtype, op.selection
 
     def __call__(self, v):
         out = self.op(v)
@@ -1412,7 +1420,7 @@ def _cmd_hessian(args) -> int:
     params = _hessian_params(args, model)
     data = _data(args, args.split)
     spec = {"data": args.data, "split": args.split, "max-samples": args.max_samples, "normalize": args.normalize}
-    opts = dict(params=params, batch_size=args.batch_size, dtype=args.precision, method=args.method)
+    opts = dict(params=params, batch_size=args.batch_size, dtype=args.precision, method=args.method, loss=args.loss)
     if args.hessian_action == "map":
         device = distributed.init_from_env(args.device)
         try:
@@ -1481,14 +1489,15 @@ def _cmd_hessian(args) -> int:
                 fig = H.plot_density(d)
                 fig.savefig(args.out, dpi=120)
                 npz = os.path.splitext(args.out)[0] + ".npz"
-                np.savez(npz, nodes=d.nodes, weights=d.weights, n=d.n)
+                np.savez(npz, nodes=d.nodes, weights=d.weights, n=d.n, selection=json.dumps(op.selection))
                 line = (
                     f"{path}: density from {d.probes} probes x {args.steps} steps ({d.hvps} HVPs); trace estimate "
                     f"{d.moment(1) * d.n:.6g}; -> {args.out}, {npz}"
                 )
             if bar is not None:
                 bar.close()
-            print(line)
+            sel = op.selection
+            print(f"{line} [{args.loss}; {sel['count']} parameter tensors, {sel['numel']} values, by {sel['rule']}]")
     return 0
 
 
