@@ -349,6 +349,7 @@ class DataSource:
                 raise DataError("data is empty (0 samples)")
         self._device_xy: dict[tuple, tuple[Tensor, Tensor]] = {}
         self._first: dict[int, Batch] = {}
+        self.raw_batches: int | None = None
 
     # ------------------------------------------------------------------ facts
     @property
@@ -359,6 +360,24 @@ class DataSource:
     def n(self) -> int | None:
         """Number of samples (None for loaders and iterables until one full pass was made)."""
         return self._n
+
+    def num_samples(self) -> int:
+        """Samples in the data: in memory its size, a Dataset's ``len``, a loader's
+        ``len(loader.sampler)`` or ``len(loader.dataset)``, else one counting pass (counted in
+        :attr:`passes`)."""
+        if self._n is None and self.kind == "loader":
+            data = self.data
+            size = None
+            if not isinstance(data.dataset, torch.utils.data.IterableDataset):
+                size = _length(data.sampler)
+            if size is None:
+                size = _length(data.dataset)
+            if size is not None:
+                self._n = int(size)
+        if self._n is None:
+            for _ in self.batches(None, split=False):
+                pass
+        return int(self._n)
 
     @property
     def batch_size(self) -> int | None:
@@ -414,12 +433,13 @@ class DataSource:
                 yield Batch((xb,), {}, yb, int(xb.shape[0]), (xb, yb))
             return
         pin = device.type == "cuda"
-        seen = 0
+        seen = raws = 0
         for raw in self._raw(batch_size):
             if pin:
                 raw = _pin(raw)
             batch = read_batch(to_device(raw, device, dtype, non_blocking=pin, targets_too=False))
             seen += batch.count
+            raws += 1
             if split and batch_size:
                 yield from batch.split(batch_size)
             else:
@@ -429,6 +449,8 @@ class DataSource:
 
             raise DataError(f"data of type {type(self.data).__name__} yielded no samples")
         self._n = seen
+        #: batches the data itself gave in its last full pass
+        self.raw_batches = raws
 
     def _on(self, device: torch.device, dtype: torch.dtype | None) -> tuple[Tensor, Tensor]:
         key = (str(device), dtype)
@@ -456,6 +478,13 @@ class DataSource:
         from .data import DataError
 
         raise DataError(f"data of type {type(self.data).__name__} yielded no batch")
+
+
+def _length(obj: Any) -> int | None:
+    try:
+        return len(obj)
+    except TypeError:
+        return None
 
 
 def _pin(obj: Any) -> Any:

@@ -497,14 +497,13 @@ def _cmd_info(args) -> int:
     return 0
 
 
-def _data(args, split: str, *, stream: bool = False, max_samples: int | None | bool = True):
-    """``--data`` of ``split`` with the data options of ``args``. ``stream``: a py: spec's
-    loader or dataset as it is (for the commands that run on the engine); otherwise in memory.
+def _data(args, split: str, *, max_samples: int | None | bool = True):
+    """``--data`` of ``split`` with the data options of ``args``: a py: spec's loader or
+    dataset as it is (every command streams it), the built-in specs in memory.
     ``max_samples=True`` takes ``--max-samples``."""
     from . import data as datalib
 
-    load = datalib.open_data if stream else datalib.load_data
-    return load(
+    return datalib.open_data(
         args.data,
         split,
         max_samples=args.max_samples if max_samples is True else max_samples,
@@ -512,6 +511,12 @@ def _data(args, split: str, *, stream: bool = False, max_samples: int | None | b
         seq_len=getattr(args, "seq_len", None),
         kwargs=getattr(args, "data_kwargs", None),
     )
+
+
+def _num_samples(data) -> int:
+    from .batches import as_source
+
+    return as_source(data).num_samples()
 
 
 def _data_attrs(args) -> dict:
@@ -528,10 +533,10 @@ def _load_model_and_data(args):
     from .models import build_model
 
     model = build_model(args.model, args.model_kwargs)
-    data = _data(args, args.split, stream=True)
+    data = _data(args, args.split)
     bn_data = None
     if args.bn != "running":
-        bn_data = _data(args, args.bn_split, stream=True)
+        bn_data = _data(args, args.bn_split)
     return model, data, bn_data
 
 
@@ -657,7 +662,7 @@ def _cmd_surface(args) -> int:
             ys = parse_range(args.y)
 
         def load(split):
-            return _data(args, split, stream=True)
+            return _data(args, split)
 
         splits = {s.strip(): load(s.strip()) for s in args.splits.split(",") if s.strip()}
         bn_data = None
@@ -755,7 +760,7 @@ def _cmd_curve(args) -> int:
         return 0
 
     def load(split):
-        return _data(args, split, stream=action != "fit")
+        return _data(args, split)
 
     if action == "fit":
         if len(args.ckpt) != 2:
@@ -1067,9 +1072,8 @@ def _method_run(args, model, start, train, e0):
     record_path = os.path.join(args.out, f"{args.method}.resume")
     record = _resume_record(record_path, settings, args.resume)
     common = dict(batch_size=args.fit_batch_size, seed=args.seed)
-    per_epoch = (
-        (len(train) // args.fit_batch_size) if args.method == "fge" else math.ceil(len(train) / args.fit_batch_size)
-    )
+    n_train = _num_samples(train)
+    per_epoch = (n_train // args.fit_batch_size) if args.method == "fge" else math.ceil(n_train / args.fit_batch_size)
     if record is not None:  # every member was saved before the record
         print(f"resuming: {args.method} members from {record_path}")
         members = [load_checkpoint(os.path.join(args.out, n), model) for n in record["names"]]
@@ -1296,7 +1300,7 @@ def _cmd_variational(args) -> int:
     vi.save_variational(vnet, args.out, spec=spec, force=args.force)
     print(
         f"{args.parameterization} network, {args.epochs} epochs in {hist['seconds']:.1f} s: train NLL "
-        f"{hist['nll'][-1]:.4f}, KL/N {hist['kl'][-1] / len(train):.4f}, train acc (one sample per batch) "
+        f"{hist['nll'][-1]:.4f}, KL/N {hist['kl'][-1] / _num_samples(train):.4f}, train acc (one sample per batch) "
         f"{100 * hist['acc'][-1]:.2f}% -> {args.out}"
     )
     if args.plot:
@@ -1335,7 +1339,7 @@ def _cmd_predict(args) -> int:
         device=args.device,
         progress=not args.no_progress,
     )
-    print(f"{args.split} split, {len(data)} samples; ensemble of {args.samples} weight samples")
+    print(f"{args.split} split, {_num_samples(data)} samples; ensemble of {args.samples} weight samples")
     print("| Scheme | acc (%) | NLL | ECE |\n|---|---:|---:|---:|")
     for s in schemes:
         print(f"| {s} | {100 * res[s].acc:.2f} | {res[s].nll:.4f} | {res[s].ece:.4f} |")

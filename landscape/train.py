@@ -188,16 +188,7 @@ class TrainBatches:
         """Samples in the data set: in memory its size, a Dataset's ``len``, a loader's
         ``len(loader.sampler)`` or ``len(loader.dataset)``; one counting pass otherwise."""
         if self._n is None:
-            if self.src.n is not None:
-                self._n = int(self.src.n)
-            else:
-                size = None
-                data = self.src.data
-                if self.src.kind == "loader" and not isinstance(data.dataset, torch.utils.data.IterableDataset):
-                    size = _length(data.sampler)
-                if size is None and self.src.kind == "loader":
-                    size = _length(data.dataset)
-                self._n = int(size) if size is not None else self._count()[1]
+            self._n = self.src.num_samples()
         return self._n
 
     def steps_per_epoch(self) -> int:
@@ -208,7 +199,12 @@ class TrainBatches:
                 self._steps = math.ceil(self.n / self.batch_size)
             else:
                 size = _length(self.src.data)
-                self._steps = int(size) if size is not None else self._count()[0]
+                if size is None:  # one counting pass (unless one was made already)
+                    if self.src.raw_batches is None:
+                        for _ in self.src.batches(None, split=False):
+                            pass
+                    size = self.src.raw_batches
+                self._steps = int(size)
         return self._steps
 
     def stream_steps_per_epoch(self) -> int:
@@ -217,21 +213,6 @@ class TrainBatches:
         if self.indexed:
             return max(1, self.n // self.batch_size)
         return self.steps_per_epoch()
-
-    def _count(self) -> tuple[int, int]:
-        """One counting pass over a loader or iterable: (batches, samples)."""
-        steps = samples = 0
-        for raw in self.src.data:
-            steps += 1
-            samples += read_batch(raw).count
-        self.src.passes += 1
-        if steps == 0:
-            from .data import DataError
-
-            raise DataError(f"data of type {type(self.src.data).__name__} yielded no samples")
-        self._steps = self._steps if self._steps is not None else steps
-        self._n = self._n if self._n is not None else samples
-        return steps, samples
 
     # ------------------------------------------------------------------ batches
     def _tensors(self) -> tuple[Tensor, Tensor]:
