@@ -3,9 +3,8 @@
 ``import landscape as ls`` gives the main types and functions; see ``docs/api.md``.
 """
 
-__version__ = "0.1.0"
-
 from . import connect, curves, directions, distributed, io, metrics, models, ops
+from ._version import __version__
 from .bn import BN_MODES
 from .data import DataError, TensorData, load_data
 from .directions import Plane

@@ -47,6 +47,7 @@ from torch.func import functional_call
 __all__ = [
     "Batch",
     "BatchError",
+    "DataError",
     "DataSource",
     "as_source",
     "batch_input",
@@ -58,6 +59,11 @@ __all__ = [
 ]
 
 TARGET_KEYS = ("labels", "label")
+
+
+class DataError(ValueError):
+    """A data spec, file, array or data set that cannot be read (re-exported by
+    :mod:`landscape.data`)."""
 
 
 class BatchError(TypeError):
@@ -310,8 +316,6 @@ class DataSource:
     """
 
     def __init__(self, data: Any):
-        from .data import DataError
-
         self.data = data
         self.passes = 0
         self.x: Tensor | None = None
@@ -445,8 +449,6 @@ class DataSource:
             else:
                 yield batch
         if seen == 0:
-            from .data import DataError
-
             raise DataError(f"data of type {type(self.data).__name__} yielded no samples")
         self._n = seen
         #: batches the data itself gave in its last full pass
@@ -475,8 +477,6 @@ class DataSource:
         for raw in self._raw(samples):
             batch = read_batch(raw)
             return batch.slice(0, min(samples, batch.count))
-        from .data import DataError
-
         raise DataError(f"data of type {type(self.data).__name__} yielded no batch")
 
 

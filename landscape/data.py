@@ -94,6 +94,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .batches import DataError
+
 __all__ = [
     "DIGITS_SPLIT_SEED",
     "DIGITS_TRAIN_SIZE",
@@ -139,10 +141,6 @@ _EXPECTED_SPECS = (
     "an .npz/.pt file with arrays x and y, or one of: digits, synthetic:<shape>, cifar10:<dir>, an image folder, "
     "text:<path>, py:<module>:<function>"
 )
-
-
-class DataError(ValueError):
-    """A data spec, file or array that cannot be turned into a :class:`TensorData`."""
 
 
 class TensorData:

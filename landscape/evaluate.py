@@ -868,7 +868,7 @@ def describe_data(d) -> dict[str, Any] | None:
 
 def run_attributes(points: PointSet, data, metric_names, *, bn, bn_data, precision) -> dict[str, Any]:
     """Attributes that identify a run (compared when resuming)."""
-    from . import __version__
+    from ._version import __version__
 
     return {
         "library-version": __version__,

@@ -344,7 +344,7 @@ def evaluate_grid(
 
 
 def _surface_attrs(plane: Plane, splits, metric_objs, bn, bn_data, precision, extra) -> dict[str, Any]:
-    from . import __version__
+    from ._version import __version__
 
     a: dict[str, Any] = {
         "library-version": __version__,

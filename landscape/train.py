@@ -24,6 +24,7 @@ its count) replace it. A user ``forward(model, batch)`` replaces the default mod
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -36,6 +37,7 @@ from .batches import Batch, BatchError, DataSource, as_source, call_model, read_
 from .metrics import Metric, resolve_metrics
 
 __all__ = [
+    "fresh_copy",
     "Loss",
     "TrainBatches",
     "loss_of",
@@ -317,3 +319,13 @@ def train_classifier(
         sched.step()
     model.eval()
     return model
+
+
+def fresh_copy(model: nn.Module, seed: int) -> nn.Module:
+    """A copy of ``model`` with every submodule's parameters re-initialised under ``seed``."""
+    net = copy.deepcopy(model)
+    torch.manual_seed(int(seed))
+    for m in net.modules():
+        if m is not net and hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+    return net

@@ -89,7 +89,7 @@ def evaluate_curve(
     file_attrs = None
     arrays = None
     if out is not None:
-        from .. import __version__
+        from .._version import __version__
 
         file_attrs = {
             "library-version": __version__,

@@ -7,10 +7,11 @@ Learning-rate schedules (:mod:`.schedules`), the procedures (:func:`fge`, :func:
 (:func:`swa_width`).
 """
 
-from .budget import METHODS, Run, fresh_copy, run_at_budget
+from ..train import fresh_copy
+from .budget import METHODS, Run, run_at_budget
 from .fge import FGEResult, fge
 from .metrics import EnsembleResult, evaluate_ensemble, expected_calibration_error
-from .report import EnsembleComparison, compare_ensembles, plot_ensembles, plot_fge
+from .report import EnsembleComparison, compare_ensembles
 from .schedules import cycle_position, fge_lr, sse_lr, swa_lr
 from .sse import Snapshots, independent, sse
 from .swa import SWAResult, swa, swa_line, swa_width
@@ -31,8 +32,6 @@ __all__ = [
     "fge_lr",
     "fresh_copy",
     "independent",
-    "plot_ensembles",
-    "plot_fge",
     "run_at_budget",
     "sse",
     "sse_lr",

@@ -20,16 +20,14 @@ paper spends roughly the last fifth of the budget on FGE).
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 
-import torch
 from torch import nn
 
-from ..train import TrainBatches, train_classifier
+from ..train import TrainBatches, fresh_copy, train_classifier
 from ..weights import Weights
 
-__all__ = ["METHODS", "Run", "fresh_copy", "run_at_budget"]
+__all__ = ["METHODS", "Run", "run_at_budget"]
 
 METHODS = ("ind", "sse", "fge", "swa")
 
@@ -46,16 +44,6 @@ class Run:
     @property
     def budget(self) -> float:
         return float(self.budgets[-1]) if self.budgets else 0.0
-
-
-def fresh_copy(model: nn.Module, seed: int) -> nn.Module:
-    """A copy of ``model`` with every submodule's parameters re-initialised under ``seed``."""
-    net = copy.deepcopy(model)
-    torch.manual_seed(int(seed))
-    for m in net.modules():
-        if m is not net and hasattr(m, "reset_parameters"):
-            m.reset_parameters()
-    return net
 
 
 def run_at_budget(

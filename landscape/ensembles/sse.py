@@ -135,7 +135,7 @@ def independent(
 ) -> Snapshots:
     """``members`` networks trained from different seeds, ``epochs`` each (cosine schedule,
     :func:`landscape.train.train_classifier`); the budget is ``members * epochs`` epochs."""
-    from .budget import fresh_copy
+    from ..train import fresh_copy
 
     if int(members) != members or members < 1:
         raise ValueError(f"members should be a positive integer, got {members!r}")

@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .errors import ModelSpecError
+
 __all__ = ["HF_PREFIX", "hf_model", "is_hf_spec", "set_eager_attention"]
 
 HF_PREFIX = "hf:"
@@ -27,8 +29,6 @@ def is_hf_spec(spec: str) -> bool:
 
 
 def _config(directory: str) -> dict[str, Any]:
-    from .registry import ModelSpecError
-
     path = os.path.join(directory, "config.json")
     if not os.path.isdir(directory):
         raise ModelSpecError(f"model folder {directory!r} does not exist (expected a Hugging Face model folder)")
@@ -61,8 +61,6 @@ def hf_model(directory: str, dtype: str | None = None, attn_implementation: str 
     nn.Module
         In eval mode, with the config's ties (``tie_word_embeddings``) in place.
     """
-    from .registry import ModelSpecError
-
     directory = os.path.expanduser(directory)
     raw = _config(directory)
     try:

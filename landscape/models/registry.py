@@ -35,6 +35,7 @@ from typing import Any
 from torch import nn
 
 from .convnets import convfc, vgg16, vgg16_bn
+from .errors import ModelSpecError
 from .hf import HF_PREFIX, hf_model, is_hf_spec
 from .mlp import mlp
 from .resnet import (
@@ -75,10 +76,6 @@ _BUILTIN: dict[str, Callable[..., nn.Module]] = {
     "preresnet110": preresnet110,
     "preresnet164": preresnet164,
 }
-
-
-class ModelSpecError(ValueError):
-    """A model spec or its kwargs that cannot be turned into an ``nn.Module``."""
 
 
 def list_models() -> list[str]:

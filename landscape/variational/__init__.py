@@ -22,9 +22,9 @@ Prediction schemes (:func:`predict`)
     set of weight points of the network's :func:`deterministic_twin` (the same network with
     plain layers), evaluated by the batched engine (:func:`landscape.ensembles.evaluate_ensemble`).
 
-:func:`snr` and :func:`plot_snr` give the weights' signal-to-noise ratios
-:math:`\\mu^2/\\sigma^2 = 1/\\alpha`; :func:`save_variational`/:func:`load_variational` store a
-network with the spec that rebuilds it.
+:func:`snr` gives the weights' signal-to-noise ratios :math:`\\mu^2/\\sigma^2 = 1/\\alpha`
+(drawn by :func:`landscape.plot.plot_snr`); :func:`save_variational`/:func:`load_variational`
+store a network with the spec that rebuilds it.
 
 Examples
 --------
@@ -38,19 +38,20 @@ Examples
 """
 
 from .io import FORMAT, load_variational, read_variational, save_variational
-from .kl import kl_divergence, neg_kl_log_uniform
+from .kl import neg_kl_log_uniform
 from .layers import (
     MODES,
     PARAMETERIZATIONS,
     VariationalConv2d,
     VariationalLayer,
     VariationalLinear,
+    kl_divergence,
     variational_layers,
     variational_mode,
 )
 from .networks import convert, deterministic_twin, mean_weights, sample_weights
 from .predict import SCHEMES, predict
-from .snr import plot_snr, snr
+from .snr import snr
 from .train import fit_elbo
 
 __all__ = [
@@ -68,7 +69,6 @@ __all__ = [
     "load_variational",
     "mean_weights",
     "neg_kl_log_uniform",
-    "plot_snr",
     "predict",
     "read_variational",
     "sample_weights",

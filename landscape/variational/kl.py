@@ -24,9 +24,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-__all__ = ["K1", "K2", "K3", "kl_divergence", "neg_kl_log_uniform"]
+__all__ = ["K1", "K2", "K3", "neg_kl_log_uniform"]
 
 K1, K2, K3 = 0.63576, 1.87320, 1.48695
 
@@ -54,15 +53,3 @@ def neg_kl_log_uniform(log_alpha: torch.Tensor) -> torch.Tensor:
     """
     log_alpha = torch.as_tensor(log_alpha)
     return K1 * torch.sigmoid(K2 + K3 * log_alpha) - 0.5 * F.softplus(-log_alpha) - K1
-
-
-def kl_divergence(model: nn.Module) -> torch.Tensor:
-    """Sum of :meth:`~landscape.variational.VariationalLinear.kl` over the variational layers
-    of ``model`` (each layer once, also when it is used at several places); a scalar tensor,
-    0 for a model without variational layers."""
-    from .layers import variational_layers
-
-    layers = [layer for _, layer in variational_layers(model)]
-    if not layers:
-        return torch.zeros(())
-    return torch.stack([layer.kl() for layer in layers]).sum()

@@ -44,6 +44,7 @@ __all__ = [
     "VariationalConv2d",
     "VariationalLayer",
     "VariationalLinear",
+    "kl_divergence",
     "variational_layers",
     "variational_mode",
 ]
@@ -407,3 +408,13 @@ def variational_mode(model: nn.Module, mode: str | None) -> Iterator[nn.Module]:
     finally:
         for m, b in zip(layers, before):
             m.mode = b
+
+
+def kl_divergence(model: nn.Module) -> torch.Tensor:
+    """Sum of :meth:`~landscape.variational.VariationalLinear.kl` over the variational layers
+    of ``model`` (each layer once, also when it is used at several places); a scalar tensor,
+    0 for a model without variational layers."""
+    layers = [layer for _, layer in variational_layers(model)]
+    if not layers:
+        return torch.zeros(())
+    return torch.stack([layer.kl() for layer in layers]).sum()

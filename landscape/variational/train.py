@@ -23,8 +23,7 @@ from torch import nn
 
 from ..batches import call_model
 from ..train import TrainBatches, resolve_loss
-from .kl import kl_divergence
-from .layers import variational_mode
+from .layers import kl_divergence, variational_mode
 
 __all__ = ["fit_elbo"]
 
