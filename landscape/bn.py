@@ -33,7 +33,7 @@ from torch import nn
 
 from .batches import call_model, read_batch
 
-__all__ = ["BN_MODES", "batchnorm_modules", "has_batchnorm", "recompute_bn", "recompute_bn_exact"]
+__all__ = ["BN_MODES", "auto_mode", "batchnorm_modules", "has_batchnorm", "recompute_bn", "recompute_bn_exact"]
 
 BN_MODES = ("running", "recompute", "recompute-exact")
 
@@ -49,6 +49,26 @@ def batchnorm_modules(model: nn.Module) -> list[tuple[str, nn.modules.batchnorm.
 
 def has_batchnorm(model: nn.Module) -> bool:
     return bool(batchnorm_modules(model))
+
+
+def auto_mode(model: nn.Module) -> str:
+    """The BatchNorm mode ``bn="auto"`` stands for: ``"recompute"`` when ``model`` has
+    BatchNorm layers that track running statistics, ``"running"`` otherwise.
+
+    The running statistics of a point between checkpoints (a curve, a connection, an
+    ensemble average) are not the statistics of that point's activations, so models with
+    BatchNorm get them recomputed at every point, as Garipov et al. (2018) and Izmailov et
+    al. (2018) do; models without BatchNorm have nothing to recompute.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> auto_mode(nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3)))
+    'recompute'
+    >>> auto_mode(nn.Linear(2, 3))
+    'running'
+    """
+    return "recompute" if has_batchnorm(model) else "running"
 
 
 def _stat_names(name: str) -> tuple[str, str, str]:

@@ -11,43 +11,19 @@ demo stays under 2 minutes on 2 cores.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 
 import numpy as np
 import torch
-from torch import nn
 
+from .threads import single_thread as _single_thread
 from .train import train_classifier
 
 __all__ = ["run_demo", "train_classifier"]
 
 # the demo draws these (``landscape plot FILE.h5`` draws every metric of a file)
 _DEMO_FIGURE_METRICS = ("train_loss", "test_acc")
-
-
-@contextlib.contextmanager
-def _single_thread():
-    """Tiny models train fastest on one thread (two OpenMP threads spin on 64x128 matrices,
-    up to 100x slower when the machine is busy)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
-
-
-@contextlib.contextmanager
-def small_model_threads(model: nn.Module, limit: int = 1_000_000):
-    """One CPU thread while training a model with fewer than ``limit`` parameters (see
-    :func:`_single_thread`); larger models keep every thread."""
-    if sum(p.numel() for p in model.parameters()) < limit:
-        with _single_thread():
-            yield
-    else:
-        yield
 
 
 def _train_or_load(path: str, build, train, *, seed: int, epochs: int, force: bool, trajectory_dir: str | None = None):

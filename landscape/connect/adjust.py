@@ -68,6 +68,7 @@ __all__ = [
     "layer_outputs",
     "multilayer_wa_path",
     "transitional_network",
+    "wa_layer_count",
     "wa_path",
     "weight_adjustment",
 ]
@@ -394,6 +395,31 @@ class _Stack:
 
     def weight_shape(self, k: int) -> tuple[int, ...]:
         return tuple(self.mods[k - 1].weight.shape)
+
+
+def wa_layer_count(model: nn.Module) -> int:
+    """The number of weighted layers ``L`` that weight adjustment works through.
+
+    The layers of an MLP stack, or the ``Conv2d`` / ``Linear`` layers of a sequential
+    convolutional network (BatchNorm, activations, pooling and ``flatten`` between them).
+    WA-ensembles (:func:`~landscape.connect.wa_ensemble`) take head sizes ``1..L``
+    (``L``: the ordinary ensemble); multilayer WA paths have ``L - 1`` transitional steps.
+
+    Raises
+    ------
+    UnsupportedModelError
+        The network is not sequential (residual additions; :class:`NotSequentialError`)
+        or cannot be traced.
+    ValueError
+        A layer weight adjustment cannot pass through (an activation with parameters).
+
+    Examples
+    --------
+    >>> import landscape as ls
+    >>> wa_layer_count(ls.build_model("mlp", {"in_features": 4, "widths": [8, 8], "num_classes": 3}))
+    3
+    """
+    return _Stack(model).n
 
 
 def layer_outputs(weights: Weights, model: nn.Module, X) -> tuple[list[torch.Tensor], list[torch.Tensor]]:

@@ -268,6 +268,7 @@ def swa_width(
     -------
     SurfaceResult
     """
+    from ..bn import auto_mode
     from ..metrics import l2_regularized
     from ..surface import compute_surface
 
@@ -275,9 +276,8 @@ def swa_width(
     dist = float(line.anchors[1])
     xs = np.linspace(-margin * dist, (1 + margin) * dist, int(points))
     xs = np.unique(np.concatenate([xs, line.anchors]))  # both solutions are grid points
-    has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     if bn is None:
-        bn = "recompute" if has_bn else "running"
+        bn = auto_mode(model)
     if bn != "running" and bn_data is None:
         bn_data = dict(splits).get("train")
     return compute_surface(
