@@ -812,48 +812,35 @@ def evaluate(
     ((3,), 'fused')
     """
     points = _as_pointset(points)
-    f = None
-    if out is not None:
-        from . import io
-
-        metric_names = [m.name for m in resolve_metrics(metrics)]
-        file_attrs = run_attributes(points, data, metric_names, bn=bn, bn_data=bn_data, precision=precision)
-        file_attrs.update(dict(attrs or {}))
-        f = io.open_or_create(
-            out,
-            kind="eval",
-            shape=(points.K,),
-            metrics=metric_names,
-            attrs=file_attrs,
-            arrays={"coefficients": points.coeffs.numpy()},
-            resume=resume,
-            force=force,
-        )
-    with f if f is not None else contextlib.nullcontext():
-        res = evaluate_points(
-            model,
-            points,
-            data,
-            metrics,
-            bn=bn,
-            bn_data=bn_data,
-            precision=precision,
-            device=device,
-            batch_size=batch_size,
-            bn_batch_size=bn_batch_size,
-            max_memory=max_memory,
-            points_per_pass=points_per_pass,
-            path=path,
-            forward=forward,
-            offload=offload,
-            progress=progress,
-            indices=f.pending() if f is not None else None,
-            on_chunk=f.write_cells if f is not None else None,
-        )
-        if f is not None:
-            res.metrics = {name: f.read_metric(name) for name in res.metrics}
-            res.info["file"] = os.fspath(out)
+    opts = dict(bn=bn, bn_data=bn_data, precision=precision, device=device, batch_size=batch_size)
+    opts.update(bn_batch_size=bn_batch_size, max_memory=max_memory, points_per_pass=points_per_pass, path=path)
+    opts.update(forward=forward, offload=offload, progress=progress)
+    if out is None:
+        return evaluate_points(model, points, data, metrics, **opts)
+    with _eval_file(out, points, data, metrics, bn, bn_data, precision, attrs, resume, force) as f:
+        res = evaluate_points(model, points, data, metrics, indices=f.pending(), on_chunk=f.write_cells, **opts)
+        res.metrics = {name: f.read_metric(name) for name in res.metrics}
+        res.info["file"] = os.fspath(out)
     return res
+
+
+def _eval_file(out, points: PointSet, data, metrics, bn, bn_data, precision, attrs, resume: bool, force: bool):
+    """The result file of :func:`evaluate` (kind ``eval``), created or opened to resume."""
+    from . import io
+
+    metric_names = [m.name for m in resolve_metrics(metrics)]
+    file_attrs = run_attributes(points, data, metric_names, bn=bn, bn_data=bn_data, precision=precision)
+    file_attrs.update(dict(attrs or {}))
+    return io.open_or_create(
+        out,
+        kind="eval",
+        shape=(points.K,),
+        metrics=metric_names,
+        attrs=file_attrs,
+        arrays={"coefficients": points.coeffs.numpy()},
+        resume=resume,
+        force=force,
+    )
 
 
 def describe_data(d) -> dict[str, Any] | None:
