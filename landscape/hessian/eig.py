@@ -284,6 +284,40 @@ def _batched_apply(op, m: int | None):
     return apply_one, m, n, dtype, device, False
 
 
+def _extremes_converged(theta, res, tol: float, atol: float, relative_to: str) -> torch.Tensor:
+    """Whether both extreme Ritz values of each run have residuals within the tolerance:
+    ``tol`` times the spectral radius (``relative_to="spectrum"``) or each eigenvalue, at
+    least ``atol``; never when both are 0 (run to the step limit)."""
+    if not (tol > 0 or atol > 0):
+        return torch.zeros(theta.shape[0], dtype=torch.bool)
+    if relative_to == "spectrum":
+        radius = torch.maximum(theta[:, -1].abs(), theta[:, 0].abs())
+        lim_hi = lim_lo = torch.clamp(tol * radius, min=atol)
+    else:
+        lim_hi = torch.clamp(tol * theta[:, -1].abs(), min=atol)
+        lim_lo = torch.clamp(tol * theta[:, 0].abs(), min=atol)
+    return (res[:, -1] <= lim_hi) & (res[:, 0] <= lim_lo)
+
+
+def _lanczos_result(theta, Y, res, alpha, beta, converged: bool, vectors, selection) -> LanczosResult:
+    """One run's result from its Ritz values ``theta[s]``, eigenvectors ``Y[s, s]`` of the
+    tridiagonal matrix, residuals ``res[s]`` and coefficients."""
+    return LanczosResult(
+        lambda_max=float(theta[-1]),
+        lambda_min=float(theta[0]),
+        residuals=np.array([float(res[-1]), float(res[0])]),
+        steps=int(alpha.shape[0]),
+        converged=converged,
+        ritz_values=theta.numpy().copy(),
+        ritz_residuals=res.numpy().copy(),
+        ritz_weights=(Y[0, :] ** 2).numpy().copy(),
+        alpha=alpha.numpy().copy(),
+        beta=beta.numpy().copy(),
+        vectors=vectors,
+        selection=selection,
+    )
+
+
 def lanczos_batched(
     op,
     m: int | None = None,
@@ -380,16 +414,7 @@ def lanczos_batched(
         theta, Y = tridiagonal_eigh(alpha[:, :s], beta[:, : s - 1])
         res = (beta[:, j, None] * Y[:, -1, :]).abs()
         invariant = (beta[:, j] <= _BREAKDOWN * eps * scale) | (s == n)
-        if tol > 0 or atol > 0:
-            if relative_to == "spectrum":  # both ends to tol times the spectral radius
-                radius = torch.maximum(theta[:, -1].abs(), theta[:, 0].abs())
-                lim_hi = lim_lo = torch.clamp(tol * radius, min=atol)
-            else:
-                lim_hi = torch.clamp(tol * theta[:, -1].abs(), min=atol)
-                lim_lo = torch.clamp(tol * theta[:, 0].abs(), min=atol)
-            met = (res[:, -1] <= lim_hi) & (res[:, 0] <= lim_lo)
-        else:
-            met = torch.zeros(len(rows), dtype=torch.bool)
+        met = _extremes_converged(theta, res, tol, atol, relative_to)
         done = met | invariant | (s == S)
         if not bool(done.any()):
             continue
@@ -398,19 +423,10 @@ def lanczos_batched(
             if vectors:
                 y = Y[i][:, [-1, 0]].to(device=device, dtype=dtype)
                 vec = (Q[i, :s].T @ y).T.contiguous()
-            results[int(rows[i])] = LanczosResult(
-                lambda_max=float(theta[i, -1]),
-                lambda_min=float(theta[i, 0]),
-                residuals=np.array([float(res[i, -1]), float(res[i, 0])]),
-                steps=s,
-                converged=bool(met[i] | invariant[i]),
-                ritz_values=theta[i].numpy().copy(),
-                ritz_residuals=res[i].numpy().copy(),
-                ritz_weights=(Y[i, 0, :] ** 2).numpy().copy(),
-                alpha=alpha[i, :s].numpy().copy(),
-                beta=beta[i, :s].numpy().copy(),
-                vectors=vec,
-                selection=selections[int(rows[i])],
+            r = int(rows[i])
+            converged = bool(met[i] | invariant[i])
+            results[r] = _lanczos_result(
+                theta[i], Y[i], res[i], alpha[i, :s], beta[i, :s], converged, vec, selections[r]
             )
         keep = ~done
         if not bool(keep.any()):
