@@ -59,6 +59,9 @@ __all__ = [
     "describe",
     "open_or_create",
     "open_result",
+    "read_connections",
+    "read_ensembles",
+    "read_wa_ensemble",
 ]
 
 SCHEMA_VERSION: int = 1
@@ -991,3 +994,121 @@ def describe(path: str | os.PathLike) -> str:
             dset = group[name]
             lines.append(f"  {name}  {tuple(dset.shape)} {dset.dtype}")
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- kinds read as plain data
+#
+# The readers of the result kinds that are not a grid of cells over coordinates: each reads
+# what its writer (``ConnectionReport.save``, ``EnsembleComparison.save``,
+# ``WAEnsembleCurve.save``) stored and returns plain data (lists, dicts, numpy arrays) whose
+# keys are the fields of the analysis' dataclass, so the analysis loads with ``cls(**data)``
+# and a figure reads the file without the analysis.
+
+_DERIVED_ATTRS = ("table", "library-version", "created")  # rebuilt or run notes: not data
+
+
+class _Reading:
+    """``with _Reading(src, kind) as rf``: an open :class:`ResultFile` of that kind (a path is
+    opened and closed; an open ResultFile is used as it is)."""
+
+    def __init__(self, src: str | os.PathLike | ResultFile, kind: str) -> None:
+        self.src, self.kind, self.opened = src, kind, None
+
+    def __enter__(self) -> ResultFile:
+        if isinstance(self.src, ResultFile):
+            rf = self.src
+        elif isinstance(self.src, (str, os.PathLike)):
+            rf = self.opened = open_result(self.src, "r")
+        else:
+            raise TypeError(f"expected a result file's path or an open ResultFile, got {type(self.src).__name__}")
+        if rf.kind != self.kind:
+            where = _fmt_path(rf.path)
+            self.close()
+            raise ValueError(f"{where} holds a {rf.kind!r} result, not {self.kind!r}")
+        return rf
+
+    def close(self) -> None:
+        if self.opened is not None:
+            self.opened.close()
+            self.opened = None
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _data_attrs(attrs: Mapping[str, Any], *taken: str) -> dict[str, Any]:
+    return {k: v for k, v in attrs.items() if k not in taken and k not in _DERIVED_ATTRS}
+
+
+def read_connections(src: str | os.PathLike | ResultFile) -> dict[str, Any]:
+    """A file of kind ``"connections"`` (``ConnectionReport.save``) as plain data.
+
+    Returns
+    -------
+    dict
+        ``methods``, ``splits`` (lists of str), ``skipped`` (method -> reason),
+        ``endpoints`` (split -> ``A_acc``, ``B_acc``, ``A_loss``, ``B_loss``), ``t`` and
+        ``stage`` (method -> ndarray[K]), ``acc`` and ``loss`` (method -> split ->
+        ndarray[K]) for every method not skipped, and ``attrs`` (the other attributes).
+    """
+    with _Reading(src, "connections") as rf:
+        a = dict(rf.attrs)
+        methods, splits, skipped = list(a["methods"]), list(a["splits"]), dict(a["skipped"])
+        computed = [m for m in methods if m not in skipped]
+        return {
+            "methods": methods,
+            "splits": splits,
+            "t": {m: rf.read_array(f"{m}.t") for m in computed},
+            "stage": {m: rf.read_array(f"{m}.stage") for m in computed},
+            "acc": {m: {s: rf.read_array(f"{m}.{s}.acc") for s in splits} for m in computed},
+            "loss": {m: {s: rf.read_array(f"{m}.{s}.loss") for s in splits} for m in computed},
+            "endpoints": {s: {k: float(v) for k, v in e.items()} for s, e in a["endpoints"].items()},
+            "skipped": skipped,
+            "attrs": _data_attrs(a, "methods", "splits", "skipped", "endpoints", "rows", "stages"),
+        }
+
+
+def read_ensembles(src: str | os.PathLike | ResultFile) -> dict[str, Any]:
+    """A file of kind ``"ensembles"`` (``EnsembleComparison.save``) as plain data.
+
+    Returns
+    -------
+    dict
+        ``labels`` (one per run), ``acc``, ``nll``, ``ece`` (float ndarray[R]),
+        ``per_member`` (metric -> ndarray[R, M], NaN past a run's members: ``cumulative_acc``,
+        ``cumulative_nll``, ``member_acc``, ``budget``) and ``attrs``.
+    """
+    with _Reading(src, "ensembles") as rf:
+        a = dict(rf.attrs)
+        return {
+            "labels": list(a["labels"]),
+            "acc": np.asarray(a["acc"], float),
+            "nll": np.asarray(a["nll"], float),
+            "ece": np.asarray(a["ece"], float),
+            "per_member": {k: np.asarray(rf.read_metric(k)) for k in rf.metrics},
+            "attrs": _data_attrs(a, "labels", "acc", "nll", "ece"),
+        }
+
+
+def read_wa_ensemble(src: str | os.PathLike | ResultFile) -> dict[str, Any]:
+    """A file of kind ``"wa-ensemble"`` (``WAEnsembleCurve.save``) as plain data.
+
+    Returns
+    -------
+    dict
+        ``head_layers``, ``sizes`` (lists of int), ``acc``, ``nll`` (ndarray[n_heads,
+        n_sizes]), ``member_acc`` (per head, each member's accuracy), ``cost`` (per head:
+        ``params``, ``macs`` and their ``*_ordinary`` values), ``n_layers`` and ``attrs``.
+    """
+    with _Reading(src, "wa-ensemble") as rf:
+        a = dict(rf.attrs)
+        return {
+            "head_layers": [int(v) for v in rf.read_array("head_layers")],
+            "sizes": [int(v) for v in rf.read_array("sizes")],
+            "acc": np.asarray(rf.read_metric("acc")),
+            "nll": np.asarray(rf.read_metric("nll")),
+            "member_acc": a["member_acc"],
+            "cost": a["cost"],
+            "n_layers": int(a["n_layers"]),
+            "attrs": _data_attrs(a, "member_acc", "cost", "n_layers"),
+        }

@@ -6,8 +6,9 @@ import torch
 from torch.func import functional_call
 
 import landscape as ls
-from landscape.connect.ensemble import WAEnsembleCurve, plot_wa_ensemble, wa_ensemble, wa_ensemble_curve
+from landscape.connect.ensemble import WAEnsembleCurve, wa_ensemble, wa_ensemble_curve
 from landscape.demo import _single_thread, train_classifier
+from landscape.plot import plot_wa_ensemble
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,10 @@ from landscape.connect import (
     ConnectionReport,
     compare_connections,
     permute,
-    plot_connections,
 )
 from landscape.demo import train_classifier
 from landscape.io import ResultExistsError, open_result
+from landscape.plot import plot_connections
 
 TINY = 1e-12
 

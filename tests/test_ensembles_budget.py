@@ -6,7 +6,8 @@ import torch
 
 import landscape as ls
 from landscape.demo import train_classifier
-from landscape.ensembles import EnsembleComparison, Run, compare_ensembles, fresh_copy, plot_ensembles, run_at_budget
+from landscape.ensembles import EnsembleComparison, Run, compare_ensembles, fresh_copy, run_at_budget
+from landscape.plot import plot_ensembles
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ from torch.func import functional_call
 
 import landscape as ls
 from landscape import hessian as H
+from landscape.plot import plot_density
 
 F64 = torch.float64
 # torch's forward-mode AD scripts its decompositions on first use (torch/_decomp/decompositions_for_jvp.py)
@@ -407,9 +408,9 @@ def test_plot_density_returns_a_figure(digits):
     from matplotlib.figure import Figure
 
     sd = H.slq(digits.op(), probes=2, steps=8, seed=1)
-    fig = H.plot_density(sd)
+    fig = plot_density(sd)
     assert isinstance(fig, Figure) and fig.axes[0].get_yscale() == "log"
-    fig2 = H.plot_density(sd, ax=fig.axes[0], log=False)
+    fig2 = plot_density(sd, ax=fig.axes[0], log=False)
     assert fig2 is fig
 
 

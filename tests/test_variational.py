@@ -12,6 +12,7 @@ from torch.func import functional_call
 
 import landscape as ls
 from landscape import variational as vi
+from landscape.plot import plot_snr
 from landscape.weights import CheckpointError
 
 K1 = 0.63576
@@ -305,7 +306,7 @@ def test_plot_snr(tmp_path):
     np.testing.assert_allclose(
         np.log10(values["1"]).ravel(), -np.linspace(-4, 2, 1024) / math.log(10), rtol=1e-6, atol=1e-8
     )
-    fig = vi.plot_snr(vnet)
+    fig = plot_snr(values)
     (ax,) = fig.axes
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert labels == ["1 (1024 weights)", "3 (160 weights, all SNR = 0)"]

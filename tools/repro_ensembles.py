@@ -41,6 +41,7 @@ import torch
 import landscape as ls
 from landscape import ensembles as E
 from landscape.demo import train_classifier
+from landscape.plot import plot_ensembles, plot_snr
 
 # Table 1 settings per architecture; B = epochs of one network.
 ARCHS = {
@@ -95,7 +96,7 @@ def part_budgets(args, out: dict) -> str:
                 nll[m].append([_within(c, i, n * B, "cumulative_nll") for n in (1, 2, 3)])
             if seed == 0:
                 c.save(os.path.join(args.out_dir, f"budgets-{arch}-seed0.h5"), force=True)
-                E.plot_ensembles(c).savefig(os.path.join(args.out_dir, f"budgets-{arch}-seed0.png"), dpi=120)
+                plot_ensembles(c).savefig(os.path.join(args.out_dir, f"budgets-{arch}-seed0.png"), dpi=120)
             print(f"  {arch} seed {seed}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
         out[f"budgets-{arch}"] = {"settings": settings, "error": err, "nll": nll}
         lines += [
@@ -210,7 +211,7 @@ def part_variational(args, out: dict) -> str:
             acc.append([100 * res[s].acc for s in schemes])
             if seed == 0:
                 tag = kw["parameterization"]
-                V.plot_snr(vnet, title=label).savefig(os.path.join(args.out_dir, f"snr-{tag}.png"), dpi=120)
+                plot_snr(V.snr(vnet), title=label).savefig(os.path.join(args.out_dir, f"snr-{tag}.png"), dpi=120)
         a = np.asarray(acc)
         rows[label] = acc
         lines.append(f"| {label} | " + " | ".join(_mean_std(a[:, k]) for k in range(3)) + " |")

@@ -19,7 +19,7 @@ from .adjust import (
     wa_path,
     weight_adjustment,
 )
-from .ensemble import WAEnsemble, WAEnsembleCurve, plot_wa_ensemble, wa_ensemble, wa_ensemble_curve
+from .ensemble import WAEnsemble, WAEnsembleCurve, wa_ensemble, wa_ensemble_curve
 from .graph import Group, Part, UnsupportedModelError, trace_groups
 from .matching import SOLVERS, OTPath, assignment, match_neurons, ot_path, transposition_path
 from .neurons import (
@@ -39,7 +39,7 @@ from .paths import (
     linear_path,
     neuron_mean,
 )
-from .report import METHODS, ConnectionReport, compare_connections, plot_connections
+from .report import METHODS, ConnectionReport, compare_connections
 
 __all__ = [
     "METHODS",
@@ -48,7 +48,6 @@ __all__ = [
     "UnsupportedModelError",
     "WAEnsemble",
     "WAEnsembleCurve",
-    "plot_wa_ensemble",
     "trace_groups",
     "wa_ensemble",
     "wa_ensemble_curve",
@@ -75,7 +74,6 @@ __all__ = [
     "neuron_mean",
     "ot_path",
     "permute",
-    "plot_connections",
     "transitional_network",
     "transposition_path",
     "wa_path",

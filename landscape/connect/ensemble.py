@@ -20,7 +20,6 @@ not depend on the evaluated batch.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from ..batches import as_source, batch_input, first_inputs
 from ..weights import Weights
 from .adjust import _check_pair, _Stack, _transitional
 
-__all__ = ["WAEnsemble", "WAEnsembleCurve", "plot_wa_ensemble", "wa_ensemble", "wa_ensemble_curve"]
+__all__ = ["WAEnsemble", "WAEnsembleCurve", "wa_ensemble", "wa_ensemble_curve"]
 
 KIND = "wa-ensemble"
 
@@ -266,25 +265,10 @@ class WAEnsembleCurve:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> WAEnsembleCurve:
-        from ..io import open_result
+        """Read a file written by :meth:`save` (:func:`landscape.io.read_wa_ensemble`)."""
+        from ..io import read_wa_ensemble
 
-        with open_result(path) as rf:
-            if rf.kind != KIND:
-                raise ValueError(f"{os.fspath(path)} holds a {rf.kind!r} result, not {KIND!r}")
-            a = dict(rf.attrs)
-            out = cls(
-                head_layers=[int(v) for v in rf.read_array("head_layers")],
-                sizes=[int(v) for v in rf.read_array("sizes")],
-                acc=np.asarray(rf.read_metric("acc")),
-                nll=np.asarray(rf.read_metric("nll")),
-                member_acc=a.pop("member_acc"),
-                cost=a.pop("cost"),
-                n_layers=int(a.pop("n_layers")),
-            )
-            for k in ("table", "library-version", "created"):
-                a.pop(k, None)
-            out.attrs = a
-        return out
+        return cls(**read_wa_ensemble(path))
 
 
 def wa_ensemble_curve(
@@ -342,30 +326,3 @@ def wa_ensemble_curve(
     if bar is not None:
         bar.close()
     return WAEnsembleCurve(heads, sizes, acc, nll, member_acc, cost, st.n, attrs={"ridge": float(ridge)})
-
-
-def plot_wa_ensemble(curve_or_path, ax=None):
-    """Ensemble accuracy against the number of members: one line per head size (``Ind``
-    dashed), from a :class:`WAEnsembleCurve` or its file."""
-    curve = curve_or_path if isinstance(curve_or_path, WAEnsembleCurve) else WAEnsembleCurve.load(curve_or_path)
-    if ax is None:
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(6.5, 4.5), layout="constrained")
-        ax = fig.add_subplot()
-    else:
-        fig = ax.figure
-    for i, n in enumerate(curve.head_layers):
-        ind = n == curve.n_layers
-        c = curve.cost[i]
-        label = "Ind" if ind else f"WA({n})"
-        label += f", {c['params'] / c['params_ordinary']:.2f}x params"
-        ax.plot(curve.sizes, 100 * curve.acc[i], marker="o", ls="--" if ind else "-", label=label)
-    ax.set_xlabel("number of networks m")
-    ax.set_ylabel("ensemble accuracy (%)")
-    ax.set_xticks(curve.sizes)
-    ax.set_title("WA-ensembles: shared backbone vs independent networks")
-    ax.legend(fontsize="small")
-    if not math.isfinite(float(np.nanmax(curve.acc))):  # pragma: no cover - nothing computed
-        ax.text(0.5, 0.5, "no values", transform=ax.transAxes, ha="center")
-    return fig

@@ -6,8 +6,8 @@ their Weight-Adjustment variants), evaluates it on every data split with
 along each path into a :class:`ConnectionReport`. The report prints the paper's table
 (:meth:`ConnectionReport.markdown`), saves one HDF5 result file
 (:meth:`ConnectionReport.save`, kind ``"connections"``) and reads it back
-(:meth:`ConnectionReport.load`); :func:`plot_connections` draws the accuracy along ``t`` of
-every method from a report or from the file alone.
+(:meth:`ConnectionReport.load`); :func:`landscape.plot.plot_connections` draws the accuracy
+along ``t`` of every method from a report or from the file alone.
 
 Reference: I. Anokhin, D. Yarotsky, "Low-loss connection of weight vectors:
 distribution-based approaches", ICML 2020.
@@ -24,14 +24,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..io import ResultExistsError, create_result, open_result
+from ..io import ResultExistsError, create_result, read_connections
 from ..weights import Weights
 from .adjust import multilayer_wa_path, wa_path
 from .matching import ot_path
 from .neurons import _try_chain
 from .paths import arc_path, linear_path
 
-__all__ = ["METHODS", "ConnectionReport", "compare_connections", "plot_connections"]
+__all__ = ["METHODS", "ConnectionReport", "compare_connections"]
 
 #: Connection methods known to :func:`compare_connections`, in the paper's order.
 METHODS = ("linear", "arc", "linear+wa", "arc+wa", "ot", "ot+wa")
@@ -236,23 +236,8 @@ class ConnectionReport:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> ConnectionReport:
-        """Read a file written by :meth:`save`."""
-        with open_result(path) as rf:
-            if rf.kind != KIND:
-                raise ValueError(f"{os.fspath(path)} holds a {rf.kind!r} result, not {KIND!r}")
-            a = dict(rf.attrs)
-            methods, splits = list(a.pop("methods")), list(a.pop("splits"))
-            skipped = dict(a.pop("skipped"))
-            endpoints = {s: {k: float(v) for k, v in e.items()} for s, e in a.pop("endpoints").items()}
-            for k in ("rows", "stages", "table", "library-version", "created"):
-                a.pop(k, None)
-            rep = cls(methods=methods, splits=splits, endpoints=endpoints, skipped=skipped, attrs=a)
-            for m in rep.computed:
-                rep.t[m] = rf.read_array(f"{m}.t")
-                rep.stage[m] = rf.read_array(f"{m}.stage")
-                rep.acc[m] = {s: rf.read_array(f"{m}.{s}.acc") for s in splits}
-                rep.loss[m] = {s: rf.read_array(f"{m}.{s}.loss") for s in splits}
-        return rep
+        """Read a file written by :meth:`save` (:func:`landscape.io.read_connections`)."""
+        return cls(**read_connections(path))
 
 
 # ---------------------------------------------------------------------------- building
@@ -578,48 +563,3 @@ def _prior_report(out, rep: ConnectionReport) -> ConnectionReport:
     if prior.splits != rep.splits:
         raise ResultFileError(f"{os.fspath(out)} has splits {prior.splits}, this run has {rep.splits}")
     return prior
-
-
-# ---------------------------------------------------------------------------- figure
-def plot_connections(report_or_path, ax=None, *, split: str | None = None):
-    """Accuracy along ``t`` of every method of a :class:`ConnectionReport` (or of a file
-    written by :meth:`ConnectionReport.save`), one line each, with the endpoints' accuracies
-    as dotted lines.
-
-    Parameters
-    ----------
-    report_or_path : ConnectionReport or path
-    ax : matplotlib Axes, optional
-        Draw there (default: a new :class:`~matplotlib.figure.Figure`).
-    split : str, optional
-        The split to draw (default: the last one, usually ``"test"``).
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-    """
-    rep = report_or_path if isinstance(report_or_path, ConnectionReport) else ConnectionReport.load(report_or_path)
-    split = rep.splits[-1] if split is None else split
-    if split not in rep.splits:
-        raise ValueError(f"split {split!r} is not in the report (it has {rep.splits})")
-    if ax is None:
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(7.0, 4.5), layout="constrained")
-        ax = fig.add_subplot()
-    else:
-        try:
-            fig = ax.get_figure(root=True)
-        except TypeError:  # matplotlib < 3.10
-            fig = ax.figure
-    for m in rep.computed:
-        ax.plot(rep.t[m], 100.0 * rep.acc[m][split], marker=".", ms=3, label=_label(m))
-    e = rep.endpoints[split]
-    ax.axhline(100.0 * e["A_acc"], color="0.5", ls=":", lw=1)
-    ax.axhline(100.0 * e["B_acc"], color="0.5", ls=":", lw=1)
-    ax.set_xlabel("t")
-    ax.set_ylabel(f"{split} accuracy (%)")
-    ax.set_xlim(0.0, 1.0)
-    ax.set_title("Connections between A and B")
-    ax.legend(fontsize="small")
-    return fig

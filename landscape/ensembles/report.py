@@ -3,13 +3,13 @@
 :func:`compare_ensembles` evaluates several :class:`~landscape.ensembles.budget.Run` s (FGE,
 SSE, SWA, independent networks, or any members with their budgets) on one split through the
 engine and keeps, for each, the ensemble of the first ``m`` members at every ``m``; the
-result is saved as one HDF5 file of kind ``"ensembles"`` and drawn as test error against
-the epochs spent, the figure of the FGE paper (seed 001, "Ensembling results").
+result is saved as one HDF5 file of kind ``"ensembles"``, which
+:func:`landscape.plot.plot_ensembles` draws as test error against the epochs spent, the
+figure of the FGE paper (seed 001, "Ensembling results").
 """
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,7 +20,7 @@ from torch import nn
 
 from .budget import Run
 
-__all__ = ["EnsembleComparison", "compare_ensembles", "plot_ensembles"]
+__all__ = ["EnsembleComparison", "compare_ensembles"]
 
 KIND = "ensembles"
 _PER_MEMBER = ("cumulative_acc", "cumulative_nll", "member_acc", "budget")
@@ -77,24 +77,10 @@ class EnsembleComparison:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> EnsembleComparison:
-        from ..io import open_result
+        """Read a file written by :meth:`save` (:func:`landscape.io.read_ensembles`)."""
+        from ..io import read_ensembles
 
-        with open_result(path) as rf:
-            if rf.kind != KIND:
-                raise ValueError(f"{os.fspath(path)} holds a {rf.kind!r} result, not {KIND!r}")
-            a = dict(rf.attrs)
-            per = {k: np.asarray(rf.read_metric(k)) for k in _PER_MEMBER}
-        out = cls(
-            labels=list(a.pop("labels")),
-            acc=np.asarray(a.pop("acc"), float),
-            nll=np.asarray(a.pop("nll"), float),
-            ece=np.asarray(a.pop("ece"), float),
-            per_member=per,
-        )
-        for k in ("table", "library-version", "created"):
-            a.pop(k, None)
-        out.attrs = a
-        return out
+        return cls(**read_ensembles(path))
 
 
 def compare_ensembles(
@@ -149,71 +135,3 @@ def compare_ensembles(
         acc[i], nll[i], ece[i] = res.acc, res.nll, res.ece
     attrs = {"runs": [dict(r.attrs, label=r.label) for r in runs], "bn": bn}
     return EnsembleComparison([r.label for r in runs], acc, nll, ece, per, attrs)
-
-
-def plot_ensembles(comparison_or_path, ax=None):
-    """Test error of the ensemble of the members so far against the epochs spent: one line
-    per run (markers at every member), like the FGE paper's budget figure."""
-    c = (
-        comparison_or_path
-        if isinstance(comparison_or_path, EnsembleComparison)
-        else EnsembleComparison.load(comparison_or_path)
-    )
-    if ax is None:
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(6.5, 4.5), layout="constrained")
-        ax = fig.add_subplot()
-    else:
-        fig = ax.figure
-    for i, label in enumerate(c.labels):
-        b, a = c.per_member["budget"][i], c.per_member["cumulative_acc"][i]
-        ok = np.isfinite(b) & np.isfinite(a)
-        style = "--" if label.lower().startswith("ind") else "-"
-        ax.plot(b[ok], 100 * (1 - a[ok]), marker="o", ms=4, ls=style, label=label)
-    ax.set_xlabel("training budget (epochs)")
-    ax.set_ylabel("ensemble test error (%)")
-    ax.set_title("Ensembles against the training budget")
-    ax.legend(fontsize="small")
-    if not math.isfinite(float(np.nanmax(c.per_member["cumulative_acc"]))):  # pragma: no cover
-        ax.text(0.5, 0.5, "no values", transform=ax.transAxes, ha="center")
-    return fig
-
-
-def plot_fge(result, member_error=None, ax=None):
-    """The seeds' FGE figure: the cyclic learning rate over the iterations (top) and, at every
-    snapshot, its test error (``member_error``, in %) and its distance from the start (bottom).
-
-    Parameters
-    ----------
-    result : FGEResult
-    member_error : sequence of float, optional
-        Test error (%) of every snapshot, e.g. ``100 * (1 - comparison.per_member["member_acc"][0])``.
-    ax : pair of Axes, optional
-    """
-    if ax is None:
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(6.5, 5.0), layout="constrained")
-        top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[1, 2])
-    else:
-        top, bottom = ax
-        fig = top.figure
-    it = np.arange(1, len(result.lr) + 1)
-    top.plot(it, result.lr, color="0.3")
-    for i in result.iterations:
-        top.axvline(i, color="tab:green", ls=":", lw=1)
-    top.set_ylabel("learning rate")
-    top.set_title(f"FGE: {len(result.iterations)} snapshots at the middle of each cycle (rate alpha2)")
-    (dline,) = bottom.plot(result.iterations, result.distance, "o-", color="tab:blue", label="distance from start")
-    bottom.set_ylabel("L2 distance from the start", color="tab:blue")
-    bottom.set_xlabel("iteration")
-    handles = [dline]
-    if member_error is not None:
-        right = bottom.twinx()
-        err = np.asarray(member_error, dtype=float)[: len(result.iterations)]
-        (eline,) = right.plot(result.iterations, err, "s--", color="tab:red", label="snapshot test error")
-        right.set_ylabel("test error (%)", color="tab:red")
-        handles.append(eline)
-    bottom.legend(handles=handles, fontsize="small", loc="lower right")
-    return fig

@@ -19,8 +19,8 @@ name                               what
 :func:`extreme_eigenvalues`        :math:`\\lambda_{max}`, :math:`\\lambda_{min}`, ratio, cost
 :func:`hutchinson`                 trace estimate with a standard error
 :func:`exact_trace`                trace (and diagonal) from all unit vectors
-:func:`slq`                        spectral density by stochastic Lanczos quadrature
-:func:`plot_density`               the smoothed density as a figure
+:func:`slq`                        spectral density by stochastic Lanczos quadrature (drawn by
+                                   :func:`landscape.plot.plot_density`)
 :func:`as_operator`                a dense symmetric matrix as an operator
 =================================  ==========================================================
 
@@ -48,7 +48,7 @@ Examples
 
 from __future__ import annotations
 
-from .density import SpectralDensity, plot_density, slq
+from .density import SpectralDensity, slq
 from .eig import (
     ExtremeEigenvalues,
     LanczosResult,
@@ -88,7 +88,6 @@ __all__ = [
     "lanczos_step_reference",
     "layer_selections",
     "parameter_selection",
-    "plot_density",
     "power_iteration",
     "random_vectors",
     "slq",

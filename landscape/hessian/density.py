@@ -8,7 +8,8 @@ to 2s - 1. With q a normalised Rademacher vector, :math:`E[q^T f(A) q] = \\mathr
 / n`, so averaging the quadratures of several random starts estimates the spectral density
 :math:`\\phi(t) = \\frac{1}{n}\\sum_j \\delta(t - \\lambda_j)` as a sum of weighted nodes
 (Lin, Saad & Yang 2016; Ghorbani, Krishnan & Xiao 2019). Smoothing each node with a
-Gaussian of width ``sigma`` gives a density on a grid for plots.
+Gaussian of width ``sigma`` gives a density on a grid (:meth:`SpectralDensity.density`), which
+:func:`landscape.plot.plot_density` draws.
 
 The moments :math:`\\sum_i w_i \\theta_i^p` of one probe are exact quadratic forms
 :math:`q^T A^p q` for :math:`p \\le 2s - 1`; their mean over probes is an unbiased estimate
@@ -20,7 +21,6 @@ exact.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -28,11 +28,7 @@ import torch
 from .eig import lanczos_batched
 from .operators import as_operator, operator_info, operator_selection, random_vectors
 
-if TYPE_CHECKING:  # pragma: no cover - typing only; matplotlib is imported lazily
-    from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
-
-__all__ = ["SpectralDensity", "plot_density", "slq"]
+__all__ = ["SpectralDensity", "slq"]
 
 
 @dataclass
@@ -179,49 +175,3 @@ def slq(
     return SpectralDensity(
         nodes=nodes, weights=weights, n=n, hvps=sum(r.hvps for r in runs), selection=operator_selection(op)
     )
-
-
-def plot_density(
-    result: SpectralDensity,
-    ax: Axes | None = None,
-    *,
-    sigma: float | None = None,
-    num: int = 1000,
-    log: bool = True,
-) -> Figure:
-    """Draw a smoothed spectral density (eigenvalue against density, log scale by default).
-
-    Parameters
-    ----------
-    result : SpectralDensity
-        From :func:`slq`.
-    ax : matplotlib Axes, optional
-        Where to draw; a new :class:`~matplotlib.figure.Figure` (no pyplot state, renders
-        headless) when omitted.
-    sigma, num
-        As for :meth:`SpectralDensity.density`.
-    log : bool
-        Logarithmic density axis (the bulk near 0 and the outliers differ by orders of
-        magnitude), floored at 1e-8 of the peak.
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-    """
-    if ax is None:
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(5.0, 3.5), layout="constrained")
-        ax = fig.add_subplot()
-    else:
-        fig = ax.figure
-    sigma = float(sigma) if sigma is not None else result.default_sigma()
-    grid, dens = result.density(sigma=sigma, num=num)
-    ax.plot(grid, dens, color="C0", lw=1.2)
-    if log:
-        ax.set_yscale("log")
-        ax.set_ylim(max(dens.max(), 1e-300) * 1e-8, dens.max() * 2)
-    ax.set_xlabel("eigenvalue")
-    ax.set_ylabel("density")
-    ax.set_title(f"SLQ: {result.probes} probes, {result.nodes.shape[1]} steps, sigma = {sigma:.3g}", fontsize=9)
-    return fig

@@ -1,0 +1,102 @@
+"""Connections between two networks (Anokhin & Yarotsky, 2020): the accuracy along every
+path, and WA-ensembles against the number of members."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..io import read_connections, read_wa_ensemble
+from ._base import _fields, _figure_and_axes
+
+if TYPE_CHECKING:  # pragma: no cover - typing only; matplotlib is imported lazily
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+#: Legend names of the methods of ``landscape.connect.compare_connections`` (the paper's);
+#: any other method (a flow, a curve) is named as it is.
+_METHOD_LABELS = {
+    "linear": "Linear",
+    "arc": "Arc",
+    "linear+wa": "Linear + WA",
+    "arc+wa": "Arc + WA",
+    "ot": "OT",
+    "ot+wa": "OT + WA",
+}
+
+
+def plot_connections(report: Any, ax: Axes | None = None, *, split: str | None = None) -> Figure:
+    """Accuracy along ``t`` of every connection method, one line each, with the endpoints'
+    accuracies as dotted lines.
+
+    Parameters
+    ----------
+    report : path, ResultFile, dict or ConnectionReport
+        A file of kind ``"connections"`` (written by ``ConnectionReport.save``, read with
+        :func:`landscape.io.read_connections`), the dict that function returns, or a
+        :class:`~landscape.connect.ConnectionReport` (its ``methods``, ``skipped``,
+        ``splits``, ``t``, ``acc`` and ``endpoints`` are read).
+    ax : matplotlib Axes, optional
+        Draw there (default: a new :class:`~matplotlib.figure.Figure`).
+    split : str, optional
+        The split to draw (default: the last one, usually ``"test"``).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    rep = _fields(report, read_connections)
+    splits = list(rep.splits)
+    split = splits[-1] if split is None else split
+    if split not in splits:
+        raise ValueError(f"split {split!r} is not in the report (it has {splits})")
+    fig, ax = _figure_and_axes(ax, figsize=(7.0, 4.5))
+    for m in (m for m in rep.methods if m not in rep.skipped):
+        ax.plot(rep.t[m], 100.0 * np.asarray(rep.acc[m][split]), marker=".", ms=3, label=_METHOD_LABELS.get(m, m))
+    e = rep.endpoints[split]
+    ax.axhline(100.0 * e["A_acc"], color="0.5", ls=":", lw=1)
+    ax.axhline(100.0 * e["B_acc"], color="0.5", ls=":", lw=1)
+    ax.set_xlabel("t")
+    ax.set_ylabel(f"{split} accuracy (%)")
+    ax.set_xlim(0.0, 1.0)
+    ax.set_title("Connections between A and B")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def plot_wa_ensemble(curve: Any, ax: Axes | None = None) -> Figure:
+    """Ensemble accuracy against the number of members: one line per head size (``Ind``, the
+    ordinary ensemble, dashed), each named with its parameters relative to ``Ind``.
+
+    Parameters
+    ----------
+    curve : path, ResultFile, dict or WAEnsembleCurve
+        A file of kind ``"wa-ensemble"`` (written by ``WAEnsembleCurve.save``, read with
+        :func:`landscape.io.read_wa_ensemble`), the dict that function returns, or a
+        :class:`~landscape.connect.WAEnsembleCurve` (its ``head_layers``, ``n_layers``,
+        ``sizes``, ``acc`` and ``cost`` are read).
+    ax : matplotlib Axes, optional
+        Draw there (default: a new :class:`~matplotlib.figure.Figure`).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    curve = _fields(curve, read_wa_ensemble)
+    acc = np.asarray(curve.acc, dtype=np.float64)
+    fig, ax = _figure_and_axes(ax, figsize=(6.5, 4.5))
+    for i, n in enumerate(curve.head_layers):
+        ind = n == curve.n_layers
+        c = curve.cost[i]
+        label = "Ind" if ind else f"WA({n})"
+        label += f", {c['params'] / c['params_ordinary']:.2f}x params"
+        ax.plot(curve.sizes, 100 * acc[i], marker="o", ls="--" if ind else "-", label=label)
+    ax.set_xlabel("number of networks m")
+    ax.set_ylabel("ensemble accuracy (%)")
+    ax.set_xticks(list(curve.sizes))
+    ax.set_title("WA-ensembles: shared backbone vs independent networks")
+    ax.legend(fontsize="small")
+    if not np.isfinite(acc).any():  # pragma: no cover - nothing computed
+        ax.text(0.5, 0.5, "no values", transform=ax.transAxes, ha="center")
+    return fig
