@@ -1,0 +1,181 @@
+"""The ``landscape`` command. Argument parsing lives in this package and only here.
+
+One module per subcommand, each with ``add_parser(subparsers)`` and ``main(args) -> int``;
+the options several subcommands share are declared once in :mod:`landscape.cli.options`
+and the helpers they share at run time are in :mod:`landscape.cli.common`. The library
+does the work; a subcommand parses, calls it and prints.
+
+Subcommands
+-----------
+``info``              summary of a result file
+``eval``              metrics of checkpoints
+``surface``           1D/2D loss surfaces: interpolation, random line/plane, three-point and PCA planes
+``plot``              figures from a result file (PNG and PDF)
+``export``            a surface for ParaView (.vtp)
+``curve``             mode connectivity: fit, eval, plane or export a curve between two checkpoints
+``connect``           Linear, Arc, OT and weight-adjustment connections with the worst accuracy along each
+``connection-model``  a Flow (or Bijection) connection model learnt from several checkpoints
+``wa-ensemble``       ensembles sharing one backbone by weight adjustment, against the ordinary ensemble
+``ensemble``          fast ensembles (FGE, SSE, SWA) against independent networks at equal budget
+``variational``       a variational network (variational dropout, variance layers) trained by the ELBO
+``predict``           a variational network's deterministic, stochastic and ensemble predictions
+``hessian``           Hessian eigenvalues, eigenvalue maps of a surface, trace and spectral density
+``demo``              the main job on bundled data (digits, CPU, under 2 minutes)
+``models``            the built-in models
+
+Errors print one line (``landscape: error: ...``) and exit with code 2; ``--debug`` shows
+the traceback. ``python -m landscape`` and ``torchrun -m landscape`` run :func:`main`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+
+from .common import UsageError, parse_bytes
+
+__all__ = ["COMMANDS", "UsageError", "build_parser", "console_main", "main", "parse_bytes"]
+
+#: The subcommands in the order ``landscape --help`` lists them; ``wa-ensemble`` is the
+#: module ``landscape.cli.wa_ensemble``.
+COMMANDS = (
+    "info",
+    "eval",
+    "surface",
+    "plot",
+    "export",
+    "curve",
+    "connect",
+    "connection-model",
+    "wa-ensemble",
+    "ensemble",
+    "variational",
+    "predict",
+    "hessian",
+    "demo",
+    "models",
+)
+
+
+def command_module(name: str):
+    """The module of subcommand ``name``."""
+    return importlib.import_module(f"{__name__}.{name.replace('-', '_')}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .._version import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="landscape",
+        description="Loss surfaces, mode connectivity and ensembles of saved checkpoints.",
+    )
+    parser.add_argument("--version", action="version", version=f"landscape {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        command_module(name).add_parser(sub)
+    return parser
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from ..batches import BatchError
+    from ..data import DataError
+    from ..evaluate import MemoryBudgetError
+    from ..io import ResultExistsError, ResultFileError
+    from ..metrics import MetricError
+    from ..models import ModelSpecError
+    from ..weights import CheckpointError
+
+    return (
+        UsageError,
+        DataError,
+        BatchError,
+        MetricError,
+        MemoryBudgetError,
+        ResultExistsError,
+        ResultFileError,
+        ModelSpecError,
+        CheckpointError,
+        FileNotFoundError,
+        FileExistsError,
+        ValueError,
+    )
+
+
+def _new_out_file(args) -> str | None:
+    """``--out`` when this run would create it (it does not exist yet)."""
+    out = getattr(args, "out", None)
+    return out if isinstance(out, str) and out and not os.path.exists(out) else None
+
+
+def _remove_unfinished(path: str | None) -> None:
+    """Remove a result file this run created when an error stopped it before any cell was
+    done (bad data, metrics or models fail on the first batch), so that bad input leaves
+    nothing behind; a file with finished cells stays for ``--resume``."""
+    if path is None or not os.path.isfile(path):
+        return
+    from ..io import open_result
+
+    try:
+        with open_result(path) as f:
+            started = bool(f.done.any())
+    except Exception:  # noqa: BLE001 - not a result file: not ours to judge
+        return
+    if not started:
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+
+
+def _dash_values(argv: list[str]) -> list[str]:
+    """``--x -1:1:51`` -> ``--x=-1:1:51``: a value that starts with "-" would read as an
+    option to argparse."""
+    argv = list(argv)
+    for i in range(len(argv) - 1):
+        if argv[i] in ("--x", "--y") and argv[i + 1].startswith("-"):
+            argv[i : i + 2] = [f"{argv[i]}={argv[i + 1]}", ""]
+    return [a for a in argv if a != ""]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run a parsed command line; every error becomes one line on stderr and exit code 2."""
+    new_out = _new_out_file(args)
+    try:
+        return args.run(args)
+    except BrokenPipeError:  # e.g. `landscape info f.h5 | head`
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - no flush error at exit
+        except OSError:
+            pass
+        return 0
+    except KeyboardInterrupt:
+        print("landscape: interrupted; finished chunks are saved, rerun with --resume to continue", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - the CLI turns every error into one line
+        _remove_unfinished(new_out)
+        if args.debug:
+            raise
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if not isinstance(e, _user_errors()):
+            msg = f"{type(e).__name__}: {msg} (run with --debug for the traceback)"
+        print(f"landscape: error: {msg}", file=sys.stderr)
+        return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``landscape`` command; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(_dash_values(sys.argv[1:] if argv is None else argv))
+    if args.command is None:
+        parser.print_help()
+        return 2
+    return run(args)
+
+
+def console_main() -> None:  # pragma: no cover
+    """The ``landscape`` console script: :func:`main` as the process's exit code."""
+    sys.exit(main())

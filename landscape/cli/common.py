@@ -1,0 +1,129 @@
+"""What the subcommands share when they run: the one-line usage error, the data of
+``--data``, the checks of ``--out`` and the figures of ``--plot``."""
+
+from __future__ import annotations
+
+import os
+
+__all__ = [
+    "UsageError",
+    "check_out",
+    "checkpoint_records",
+    "comma_list",
+    "data_attrs",
+    "max_memory",
+    "num_samples",
+    "open_data",
+    "parse_bytes",
+    "plot_if_asked",
+    "print_surface_summary",
+    "refuse_existing",
+    "several_checkpoints",
+]
+
+
+class UsageError(ValueError):
+    """Bad command-line input."""
+
+
+def parse_bytes(text: str) -> int:
+    """``"2G"``, ``"512M"``, ``"1e9"`` -> bytes."""
+    t = text.strip().upper().removesuffix("B")
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    try:
+        if t and t[-1] in scale:
+            return int(float(t[:-1]) * scale[t[-1]])
+        return int(float(t))
+    except ValueError:
+        raise UsageError(f"--max-memory {text!r} is not a size; expected e.g. 2G, 512M or 1000000") from None
+
+
+def max_memory(args) -> int | None:
+    """``--max-memory`` in bytes, or None."""
+    return parse_bytes(args.max_memory) if args.max_memory else None
+
+
+def comma_list(text: str) -> list[str]:
+    """``"a, b,,c"`` -> ``["a", "b", "c"]``."""
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def open_data(args, split: str, *, max_samples: int | None | bool = True):
+    """``--data`` of ``split`` with the data options of ``args``: a py: spec's loader or
+    dataset as it is (every command streams it), the built-in specs in memory.
+    ``max_samples=True`` takes ``--max-samples``."""
+    from ..data import open_data as open_spec
+
+    return open_spec(
+        args.data,
+        split,
+        max_samples=args.max_samples if max_samples is True else max_samples,
+        normalize=args.normalize,
+        seq_len=getattr(args, "seq_len", None),
+        kwargs=getattr(args, "data_kwargs", None),
+    )
+
+
+def num_samples(data) -> int:
+    from ..batches import as_source
+
+    return as_source(data).num_samples()
+
+
+def data_attrs(args) -> dict:
+    """Data options beyond the spec, for result-file attributes."""
+    out = {}
+    if getattr(args, "data_kwargs", None):
+        out["data-kwargs"] = args.data_kwargs
+    if getattr(args, "seq_len", None) is not None:
+        out["seq-len"] = args.seq_len
+    return out
+
+
+def checkpoint_records(weights) -> list[dict]:
+    """``[{"path", "sha256"}]`` of loaded checkpoints, for result-file attributes."""
+    return [{"path": w.source, "sha256": w.sha256} for w in weights]
+
+
+def check_out(args) -> None:
+    """An ``--out`` that exists needs ``--resume`` or ``--force``, not both."""
+    if args.out and os.path.exists(args.out) and not (args.resume or args.force):
+        raise UsageError(f"'{args.out}' already exists; pass --resume to continue it or --force to overwrite it")
+    if args.resume and args.force:
+        raise UsageError("--resume and --force contradict each other; pass one")
+
+
+def refuse_existing(path: str | None, force: bool) -> None:
+    """A file that exists is overwritten only with ``--force``."""
+    if path and os.path.exists(path) and not force:
+        raise UsageError(f"'{path}' already exists; pass --force to overwrite it")
+
+
+def several_checkpoints(args, command: str, need: str) -> None:
+    """At least two ``--ckpt`` and an ``--out`` that is new unless ``--force``."""
+    if len(args.ckpt) < 2:
+        raise UsageError(f"{command} needs at least {need}, got {len(args.ckpt)}")
+    refuse_existing(args.out, args.force)
+
+
+def plot_if_asked(args) -> int:
+    """``--plot``: the figures of ``args.out`` next to it."""
+    if args.plot:
+        from ..plot import plot_file
+
+        written = plot_file(args.out, os.path.dirname(os.path.abspath(args.out)), force=args.force)
+        print(f"figures: {', '.join(written)}")
+    return 0
+
+
+def print_surface_summary(res) -> None:
+    import numpy as np
+
+    grid = " x ".join(str(d) for d in next(iter(res.metrics.values())).shape)
+    print(
+        f"{res.plane.kind} surface, grid {grid}, {res.evaluated} cell(s) computed in {res.seconds:.1f} s "
+        f"(engine path {res.path}) -> {res.file}"
+    )
+    for name, v in res.metrics.items():
+        if np.isfinite(v).any():
+            print(f"  {name:12s} min {np.nanmin(v):.4g}  max {np.nanmax(v):.4g}")

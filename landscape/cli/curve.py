@@ -1,0 +1,172 @@
+"""``landscape curve fit|eval|plane|export``: mode connectivity (Garipov et al. 2018).
+
+``fit`` trains a Bezier curve or polygonal chain between two checkpoints
+(:func:`landscape.curves.fit_curve`), ``eval`` the metrics along it against the straight
+line, ``plane`` the surface on the plane through the endpoints and the middle bend, and
+``export`` the weights at one ``t`` as a normal checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+
+from . import options
+from .common import UsageError, check_out, comma_list, max_memory, open_data, plot_if_asked, print_surface_summary
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "curve", help="mode connectivity: fit | eval | plane | export a curve between two checkpoints"
+    )
+    p.set_defaults(run=main)
+    csub = p.add_subparsers(dest="curve_command", metavar="ACTION")
+    c = csub.add_parser("fit", help="train a Bezier curve or polygonal chain between two checkpoints")
+    c.add_argument("--ckpt", action="append", default=[], help="the two endpoint checkpoints (repeat)")
+    c.add_argument("--curve", dest="curve_kind", default="bezier", choices=["bezier", "polychain"])
+    c.add_argument("--bends", type=int, default=1, help="number of bends (default 1)")
+    c.add_argument("--init", default=None, help="checkpoint to start the (single) bend from (default: the line)")
+    c.add_argument("--epochs", type=int, default=20)
+    c.add_argument("--lr", type=float, default=0.05)
+    c.add_argument("--momentum", type=float, default=0.9)
+    c.add_argument("--wd", type=float, default=5e-4, help="weight decay on the bends")
+    c.add_argument("--schedule", default="garipov", choices=["garipov", "cosine", "constant"])
+    c.add_argument("--t-per-batch", type=int, default=1, help="positions t sampled per minibatch")
+    c.add_argument("--fair", action="store_true", help="arc-length weighted ('fair') loss")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--fit-batch-size", type=int, default=128)
+    options.add_evaluation(c, split=False, out_required=True)
+    for action, text in (
+        ("eval", "loss and error along t, against the straight line"),
+        ("plane", "surface on the plane through the endpoints and the middle bend"),
+    ):
+        c = csub.add_parser(action, help=text)
+        c.add_argument("--curve", dest="curve_file", required=True, help="curve file written by `landscape curve fit`")
+        c.add_argument("--points", type=int, default=61, help="values of t (eval; default 61)")
+        c.add_argument("--splits", default="train,test", help="comma-separated data splits (default train,test)")
+        c.add_argument("--x", default=None, help="MIN:MAX:COUNT (plane; default: around the control points)")
+        c.add_argument("--y", default=None, help="MIN:MAX:COUNT (plane)")
+        options.add_plot(c)
+        options.add_evaluation(c, split=False, out_required=True)
+        c.set_defaults(bn="recompute")  # statistics recomputed at every point, as in the paper
+    c = csub.add_parser("export", help="weights at one t as a normal checkpoint")
+    c.add_argument("--curve", dest="curve_file", required=True)
+    options.add_model(c)
+    c.add_argument("--t", type=float, required=True)
+    options.add_output(c, help="the checkpoint file to write")
+
+
+def main(args) -> int:
+    from ..models import build_model
+
+    action = args.curve_command
+    if action is None:
+        raise UsageError("landscape curve needs an action: fit, eval, plane or export")
+    model = build_model(args.model, args.model_kwargs)
+    if action == "export":
+        return _export(args, model)
+    if action == "fit":
+        return _fit(args, model)
+    return _profile(args, model)
+
+
+def _export(args, model) -> int:
+    from .. import curves
+    from ..weights import save_weights
+
+    curve, _ = curves.load_curve(args.curve_file, model)
+    if not 0.0 <= args.t <= 1.0:
+        raise UsageError(f"--t {args.t} is outside [0, 1]")
+    save_weights(curve.weights_at(args.t).state_dict(), args.out, force=args.force)
+    print(f"weights at t={args.t} -> {args.out}")
+    return 0
+
+
+def _fit(args, model) -> int:
+    from .. import curves
+    from ..weights import load_checkpoint
+
+    if len(args.ckpt) != 2:
+        raise UsageError(f"curve fit needs two --ckpt (the endpoints), got {len(args.ckpt)}")
+    check_out(args)
+    a, b = (load_checkpoint(p, model, trust=args.trust_checkpoint) for p in args.ckpt)
+    init = "line"
+    if args.init:
+        if args.bends != 1:
+            raise UsageError("--init gives one bend; use it with --bends 1")
+        init = [load_checkpoint(args.init, model, trust=args.trust_checkpoint)]
+    curve = curves.Curve(a, b, n_bends=args.bends, kind=args.curve_kind, init=init)
+    res = curves.fit_curve(
+        model,
+        curve,
+        open_data(args, "train"),
+        epochs=args.epochs,
+        batch_size=args.fit_batch_size,
+        lr=args.lr,
+        momentum=args.momentum,
+        weight_decay=args.wd,
+        schedule=args.schedule,
+        t_per_batch=args.t_per_batch,
+        fair=args.fair,
+        seed=args.seed,
+        device=args.device,
+        checkpoint=args.out,
+        resume=args.resume,
+        force=args.force,
+        progress=not args.no_progress,
+    )
+    last = res.history[-1] if res.history else {}
+    print(
+        f"{args.curve_kind} curve, {args.bends} bend(s): {len(res.history)} epochs "
+        f"(resumed from {res.resumed_from}) in {res.seconds:.1f} s, last epoch loss "
+        f"{last.get('loss', float('nan')):.4f} -> {args.out}"
+    )
+    return 0
+
+
+def _profile(args, model) -> int:
+    """``curve eval`` (metrics along t) and ``curve plane`` (the surface of its plane)."""
+    import numpy as np
+
+    from .. import curves
+    from ..models import describe_model
+
+    check_out(args)
+    curve, _ = curves.load_curve(args.curve_file, model)
+    splits = {s: open_data(args, s) for s in comma_list(args.splits)}
+    bn_data = splits.get(args.bn_split) or open_data(args, args.bn_split) if args.bn != "running" else None
+    common = dict(
+        bn=args.bn,
+        bn_data=bn_data,
+        precision=args.precision,
+        device=args.device,
+        batch_size=args.batch_size,
+        max_memory=max_memory(args),
+        out=args.out,
+        resume=args.resume,
+        force=args.force,
+        progress=not args.no_progress,
+        attrs={"model": describe_model(args.model, args.model_kwargs), "curve-file": os.path.abspath(args.curve_file)},
+    )
+    metrics = comma_list(args.metrics)
+    if args.curve_command == "eval":
+        prof = curves.evaluate_curve(model, curve, splits, points=args.points, metrics=metrics, **common)
+        for row in ("curve", "line"):
+            for split, h in prof.barriers.get(row, {}).items():
+                print(f"{row:5s} {split:5s} loss barrier {h:.4f} nats at t={prof.barriers[row + '-t'][split]:.3f}")
+        if "test_acc" in prof.metrics:
+            err = 100 * (1 - prof.metrics["test_acc"])
+            print(
+                f"test error: curve max {np.nanmax(err[0]):.2f}%, line max {np.nanmax(err[1]):.2f}%, "
+                f"endpoints {err[0, 0]:.2f}% / {err[0, -1]:.2f}%"
+            )
+        print(f"-> {args.out}")
+    else:
+        from ..surface import auto_range, compute_surface, parse_range
+
+        plane = curves.curve_plane(curve)
+        pts = np.concatenate([plane.anchors, plane.arrays["trajectory"]])
+        xs = parse_range(args.x) if args.x else auto_range(pts[:, 0])
+        ys = parse_range(args.y) if args.y else auto_range(pts[:, 1])
+        res = compute_surface(model, plane, xs, ys, splits=splits, metrics=metrics, **common)
+        print_surface_summary(res)
+    return plot_if_asked(args)
