@@ -10,34 +10,28 @@
 // Python face, fake function and the pure-PyTorch reference: landscape/ops/lanczos_step.py.
 #include "lanczos_step.h"
 
-#include <c10/util/Exception.h>
 #include <torch/library.h>
+
+#include "input_checks.h"
 
 namespace landscape {
 
-void check_lanczos_step_args(const at::Tensor& Q, const at::Tensor& w, int64_t j,
-                             const at::Tensor& beta_prev) {
-  TORCH_CHECK(Q.dim() == 3, "Q should be a 3d tensor [m, S, n], got ", Q.dim(), "D");
-  TORCH_CHECK(w.dim() == 2, "w should be a 2d tensor [m, n], got ", w.dim(), "D");
-  TORCH_CHECK(beta_prev.dim() == 1, "beta_prev should be a 1d tensor [m], got ", beta_prev.dim(),
-              "D");
-  TORCH_CHECK(Q.scalar_type() == at::kFloat || Q.scalar_type() == at::kDouble,
-              "Q should be float32 or float64, got ", Q.scalar_type());
-  TORCH_CHECK(w.scalar_type() == Q.scalar_type(), "w should have dtype ", Q.scalar_type(),
-              " like Q, got ", w.scalar_type());
-  TORCH_CHECK(beta_prev.scalar_type() == Q.scalar_type(), "beta_prev should have dtype ",
-              Q.scalar_type(), " like Q, got ", beta_prev.scalar_type());
-  TORCH_CHECK(w.device() == Q.device(), "w should be on ", Q.device(), " like Q, got ",
-              w.device());
-  TORCH_CHECK(beta_prev.device() == Q.device(), "beta_prev should be on ", Q.device(),
-              " like Q, got ", beta_prev.device());
+void check_lanczos_step_inputs(const at::Tensor& Q, const at::Tensor& w, int64_t j,
+                               const at::Tensor& beta_prev) {
+  TORCH_CHECK_VALUE(Q.dim() == 3, "Q should be a 3d tensor [m, S, n], got ", Q.dim(), "D");
+  TORCH_CHECK_VALUE(w.dim() == 2, "w should be a 2d tensor [m, n], got ", w.dim(), "D");
+  TORCH_CHECK_VALUE(beta_prev.dim() == 1, "beta_prev should be a 1d tensor [m], got ",
+                    beta_prev.dim(), "D");
+  check_floating(Q, "Q");
+  check_like(w, "w", Q, "Q");
+  check_like(beta_prev, "beta_prev", Q, "Q");
   const int64_t m = Q.size(0), S = Q.size(1), n = Q.size(2);
-  TORCH_CHECK(w.size(0) == m && w.size(1) == n, "w should have shape [", m, ", ", n,
-              "] like Q of shape ", Q.sizes(), ", got ", w.sizes());
-  TORCH_CHECK(beta_prev.size(0) == m, "beta_prev should have shape [", m,
-              "] (one per row of Q), got ", beta_prev.sizes());
-  TORCH_CHECK(0 <= j && j < S, "j should satisfy 0 <= j < S = ", S,
-              " (the basis slots of Q of shape ", Q.sizes(), "), got j = ", j);
+  TORCH_CHECK_VALUE(w.size(0) == m && w.size(1) == n, "w should have shape [", m, ", ", n,
+                    "] like Q of shape ", Q.sizes(), ", got ", w.sizes());
+  TORCH_CHECK_VALUE(beta_prev.size(0) == m, "beta_prev should have shape [", m,
+                    "] (one per row of Q), got ", beta_prev.sizes());
+  TORCH_CHECK_VALUE(0 <= j && j < S, "j should satisfy 0 <= j < S = ", S,
+                    " (the basis slots of Q of shape ", Q.sizes(), "), got j = ", j);
 }
 
 }  // namespace landscape

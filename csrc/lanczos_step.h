@@ -9,9 +9,9 @@
 namespace landscape {
 
 // Checks what every kernel of lanczos_step needs: Q [m, S, n], w [m, n], beta_prev [m], all
-// float32 or float64 of one dtype on one device, 0 <= j < S. One-line messages naming what
-// arrived. Device type checks are the kernels' own.
-void check_lanczos_step_args(const at::Tensor& Q, const at::Tensor& w, int64_t j,
-                             const at::Tensor& beta_prev);
+// float32 or float64 of one dtype on one device, 0 <= j < S. Raises ValueError with a one-line
+// message naming what arrived (csrc/input_checks.h). Device type checks are the kernels' own.
+void check_lanczos_step_inputs(const at::Tensor& Q, const at::Tensor& w, int64_t j,
+                               const at::Tensor& beta_prev);
 
 }  // namespace landscape

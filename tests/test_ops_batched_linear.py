@@ -173,8 +173,17 @@ def test_batched_linear_gradients_match_reference():
         torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
 
 
-def test_batched_linear_bad_shapes_name_what_arrived():
+# The kernels check their inputs in C++ (check_batched_linear_inputs), the references in Python:
+# both paths of the face reject a bad argument with the same ValueError and message.
+both_paths = pytest.mark.parametrize("use_extension", [True, False], ids=["kernel", "reference"])
+
+
+@both_paths
+def test_batched_linear_bad_shapes_name_what_arrived(monkeypatch, use_extension):
+    monkeypatch.setattr(bl_module, "_USE_EXTENSION", use_extension and ops.extension_available())
     x, bw, bb, c = make_linear_inputs(0, False, True)
+    with pytest.raises(ValueError, match=r"x should be a 2d tensor \[N, in\] or a 3d tensor \[K, N, in\], got 1D"):
+        batched_linear(x[0], bw, bb, c)
     with pytest.raises(ValueError, match=r"basis_weight should be a 3d tensor \[J, out, in\], got 2D"):
         batched_linear(x, bw[0], bb, c)
     with pytest.raises(ValueError, match=r"coeffs should have J=3 columns"):
@@ -185,15 +194,27 @@ def test_batched_linear_bad_shapes_name_what_arrived():
         batched_linear(x, bw, bb[:, :2], c)
     with pytest.raises(ValueError, match=r"x of shape \[K, N, in\] should have K=5"):
         batched_linear(x.expand(4, -1, -1), bw, bb, c)
-    with pytest.raises(ValueError, match=r"coeffs should have dtype torch.float64"):
+    with pytest.raises(ValueError, match=r"coeffs should have dtype torch.float64 like x, got torch.float32"):
         batched_linear(x, bw, bb, c.float())
+    with pytest.raises(ValueError, match=r"coeffs should be a 2d tensor \[K, J\], got 1D"):
+        batched_linear(x, bw, bb, c[0])
 
 
 @needs_extension
 def test_batched_linear_kernel_errors_name_what_arrived():
+    op = torch.ops.landscape.batched_linear
     x, bw, bb, c = make_linear_inputs(0, False, True)
-    with pytest.raises(RuntimeError, match=r"basis_weight should be a 3d tensor \[J, out, in\], got 2D"):
-        torch.ops.landscape.batched_linear(x, bw[0], bb, c)
+    cases = [
+        ((x, bw[0], bb, c), r"basis_weight should be a 3d tensor \[J, out, in\], got 2D"),
+        ((x.long(), bw.long(), bb.long(), c.long()), r"x should be float32 or float64, got torch.int64"),
+        ((x, bw.float(), bb, c), r"basis_weight should have dtype torch.float64 like x, got torch.float32"),
+        ((x, bw[:0], bb[:0], c[:, :0]), r"basis_weight should hold at least one basis tensor, got J=0"),
+        ((x, bw, bb[None], c), r"basis_bias should be a 2d tensor \[J, 6\], got 3D"),
+        ((x, bw, bb, c[:, :2]), r"coeffs should have J=3 columns \(one per basis tensor\), got shape \[5, 2\]"),
+    ]
+    for args, message in cases:
+        with pytest.raises(ValueError, match=message):
+            op(*args)
 
 
 # ---- fused_mlp2 ----------------------------------------------------------------------------
@@ -269,7 +290,9 @@ def test_fused_mlp2_gradients_without_bias():
         torch.testing.assert_close(a.grad, r.grad, rtol=1e-10, atol=1e-10)
 
 
-def test_fused_mlp2_bad_arguments_name_what_arrived():
+@both_paths
+def test_fused_mlp2_bad_arguments_name_what_arrived(monkeypatch, use_extension):
+    monkeypatch.setattr(bl_module, "_USE_EXTENSION", use_extension and ops.extension_available())
     x, w1, b1, w2, b2, c = make_mlp_inputs(0, True)
     with pytest.raises(ValueError, match=r"activation should be one of"):
         fused_mlp2(x, w1, b1, w2, b2, c, "gelu")
@@ -277,12 +300,16 @@ def test_fused_mlp2_bad_arguments_name_what_arrived():
         fused_mlp2(x, w1, b1, w2[:, :, :5], b2, c)
     with pytest.raises(ValueError, match=r"x should be a 2d tensor \[N, in\]"):
         fused_mlp2(x.unsqueeze(0), w1, b1, w2, b2, c)
+    with pytest.raises(ValueError, match=r"b1_basis should have shape \[3, 19\], got \[3, 18\]"):
+        fused_mlp2(x, w1, b1[:, 1:], w2, b2, c)
+    with pytest.raises(ValueError, match=r"w2_basis should have dtype torch.float64 like x, got torch.float32"):
+        fused_mlp2(x, w1, b1, w2.float(), b2, c)
 
 
 @needs_extension
 def test_fused_mlp2_kernel_rejects_unknown_activation_code():
     x, w1, b1, w2, b2, c = make_mlp_inputs(0, True)
-    with pytest.raises(RuntimeError, match=r"activation should be 0 \(identity\), 1 \(relu\) or 2 \(tanh\), got 7"):
+    with pytest.raises(ValueError, match=r"activation should be 0 \(identity\), 1 \(relu\) or 2 \(tanh\), got 7"):
         torch.ops.landscape.fused_mlp2(x, w1, b1, w2, b2, c, 7)
 
 

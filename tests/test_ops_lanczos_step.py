@@ -329,7 +329,11 @@ def test_missing_extension_falls_back_to_the_reference():
 # ---- bad inputs -----------------------------------------------------------------------------
 
 
-def test_face_bad_inputs_name_what_arrived():
+# The kernels check their inputs in C++ (check_lanczos_step_inputs), the reference path of the
+# face in Python: both reject a bad argument with the same ValueError and message.
+@pytest.mark.parametrize("use_extension", [True, False], ids=["kernel", "reference"])
+def test_face_bad_inputs_name_what_arrived(monkeypatch, use_extension):
+    monkeypatch.setattr(ls_module, "_USE_EXTENSION", use_extension and ops.extension_available())
     Q, w, beta_prev = make_inputs(3, 5, 20, 2)
     with pytest.raises(ValueError, match=r"reorthogonalize should be one of \('full', 'none'\), got 'partial'"):
         lanczos_step(Q, w, 2, beta_prev, "partial")
@@ -345,6 +349,8 @@ def test_face_bad_inputs_name_what_arrived():
         lanczos_step(Q, w, -1, beta_prev)
     with pytest.raises(ValueError, match=r"got j = 1.0"):
         lanczos_step(Q, w, 1.0, beta_prev)
+    with pytest.raises(ValueError, match=r"got j = True"):
+        lanczos_step(Q, w, True, beta_prev)
 
 
 @needs_extension
@@ -362,16 +368,19 @@ def test_kernel_errors_name_what_arrived():
         ((Q[0], w, 2, b), r"Q should be a 3d tensor \[m, S, n\], got 2D"),
         ((Q, w[None], 2, b), r"w should be a 2d tensor \[m, n\], got 3D"),
         ((Q, w, 2, b[None]), r"beta_prev should be a 1d tensor \[m\], got 2D"),
-        ((Q.to(torch.int64), w.to(torch.int64), 2, b.to(torch.int64)), r"Q should be float32 or float64, got Long"),
-        ((Q, w.float(), 2, b), r"w should have dtype Double like Q, got Float"),
-        ((Q, w, 2, b.float()), r"beta_prev should have dtype Double like Q, got Float"),
+        (
+            (Q.to(torch.int64), w.to(torch.int64), 2, b.to(torch.int64)),
+            r"Q should be float32 or float64, got torch.int64",
+        ),
+        ((Q, w.float(), 2, b), r"w should have dtype torch.float64 like Q, got torch.float32"),
+        ((Q, w, 2, b.float()), r"beta_prev should have dtype torch.float64 like Q, got torch.float32"),
         ((Q, w[:2], 2, b), r"w should have shape \[3, 20\] like Q of shape \[3, 5, 20\], got \[2, 20\]"),
         ((Q, w, 2, b[:2]), r"beta_prev should have shape \[3\] \(one per row of Q\), got \[2\]"),
         ((Q, w, 5, b), r"j should satisfy 0 <= j < S = 5 \(the basis slots of Q of shape \[3, 5, 20\]\), got j = 5"),
         ((Q, w, -1, b), r"j should satisfy 0 <= j < S = 5 .*got j = -1"),
     ]
     for args, message in cases:
-        with pytest.raises(RuntimeError, match=message):
+        with pytest.raises(ValueError, match=message):
             op(*args, True)
 
 
@@ -445,5 +454,5 @@ def test_cuda_opcheck_and_errors():
     Q, w, beta_prev = make_inputs(3, 5, 70, 3, device="cuda", seed=8)
     for full in (True, False):
         torch.library.opcheck(torch.ops.landscape.lanczos_step.default, (Q, w, 3, beta_prev, full))
-    with pytest.raises(RuntimeError, match=r"beta_prev should be on cuda:0 like Q, got cpu"):
+    with pytest.raises(ValueError, match=r"beta_prev should be on cuda:0 like Q, got cpu"):
         torch.ops.landscape.lanczos_step(Q, w, 3, beta_prev.cpu(), True)

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <vector>
 
+#include "../batched_linear.h"
 #include "batched_linear_kernels.h"
 
 namespace landscape {
@@ -22,31 +23,6 @@ namespace {
 constexpr int64_t kMlpTileBytes = 256 * 1024;
 // Projections computed per first-layer GEMM call (a chunk of tiles).
 constexpr int64_t kMlpChunkBytes = 16 * 1024 * 1024;
-
-void check_same_dtype_device(const at::Tensor& t, const char* name, const at::Tensor& ref) {
-  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), name, " should have dtype ",
-              ref.scalar_type(), " like x, got ", t.scalar_type());
-  TORCH_CHECK(t.device() == ref.device(), name, " should be on ", ref.device(),
-              " like x, got ", t.device());
-}
-
-void check_coeffs(const at::Tensor& coeffs, int64_t J, const at::Tensor& x) {
-  TORCH_CHECK(coeffs.dim() == 2, "coeffs should be a 2d tensor [K, J], got ", coeffs.dim(),
-              "D");
-  TORCH_CHECK(coeffs.size(1) == J, "coeffs should have J=", J,
-              " columns (one per basis tensor), got shape ", coeffs.sizes());
-  check_same_dtype_device(coeffs, "coeffs", x);
-}
-
-void check_bias(const std::optional<at::Tensor>& bias, const char* name, int64_t J,
-                int64_t M, const at::Tensor& x) {
-  if (!bias.has_value()) return;
-  const at::Tensor& b = *bias;
-  TORCH_CHECK(b.dim() == 2, name, " should be a 2d tensor [J, ", M, "], got ", b.dim(), "D");
-  TORCH_CHECK(b.size(0) == J && b.size(1) == M, name, " should have shape [", J, ", ", M,
-              "], got ", b.sizes());
-  check_same_dtype_device(b, name, x);
-}
 
 // [K, M] per-point combination of a [J, ...] basis, or an undefined tensor for None.
 at::Tensor combine_optional(const at::Tensor& coeffs, const std::optional<at::Tensor>& basis) {
@@ -60,26 +36,12 @@ at::Tensor combine_optional(const at::Tensor& coeffs, const std::optional<at::Te
 at::Tensor batched_linear_cpu(const at::Tensor& x, const at::Tensor& basis_weight,
                               const std::optional<at::Tensor>& basis_bias,
                               const at::Tensor& coeffs) {
-  TORCH_CHECK(x.dim() == 2 || x.dim() == 3,
-              "x should be a 2d tensor [N, in] or a 3d tensor [K, N, in], got ", x.dim(), "D");
-  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
-              "x should be float32 or float64 on CPU, got ", x.scalar_type());
-  TORCH_CHECK(basis_weight.dim() == 3, "basis_weight should be a 3d tensor [J, out, in], got ",
-              basis_weight.dim(), "D");
-  check_same_dtype_device(basis_weight, "basis_weight", x);
+  check_batched_linear_inputs(x, basis_weight, basis_bias, coeffs);
+  TORCH_CHECK(x.device().is_cpu(), "x should be a CPU tensor for the CPU kernel, got ", x.device());
   const int64_t J = basis_weight.size(0);
   const int64_t out_features = basis_weight.size(1);
   const int64_t in_features = basis_weight.size(2);
-  TORCH_CHECK(J >= 1, "basis_weight should hold at least one basis tensor, got J=0");
-  TORCH_CHECK(x.size(-1) == in_features, "x should have in=", in_features,
-              " features (the last dim of basis_weight), got shape ", x.sizes());
-  check_bias(basis_bias, "basis_bias", J, out_features, x);
-  check_coeffs(coeffs, J, x);
   const int64_t K = coeffs.size(0);
-  if (x.dim() == 3) {
-    TORCH_CHECK(x.size(0) == K, "x of shape [K, N, in] should have K=", K,
-                " points (the rows of coeffs), got shape ", x.sizes());
-  }
   const int64_t N = x.size(-2);
 
   const at::Tensor c = coeffs.contiguous();
@@ -140,30 +102,12 @@ at::Tensor fused_mlp2_cpu(const at::Tensor& x, const at::Tensor& w1_basis,
                           const std::optional<at::Tensor>& b1_basis, const at::Tensor& w2_basis,
                           const std::optional<at::Tensor>& b2_basis, const at::Tensor& coeffs,
                           int64_t activation) {
-  TORCH_CHECK(x.dim() == 2, "x should be a 2d tensor [N, in] (shared by all points), got ",
-              x.dim(), "D");
-  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
-              "x should be float32 or float64 on CPU, got ", x.scalar_type());
-  TORCH_CHECK(w1_basis.dim() == 3, "w1_basis should be a 3d tensor [J, H, in], got ",
-              w1_basis.dim(), "D");
-  TORCH_CHECK(w2_basis.dim() == 3, "w2_basis should be a 3d tensor [J, O, H], got ",
-              w2_basis.dim(), "D");
-  check_same_dtype_device(w1_basis, "w1_basis", x);
-  check_same_dtype_device(w2_basis, "w2_basis", x);
+  check_fused_mlp2_inputs(x, w1_basis, b1_basis, w2_basis, b2_basis, coeffs, activation);
+  TORCH_CHECK(x.device().is_cpu(), "x should be a CPU tensor for the CPU kernel, got ", x.device());
   const int64_t J = w1_basis.size(0);
   const int64_t H = w1_basis.size(1);
   const int64_t in_features = w1_basis.size(2);
   const int64_t O = w2_basis.size(1);
-  TORCH_CHECK(J >= 1, "w1_basis should hold at least one basis tensor, got J=0");
-  TORCH_CHECK(x.size(1) == in_features, "x should have in=", in_features,
-              " features (the last dim of w1_basis), got shape ", x.sizes());
-  TORCH_CHECK(w2_basis.size(0) == J && w2_basis.size(2) == H, "w2_basis should have shape [",
-              J, ", O, ", H, "] to match w1_basis [J, H, in], got ", w2_basis.sizes());
-  check_bias(b1_basis, "b1_basis", J, H, x);
-  check_bias(b2_basis, "b2_basis", J, O, x);
-  check_coeffs(coeffs, J, x);
-  TORCH_CHECK(valid_activation(activation),
-              "activation should be 0 (identity), 1 (relu) or 2 (tanh), got ", activation);
   const int64_t K = coeffs.size(0);
   const int64_t N = x.size(0);
 

@@ -9,7 +9,7 @@
 //   W_k = sum_j C[k, j] B[j]           (any basis tensor, flattened to M numbers)
 //
 // The inner loops of the fused two-layer MLP have an AVX2+FMA version (compiled with a
-// function-level target attribute, selected at run time with __builtin_cpu_supports) and a
+// function-level target attribute, selected at run time; see vec_common.h) and a
 // portable fallback, so the library never needs -march=native.
 #pragma once
 
@@ -17,12 +17,7 @@
 #include <cmath>
 #include <cstdint>
 
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#define LANDSCAPE_HAVE_AVX2_PATH 1
-#include <immintrin.h>
-#else
-#define LANDSCAPE_HAVE_AVX2_PATH 0
-#endif
+#include "vec_common.h"
 
 namespace landscape {
 namespace cpu {
@@ -161,56 +156,7 @@ void mlp2_tile_generic(const T* z, const T* coeffs, const T* b1, const T* w2, co
   }
 }
 
-#if LANDSCAPE_HAVE_AVX2_PATH
-
-#define LANDSCAPE_AVX2 __attribute__((target("avx2,fma")))
-
-// Minimal AVX2 vector traits so the float and double micro-kernels share one body.
-template <typename T>
-struct Avx2Vec;
-
-template <>
-struct Avx2Vec<float> {
-  using V = __m256;
-  static constexpr int kWidth = 8;
-  LANDSCAPE_AVX2 static inline V load(const float* p) { return _mm256_loadu_ps(p); }
-  LANDSCAPE_AVX2 static inline void store(float* p, V v) { _mm256_storeu_ps(p, v); }
-  LANDSCAPE_AVX2 static inline V set1(float v) { return _mm256_set1_ps(v); }
-  LANDSCAPE_AVX2 static inline V zero() { return _mm256_setzero_ps(); }
-  LANDSCAPE_AVX2 static inline V fmadd(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
-  LANDSCAPE_AVX2 static inline V add(V a, V b) { return _mm256_add_ps(a, b); }
-  LANDSCAPE_AVX2 static inline V max(V a, V b) { return _mm256_max_ps(a, b); }
-  LANDSCAPE_AVX2 static inline float hsum(V v) {
-    __m128 lo = _mm256_castps256_ps128(v);
-    __m128 hi = _mm256_extractf128_ps(v, 1);
-    lo = _mm_add_ps(lo, hi);
-    __m128 shuf = _mm_movehdup_ps(lo);
-    __m128 sums = _mm_add_ps(lo, shuf);
-    shuf = _mm_movehl_ps(shuf, sums);
-    sums = _mm_add_ss(sums, shuf);
-    return _mm_cvtss_f32(sums);
-  }
-};
-
-template <>
-struct Avx2Vec<double> {
-  using V = __m256d;
-  static constexpr int kWidth = 4;
-  LANDSCAPE_AVX2 static inline V load(const double* p) { return _mm256_loadu_pd(p); }
-  LANDSCAPE_AVX2 static inline void store(double* p, V v) { _mm256_storeu_pd(p, v); }
-  LANDSCAPE_AVX2 static inline V set1(double v) { return _mm256_set1_pd(v); }
-  LANDSCAPE_AVX2 static inline V zero() { return _mm256_setzero_pd(); }
-  LANDSCAPE_AVX2 static inline V fmadd(V a, V b, V c) { return _mm256_fmadd_pd(a, b, c); }
-  LANDSCAPE_AVX2 static inline V add(V a, V b) { return _mm256_add_pd(a, b); }
-  LANDSCAPE_AVX2 static inline V max(V a, V b) { return _mm256_max_pd(a, b); }
-  LANDSCAPE_AVX2 static inline double hsum(V v) {
-    __m128d lo = _mm256_castpd256_pd128(v);
-    __m128d hi = _mm256_extractf128_pd(v, 1);
-    lo = _mm_add_pd(lo, hi);
-    __m128d hi64 = _mm_unpackhi_pd(lo, lo);
-    return _mm_cvtsd_f64(_mm_add_sd(lo, hi64));
-  }
-};
+#if LANDSCAPE_HAVE_AVX2
 
 // hidden[0:len] = act(sum_j c[j] zn[j * stride + (0:len)] + b1k[0:len])   (b1k may be null)
 template <typename T>
@@ -384,21 +330,7 @@ LANDSCAPE_AVX2 void mlp2_tile_avx2(const T* z, const T* coeffs, const T* b1, con
   }
 }
 
-#undef LANDSCAPE_AVX2
-
-inline bool cpu_has_avx2_fma() {
-  static const bool has = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  }();
-  return has;
-}
-
-#else
-
-inline bool cpu_has_avx2_fma() { return false; }
-
-#endif  // LANDSCAPE_HAVE_AVX2_PATH
+#endif  // LANDSCAPE_HAVE_AVX2
 
 // Runtime dispatch: the AVX2+FMA micro-kernels where the CPU has them, the portable loops
 // otherwise (or when use_simd is false, which the unit tests use to check both paths).
@@ -406,7 +338,7 @@ template <typename T>
 void mlp2_tile(const T* z, const T* coeffs, const T* b1, const T* w2, const T* b2, T* out,
                T* hidden, T* acc, int64_t N, int64_t K, int64_t J, int64_t H, int64_t O,
                int64_t activation, int64_t n_begin, int64_t n_end, bool use_simd = true) {
-#if LANDSCAPE_HAVE_AVX2_PATH
+#if LANDSCAPE_HAVE_AVX2
   if (use_simd && cpu_has_avx2_fma()) {
     mlp2_tile_avx2<T>(z, coeffs, b1, w2, b2, out, hidden, acc, N, K, J, H, O, activation,
                       n_begin, n_end);

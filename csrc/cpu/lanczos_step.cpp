@@ -22,7 +22,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lanczos_step_cpu(const at::Tensor
                                                                 const at::Tensor& w, int64_t j,
                                                                 const at::Tensor& beta_prev,
                                                                 bool full_reorth) {
-  check_lanczos_step_args(Q, w, j, beta_prev);
+  check_lanczos_step_inputs(Q, w, j, beta_prev);
   TORCH_CHECK(Q.device().is_cpu(), "Q should be a CPU tensor for the CPU kernel, got ", Q.device());
   const int64_t m = Q.size(0), n = Q.size(2);
   // The loops need contiguous elements within each vector; rows and basis slots may have any

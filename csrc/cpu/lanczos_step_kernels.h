@@ -47,7 +47,8 @@
 // reciprocal of the double norm (within an ulp of the reference's division).
 //
 // The vector loops have an AVX2+FMA version (function-level target attribute, selected at
-// run time) and a portable fallback; the library never needs -march=native.
+// run time; the vector traits are in vec_common.h) and a portable fallback; the library
+// never needs -march=native.
 #pragma once
 
 #include <algorithm>
@@ -55,12 +56,7 @@
 #include <cstdint>
 #include <vector>
 
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#define LANDSCAPE_LANCZOS_HAVE_AVX2 1
-#include <immintrin.h>
-#else
-#define LANDSCAPE_LANCZOS_HAVE_AVX2 0
-#endif
+#include "vec_common.h"
 
 namespace landscape {
 namespace cpu {
@@ -143,69 +139,14 @@ void update_generic(const T* B, int64_t ldb, int64_t nb, const double* c, T* r, 
 // ---------------------------------------------------------------------------------------
 // AVX2 + FMA loops.
 // ---------------------------------------------------------------------------------------
-#if LANDSCAPE_LANCZOS_HAVE_AVX2
-
-#define LANDSCAPE_LANCZOS_AVX2 __attribute__((target("avx2,fma")))
-
-template <typename T>
-struct Vec;
-
-template <>
-struct Vec<float> {
-  using V = __m256;
-  static constexpr int kWidth = 8;
-  LANDSCAPE_LANCZOS_AVX2 static inline V load(const float* p) { return _mm256_loadu_ps(p); }
-  LANDSCAPE_LANCZOS_AVX2 static inline void store(float* p, V v) { _mm256_storeu_ps(p, v); }
-  LANDSCAPE_LANCZOS_AVX2 static inline V set1(float v) { return _mm256_set1_ps(v); }
-  LANDSCAPE_LANCZOS_AVX2 static inline V zero() { return _mm256_setzero_ps(); }
-  LANDSCAPE_LANCZOS_AVX2 static inline V fmadd(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
-  LANDSCAPE_LANCZOS_AVX2 static inline V add(V a, V b) { return _mm256_add_ps(a, b); }
-  LANDSCAPE_LANCZOS_AVX2 static inline V sub(V a, V b) { return _mm256_sub_ps(a, b); }
-  LANDSCAPE_LANCZOS_AVX2 static inline float hsum(V v) {
-    __m128 lo = _mm256_castps256_ps128(v);
-    __m128 hi = _mm256_extractf128_ps(v, 1);
-    lo = _mm_add_ps(lo, hi);
-    __m128 shuf = _mm_movehdup_ps(lo);
-    __m128 sums = _mm_add_ps(lo, shuf);
-    shuf = _mm_movehl_ps(shuf, sums);
-    sums = _mm_add_ss(sums, shuf);
-    return _mm_cvtss_f32(sums);
-  }
-};
-
-template <>
-struct Vec<double> {
-  using V = __m256d;
-  static constexpr int kWidth = 4;
-  LANDSCAPE_LANCZOS_AVX2 static inline V load(const double* p) { return _mm256_loadu_pd(p); }
-  LANDSCAPE_LANCZOS_AVX2 static inline void store(double* p, V v) { _mm256_storeu_pd(p, v); }
-  LANDSCAPE_LANCZOS_AVX2 static inline V set1(double v) { return _mm256_set1_pd(v); }
-  LANDSCAPE_LANCZOS_AVX2 static inline V zero() { return _mm256_setzero_pd(); }
-  LANDSCAPE_LANCZOS_AVX2 static inline V fmadd(V a, V b, V c) { return _mm256_fmadd_pd(a, b, c); }
-  LANDSCAPE_LANCZOS_AVX2 static inline V add(V a, V b) { return _mm256_add_pd(a, b); }
-  LANDSCAPE_LANCZOS_AVX2 static inline V sub(V a, V b) { return _mm256_sub_pd(a, b); }
-  LANDSCAPE_LANCZOS_AVX2 static inline double hsum(V v) {
-    __m128d lo = _mm256_castpd256_pd128(v);
-    __m128d hi = _mm256_extractf128_pd(v, 1);
-    lo = _mm_add_pd(lo, hi);
-    __m128d hi64 = _mm_unpackhi_pd(lo, lo);
-    return _mm_cvtsd_f64(_mm_add_sd(lo, hi64));
-  }
-};
-
-// Software prefetch (into L2) of the line at p, used for the block that a sweep reads next
-// (see prefetch_basis for when).
-template <typename T>
-LANDSCAPE_LANCZOS_AVX2 inline void prefetch_line(const T* p) {
-  _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T1);
-}
+#if LANDSCAPE_HAVE_AVX2
 
 // c[kk] += B_kk[0:len] . r[0:len] for KB basis vectors at once (r loaded once for all).
 // With ahead != 0, also prefetches B_kk[ahead + i] (the next block of the sweep).
 template <typename T, int KB>
-LANDSCAPE_LANCZOS_AVX2 inline void dots_rows_avx2(const T* B, int64_t ldb, const T* r,
-                                                  int64_t len, double* c, int64_t ahead) {
-  using VT = Vec<T>;
+LANDSCAPE_AVX2 inline void dots_rows_avx2(const T* B, int64_t ldb, const T* r,
+                                          int64_t len, double* c, int64_t ahead) {
+  using VT = Avx2Vec<T>;
   constexpr int W = VT::kWidth;
   static_assert(2 * W * sizeof(T) == 64, "one cache line per row per iteration");
   typename VT::V acc0[KB], acc1[KB];
@@ -235,8 +176,8 @@ LANDSCAPE_LANCZOS_AVX2 inline void dots_rows_avx2(const T* B, int64_t ldb, const
 }
 
 template <typename T>
-LANDSCAPE_LANCZOS_AVX2 void dots_avx2(const T* B, int64_t ldb, int64_t nb, const T* r,
-                                      int64_t len, double* c, int64_t ahead) {
+LANDSCAPE_AVX2 void dots_avx2(const T* B, int64_t ldb, int64_t nb, const T* r,
+                              int64_t len, double* c, int64_t ahead) {
   int64_t k = 0;
   for (; k + 4 <= nb; k += 4) dots_rows_avx2<T, 4>(B + k * ldb, ldb, r, len, c + k, ahead);
   switch (nb - k) {
@@ -257,9 +198,9 @@ LANDSCAPE_LANCZOS_AVX2 void dots_avx2(const T* B, int64_t ldb, int64_t nb, const
 // t[0:len] += sum_kk c[kk] B_kk[0:len] for KB basis vectors at once; with ahead != 0, also
 // prefetches B_kk[ahead + i].
 template <typename T, int KB>
-LANDSCAPE_LANCZOS_AVX2 inline void accumulate_rows_avx2(const T* B, int64_t ldb, const T* c,
-                                                        T* t, int64_t len, int64_t ahead) {
-  using VT = Vec<T>;
+LANDSCAPE_AVX2 inline void accumulate_rows_avx2(const T* B, int64_t ldb, const T* c,
+                                                T* t, int64_t len, int64_t ahead) {
+  using VT = Avx2Vec<T>;
   constexpr int W = VT::kWidth;
   typename VT::V cv[KB];
   for (int kk = 0; kk < KB; ++kk) cv[kk] = VT::set1(c[kk]);
@@ -290,9 +231,9 @@ LANDSCAPE_LANCZOS_AVX2 inline void accumulate_rows_avx2(const T* B, int64_t ldb,
 }
 
 template <typename T>
-LANDSCAPE_LANCZOS_AVX2 void update_avx2(const T* B, int64_t ldb, int64_t nb, const double* c,
-                                        T* r, int64_t len, T* t, int64_t ahead) {
-  using VT = Vec<T>;
+LANDSCAPE_AVX2 void update_avx2(const T* B, int64_t ldb, int64_t nb, const double* c,
+                                T* r, int64_t len, T* t, int64_t ahead) {
+  using VT = Avx2Vec<T>;
   constexpr int W = VT::kWidth;
   for (int64_t i = 0; i < len; ++i) t[i] = T(0);
   T ct[4];
@@ -321,21 +262,7 @@ LANDSCAPE_LANCZOS_AVX2 void update_avx2(const T* B, int64_t ldb, int64_t nb, con
   for (; i < len; ++i) r[i] -= t[i];
 }
 
-#undef LANDSCAPE_LANCZOS_AVX2
-
-inline bool cpu_has_avx2_fma() {
-  static const bool has = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  }();
-  return has;
-}
-
-#else
-
-inline bool cpu_has_avx2_fma() { return false; }
-
-#endif  // LANDSCAPE_LANCZOS_HAVE_AVX2
+#endif  // LANDSCAPE_HAVE_AVX2
 
 // ---------------------------------------------------------------------------------------
 // Dispatch between the two versions (use_simd = false forces the portable loops; the unit
@@ -347,7 +274,7 @@ inline bool cpu_has_avx2_fma() { return false; }
 template <typename T>
 inline void block_dots(const T* B, int64_t ldb, int64_t nb, const T* r, int64_t len, double* c,
                        bool use_simd, int64_t ahead = 0) {
-#if LANDSCAPE_LANCZOS_HAVE_AVX2
+#if LANDSCAPE_HAVE_AVX2
   if (use_simd && cpu_has_avx2_fma()) {
     dots_avx2<T>(B, ldb, nb, r, len, c, ahead);
     return;
@@ -362,7 +289,7 @@ inline void block_dots(const T* B, int64_t ldb, int64_t nb, const T* r, int64_t 
 template <typename T>
 inline void block_update(const T* B, int64_t ldb, int64_t nb, const double* c, T* r,
                          int64_t len, T* t, bool use_simd, int64_t ahead = 0) {
-#if LANDSCAPE_LANCZOS_HAVE_AVX2
+#if LANDSCAPE_HAVE_AVX2
   if (use_simd && cpu_has_avx2_fma()) {
     update_avx2<T>(B, ldb, nb, c, r, len, t, ahead);
     return;

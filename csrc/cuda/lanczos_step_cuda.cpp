@@ -34,7 +34,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lanczos_step_cuda(const at::Tenso
                                                                  const at::Tensor& w, int64_t j,
                                                                  const at::Tensor& beta_prev,
                                                                  bool full_reorth) {
-  check_lanczos_step_args(Q, w, j, beta_prev);
+  check_lanczos_step_inputs(Q, w, j, beta_prev);
   TORCH_CHECK(Q.is_cuda(), "Q should be a CUDA tensor for the CUDA kernel, got ", Q.device());
   const int64_t m = Q.size(0), n = Q.size(2);
   const c10::cuda::CUDAGuard guard(Q.device());

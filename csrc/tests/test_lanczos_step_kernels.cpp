@@ -242,7 +242,7 @@ void test_helpers() {
 
 int main() {
   std::mt19937 rng(2024);
-  std::printf("AVX2+FMA path available: %d\n", int(lz::cpu_has_avx2_fma()));
+  std::printf("AVX2+FMA path available: %d\n", int(landscape::cpu::cpu_has_avx2_fma()));
   test_helpers();
   // n not a multiple of any vector or block width; j = 0, j = S - 1, and a basis large enough
   // (S = 90) that the block shrinks below 512 elements for double.

@@ -102,10 +102,21 @@ def lanczos_step_reference(
     return alpha, beta, q_next
 
 
-def _check_lanczos_step_args(Q: torch.Tensor, w: torch.Tensor, j: int, reorthogonalize: str) -> None:
-    """The checks of the op, with the same one-line messages (``beta_prev`` is converted)."""
+def _check_step_options(j: int, reorthogonalize: str) -> None:
+    """What the op cannot check: the name of the reorthogonalisation, an integer j."""
     if reorthogonalize not in REORTHOGONALIZE:
         raise ValueError(f"reorthogonalize should be one of {REORTHOGONALIZE}, got {reorthogonalize!r}")
+    if isinstance(j, bool) or not hasattr(j, "__index__"):
+        raise ValueError(f"j should be an integer index into the basis slots of Q, got j = {j!r}")
+
+
+def _check_lanczos_step_args(Q: torch.Tensor, w: torch.Tensor, j: int) -> None:
+    """The op's checks of Q, w and j with its messages, for the reference path.
+
+    The kernels check their inputs in C++ (check_lanczos_step_inputs in
+    csrc/lanczos_step.cpp). ``beta_prev`` is not checked: the reference converts it and
+    ignores it at ``j == 0``.
+    """
     if Q.dim() != 3:
         raise ValueError(f"Q should be a 3d tensor [m, S, n], got {Q.dim()}D")
     if w.dim() != 2:
@@ -115,7 +126,7 @@ def _check_lanczos_step_args(Q: torch.Tensor, w: torch.Tensor, j: int, reorthogo
         raise ValueError(f"w should have shape [{m}, {n}] like Q of shape {list(Q.shape)}, got {list(w.shape)}")
     if w.device != Q.device:
         raise ValueError(f"w should be on {Q.device} like Q, got {w.device}")
-    if isinstance(j, bool) or not hasattr(j, "__index__") or not 0 <= operator.index(j) < S:
+    if not 0 <= j < S:
         raise ValueError(
             f"j should satisfy 0 <= j < S = {S} (the basis slots of Q of shape {list(Q.shape)}), got j = {j!r}"
         )
@@ -194,17 +205,15 @@ def lanczos_step(
     >>> float((Q @ q_next[:, :, None]).abs().max()) < 1e-14
     True
     """
-    _check_lanczos_step_args(Q, w, j, reorthogonalize)
+    _check_step_options(j, reorthogonalize)
     j = operator.index(j)
     if not _has_kernel(Q, w):
+        _check_lanczos_step_args(Q, w, j)
         return lanczos_step_reference(Q, w, j, beta_prev, reorthogonalize)
-    m = Q.shape[0]
     if j == 0:  # ignored at j = 0, as in the reference (which accepts anything there)
-        beta_prev = Q.new_zeros(m)
+        beta_prev = Q.new_zeros(Q.shape[:1])
     else:
         beta_prev = torch.as_tensor(beta_prev).to(device=Q.device, dtype=Q.dtype)
-        if tuple(beta_prev.shape) != (m,):
-            raise ValueError(f"beta_prev should have shape [{m}] (one per row of Q), got {list(beta_prev.shape)}")
     return torch.ops.landscape.lanczos_step.default(Q, w, j, beta_prev, reorthogonalize == "full")
 
 
