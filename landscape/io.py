@@ -72,9 +72,10 @@ FORMAT_NAME = "landscape"
 
 SUPPORTED_SCHEMA_VERSIONS = (1,)
 
-RUN_ATTRS = ("created", "finished", "elapsed-s", "library-version", "hessian-map")
+RUN_ATTRS = ("created", "finished", "elapsed-s", "library-version", "hessian-map", "cli-config")
 """Attributes describing one execution rather than the computation, or results added to the
-file later (``hessian-map``: the settings of its eigenvalue maps); ignored by
+file later (``hessian-map``: the settings of its eigenvalue maps; ``cli-config``: the
+command line that wrote the file, which a resumed run may give differently); ignored by
 :func:`check_compatible` unless told otherwise."""
 
 # Root attributes owned by this module; the run's attributes cannot use these names.
