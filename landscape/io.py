@@ -3,8 +3,8 @@
 A run writes one HDF5 file.  Its layout (schema version 1, documented in
 ``docs/h5-format.md``)::
 
-    /                      root attributes: format, schema-version, kind, created,
-                           library-version and the run's own attributes
+    /                      root attributes: format, schema-version, kind, kind-version,
+                           created, library-version and the run's own attributes
     /metrics/<name>        float64[shape], NaN where not computed, contiguous
     /done                  uint8[shape], 1 where every metric of the cell is written
     /arrays/<name>         static arrays written once (coordinates, coefficients, bases)
@@ -30,19 +30,36 @@ The default (earliest) HDF5 file format is used on purpose: superblock version 3
 (``libver="latest"``) marks a file as open-for-write on disk and a killed writer
 would leave it unopenable without ``h5clear``.
 
+Kinds
+-----
+Every kind of file landscape writes (``eval``, ``line``, ``plane``, ``curve``,
+``connections``, ...; and the ``torch.save`` files of curves, variational networks and
+connection models) is registered once with :func:`register_kind`: its schema version, the one
+function that writes it and the one that reads it, what every file of the kind holds, and the
+attributes a resumed run may differ in. A file of a registered kind records its version in
+``kind-version``; a reader refuses versions it does not know. ``docs/h5-format.md`` shows
+the same table (``tests/test_io_registry.py`` keeps them equal).
+
+Resuming
+--------
+One mechanism for every resumable file: the ``done`` flags say which cells are finished,
+and the run's attributes, except those its kind declares not compared, must equal the
+file's (:func:`open_or_create`, :meth:`ResultFile.check_compatible`).
+
 This module imports only numpy and h5py.
 """
 
 from __future__ import annotations
 
 import datetime
+import fnmatch
 import json
 import math
 import os
 import shutil
 import sys
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Self
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, NamedTuple, Self
 
 import h5py
 import numpy as np
@@ -54,14 +71,25 @@ __all__ = [
     "ResultExistsError",
     "ResultFile",
     "ResultFileError",
+    "ResultKind",
+    "atomic_write",
     "check_compatible",
+    "check_kind",
     "create_result",
     "describe",
+    "first_difference",
     "open_or_create",
     "open_result",
+    "pt_version",
     "read_connections",
+    "read_density",
+    "read_ensemble_run",
     "read_ensembles",
+    "read_predictions",
     "read_wa_ensemble",
+    "register_kind",
+    "result_kind",
+    "result_kinds",
 ]
 
 SCHEMA_VERSION: int = 1
@@ -79,7 +107,7 @@ command line that wrote the file, which a resumed run may give differently); ign
 :func:`check_compatible` unless told otherwise."""
 
 # Root attributes owned by this module; the run's attributes cannot use these names.
-_STRUCTURAL_ATTRS = ("format", "schema-version", "kind")
+_STRUCTURAL_ATTRS = ("format", "schema-version", "kind", "kind-version")
 _JSON_MARKER = "json:"
 _METRIC_ORDER_ATTR = "names"  # attribute of /metrics: the metric names, in order
 _ADDED_ATTR = "added"  # attribute of /metrics: metrics added after creation (add_metrics)
@@ -354,6 +382,8 @@ def create_result(
         "kind": kind,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
+    if kind in _KINDS:
+        root_attrs["kind-version"] = np.int64(_KINDS[kind].version)
     if "library-version" not in attrs:
         root_attrs["library-version"] = _library_version()
     # Encode everything before touching the disk, so a bad value leaves no file behind.
@@ -400,15 +430,18 @@ def _exists_message(path: str) -> str:
     return f"{_fmt_path(path)} already exists; pass --resume to continue it or --force to overwrite it"
 
 
-def _publish_without_overwrite(tmp: str, path: str) -> None:
-    """Rename ``tmp`` to ``path`` unless ``path`` exists (no race where links work)."""
+def _publish_without_overwrite(tmp: str, path: str, error: FileExistsError | None = None) -> None:
+    """Rename ``tmp`` to ``path`` unless ``path`` exists (no race where links work); else
+    raise ``error`` (default: :class:`ResultExistsError`)."""
+    if error is None:
+        error = ResultExistsError(_exists_message(path))
     try:
         os.link(tmp, path)
     except FileExistsError:
-        raise ResultExistsError(_exists_message(path)) from None
+        raise error from None
     except OSError:  # the file system has no hard links: check, then rename
         if os.path.lexists(path):
-            raise ResultExistsError(_exists_message(path)) from None
+            raise error from None
         os.replace(tmp, path)
 
 
@@ -505,7 +538,7 @@ def open_or_create(
     arrays: Mapping[str, np.ndarray] | None = None,
     resume: bool = False,
     force: bool = False,
-    ignore: Iterable[str] = RUN_ATTRS,
+    ignore: Iterable[str] | None = None,
 ) -> ResultFile:
     """The output file of a run, opened for writing: resumed, created or replaced.
 
@@ -517,7 +550,8 @@ def open_or_create(
     * ``path`` exists otherwise: :class:`ResultExistsError`.
 
     Parameters are those of :func:`create_result`, plus ``resume`` and ``ignore``
-    (see :func:`check_compatible`).
+    (see :func:`check_compatible`; default: :data:`RUN_ATTRS` and the attributes the
+    registered ``kind`` declares not compared).
     """
     if resume and force:
         raise ValueError("resume and force contradict each other; pass one")
@@ -559,6 +593,9 @@ class ResultFile:
     path : str
     mode : {"r", "r+"}
     kind : str
+    kind_version : int or None
+        The schema version of the kind (1 for files of a registered kind written before
+        kinds had versions; None for a kind that is not registered).
     shape : tuple of int
         The grid shape of the cells.
     metrics : list of str
@@ -615,6 +652,7 @@ class ResultFile:
         kind = _decode_attr(raw_attrs.get("kind"))
         if not isinstance(kind, str):
             raise ResultFileError(f"{shown} has no 'kind' attribute")
+        kind_version = _kind_version(kind, _decode_attr(raw_attrs.get("kind-version")), shown)
 
         done = h5.get("done")
         if not isinstance(done, h5py.Dataset) or done.dtype != np.uint8 or done.ndim < 1:
@@ -645,6 +683,7 @@ class ResultFile:
             raise ResultFileError(f"{shown} is truncated or damaged ({exc})") from None
 
         self.kind = kind
+        self.kind_version = kind_version
         self.schema_version = version
         self.shape = shape
         self.metrics = list(names)
@@ -877,9 +916,17 @@ class ResultFile:
 
     # ---------------------------------------------------------------- resuming
 
-    def check_compatible(self, new_attrs: Mapping[str, Any], ignore: Iterable[str] = RUN_ATTRS) -> None:
-        """:func:`check_compatible` of this file's attributes against ``new_attrs``."""
-        check_compatible(self.attrs, new_attrs, ignore, path=self.path)
+    @property
+    def ignore(self) -> tuple[str, ...]:
+        """Attributes a resumed run may differ in: :data:`RUN_ATTRS` and those the file's
+        registered kind declares not compared (:attr:`ResultKind.not_compared`)."""
+        spec = _KINDS.get(self.kind)
+        return spec.ignore if spec is not None else RUN_ATTRS
+
+    def check_compatible(self, new_attrs: Mapping[str, Any], ignore: Iterable[str] | None = None) -> None:
+        """:func:`check_compatible` of this file's attributes against ``new_attrs``
+        (``ignore`` defaults to :attr:`ignore`)."""
+        check_compatible(self.attrs, new_attrs, self.ignore if ignore is None else ignore, path=self.path)
 
     def check_resume(
         self,
@@ -888,9 +935,10 @@ class ResultFile:
         shape: tuple[int, ...],
         metrics: Sequence[str],
         attrs: Mapping[str, Any],
-        ignore: Iterable[str] = RUN_ATTRS,
+        ignore: Iterable[str] | None = None,
     ) -> None:
-        """Raise ResultFileError unless this run (kind, grid, metrics, attrs) matches the file."""
+        """Raise ResultFileError unless this run (kind, grid, metrics, attrs) matches the file
+        (``ignore`` defaults to :attr:`ignore`)."""
         shown = _fmt_path(self.path)
         if kind != self.kind:
             raise ResultFileError(f"cannot resume {shown}: it is a {self.kind!r} result but this run makes {kind!r}")
@@ -901,6 +949,36 @@ class ResultFile:
                 f"cannot resume {shown}: its metrics are {self.base_metrics} but this run computes {list(metrics)}"
             )
         self.check_compatible(attrs, ignore)
+
+
+_MISSING = object()
+
+
+def _ignored(key: str, patterns: Sequence[str]) -> bool:
+    return any(key == p or fnmatch.fnmatchcase(key, p) for p in patterns)
+
+
+def first_difference(
+    existing_attrs: Mapping[str, Any], new_attrs: Mapping[str, Any], ignore: Iterable[str] = ()
+) -> tuple[str, Any, Any] | None:
+    """The first attribute (in sorted order) whose value differs, as ``(key, old, new)``, or None.
+
+    ``new_attrs`` values are normalized as storing them would (tuples become lists, numpy
+    scalars Python numbers); a key on one side only differs, and the missing side is the
+    marker ``first_difference.MISSING``. ``ignore`` holds names or shell patterns
+    (``"barrier-*"``) not compared; the structural attributes never are.
+    """
+    patterns = (*ignore, *_STRUCTURAL_ATTRS)
+    old = {k: v for k, v in existing_attrs.items() if not _ignored(k, patterns)}
+    new = {k: _normalize_attr(k, v) for k, v in new_attrs.items() if not _ignored(k, patterns)}
+    for key in sorted(old.keys() | new.keys()):
+        a, b = old.get(key, _MISSING), new.get(key, _MISSING)
+        if a is _MISSING or b is _MISSING or not _values_equal(a, b):
+            return key, a, b
+    return None
+
+
+first_difference.MISSING = _MISSING  # type: ignore[attr-defined]
 
 
 def check_compatible(
@@ -923,21 +1001,20 @@ def check_compatible(
     new_attrs : mapping
         The attributes this run would write.
     ignore : iterable of str
-        Keys not compared (default :data:`RUN_ATTRS`).
+        Keys not compared, or shell patterns of them (default :data:`RUN_ATTRS`).
     path : str or path-like, optional
         Named in the message.
     """
-    skip = set(ignore) | set(_STRUCTURAL_ATTRS)
     where = f"cannot resume {_fmt_path(path)}" if path is not None else "cannot resume"
-    old = {k: v for k, v in existing_attrs.items() if k not in skip}
-    new = {k: _normalize_attr(k, v) for k, v in new_attrs.items() if k not in skip}
-    for key in sorted(old.keys() | new.keys()):
-        if key not in new:
-            raise ResultFileError(f"{where}: its {key!r} is {_short(old[key])} but this run has no {key!r}")
-        if key not in old:
-            raise ResultFileError(f"{where}: it has no {key!r} but this run has {_short(new[key])}")
-        if not _values_equal(old[key], new[key]):
-            raise ResultFileError(f"{where}: its {key!r} is {_short(old[key])} but this run has {_short(new[key])}")
+    diff = first_difference(existing_attrs, new_attrs, ignore)
+    if diff is None:
+        return
+    key, old, new = diff
+    if new is _MISSING:
+        raise ResultFileError(f"{where}: its {key!r} is {_short(old)} but this run has no {key!r}")
+    if old is _MISSING:
+        raise ResultFileError(f"{where}: it has no {key!r} but this run has {_short(new)}")
+    raise ResultFileError(f"{where}: its {key!r} is {_short(old)} but this run has {_short(new)}")
 
 
 # --------------------------------------------------------------------------- summary
@@ -959,7 +1036,11 @@ def describe(path: str | os.PathLike) -> str:
         done = rf.done.ravel()
         n_done = int(done.sum())
         lines = [
-            (f"{os.fspath(path)}: landscape result, kind {rf.kind!r}, schema version {rf.schema_version}"),
+            (
+                f"{os.fspath(path)}: landscape result, kind {rf.kind!r}"
+                + (f" version {rf.kind_version}" if rf.kind_version is not None else "")
+                + f", schema version {rf.schema_version}"
+            ),
             (
                 f"grid {' x '.join(map(str, rf.shape))} = {rf.size} cells: "
                 f"{n_done}/{rf.size} done ({100.0 * n_done / rf.size:.1f}%), "
@@ -1113,3 +1194,458 @@ def read_wa_ensemble(src: str | os.PathLike | ResultFile) -> dict[str, Any]:
             "n_layers": int(a["n_layers"]),
             "attrs": _data_attrs(a, "member_acc", "cost", "n_layers"),
         }
+
+
+def read_predictions(src: str | os.PathLike | ResultFile) -> dict[str, Any]:
+    """A file of kind ``"predict"`` (:func:`landscape.variational.save_predictions`) as plain data.
+
+    Returns
+    -------
+    dict
+        ``schemes`` (list of str), ``acc``, ``nll``, ``ece`` (float ndarray[S], one per
+        scheme), ``samples``, ``seed``, ``bn`` and ``attrs`` (the other attributes).
+    """
+    with _Reading(src, "predict") as rf:
+        a = dict(rf.attrs)
+        out = {"schemes": list(a["schemes"])}
+        out.update({m: np.asarray(rf.read_metric(m)) for m in ("acc", "nll", "ece")})
+        out.update(samples=int(a["samples"]), seed=a["seed"], bn=a["bn"])
+        out["attrs"] = _data_attrs(a, "schemes", "samples", "seed", "bn")
+        return out
+
+
+def read_density(src: str | os.PathLike | ResultFile) -> dict[str, Any]:
+    """A file of kind ``"hessian-density"`` (:meth:`landscape.hessian.SpectralDensity.save`) as plain data.
+
+    Returns
+    -------
+    dict
+        The fields of :class:`~landscape.hessian.SpectralDensity`: ``nodes``, ``weights``
+        (float ndarray[probes, steps]), ``n``, ``hvps`` (int), ``selection`` (dict or None),
+        and ``attrs`` (the other attributes).
+    """
+    with _Reading(src, "hessian-density") as rf:
+        a = dict(rf.attrs)
+        return {
+            "nodes": np.asarray(rf.read_metric("nodes")),
+            "weights": np.asarray(rf.read_metric("weights")),
+            "n": int(a["n"]),
+            "hvps": int(a["hvps"]),
+            "selection": a["selection"],
+            "attrs": _data_attrs(a, "n", "hvps", "selection"),
+        }
+
+
+def read_ensemble_run(src: str | os.PathLike | ResultFile, settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A file of kind ``"ensemble-run"`` (:func:`landscape.ensembles.record.open_ensemble_run`)
+    as plain data.
+
+    Parameters
+    ----------
+    src : path or ResultFile
+    settings : mapping, optional
+        The settings of a run that would continue this one: compared with the file's
+        (``ResultFileError`` ``cannot resume ...`` when they differ).
+
+    Returns
+    -------
+    dict
+        ``method``, ``members`` (checkpoint file names), ``done`` (bool ndarray: which
+        members are saved), ``budgets`` (float ndarray, NaN where not done), ``spent``
+        (float or None), ``settings`` (the other attributes) and ``arrays`` (name ->
+        ndarray: ``lr`` and the method's own).
+    """
+    with _Reading(src, "ensemble-run") as rf:
+        a = dict(rf.attrs)
+        if settings is not None:
+            new = {k: v for k, v in settings.items() if k != "method"}
+            new.update(method=settings.get("method", a["method"]), members=a["members"])
+            rf.check_compatible(new)
+        return {
+            "method": a["method"],
+            "members": list(a["members"]),
+            "done": rf.done.copy(),
+            "budgets": np.where(rf.done, rf.read_metric("budget"), np.nan),
+            "spent": a.get("spent"),
+            "settings": _data_attrs(a, "method", "members", "spent"),
+            "arrays": {name: rf.read_array(name) for name in rf.array_names()},
+        }
+
+
+# --------------------------------------------------------------------------- kinds
+#
+# Every kind of file landscape writes is registered here, once: its name, its schema
+# version, the one function that writes it and the one that reads it, and what every file
+# of the kind holds. ``docs/h5-format.md`` documents the same table, and
+# ``tests/test_io_registry.py`` checks that the two agree (anndata's IO registry:
+# ``IOSpec("array", "0.2.0")``).
+
+
+class ResultKind(NamedTuple):
+    """One kind of file: its name, schema version, writer, reader and contents.
+
+    Attributes
+    ----------
+    name : str
+        The root attribute ``kind`` of an HDF5 result file (``"line"``, ``"connections"``),
+        or the ``format`` entry of a PyTorch file (``"landscape-curve"``).
+    version : int
+        Schema version of the kind, stored as the root attribute ``kind-version`` (PyTorch
+        files: the entry ``version``). Files written before kinds had versions have none
+        and are version 1.
+    reads : tuple of int
+        The versions the reader understands; opening another version raises
+        :class:`ResultFileError`.
+    writer, reader : str
+        Dotted names of the one function that writes the kind and the one that reads it.
+    container : {"h5", "pt"}
+        An HDF5 result file (this module's layout) or a ``torch.save`` dict.
+    grid : str
+        What a cell is (documentation).
+    metrics, arrays, attrs : tuple of str
+        What every file of the kind holds: metrics, static arrays and root attributes (for
+        PyTorch files, ``attrs`` are the dict's keys). A kind may hold more (optional
+        entries are documented in ``docs/h5-format.md``).
+    not_compared : tuple of str
+        Attributes a resumed run may differ in besides :data:`RUN_ATTRS` (shell patterns,
+        e.g. ``"barrier-*"``): results stored when a run finishes and the record of what is
+        done so far. Every other attribute defines the run and is compared when resuming.
+    """
+
+    name: str
+    version: int
+    reads: tuple[int, ...]
+    writer: str
+    reader: str
+    container: str = "h5"
+    grid: str = ""
+    metrics: tuple[str, ...] = ()
+    arrays: tuple[str, ...] = ()
+    attrs: tuple[str, ...] = ()
+    not_compared: tuple[str, ...] = ()
+
+    @property
+    def ignore(self) -> tuple[str, ...]:
+        """The attributes not compared when a run resumes a file of this kind."""
+        return (*RUN_ATTRS, *self.not_compared)
+
+
+_KINDS: dict[str, ResultKind] = {}
+
+
+def register_kind(
+    name: str,
+    version: int,
+    *,
+    writer: str,
+    reader: str,
+    container: str = "h5",
+    grid: str = "",
+    metrics: Sequence[str] = (),
+    arrays: Sequence[str] = (),
+    attrs: Sequence[str] = (),
+    not_compared: Sequence[str] = (),
+    reads: Sequence[int] | None = None,
+) -> ResultKind:
+    """Register a kind of file: one writer and one reader, with a schema version.
+
+    Parameters are the fields of :class:`ResultKind`; ``reads`` defaults to ``(version,)``
+    and always includes ``version``. Registering a name again with another definition raises
+    ``ValueError``: a kind has one writer and one reader.
+
+    Returns
+    -------
+    ResultKind
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"kind name must be a non-empty str, got {name!r}")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"kind {name!r}: version must be an int >= 1, got {version!r}")
+    if container not in ("h5", "pt"):
+        raise ValueError(f"kind {name!r}: container must be 'h5' or 'pt', got {container!r}")
+    for what, value in (("writer", writer), ("reader", reader)):
+        if not isinstance(value, str) or "." not in value:
+            raise ValueError(f"kind {name!r}: {what} must be a dotted name such as 'landscape.io.open_result'")
+    versions = tuple(sorted({int(v) for v in (reads or ())} | {version}))
+    spec = ResultKind(
+        name=name,
+        version=version,
+        reads=versions,
+        writer=writer,
+        reader=reader,
+        container=container,
+        grid=grid,
+        metrics=tuple(metrics),
+        arrays=tuple(arrays),
+        attrs=tuple(attrs),
+        not_compared=tuple(not_compared),
+    )
+    old = _KINDS.get(name)
+    if old is not None and old != spec:
+        raise ValueError(
+            f"kind {name!r} is already registered (version {old.version}, written by {old.writer}); "
+            "a kind has one writer and one reader"
+        )
+    _KINDS[name] = spec
+    return spec
+
+
+def result_kind(name: str) -> ResultKind:
+    """The registered kind ``name``; ``KeyError`` naming the known kinds otherwise."""
+    try:
+        return _KINDS[name]
+    except KeyError:
+        raise KeyError(f"no kind {name!r} is registered; the kinds are {', '.join(_KINDS)}") from None
+
+
+def result_kinds() -> dict[str, ResultKind]:
+    """Every registered kind, by name, in registration order."""
+    return dict(_KINDS)
+
+
+def _kind_version(name: str, raw: Any, shown: str) -> int | None:
+    """The kind version of a file (1 when a registered kind's file predates the attribute);
+    ResultFileError when the reader does not know it."""
+    spec = _KINDS.get(name)
+    if raw is None:
+        return 1 if spec is not None else None
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        raise ResultFileError(f"{shown} has no valid 'kind-version' attribute (got {raw!r})")
+    if spec is not None and raw not in spec.reads:
+        raise ResultFileError(
+            f"{shown} is a {name!r} file of kind version {raw}; this landscape reads version {_versions(spec.reads)}"
+        )
+    return raw
+
+
+def check_kind(src: str | os.PathLike | ResultFile) -> ResultKind:
+    """Check that an HDF5 result file holds what its registered kind promises.
+
+    Parameters
+    ----------
+    src : path or ResultFile
+
+    Returns
+    -------
+    ResultKind
+
+    Raises
+    ------
+    ResultFileError
+        The kind is not registered, or the file lacks one of its metrics, arrays or
+        attributes (all of them named).
+    """
+    rf = src if isinstance(src, ResultFile) else open_result(src, "r")
+    try:
+        shown = _fmt_path(rf.path)
+        spec = _KINDS.get(rf.kind)
+        if spec is None or spec.container != "h5":
+            raise ResultFileError(f"{shown} is of kind {rf.kind!r}, which is not registered")
+        arrays = set(rf.array_names())
+        missing = [f"metric {m!r}" for m in spec.metrics if m not in rf.metrics]
+        missing += [f"array {a!r}" for a in spec.arrays if a not in arrays]
+        missing += [f"attribute {a!r}" for a in spec.attrs if a not in rf.attrs]
+        if missing:
+            raise ResultFileError(f"{shown} is a {rf.kind!r} file without its {', '.join(missing)}")
+        return spec
+    finally:
+        if rf is not src:
+            rf.close()
+
+
+# Grids of cells over coordinates (resumable runs of the engine).
+_RUN = ("bn", "bn-data", "precision")
+register_kind(
+    "eval",
+    1,
+    writer="landscape.evaluate.evaluate",
+    reader="landscape.io.open_result",
+    grid="(K,): the points",
+    arrays=("coefficients",),
+    attrs=("metrics", *_RUN, "data", "basis-names", "num-points", "basis-size", "num-weights"),
+)
+_SURFACE = ("surface-type", "basis-names", "anchor-names", "splits", "metrics-per-split", *_RUN)
+register_kind(
+    "line",
+    1,
+    writer="landscape.surface.compute_surface",
+    reader="landscape.io.open_result",
+    grid="(nx,)",
+    arrays=("x", "basis", "coefficients", "anchors"),
+    attrs=_SURFACE,
+)
+register_kind(
+    "plane",
+    1,
+    writer="landscape.surface.compute_surface",
+    reader="landscape.io.open_result",
+    grid="(nx, ny): cell (i, j) at (x[i], y[j])",
+    arrays=("x", "y", "basis", "coefficients", "anchors"),
+    attrs=_SURFACE,
+)
+register_kind(
+    "curve",
+    1,
+    writer="landscape.curves.profile.evaluate_curve",
+    reader="landscape.io.open_result",
+    grid="(2, T): row 0 the curve, row 1 the straight line",
+    arrays=("t", "basis", "coefficients"),
+    attrs=("surface-type", "curve-kind", "n-bends", "rows", "basis-names", "splits", *_RUN, "checkpoints"),
+    not_compared=("barrier-*",),
+)
+# Tables of an analysis, each written whole (read back as plain data).
+register_kind(
+    "connections",
+    1,
+    writer="landscape.connect.report.ConnectionReport.save",
+    reader="landscape.io.read_connections",
+    grid="(methods + 1, splits)",
+    metrics=("worst_acc", "max_loss"),
+    attrs=("methods", "splits", "rows", "skipped", "endpoints", "stages", "table"),
+    not_compared=(
+        "methods",
+        "rows",
+        "skipped",
+        "endpoints",
+        "stages",
+        "table",
+        "complete",
+        "wa_samples",
+        "wa_steps",
+        "ot_swaps",
+    ),
+)
+register_kind(
+    "wa-ensemble",
+    1,
+    writer="landscape.connect.ensemble.WAEnsembleCurve.save",
+    reader="landscape.io.read_wa_ensemble",
+    grid="(head sizes, ensemble sizes)",
+    metrics=("acc", "nll"),
+    arrays=("head_layers", "sizes"),
+    attrs=("n_layers", "cost", "member_acc", "table"),
+)
+register_kind(
+    "ensembles",
+    1,
+    writer="landscape.ensembles.report.EnsembleComparison.save",
+    reader="landscape.io.read_ensembles",
+    grid="(runs, members)",
+    metrics=("cumulative_acc", "cumulative_nll", "member_acc", "budget"),
+    attrs=("labels", "acc", "nll", "ece", "table"),
+)
+register_kind(
+    "ensemble-run",
+    1,
+    writer="landscape.ensembles.record.open_ensemble_run",
+    reader="landscape.io.read_ensemble_run",
+    grid="(members,)",
+    metrics=("budget",),
+    attrs=("method", "members"),
+    not_compared=("members", "spent"),
+)
+register_kind(
+    "predict",
+    1,
+    writer="landscape.variational.io.save_predictions",
+    reader="landscape.io.read_predictions",
+    grid="(schemes,)",
+    metrics=("acc", "nll", "ece"),
+    attrs=("schemes", "samples", "seed", "bn"),
+)
+register_kind(
+    "hessian-density",
+    1,
+    writer="landscape.hessian.density.SpectralDensity.save",
+    reader="landscape.io.read_density",
+    grid="(probes, steps)",
+    metrics=("nodes", "weights"),
+    attrs=("n", "hvps", "selection"),
+)
+# PyTorch files (torch.load(weights_only=True) reads them).
+register_kind(
+    "landscape-curve",
+    1,
+    writer="landscape.curves.curve.Curve.save",
+    reader="landscape.curves.curve.load_curve",
+    container="pt",
+    attrs=("kind", "n_bends", "names", "start", "end", "bends"),
+)
+register_kind(
+    "landscape-variational",
+    1,
+    writer="landscape.variational.io.save_variational",
+    reader="landscape.variational.io.read_variational",
+    container="pt",
+    attrs=("spec", "state_dict"),
+)
+register_kind(
+    "landscape.connect.flows",
+    2,
+    reads=(1,),
+    writer="landscape.connect.flows.save_connection_model",
+    reader="landscape.connect.flows.load_connection_model",
+    container="pt",
+    attrs=("kind", "groups", "flows", "meta", "template"),
+)
+
+
+def pt_version(state: Mapping[str, Any], name: str, path: str | os.PathLike) -> int:
+    """The version of a PyTorch file of registered kind ``name`` (1 when it has none);
+    ``ValueError`` when the reader does not know it."""
+    spec = result_kind(name)
+    version = state.get("version", 1)
+    if isinstance(version, bool) or version not in spec.reads:
+        raise ValueError(f"{_fmt_path(path)} has format version {version!r}; expected {_versions(spec.reads)}")
+    return int(version)
+
+
+def _versions(reads: Sequence[int]) -> str:
+    """``"1"``, ``"1 to 3"`` or ``"1, 3"``."""
+    if len(reads) > 1 and list(reads) == list(range(reads[0], reads[-1] + 1)):
+        return f"{reads[0]} to {reads[-1]}"
+    return ", ".join(str(v) for v in reads)
+
+
+# --------------------------------------------------------------------------- atomic files
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], Any], *, force: bool = False) -> str:
+    """Write a file so that it appears complete or not at all.
+
+    ``write(tmp)`` writes the whole file to ``.<name>.tmp-<pid>`` next to ``path``
+    (``lambda tmp: torch.save(obj, tmp)``); the temporary file is flushed to disk and
+    renamed over ``path``. A failure leaves ``path`` as it was and no temporary file.
+
+    Parameters
+    ----------
+    path : str or path-like
+    write : callable
+        ``write(tmp_path)``.
+    force : bool
+        Replace an existing ``path``; without it an existing file raises
+        ``FileExistsError`` (checked before writing, and again when publishing).
+
+    Returns
+    -------
+    str
+        ``path``.
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{_fmt_path(path)} is a directory; expected a file path")
+    message = f"{_fmt_path(path)} already exists; pass force=True (CLI: --force) to overwrite it"
+    if os.path.lexists(path) and not force:
+        raise FileExistsError(message)
+    tmp = _temp_path(path)
+    try:
+        write(tmp)
+        _fsync_file(tmp)
+        if force:
+            os.replace(tmp, path)
+        else:
+            _publish_without_overwrite(tmp, path, FileExistsError(message))
+        _fsync_dir(path)
+    finally:
+        _remove_quietly(tmp)
+    return path

@@ -264,7 +264,8 @@ def evaluate_grid(
     chunk by chunk to ``out`` (file ``kind``, ``attrs``, ``arrays``), resumable, and sharded
     over ``torch.distributed`` ranks when a process group is active. The machinery under
     :func:`compute_surface` and the curve profiles. ``ignore``: attributes a resumed file may
-    differ in (default :data:`landscape.io.RUN_ATTRS`; results written after a finished run)."""
+    differ in (default: :data:`landscape.io.RUN_ATTRS` and what the registered ``kind`` declares
+    not compared, :attr:`landscape.io.ResultKind.not_compared`)."""
     if not splits:
         raise ValueError("splits is empty; expected at least one dataset, e.g. {'test': test}")
     if int(np.prod(shape)) != points.K:
@@ -301,7 +302,7 @@ def evaluate_grid(
             arrays=arrays,
             resume=resume,
             force=force,
-            **({} if ignore is None else {"ignore": tuple(ignore)}),
+            ignore=None if ignore is None else tuple(ignore),
         )
         pending = f.pending()
     try:

@@ -34,6 +34,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .io import atomic_write
+
 __all__ = [
     "CheckpointError",
     "Entry",
@@ -44,6 +46,7 @@ __all__ = [
     "load_weights",
     "model_skeleton",
     "read_state_dict",
+    "save_atomic",
     "save_weights",
 ]
 
@@ -623,21 +626,21 @@ def load_weights(model: nn.Module, paths: Iterable[str | os.PathLike], *, trust:
 
 
 def save_weights(weights: Mapping[str, torch.Tensor], path: str | os.PathLike, *, force: bool = False) -> None:
-    """Save named tensors as a plain state_dict (``.pt``) or ``.safetensors``; never
-    overwrites an existing file unless ``force``."""
+    """Save named tensors as a plain state_dict (``.pt``) or ``.safetensors``, atomically
+    (:func:`save_atomic`); never overwrites an existing file unless ``force``."""
     path = os.fspath(path)
-    if os.path.exists(path) and not force:
-        raise FileExistsError(f"'{path}' already exists; pass force=True (CLI: --force) to overwrite it")
     sd = OrderedDict((k, v.detach().cpu().contiguous()) for k, v in weights.items())
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        if path.endswith(".safetensors"):
-            from safetensors.torch import save_file
+    if path.endswith(".safetensors"):
+        from safetensors.torch import save_file
 
-            save_file(dict(sd), tmp)
-        else:
-            torch.save(sd, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        atomic_write(path, lambda tmp: save_file(dict(sd), tmp), force=force)
+    else:
+        save_atomic(sd, path, force=force)
+
+
+def save_atomic(obj: Any, path: str | os.PathLike, *, force: bool = False) -> None:
+    """``torch.save(obj, path)`` that leaves a complete file or none: written next to
+    ``path`` and renamed over it (:func:`landscape.io.atomic_write`); an existing file is
+    replaced only with ``force`` (else ``FileExistsError``). Every ``.pt`` file landscape
+    writes (weights, curves, variational networks, connection models) goes through here."""
+    atomic_write(path, lambda tmp: torch.save(obj, tmp), force=force)

@@ -59,8 +59,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..io import pt_version, result_kind
 from ..pointset import PointSet
-from ..weights import Layout, Weights
+from ..weights import Layout, Weights, save_atomic
 from .neurons import invert_permutation, linear_chain
 
 __all__ = [
@@ -84,8 +85,8 @@ __all__ = [
 ]
 
 _SNAP = 1e-15
-_FORMAT = "landscape.connect.flows"
-_FORMAT_VERSION = 2  # 2 added the flows' "chol" buffer and the optional template
+_FORMAT = "landscape.connect.flows"  # the registered kind of connection-model files
+_FORMAT_VERSION = result_kind(_FORMAT).version  # 2 added the flows' "chol" buffer and the optional template
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
@@ -1649,15 +1650,7 @@ def save_connection_model(
         "meta": meta,
         "template": template,
     }
-    if os.path.exists(path) and not force:
-        raise FileExistsError(f"'{path}' already exists; pass force=True to overwrite it")
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    save_atomic(state, path, force=force)
 
 
 def load_connection_model(
@@ -1691,9 +1684,7 @@ def load_connection_model(
     state = torch.load(path, map_location=map_location, weights_only=True)
     if not isinstance(state, Mapping) or state.get("format") != _FORMAT:
         raise ValueError(f"'{path}' is not a connection model saved by save_connection_model")
-    version = state.get("version")
-    if version not in (1, _FORMAT_VERSION):
-        raise ValueError(f"'{path}' has format version {version}; expected 1 to {_FORMAT_VERSION}")
+    version = pt_version(state, _FORMAT, path)
     kind = state["kind"]
     if kind not in FLOW_KINDS:
         raise ValueError(f"'{path}' has flows of kind {kind!r}; expected one of {sorted(FLOW_KINDS)}")

@@ -340,8 +340,9 @@ def compare_connections(
         or ``resume``.
     resume : bool
         Continue the report in ``out``: methods already there are read back, not recomputed,
-        when the file was made with the same ``points``, ``ridge``, splits and checkpoints
-        (by sha256 when the weights came from files); otherwise
+        when the file was made with the same settings: ``points``, ``ridge``, ``bn``, splits,
+        checkpoints (by sha256 when the weights came from files) and ``attrs`` (every
+        attribute but the results the ``connections`` kind declares not compared); otherwise
         :class:`~landscape.io.ResultFileError`.
     progress : bool
         Progress bars of :func:`landscape.evaluate`.
@@ -550,16 +551,12 @@ def compare_connections(
 
 
 def _prior_report(out, rep: ConnectionReport) -> ConnectionReport:
-    """The report in ``out`` if it was made with the settings of ``rep``."""
-    from ..io import ResultFileError
+    """The report in ``out``, once checked to be made with the settings of ``rep``: the resume
+    rule of every result file (:meth:`landscape.io.ResultFile.check_compatible`): all
+    attributes but those the ``connections`` kind declares not compared must be equal."""
+    from ..io import open_result
 
-    prior = ConnectionReport.load(out)
-    for key in ("points", "ridge", "A-sha256", "B-sha256"):
-        if prior.attrs.get(key) != rep.attrs[key]:
-            raise ResultFileError(
-                f"{os.fspath(out)} was made with {key}={prior.attrs.get(key)!r}, this run has {rep.attrs[key]!r}; "
-                "use force to start over"
-            )
-    if prior.splits != rep.splits:
-        raise ResultFileError(f"{os.fspath(out)} has splits {prior.splits}, this run has {rep.splits}")
-    return prior
+    with open_result(out) as rf:
+        if rf.kind == KIND:  # another kind: load says so
+            rf.check_compatible(dict(rep.attrs, splits=list(rep.splits)))
+    return ConnectionReport.load(out)

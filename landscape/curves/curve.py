@@ -19,8 +19,9 @@ import numpy as np
 import torch
 
 from ..directions import Plane, _label, _with_extras
+from ..io import pt_version, result_kind
 from ..pointset import PointSet
-from ..weights import Weights
+from ..weights import Weights, save_atomic
 from .coefficients import (
     bezier_coefficients,
     bezier_derivative_coefficients,
@@ -31,7 +32,7 @@ from .coefficients import (
 __all__ = ["CURVE_KINDS", "Curve", "load_curve"]
 
 CURVE_KINDS = ("bezier", "polychain")
-_FORMAT = "landscape-curve"
+_FORMAT = "landscape-curve"  # the registered kind of curve files (landscape.io.result_kind)
 
 
 class Curve:
@@ -188,6 +189,7 @@ class Curve:
         """A ``torch.save``-able dict of tensors and plain values (loads with weights_only)."""
         return {
             "format": _FORMAT,
+            "version": result_kind(_FORMAT).version,
             "kind": self.kind,
             "n_bends": self.n_bends,
             "names": self.layout.names(),
@@ -202,17 +204,11 @@ class Curve:
         }
 
     def save(self, path: str | os.PathLike, *, force: bool = False, **extra: Any) -> None:
-        """Save the curve (endpoints included) atomically; never overwrites without ``force``."""
-        path = os.fspath(path)
-        if os.path.exists(path) and not force:
-            raise FileExistsError(f"'{path}' already exists; pass force=True (CLI: --force) to overwrite it")
-        tmp = f"{path}.tmp-{os.getpid()}"
-        try:
-            torch.save(self.state(**extra), tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        """Save the curve (endpoints included) atomically; never overwrites without ``force``.
+
+        The file (kind ``landscape-curve``, ``docs/h5-format.md``) is :meth:`state` with
+        ``extra`` (a fit's ``epoch``, ``optimizer``, ``history``, ``settings``)."""
+        save_atomic(self.state(**extra), path, force=force)
 
 
 def load_curve(path: str | os.PathLike, model: torch.nn.Module) -> tuple[Curve, dict[str, Any]]:
@@ -228,6 +224,10 @@ def load_curve(path: str | os.PathLike, model: torch.nn.Module) -> tuple[Curve, 
         raise CheckpointError(f"'{path}' is not a readable curve file ({str(e).splitlines()[0][:120]})") from e
     if not isinstance(state, dict) or state.get("format") != _FORMAT:
         raise CheckpointError(f"'{path}' is not a landscape curve file (no format '{_FORMAT}')")
+    try:
+        pt_version(state, _FORMAT, path)
+    except ValueError as e:
+        raise CheckpointError(str(e)) from None
     layout = Layout.from_module(model)
     if state["names"] != layout.names():
         raise CheckpointError(f"curve file '{path}' was made for another model (its tensor names differ)")

@@ -187,7 +187,8 @@ def fit_curve(
         Arc-length weighted loss (see module docs).
     checkpoint : path, optional
         The curve, optimizer state and history are saved there after every epoch;
-        ``resume=True`` continues from it.
+        ``resume=True`` continues from it when it was made with the same settings, curve
+        kind, bends and endpoints (else :class:`~landscape.io.ResultFileError`).
     force : bool
         Overwrite an existing checkpoint when not resuming.
     on_epoch : callable, optional
@@ -210,9 +211,7 @@ def fit_curve(
     if curve.n_bends == 0:
         raise ValueError("a curve with no bends has nothing to train")
     t0 = time.perf_counter()
-    device = (
-        torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    )
+    device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
     lossfn = resolve_loss(loss)
     dtype = next((v.dtype for v in curve.start.values() if v.is_floating_point()), torch.float32)
     gen = torch.Generator().manual_seed(int(seed))
@@ -223,21 +222,10 @@ def fit_curve(
     curve.to(device)
     mask = curve.param_mask.to(device)
     opt = torch.optim.SGD([curve.bends], lr=lr, momentum=momentum)
-    history: list[dict] = []
-    first_epoch = 0
-    if checkpoint is not None:
-        checkpoint = os.fspath(checkpoint)
-        if os.path.exists(checkpoint) and resume:
-            saved, state = load_curve(checkpoint, model)
-            with torch.no_grad():
-                curve.bends.copy_(saved.bends.to(device))
-            opt.load_state_dict(state["optimizer"])
-            history = list(state.get("history", []))
-            first_epoch = int(state.get("epoch", 0))
-        elif os.path.exists(checkpoint) and not force:
-            raise FileExistsError(
-                f"'{checkpoint}' already exists; pass resume=True (CLI: --resume) to continue it or force=True (--force)"
-            )
+    settings = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "weight_decay": weight_decay}
+    settings.update(schedule=schedule, t_per_batch=t_per_batch, fair=fair, seed=seed)
+    history, first_epoch = _resume_fit(checkpoint, model, curve, opt, settings, resume=resume, force=force)
+    saved = {"history": history, "settings": settings}  # with every checkpoint
     steps_per_epoch = batches.steps_per_epoch()
     for _ in range(first_epoch):  # replay the random stream of finished epochs
         batches.skip_epoch()
@@ -262,23 +250,7 @@ def fit_curve(
                 count += batch.count
             history.append({"epoch": epoch + 1, "loss": total / count, "lr": lr * factor})
             if checkpoint is not None:
-                curve.save(
-                    checkpoint,
-                    force=True,
-                    epoch=epoch + 1,
-                    optimizer=opt.state_dict(),
-                    history=history,
-                    settings={
-                        "epochs": epochs,
-                        "lr": lr,
-                        "batch_size": batch_size,
-                        "weight_decay": weight_decay,
-                        "schedule": schedule,
-                        "t_per_batch": t_per_batch,
-                        "fair": fair,
-                        "seed": seed,
-                    },
-                )
+                curve.save(checkpoint, force=True, epoch=epoch + 1, optimizer=opt.state_dict(), **saved)
             bar.set_postfix(loss=f"{total / count:.4f}")
             bar.update(1)
             if on_epoch is not None:
@@ -287,6 +259,37 @@ def fit_curve(
         bar.close()
     curve.bends.grad = None
     return FitResult(curve=curve, history=history, seconds=time.perf_counter() - t0, resumed_from=first_epoch)
+
+
+def _resume_fit(checkpoint, model, curve: Curve, opt, settings: dict, *, resume: bool, force: bool):
+    """``(history, first epoch)`` of a fit: an earlier run's, loaded into ``curve`` and ``opt``
+    from ``checkpoint`` with ``resume``, after checking that it was made with the same
+    ``settings``, curve kind, bends and endpoints (the resume rule of every landscape file:
+    what defines the run must be equal, :func:`landscape.io.check_compatible`)."""
+    if checkpoint is None or not os.path.exists(checkpoint):
+        return [], 0
+    if not resume:
+        if force:
+            return [], 0
+        raise FileExistsError(
+            f"'{os.fspath(checkpoint)}' already exists; pass resume=True (CLI: --resume) to continue it "
+            "or force=True (--force)"
+        )
+    from ..io import check_compatible
+
+    saved, state = load_curve(checkpoint, model)
+
+    def defining(c: Curve, s: dict) -> dict:
+        ends = {"start-sha256": c.start.sha256, "end-sha256": c.end.sha256}
+        return {**s, "curve-kind": c.kind, "n-bends": c.n_bends, **ends}
+
+    old_settings = state.get("settings")
+    if old_settings is not None:  # files of an interrupted fit always have them
+        check_compatible(defining(saved, old_settings), defining(curve, settings), (), path=checkpoint)
+    with torch.no_grad():
+        curve.bends.copy_(saved.bends.to(curve.bends.device))
+    opt.load_state_dict(state["optimizer"])
+    return list(state.get("history", [])), int(state.get("epoch", 0))
 
 
 class _NoBar:

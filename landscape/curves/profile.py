@@ -74,7 +74,8 @@ def evaluate_curve(
     BatchNorm statistics are recomputed at every t by default (``bn="recompute"`` on the
     ``train`` split), as in the paper. The file (kind ``"curve"``, grid ``[2, T]``: row 0 the
     curve, row 1 the line) records the barrier of each row and split in its attributes
-    (``barrier-curve-train``, ``barrier-t-curve-train``...).
+    (``barrier-curve-train``, ``barrier-t-curve-train``...); a resumed profile may differ
+    from the file in those (the kind declares ``barrier-*`` not compared).
     """
     if points < 2:
         raise ValueError(f"points should be at least 2, got {points}")
@@ -129,7 +130,6 @@ def evaluate_curve(
         arrays=arrays,
         progress=progress,
         desc=f"curve {curve.kind}",
-        ignore=_run_attrs(splits),
     )
     barriers: dict[str, dict[str, float]] = {}
     for name, v in grid.metrics.items():
@@ -160,15 +160,6 @@ def evaluate_curve(
                 }
             )
     return CurveProfile(t=t, metrics=grid.metrics, barriers=barriers, file=grid.file, path=grid.path)
-
-
-def _run_attrs(splits) -> tuple[str, ...]:
-    """Attributes a resumed profile may differ in: the run's own and the barriers written
-    when an earlier run finished."""
-    from ..io import RUN_ATTRS
-
-    rows = ("curve", "line")
-    return (*RUN_ATTRS, *(f"barrier{t}-{r}-{s}" for s in splits for r in rows for t in ("", "-t")))
 
 
 def curve_plane(curve: Curve, *, bend: int | None = None, samples: int = 101) -> Plane:

@@ -20,7 +20,10 @@ exact.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -61,6 +64,32 @@ class SpectralDensity:
     @property
     def probes(self) -> int:
         return int(self.nodes.shape[0])
+
+    def save(self, path: str | os.PathLike, *, attrs: Mapping[str, Any] | None = None, force: bool = False) -> str:
+        """Write a result file of kind ``"hessian-density"``: grid ``[probes, steps]``,
+        metrics ``nodes`` and ``weights`` (cell (i, j): the j-th node of probe i and its
+        weight), attributes ``n``, ``hvps``, ``selection`` and ``attrs`` (the checkpoint,
+        the loss, the data...). :meth:`load` reads it back; returns ``path``."""
+        from ..io import create_result
+
+        file_attrs = dict(attrs or {})
+        file_attrs.update(n=int(self.n), hvps=int(self.hvps), selection=self.selection)
+        values = {"nodes": np.asarray(self.nodes, np.float64), "weights": np.asarray(self.weights, np.float64)}
+        shape = values["nodes"].shape
+        with create_result(
+            path, kind="hessian-density", shape=shape, metrics=list(values), attrs=file_attrs, force=force
+        ) as rf:
+            rf.write_cells(np.arange(values["nodes"].size), {k: v.reshape(-1) for k, v in values.items()})
+        return os.fspath(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> SpectralDensity:
+        """Read a file written by :meth:`save` (:func:`landscape.io.read_density`)."""
+        from ..io import read_density
+
+        data = read_density(path)
+        data.pop("attrs")
+        return cls(**data)
 
     def probe_moments(self, p: int) -> np.ndarray:
         """:math:`\\sum_i w_i \\theta_i^p` of each probe (``ndarray[probes]``)."""

@@ -37,6 +37,7 @@ __all__ = ["MAP_METRICS", "HessianMap", "eigen_map", "surface_points"]
 
 MAP_METRICS = ("lambda_max", "lambda_min", "eig_ratio", "eig_residual_max", "eig_residual_min", "eig_hvps")
 _SETTINGS_ATTR = "hessian-map"
+_WRITE_ORDER = (*(m for m in MAP_METRICS if m != "lambda_max"), "lambda_max")
 
 
 @dataclass
@@ -169,28 +170,10 @@ def eigen_map(
         "data": data_spec,
         "samples": _samples(source),
     }
-    pending = None
-    if rank == 0:
-        with open_result(path, "r+") as rf:
-            old = rf.attrs.get(_SETTINGS_ATTR)
-            have = [m for m in MAP_METRICS if m in rf.metrics]
-            if old is not None and old != settings and have:
-                if not force:
-                    k = sorted(k for k in settings if settings.get(k) != old.get(k))[0]
-                    raise ValueError(
-                        f"{os.fspath(path)} holds eigenvalue maps with {k} = {old.get(k)!r}, not {settings.get(k)!r}; "
-                        "pass force=True (--force) to recompute them"
-                    )
-                for m in have:  # start over
-                    rf.set_metric_cells(m, np.arange(pts.K), np.full(pts.K, np.nan))
-            missing = [m for m in MAP_METRICS if m not in rf.metrics]
-            if missing:
-                rf.add_metrics(missing)
-            if old != settings:
-                rf.update_attrs({_SETTINGS_ATTR: settings})
-            pending = np.flatnonzero(np.isnan(rf.read_metric("lambda_max").reshape(-1)))
+    pending = _open_maps(path, pts.K, settings, force) if rank == 0 else None
     pending = distlib.broadcast_object(pending)
     chunks = [pending[i : i + points_per_pass] for i in range(0, len(pending), points_per_pass)]
+    lanczos_opts = dict(tol=tol, relative_to=relative_to, max_iter=max_iter, seed=seed, step=step or lanczos_step)
     bar = None
     if progress and rank == 0 and len(pending):
         from tqdm.auto import tqdm
@@ -199,25 +182,14 @@ def eigen_map(
     try:
         for first in range(0, len(chunks), world):
             mine = chunks[first + rank] if first + rank < len(chunks) else np.zeros(0, dtype=np.int64)
-            values = _chunk_values(
-                model,
-                pts,
-                mine,
-                source,
-                params,
-                batch_size,
-                device,
-                dtype,
-                method,
-                dict(tol=tol, relative_to=relative_to, max_iter=max_iter, seed=seed, step=step or lanczos_step),
-                dict(loss=loss, forward=forward),
-            )
+            where = (params, batch_size, device, dtype, method)
+            values = _chunk_values(model, pts, mine, source, *where, lanczos_opts, dict(loss=loss, forward=forward))
             gathered = distlib.gather_to_root((mine, values))
             if rank == 0:
                 with open_result(path, "r+") as rf:
                     for idx, vals in gathered:
                         if len(idx):
-                            for name in MAP_METRICS:
+                            for name in _WRITE_ORDER:  # lambda_max last: it marks the cell done
                                 rf.set_metric_cells(name, idx, vals[name])
                             if bar is not None:
                                 bar.update(len(idx))
@@ -230,6 +202,36 @@ def eigen_map(
             metrics = {m: rf.read_metric(m) for m in MAP_METRICS}
     metrics = distlib.broadcast_object(metrics)
     return HessianMap(os.fspath(path), tuple(shape), metrics, int(len(pending)), time.perf_counter() - t0, settings)
+
+
+def _open_maps(path, cells: int, settings: dict[str, Any], force: bool) -> np.ndarray:
+    """Add the map metrics to the surface file (or check those there); the cells left to do.
+
+    The resume rule of every result file: the settings that define the maps (the
+    ``hessian-map`` attribute) must be those of the file (:func:`landscape.io.first_difference`),
+    else ``force`` starts over. A cell is done when its ``lambda_max`` is written (written
+    after the cell's other maps; the surface's ``done`` flags are its own metrics')."""
+    from ..io import first_difference, open_result
+
+    with open_result(path, "r+") as rf:
+        old = rf.attrs.get(_SETTINGS_ATTR)
+        have = [m for m in MAP_METRICS if m in rf.metrics]
+        diff = first_difference(old, settings) if old is not None else None
+        if diff is not None and have:
+            if not force:
+                k = diff[0]
+                raise ValueError(
+                    f"{os.fspath(path)} holds eigenvalue maps with {k} = {old.get(k)!r}, not {settings.get(k)!r}; "
+                    "pass force=True (--force) to recompute them"
+                )
+            for m in have:  # start over
+                rf.set_metric_cells(m, np.arange(cells), np.full(cells, np.nan))
+        missing = [m for m in MAP_METRICS if m not in rf.metrics]
+        if missing:
+            rf.add_metrics(missing)
+        if old is None or diff is not None:
+            rf.update_attrs({_SETTINGS_ATTR: settings})
+        return np.flatnonzero(np.isnan(rf.read_metric("lambda_max").reshape(-1)))
 
 
 def _samples(source) -> int | None:

@@ -37,7 +37,7 @@ Examples
 (['deterministic', 'ensemble', 'stochastic'], (4,))
 """
 
-from .io import FORMAT, load_variational, read_variational, save_variational
+from .io import FORMAT, load_variational, read_variational, save_predictions, save_variational
 from .kl import neg_kl_log_uniform
 from .layers import (
     MODES,
@@ -72,6 +72,7 @@ __all__ = [
     "predict",
     "read_variational",
     "sample_weights",
+    "save_predictions",
     "save_variational",
     "snr",
     "variational_layers",

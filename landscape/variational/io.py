@@ -1,4 +1,4 @@
-"""Saving and loading variational networks as safe ``.pt`` files.
+"""Saving and loading variational networks as safe ``.pt`` files, and their predictions.
 
 The file is a dict that ``torch.load(weights_only=True)`` reads::
 
@@ -10,26 +10,32 @@ The file is a dict that ``torch.load(weights_only=True)`` reads::
 ``spec["variational_layers"]`` maps every variational layer's module name to its
 ``parameterization`` and ``train_alpha``, so the network is rebuilt exactly from the base
 model ``build(spec)`` returns, mixed parameterizations and deterministic layers included.
+
+:func:`save_predictions` writes the scores of the prediction schemes
+(:func:`~landscape.variational.predict`) as a result file of kind ``"predict"``;
+:func:`landscape.io.read_predictions` reads it back.
 """
 
 from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from ..weights import CheckpointError
+from ..io import create_result, pt_version, result_kind
+from ..weights import CheckpointError, save_atomic
 from .layers import VariationalLayer, variational_layers
 from .networks import _CONVERTIBLE, _replace
 
-__all__ = ["FORMAT", "VERSION", "load_variational", "save_variational"]
+__all__ = ["FORMAT", "VERSION", "load_variational", "read_variational", "save_predictions", "save_variational"]
 
 FORMAT = "landscape-variational"
-VERSION = 1
+VERSION = result_kind(FORMAT).version  # the registered version of the kind
 
 
 def _check_plain(value: Any, where: str) -> None:
@@ -91,13 +97,7 @@ def save_variational(vmodel: nn.Module, path: str | os.PathLike, *, spec: dict, 
         "spec": out_spec,
         "state_dict": {k: v.detach().cpu().contiguous() for k, v in vmodel.state_dict().items()},
     }
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    save_atomic(obj, path, force=force)
 
 
 def read_variational(path: str | os.PathLike) -> dict:
@@ -117,8 +117,10 @@ def read_variational(path: str | os.PathLike) -> dict:
             f"'{path}' is not a variational network file (it holds {what}); expected format {FORMAT!r} "
             "written by landscape.variational.save_variational"
         )
-    if obj.get("version") != VERSION:
-        raise CheckpointError(f"'{path}' has {FORMAT} version {obj.get('version')!r}; this library reads {VERSION}")
+    try:
+        pt_version(obj, FORMAT, path)
+    except ValueError as e:
+        raise CheckpointError(str(e)) from None
     if not isinstance(obj.get("spec"), dict) or not isinstance(obj.get("state_dict"), dict):
         raise CheckpointError(f"'{path}' lacks its 'spec' or 'state_dict' dict")
     if not isinstance(obj["spec"].get("variational_layers"), dict):
@@ -175,3 +177,46 @@ def load_variational(path: str | os.PathLike, build: Callable[[dict], nn.Module]
     except RuntimeError as e:
         raise CheckpointError(f"'{path}' does not match the model: {' '.join(str(e).split())[:300]}") from e
     return vmodel.eval()
+
+
+def save_predictions(
+    results: Mapping[str, Any],
+    path: str | os.PathLike,
+    *,
+    samples: int,
+    seed: int,
+    bn: str = "running",
+    attrs: Mapping[str, Any] | None = None,
+    force: bool = False,
+) -> str:
+    """Write the scores of the prediction schemes as a result file of kind ``"predict"``.
+
+    Parameters
+    ----------
+    results : mapping of str to EnsembleResult
+        What :func:`~landscape.variational.predict` returned (scheme -> result with
+        ``acc``, ``nll``, ``ece``), in the order to store.
+    path : str or path-like
+    samples, seed, bn
+        The arguments :func:`~landscape.variational.predict` was called with (recorded).
+    attrs : mapping, optional
+        More attributes (the checkpoint, the data spec, the split...).
+    force : bool
+        Replace an existing file (else :class:`~landscape.io.ResultExistsError`).
+
+    Returns
+    -------
+    str
+        ``path``; :func:`landscape.io.read_predictions` reads it.
+    """
+    schemes = list(results)
+    if not schemes:
+        raise ValueError("results is empty; expected one entry per prediction scheme")
+    file_attrs = dict(attrs or {})
+    file_attrs.update(schemes=schemes, samples=int(samples), seed=seed, bn=bn)
+    values = {m: np.array([float(getattr(results[s], m)) for s in schemes]) for m in ("acc", "nll", "ece")}
+    with create_result(
+        path, kind="predict", shape=(len(schemes),), metrics=list(values), attrs=file_attrs, force=force
+    ) as rf:
+        rf.write_cells(np.arange(len(schemes)), values)
+    return os.fspath(path)
