@@ -66,8 +66,11 @@ def test_every_registered_kind_is_documented_and_every_documented_kind_is_regist
             assert dotted.removeprefix("landscape.") in _ticked(row[column]), f"{name}: {column} {dotted}"
 
 
-def test_the_docs_name_the_kinds_that_were_missing():
+def test_the_docs_name_the_kinds_that_were_missing_and_the_attributes_never_compared():
     assert {"connections", "wa-ensemble", "predict", "ensemble-run", "hessian-density"} <= set(_documented())
+    text = DOCS.read_text()
+    intro = text[text.index("## Kinds of files") : text.index("| `kind` |")]
+    assert set(lio.RUN_ATTRS) <= _ticked(intro), f"docs/h5-format.md should name every one of {lio.RUN_ATTRS}"
 
 
 def _resolve(dotted: str):
