@@ -22,9 +22,12 @@ Subcommands
 ``hessian``           Hessian eigenvalues, eigenvalue maps of a surface, trace and spectral density
 ``demo``              the main job on bundled data (digits, CPU, under 2 minutes)
 ``models``            the built-in models
+``rerun``             the command that wrote a result file (its ``cli-config``), resumed or into a new file
 
-Errors print one line (``landscape: error: ...``) and exit with code 2; ``--debug`` shows
-the traceback. ``python -m landscape`` and ``torchrun -m landscape`` run :func:`main`.
+Every subcommand takes ``--config FILE`` (TOML or JSON; :mod:`landscape.cli.config`), the
+command line overriding it; every result file records the resolved options in its
+``cli-config`` attribute. Errors print one line (``landscape: error: ...``) and exit with
+code 2; ``--debug`` shows the traceback. ``python -m landscape`` and ``torchrun -m landscape`` run :func:`main`.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from . import config
 from .common import UsageError, parse_bytes
 
 __all__ = ["COMMANDS", "UsageError", "build_parser", "console_main", "main", "parse_bytes"]
@@ -57,6 +61,7 @@ COMMANDS = (
     "hessian",
     "demo",
     "models",
+    "rerun",
 )
 
 
@@ -77,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         command_module(name).add_parser(sub)
+    config.add_config_option(parser)
     return parser
 
 
@@ -166,10 +172,33 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
 
+def parse_command_line(
+    parser: argparse.ArgumentParser, argv: Sequence[str], values: dict | None = None, source: str = ""
+) -> argparse.Namespace:
+    """Parse ``argv`` over the options of its ``--config`` file (or of ``values``, read from
+    ``source``); the namespace carries the resolved options as ``cli_config`` (JSON) for the
+    result files."""
+    argv = _dash_values(argv)
+    repeated = {}
+    path = config.config_file(argv)
+    if path is not None:
+        values, source = config.load_config(path), f"--config {path}"
+    if values is not None:
+        repeated = config.apply_config(parser, argv, values, source)
+    args = parser.parse_args(argv)
+    config.replace_repeated(args, repeated)
+    args.cli_config = config.cli_config(parser, args)
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``landscape`` command; returns the exit code."""
     parser = build_parser()
-    args = parser.parse_args(_dash_values(sys.argv[1:] if argv is None else argv))
+    try:
+        args = parse_command_line(parser, sys.argv[1:] if argv is None else argv)
+    except UsageError as e:  # a bad --config file
+        print(f"landscape: error: {e}", file=sys.stderr)
+        return 2
     if args.command is None:
         parser.print_help()
         return 2

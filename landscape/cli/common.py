@@ -17,6 +17,7 @@ __all__ = [
     "parse_bytes",
     "plot_if_asked",
     "print_surface_summary",
+    "recorded_config",
     "refuse_existing",
     "several_checkpoints",
 ]
@@ -78,6 +79,14 @@ def data_attrs(args) -> dict:
     if getattr(args, "seq_len", None) is not None:
         out["seq-len"] = args.seq_len
     return out
+
+
+def recorded_config(args) -> dict:
+    """``{"cli-config": JSON}``: the resolved options of this command line, which every
+    result file records (``landscape rerun`` reads them), or nothing when the namespace was
+    not parsed by :func:`landscape.cli.main`."""
+    text = getattr(args, "cli_config", None)
+    return {"cli-config": text} if text else {}
 
 
 def checkpoint_records(weights) -> list[dict]:

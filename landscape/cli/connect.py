@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 from . import options
-from .common import UsageError, check_out, checkpoint_records, comma_list, open_data, plot_if_asked
+from .common import UsageError, check_out, checkpoint_records, comma_list, open_data, plot_if_asked, recorded_config
 
 
 def add_parser(subparsers) -> None:
@@ -155,6 +155,7 @@ def main(args) -> int:
             "checkpoints": checkpoint_records((A, B)),
             "data": args.data,
             "curve-files": [os.path.abspath(p) for _, p in labelled_files(args.curve)],
+            **recorded_config(args),
         },
     )
     print(rep.markdown())

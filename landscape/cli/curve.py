@@ -11,7 +11,16 @@ from __future__ import annotations
 import os
 
 from . import options
-from .common import UsageError, check_out, comma_list, max_memory, open_data, plot_if_asked, print_surface_summary
+from .common import (
+    UsageError,
+    check_out,
+    comma_list,
+    max_memory,
+    open_data,
+    plot_if_asked,
+    print_surface_summary,
+    recorded_config,
+)
 
 
 def add_parser(subparsers) -> None:
@@ -145,7 +154,11 @@ def _profile(args, model) -> int:
         resume=args.resume,
         force=args.force,
         progress=not args.no_progress,
-        attrs={"model": describe_model(args.model, args.model_kwargs), "curve-file": os.path.abspath(args.curve_file)},
+        attrs={
+            "model": describe_model(args.model, args.model_kwargs),
+            "curve-file": os.path.abspath(args.curve_file),
+            **recorded_config(args),
+        },
     )
     metrics = comma_list(args.metrics)
     if args.curve_command == "eval":

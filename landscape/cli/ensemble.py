@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 from . import options
-from .common import UsageError, num_samples, open_data
+from .common import UsageError, num_samples, open_data, recorded_config
 
 
 def add_parser(subparsers) -> None:
@@ -292,6 +292,7 @@ def _run_ensemble(args, model, start, train, test) -> int:
         split=args.split,
         checkpoints=[{"path": start.source, "sha256": start.sha256}] if start is not None else [],
         **{"start-epochs": e0},
+        **recorded_config(args),
     )
     written = [comparison.save(os.path.join(args.out, "ensembles.h5"), force=True)]
     written += _figures(args, model, run, comparison, lr, train, test)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from . import options
-from .common import check_out, checkpoint_records, comma_list, data_attrs, max_memory, open_data
+from .common import check_out, checkpoint_records, comma_list, data_attrs, max_memory, open_data, recorded_config
 
 
 def add_parser(subparsers) -> None:
@@ -33,6 +33,7 @@ def main(args) -> int:
         "split": args.split,
         "bn-split": args.bn_split if args.bn != "running" else None,
         **data_attrs(args),
+        **recorded_config(args),
     }
     res = evaluate(
         model,

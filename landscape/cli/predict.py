@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 from . import options
-from .common import UsageError, comma_list, num_samples, open_data, refuse_existing
+from .common import UsageError, comma_list, num_samples, open_data, recorded_config, refuse_existing
 
 
 def add_parser(subparsers) -> None:
@@ -45,7 +45,7 @@ def _write_table(args, schemes: list[str], res) -> None:
     from ..io import create_result
 
     attrs = {"checkpoint": os.path.abspath(args.ckpt), "data": args.data, "split": args.split}
-    attrs.update(schemes=schemes, samples=args.samples, seed=args.seed, bn=args.bn)
+    attrs.update(schemes=schemes, samples=args.samples, seed=args.seed, bn=args.bn, **recorded_config(args))
     with create_result(
         args.out, kind="predict", shape=(len(schemes),), metrics=["acc", "nll", "ece"], attrs=attrs, force=args.force
     ) as rf:

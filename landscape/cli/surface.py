@@ -20,6 +20,7 @@ from .common import (
     open_data,
     plot_if_asked,
     print_surface_summary,
+    recorded_config,
 )
 
 _NEEDED_CKPTS = {"interpolate": 2, "line": 1, "plane": 1, "three-point": 3}
@@ -158,6 +159,7 @@ def main(args) -> int:
             "trajectory": checkpoint_records(traj) or None,
             "bn-split": args.bn_split if args.bn != "running" else None,
             **data_attrs(args),
+            **recorded_config(args),
         }
         res = compute_surface(
             model,

@@ -4,7 +4,7 @@ the ordinary ensemble (Anokhin & Yarotsky 2020; :func:`landscape.connect.wa_ense
 from __future__ import annotations
 
 from . import options
-from .common import UsageError, checkpoint_records, open_data, plot_if_asked, several_checkpoints
+from .common import UsageError, checkpoint_records, open_data, plot_if_asked, recorded_config, several_checkpoints
 
 
 def add_parser(subparsers) -> None:
@@ -72,6 +72,7 @@ def main(args) -> int:
         data=args.data,
         split=args.split,
         fit_split=args.fit_split,
+        **recorded_config(args),
     )
     curve.save(args.out, force=args.force)
     print(f"{args.split} accuracy (%) of ensembles of the first m networks; WA(n): n layers in each head")
