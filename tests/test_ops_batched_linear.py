@@ -382,7 +382,7 @@ def test_missing_extension_warns_once_and_falls_back():
         "    warnings.simplefilter('always')\n"
         "    import landscape.ops as ops\n"
         "    import importlib; importlib.import_module('landscape.ops.batched_linear')\n"
-        "    ops._warn_extension_unavailable()\n"
+        "    ops._extension._warn_extension_unavailable()\n"
         "import torch\n"
         "x = torch.randn(3, 2, dtype=torch.float64); b = torch.randn(1, 4, 2, dtype=torch.float64)\n"
         "out = ops.batched_linear(x, b, None, torch.ones(2, 1, dtype=torch.float64))\n"

@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 
-import landscape.ops as ops
+import landscape.ops._extension as ops
 
 
 class _FailingImport(importlib.abc.MetaPathFinder):

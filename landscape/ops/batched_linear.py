@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from landscape.ops import extension_available
+from ._extension import extension_available
 
 __all__ = [
     "ACTIVATIONS",

@@ -28,7 +28,7 @@ import operator
 
 import torch
 
-from landscape.ops import extension_available
+from ._extension import extension_available
 
 __all__ = ["REORTHOGONALIZE", "lanczos_step", "lanczos_step_reference"]
 
