@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -50,6 +52,54 @@ def _train_or_load(path: str, build, train, *, seed: int, epochs: int, force: bo
     save_weights(model.state_dict(), path, force=True)
 
 
+@dataclass
+class _Run:
+    """What every stage of the demo shares: the folder, the options, the data and the models."""
+
+    out_dir: str
+    fig_dir: str
+    force: bool
+    progress: bool
+    model: torch.nn.Module
+    weights: list
+    splits: dict
+    model_attrs: dict
+    summary: list = field(default_factory=list)
+
+    def attrs(self, used) -> dict:
+        return {**self.model_attrs, "checkpoints": [{"path": x.source, "sha256": x.sha256} for x in used]}
+
+    def figures(self, name: str, path: str, res=None, metrics=None) -> None:
+        """Draw a file's figures (those of an earlier demo are kept unless ``force``)."""
+        from .plot import plot_file
+
+        try:
+            figs = plot_file(path, self.fig_dir, formats=("png", "pdf"), metrics=metrics, force=self.force)
+        except FileExistsError:
+            figs = []
+        self.summary.append((name, path, res, figs))
+
+    def surface(self, name: str, plane, xs, ys, attrs: dict, splits=None, figures: bool = True):
+        from .surface import compute_surface
+
+        path = os.path.join(self.out_dir, f"{name}.h5")
+        res = compute_surface(
+            self.model,
+            plane,
+            xs,
+            ys,
+            splits=splits or self.splits,
+            out=path,
+            resume=not self.force,
+            force=self.force,
+            attrs=attrs,
+            progress=self.progress,
+        )
+        if figures:
+            self.figures(name, path, res, _DEMO_FIGURE_METRICS)
+        return path, res
+
+
 def run_demo(out_dir: str = "landscape-demo", *, force: bool = False, progress: bool = True) -> dict:
     """Run the demo; returns what was written and the headline numbers.
 
@@ -57,23 +107,19 @@ def run_demo(out_dir: str = "landscape-demo", *, force: bool = False, progress: 
     then writes, with figures: the 1D interpolation between two of them, a filter-normalized
     random plane around one, the plane through all three, the PCA plane of the
     trajectory, a Bezier curve between two of them (its profile against the straight
-    line and the plane through its bend) and the distribution-based connections of the same
-    two (:func:`~landscape.connect.compare_connections`, the Bezier curve as a row). An earlier demo's files in ``out_dir`` are reused (resumed), and replaced
-    only with ``force``.
+    line and the plane through its bend), the distribution-based connections of the same
+    two (:func:`~landscape.connect.compare_connections`, the Bezier curve as a row), fast
+    ensembles at equal budgets and Hessian eigenvalue maps. An earlier demo's files in
+    ``out_dir`` are reused (resumed), and replaced only with ``force``.
     """
-    from . import directions
     from .data import load_data
     from .models import build_model
-    from .plot import plot_file
-    from .surface import auto_range, compute_surface
     from .weights import load_checkpoint
 
     t0 = time.perf_counter()
-    os.makedirs(out_dir, exist_ok=True)
     fig_dir = os.path.join(out_dir, "figures")
     os.makedirs(fig_dir, exist_ok=True)
-    train = load_data("digits", "train")
-    test = load_data("digits", "test")
+    train, test = load_data("digits", "train"), load_data("digits", "test")
     spec, kwargs = "mlp", {"in_features": 64, "widths": [128], "num_classes": 10}
     build = lambda: build_model(spec, kwargs)  # noqa: E731
     epochs = 12
@@ -87,179 +133,184 @@ def run_demo(out_dir: str = "landscape-demo", *, force: bool = False, progress: 
     model = build()
     w = [load_checkpoint(p, model) for p in ckpts]
     traj = [load_checkpoint(os.path.join(traj_dir, f"epoch_{e:03d}.pt"), model) for e in range(epochs + 1)]
-    model_attrs = {"model": {"spec": spec, "kwargs": kwargs}}
+    run = _Run(
+        out_dir,
+        fig_dir,
+        force,
+        progress,
+        model,
+        w,
+        {"train": train, "test": test},
+        {"model": {"spec": spec, "kwargs": kwargs}},
+    )
+    _surfaces(run, traj)
+    bezier = _bezier(run)
+    report = _connections(run, bezier.curve)
+    ensembles = _ensembles(run, train, test, epochs)
+    hmap = _hessian_map(run, load_data("digits", "train", max_samples=512))
+    elapsed = time.perf_counter() - t0
+    _print_summary(run, elapsed, ckpts, traj_dir, epochs, bezier, report, ensembles, hmap)
+    return {
+        "out_dir": out_dir,
+        "checkpoints": ckpts,
+        "files": [p for _, p, _, _ in run.summary],
+        "figures": [f for *_, figs in run.summary for f in figs],
+        "seconds": elapsed,
+    }
 
-    def ckpt_attrs(ws):
-        return {"checkpoints": [{"path": x.source, "sha256": x.sha256} for x in ws]}
 
+def _surfaces(run: _Run, traj) -> None:
+    """The four surfaces of Li et al. (2018): interpolation, random plane, three checkpoints, PCA."""
+    from . import directions
+    from .surface import auto_range
+
+    w = run.weights
     pca = directions.pca_plane(traj)
     three = directions.three_point_plane(*w)
-    jobs = [
-        ("interpolation", directions.line_through(w[0], w[1]), np.linspace(-0.5, 1.5, 41), None, w[:2]),
-        ("random-plane", directions.random_plane(w[0], seed=0), np.linspace(-1, 1, 25), np.linspace(-1, 1, 25), w[:1]),
-        (
-            "three-checkpoints",
-            three,
-            auto_range(three.anchors[:, 0], 25, 0.3),
-            auto_range(three.anchors[:, 1], 25, 0.3),
-            w,
-        ),
-        (
-            "pca-trajectory",
-            pca,
-            auto_range(pca.arrays["trajectory"][:, 0], 25, 0.3),
-            auto_range(pca.arrays["trajectory"][:, 1], 25, 0.3),
-            [traj[-1]],
-        ),
-    ]
-    summary = []
-    splits = {"train": train, "test": test}
-    for name, plane, xs, ys, used in jobs:
-        path = os.path.join(out_dir, f"{name}.h5")
-        attrs = {**model_attrs, **ckpt_attrs(used)}
-        if name == "pca-trajectory":
-            attrs["trajectory"] = [{"path": x.source, "sha256": x.sha256} for x in traj]
-        res = compute_surface(
-            model, plane, xs, ys, splits=splits, out=path, resume=not force, force=force, attrs=attrs, progress=progress
-        )
-        try:
-            figs = plot_file(path, fig_dir, formats=("png", "pdf"), metrics=_DEMO_FIGURE_METRICS, force=force)
-        except FileExistsError:
-            figs = []  # figures of an earlier demo are kept (use --force to redraw)
-        summary.append((name, path, res, figs))
+    grid25 = np.linspace(-1, 1, 25)
+    run.surface(
+        "interpolation", directions.line_through(w[0], w[1]), np.linspace(-0.5, 1.5, 41), None, run.attrs(w[:2])
+    )
+    run.surface("random-plane", directions.random_plane(w[0], seed=0), grid25, grid25, run.attrs(w[:1]))
+    anchors = three.anchors
+    run.surface(
+        "three-checkpoints", three, auto_range(anchors[:, 0], 25, 0.3), auto_range(anchors[:, 1], 25, 0.3), run.attrs(w)
+    )
+    points = pca.arrays["trajectory"]
+    attrs = run.attrs([traj[-1]])
+    attrs["trajectory"] = [{"path": x.source, "sha256": x.sha256} for x in traj]
+    run.surface("pca-trajectory", pca, auto_range(points[:, 0], 25, 0.3), auto_range(points[:, 1], 25, 0.3), attrs)
 
-    # mode connectivity: a Bezier curve between the first two models (Garipov et al. 2018)
+
+def _bezier(run: _Run):
+    """Mode connectivity: a Bezier curve between the first two models (Garipov et al. 2018), its
+    profile against the line and the plane through its bend."""
     from . import curves
+    from .surface import auto_range
 
-    curve_file = os.path.join(out_dir, "bezier-seed1-seed2.pt")
+    w = run.weights
+    curve_file = os.path.join(run.out_dir, "bezier-seed1-seed2.pt")
     curve = curves.Curve(w[0], w[1], n_bends=1, kind="bezier")
     with _single_thread():
         fit = curves.fit_curve(
-            model,
+            run.model,
             curve,
-            train,
+            run.splits["train"],
             epochs=30,
             lr=0.05,
             weight_decay=5e-4,
             seed=0,
             checkpoint=curve_file,
-            resume=not force,
-            force=force,
-            progress=progress,
+            resume=not run.force,
+            force=run.force,
+            progress=run.progress,
         )
-    profile_path = os.path.join(out_dir, "bezier-profile.h5")
+    profile_path = os.path.join(run.out_dir, "bezier-profile.h5")
     profile = curves.evaluate_curve(
-        model,
+        run.model,
         curve,
-        splits,
+        run.splits,
         points=61,
         out=profile_path,
-        resume=not force,
-        force=force,
-        attrs=model_attrs,
-        progress=progress,
+        resume=not run.force,
+        force=run.force,
+        attrs=run.model_attrs,
+        progress=run.progress,
     )
     cplane = curves.curve_plane(curve)
     anchors = np.concatenate([cplane.anchors, cplane.arrays["trajectory"]])
-    cplane_path = os.path.join(out_dir, "bezier-plane.h5")
-    cres = compute_surface(
-        model,
-        cplane,
-        auto_range(anchors[:, 0], 21, 0.2),
-        auto_range(anchors[:, 1], 21, 0.4),
-        splits=splits,
-        out=cplane_path,
-        resume=not force,
-        force=force,
-        attrs={**model_attrs, **ckpt_attrs(w[:2])},
-        progress=progress,
+    xs, ys = auto_range(anchors[:, 0], 21, 0.2), auto_range(anchors[:, 1], 21, 0.4)
+    cplane_path, cres = run.surface("bezier-plane", cplane, xs, ys, run.attrs(w[:2]), figures=False)
+    run.figures("bezier-profile", profile_path, None, _DEMO_FIGURE_METRICS)
+    run.figures("bezier-plane", cplane_path, None, _DEMO_FIGURE_METRICS)
+    return SimpleNamespace(
+        curve=curve,
+        fit=fit,
+        profile=profile,
+        plane=cres,
+        file=curve_file,
+        profile_file=profile_path,
+        plane_file=cplane_path,
     )
-    for path in (profile_path, cplane_path):
-        try:
-            summary_figs = plot_file(path, fig_dir, formats=("png", "pdf"), metrics=_DEMO_FIGURE_METRICS, force=force)
-        except FileExistsError:
-            summary_figs = []
-        summary.append((os.path.basename(path)[:-3], path, None, summary_figs))
 
-    # distribution-based connections of the same two models (Anokhin & Yarotsky 2020), next to
-    # the trained Bezier curve
+
+def _connections(run: _Run, curve):
+    """Distribution-based connections of the same two models (Anokhin & Yarotsky 2020), next to
+    the trained Bezier curve."""
     from .connect import compare_connections
 
-    conn_path = os.path.join(out_dir, "connections.h5")
+    path = os.path.join(run.out_dir, "connections.h5")
     with _single_thread():
         report = compare_connections(
-            model,
-            w[0],
-            w[1],
-            splits,
+            run.model,
+            run.weights[0],
+            run.weights[1],
+            run.splits,
             points=21,
-            wa_data=train,
+            wa_data=run.splits["train"],
             curves={"Bezier (3)": curve},
-            out=conn_path,
-            resume=not force,
-            force=force,
-            attrs={**model_attrs, **ckpt_attrs(w[:2])},
+            out=path,
+            resume=not run.force,
+            force=run.force,
+            attrs=run.attrs(run.weights[:2]),
         )
-    try:
-        conn_figs = plot_file(conn_path, fig_dir, formats=("png", "pdf"), force=force)
-    except FileExistsError:
-        conn_figs = []
-    summary.append(("connections", conn_path, None, conn_figs))
+    run.figures("connections", path)
+    return report
 
-    # fast ensembles against independent networks at equal training budgets (FGE paper, Table 1)
+
+def _ensembles(run: _Run, train, test, epochs: int):
+    """Fast ensembles against independent networks at equal training budgets (FGE paper, Table 1)."""
     from .ensembles import EnsembleComparison, compare_ensembles, run_at_budget
 
-    ens_path = os.path.join(out_dir, "ensembles.h5")
-    if os.path.exists(ens_path) and not force:
-        ensembles = EnsembleComparison.load(ens_path)
+    path = os.path.join(run.out_dir, "ensembles.h5")
+    if os.path.exists(path) and not run.force:
+        ensembles = EnsembleComparison.load(path)
     else:
         with _single_thread():
             runs = [
-                run_at_budget(model, train, m, budget_epochs=epochs, n=3, seed=7) for m in ("ind", "sse", "fge", "swa")
+                run_at_budget(run.model, train, m, budget_epochs=epochs, n=3, seed=7)
+                for m in ("ind", "sse", "fge", "swa")
             ]
-        ensembles = compare_ensembles(model, runs, test)
-        ensembles.attrs.update(model_attrs, data="digits", split="test")
-        ensembles.save(ens_path, force=True)
-    try:
-        ens_figs = plot_file(ens_path, fig_dir, formats=("png", "pdf"), force=force)
-    except FileExistsError:
-        ens_figs = []
-    summary.append(("ensembles", ens_path, None, ens_figs))
+        ensembles = compare_ensembles(run.model, runs, test)
+        ensembles.attrs.update(run.model_attrs, data="digits", split="test")
+        ensembles.save(path, force=True)
+    run.figures("ensembles", path)
+    return ensembles
 
-    # Hessian eigenvalue maps on a 7 x 7 version of the random plane (Li et al. 2018, Figure 7)
+
+def _hessian_map(run: _Run, data):
+    """Hessian eigenvalue maps on a 7 x 7 version of the random plane (Li et al. 2018, Figure 7)."""
+    from . import directions
     from .hessian import eigen_map
 
-    hess_path = os.path.join(out_dir, "hessian-plane.h5")
-    compute_surface(
-        model,
-        directions.random_plane(w[0], seed=0),
-        np.linspace(-1, 1, 7),
-        np.linspace(-1, 1, 7),
-        splits={"train": train},
-        out=hess_path,
-        resume=not force,
-        force=force,
-        attrs={**model_attrs, **ckpt_attrs(w[:1])},
-        progress=progress,
+    grid = np.linspace(-1, 1, 7)
+    plane = directions.random_plane(run.weights[0], seed=0)
+    path, _ = run.surface(
+        "hessian-plane",
+        plane,
+        grid,
+        grid,
+        run.attrs(run.weights[:1]),
+        splits={"train": run.splits["train"]},
+        figures=False,
     )
-    hess_data = load_data("digits", "train", max_samples=512)
     with _single_thread():
         hmap = eigen_map(
-            model,
-            hess_path,
-            hess_data,
+            run.model,
+            path,
+            data,
             data_spec={"data": "digits", "split": "train", "max-samples": 512},
-            force=force,
-            progress=progress,
+            force=run.force,
+            progress=run.progress,
         )
-    try:
-        hess_figs = plot_file(hess_path, fig_dir, formats=("png", "pdf"), force=force)
-    except FileExistsError:
-        hess_figs = []
-    summary.append(("hessian-plane", hess_path, None, hess_figs))
+    run.figures("hessian-plane", path)
+    return hmap
 
-    elapsed = time.perf_counter() - t0
-    print(f"landscape demo: {out_dir}/ in {elapsed:.1f} s (engine path {summary[0][2].path})")
+
+def _print_summary(run: _Run, elapsed, ckpts, traj_dir, epochs, bezier, report, ensembles, hmap) -> None:
+    summary = run.summary
+    fit, profile, cres = bezier.fit, bezier.profile, bezier.plane
+    print(f"landscape demo: {run.out_dir}/ in {elapsed:.1f} s (engine path {summary[0][2].path})")
     print(f"  checkpoints: {', '.join(ckpts)}; trajectory: {traj_dir}/ ({epochs + 1} checkpoints)")
     for name, path, res, _figs in summary:
         if res is None:
@@ -271,29 +322,24 @@ def run_demo(out_dir: str = "landscape-demo", *, force: bool = False, progress: 
         )
     b = profile.barriers
     print(
-        f"  bezier curve       {curve_file} ({len(fit.history)} epochs): train-loss barrier "
+        f"  bezier curve       {bezier.file} ({len(fit.history)} epochs): train-loss barrier "
         f"{b['curve']['train']:.3f} nats vs {b['line']['train']:.3f} on the line; test error max "
         f"{100 * (1 - np.nanmin(profile.curve('test_acc'))):.1f}% vs {100 * (1 - np.nanmin(profile.line('test_acc'))):.1f}% "
-        f"-> {profile_path}, {cplane_path} (train loss {np.nanmin(cres['train_loss']):.3f}..{np.nanmax(cres['train_loss']):.3f})"
+        f"-> {bezier.profile_file}, {bezier.plane_file} (train loss {np.nanmin(cres['train_loss']):.3f}..{np.nanmax(cres['train_loss']):.3f})"
     )
-    print(f"  connections        {conn_path}: worst accuracy (%) along each path")
+    print(f"  connections        {os.path.join(run.out_dir, 'connections.h5')}: worst accuracy (%) along each path")
     print("    " + report.markdown(stages=False).replace("\n", "\n    "))
-    print(f"  ensembles          {ens_path}: test error (%) at 3 budgets of {epochs} epochs (B = one network)")
+    print(
+        f"  ensembles          {os.path.join(run.out_dir, 'ensembles.h5')}: test error (%) at 3 budgets of {epochs} epochs (B = one network)"
+    )
     print("    " + _budget_table(ensembles).replace("\n", "\n    "))
     r = hmap["eig_ratio"]
     print(
-        f"  hessian map        {hess_path}: 7x7 random plane, lambda_max {np.nanmin(hmap['lambda_max']):.3g}.."
+        f"  hessian map        {os.path.join(run.out_dir, 'hessian-plane.h5')}: 7x7 random plane, lambda_max {np.nanmin(hmap['lambda_max']):.3g}.."
         f"{np.nanmax(hmap['lambda_max']):.3g}, |lambda_min/lambda_max| {r[3, 3]:.3g} at the checkpoint, up to "
         f"{np.nanmax(r):.3g} ({hmap.computed} cells computed)"
     )
-    print(f"  figures: {fig_dir}/ ({sum(len(f) for *_, f in summary)} new files)")
-    return {
-        "out_dir": out_dir,
-        "checkpoints": ckpts,
-        "files": [p for _, p, _, _ in summary],
-        "figures": [f for *_, figs in summary for f in figs],
-        "seconds": elapsed,
-    }
+    print(f"  figures: {run.fig_dir}/ ({sum(len(f) for *_, f in summary)} new files)")
 
 
 def _budget_table(c) -> str:
