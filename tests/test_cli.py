@@ -360,6 +360,9 @@ def test_ensemble_methods_save_members_and_print_the_ensemble(tmp_path, capsys, 
     assert len(saved) == members and os.path.exists(out / f"{method}-schedule.png")
     assert os.path.exists(out / "ensembles-budget.png")
     assert os.path.exists(out / "fge-snapshots.png") == (method == "fge")
+    record = ls.ensembles.read_ensemble_run(out / f"{method}-run.h5")  # kind ensemble-run
+    assert record["done"].all() and sorted(record["members"]) == saved
+    assert record["method"] == method and "lr" in record["arrays"]
     if method == "swa":  # the width line through the SWA and SGD solutions
         width = ls.io.open_result(out / "swa-width.h5")
         assert width.attrs["surface-type"] == "swa-width" and np.isfinite(width.read_metric("test_err")).all()
@@ -395,8 +398,13 @@ def test_ensemble_against_independent_networks_at_the_same_budget(tmp_path, caps
     assert {p: os.path.getmtime(out / p) for p in before} == before
     again = EnsembleComparison.load(out / "ensembles.h5")
     np.testing.assert_array_equal(again.per_member["member_acc"], c.per_member["member_acc"])
+    ind = ls.ensembles.read_ensemble_run(out / "ind-run.h5")
+    assert ind["done"].all() and ind["budgets"].tolist() == list(range(1, 15))
+    assert not [p for p in os.listdir(out) if p.endswith(".resume")]
     assert main([*argv, "--start-epochs", "2", "--independent-epochs", "1", "--resume", "--lr", "0.2"]) == 2
-    assert "its lr is 0.05 but this run has 0.2" in capsys.readouterr().err
+    assert "fge-run.h5': its 'lr' is 0.05 but this run has 0.2" in capsys.readouterr().err
+    assert main([*full, "--resume", "--lr-independent", "0.1"]) == 2
+    assert "ind-run.h5': its 'lr' is 0.05 but this run has 0.1" in capsys.readouterr().err
 
 
 def test_ensemble_fge_needs_its_settings(tmp_path, capsys):

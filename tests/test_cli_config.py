@@ -3,6 +3,7 @@ every result file records its resolved options (cli-config) and `landscape rerun
 again: nothing new for a finished file, the missing cells of an interrupted one."""
 
 import json
+import os
 import shutil
 
 import h5py
@@ -152,3 +153,21 @@ def test_rerun_needs_a_recorded_command(tmp_path, capsys):
         rf.write_cells([0], {"loss": np.zeros(1)})
     assert main(["rerun", str(out)]) == 2
     assert "records no cli-config" in capsys.readouterr().err
+
+
+def test_rerun_of_a_hessian_density_writes_it_again_beside_its_figure(tmp_path, capsys):
+    from landscape.hessian import SpectralDensity
+
+    paths = _ckpts(tmp_path, 1)
+    fig, h5 = tmp_path / "d.png", tmp_path / "d.h5"
+    argv = ["hessian", "density", "--model", "mlp", "--model-kwargs", '{"widths": [16]}', "--data", "digits"]
+    argv += ["--max-samples", "96", "--ckpt", paths[0], "--probes", "2", "--steps", "4", "--no-progress"]
+    assert main([*argv, "--out", str(fig)]) == 0
+    ref = SpectralDensity.load(h5)
+    assert _record(h5)["command"] == ["hessian", "density"]
+    os.remove(fig)
+    assert main(["rerun", str(h5)]) == 0
+    assert "rerun: landscape hessian density" in capsys.readouterr().out and fig.exists()
+    np.testing.assert_array_equal(SpectralDensity.load(h5).nodes, ref.nodes)
+    assert main([*argv, "--out", str(h5)]) == 2  # the figure, not the file beside it
+    assert "is the figure" in capsys.readouterr().err

@@ -192,7 +192,9 @@ def test_cli_eig_trace_density_and_bad_input(tmp_path, capsys):
     assert (
         main(["hessian", "density", *COMMON, "--ckpt", ckpt, "--probes", "2", "--steps", "5", "--out", str(fig)]) == 0
     )
-    assert fig.exists() and (tmp_path / "d.npz").exists()
+    assert fig.exists() and f"-> {fig}, {tmp_path / 'd.h5'}" in capsys.readouterr().out
+    saved = H.SpectralDensity.load(tmp_path / "d.h5")  # kind hessian-density
+    assert saved.nodes.shape == (2, 5) and saved.selection["count"] == 4
     assert main(["hessian", "density", *COMMON, "--ckpt", ckpt, "--out", str(fig)]) == 2
     assert "--force" in capsys.readouterr().err
     for extra, fragment in (

@@ -1,9 +1,10 @@
 """``landscape ensemble fge|sse|swa``: fast ensembles (Garipov et al. 2018; Huang et al.
 2017; Izmailov et al. 2018) against independent networks at the same training budget.
 
-The members are saved as checkpoints in ``--out`` with a resume record per part (the
-method's run, the independent networks), so ``--resume`` reloads what an interrupted run
-finished.
+The members are saved as checkpoints in ``--out``, each part with its record, a result file
+of kind ``ensemble-run`` (:mod:`landscape.ensembles.record`): ``<method>-run.h5`` for the
+method's run, ``ind-run.h5`` for the independent networks. ``--resume`` reloads what an
+interrupted run finished, after checking that its settings are this run's.
 """
 
 from __future__ import annotations
@@ -96,55 +97,48 @@ def _ensemble_settings(args, start) -> dict:
     return out
 
 
-def _resume_record(path: str, settings: dict, resume: bool):
-    """The record of a finished part of an earlier run in ``--out``, or None to compute it."""
-    import torch
-
-    if not (resume and os.path.exists(path)):
-        return None
-    record = torch.load(path, map_location="cpu", weights_only=True)
-    old = record.get("settings", {})
-    diff = sorted(k for k in settings.keys() | old.keys() if settings.get(k) != old.get(k))
-    if diff:
-        k = diff[0]
-        raise UsageError(f"cannot resume '{path}': its {k} is {old.get(k)!r} but this run has {settings.get(k)!r}")
-    return record
-
-
 def _reload_method_run(args, model, record: dict):
-    """The FGE/SSE/SWA result of an earlier run from its record and its saved members."""
+    """The FGE/SSE/SWA result of an earlier run from its record (:func:`read_ensemble_run`)
+    and its saved members."""
     from .. import ensembles
     from ..weights import load_checkpoint
 
-    members = [load_checkpoint(os.path.join(args.out, n), model) for n in record["names"]]
-    lr, extra = record["lr"].numpy(), record["extra"]
+    members = [load_checkpoint(os.path.join(args.out, n), model) for n in record["members"]]
+    arrays = record["arrays"]
+    lr = arrays["lr"]
     if args.method == "fge":
-        run = ensembles.FGEResult(members, extra["iterations"], extra["distance"], lr, extra["loss"].numpy())
+        iterations, distance = [int(i) for i in arrays["iterations"]], [float(x) for x in arrays["distance"]]
+        run = ensembles.FGEResult(members, iterations, distance, lr, arrays["loss"])
     elif args.method == "sse":
-        run = ensembles.Snapshots(members, extra["iterations"], float(args.epochs), lr)
+        run = ensembles.Snapshots(members, [int(i) for i in arrays["iterations"]], float(args.epochs), lr)
     else:
         sgd = load_checkpoint(os.path.join(args.out, "sgd.pt"), model)
-        run = ensembles.SWAResult(members[0], sgd, extra["collected"], lr=lr)
+        run = ensembles.SWAResult(members[0], sgd, [int(i) for i in arrays["collected"]], lr=lr)
     return run, members, lr
 
 
 def _method_run(args, model, start, train, e0):
     """Run (or, with --resume, reload) the FGE/SSE/SWA part; returns the result, the members
-    with their file names and budgets, the learning rates and the epochs spent."""
+    with their file names and budgets, the learning rates and the epochs spent.
+
+    The members are saved as checkpoints, then the run's record ``<method>-run.h5`` (kind
+    ``ensemble-run``): a record whose members are all done is what --resume reloads."""
     import math
 
-    import torch
+    import numpy as np
 
     from .. import ensembles
+    from ..ensembles import read_ensemble_run, save_ensemble_run
     from ..weights import save_weights
 
     settings = _ensemble_settings(args, start)
-    record_path = os.path.join(args.out, f"{args.method}.resume")
-    record = _resume_record(record_path, settings, args.resume)
-    if record is not None:  # every member was saved before the record
-        print(f"resuming: {args.method} members from {record_path}")
-        run, members, lr = _reload_method_run(args, model, record)
-        return run, members, record["names"], record["budgets"], record["spent"], lr
+    record_path = os.path.join(args.out, f"{args.method}-run.h5")
+    if args.resume and os.path.exists(record_path):
+        record = read_ensemble_run(record_path, settings)  # "cannot resume ..." when the settings differ
+        if record["done"].all():
+            print(f"resuming: {args.method} members from {record_path}")
+            run, members, lr = _reload_method_run(args, model, record)
+            return run, members, record["members"], list(record["budgets"]), record["spent"], lr
     common = dict(batch_size=args.fit_batch_size, seed=args.seed, progress=not args.no_progress)
     n_train = num_samples(train)
     per_epoch = (n_train // args.fit_batch_size) if args.method == "fge" else math.ceil(n_train / args.fit_batch_size)
@@ -161,7 +155,7 @@ def _method_run(args, model, start, train, e0):
         )
         members, names = run.snapshots, [f"fge-iter{i}.pt" for i in run.iterations]
         budgets, spent = [e0 + i / per_epoch for i in run.iterations], e0 + len(run.lr) / per_epoch
-        extra = {"iterations": run.iterations, "distance": run.distance, "loss": torch.as_tensor(run.loss)}
+        extra = {"iterations": run.iterations, "distance": run.distance, "loss": run.loss}
     elif args.method == "sse":
         run = ensembles.sse(model, train, epochs=args.epochs, cycles=args.cycles, lr=args.lr, start=start, **common)
         members, names = run.members, [f"sse-iter{i}.pt" for i in run.iterations]
@@ -185,37 +179,49 @@ def _method_run(args, model, start, train, e0):
         save_weights(run.sgd.state_dict(), os.path.join(args.out, "sgd.pt"), force=True)
     for w, name in zip(members, names):
         save_weights(w.state_dict(), os.path.join(args.out, name), force=True)
-    record = {"settings": settings, "names": names, "budgets": budgets, "spent": spent, "extra": extra}
-    torch.save({**record, "lr": torch.as_tensor(run.lr)}, record_path)
+    arrays = {"lr": np.asarray(run.lr, dtype=np.float64)}
+    arrays.update({k: np.asarray(v) for k, v in extra.items()})
+    save_ensemble_run(
+        record_path,
+        method=args.method,
+        settings={**settings, **recorded_config(args)},
+        members=names,
+        budgets=budgets,
+        spent=spent,
+        arrays=arrays,
+        force=True,
+    )
     return run, members, names, budgets, spent, run.lr
 
 
 def _independent_run(args, model, train, each: int, n: int):
-    """The independent networks, trained one at a time and saved as ``ind-<j>.pt`` (reloaded
-    with --resume)."""
-    import torch
-
+    """The independent networks, trained one at a time and saved as ``ind-<j>.pt``, each
+    marked done in the record ``ind-run.h5`` once saved (--resume trains those not done)."""
     from .. import ensembles
+    from ..ensembles import open_ensemble_run
     from ..weights import load_checkpoint, save_weights
 
     settings = {"each": each, "lr": args.lr_independent, "batch": args.fit_batch_size, "seed": args.seed}
     settings.update(model=args.model, model_kwargs=args.model_kwargs, data=args.data, max_samples=args.max_samples)
-    record_path = os.path.join(args.out, "ind.resume")
-    if _resume_record(record_path, settings, args.resume) is None:
-        torch.save({"settings": settings}, record_path)
-    members, budgets = [], []
-    bar = None
-    if not args.no_progress:
-        from tqdm.auto import tqdm
+    settings.update(normalize=args.normalize, **recorded_config(args))
+    names = [f"ind-{j}.pt" for j in range(n)]
+    trained = {}
+    with open_ensemble_run(
+        os.path.join(args.out, "ind-run.h5"),
+        method="ind",
+        settings=settings,
+        members=names,
+        resume=args.resume,
+        force=not args.resume,
+    ) as rf:
+        # a member whose checkpoint has gone is trained again (its seed makes it the same)
+        todo = sorted({int(j) for j in rf.pending()} | {j for j in range(n) if not os.path.exists(_path(args, j))})
+        bar = None
+        if not args.no_progress:
+            from tqdm.auto import tqdm
 
-        bar = tqdm(total=n, desc="independent networks", unit="net")
-    for j in range(n):
-        if bar is not None:
-            bar.update(0 if j == 0 else 1)
-        path = os.path.join(args.out, f"ind-{j}.pt")
-        if args.resume and os.path.exists(path):
-            members.append(load_checkpoint(path, model))
-        else:
+            bar = tqdm(total=n, initial=n - len(todo), desc="independent networks", unit="net")
+        for j in todo:
             r = ensembles.run_at_budget(
                 model,
                 train,
@@ -227,13 +233,19 @@ def _independent_run(args, model, train, each: int, n: int):
                 lr=args.lr_independent,
                 batch_size=args.fit_batch_size,
             )
-            save_weights(r.members[0].state_dict(), path, force=True)
-            members.append(r.members[0])
-        budgets.append((j + 1) * each)
-    if bar is not None:
-        bar.update(1)
-        bar.close()
-    return ensembles.Run(f"Ind ({n} x {each} epochs)", members, budgets)
+            save_weights(r.members[0].state_dict(), _path(args, j), force=True)
+            rf.write_cells([j], {"budget": [float((j + 1) * each)]})
+            trained[j] = r.members[0]
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+    members = [trained[j] if j in trained else load_checkpoint(_path(args, j), model) for j in range(n)]
+    return ensembles.Run(f"Ind ({n} x {each} epochs)", members, [(j + 1) * each for j in range(n)])
+
+
+def _path(args, j: int) -> str:
+    return os.path.join(args.out, f"ind-{j}.pt")
 
 
 def _figures(args, model, run, comparison, lr, train, test) -> list[str]:

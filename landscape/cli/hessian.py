@@ -9,11 +9,10 @@ the spectral density by stochastic Lanczos quadrature.
 
 from __future__ import annotations
 
-import json
 import os
 
 from . import options
-from .common import UsageError, open_data, refuse_existing
+from .common import UsageError, data_attrs, open_data, recorded_config, refuse_existing
 
 _ACTIONS = (
     ("eig", "lambda_max and lambda_min (Lanczos), or the top-k eigenvalues (power iteration), per checkpoint"),
@@ -83,7 +82,9 @@ def _add_action_options(c, action: str) -> None:
     if action == "density":
         c.add_argument("--probes", type=int, default=10)
         c.add_argument("--steps", type=int, default=30, help="Lanczos steps per probe")
-        options.add_output(c, help="the figure (.png/.pdf); the nodes and weights go beside it", force=None)
+        options.add_output(
+            c, help="the figure (.png/.pdf); the nodes and weights go beside it as a .h5 file", force=None
+        )
 
 
 def hessian_params(args, model):
@@ -194,7 +195,10 @@ def _at_checkpoints(args, model, data, opts: dict) -> int:
     if args.hessian_action == "density" and len(weights) != 1:
         raise UsageError(f"hessian density takes one --ckpt, got {len(weights)}")
     if args.hessian_action == "density":
+        if _density_file(args.out) == args.out:
+            raise UsageError(f"--out {args.out!r} is the figure: pass a .png or .pdf (the .h5 file goes beside it)")
         refuse_existing(args.out, args.force)
+        refuse_existing(_density_file(args.out), args.force)
     with small_model_threads(model):
         for path, w in zip(args.ckpt, weights):
             op = H.HVP(model, w, data, device=args.device, **opts)
@@ -204,7 +208,7 @@ def _at_checkpoints(args, model, data, opts: dict) -> int:
 
                 bar = tqdm(desc=f"HVPs {os.path.basename(path)}", unit="HVP", leave=False)
                 op = _CountedOperator(op, bar)
-            line = _one_checkpoint(args, path, op)
+            line = _one_checkpoint(args, path, op, w)
             if bar is not None:
                 bar.close()
             sel = op.selection
@@ -212,11 +216,17 @@ def _at_checkpoints(args, model, data, opts: dict) -> int:
     return 0
 
 
-def _one_checkpoint(args, path: str, op) -> str:
+def _density_file(figure: str) -> str:
+    """The result file of ``hessian density`` beside its figure: ``d.png`` -> ``d.h5``."""
+    return os.path.splitext(figure)[0] + ".h5"
+
+
+def _one_checkpoint(args, path: str, op, weights) -> str:
     """The result line of ``eig``, ``trace`` or ``density`` at one checkpoint."""
     import numpy as np
 
     from .. import hessian as H
+    from ..models import describe_model
     from ..plot import plot_density
 
     if args.hessian_action == "eig" and args.top:
@@ -234,10 +244,26 @@ def _one_checkpoint(args, path: str, op) -> str:
         t = H.hutchinson(op, samples=args.samples, seed=args.seed)
         return f"{path}: trace {t.estimate:.6g} ± {t.stderr:.2g} (standard error, {len(t.samples)} Rademacher vectors)"
     d = H.slq(op, probes=args.probes, steps=args.steps, seed=args.seed)
+    attrs = {
+        "model": describe_model(args.model, args.model_kwargs),
+        "checkpoint": {"path": weights.source, "sha256": weights.sha256},
+        "data": args.data,
+        "split": args.split,
+        "max-samples": args.max_samples,
+        "normalize": args.normalize,
+        "loss": args.loss,
+        "hvp-method": args.method,
+        "precision": args.precision,
+        "batch-size": args.batch_size,
+        "probes": args.probes,
+        "steps": args.steps,
+        "seed": args.seed,
+        **data_attrs(args),
+        **recorded_config(args),
+    }
+    h5 = d.save(_density_file(args.out), attrs=attrs, force=args.force)
     plot_density(d).savefig(args.out, dpi=120)
-    npz = os.path.splitext(args.out)[0] + ".npz"
-    np.savez(npz, nodes=d.nodes, weights=d.weights, n=d.n, selection=json.dumps(op.selection))
     return (
         f"{path}: density from {d.probes} probes x {args.steps} steps ({d.hvps} HVPs); trace estimate "
-        f"{d.moment(1) * d.n:.6g}; -> {args.out}, {npz}"
+        f"{d.moment(1) * d.n:.6g}; -> {args.out}, {h5}"
     )

@@ -38,23 +38,6 @@ def add_parser(subparsers) -> None:
     p.set_defaults(run=main)
 
 
-def _write_table(args, schemes: list[str], res) -> None:
-    """The table as a ``predict`` result file."""
-    import numpy as np
-
-    from ..io import create_result
-
-    attrs = {"checkpoint": os.path.abspath(args.ckpt), "data": args.data, "split": args.split}
-    attrs.update(schemes=schemes, samples=args.samples, seed=args.seed, bn=args.bn, **recorded_config(args))
-    with create_result(
-        args.out, kind="predict", shape=(len(schemes),), metrics=["acc", "nll", "ece"], attrs=attrs, force=args.force
-    ) as rf:
-        rf.write_cells(
-            list(range(len(schemes))),
-            {k: np.array([getattr(res[s], k) for s in schemes]) for k in ("acc", "nll", "ece")},
-        )
-
-
 def main(args) -> int:
     from .. import variational as vi
     from ..models import build_model
@@ -85,8 +68,18 @@ def main(args) -> int:
     for s in schemes:
         print(f"| {s} | {100 * res[s].acc:.2f} | {res[s].nll:.4f} | {res[s].ece:.4f} |")
     if args.out:
-        _write_table(args, schemes, res)
-        print(f"-> {args.out}")
+        attrs = {"checkpoint": os.path.abspath(args.ckpt), "data": args.data, "split": args.split}
+        attrs.update({"max-samples": args.max_samples, "normalize": args.normalize}, **recorded_config(args))
+        written = vi.save_predictions(
+            {s: res[s] for s in schemes},
+            args.out,
+            samples=args.samples,
+            seed=args.seed,
+            bn=args.bn,
+            attrs=attrs,
+            force=args.force,
+        )
+        print(f"-> {written}")
     if args.plot:
         os.makedirs(args.plot, exist_ok=True)
         fig_path = os.path.join(args.plot, os.path.splitext(os.path.basename(args.ckpt))[0] + "-snr.png")

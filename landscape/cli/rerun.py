@@ -18,6 +18,8 @@ from .common import UsageError
 
 #: Commands whose ``--out`` is a folder holding the result file.
 _FOLDER_OUT = ("ensemble",)
+#: Commands whose ``--out`` is a figure with the result file beside it (``d.png``, ``d.h5``).
+_FIGURE_OUT = (("hessian", "density"),)
 
 
 def add_parser(subparsers) -> None:
@@ -52,6 +54,9 @@ def _target(record: dict, names: set[str], file: str, out: str | None) -> dict:
         here = os.path.abspath(file)
         opts["out"] = os.path.dirname(here) if record["command"][0] in _FOLDER_OUT else here
         opts["resume" if "resume" in names else "force"] = True
+    if tuple(record["command"]) in _FIGURE_OUT and opts["out"].endswith(".h5"):
+        figure = os.path.splitext(record["options"].get("out") or "")[1] or ".png"
+        opts["out"] = os.path.splitext(opts["out"])[0] + figure
     return opts
 
 
