@@ -94,6 +94,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ._kwargs import parse_kwargs
 from .batches import DataError
 
 __all__ = [
@@ -852,23 +853,7 @@ def _is_py_spec(spec: Any) -> bool:
 
 
 def _parse_data_kwargs(kwargs: dict[str, Any] | str | None, spec: str) -> dict[str, Any]:
-    if kwargs is None:
-        return {}
-    if isinstance(kwargs, str):
-        import json
-
-        text = kwargs.strip()
-        if not text:
-            return {}
-        try:
-            kwargs = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataError(
-                f"data kwargs {text!r} are not valid JSON ({exc.msg} at char {exc.pos}); "
-                'expected an object like \'{"root": "data"}\''
-            ) from None
-    if not isinstance(kwargs, dict):
-        raise DataError(f"data kwargs must be a dict or a JSON object, got {type(kwargs).__name__}: {kwargs!r}")
+    kwargs = parse_kwargs(kwargs, "data kwargs", DataError, '\'{"root": "data"}\'')
     if kwargs and not _is_py_spec(spec):
         raise DataError(f"data kwargs {kwargs} apply to py:<module>:<function> specs, not to {spec!r}")
     return dict(kwargs)

@@ -34,6 +34,7 @@ from typing import Any
 
 from torch import nn
 
+from .._kwargs import parse_kwargs
 from .convnets import convfc, vgg16, vgg16_bn
 from .errors import ModelSpecError
 from .hf import HF_PREFIX, hf_model, is_hf_spec
@@ -84,22 +85,7 @@ def list_models() -> list[str]:
 
 
 def _parse_kwargs(kwargs: dict[str, Any] | str | None) -> dict[str, Any]:
-    if kwargs is None:
-        return {}
-    if isinstance(kwargs, str):
-        text = kwargs.strip()
-        if not text:
-            return {}
-        try:
-            kwargs = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ModelSpecError(
-                f"model kwargs {text!r} are not valid JSON ({exc.msg} at char {exc.pos}); "
-                "expected an object like '{\"num_classes\": 10}'"
-            ) from None
-    if not isinstance(kwargs, dict):
-        raise ModelSpecError(f"model kwargs must be a dict or a JSON object, got {type(kwargs).__name__}: {kwargs!r}")
-    return dict(kwargs)
+    return parse_kwargs(kwargs, "model kwargs", ModelSpecError, "'{\"num_classes\": 10}'")
 
 
 def resolve_factory(spec: str) -> tuple[Callable[..., Any], str]:
