@@ -7,6 +7,12 @@ pass; the ensemble's prediction is the mean of the members' softmax probabilitie
 accuracy, negative log-likelihood and expected calibration error of the ensemble, of every
 member, and of the ensemble of the first ``m`` members for every ``m`` (accuracy as members
 are added).
+
+:func:`ensemble_token_metrics` does the same for causal language models: the ensemble's
+next-token distribution is the mean of the members' softmax probabilities at every counted
+position (the ``token_loss`` positions: logits at ``i`` predict the token at ``i + 1``), and
+its token loss is the mean NLL of that mixture, summed in float64 batch by batch, so no
+``[K, N, T, V]`` array is ever held.
 """
 
 from __future__ import annotations
@@ -17,9 +23,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..metrics import Metric
+from ..metrics import Metric, _float, _next_token
 
-__all__ = ["EnsembleResult", "expected_calibration_error", "evaluate_ensemble"]
+__all__ = [
+    "EnsembleResult",
+    "TokenEnsembleResult",
+    "ensemble_token_metrics",
+    "evaluate_ensemble",
+    "expected_calibration_error",
+]
 
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
@@ -169,4 +181,158 @@ def evaluate_ensemble(
         cumulative_acc=np.array([a for a, _ in cumulative]),
         cumulative_nll=np.array([n for _, n in cumulative]),
         probabilities=ens,
+    )
+
+
+# ---------------------------------------------------------------------------- causal LM tokens
+@dataclass
+class TokenEnsembleResult:
+    """Next-token metrics of an ensemble of causal language models (nats per token).
+
+    ``token_loss`` is the mean NLL of the averaged next-token probabilities,
+    :math:`-\\frac{1}{M}\\sum_i \\log \\frac{1}{K}\\sum_k p_k(y_i \\mid x_{<i})` over the ``tokens``
+    counted positions; ``perplexity`` is its exp; ``token_acc`` the fraction of positions whose
+    arg-max of the averaged probabilities is right. ``member_*`` are each member's own
+    ``token_loss``/``perplexity``/``token_acc``; ``cumulative_*[m - 1]`` those of the ensemble of
+    the first ``m`` members (``cumulative_*[-1]`` is the whole ensemble).
+    """
+
+    token_loss: float
+    perplexity: float
+    token_acc: float
+    tokens: int
+    member_token_loss: np.ndarray  # [K]
+    member_perplexity: np.ndarray  # [K]
+    member_token_acc: np.ndarray  # [K]
+    cumulative_token_loss: np.ndarray  # [K]
+    cumulative_perplexity: np.ndarray  # [K]
+    cumulative_token_acc: np.ndarray  # [K]
+
+
+class _TokenEnsembleStats(Metric):
+    """Float64 sums over the counted next-token positions of all K members of one pass: the
+    members' NLLs and hits, and those of the ensembles of the first m members. The engine must
+    hand it every member at once (one chunk of K points); the value it reports per point is the
+    member's summed NLL (so its finalized value is the member's token loss)."""
+
+    name = "__token_ensemble__"
+
+    def __init__(self, K: int, src):
+        self.K, self.src = K, src
+        self.pass_id = None
+
+    def _reset(self, device) -> None:
+        z = lambda: torch.zeros(self.K, dtype=torch.float64, device=device)  # noqa: E731
+        self.member_nll, self.member_hits, self.cum_nll, self.cum_hits = z(), z(), z(), z()
+        self.tokens = 0
+
+    def batch_stats(self, out, batch):
+        if out.shape[0] != self.K:
+            raise RuntimeError(
+                f"ensemble_token_metrics needs all {self.K} members in one pass but the engine evaluated "
+                f"{out.shape[0]}; raise max_memory (or lower batch_size)"
+            )
+        if self.pass_id != self.src.passes:  # a new pass (or a retry with smaller batches): start over
+            self.pass_id = self.src.passes
+            self._reset(out.device)
+        logits, y = _next_token(out, batch, "ensemble_token_metrics")  # [K, m, V], [m]
+        logp = torch.log_softmax(_float(logits), -1)
+        target = logp.gather(-1, y.expand(self.K, -1).unsqueeze(-1)).squeeze(-1).to(torch.float64)  # [K, m]
+        member_nll = -target.sum(1)
+        self.member_nll += member_nll
+        self.member_hits += (logp.argmax(-1) == y).sum(1).to(torch.float64)
+        # the ensemble of the first m members: log of the mean of their probabilities of the target
+        m = torch.arange(1, self.K + 1, dtype=torch.float64, device=out.device)
+        self.cum_nll -= (torch.logcumsumexp(target, 0) - torch.log(m)[:, None]).sum(1)
+        total = torch.zeros(logp.shape[1:], dtype=torch.float64, device=out.device)  # [m, V]
+        for k in range(self.K):
+            total += logp[k].to(torch.float64).exp()
+            self.cum_hits[k] += (total.argmax(-1) == y).sum().to(torch.float64)
+        self.tokens += int(y.numel())
+        return member_nll, y.numel()
+
+
+def ensemble_token_metrics(
+    model: nn.Module,
+    members,
+    data,
+    *,
+    precision: str = "fp32",
+    device=None,
+    batch_size: int | None = None,
+    max_memory=None,
+    forward=None,
+    progress: bool = False,
+) -> TokenEnsembleResult:
+    """Token loss, perplexity and accuracy of an ensemble of causal language models.
+
+    The members are evaluated together, one pass over ``data`` (every batch read once, all
+    members on it), through :class:`landscape.evaluate.Engine`; at every counted next-token
+    position (as for the ``token_loss`` metric: targets ``-100`` and positions whose
+    ``attention_mask`` is 0 are skipped) the members' probabilities are averaged. Sums are
+    float64; memory holds one batch's logits of the K members, never the data set's.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The architecture (outputs are logits ``[n, T, V]``, or objects with ``.logits``).
+    members : PointSet, or sequence of Weights
+        The members; a sequence becomes a PointSet with identity coefficients.
+    data : TensorData, (ids, labels), DataLoader, Dataset or iterable of batches
+        Token batches (tuple batches ``(ids, labels)``, or dicts with ``input_ids``,
+        ``attention_mask``, ``labels``).
+    precision, device, batch_size, max_memory, forward
+        As for :func:`landscape.evaluate`.
+
+    Returns
+    -------
+    TokenEnsembleResult
+    """
+    from ..batches import as_source
+    from ..evaluate import Engine
+    from ..pointset import PointSet
+
+    pts = members if isinstance(members, PointSet) else PointSet.explicit(list(members))
+    K = pts.K
+    if K < 1:
+        raise ValueError("an ensemble needs at least one member")
+    src = as_source(data)
+    stats = _TokenEnsembleStats(K, src)
+    engine = Engine(
+        model,
+        pts,
+        (stats,),
+        precision=precision,
+        device=device,
+        batch_size=batch_size,
+        max_memory=max_memory,
+        points_per_pass=K,
+        forward=forward,
+    )
+    if engine.prepare(src) < K:
+        raise RuntimeError(
+            f"ensemble_token_metrics needs all {K} members in one pass but the memory budget allows "
+            f"{engine.points_per_pass}; raise max_memory (or lower batch_size)"
+        )
+    engine.run(src, progress=progress, desc="token ensemble")
+    n = getattr(stats, "tokens", 0)
+    if n == 0:
+        raise ValueError("the data has no counted next-token position (every target is -100 or masked)")
+
+    def per(v):
+        return (v / n).cpu().numpy()
+
+    member_loss, cum_loss = per(stats.member_nll), per(stats.cum_nll)
+    member_acc, cum_acc = per(stats.member_hits), per(stats.cum_hits)
+    return TokenEnsembleResult(
+        token_loss=float(cum_loss[-1]),
+        perplexity=float(np.exp(cum_loss[-1])),
+        token_acc=float(cum_acc[-1]),
+        tokens=n,
+        member_token_loss=member_loss,
+        member_perplexity=np.exp(member_loss),
+        member_token_acc=member_acc,
+        cumulative_token_loss=cum_loss,
+        cumulative_perplexity=np.exp(cum_loss),
+        cumulative_token_acc=cum_acc,
     )
