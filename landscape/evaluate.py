@@ -321,9 +321,11 @@ class Engine:
             raise ValueError(f"path should be one of {PATHS}, got {path!r}")
         if not isinstance(model, nn.Module):
             raise TypeError(f"model should be a torch.nn.Module, got {type(model).__name__}")
-        if batch_size is not None and batch_size < 1:
-            raise ValueError(f"batch_size should be at least 1, got {batch_size}")
-        model_names = list(model.state_dict().keys())
+        for name, value in (("batch_size", batch_size), ("points_per_pass", points_per_pass)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} should be a positive integer or None, got {value!r}")
+        state = model.state_dict()
+        model_names = list(state.keys())
         if model_names != points.layout.names():
             missing = [n for n in model_names if n not in points.layout]
             extra = [n for n in points.layout.names() if n not in model_names]
@@ -333,6 +335,12 @@ class Engine:
                 else (f"points have '{extra[0]}' which the model lacks" if extra else "their order differs")
             )
             raise ValueError(f"points do not match the model: {what}")
+        for e in points.layout:
+            if tuple(state[e.name].shape) != tuple(e.shape):
+                raise ValueError(
+                    f"points do not match the model: '{e.name}' is {list(e.shape)} in the points and "
+                    f"{list(state[e.name].shape)} in the model"
+                )
         self.model_name = type(model).__name__
         self.bn, self.precision, self.path_asked = bn, precision, path
         self.device = (

@@ -1,0 +1,31 @@
+"""Bad input through the Python API: one specific exception with a message naming what arrived
+and what was expected, raised before any work (issue 17, first items)."""
+
+import pytest
+import torch
+
+import landscape as ls
+
+
+def _mlp(width):
+    return ls.build_model("mlp", {"in_features": 4, "widths": [width], "num_classes": 3})
+
+
+def _data():
+    return torch.randn(6, 4), torch.randint(0, 3, (6,))
+
+
+def test_points_of_a_wider_model_are_refused():
+    """Names alone matched before: a 128-wide point set ran on a 64-wide model and returned
+    the wider network's numbers."""
+    wide = ls.Weights.from_module(_mlp(128))
+    with pytest.raises(ValueError, match=r"'1\.weight' is \[128, 4\] in the points and \[64, 4\] in the model"):
+        ls.evaluate(_mlp(64), wide, _data(), progress=False)
+
+
+@pytest.mark.parametrize("name", ["points_per_pass", "batch_size"])
+@pytest.mark.parametrize("value", [0, -1, 2.5, True])
+def test_chunk_sizes_must_be_positive_integers(name, value):
+    w = ls.Weights.from_module(_mlp(8))
+    with pytest.raises(ValueError, match=rf"{name} should be a positive integer or None, got {value!r}"):
+        ls.evaluate(_mlp(8), w, _data(), progress=False, **{name: value})
