@@ -173,6 +173,9 @@ def compute_surface(
         raise ValueError("splits is empty; expected at least one dataset, e.g. {'test': test}")
     xs = np.asarray(x, dtype=np.float64).reshape(-1)
     ys = None if y is None else np.asarray(y, dtype=np.float64).reshape(-1)
+    for label, coords in (("x", xs), ("y", ys)):
+        if coords is not None and (coords.size == 0 or not np.isfinite(coords).all()):
+            raise ValueError(f"grid coordinates {label} = {coords.tolist()[:8]} should be finite numbers, at least one")
     if (ys is None) != (plane.dim == 1):
         raise ValueError(
             f"a {plane.dim}D {plane.kind} plane needs {'only x' if plane.dim == 1 else 'x and y'} coordinates"

@@ -29,3 +29,21 @@ def test_chunk_sizes_must_be_positive_integers(name, value):
     w = ls.Weights.from_module(_mlp(8))
     with pytest.raises(ValueError, match=rf"{name} should be a positive integer or None, got {value!r}"):
         ls.evaluate(_mlp(8), w, _data(), progress=False, **{name: value})
+
+
+@pytest.mark.parametrize("epochs", [0, -3])
+def test_curve_fit_without_epochs_is_refused(epochs):
+    """It wrote an untrained "fitted" curve before."""
+    m = _mlp(8)
+    a, b = ls.Weights.from_module(m), ls.Weights.from_module(_mlp(8))
+    curve = ls.curves.Curve(a, b, n_bends=1)
+    with pytest.raises(ValueError, match=rf"epochs should be a positive integer, got {epochs}"):
+        ls.curves.fit_curve(m, curve, _data(), epochs=epochs, progress=False)
+
+
+@pytest.mark.parametrize("xs", [[0.0, float("nan")], [float("inf")], []])
+def test_grid_coordinates_must_be_finite(xs):
+    m = _mlp(8)
+    plane = ls.directions.random_plane(ls.Weights.from_module(m), seed=0)
+    with pytest.raises(ValueError, match=r"grid coordinates x = .* should be finite numbers"):
+        ls.compute_surface(m, plane, xs, [0.0, 1.0], splits={"test": _data()}, progress=False)

@@ -208,6 +208,11 @@ def fit_curve(
         raise ValueError(f"schedule should be one of {SCHEDULES}, got {schedule!r}")
     if t_per_batch < 1:
         raise ValueError(f"t_per_batch should be at least 1, got {t_per_batch}")
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(
+                f"{name} should be a positive integer, got {value!r} (a curve needs training to be fitted)"
+            )
     if curve.n_bends == 0:
         raise ValueError("a curve with no bends has nothing to train")
     t0 = time.perf_counter()
