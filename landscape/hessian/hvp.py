@@ -118,22 +118,6 @@ def _resolve_dtype(dtype) -> torch.dtype:
     return _DTYPES[dtype]
 
 
-def _aliases(model: nn.Module, layout: Layout) -> dict[str, str]:
-    """``{alias: name}`` for every second name of a tied tensor (``head.weight`` tied to
-    ``emb.weight``): the layout's ``tied_to`` where it says so, else the module's own ties
-    (one tensor object under several ``state_dict`` names)."""
-    out = {e.name: e.tied_to for e in layout if getattr(e, "tied_to", None)}
-    first: dict[int, str] = {}
-    for name, t in model.state_dict(keep_vars=True).items():
-        if name in out:
-            continue
-        if id(t) in first:
-            out[name] = first[id(t)]
-        else:
-            first[id(t)] = name
-    return out
-
-
 def _selectable(layout: Layout, aliases: Mapping[str, str]) -> list[str]:
     """Parameters a Hessian can be taken over: floating point, one name per tied tensor."""
     return [e.name for e in layout.flat_entries() if e.is_parameter and e.name not in aliases]
@@ -196,7 +180,7 @@ def parameter_selection(model: nn.Module, params: Iterable[str] | None = None) -
     ('requires_grad', ['2.weight', '2.bias'], 21)
     """
     layout = Layout.from_module(model)
-    aliases = _aliases(model, layout)
+    aliases = layout.aliases()
     names, rule = _select(model, layout, aliases, params)
     return selection_record(names, rule, sum(layout[n].numel for n in names))
 
@@ -299,7 +283,7 @@ class _LossHessian:
         )
         self.layout = Layout.from_module(model)
         #: ``{alias: name}`` of tied tensors; aliases are never passed to ``functional_call``
-        self.aliases = _aliases(model, self.layout)
+        self.aliases = self.layout.aliases()
         #: selected parameter names, in layout order
         self.names, rule = _select(model, self.layout, self.aliases, params)
         self.model = copy.deepcopy(model).to(device=self.device, dtype=self.dtype).eval()
