@@ -75,6 +75,7 @@ __all__ = [
     "atomic_write",
     "check_compatible",
     "check_kind",
+    "check_output_size",
     "create_result",
     "describe",
     "first_difference",
@@ -88,6 +89,7 @@ __all__ = [
     "read_predictions",
     "read_wa_ensemble",
     "register_kind",
+    "result_file_bytes",
     "result_kind",
     "result_kinds",
 ]
@@ -400,6 +402,7 @@ def create_result(
         raise ResultFileError(f"{_fmt_path(path)} is a directory; expected a result file path")
     if os.path.lexists(path) and not force:
         raise ResultExistsError(_exists_message(path))
+    check_output_size(dims, metric_names, static, f"result file {_fmt_path(path)}")
 
     tmp = _temp_path(path)
     try:
@@ -424,6 +427,31 @@ def create_result(
     finally:
         _remove_quietly(tmp)
     return open_result(path, "r+")
+
+
+def result_file_bytes(
+    shape: Sequence[int], metrics: Sequence[str], arrays: Mapping[str, Any] | None = None
+) -> dict[str, int]:
+    """The bytes a result file of ``shape`` cells takes, by part: float64 metrics, the done
+    flags and the static arrays (``arrays`` may give ndarrays or their byte counts), so that
+    a run can check its output before it builds anything."""
+    cells = int(np.prod([int(d) for d in shape], dtype=object))
+    parts = {f"{len(metrics)} metric(s)": 8 * cells * len(metrics), "done flags": cells}
+    for name, value in (arrays or {}).items():
+        parts[f"array {name!r}"] = int(value) if isinstance(value, (int, np.integer)) else np.asarray(value).nbytes
+    return parts
+
+
+def check_output_size(
+    shape: Sequence[int], metrics: Sequence[str], arrays: Mapping[str, Any] | None, what: str
+) -> None:
+    """Refuse a result file above :data:`landscape.budget.MAX_OUTPUT_BYTES` unless the run
+    allows large ones (:class:`landscape.budget.TooLargeError`); :func:`create_result`
+    checks every file it creates, runs check theirs up front with the same numbers."""
+    from .budget import check_output
+
+    parts = result_file_bytes(shape, metrics, arrays)
+    check_output(sum(parts.values()), what, parts)
 
 
 def _exists_message(path: str) -> str:
@@ -575,14 +603,41 @@ def open_or_create(
             stored, array = result.read_array(name), np.asarray(array)
             if stored.shape != array.shape or not np.array_equal(stored, array, equal_nan=True):
                 raise ResultFileError(
-                    f"cannot resume {_fmt_path(path)}: its array {name!r} "
-                    f"({stored.dtype}{list(stored.shape)}) differs from this run's "
-                    f"({array.dtype}{list(array.shape)})"
+                    f"cannot resume {_fmt_path(path)}: its array {name!r} differs from this run's: "
+                    + _array_difference(stored, array)
                 )
     except BaseException:
         result.close()
         raise
     return result
+
+
+def _array_difference(stored: np.ndarray, new: np.ndarray) -> str:
+    """What differs between a file's array and a run's, and by how much (one line)."""
+    if stored.shape != new.shape:
+        return f"the file has {stored.dtype}{list(stored.shape)}, this run {new.dtype}{list(new.shape)}"
+    if stored.dtype.kind not in "biufc" or new.dtype.kind not in "biufc":
+        return f"the file has {stored.dtype}, this run {new.dtype}"
+    common = np.complex128 if "c" in stored.dtype.kind + new.dtype.kind else np.float64
+    a, b = stored.astype(common), new.astype(common)
+    differ = ~((a == b) | (np.isnan(a) & np.isnan(b)))
+    count = int(differ.sum())
+    if count == 0:  # equal values of other dtypes
+        return f"the file has {stored.dtype}, this run {new.dtype}"
+    first = tuple(int(i) for i in np.argwhere(differ)[0])
+    where = first[0] if len(first) == 1 else first
+    text = f"{count} of {a.size} entries of {stored.dtype}{list(stored.shape)} differ"
+    with np.errstate(invalid="ignore", over="ignore"):
+        gap = np.abs(a - b)
+        both = differ & np.isfinite(gap)
+        if both.any():
+            scale = np.maximum(np.abs(a), np.abs(b))
+            rel = np.where(both & (scale > 0), gap / np.where(scale > 0, scale, 1.0), 0.0)
+            text += f", largest absolute difference {gap[both].max():.3g}, largest relative {rel.max():.3g}"
+        odd = count - int(both.sum())
+        if odd:
+            text += f", {odd} NaN or Inf in one of them only"
+    return text + f"; first at index {where}: file {stored[first].item()!r}, this run {new[first].item()!r}"
 
 
 class ResultFile:
