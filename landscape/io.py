@@ -75,7 +75,6 @@ __all__ = [
     "atomic_write",
     "check_compatible",
     "check_kind",
-    "check_output_size",
     "create_result",
     "describe",
     "first_difference",
@@ -89,7 +88,6 @@ __all__ = [
     "read_predictions",
     "read_wa_ensemble",
     "register_kind",
-    "result_file_bytes",
     "result_kind",
     "result_kinds",
 ]
@@ -402,7 +400,6 @@ def create_result(
         raise ResultFileError(f"{_fmt_path(path)} is a directory; expected a result file path")
     if os.path.lexists(path) and not force:
         raise ResultExistsError(_exists_message(path))
-    check_output_size(dims, metric_names, static, f"result file {_fmt_path(path)}")
 
     tmp = _temp_path(path)
     try:
@@ -427,31 +424,6 @@ def create_result(
     finally:
         _remove_quietly(tmp)
     return open_result(path, "r+")
-
-
-def result_file_bytes(
-    shape: Sequence[int], metrics: Sequence[str], arrays: Mapping[str, Any] | None = None
-) -> dict[str, int]:
-    """The bytes a result file of ``shape`` cells takes, by part: float64 metrics, the done
-    flags and the static arrays (``arrays`` may give ndarrays or their byte counts), so that
-    a run can check its output before it builds anything."""
-    cells = int(np.prod([int(d) for d in shape], dtype=object))
-    parts = {f"{len(metrics)} metric(s)": 8 * cells * len(metrics), "done flags": cells}
-    for name, value in (arrays or {}).items():
-        parts[f"array {name!r}"] = int(value) if isinstance(value, (int, np.integer)) else np.asarray(value).nbytes
-    return parts
-
-
-def check_output_size(
-    shape: Sequence[int], metrics: Sequence[str], arrays: Mapping[str, Any] | None, what: str
-) -> None:
-    """Refuse a result file above :data:`landscape.budget.MAX_OUTPUT_BYTES` unless the run
-    allows large ones (:class:`landscape.budget.TooLargeError`); :func:`create_result`
-    checks every file it creates, runs check theirs up front with the same numbers."""
-    from .budget import check_output
-
-    parts = result_file_bytes(shape, metrics, arrays)
-    check_output(sum(parts.values()), what, parts)
 
 
 def _exists_message(path: str) -> str:
