@@ -39,6 +39,13 @@ def add_parser(subparsers) -> None:
     c.add_argument("--momentum", type=float, default=0.9)
     c.add_argument("--wd", type=float, default=5e-4, help="weight decay on the bends")
     c.add_argument("--schedule", default="garipov", choices=["garipov", "cosine", "constant"])
+    c.add_argument(
+        "--lr-update",
+        default="epoch",
+        choices=["epoch", "batch"],
+        help="epoch: epoch e of E runs at the schedule's f(e/E), as dnn-mode-connectivity (default); "
+        "batch: every batch, from f(0)",
+    )
     c.add_argument("--t-per-batch", type=int, default=1, help="positions t sampled per minibatch")
     c.add_argument("--fair", action="store_true", help="arc-length weighted ('fair') loss")
     c.add_argument("--seed", type=int, default=0)
@@ -114,6 +121,7 @@ def _fit(args, model) -> int:
         momentum=args.momentum,
         weight_decay=args.wd,
         schedule=args.schedule,
+        lr_update=args.lr_update,
         t_per_batch=args.t_per_batch,
         fair=args.fair,
         seed=args.seed,

@@ -39,16 +39,19 @@ from ..batches import Batch, call_model
 from ..train import TrainBatches, resolve_loss
 from .curve import Curve, load_curve
 
-__all__ = ["FitResult", "SCHEDULES", "curve_loss", "fit_curve", "learning_rate_factor"]
+__all__ = ["FitResult", "LR_UPDATES", "SCHEDULES", "curve_loss", "fit_curve", "learning_rate_factor"]
 
 SCHEDULES = ("garipov", "cosine", "constant")
+LR_UPDATES = ("epoch", "batch")
 
 
 def learning_rate_factor(schedule: str, progress: float) -> float:
     """Multiplier of the base learning rate at ``progress`` in [0, 1] of training.
 
     ``garipov``: 1 for the first half, then linear down to 0.01 at 90%, then 0.01 (the
-    schedule of the mode-connectivity code); ``cosine``; ``constant``.
+    schedule of the mode-connectivity code, its ``learning_rate_schedule``); ``cosine``;
+    ``constant``. Which ``progress`` an epoch or a batch gets is :func:`fit_curve`'s
+    ``lr_update``.
     """
     if schedule == "garipov":
         if progress <= 0.5:
@@ -150,6 +153,7 @@ def fit_curve(
     momentum: float = 0.9,
     weight_decay: float = 5e-4,
     schedule: str = "garipov",
+    lr_update: str = "epoch",
     t_per_batch: int = 1,
     fair: bool = False,
     seed: int = 0,
@@ -180,7 +184,13 @@ def fit_curve(
     weight_decay : float
         L2 penalty :math:`\\frac{\\lambda}{2}\\lVert\\theta\\rVert^2` on the bends' parameters.
     schedule : {"garipov", "cosine", "constant"}
-        Learning-rate schedule over the epochs (:func:`learning_rate_factor`).
+        Learning-rate schedule over the epochs (:func:`learning_rate_factor` ``f``).
+    lr_update : {"epoch", "batch"}
+        When the schedule is read. ``"epoch"`` (default, as dnn-mode-connectivity's
+        ``train.py`` does): epoch ``e = 1..E`` runs at ``lr * f(e / E)``, fixed for the
+        epoch, so the first epoch already runs at ``f(1 / E)``. ``"batch"``: batch ``i`` of
+        ``n`` in epoch ``e`` runs at ``lr * f((e - 1 + i / n) / E)``, a ramp that starts at
+        ``f(0)`` and lags the epoch rule by one epoch.
     t_per_batch : int
         Positions sampled per minibatch (1 as in the paper; more are evaluated as a batch).
     fair : bool
@@ -206,6 +216,8 @@ def fit_curve(
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule should be one of {SCHEDULES}, got {schedule!r}")
+    if lr_update not in LR_UPDATES:
+        raise ValueError(f"lr_update should be one of {LR_UPDATES}, got {lr_update!r}")
     if t_per_batch < 1:
         raise ValueError(f"t_per_batch should be at least 1, got {t_per_batch}")
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
@@ -228,7 +240,7 @@ def fit_curve(
     mask = curve.param_mask.to(device)
     opt = torch.optim.SGD([curve.bends], lr=lr, momentum=momentum)
     settings = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "weight_decay": weight_decay}
-    settings.update(schedule=schedule, t_per_batch=t_per_batch, fair=fair, seed=seed)
+    settings.update(schedule=schedule, lr_update=lr_update, t_per_batch=t_per_batch, fair=fair, seed=seed)
     history, first_epoch = _resume_fit(checkpoint, model, curve, opt, settings, resume=resume, force=force)
     saved = {"history": history, "settings": settings}  # with every checkpoint
     steps_per_epoch = batches.steps_per_epoch()
@@ -241,7 +253,10 @@ def fit_curve(
         for epoch in range(first_epoch, epochs):
             total, count = 0.0, 0
             for step, batch in zip(range(steps_per_epoch), batches.epoch()):
-                factor = learning_rate_factor(schedule, (epoch + step / steps_per_epoch) / epochs)
+                if lr_update == "epoch":  # epoch index e = epoch + 1 in 1..E
+                    factor = learning_rate_factor(schedule, (epoch + 1) / epochs)
+                else:
+                    factor = learning_rate_factor(schedule, (epoch + step / steps_per_epoch) / epochs)
                 for g in opt.param_groups:
                     g["lr"] = lr * factor
                 t = torch.rand(t_per_batch, generator=gen, dtype=torch.float64).to(device)
