@@ -117,6 +117,8 @@ def run_demo(out_dir: str = "landscape-demo", *, force: bool = False, progress: 
     from .weights import load_checkpoint
 
     t0 = time.perf_counter()
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise FileExistsError(f"demo output '{out_dir}' is a file; expected a folder (new or of an earlier demo)")
     fig_dir = os.path.join(out_dir, "figures")
     os.makedirs(fig_dir, exist_ok=True)
     train, test = load_data("digits", "train"), load_data("digits", "test")

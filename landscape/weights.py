@@ -522,6 +522,8 @@ def read_state_dict(path: str | os.PathLike, *, trust: bool = False) -> dict[str
         return _read_files(model_folder_files(path), path)
     if path.endswith(".safetensors"):
         return _unwrap(_read_files([path], path), path)
+    if os.path.getsize(path) == 0:
+        raise CheckpointError(f"checkpoint '{path}' is empty (0 bytes); expected a file written by torch.save")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as e:
@@ -535,9 +537,14 @@ def read_state_dict(path: str | os.PathLike, *, trust: bool = False) -> dict[str
                 f"(CLI: --trust-checkpoint) only if you trust its origin"
             ) from e
         raise CheckpointError(f"checkpoint '{path}' is not a readable PyTorch checkpoint (unpickling failed)") from e
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError) as e:
+        # torch.load of a file torch.save did not write fails with whatever its reader hits first
+        # (KeyError 101 for a text file, IndexError for a truncated one): one sentence for all.
+        raw = str(e).splitlines()[0][:160] if str(e) else ""
+        reason = f"{type(e).__name__}: {raw}" if isinstance(e, (KeyError, IndexError)) else raw
         raise CheckpointError(
-            f"checkpoint '{path}' is not a readable PyTorch checkpoint ({str(e).splitlines()[0][:160]})"
+            f"checkpoint '{path}' is not a readable PyTorch checkpoint ({reason}); expected a file written by "
+            f"torch.save, a .safetensors file or a model folder"
         ) from e
     return _unwrap(obj, path)
 

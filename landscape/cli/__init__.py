@@ -70,10 +70,18 @@ def command_module(name: str):
     return importlib.import_module(f"{__name__}.{name.replace('-', '_')}")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the CLI's error shape: one line naming the bad option and where the usage
+    is, exit code 2 (argparse prints the whole usage block first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .._version import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="landscape",
         description="Loss surfaces, mode connectivity and ensembles of saved checkpoints.",
     )

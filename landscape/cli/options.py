@@ -40,7 +40,7 @@ DATA_HELP = (
 )
 DATA_SHORT_HELP = "digits | file.npz | text:PATH | py:module:function | ... (see `landscape eval --help`)"
 MODEL_HELP = "built-in name (see `landscape models`) or module:factory (the current directory is importable)"
-BN_MODES = ("running", "recompute", "recompute-exact")
+BN_MODES = ("running", "recompute", "recompute-batches", "recompute-exact")
 
 
 def add_model(p: argparse.ArgumentParser) -> None:
@@ -103,8 +103,33 @@ def add_precision(p: argparse.ArgumentParser, choices: tuple[str, ...] = ("fp64"
     p.add_argument("--precision", default="fp32", choices=list(choices))
 
 
+def device_arg(text: str) -> str:
+    """``--device``: a device string this machine has (checked before any work)."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a device; expected cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(
+                f"'{text}' is not available: this PyTorch ({torch.__version__}) sees no CUDA GPU; expected cpu"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise argparse.ArgumentTypeError(
+                f"'{text}' is not available: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                f"cuda:0..cuda:{torch.cuda.device_count() - 1}"
+            )
+    elif device.type not in ("cpu", "mps", "xpu"):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a device landscape runs on; expected cpu, cuda or cuda:N")
+    return text
+
+
 def add_device(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument(
+        "--device", type=device_arg, default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)"
+    )
 
 
 def add_batching(p: argparse.ArgumentParser) -> None:
