@@ -127,9 +127,7 @@ def device_arg(text: str) -> str:
 
 
 def add_device(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--device", type=device_arg, default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)"
-    )
+    p.add_argument("--device", type=device_arg, default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
 
 
 def add_batching(p: argparse.ArgumentParser) -> None:
