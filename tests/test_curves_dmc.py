@@ -40,7 +40,7 @@ def test_learning_rate_per_epoch_follows_the_schedule_formula(lr_update):
     lr, wd, epochs, n, bs = 0.5, 0.1, 10, 10, 4  # 3 steps per epoch
     res = C.fit_curve(
         model, curve, _data(n), epochs=epochs, batch_size=bs, lr=lr, momentum=0.0, weight_decay=wd,
-        lr_update=lr_update, loss=_zero_loss, device="cpu", progress=False,
+        weight_decay_on="bends", lr_update=lr_update, loss=_zero_loss, device="cpu", progress=False,
     )  # fmt: skip
 
     def f(p):  # dnn-mode-connectivity's learning_rate_schedule, written out
@@ -62,3 +62,75 @@ def test_bad_lr_update_is_refused():
     model, a, b = _linear_pair()
     with pytest.raises(ValueError, match="lr_update should be one of"):
         C.fit_curve(model, C.Curve(a, b), _data(8), epochs=1, lr_update="step", device="cpu", progress=False)
+
+
+def _bn_pair(seed=0):
+    torch.manual_seed(seed)
+    out = []
+    for _ in range(2):
+        m = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 3)).double()
+        with torch.no_grad():
+            m.train()(torch.randn(16, 4, dtype=torch.float64))  # running statistics away from 0 / 1
+            m[1].weight.add_(torch.rand(6, dtype=torch.float64))
+        out.append(m.eval())
+    return out[0], ls.Weights.from_module(out[0]), ls.Weights.from_module(out[1])
+
+
+def test_weight_decay_on_the_point_is_dnn_mode_connectivitys_l2_regularizer():
+    # 0.5 * wd * sum over the network's parameters of ||w(t)||^2 (Linear and BatchNorm weights
+    # and biases; running_mean, running_var, num_batches_tracked are buffers, left out)
+    model, a, b = _bn_pair()
+    curve = C.Curve(a, b, n_bends=1)
+    with torch.no_grad():
+        curve.bends.add_(0.5)
+    theta = ls.Weights(a.unflatten(curve.bends[0].detach()), a.layout)
+    params = [n for n, _ in model.named_parameters()]
+    assert len(params) == 6 and len(dict(model.named_buffers())) == 3
+    wd, t = 0.3, torch.tensor([0.2, 0.7], dtype=torch.float64)
+
+    def phi(tt, name):  # the quadratic Bezier written out
+        return (1 - tt) ** 2 * a[name] + 2 * tt * (1 - tt) * theta[name] + tt**2 * b[name]
+
+    expected = 0.5 * wd * np.mean([sum(float(phi(tt, n).pow(2).sum()) for n in params) for tt in t.tolist()])
+    value = C.curve_weight_decay(curve, t, wd)
+    assert float(value.detach()) == pytest.approx(expected, rel=1e-12)
+    # gradient w.r.t. the bend: wd * mean_t 2t(1-t) phi(t) on parameters, 0 on buffers
+    grad = torch.autograd.grad(value, curve.bends)[0][0]
+    g = a.unflatten(grad)
+    for n in a.layout.names():
+        if not a.layout[n].flat:
+            continue
+        want = wd * sum(2 * tt * (1 - tt) * phi(tt, n) for tt in t.tolist()) / len(t) if n in params else 0 * a[n]
+        torch.testing.assert_close(g[n], want, rtol=1e-12, atol=1e-15)
+    # ours: 0.5 * wd * ||theta||^2 over the parameters, whatever t
+    bends = C.curve_weight_decay(curve, t, wd, on="bends")
+    assert float(bends) == pytest.approx(0.5 * wd * sum(float(theta[n].pow(2).sum()) for n in params), rel=1e-12)
+    with pytest.raises(ValueError, match="weight_decay_on should be one of"):
+        C.curve_weight_decay(curve, t, wd, on="ends")
+
+
+@pytest.mark.parametrize("on", ["point", "bends"])
+def test_fit_decays_the_point_by_default_and_the_bends_on_request(on):
+    # one SGD step, no momentum, zero loss, one t: the step is -lr * grad of the penalty alone
+    model, a, b = _linear_pair(seed=1)
+    curve = C.Curve(a, b, n_bends=1)
+    theta0 = curve.bends.detach().clone()
+    lr, wd = 0.1, 0.5
+    C.fit_curve(
+        model, curve, _data(6), epochs=1, batch_size=8, lr=lr, momentum=0.0, weight_decay=wd,
+        weight_decay_on=on, schedule="constant", loss=_zero_loss, device="cpu", progress=False,
+    )  # fmt: skip
+    step = (curve.bends.detach() - theta0)[0] / (-lr * wd)
+    A, B, T = a.flatten(), b.flatten(), theta0[0]
+    if on == "bends":
+        torch.testing.assert_close(step, T, rtol=1e-12, atol=1e-15)
+        return
+    # the step is 2t(1-t) phi(t) for the t that was drawn: find it on a fine grid, then check
+    ts = np.linspace(1e-4, 1 - 1e-4, 20001)
+
+    def form(tt):
+        return 2 * tt * (1 - tt) * ((1 - tt) ** 2 * A + 2 * tt * (1 - tt) * T + tt**2 * B)
+
+    best = min(ts, key=lambda tt: float((form(tt) - step).norm()))
+    assert float((form(best) - step).norm()) < 1e-3 * float(step.norm())
+    assert float((step - T).norm()) > 0.1 * float(T.norm())  # not the bends' decay

@@ -37,7 +37,14 @@ def add_parser(subparsers) -> None:
     c.add_argument("--epochs", type=int, default=20)
     c.add_argument("--lr", type=float, default=0.05)
     c.add_argument("--momentum", type=float, default=0.9)
-    c.add_argument("--wd", type=float, default=5e-4, help="weight decay on the bends")
+    c.add_argument("--wd", type=float, default=5e-4, help="weight decay (default 5e-4; where: --wd-on)")
+    c.add_argument(
+        "--wd-on",
+        default="point",
+        choices=["point", "bends"],
+        help="point: wd/2 ||phi(t)||^2 at the sampled t, as dnn-mode-connectivity (default); "
+        "bends: wd/2 ||theta||^2 on the trained control points",
+    )
     c.add_argument("--schedule", default="garipov", choices=["garipov", "cosine", "constant"])
     c.add_argument(
         "--lr-update",
@@ -120,6 +127,7 @@ def _fit(args, model) -> int:
         lr=args.lr,
         momentum=args.momentum,
         weight_decay=args.wd,
+        weight_decay_on=args.wd_on,
         schedule=args.schedule,
         lr_update=args.lr_update,
         t_per_batch=args.t_per_batch,

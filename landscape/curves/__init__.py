@@ -13,12 +13,23 @@ from .coefficients import (
     polychain_derivative_coefficients,
 )
 from .curve import CURVE_KINDS, Curve, load_curve
-from .fit import SCHEDULES, FitResult, curve_loss, fit_curve, learning_rate_factor
+from .fit import (
+    LR_UPDATES,
+    SCHEDULES,
+    WEIGHT_DECAY_ON,
+    FitResult,
+    curve_loss,
+    curve_weight_decay,
+    fit_curve,
+    learning_rate_factor,
+)
 from .profile import CurveProfile, barrier, curve_plane, evaluate_curve
 
 __all__ = [
     "CURVE_KINDS",
+    "LR_UPDATES",
     "SCHEDULES",
+    "WEIGHT_DECAY_ON",
     "Curve",
     "CurveProfile",
     "FitResult",
@@ -27,6 +38,7 @@ __all__ = [
     "bezier_derivative_coefficients",
     "curve_loss",
     "curve_plane",
+    "curve_weight_decay",
     "evaluate_curve",
     "fit_curve",
     "learning_rate_factor",

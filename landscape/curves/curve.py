@@ -121,6 +121,10 @@ class Curve:
             out[-1] = _with_extras(out[-1], self.start)
         return out + [self.end]
 
+    def trainable(self) -> list[torch.Tensor]:
+        """The leaf tensors a fit trains: ``bends`` (``Tensor[n_bends, P]``)."""
+        return [self.bends]
+
     def basis(self, dtype: torch.dtype | None = None) -> torch.Tensor:
         """``Tensor[J, P]``: start, bends, end (differentiable w.r.t. the bends)."""
         a, b = self.start.flatten(), self.end.flatten()

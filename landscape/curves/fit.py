@@ -39,10 +39,20 @@ from ..batches import Batch, call_model
 from ..train import TrainBatches, resolve_loss
 from .curve import Curve, load_curve
 
-__all__ = ["FitResult", "LR_UPDATES", "SCHEDULES", "curve_loss", "fit_curve", "learning_rate_factor"]
+__all__ = [
+    "FitResult",
+    "LR_UPDATES",
+    "SCHEDULES",
+    "WEIGHT_DECAY_ON",
+    "curve_loss",
+    "curve_weight_decay",
+    "fit_curve",
+    "learning_rate_factor",
+]
 
 SCHEDULES = ("garipov", "cosine", "constant")
 LR_UPDATES = ("epoch", "batch")
+WEIGHT_DECAY_ON = ("point", "bends")
 
 
 def learning_rate_factor(schedule: str, progress: float) -> float:
@@ -132,6 +142,47 @@ def curve_loss(
     return (losses * w.to(losses.dtype)).mean()
 
 
+def curve_weight_decay(curve: Curve, t: torch.Tensor, weight_decay: float, on: str = "point") -> torch.Tensor:
+    """The L2 penalty of curve training (differentiable w.r.t. the trained control points).
+
+    .. math::
+
+        \\text{point:}\\quad \\frac{\\lambda}{2}\\, \\frac{1}{T} \\sum_{t} \\lVert \\phi_p(t) \\rVert^2
+        \\qquad
+        \\text{bends:}\\quad \\frac{\\lambda}{2} \\sum_{j \\text{ trained}} \\lVert w_{j,p} \\rVert^2
+
+    ``"point"`` is dnn-mode-connectivity's ``l2_regularizer``: the squared norm of the
+    curve's point at the sampled ``t`` (averaged over the ``T`` values of ``t`` like the
+    loss), over the parameters (weights and biases of every layer, BatchNorm's scale and
+    shift included; running statistics not). Its gradient reaches every control point
+    ``w_j`` with weight ``c_j(t)``. ``"bends"`` penalises the trained control points
+    themselves (the bends, and the endpoints when they are trained), independently of
+    ``t``.
+
+    Parameters
+    ----------
+    curve : Curve
+    t : Tensor[T]
+        The positions sampled for this minibatch.
+    weight_decay : float
+        ``lambda``.
+    on : {"point", "bends"}
+
+    Returns
+    -------
+    Tensor
+        Scalar, in the dtype of the curve's weights.
+    """
+    if on not in WEIGHT_DECAY_ON:
+        raise ValueError(f"weight_decay_on should be one of {WEIGHT_DECAY_ON}, got {on!r}")
+    mask = curve.param_mask.to(curve.bends.device)
+    if on == "bends":
+        return 0.5 * weight_decay * sum(w[..., mask].pow(2).sum() for w in curve.trainable())
+    B = curve.basis()
+    c = curve.coefficients(t.to(torch.float64)).to(B.dtype)
+    return 0.5 * weight_decay * (c @ B)[:, mask].pow(2).sum(1).mean()
+
+
 @dataclass
 class FitResult:
     """Outcome of :func:`fit_curve`: the trained curve and the per-epoch history."""
@@ -152,6 +203,7 @@ def fit_curve(
     lr: float = 0.05,
     momentum: float = 0.9,
     weight_decay: float = 5e-4,
+    weight_decay_on: str = "point",
     schedule: str = "garipov",
     lr_update: str = "epoch",
     t_per_batch: int = 1,
@@ -182,7 +234,11 @@ def fit_curve(
         its own order).
     epochs, batch_size, lr, momentum : SGD settings.
     weight_decay : float
-        L2 penalty :math:`\\frac{\\lambda}{2}\\lVert\\theta\\rVert^2` on the bends' parameters.
+        ``lambda`` of the L2 penalty (:func:`curve_weight_decay`).
+    weight_decay_on : {"point", "bends"}
+        ``"point"`` (default, dnn-mode-connectivity's ``l2_regularizer``):
+        :math:`\\frac{\\lambda}{2}\\lVert\\phi(t)\\rVert^2` at the sampled ``t``;
+        ``"bends"``: :math:`\\frac{\\lambda}{2}\\lVert\\theta\\rVert^2` on the trained control points.
     schedule : {"garipov", "cosine", "constant"}
         Learning-rate schedule over the epochs (:func:`learning_rate_factor` ``f``).
     lr_update : {"epoch", "batch"}
@@ -216,6 +272,8 @@ def fit_curve(
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule should be one of {SCHEDULES}, got {schedule!r}")
+    if weight_decay_on not in WEIGHT_DECAY_ON:
+        raise ValueError(f"weight_decay_on should be one of {WEIGHT_DECAY_ON}, got {weight_decay_on!r}")
     if lr_update not in LR_UPDATES:
         raise ValueError(f"lr_update should be one of {LR_UPDATES}, got {lr_update!r}")
     if t_per_batch < 1:
@@ -240,6 +298,7 @@ def fit_curve(
     mask = curve.param_mask.to(device)
     opt = torch.optim.SGD([curve.bends], lr=lr, momentum=momentum)
     settings = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "weight_decay": weight_decay}
+    settings["weight_decay_on"] = weight_decay_on
     settings.update(schedule=schedule, lr_update=lr_update, t_per_batch=t_per_batch, fair=fair, seed=seed)
     history, first_epoch = _resume_fit(checkpoint, model, curve, opt, settings, resume=resume, force=force)
     saved = {"history": history, "settings": settings}  # with every checkpoint
@@ -261,7 +320,7 @@ def fit_curve(
                     g["lr"] = lr * factor
                 t = torch.rand(t_per_batch, generator=gen, dtype=torch.float64).to(device)
                 value = curve_loss(work, curve, batch, None, t, fair=fair, loss_fn=lossfn, forward=forward)
-                penalty = 0.5 * weight_decay * curve.bends[:, mask].pow(2).sum() if weight_decay else 0.0
+                penalty = curve_weight_decay(curve, t, weight_decay, weight_decay_on) if weight_decay else 0.0
                 opt.zero_grad(set_to_none=True)
                 (value + penalty).backward()
                 curve.bends.grad.mul_(mask.to(curve.bends.dtype))  # running statistics are not trained
