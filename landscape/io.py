@@ -1053,11 +1053,40 @@ def _cell(flat: int, shape: tuple[int, ...]) -> str:
     return str(tuple(int(i) for i in np.unravel_index(flat, shape)))
 
 
+def _run_progress(rf: ResultFile, n_done: int) -> str:
+    """How far the run that writes ``rf`` got: cells done, or for a ``connections`` file
+    (rewritten whole after each method) the methods finished of those the run has to do."""
+    if rf.kind == "connections" and isinstance(rf.attrs.get("methods"), list):
+        attrs = rf.attrs
+        written = list(attrs["methods"])
+        skipped = attrs.get("skipped") if isinstance(attrs.get("skipped"), dict) else {}
+        planned = attrs.get("planned")
+        note = f" ({len(skipped)} skipped: {', '.join(skipped)})" if skipped else ""
+        if attrs.get("complete") is not False:
+            return f"methods: {len(written)}/{len(written)} done (100.0%){note}"
+        if not isinstance(planned, list):
+            return (
+                f"methods: {len(written)} done{note}; the run did not finish (interrupted, or still going) "
+                "and the file does not record how many it has to do"
+            )
+        pending = [m for m in planned if m not in written]
+        total = len(written) + len(pending)
+        return (
+            f"methods: {len(written)}/{total} done ({100.0 * len(written) / max(total, 1):.1f}%), "
+            f"{len(pending)} pending ({', '.join(pending)}){note}: the run did not finish "
+            "(interrupted, or still going); --resume continues it"
+        )
+    return f"cells: {n_done}/{rf.size} done ({100.0 * n_done / rf.size:.1f}%), {rf.size - n_done} pending"
+
+
 def describe(path: str | os.PathLike) -> str:
     """A human summary of a result file (``landscape info FILE.h5``).
 
-    Kind, grid, cells done, per-metric range over the done cells and where the
-    minimum and maximum are, the attributes (long values shortened) and the arrays.
+    Kind, grid, how far the run got (cells done; methods done for a ``connections``
+    file), per-metric range over the done cells, where the minimum and maximum are and
+    how many done cells are not finite, the attributes (long values shortened) and the
+    arrays. Metrics added after the run (Hessian eigenvalue maps) have no done flags: a
+    cell of theirs is written when it is not NaN.
     """
     with open_result(path, "r") as rf:
         done = rf.done.ravel()
@@ -1068,30 +1097,30 @@ def describe(path: str | os.PathLike) -> str:
                 + (f" version {rf.kind_version}" if rf.kind_version is not None else "")
                 + f", schema version {rf.schema_version}"
             ),
-            (
-                f"grid {' x '.join(map(str, rf.shape))} = {rf.size} cells: "
-                f"{n_done}/{rf.size} done ({100.0 * n_done / rf.size:.1f}%), "
-                f"{rf.size - n_done} pending"
-            ),
+            f"grid {' x '.join(map(str, rf.shape))} = {rf.size} cells",
+            _run_progress(rf, n_done),
             "metrics (over done cells):",
         ]
         width = max(len(m) for m in rf.metrics)
         for name in rf.metrics:
             values = rf.read_metric(name).ravel()
-            finite = done & np.isfinite(values)
-            if not finite.any():
-                lines.append(f"  {name:<{width}}  no values yet")
-                continue
-            masked_min = np.where(finite, values, np.inf)
-            masked_max = np.where(finite, values, -np.inf)
-            i_min, i_max = int(np.argmin(masked_min)), int(np.argmax(masked_max))
-            text = (
-                f"  {name:<{width}}  min {values[i_min]:.6g} at {_cell(i_min, rf.shape)}, "
-                f"max {values[i_max]:.6g} at {_cell(i_max, rf.shape)}"
-            )
-            n_bad = int((done & ~np.isfinite(values)).sum())
-            if n_bad:
-                text += f", {n_bad} done cells not finite"
+            added = name not in rf.base_metrics
+            written = ~np.isnan(values) if added else done
+            finite = written & np.isfinite(values)
+            bad = int((written & ~np.isfinite(values)).sum())
+            parts = [f"{int(written.sum())}/{rf.size} cells written (added later)"] if added else []
+            if finite.any():
+                i_min = int(np.argmin(np.where(finite, values, np.inf)))
+                i_max = int(np.argmax(np.where(finite, values, -np.inf)))
+                parts.append(
+                    f"min {values[i_min]:.6g} at {_cell(i_min, rf.shape)}, "
+                    f"max {values[i_max]:.6g} at {_cell(i_max, rf.shape)}"
+                )
+            elif not written.any():
+                parts.append("no values yet")
+            if bad:
+                parts.append(f"{bad} computed cells not finite (NaN/Inf)")
+            text = f"  {name:<{width}}  " + ", ".join(parts)
             lines.append(text)
         lines.append("attributes:")
         for key in sorted(rf.attrs):
@@ -1537,6 +1566,7 @@ register_kind(
         "stages",
         "table",
         "complete",
+        "planned",
         "wa_samples",
         "wa_steps",
         "ot_swaps",
