@@ -50,20 +50,8 @@ KIND = "connections"
 ENDPOINTS = "End points"
 
 
-#: How the row labels name the two formulations of weight adjustment (:data:`WA_FORMS`).
-_WA_FORM_LABELS = {"paper": "paper", "bias": "bias column"}
-
-
-def _label(method: str, wa_form: str | None = None, neuron: str | None = None) -> str:
-    """The row label of ``method``: WA rows name their formulation (``"Linear + WA (paper)"``,
-    ``"Linear + WA (bias column)"``), OT rows matched on bias and incoming weights alone say
-    so (``"OT (b, l)"``; the paper's neuron (b, l, c) is plain ``"OT"``)."""
-    label = _LABELS.get(method, method)
-    if method.endswith("+wa") and wa_form is not None:
-        label += f" ({_WA_FORM_LABELS.get(wa_form, wa_form)})"
-    elif method == "ot" and neuron == "bl":
-        label += " (b, l)"
-    return label
+def _label(method: str) -> str:
+    return _LABELS.get(method, method)
 
 
 @dataclass
@@ -81,9 +69,8 @@ class ConnectionReport:
         ``"ot+wa"`` stage 1 lies on ``[0, 1/2]`` and stage 2 on ``[1/2, 1]`` (as
         :meth:`~landscape.connect.OTPath.joined`).
     stage : dict of str to ndarray[K] of int
-        ``1`` or ``2`` for the points of OT stages and of the two phases of the paper's WA
-        with one hidden layer, the step ``1..n`` of multi-layer WA paths (through
-        transitional networks), ``0`` for single-stage paths.
+        ``1`` or ``2`` for the points of OT stages, the step ``1..n`` of multi-layer WA paths
+        (through transitional networks), ``0`` for single-stage paths.
     acc, loss : dict of str to dict of str to ndarray[K]
         ``acc[method][split]``: accuracy (fraction in ``[0, 1]``) at every point.
     endpoints : dict of str to dict of str to float
@@ -141,26 +128,8 @@ class ConnectionReport:
         return sorted(int(k) for k in np.unique(self.stage[method]) if k > 0)
 
     def stage_word(self, method: str) -> str:
-        """``"step"`` for multi-layer WA paths, ``"phase"`` for the paper's WA with one hidden
-        layer, ``"stage"`` for OT."""
-        if method.endswith("+wa") and "wa_steps" in self.attrs:
-            return "step"
-        return "phase" if method.endswith("+wa") and self.wa_form == "paper" else "stage"
-
-    @property
-    def wa_form(self) -> str:
-        """The formulation of weight adjustment (``"paper"`` or ``"bias"``; files written
-        before the attribute existed used ``"bias"``)."""
-        return str(self.attrs.get("wa-form", "bias"))
-
-    @property
-    def ot_neuron(self) -> str:
-        """The neuron OT matched on (``"blc"`` or ``"bl"``; older files: ``"bl"``)."""
-        return str(self.attrs.get("ot-neuron", "bl"))
-
-    def label(self, method: str) -> str:
-        """The row label of ``method`` in this report (see :func:`_label`)."""
-        return _label(method, self.wa_form, self.ot_neuron)
+        """``"step"`` for multi-layer WA paths, ``"stage"`` for OT."""
+        return "step" if method.endswith("+wa") and "wa_steps" in self.attrs else "stage"
 
     def endpoint_acc(self, split: str) -> float:
         """The worse of the two endpoints' accuracies on ``split``."""
@@ -178,11 +147,11 @@ class ConnectionReport:
         per step)."""
         out = []
         for m in self.methods:
-            out.append((self.label(m), [self.worst_acc(m, s) for s in self.splits]))
+            out.append((_label(m), [self.worst_acc(m, s) for s in self.splits]))
             if stages:
                 word = self.stage_word(m)
                 for k in self.stages(m):
-                    out.append((f"{self.label(m)} ({word} {k})", [self.worst_acc(m, s, k) for s in self.splits]))
+                    out.append((f"{_label(m)} ({word} {k})", [self.worst_acc(m, s, k) for s in self.splits]))
         out.append((ENDPOINTS, [self.endpoint_acc(s) for s in self.splits]))
         return out
 
@@ -198,7 +167,7 @@ class ConnectionReport:
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         for m, why in self.skipped.items():
             lines.append("")
-            lines.append(f"{self.label(m)} skipped: {why}")
+            lines.append(f"{_label(m)} skipped: {why}")
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -306,8 +275,6 @@ def compare_connections(
     curves: Mapping[str, Any] | None = None,
     connection_models: Mapping[str, Any] | None = None,
     ridge: float = 0.0,
-    wa_form: str = "paper",
-    neuron: str = "blc",
     bn: str = "running",
     bn_data=None,
     device=None,
@@ -359,16 +326,6 @@ def compare_connections(
         :func:`~landscape.connect.flows.aligned_flow_path` in two stages as for ``"ot"``.
     ridge : float
         Ridge term of every weight adjustment (0: exact least squares).
-    wa_form : {"paper", "bias"}
-        The weight adjustment (:data:`~landscape.connect.WA_FORMS`): the paper's (no bias
-        column, ``A``'s output kept, two phases with one hidden layer; default) or ours with
-        a bias column. Named in the row labels ("Linear + WA (paper)"). Residual networks
-        take ``"bias"`` only: with ``"paper"`` their WA rows are skipped, saying so.
-    neuron : {"blc", "bl"}
-        The neuron the ``"ot"`` row matches on (:func:`~landscape.connect.match_neurons`):
-        the paper's :math:`(b_i, l_i, c_i)` (default) or bias and incoming weights
-        (row "OT (b, l)"). The ``"ot+wa"`` row matches the first layer's :math:`(b_i, l_i)`,
-        as the paper connects that layer alone.
     bn, bn_data
         BatchNorm statistics along the paths (:func:`landscape.evaluate`): ``"running"``
         interpolates the running statistics with the weights; ``"recompute"`` (advised for
@@ -428,11 +385,6 @@ def compare_connections(
     if exists and not (force or resume):
         raise ResultExistsError(f"{os.fspath(out)} exists; pass resume=True to continue it or force=True to replace it")
     split_names = list(splits)
-    from .adjust import _check_form
-    from .matching import _check_neuron
-
-    _check_form(wa_form)
-    _check_neuron(neuron)
     wa_error = None  # why weight adjustment cannot run on this model (residual networks)
     if any(m.endswith("+wa") for m in methods):
         from .adjust import NotSequentialError, _Stack
@@ -445,11 +397,6 @@ def compare_connections(
                 from .adjust_graph import wa_cuts
 
                 wa_layers = len(wa_cuts(model))
-                if wa_form != "bias":
-                    wa_error = (
-                        f"wa_form={wa_form!r}: residual networks are adjusted at the cuts of their graph with a "
-                        f"bias column only (wa_form='bias')"
-                    )
             except UnsupportedModelError as e2:
                 why = e2 if isinstance(e, NotSequentialError) else e
                 wa_error = f"weight adjustment cannot follow this model: {str(why).splitlines()[0]}"
@@ -489,8 +436,6 @@ def compare_connections(
             "groups": [g.name for g in groups] if groups is not None else [],
             "bn": bn,
             "ridge": float(ridge),
-            "wa-form": wa_form,
-            "ot-neuron": neuron,
             "A-sha256": A.sha256 or "",
             "B-sha256": B.sha256 or "",
             **dict(attrs or {}),
@@ -546,15 +491,13 @@ def compare_connections(
                 X = _inputs(splits[split_names[0]] if wa_data is None else wa_data)
                 rep.attrs["wa_samples"] = int(X.shape[0])
             if wa_layers == 2:
-                tm, pts = wa_path(A, B, model, X, t, method=base, wa_form=wa_form, ridge=ridge, snap_ends=True)
+                tm, pts = wa_path(A, B, model, X, t, method=base, ridge=ridge, snap_ends=True)
                 tm = np.asarray(tm, np.float64)
                 stage = np.zeros(len(tm), np.int64)
-                if base == "ot" or wa_form == "paper":  # OT stages or the paper's two phases
+                if base == "ot":
                     stage = np.where(tm <= 0.5, 1, 2).astype(np.int64)
             else:
-                tm, pts, bounds = multilayer_wa_path(
-                    A, B, model, X, t, method=base, wa_form=wa_form, ridge=ridge, snap_ends=True
-                )
+                tm, pts, bounds = multilayer_wa_path(A, B, model, X, t, method=base, ridge=ridge, snap_ends=True)
                 tm = np.asarray(tm, np.float64)
                 # step k covers [bounds[k-1], bounds[k]]; a joint belongs to the step it ends
                 steps = len(bounds) - 1
@@ -562,7 +505,7 @@ def compare_connections(
                 rep.attrs["wa_steps"] = steps
             rep.acc[m], rep.loss[m] = run(pts)
         elif base == "ot":
-            op = ot_path(A, B, model, t, neuron=neuron)
+            op = ot_path(A, B, model, t)
             a1, l1 = run(op.stage1)
             a2, l2 = run(op.stage2)
             tm, stage, keep = _ot_t(np.asarray(op.t1), np.asarray(op.t2))
