@@ -7,10 +7,18 @@ Three modes (``bn=`` of :func:`landscape.evaluate`):
     from the basis like every other tensor.
 ``recompute``
     Fresh statistics at every point from a pass over a dataset with the BatchNorm layers in
-    train mode, equal to what :func:`torch.optim.swa_utils.update_bn` computes with
-    ``momentum=None`` on the same batches (the cumulative average over batches of batch
-    means and unbiased batch variances; Garipov et al. 2018, Izmailov et al. 2018). Only
-    BatchNorm layers are put in train mode (dropout stays off, so the pass is deterministic).
+    train mode: the batch means and unbiased batch variances averaged with each batch
+    weighted by its sample count, as the ``update_bn`` of the mode-connectivity and SWA
+    repositories computes it (Garipov et al. 2018, Izmailov et al. 2018: momentum
+    :math:`b / (n + b)` for a batch of :math:`b` samples after :math:`n`). The running mean
+    is then the mean of the whole dataset; the running variance the count-weighted mean of
+    the batches' unbiased variances. Only BatchNorm layers are put in train mode (dropout
+    stays off, so the pass is deterministic).
+``recompute-batches``
+    As ``recompute`` with every batch weighted equally: what
+    :func:`torch.optim.swa_utils.update_bn` computes (``momentum=None``, PyTorch's
+    cumulative average over ``num_batches_tracked``) on the same batches. The two differ only
+    when the batches differ in size (a short last batch).
 ``recompute-exact``
     The statistics a single train-mode pass over the whole dataset as one batch would give.
     Computed exactly in minibatches, layer by layer: for the i-th BatchNorm layer (in forward
@@ -19,9 +27,11 @@ Three modes (``bn=`` of :func:`landscape.evaluate`):
     across batches in float64 with Chan's formula); the forward stops at that layer.
 
 The functions here work on point tensors ``dict[name, Tensor[k, ...]]`` and a per-point
-runner (vmap or loop), never on the user's module. Batches are
+runner (vmap or loop), never on the user's module; :func:`update_bn` does the same pass on
+a module in place (SWA's average). Both set the layers' momenta through
+:func:`cumulative_pass`, the one place that defines the two weightings. Batches are
 :class:`landscape.batches.Batch` es (plain input tensors are read as such), so dict batches
-and DataLoaders work; each batch is weighted by its sample count.
+and DataLoaders work.
 """
 
 from __future__ import annotations
@@ -31,11 +41,27 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
-from .batches import call_model, read_batch
+from .batches import as_source, call_model, read_batch
 
-__all__ = ["BN_MODES", "auto_mode", "batchnorm_modules", "has_batchnorm", "recompute_bn", "recompute_bn_exact"]
+__all__ = [
+    "BN_MODES",
+    "RECOMPUTE_WEIGHTING",
+    "WEIGHTINGS",
+    "auto_mode",
+    "batchnorm_modules",
+    "cumulative_pass",
+    "has_batchnorm",
+    "recompute_bn",
+    "recompute_bn_exact",
+    "update_bn",
+]
 
-BN_MODES = ("running", "recompute", "recompute-exact")
+BN_MODES = ("running", "recompute", "recompute-batches", "recompute-exact")
+#: how the batches of a recomputation are weighted: by sample count (the repositories'
+#: ``update_bn``) or equally (``torch.optim.swa_utils.update_bn``)
+WEIGHTINGS = ("samples", "batches")
+#: the weighting of each recomputing mode of ``bn=``
+RECOMPUTE_WEIGHTING = {"recompute": "samples", "recompute-batches": "batches"}
 
 
 def batchnorm_modules(model: nn.Module) -> list[tuple[str, nn.modules.batchnorm._BatchNorm]]:
@@ -89,13 +115,78 @@ def fresh_statistics(tensors: dict, model: nn.Module) -> dict:
     return out
 
 
+def _check_weighting(weighting: str) -> None:
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting should be one of {WEIGHTINGS}, got {weighting!r}")
+
+
+def cumulative_pass(
+    modules: Iterable[nn.Module],
+    batches: Iterable,
+    step: Callable,
+    weighting: str = "samples",
+) -> int:
+    """Run ``step(batch)`` on every batch with the BatchNorm ``modules`` in train mode and
+    their momenta set so that their running statistics end as the weighted average of the
+    batches' statistics.
+
+    With batch :math:`j` of :math:`b_j` samples and :math:`n_j = b_1 + \\dots + b_j`, the
+    momentum is :math:`b_j / n_j` (``weighting="samples"``, the mode-connectivity and SWA
+    repositories' ``update_bn``) or :math:`1 / j` (``"batches"``, PyTorch's ``momentum=None``):
+
+    .. math::
+
+        r_j = (1 - m_j)\\,r_{j-1} + m_j\\,s_j
+        \\quad\\Rightarrow\\quad
+        r_J = \\frac{\\sum_j b_j s_j}{\\sum_j b_j} \\text{ or } \\frac{1}{J}\\sum_j s_j,
+
+    whatever the statistics started from. Momentum is a plain attribute, so this works under
+    ``vmap`` too. The layers' momenta and modes are restored afterwards.
+
+    Parameters
+    ----------
+    modules : iterable of BatchNorm modules
+    batches : iterable of Batch or Tensor
+        Read with :func:`landscape.batches.read_batch`.
+    step : callable
+        ``step(batch)`` runs the forward pass(es) that update the statistics.
+    weighting : {"samples", "batches"}
+
+    Returns
+    -------
+    int
+        Samples seen.
+    """
+    _check_weighting(weighting)
+    modules = list(modules)
+    state = [(m, m.momentum, m.training) for m in modules]
+    seen = 0
+    try:
+        for m in modules:
+            m.train()
+        with torch.no_grad():
+            for j, x in enumerate(batches, 1):
+                batch = read_batch(x)
+                seen += batch.count
+                momentum = batch.count / seen if weighting == "samples" else 1.0 / j
+                for m in modules:
+                    m.momentum = momentum
+                step(batch)
+    finally:
+        for m, momentum, training in state:
+            m.momentum = momentum
+            m.train(training)
+    return seen
+
+
 def recompute_bn(
     run: Callable[[dict, torch.Tensor], torch.Tensor],
     model: nn.Module,
     tensors: dict,
     batches: Iterable[torch.Tensor],
+    weighting: str = "samples",
 ) -> dict:
-    """Statistics of ``update_bn(loader, model, momentum=None)`` at each point.
+    """Recomputed BatchNorm statistics at each point (``bn="recompute"``).
 
     Parameters
     ----------
@@ -109,30 +200,64 @@ def recompute_bn(
         Point tensors; statistics are replaced by fresh ones.
     batches : iterable of Batch or Tensor
         Batches (already on the device, in the compute dtype).
+    weighting : {"samples", "batches"}
+        Each batch weighted by its sample count (the repositories' ``update_bn``) or
+        equally (``torch.optim.swa_utils.update_bn``); see :func:`cumulative_pass`.
 
     Returns
     -------
     dict
         Point tensors with the recomputed statistics.
     """
-    bns = batchnorm_modules(model)
-    state = [(m, m.momentum, m.training) for _, m in bns]
+    _check_weighting(weighting)
     tensors = fresh_statistics(tensors, model)
-    try:
-        for m, _, _ in state:
-            m.train()
-        with torch.no_grad():
-            for b, x in enumerate(batches, 1):
-                # momentum 1/b reproduces the cumulative average of momentum=None exactly
-                # (PyTorch uses 1 / num_batches_tracked), and works under vmap.
-                for m, _, _ in state:
-                    m.momentum = 1.0 / b
-                run(tensors, read_batch(x))
-    finally:
-        for m, momentum, training in state:
-            m.momentum = momentum
-            m.train(training)
+    cumulative_pass([m for _, m in batchnorm_modules(model)], batches, lambda b: run(tensors, b), weighting)
     return tensors
+
+
+def update_bn(model: nn.Module, data, *, batch_size: int = 128, forward=None, weighting: str = "samples") -> nn.Module:
+    """Recompute the BatchNorm statistics of ``model`` in place: one pass over ``data``.
+
+    The statistics are reset, then become the averages over the batches (in memory:
+    consecutive slices of ``batch_size``; a loader's own batches) of the batch means and
+    unbiased batch variances, each batch weighted by its sample count (``"samples"``, the
+    mode-connectivity and SWA repositories' ``update_bn``: the means are those of the whole
+    data set) or equally (``"batches"``, :func:`torch.optim.swa_utils.update_bn`); see
+    :func:`cumulative_pass`. As in both, the whole model is in train mode for the pass. Any
+    data, batch and model output of :mod:`landscape.batches` is read and a
+    ``forward(model, batch)`` may replace the call. A model without BatchNorm is returned
+    untouched, without a pass; its train/eval mode and the layers' momenta are restored.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.BatchNorm1d(1))
+    >>> x = torch.tensor([[0.0], [2.0], [4.0], [6.0], [8.0]])
+    >>> _ = update_bn(net, (x, torch.zeros(5)), batch_size=3)  # batches of 3 and 2
+    >>> float(net[0].running_mean[0])  # the mean of the five samples
+    4.0
+    >>> _ = update_bn(net, (x, torch.zeros(5)), batch_size=3, weighting="batches")
+    >>> float(net[0].running_mean[0])  # (2 + 7) / 2
+    4.5
+    """
+    _check_weighting(weighting)
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return model
+    for m in bns:
+        m.reset_running_stats()
+    first = next(iter(model.parameters()), None)
+    device = first.device if first is not None else None
+    dtype = first.dtype if first is not None else None
+    was_training = model.training
+    model.train()
+    try:
+        batches = as_source(data).batches(batch_size, device, dtype, split=False)
+        cumulative_pass(bns, batches, lambda b: call_model(model, None, b, forward), weighting)
+    finally:
+        model.train(was_training)
+    return model
 
 
 class _StopForward(Exception):

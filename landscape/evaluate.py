@@ -517,12 +517,13 @@ class Engine:
         tensors = None if self._fused is not None else self.point_tensors(idx)
         apply = _per_point_apply(vectorized)
         forward = lambda p, b: call_model(work, p, b, user_forward)  # noqa: E731
-        if self.has_bn and tensors is not None and self.bn == "recompute":
+        if self.has_bn and tensors is not None and self.bn in bnlib.RECOMPUTE_WEIGHTING:
             tensors = bnlib.recompute_bn(
                 lambda t, b: apply(forward, t, b),
                 work,
                 tensors,
                 self._batches(bsrc, self.bn_batch_size, split=False),
+                weighting=bnlib.RECOMPUTE_WEIGHTING[self.bn],
             )
         elif self.has_bn and tensors is not None and self.bn == "recompute-exact":
             tensors = bnlib.recompute_bn_exact(
@@ -756,10 +757,11 @@ def evaluate(
         token metrics ``"token_loss"``, ``"perplexity"``, ``"token_acc"``, any
         ``fn(output, target) -> scalar`` averaging over its batch,
         :func:`landscape.metrics.batch_metric` or :func:`landscape.metrics.l2_regularized`.
-    bn : {"running", "recompute", "recompute-exact"}
-        BatchNorm statistics: the points' own, recomputed per point as
-        ``update_bn(momentum=None)`` does, or exactly those of the whole dataset as one batch
-        (see :mod:`landscape.bn`).
+    bn : {"running", "recompute", "recompute-batches", "recompute-exact"}
+        BatchNorm statistics: the points' own; recomputed per point with each batch weighted
+        by its size (the mode-connectivity and SWA repositories' ``update_bn``) or equally
+        (``torch.optim.swa_utils.update_bn``); or exactly those of the whole dataset as one
+        batch (see :mod:`landscape.bn`).
     bn_data : TensorData or tuple, optional
         Data for recomputing statistics (default ``data``); usually the train split.
     precision : {"fp32", "fp64", "tf32", "bf16"}

@@ -86,7 +86,10 @@ def test_command_line_overrides_the_file(tmp_path):
     "text, message",
     [
         ('model = "mlp"\nbogus = 1\n', "unknown option 'bogus' for `landscape eval`"),
-        ('model = "mlp"\nbn = "sometimes"\n', "'sometimes' is not one of running, recompute, recompute-exact"),
+        (
+            'model = "mlp"\nbn = "sometimes"\n',
+            "'sometimes' is not one of running, recompute, recompute-batches, recompute-exact",
+        ),
         ('model = "mlp"\nbatch-size = "many"\n', "'many' is not a valid value"),
         ("model = \n", "is not valid TOML"),
     ],

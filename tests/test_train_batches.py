@@ -147,7 +147,7 @@ def test_swa_batchnorm_update_averages_batches_equally_or_by_sample_counts():
     start = ls.Weights.from_module(model)
     # the BatchNorm's input is the data itself: the statistics are averages of the batches'
     parts = [x[:16], x[16:32], x[32:]]
-    for weighting, w in (("batch", [1 / 3] * 3), ("samples", [16 / 40, 16 / 40, 8 / 40])):
+    for weighting, w in (("batches", [1 / 3] * 3), ("samples", [16 / 40, 16 / 40, 8 / 40])):
         res = swa(model, start, loader, epochs=1, lr=0.01, batch_size=16, bn_weighting=weighting)
         mean = sum(wi * p.mean(0) for wi, p in zip(w, parts))
         var = sum(wi * p.var(0, unbiased=True) for wi, p in zip(w, parts))

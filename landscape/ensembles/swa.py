@@ -6,9 +6,9 @@ From a trained checkpoint :math:`\\hat w`, SGD runs with a constant learning rat
 cycle (cyclical, :math:`\\operatorname{mod}(i, c) = 0`) or of every epoch (constant). The
 seed's variant counts the starting weights in the average (:math:`w_{SWA} \\leftarrow \\hat
 w`, :math:`n_{models} \\leftarrow 1`; ``include_start=True``). BatchNorm statistics of the
-average are recomputed in one pass over the training batches (:func:`update_bn`: as
-``torch.optim.swa_utils.update_bn`` on the same batches, or weighting each batch by its
-sample count).
+average are recomputed in one pass over the training batches
+(:func:`landscape.bn.update_bn`: each batch weighted by its sample count, as the SWA
+repository's ``bn_update``; or equally, as ``torch.optim.swa_utils.update_bn``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import SWALR, AveragedModel
 
-from ..batches import call_model
+from ..bn import update_bn
 from ..train import TrainBatches, loss_of, resolve_loss
 from ..weights import Weights
 from .schedules import swa_lr
@@ -72,7 +72,7 @@ def swa(
     keep_snapshots: bool = False,
     loss=None,
     forward=None,
-    bn_weighting: str = "batch",
+    bn_weighting: str = "samples",
     progress: bool = False,
 ) -> SWAResult:
     """Run SWA from ``start``.
@@ -103,9 +103,10 @@ def swa(
     forward : callable, optional
         ``forward(model, batch) -> output`` replacing the default model call (training and
         the BatchNorm update).
-    bn_weighting : {"batch", "samples"}
-        How :func:`update_bn` averages the batches' statistics: equally (``"batch"``, what
-        ``torch.optim.swa_utils.update_bn`` computes) or by their sample counts.
+    bn_weighting : {"samples", "batches"}
+        How :func:`~landscape.bn.update_bn` averages the batches' statistics: by their sample
+        counts (``"samples"``, the SWA repository's ``bn_update``) or equally
+        (``"batches"``, what ``torch.optim.swa_utils.update_bn`` computes).
 
     Returns
     -------
@@ -169,49 +170,6 @@ def swa(
         snapshots=snapshots,
         lr=np.asarray(lrs, dtype=np.float64),
     )
-
-
-@torch.no_grad()
-def update_bn(model: nn.Module, data, *, batch_size: int = 128, forward=None, weighting: str = "batch") -> nn.Module:
-    """Recompute the BatchNorm statistics of ``model`` in place: one pass over ``data``.
-
-    The running statistics become the averages over the batches (in memory: consecutive
-    slices of ``batch_size``; a loader's own batches) of the batch means and unbiased batch
-    variances: every batch weighted equally (``weighting="batch"``, what
-    :func:`torch.optim.swa_utils.update_bn` computes on the same batches, and the engine's
-    ``bn="recompute"``), or by its sample count (``"samples"``: the means are then those of
-    the whole data set). Any data, batch and model output of :mod:`landscape.batches` is read
-    and a ``forward(model, batch)`` may replace the call. A model without BatchNorm is
-    returned untouched, without a pass; its train/eval mode and the layers' momenta are
-    restored.
-    """
-    from ..batches import as_source
-
-    if weighting not in ("batch", "samples"):
-        raise ValueError(f"weighting should be 'batch' or 'samples', got {weighting!r}")
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not bns:
-        return model
-    state = [(m, m.momentum) for m in bns]
-    was_training = model.training
-    for m in bns:
-        m.reset_running_stats()
-    first = next(iter(model.parameters()), None)
-    device = first.device if first is not None else None
-    dtype = first.dtype if first is not None else None
-    model.train()
-    seen = 0
-    try:
-        for b, batch in enumerate(as_source(data).batches(batch_size, device, dtype, split=False), 1):
-            seen += batch.count
-            for m in bns:  # the cumulative average, over batches or over samples
-                m.momentum = 1.0 / b if weighting == "batch" else batch.count / seen
-            call_model(model, None, batch, forward)
-    finally:
-        for m, momentum in state:
-            m.momentum = momentum
-        model.train(was_training)
-    return model
 
 
 def swa_line(swa_weights: Weights, sgd_weights: Weights):
