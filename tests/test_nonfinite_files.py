@@ -118,3 +118,90 @@ def test_info_of_a_finished_connect_run_and_of_cells(tmp_path, monkeypatch):
     assert "cells: 3/12 done (25.0%), 9 pending" in text
     assert re.search(r"loss\s+min 1 at \(0, 0\), max 1 at \(0, 0\), 2 computed cells not finite \(NaN/Inf\)", text)
     assert re.search(r"lambda_max\s+2/12 cells written \(added later\), min 2 .*, 1 computed cells not finite", text)
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def _plane_with_nan(path, nx=7, ny=6, missing=(40, 41), nonfinite=(3, 10, 17)):
+    """A plane whose cells ``missing`` are not computed and ``nonfinite`` computed as NaN/Inf."""
+    x, y = np.linspace(-1, 1, nx), np.linspace(-1, 1, ny)
+    loss = (0.1 + x[:, None] ** 2 + y[None, :] ** 2).ravel()
+    loss[list(nonfinite)] = [np.nan, np.inf, np.nan][: len(nonfinite)]
+    cells = np.array([c for c in range(nx * ny) if c not in missing])
+    arrays = {"x": x, "y": y}
+    with lio.create_result(path, kind="plane", shape=(nx, ny), metrics=["train_loss"], attrs=ATTRS, arrays=arrays) as f:
+        f.write_cells(cells, {"train_loss": loss[cells]})
+    return path
+
+
+def _gid(ax, gid):
+    return [a for a in ax.get_children() if a.get_gid() == gid]
+
+
+def test_plane_figures_tell_missing_from_nonfinite(tmp_path):
+    from landscape import plot
+
+    path = _plane_with_nan(tmp_path / "p.h5")
+    for draw in (plot.plot_heatmap, plot.plot_contour, plot.plot_surface3d):
+        ax = draw(path, "train_loss").axes[0]
+        title = ax.get_title()
+        assert "2 of 42 cells not computed" in title, (draw.__name__, title)
+        assert "3 computed cells not finite (NaN/Inf)" in title, (draw.__name__, title)
+        assert "5 of 42" not in title
+    for draw in (plot.plot_heatmap, plot.plot_contour):
+        ax = draw(path, "train_loss").axes[0]
+        (cells,) = _gid(ax, "nonfinite")  # drawn apart from the grey of the cells not computed
+        assert len(cells.get_paths()) == 3 and cells.get_hatch()
+        centres = sorted(tuple(np.round(p.vertices[:4].mean(0), 6)) for p in cells.get_paths())
+        x, y = np.linspace(-1, 1, 7), np.linspace(-1, 1, 6)
+        expected = sorted((round(x[c // 6], 6), round(y[c % 6], 6)) for c in (3, 10, 17))
+        np.testing.assert_allclose(centres, expected, atol=1e-9)
+    (missing,) = _gid(plot.plot_contour(path, "train_loss").axes[0], "missing")
+    shaded = np.ma.getmaskarray(missing.get_array()).reshape(-1)
+    assert int((~shaded).sum()) == 2  # only the cells not computed are grey
+
+
+def test_line_and_profile_mark_nonfinite_points(tmp_path):
+    from landscape import plot
+
+    path = tmp_path / "line.h5"
+    x = np.linspace(0, 1, 9)
+    loss = 1.0 + x
+    loss[[2, 5]] = np.nan
+    with lio.create_result(path, kind="line", shape=(9,), metrics=["train_loss"], attrs=ATTRS, arrays={"x": x}) as f:
+        f.write_cells(np.arange(8), {"train_loss": loss[:8]})  # the last point is not computed
+    ax = plot.plot_line(path).axes[0]
+    assert "1 of 9 cells not computed" in ax.get_title()
+    assert "2 computed cells not finite (NaN/Inf)" in ax.get_title()
+    (marks,) = _gid(ax, "nonfinite")
+    np.testing.assert_array_equal(marks.get_xdata(), x[[2, 5]])
+
+    path = tmp_path / "curve.h5"
+    t = np.linspace(0, 1, 5)
+    values = {"train_loss": np.stack([1 + t, 2 + t]), "test_acc": np.stack([0.9 - t / 10, 0.8 - t / 10])}
+    values["train_loss"][0, 1] = np.nan
+    with lio.create_result(path, kind="curve", shape=(2, 5), metrics=list(values), attrs=ATTRS, arrays={"t": t}) as f:
+        f.write_cells(np.arange(9), {k: v.ravel()[:9] for k, v in values.items()})
+    fig = plot.plot_curve_profile(path)
+    assert "1 of 10 points not computed" in fig.get_suptitle()
+    assert "1 computed points not finite (NaN/Inf)" in fig.get_suptitle()
+    marks = [a for a in fig.axes[0].get_lines() if a.get_gid() == "nonfinite-loss"]
+    np.testing.assert_array_equal(marks[0].get_xdata(), [t[1]])
+
+
+def test_connections_figure_counts_nonfinite_points():
+    from landscape import plot
+
+    acc = np.array([0.9, np.nan, 0.5, 0.9])
+    report = {
+        "methods": ["linear", "arc"],
+        "splits": ["test"],
+        "skipped": {"arc": "not this model"},
+        "t": {"linear": np.linspace(0, 1, 4)},
+        "acc": {"linear": {"test": acc}},
+        "endpoints": {"test": {"A_acc": 0.9, "B_acc": 0.9}},
+    }
+    ax = plot.plot_connections(report).axes[0]
+    assert "Linear: 1 of 4 points not finite (NaN/Inf)" in ax.get_title()
+    assert "Arc" not in ax.get_title()

@@ -6,7 +6,7 @@ Imports numpy and :mod:`landscape.io` only; matplotlib is imported when a figure
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
@@ -41,7 +41,9 @@ _SPECIAL_LABELS = {
 }
 _FIGURE_ARRAYS = ("x", "y", "t", "anchors", "trajectory", "explained-variance-ratio")
 _DEFAULT_LEVELS = 20
-_MISSING_COLOR = (0.86, 0.86, 0.86)
+_MISSING_COLOR = (0.86, 0.86, 0.86)  # cells not computed (done flag 0)
+_NONFINITE_COLOR = (0.93, 0.47, 0.47)  # computed cells whose value is NaN or Inf, hatched
+_NONFINITE_HATCH = "xx"
 _ANCHOR_STYLE = dict(
     marker="o",
     markersize=8,
@@ -66,6 +68,8 @@ class _Surface:
     attrs: dict[str, Any]
     metrics: dict[str, np.ndarray]
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    done: np.ndarray | None = None  # bool[shape]: the file's done flags (None: NaN means missing)
+    added: tuple[str, ...] = ()  # metrics added after the run (no done flags: NaN means missing)
 
     @property
     def name(self) -> str:
@@ -113,6 +117,14 @@ class _Surface:
             raise ValueError(f"{self.name} has no metric {name!r}; it has {list(self.metrics)}")
         return self.metrics[name]
 
+    def cells(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(missing, nonfinite)``: bool[shape] masks of the cells of metric ``name`` not
+        computed (done flag 0; NaN for metrics added later, which have no flags) and of
+        those computed whose value is NaN or Inf."""
+        values = self.metric(name)
+        missing = np.isnan(values) if self.done is None or name in self.added else ~self.done
+        return missing, ~missing & ~np.isfinite(values)
+
     def anchors(self) -> tuple[np.ndarray, list[str]]:
         """float[m, d] anchor coordinates and their names (empty when there are none)."""
         ndim = len(self.shape)
@@ -147,14 +159,23 @@ def _read(src: Source | _Surface) -> _Surface:
 
 
 def _read_open(result: ResultFile) -> _Surface:
+    done = np.asarray(result.done, dtype=bool)
+    added = tuple(m for m in result.metrics if m not in result.base_metrics)
+    metrics = {}
+    for name in result.metrics:
+        values = np.asarray(result.read_metric(name), dtype=np.float64)
+        # a value written without its done flag (a killed run) is not a result yet
+        metrics[name] = values if name in added else np.where(done, values, np.nan)
     return _Surface(
         path=result.path,
         kind=result.kind,
         shape=tuple(result.shape),
         attrs=dict(result.attrs),
-        metrics={name: np.asarray(result.read_metric(name), dtype=np.float64) for name in result.metrics},
+        metrics=metrics,
         # only the small arrays a figure uses: never the basis (J x P weights)
         arrays={name: result.read_array(name) for name in result.array_names() if name in _FIGURE_ARRAYS},
+        done=done,
+        added=added,
     )
 
 
@@ -211,9 +232,22 @@ def _title(surface: _Surface, what: str) -> str:
     return f"{what} — {kind}"
 
 
-def _missing_note(values: np.ndarray) -> str:
-    missing = int(np.count_nonzero(np.isnan(values)))
-    return f"\n{missing} of {values.size} cells not computed" if missing else ""
+def _cells_note(surface: _Surface, names: Sequence[str], what: str = "cells") -> str:
+    """``"\\n3 of 41 cells not computed; 8 computed cells not finite (NaN/Inf)"`` over the
+    metrics ``names`` (a cell counts when it is so in any of them), or ``""``."""
+    missing = np.zeros(surface.shape, dtype=bool)
+    nonfinite = np.zeros(surface.shape, dtype=bool)
+    for name in names:
+        m, bad = surface.cells(name)
+        missing |= m
+        nonfinite |= bad
+    nonfinite &= ~missing
+    parts = []
+    if missing.any():
+        parts.append(f"{int(missing.sum())} of {missing.size} {what} not computed")
+    if nonfinite.any():
+        parts.append(f"{int(nonfinite.sum())} computed {what} not finite (NaN/Inf)")
+    return "\n" + "; ".join(parts) if parts else ""
 
 
 def _fmt_level(value: float) -> str:
@@ -264,6 +298,12 @@ def _figure_and_axes(
 def _finite_range(surface: _Surface, metric: str, values: np.ndarray) -> tuple[float, float]:
     finite = values[np.isfinite(values)]
     if finite.size == 0:
+        _, nonfinite = surface.cells(metric)
+        if nonfinite.any():
+            raise ValueError(
+                f"{surface.name}: metric {metric!r} has no finite value: its {int(nonfinite.sum())} computed "
+                "cells are all NaN or Inf"
+            )
         raise ValueError(f"{surface.name}: metric {metric!r} has no finite values yet (nothing computed)")
     return float(finite.min()), float(finite.max())
 

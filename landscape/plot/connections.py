@@ -42,6 +42,9 @@ def plot_connections(report: Any, ax: Axes | None = None, *, split: str | None =
     split : str, optional
         The split to draw (default: the last one, usually ``"test"``).
 
+    Points of a method whose accuracy is NaN or Inf (computed, not skipped) leave gaps,
+    are marked by red crosses along the bottom and counted in the title.
+
     Returns
     -------
     matplotlib.figure.Figure
@@ -52,15 +55,30 @@ def plot_connections(report: Any, ax: Axes | None = None, *, split: str | None =
     if split not in splits:
         raise ValueError(f"split {split!r} is not in the report (it has {splits})")
     fig, ax = _figure_and_axes(ax, figsize=(7.0, 4.5))
+    notes = []
     for m in (m for m in rep.methods if m not in rep.skipped):
-        ax.plot(rep.t[m], 100.0 * np.asarray(rep.acc[m][split]), marker=".", ms=3, label=_METHOD_LABELS.get(m, m))
+        acc = np.asarray(rep.acc[m][split], dtype=np.float64)
+        ax.plot(rep.t[m], 100.0 * acc, marker=".", ms=3, label=_METHOD_LABELS.get(m, m))
+        bad = ~np.isfinite(acc)
+        if bad.any():  # computed points whose accuracy is NaN/Inf: gaps, and said in the title
+            notes.append(f"{_METHOD_LABELS.get(m, m)}: {int(bad.sum())} of {bad.size} points not finite (NaN/Inf)")
+            ax.plot(
+                np.asarray(rep.t[m])[bad],
+                np.full(int(bad.sum()), 0.03),
+                "x",
+                color="tab:red",
+                transform=ax.get_xaxis_transform(),
+                clip_on=False,
+                gid="nonfinite",
+                label="_nolegend_",
+            )
     e = rep.endpoints[split]
     ax.axhline(100.0 * e["A_acc"], color="0.5", ls=":", lw=1)
     ax.axhline(100.0 * e["B_acc"], color="0.5", ls=":", lw=1)
     ax.set_xlabel("t")
     ax.set_ylabel(f"{split} accuracy (%)")
     ax.set_xlim(0.0, 1.0)
-    ax.set_title("Connections between A and B")
+    ax.set_title("Connections between A and B" + "".join(f"\n{n}" for n in notes))
     ax.legend(fontsize="small")
     return fig
 

@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only; matplotlib is imported lazi
 from ._base import (
     _ANCHOR_STYLE,
     Source,
+    _cells_note,
     _figure_and_axes,
     _is_accuracy,
     _is_curve_profile,
@@ -112,17 +113,18 @@ def _profile_panels(surface: _Surface, splits: Sequence[str] | None) -> list[tup
 
 def _draw_profile_panel(
     ax: Axes, surface: _Surface, t: np.ndarray, what: str, chosen: list[tuple[str, str]], rows: dict[str, int]
-) -> np.ndarray:
+) -> list[str]:
     """One panel: each split's loss (or error in %) along t, curve solid, line dashed.
 
-    Returns the NaN mask (union over the drawn metrics) of the 2 x T grid.
+    Returns the metrics drawn.
     """
     curve_name = _curve_name(surface.attrs)
     several = len(chosen) > 1
-    missing = np.zeros(surface.shape, dtype=bool)
+    nonfinite = np.zeros(t.shape, dtype=bool)
     for k, (split, metric) in enumerate(chosen):
         values = surface.metric(metric)
-        missing |= np.isnan(values)
+        bad = surface.cells(metric)[1]
+        nonfinite |= bad[rows["curve"]] | bad[rows["line"]]
         if what == "error":
             values = 100.0 * (1.0 - values)
         for row, style, colors, width in (
@@ -159,6 +161,20 @@ def _draw_profile_panel(
             clip_on=False,
             **_ANCHOR_STYLE,
         )
+    if nonfinite.any():  # computed points that are NaN or Inf: gaps in the lines, crosses below
+        ax.plot(
+            t[nonfinite],
+            np.full(int(nonfinite.sum()), 0.03),
+            "x",
+            color="tab:red",
+            markersize=7,
+            markeredgewidth=2,
+            transform=ax.get_xaxis_transform(),
+            clip_on=False,
+            gid=f"nonfinite-{what}",
+            label="computed, not finite (NaN/Inf)",
+            zorder=6,
+        )
     prefix = "" if several else f"{chosen[0][0]} "
     ax.set_ylabel(f"{prefix}loss" if what == "loss" else f"{prefix}error (%)")
     ax.set_xlabel(str(surface.attrs.get("x-label", "t")))
@@ -178,7 +194,7 @@ def _draw_profile_panel(
         fontsize=9,
         frameon=False,
     )
-    return missing
+    return [metric for _, metric in chosen]
 
 
 def plot_curve_profile(
@@ -201,7 +217,8 @@ def plot_curve_profile(
     The legend names the curve from ``curve-kind`` and ``n-bends`` (``Bezier curve, 1
     bend``, ``polygonal chain, 3 bends``) and the ``line segment``; the endpoints
     (t = 0 and t = 1, the two trained networks) are white circles.  Points not computed
-    yet (NaN) leave gaps and are counted in the title.  A panel whose metric the file
+    yet leave gaps and are counted in the title; computed points whose value is NaN or Inf
+    leave gaps too, are marked by red crosses along the bottom and counted apart.  A panel whose metric the file
     lacks is left out (a file with only losses gives the loss panel alone).
 
     Parameters
@@ -260,13 +277,13 @@ def plot_curve_profile(
         fig, ax = _figure_and_axes(ax)
         axes, panels = [ax], panels[:1]
 
-    missing = np.zeros(surface.shape, dtype=bool)
+    drawn = []
     for axis, (what, chosen) in zip(axes, panels, strict=True):
-        missing |= _draw_profile_panel(axis, surface, t, what, chosen, rows)
+        drawn += _draw_profile_panel(axis, surface, t, what, chosen, rows)
         if len(chosen) > 1:
             axis.set_title(f"{what}: {', '.join(s for s, _ in chosen)}")
 
-    note = f"{int(missing.sum())} of {missing.size} points not computed" if missing.any() else ""
+    note = _cells_note(surface, drawn, "points").strip()
     title = f"{_curve_name(surface.attrs)} vs line segment between the same endpoints"
     if ax is None:
         fig.suptitle(title + (f"\n{note}" if note else ""))

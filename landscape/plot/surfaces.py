@@ -16,7 +16,10 @@ from ._base import (
     _ANCHOR_STYLE,
     _DEFAULT_LEVELS,
     _MISSING_COLOR,
+    _NONFINITE_COLOR,
+    _NONFINITE_HATCH,
     Source,
+    _cells_note,
     _display_values,
     _figure_and_axes,
     _finite_range,
@@ -25,7 +28,6 @@ from ._base import (
     _is_error,
     _is_loss,
     _metric_label,
-    _missing_note,
     _read,
     _require_plane,
     _Surface,
@@ -110,6 +112,48 @@ def _set_extent(ax: Axes, x: np.ndarray, y: np.ndarray) -> None:
     ax.set_ylim(float(y.min()), float(y.max()))
 
 
+def _draw_nonfinite(ax: Axes, x: np.ndarray, y: np.ndarray, nonfinite: np.ndarray) -> None:
+    """Shade the computed cells whose value is NaN or Inf (``nonfinite`` bool[nx, ny]) in
+    their own hatched colour, apart from the grey of the cells not computed."""
+    if not nonfinite.any():
+        return
+    from matplotlib.colors import ListedColormap
+
+    shade = np.ma.masked_array(np.ones(nonfinite.T.shape), mask=~nonfinite.T)
+    cells = ax.pcolor(
+        x,
+        y,
+        shade,
+        shading="nearest",
+        cmap=ListedColormap([_NONFINITE_COLOR]),
+        hatch=_NONFINITE_HATCH,
+        edgecolor="0.35",
+        linewidth=0.0,
+        zorder=1,
+    )
+    cells.set_gid("nonfinite")
+
+
+def _mark_nonfinite_points(ax: Axes, x: np.ndarray, nonfinite: np.ndarray) -> None:
+    """Red crosses along the bottom of ``ax`` at the computed points whose value is NaN or Inf
+    (a line leaves a gap there, as it does where nothing is computed)."""
+    if not nonfinite.any():
+        return
+    ax.plot(
+        x[nonfinite],
+        np.full(int(nonfinite.sum()), 0.03),
+        "x",
+        color="tab:red",
+        markersize=7,
+        markeredgewidth=2,
+        transform=ax.get_xaxis_transform(),
+        clip_on=False,
+        gid="nonfinite",
+        label="computed, not finite (NaN/Inf)",
+        zorder=6,
+    )
+
+
 def plot_line(
     src: Source, *, metrics: Sequence[str] | None = None, ax: Axes | None = None, log_loss: bool = False
 ) -> Figure:
@@ -118,7 +162,8 @@ def plot_line(
     Train metrics are drawn solid and test metrics dashed (Garipov et al., 2018); the
     anchors of the line (``anchors`` array, else the end points ``x = 0`` and ``x = 1``
     of an interpolation or the centre ``x = 0`` of a random direction) are vertical
-    dotted lines.  NaN cells leave gaps.
+    dotted lines.  Cells not computed leave gaps; computed cells whose value is NaN or Inf
+    leave gaps too and are marked by red crosses along the bottom; the title counts both.
 
     Parameters
     ----------
@@ -183,6 +228,11 @@ def plot_line(
                 gid=name,
             )
             handles.append(line)
+    nonfinite = np.zeros(x.shape, dtype=bool)
+    for name in metrics:
+        nonfinite |= surface.cells(name)[1]
+    _mark_nonfinite_points(ax, x, nonfinite)
+    handles += [h for h in ax.get_lines() if h.get_gid() == "nonfinite"]
     ax.set_xlabel(surface.axis_label(0))
     ax.set_ylabel("loss" if all(_is_loss(m) for m in left) else ", ".join(_metric_label(m) for m in left))
     if log_loss:
@@ -216,7 +266,7 @@ def plot_line(
         if left and right
         else ", ".join(_metric_label(m) for m in left)
     )
-    ax.set_title(_title(surface, what) + _missing_note(surface.metrics[metrics[0]]))
+    ax.set_title(_title(surface, what) + _cells_note(surface, metrics))
     return fig
 
 
@@ -243,8 +293,9 @@ def plot_contour(
         Axes to draw into; a new figure when omitted.
     levels : int or sequence of float, optional
         Number of levels (default 20) spread strictly between the finite minimum and
-        maximum of the data, or the levels themselves.  Cells not computed (NaN) are
-        masked and shaded grey.
+        maximum of the data, or the levels themselves.  Cells not computed (done flag 0)
+        are masked and shaded grey; computed cells whose value is NaN or Inf are masked
+        and shaded red, hatched; the title counts both.
     log_levels : bool, optional
         Log-spaced levels and colours.  Default: log for metrics that are not
         accuracies and whose values are all positive (losses), linear otherwise.
@@ -259,7 +310,7 @@ def plot_contour(
     -------
     matplotlib.figure.Figure
         The axes limits are exactly the extent of ``x`` and ``y``; cells not computed
-        (NaN) are masked.
+        and computed cells that are not finite are masked.
     """
     surface = _read(src)
     _require_plane(surface, "plot_contour")
@@ -291,10 +342,12 @@ def _contour(
     fig, ax = _figure_and_axes(ax)
     norm = LogNorm(vmin=low, vmax=high) if log else Normalize(vmin=low, vmax=high)
     grid = np.ma.masked_invalid(values).T  # rows are y, columns are x
-    if np.ma.is_masked(grid):  # cells not computed yet: grey, as in the heatmap
-        shade = np.ma.masked_array(np.zeros(grid.shape), mask=~np.ma.getmaskarray(grid))
+    not_computed, nonfinite = surface.cells(metric)
+    if not_computed.any():  # cells not computed yet: grey, as in the heatmap
+        shade = np.ma.masked_array(np.zeros(grid.shape), mask=~not_computed.T)
         missing = ax.pcolormesh(x, y, shade, shading="nearest", cmap=ListedColormap([_MISSING_COLOR]), zorder=0)
         missing.set_gid("missing")
+    _draw_nonfinite(ax, x, y, nonfinite)
     contours = ax.contour(x, y, grid, levels=chosen, cmap="viridis", norm=norm, linewidths=1.3)
     contours.set_gid("contour")
     if labels and len(contours.levels):
@@ -317,14 +370,15 @@ def _contour(
     _set_extent(ax, x, y)
     ax.set_xlabel(surface.axis_label(0))
     ax.set_ylabel(surface.axis_label(1))
-    ax.set_title((title or _title(surface, _metric_label(metric))) + _missing_note(values))
+    ax.set_title((title or _title(surface, _metric_label(metric))) + _cells_note(surface, [metric]))
     return fig
 
 
 def plot_heatmap(
     src: Source, metric: str = "train_loss", *, ax: Axes | None = None, log: bool | None = None, mark: bool = True
 ) -> Figure:
-    """Filled heatmap of one metric over a plane; missing cells are grey.
+    """Filled heatmap of one metric over a plane; cells not computed are grey, computed
+    cells whose value is NaN or Inf red and hatched (the title counts both).
 
     Each cell is a rectangle centred on ``(x[i], y[j])`` (``pcolormesh`` with
     ``shading="nearest"``): x runs horizontally, y vertically.
@@ -361,6 +415,7 @@ def plot_heatmap(
     norm = LogNorm(vmin=low, vmax=high) if use_log else Normalize(vmin=low, vmax=high)
     mesh = ax.pcolormesh(x, y, np.ma.masked_invalid(values).T, shading="nearest", cmap=cmap, norm=norm)
     mesh.set_gid("heatmap")
+    _draw_nonfinite(ax, x, y, surface.cells(metric)[1])
     colorbar = fig.colorbar(mesh, ax=ax)
     colorbar.set_label(_metric_label(metric))
     if mark:
@@ -368,7 +423,7 @@ def plot_heatmap(
         _draw_anchors(ax, surface)
     ax.set_xlabel(surface.axis_label(0))
     ax.set_ylabel(surface.axis_label(1))
-    ax.set_title(_title(surface, _metric_label(metric)) + _missing_note(values))
+    ax.set_title(_title(surface, _metric_label(metric)) + _cells_note(surface, [metric]))
     return fig
 
 
@@ -432,7 +487,7 @@ def plot_surface3d(src: Source, metric: str = "train_loss", *, ax: Axes | None =
         axis.set_major_locator(MaxNLocator(5))
     ax.set_xlim(float(x.min()), float(x.max()))
     ax.set_ylim(float(y.min()), float(y.max()))
-    ax.set_title(_title(surface, _metric_label(metric)) + _missing_note(values))
+    ax.set_title(_title(surface, _metric_label(metric)) + _cells_note(surface, [metric]))
     return fig
 
 
