@@ -46,7 +46,7 @@ One mechanism for every resumable file: the ``done`` flags say which cells are f
 and the run's attributes, except those its kind declares not compared, must equal the
 file's (:func:`open_or_create`, :meth:`ResultFile.check_compatible`).
 
-This module imports only numpy and h5py.
+This module imports only numpy, h5py and :mod:`landscape.budget` (standard library only).
 """
 
 from __future__ import annotations
@@ -75,6 +75,7 @@ __all__ = [
     "atomic_write",
     "check_compatible",
     "check_kind",
+    "check_output_size",
     "create_result",
     "describe",
     "first_difference",
@@ -88,6 +89,7 @@ __all__ = [
     "read_predictions",
     "read_wa_ensemble",
     "register_kind",
+    "result_file_bytes",
     "result_kind",
     "result_kinds",
 ]
@@ -319,6 +321,7 @@ def create_result(
     attrs: Mapping[str, Any],
     arrays: Mapping[str, np.ndarray] | None = None,
     force: bool = False,
+    allow_large: bool = False,
 ) -> ResultFile:
     """Create a result file with every cell missing and open it for writing.
 
@@ -344,6 +347,10 @@ def create_result(
     force : bool
         Replace an existing file.  Without it an existing ``path`` raises
         :class:`ResultExistsError`.
+    allow_large : bool
+        Create a file above :data:`landscape.budget.MAX_OUTPUT_BYTES` (2 GB); without it
+        (or :func:`landscape.budget.allowing_large`) such a file raises
+        :class:`landscape.budget.TooLargeError` before anything is written.
 
     Returns
     -------
@@ -400,6 +407,7 @@ def create_result(
         raise ResultFileError(f"{_fmt_path(path)} is a directory; expected a result file path")
     if os.path.lexists(path) and not force:
         raise ResultExistsError(_exists_message(path))
+    check_output_size(dims, metric_names, static, f"result file {_fmt_path(path)}", allow_large=allow_large)
 
     tmp = _temp_path(path)
     try:
@@ -424,6 +432,53 @@ def create_result(
     finally:
         _remove_quietly(tmp)
     return open_result(path, "r+")
+
+
+def result_file_bytes(
+    shape: Sequence[int], metrics: Sequence[str], arrays: Mapping[str, Any] | None = None
+) -> dict[str, int]:
+    """The bytes a result file of ``shape`` cells takes, by part: float64 metrics, the done
+    flags and the static arrays (``arrays`` may give ndarrays or their byte counts), so that
+    a run can check its output before it builds anything."""
+    cells = int(np.prod([int(d) for d in shape], dtype=object))
+    parts = {f"{len(metrics)} metric(s)": 8 * cells * len(metrics), "done flags": cells}
+    for name, value in (arrays or {}).items():
+        parts[f"array {name!r}"] = int(value) if isinstance(value, (int, np.integer)) else np.asarray(value).nbytes
+    return parts
+
+
+def check_output_size(
+    shape: Sequence[int],
+    metrics: Sequence[str],
+    arrays: Mapping[str, Any] | None,
+    what: str,
+    *,
+    allow_large: bool = False,
+) -> None:
+    """Refuse a result file above :data:`landscape.budget.MAX_OUTPUT_BYTES` unless
+    ``allow_large`` or the run allows large ones (:class:`landscape.budget.TooLargeError`);
+    :func:`create_result` checks every file it creates, runs check theirs up front with the
+    same numbers (:func:`landscape.budget.check_grid`)."""
+    parts = result_file_bytes(shape, metrics, arrays)
+    _budget().check_output(sum(parts.values()), what, parts, allow_large=allow_large)
+
+
+def _budget():
+    """:mod:`landscape.budget` (standard library only, like this module needs): imported from
+    the package, or from its file next to this one when this module was loaded on its own."""
+    if __package__:
+        from . import budget
+
+        return budget
+    name = "_landscape_budget"
+    if name not in sys.modules:
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location(name, os.path.join(os.path.dirname(__file__), "budget.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 def _exists_message(path: str) -> str:
@@ -539,6 +594,7 @@ def open_or_create(
     resume: bool = False,
     force: bool = False,
     ignore: Iterable[str] | None = None,
+    allow_large: bool = False,
 ) -> ResultFile:
     """The output file of a run, opened for writing: resumed, created or replaced.
 
@@ -549,7 +605,7 @@ def open_or_create(
     * ``path`` exists and ``force``: replaced by a new file.
     * ``path`` exists otherwise: :class:`ResultExistsError`.
 
-    Parameters are those of :func:`create_result`, plus ``resume`` and ``ignore``
+    Parameters are those of :func:`create_result` (``allow_large`` included), plus ``resume`` and ``ignore``
     (see :func:`check_compatible`; default: :data:`RUN_ATTRS` and the attributes the
     registered ``kind`` declares not compared).
     """
@@ -565,6 +621,7 @@ def open_or_create(
             attrs=attrs,
             arrays=arrays,
             force=force,
+            allow_large=allow_large,
         )
     result = open_result(path, "r+")
     try:

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from . import distributed as distlib
+from .budget import report_eta
 from .directions import Plane
 from .evaluate import Engine, _progress, describe_data
 from .metrics import Metric, resolve_metrics
@@ -127,6 +128,7 @@ def compute_surface(
     force: bool = False,
     attrs: Mapping[str, Any] | None = None,
     progress: bool = True,
+    allow_large: bool = False,
 ) -> SurfaceResult:
     """Evaluate metrics on a line or plane grid.
 
@@ -151,6 +153,10 @@ def compute_surface(
         Continue an existing file / replace it.
     attrs : mapping, optional
         Extra attributes (model spec, checkpoint paths and digests...).
+    allow_large : bool
+        Run even when the output file would exceed 2 GB or the run more memory than the
+        machine has available; without it such a run raises
+        :class:`landscape.budget.TooLargeError` before any point is built.
 
     Returns
     -------
@@ -181,8 +187,9 @@ def compute_surface(
             f"a {plane.dim}D {plane.kind} plane needs {'only x' if plane.dim == 1 else 'x and y'} coordinates"
         )
     shape = (len(xs),) if ys is None else (len(xs), len(ys))
-    points = plane.grid(xs, ys)
     metric_objs = resolve_metrics(metrics)
+    _check_budget(model, plane, shape, splits, metric_objs, precision, device, out, bn_data, allow_large)
+    points = plane.grid(xs, ys)
     if bn_data is None and bn != "running":
         bn_data = splits.get("train", next(iter(splits.values())))
     grid = evaluate_grid(
@@ -210,6 +217,7 @@ def compute_surface(
         desc=f"surface {plane.kind}",
         attrs=_surface_attrs(plane, splits, metric_objs, bn, bn_data, precision, attrs) if out is not None else None,
         arrays=_surface_arrays(plane, points, xs, ys) if out is not None else None,
+        allow_large=allow_large,
     )
     return SurfaceResult(
         metrics=grid.metrics,
@@ -262,13 +270,16 @@ def evaluate_grid(
     progress: bool = True,
     desc: str = "evaluate",
     ignore: Sequence[str] | None = None,
+    allow_large: bool = False,
 ) -> GridResult:
     """Metrics of the K points of ``points`` (C order over ``shape``) on every split, written
     chunk by chunk to ``out`` (file ``kind``, ``attrs``, ``arrays``), resumable, and sharded
     over ``torch.distributed`` ranks when a process group is active. The machinery under
     :func:`compute_surface` and the curve profiles. ``ignore``: attributes a resumed file may
     differ in (default: :data:`landscape.io.RUN_ATTRS` and what the registered ``kind`` declares
-    not compared, :attr:`landscape.io.ResultKind.not_compared`)."""
+    not compared, :attr:`landscape.io.ResultKind.not_compared`). ``allow_large``: create an
+    ``out`` above 2 GB (:func:`landscape.io.create_result`). A run whose first round says it
+    will take more than a minute prints its estimate in one line (with ``progress``)."""
     if not splits:
         raise ValueError("splits is empty; expected at least one dataset, e.g. {'test': test}")
     if int(np.prod(shape)) != points.K:
@@ -306,6 +317,7 @@ def evaluate_grid(
             resume=resume,
             force=force,
             ignore=None if ignore is None else tuple(ignore),
+            allow_large=allow_large,
         )
         pending = f.pending()
     try:
@@ -314,8 +326,12 @@ def evaluate_grid(
         chunks = [pending[i : i + chunk] for i in range(0, len(pending), chunk)]
         flat = {n: np.full(points.K, np.nan) for n in names}
         bar = _progress(len(pending), desc, progress and rank == 0)
+        started = time.perf_counter()
         try:
             for start in range(0, len(chunks), world):
+                if start == world and progress and rank == 0:
+                    done = sum(len(c) for c in chunks[:world])
+                    report_eta(desc, done, len(pending), time.perf_counter() - started)
                 mine = chunks[start + rank] if start + rank < len(chunks) else np.zeros(0, dtype=np.int64)
                 vals = {}
                 for split, data in splits.items():
@@ -344,6 +360,37 @@ def evaluate_grid(
         evaluated=int(len(pending)),
         file=os.fspath(out) if out is not None else None,
         info={"points_per_pass": engine.points_per_pass, "world_size": world, "data_passes": engine.data_passes},
+    )
+
+
+def _check_budget(model, plane: Plane, shape, splits, metric_objs, precision, device, out, bn_data, allow_large):
+    """Output file and memory of a surface, checked before its points are built
+    (:func:`landscape.budget.check_grid`)."""
+    from . import budget
+
+    J, P = len(plane.basis), plane.basis[0].layout.size
+    cells = int(np.prod(shape))
+    file_itemsize = 8 if any(t.dtype == torch.float64 for t in plane.basis[0].tensors.values()) else 4
+    arrays = {"x": 8 * shape[0], "basis": J * P * file_itemsize, "coefficients": cells * J * 8}
+    if len(shape) > 1:
+        arrays["y"] = 8 * shape[1]
+    arrays.update({k: np.asarray(v).nbytes for k, v in plane.arrays.items()})
+    held = {
+        "basis": budget.tensor_bytes(plane.basis),
+        "model": budget.tensor_bytes(model),
+        "data": budget.tensor_bytes(list({id(d): d for d in (*splits.values(), bn_data)}.values())),
+    }
+    budget.check_grid(
+        f"a {' x '.join(map(str, shape))} {plane.kind} surface",
+        shape=shape,
+        metrics=[f"{s}_{m.name}" for s in splits for m in metric_objs],
+        basis=(J, P),
+        itemsize=8 if precision == "fp64" else 4,
+        held=held,
+        device=device,
+        out=out,
+        arrays=arrays,
+        allow_large=allow_large,
     )
 
 

@@ -157,9 +157,12 @@ def _dash_values(argv: list[str]) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Run a parsed command line; every error becomes one line on stderr and exit code 2."""
+    from ..budget import allowing_large
+
     new_out = _new_out_file(args)
     try:
-        return args.run(args)
+        with allowing_large(getattr(args, "allow_large", False)):
+            return args.run(args)
     except BrokenPipeError:  # e.g. `landscape info f.h5 | head`
         try:
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - no flush error at exit

@@ -3,7 +3,8 @@
 Groups: the model (:func:`add_model`), the data (:func:`add_data`, :func:`add_split`), the
 metrics (:func:`add_metrics`), the evaluation engine (:func:`add_bn`, :func:`add_precision`,
 :func:`add_device`, :func:`add_batching`, all four in :func:`add_engine`), the output
-(:func:`add_output`: ``--out``, ``--resume``, ``--force``; :func:`add_force` alone),
+(:func:`add_output`: ``--out``, ``--resume``, ``--force``, ``--allow-large``; :func:`add_force`:
+the last two alone),
 ``--trust-checkpoint`` (:func:`add_trust`), ``--no-progress`` (:func:`add_progress`) and
 ``--plot`` (:func:`add_plot`). :func:`add_evaluation` is the set the engine commands
 (``eval``, ``surface``, ``curve fit|eval|plane``) take.
@@ -16,6 +17,7 @@ import argparse
 __all__ = [
     "DATA_HELP",
     "MODEL_HELP",
+    "add_allow_large",
     "add_batching",
     "add_bn",
     "add_data",
@@ -157,7 +159,20 @@ def add_trust(p: argparse.ArgumentParser) -> None:
 
 
 def add_force(p: argparse.ArgumentParser, help: str | None = "overwrite an existing --out file") -> None:
+    """``--force`` and ``--allow-large``: every command that writes a file takes both."""
     p.add_argument("--force", action="store_true", help=help)
+    add_allow_large(p)
+
+
+def add_allow_large(p: argparse.ArgumentParser) -> None:
+    """``--allow-large``: run even when the estimate says the output file exceeds 2 GB or the
+    run needs more memory than the machine has available (:mod:`landscape.budget`); the CLI
+    enters :func:`landscape.budget.allowing_large` with it around every command."""
+    p.add_argument(
+        "--allow-large",
+        action="store_true",
+        help="run even when the output would exceed 2 GB or the memory estimate exceeds what is available",
+    )
 
 
 def add_output(
