@@ -85,6 +85,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import os
 import pickle
 from collections.abc import Iterator, Sequence
@@ -390,7 +391,9 @@ def _synthetic_split(seed: int, split: str, n: int, shape, classes: int):
     return torch.cat(xs)[:n], torch.cat(ys)[:n]
 
 
-def _load_synthetic(spec: str, tokens: list[str], split: str, max_samples: int | None, seed: int):
+def _load_synthetic(
+    spec: str, tokens: list[str], split: str, max_samples: int | None, seed: int, allow_large: bool = False
+):
     positional, options = _parse_options(spec, tokens)
     unknown = sorted(set(options) - {"n", "test_n"})
     if unknown or not positional or len(positional) > 2:
@@ -420,6 +423,7 @@ def _load_synthetic(spec: str, tokens: list[str], split: str, max_samples: int |
     n_test = _parse_int(spec, "test_n", options["test_n"]) if "test_n" in options else max(1, n_train // 5)
     sizes = {"train": n_train, "test": n_test}
     parts = ["train", "test"] if split == "all" else [split]
+    _check_synthetic_size(spec, sizes, parts, max_samples, shape, allow_large)
     xs, ys = [], []
     remaining = max_samples
     for part in parts:
@@ -435,6 +439,23 @@ def _load_synthetic(spec: str, tokens: list[str], split: str, max_samples: int |
         "synthetic_test_size": n_test,
     }
     return torch.cat(xs), torch.cat(ys), classes, info
+
+
+def _check_synthetic_size(spec: str, sizes: dict, parts: list[str], max_samples, shape, allow_large: bool) -> None:
+    """Refuse (:class:`landscape.budget.TooLargeError`) synthetic data larger than the
+    memory available, before any of it is generated: float32 inputs and int64 labels, held
+    twice while the blocks are joined."""
+    from .budget import check_memory
+
+    n = sum(sizes[p] for p in parts)
+    if max_samples is not None:
+        n = min(n, max_samples)
+    per_sample = 4 * math.prod(shape) + 8
+    check_memory(
+        {"generated blocks": n * per_sample, "joined copy": n * per_sample},
+        f"data spec {spec!r} ({n} samples of shape {'x'.join(map(str, shape))})",
+        allow_large=allow_large,
+    )
 
 
 def _as_input_tensor(value: Any, name: str, source: str) -> Tensor:
@@ -802,7 +823,15 @@ def _resolve_path(path: str, root: str | None) -> str:
     return path
 
 
-def _load_raw(spec: str, split: str, max_samples: int | None, seed: int, root: str | None, seq_len=None):
+def _load_raw(
+    spec: str,
+    split: str,
+    max_samples: int | None,
+    seed: int,
+    root: str | None,
+    seq_len=None,
+    allow_large: bool = False,
+):
     """Load one split of ``spec`` without normalisation: (x, y, num_classes, info)."""
     name, _, rest = spec.partition(":")
     tokens = rest.split(":") if rest else []
@@ -813,7 +842,7 @@ def _load_raw(spec: str, split: str, max_samples: int | None, seed: int, root: s
     if name == "digits":
         return _load_digits(spec, tokens, split, max_samples)
     if name == "synthetic":
-        return _load_synthetic(spec, tokens, split, max_samples, seed)
+        return _load_synthetic(spec, tokens, split, max_samples, seed, allow_large)
     if name in _CIFAR_LAYOUT and (rest or root is not None):
         directory = _resolve_path(rest, root) if rest else os.path.expanduser(root)
         return _load_cifar(name, directory, split)
@@ -1010,6 +1039,7 @@ def load_data(
     root: str | None = None,
     seq_len: int | None = None,
     kwargs: dict[str, Any] | str | None = None,
+    allow_large: bool = False,
 ) -> TensorData:
     """Load a data spec into memory.
 
@@ -1039,6 +1069,9 @@ def load_data(
         Bytes per sequence of a ``text:`` spec (default 128, or the spec's ``seq=``).
     kwargs : dict or JSON object string, optional
         Keyword arguments of a ``py:`` spec's function.
+    allow_large : bool
+        Generate synthetic data larger than the memory available (else
+        :class:`landscape.budget.TooLargeError` before any of it is made).
 
     Returns
     -------
@@ -1074,7 +1107,7 @@ def load_data(
         return _read_into_memory(_open_py(spec, split, call_kwargs, max_samples, normalize), spec, split)
     if spec.startswith("text:") and normalize is not False:
         raise DataError(f"normalize (--normalize) does not apply to {spec!r}: its inputs are token ids")
-    x, y, num_classes, info = _load_raw(spec, split, max_samples, seed, root, seq_len)
+    x, y, num_classes, info = _load_raw(spec, split, max_samples, seed, root, seq_len, allow_large)
     if max_samples is not None:
         x, y = x[:max_samples], y[:max_samples]
 
@@ -1084,7 +1117,7 @@ def load_data(
             if split == "train" and max_samples is None:
                 train_x = x
             else:
-                train_x = _load_raw(spec, "train", None, seed, root)[0]
+                train_x = _load_raw(spec, "train", None, seed, root, allow_large=allow_large)[0]
             mean, std = _channel_stats(train_x)
             normalization = {"source": "train-split", "mean": mean, "std": std}
     elif isinstance(normalize, (tuple, list)) and len(normalize) == 2:
@@ -1112,6 +1145,7 @@ def open_data(
     root: str | None = None,
     seq_len: int | None = None,
     kwargs: dict[str, Any] | str | None = None,
+    allow_large: bool = False,
 ) -> Any:
     """The data of a spec for analyses that stream batches: what :func:`load_data` gives, except
     that a ``py:<module>:<function>`` spec's Dataset, DataLoader or iterable of batches is
@@ -1146,6 +1180,7 @@ def open_data(
             root=root,
             seq_len=seq_len,
             kwargs=kwargs,
+            allow_large=allow_large,
         )
     spec = spec.strip()
     if split not in _SPLITS:

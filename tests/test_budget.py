@@ -1,6 +1,6 @@
 """Sizes checked before work (issue 17): output files above 2 GB and runs needing more memory
 than the machine has are refused in seconds, writing nothing, unless allow_large=True (CLI:
---allow-large); long runs print an ETA."""
+--allow-large); synthetic data is sized before it is generated; long runs print an ETA."""
 
 import hashlib
 import io as stdio
@@ -119,6 +119,37 @@ def test_available_memory_reads_the_host():
         line = next(t for t in f if t.startswith("MemAvailable:"))
     expected = int(line.split()[1]) * 1024
     assert abs(budget.available_memory() - expected) < 0.2 * expected
+
+
+# ------------------------------------------------------------------------ synthetic data
+
+
+def test_synthetic_data_is_sized_before_it_is_generated():
+    """A spec of 1e8 samples grew until memory ran out."""
+    t0 = time.perf_counter()
+    with pytest.raises(TooLargeError) as info:
+        ls.load_data("synthetic:cifar10:n=100000000", "train")
+    assert time.perf_counter() - t0 < 5
+    message = str(info.value)
+    # 1e8 x (3 x 32 x 32 x 4 + 8) bytes, twice
+    assert "'synthetic:cifar10:n=100000000' (100000000 samples of shape 3x32x32)" in message
+    assert "2.46 TB of memory" in message and "allow_large=True" in message
+    with pytest.raises(TooLargeError):
+        ls.data.open_data("synthetic:cifar10:n=100000000", "all", max_samples=10**8)
+    assert len(ls.load_data("synthetic:cifar10:n=100000000", "train", max_samples=7)) == 7
+
+
+def test_cli_refuses_large_synthetic_data_in_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    torch.save(_mlp().state_dict(), tmp_path / "a.pt")
+    before = _sums(tmp_path)
+    argv = ["eval", "--model", "mlp", "--model-kwargs", '{"in_features": 3072, "widths": [16]}']
+    argv += ["--data", "synthetic:cifar10:n=100000000", "--split", "train", "--ckpt", "a.pt", "--out", "r.h5"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("landscape: error: data spec 'synthetic:cifar10:n=100000000'") and "--allow-large" in err
+    assert _sums(tmp_path) == before
 
 
 # ------------------------------------------------------------------------ CLI
