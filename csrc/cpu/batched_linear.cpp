@@ -31,6 +31,45 @@ at::Tensor combine_optional(const at::Tensor& coeffs, const std::optional<at::Te
   return at::mm(coeffs, basis->reshape({J, -1}));
 }
 
+// Whether every number of x is finite. With a shared input the kernels compute one product
+// per basis tensor and combine them with the coefficients, sum_j C[k, j] (x . B_j), where a
+// point's own weights give x . (sum_j C[k, j] B_j): for finite inputs the two differ by
+// rounding, for an infinite input they can differ in kind (a zero coefficient times inf is
+// NaN; +inf and -inf products of two bases add to NaN where the point's weight is one signed
+// number, whose infinite product relu or tanh would turn into 0 or +-1). Inputs with NaN or
+// inf therefore take the per-point path, which computes what plain PyTorch computes.
+bool all_finite(const at::Tensor& x) { return at::isfinite(x).all().item<bool>(); }
+
+at::Tensor activate(const at::Tensor& h, int64_t activation) {
+  if (activation == kRelu) return at::relu(h);
+  if (activation == kTanh) return at::tanh(h);
+  return h;
+}
+
+// fused_mlp2 one point after another with each point's weights materialised (see all_finite).
+void fused_mlp2_per_point(const at::Tensor& x, const at::Tensor& w1_basis,
+                          const at::Tensor& b1, const at::Tensor& w2_basis, const at::Tensor& b2,
+                          const at::Tensor& c, int64_t activation, at::Tensor& out) {
+  const int64_t J = w1_basis.size(0);
+  const int64_t H = w1_basis.size(1);
+  const int64_t O = w2_basis.size(1);
+  const at::Tensor w1_flat = w1_basis.reshape({J, -1});
+  const at::Tensor w2_flat = w2_basis.reshape({J, -1});
+  for (int64_t k = 0; k < c.size(0); ++k) {
+    const at::Tensor ck = c.narrow(0, k, 1);
+    const at::Tensor w1 = at::mm(ck, w1_flat).view({H, -1});
+    const at::Tensor w2 = at::mm(ck, w2_flat).view({O, H});
+    at::Tensor h = b1.defined() ? at::addmm(b1.narrow(0, k, 1), x, w1.t()) : at::mm(x, w1.t());
+    h = activate(h, activation);
+    at::Tensor dst = out.select(0, k);
+    if (b2.defined()) {
+      at::addmm_out(dst, b2.narrow(0, k, 1), h, w2.t());
+    } else {
+      at::mm_out(dst, h, w2.t());
+    }
+  }
+}
+
 }  // namespace
 
 at::Tensor batched_linear_cpu(const at::Tensor& x, const at::Tensor& basis_weight,
@@ -49,7 +88,7 @@ at::Tensor batched_linear_cpu(const at::Tensor& x, const at::Tensor& basis_weigh
   at::Tensor out = at::empty({K, N, out_features}, x.options());
   if (K == 0 || N == 0 || out_features == 0) return out;
 
-  if (x.dim() == 2) {
+  if (x.dim() == 2 && all_finite(x)) {
     // Shared input: J GEMMs (as one) instead of K, then combine with the coefficients.
     const at::Tensor proj =
         at::mm(x, basis_weight.reshape({J * out_features, in_features}).t()).contiguous();
@@ -67,8 +106,9 @@ at::Tensor batched_linear_cpu(const at::Tensor& x, const at::Tensor& basis_weigh
     return out;
   }
 
-  // Per-point input: synthesise W_k for a group of points in a scratch buffer (never all K
-  // at once beyond a fixed budget), then one GEMM per point into its slice of out.
+  // Per-point input (or a shared one with non-finite numbers): synthesise W_k for a group of
+  // points in a scratch buffer (never all K at once beyond a fixed budget), then one GEMM per
+  // point into its slice of out.
   const at::Tensor basis = basis_weight.reshape({J, out_features * in_features}).contiguous();
   const int64_t per_point = out_features * in_features;
   const int64_t group = std::max<int64_t>(
@@ -87,10 +127,11 @@ at::Tensor batched_linear_cpu(const at::Tensor& x, const at::Tensor& basis_weigh
       for (int64_t k = k0; k < k1; ++k) {
         at::Tensor dst = out.select(0, k);
         const at::Tensor w = scratch.select(0, k - k0);
+        const at::Tensor xk = x.dim() == 3 ? x.select(0, k) : x;
         if (bias.defined()) {
-          at::addmm_out(dst, bias.select(0, k).unsqueeze(0), x.select(0, k), w.t());
+          at::addmm_out(dst, bias.select(0, k).unsqueeze(0), xk, w.t());
         } else {
-          at::mm_out(dst, x.select(0, k), w.t());
+          at::mm_out(dst, xk, w.t());
         }
       }
     }
@@ -124,11 +165,15 @@ at::Tensor fused_mlp2_cpu(const at::Tensor& x, const at::Tensor& w1_basis,
   }
 
   const at::Tensor c = coeffs.contiguous();
+  const at::Tensor b1 = combine_optional(c, b1_basis);  // [K, H]
+  const at::Tensor b2 = combine_optional(c, b2_basis);  // [K, O]
+  if (!all_finite(x)) {
+    fused_mlp2_per_point(x, w1_basis, b1, w2_basis, b2, c, activation, out);
+    return out;
+  }
   // [B1_0; ...; B1_{J-1}]^T as one [in, J * H] operand: each tile's first layer against all J
   // bases is a single GEMM, z_tile [tile, J * H] = x_tile @ B1_all^T.
   const at::Tensor w1_all_t = w1_basis.reshape({J * H, in_features}).t();
-  const at::Tensor b1 = combine_optional(c, b1_basis);  // [K, H]
-  const at::Tensor b2 = combine_optional(c, b2_basis);  // [K, O]
   const at::Tensor w2_flat = w2_basis.reshape({J, O * H}).contiguous();
   at::Tensor w2 = at::empty({K, O, H}, x.options());    // W2_k for all points: small (O ~ 10)
 

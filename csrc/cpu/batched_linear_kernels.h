@@ -106,9 +106,16 @@ void combine_projections(const T* coeffs, int64_t J, const T* proj, const T* bia
 // the hidden activations are never written out beyond a few rows.
 // ---------------------------------------------------------------------------------------
 
+// ReLU as torch.relu computes it: NaN stays NaN (a comparison with NaN is false, so the
+// test is written to fall through to v), -0 stays -0.
+template <typename T>
+inline T relu(T v) {
+  return v < T(0) ? T(0) : v;
+}
+
 template <typename T>
 inline T apply_activation(T v, int64_t activation) {
-  if (activation == kRelu) return v > T(0) ? v : T(0);
+  if (activation == kRelu) return relu(v);
   if (activation == kTanh) return std::tanh(v);
   return v;
 }
@@ -164,7 +171,7 @@ LANDSCAPE_AVX2 void mlp2_hidden_row_avx2(const T* zn, int64_t stride, const T* c
                                          T* hidden, int64_t J, int64_t len, int64_t activation) {
   using Vec = Avx2Vec<T>;
   constexpr int W = Vec::kWidth;
-  const bool relu = activation == kRelu;
+  const bool use_relu = activation == kRelu;
   int64_t h = 0;
   if (J == 3) {  // planes (w, d1, d2): the common case, unrolled over j
     const auto c0 = Vec::set1(c[0]), c1 = Vec::set1(c[1]), c2 = Vec::set1(c[2]);
@@ -176,7 +183,7 @@ LANDSCAPE_AVX2 void mlp2_hidden_row_avx2(const T* zn, int64_t stride, const T* c
       acc = Vec::fmadd(c0, Vec::load(z0 + h), acc);
       acc = Vec::fmadd(c1, Vec::load(z1 + h), acc);
       acc = Vec::fmadd(c2, Vec::load(z2 + h), acc);
-      if (relu) acc = Vec::max(acc, Vec::zero());
+      if (use_relu) acc = Vec::relu(acc);
       Vec::store(hidden + h, acc);
     }
   } else {
@@ -185,14 +192,14 @@ LANDSCAPE_AVX2 void mlp2_hidden_row_avx2(const T* zn, int64_t stride, const T* c
       for (int64_t j = 0; j < J; ++j) {
         acc = Vec::fmadd(Vec::set1(c[j]), Vec::load(zn + j * stride + h), acc);
       }
-      if (relu) acc = Vec::max(acc, Vec::zero());
+      if (use_relu) acc = Vec::relu(acc);
       Vec::store(hidden + h, acc);
     }
   }
   for (; h < len; ++h) {
     T acc = b1k != nullptr ? b1k[h] : T(0);
     for (int64_t j = 0; j < J; ++j) acc += c[j] * zn[j * stride + h];
-    if (relu) acc = acc > T(0) ? acc : T(0);
+    if (use_relu) acc = relu(acc);
     hidden[h] = acc;
   }
   if (activation == kTanh) {

@@ -38,6 +38,9 @@ struct Avx2Vec<float> {
   LANDSCAPE_AVX2 static inline V add(V a, V b) { return _mm256_add_ps(a, b); }
   LANDSCAPE_AVX2 static inline V sub(V a, V b) { return _mm256_sub_ps(a, b); }
   LANDSCAPE_AVX2 static inline V max(V a, V b) { return _mm256_max_ps(a, b); }
+  // max(0, v) keeps a NaN v (maxp returns its second operand when either is NaN) and -0,
+  // as torch.relu does; max(v, 0) would turn NaN into 0.
+  LANDSCAPE_AVX2 static inline V relu(V v) { return _mm256_max_ps(_mm256_setzero_ps(), v); }
   LANDSCAPE_AVX2 static inline float hsum(V v) {
     __m128 lo = _mm256_castps256_ps128(v);
     __m128 hi = _mm256_extractf128_ps(v, 1);
@@ -62,6 +65,9 @@ struct Avx2Vec<double> {
   LANDSCAPE_AVX2 static inline V add(V a, V b) { return _mm256_add_pd(a, b); }
   LANDSCAPE_AVX2 static inline V sub(V a, V b) { return _mm256_sub_pd(a, b); }
   LANDSCAPE_AVX2 static inline V max(V a, V b) { return _mm256_max_pd(a, b); }
+  // max(0, v) keeps a NaN v (maxp returns its second operand when either is NaN) and -0,
+  // as torch.relu does; max(v, 0) would turn NaN into 0.
+  LANDSCAPE_AVX2 static inline V relu(V v) { return _mm256_max_pd(_mm256_setzero_pd(), v); }
   LANDSCAPE_AVX2 static inline double hsum(V v) {
     __m128d lo = _mm256_castpd256_pd128(v);
     __m128d hi = _mm256_extractf128_pd(v, 1);

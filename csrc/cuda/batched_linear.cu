@@ -26,9 +26,11 @@ constexpr int kMlpSamples = 16;    // fused_mlp2: samples per block
 constexpr int kMlpHiddenChunk = 64;
 constexpr int kMlpThreads = 256;
 
+// As torch.relu / torch.tanh: NaN stays NaN (a comparison with NaN is false, so the test is
+// written to fall through to v; v > 0 ? v : 0 or fmax(v, 0) would give 0), -0 stays -0.
 template <typename T>
 __device__ __forceinline__ T activate(T v, int activation) {
-  if (activation == 1) return v > T(0) ? v : T(0);
+  if (activation == 1) return v < T(0) ? T(0) : v;
   if (activation == 2) return tanh(v);
   return v;
 }

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -40,8 +41,9 @@ double max_abs_diff(const std::vector<T>& a, const std::vector<double>& b) {
   return worst;
 }
 
+// As torch.relu: NaN stays NaN.
 double activate(double v, int64_t activation) {
-  if (activation == lc::kRelu) return v > 0 ? v : 0;
+  if (activation == lc::kRelu) return std::isnan(v) ? v : (v > 0 ? v : 0);
   if (activation == lc::kTanh) return std::tanh(v);
   return v;
 }
@@ -177,6 +179,66 @@ void test_mlp2(std::mt19937& rng, double tol, const char* name, int64_t H, int64
   expect(err < tol, "mlp2_tile matches the naive two-layer network");
 }
 
+// NaN in the hidden pre-activations stays NaN through every activation, on both code paths,
+// as torch.relu and torch.tanh keep it: z holds NaN for a whole sample (a NaN input) and for
+// single hidden units of other samples. The expected output is the naive network on z itself.
+template <typename T>
+void test_mlp2_nan(std::mt19937& rng, const char* name, int64_t H, int64_t J, int64_t activation,
+                   bool use_simd) {
+  const int64_t K = 3, N = 9, O = 4;
+  auto z = random_vector<T>(rng, N * J * H);
+  auto w2 = random_vector<T>(rng, K * O * H);
+  auto coeffs = random_vector<T>(rng, K * J);
+  const T nan = std::numeric_limits<T>::quiet_NaN();
+  for (int64_t i = 0; i < J * H; ++i) z[2 * J * H + i] = nan;  // sample 2: a NaN input
+  z[(5 * J + 0) * H + H - 1] = nan;  // sample 5: the last hidden unit (a vector tail)
+  z[(6 * J + J - 1) * H + 0] = nan;  // sample 6: the first hidden unit (a full vector)
+  std::vector<double> expected(static_cast<size_t>(K * N * O));
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t o = 0; o < O; ++o) {
+        double s = 0;
+        for (int64_t h = 0; h < H; ++h) {
+          double pre = 0;
+          for (int64_t j = 0; j < J; ++j) pre += double(coeffs[k * J + j]) * z[(n * J + j) * H + h];
+          s += activate(pre, activation) * w2[(k * O + o) * H + h];
+        }
+        expected[(k * N + n) * O + o] = s;
+      }
+  std::vector<T> out(static_cast<size_t>(K * N * O), T(-1));
+  std::vector<T> hidden(static_cast<size_t>(lc::mlp2_hidden_scratch(H)));
+  std::vector<T> acc(static_cast<size_t>(lc::mlp2_acc_scratch(O)));
+  lc::mlp2_tile<T>(z.data(), coeffs.data(), nullptr, w2.data(), nullptr, out.data(), hidden.data(),
+                   acc.data(), N, K, J, H, O, activation, 0, N, use_simd);
+  int64_t nan_mismatch = 0, expected_nan = 0;
+  double worst = 0;
+  for (size_t i = 0; i < out.size(); ++i) {
+    expected_nan += std::isnan(expected[i]);
+    if (std::isnan(double(out[i])) != std::isnan(expected[i])) {
+      ++nan_mismatch;
+    } else if (!std::isnan(expected[i])) {
+      worst = std::max(worst, std::abs(double(out[i]) - expected[i]));
+    }
+  }
+  std::printf("mlp2_tile<%s> NaN (H=%lld, J=%lld, act=%lld, simd=%d): %lld of %lld NaN cells differ, max error %.3g\n",
+              name, static_cast<long long>(H), static_cast<long long>(J),
+              static_cast<long long>(activation), int(use_simd), static_cast<long long>(nan_mismatch),
+              static_cast<long long>(expected_nan), worst);
+  expect(expected_nan == 3 * K * O, "the NaN test plants NaN in three samples");
+  expect(nan_mismatch == 0, "mlp2_tile keeps NaN where the naive network has it");
+  expect(worst < (sizeof(T) == 4 ? 2e-3 : 1e-10), "mlp2_tile matches the naive network elsewhere");
+}
+
+void test_relu_keeps_nan_and_signed_zero() {
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  expect(std::isnan(lc::apply_activation(nan, lc::kRelu)), "relu(NaN) is NaN");
+  expect(std::isnan(lc::apply_activation(float(nan), lc::kRelu)), "relu(NaN) is NaN (float)");
+  expect(std::isnan(lc::apply_activation(nan, lc::kTanh)), "tanh(NaN) is NaN");
+  expect(std::signbit(lc::apply_activation(-0.0, lc::kRelu)), "relu(-0) is -0 as in torch.relu");
+  expect(lc::apply_activation(-INFINITY, lc::kRelu) == 0.0, "relu(-inf) is 0");
+  expect(lc::apply_activation(double(INFINITY), lc::kRelu) == INFINITY, "relu(inf) is inf");
+}
+
 }  // namespace
 
 int main() {
@@ -199,6 +261,13 @@ int main() {
           test_mlp2<double>(rng, 1e-10, "double", s[0], s[1], s[2], activation, bias, simd);
           test_mlp2<float>(rng, 2e-3, "float", s[0], s[1], s[2], activation, bias, simd);
         }
+  test_relu_keeps_nan_and_signed_zero();
+  for (int64_t activation : {0, 1, 2})
+    for (bool simd : {true, false})
+      for (int64_t J : {3, 2}) {
+        test_mlp2_nan<float>(rng, "float", 21, J, activation, simd);
+        test_mlp2_nan<double>(rng, "double", 21, J, activation, simd);
+      }
   if (failures != 0) {
     std::fprintf(stderr, "%d check(s) failed\n", failures);
     return 1;

@@ -154,6 +154,19 @@ def _has_kernel(op_name: str, tensors: list[torch.Tensor | None]) -> bool:
 # --------------------------------------------------------------------------------------
 
 
+def _shared_projections(x: torch.Tensor) -> bool:
+    r"""Whether a layer may combine the per-basis products of a shared input ``x[N, in]``,
+    :math:`\sum_j C_{kj} (x B_j^\top)`, instead of forming :math:`x (\sum_j C_{kj} B_j)^\top`.
+
+    Only for finite inputs: the two differ by rounding there, but with an infinite input they
+    can differ in kind (a zero coefficient times inf is NaN; the +inf and -inf products of two
+    bases add to NaN where the point's own weight has one sign, whose infinite product ReLU or
+    tanh would turn into 0 or +-1). Inputs with NaN or inf are therefore computed the way plain
+    PyTorch computes each point. The compiled kernels make the same choice.
+    """
+    return x.dim() == 2 and bool(torch.isfinite(x).all())
+
+
 def batched_linear_reference(
     x: torch.Tensor,
     basis_weight: torch.Tensor,
@@ -162,17 +175,24 @@ def batched_linear_reference(
 ) -> torch.Tensor:
     r"""Pure-PyTorch reference of :func:`batched_linear` (same arguments and result).
 
-    With a shared input the J projections :math:`x B_j^{W\top}` are combined with the
-    coefficients; with a per-point input the K weight matrices are materialised.
+    With a finite shared input the J projections :math:`x B_j^{W\top}` are combined with
+    the coefficients; with a per-point input, or a shared one holding NaN or infinity, the K
+    weight matrices are materialised (see :func:`_shared_projections`).
     """
     _check_batched_linear_args(x, basis_weight, basis_bias, coeffs)
+    return _batched_linear(x, basis_weight, basis_bias, coeffs, _shared_projections(x))
+
+
+def _batched_linear(x, basis_weight, basis_bias, coeffs, shared: bool) -> torch.Tensor:
+    """:func:`batched_linear_reference` with the formula chosen by ``shared`` (the backward
+    of the kernels uses the projections: no data-dependent branch there)."""
     J, out_features, in_features = basis_weight.shape
-    if x.dim() == 2:
+    if shared:
         proj = (x @ basis_weight.reshape(J * out_features, in_features).T).reshape(x.shape[0], J, out_features)
         out = torch.einsum("kj,njo->kno", coeffs, proj)
     else:
         weights = torch.einsum("kj,joi->koi", coeffs, basis_weight)
-        out = torch.bmm(x, weights.transpose(1, 2))
+        out = torch.matmul(x, weights.transpose(1, 2))
     if basis_bias is not None:
         out = out + (coeffs @ basis_bias).unsqueeze(1)
     return out
@@ -189,13 +209,22 @@ def fused_mlp2_reference(
 ) -> torch.Tensor:
     r"""Pure-PyTorch reference of :func:`fused_mlp2` (same arguments and result).
 
-    Materialises the hidden activations of all points, a [K, N, H] tensor.
+    Materialises the hidden activations of all points, a [K, N, H] tensor (and the
+    first-layer weights of all points when ``x`` holds NaN or infinity).
     """
     activation = _activation_code(activation)
     _check_fused_mlp2_args(x, w1_basis, b1_basis, w2_basis, b2_basis, coeffs, activation)
+    return _fused_mlp2(x, w1_basis, b1_basis, w2_basis, b2_basis, coeffs, activation, _shared_projections(x))
+
+
+def _fused_mlp2(x, w1_basis, b1_basis, w2_basis, b2_basis, coeffs, activation: int, shared: bool) -> torch.Tensor:
+    """:func:`fused_mlp2_reference` with the first-layer formula chosen by ``shared``."""
     J, H, in_features = w1_basis.shape
-    z = (x @ w1_basis.reshape(J * H, in_features).T).reshape(x.shape[0], J, H)
-    hidden = torch.einsum("kj,njh->knh", coeffs, z)
+    if shared:
+        z = (x @ w1_basis.reshape(J * H, in_features).T).reshape(x.shape[0], J, H)
+        hidden = torch.einsum("kj,njh->knh", coeffs, z)
+    else:
+        hidden = torch.matmul(x, torch.einsum("kj,jhi->kih", coeffs, w1_basis))
     if b1_basis is not None:
         hidden = hidden + (coeffs @ b1_basis).unsqueeze(1)
     hidden = _apply_activation(hidden, activation)
@@ -335,6 +364,14 @@ def fused_mlp2(
 # --------------------------------------------------------------------------------------
 
 
+def _batched_linear_projections(x, basis_weight, basis_bias, coeffs):
+    return _batched_linear(x, basis_weight, basis_bias, coeffs, x.dim() == 2)
+
+
+def _fused_mlp2_projections(x, w1_basis, b1_basis, w2_basis, b2_basis, coeffs, activation):
+    return _fused_mlp2(x, w1_basis, b1_basis, w2_basis, b2_basis, coeffs, activation, True)
+
+
 def _backward_through_reference(reference, ctx, grad_output, n_inputs):
     """Gradients of ``reference(*saved)`` for the saved inputs that need them."""
     saved = ctx.saved_tensors
@@ -377,7 +414,7 @@ def _register_compiled_ops() -> None:
         ctx.extra_args = ()
 
     def _batched_linear_backward(ctx, grad_output):
-        return _backward_through_reference(batched_linear_reference, ctx, grad_output, 4)
+        return _backward_through_reference(_batched_linear_projections, ctx, grad_output, 4)
 
     def _fused_mlp2_setup(ctx, inputs, output):
         *tensors, activation = inputs
@@ -385,7 +422,7 @@ def _register_compiled_ops() -> None:
         ctx.extra_args = (activation,)
 
     def _fused_mlp2_backward(ctx, grad_output):
-        return _backward_through_reference(fused_mlp2_reference, ctx, grad_output, 7)
+        return _backward_through_reference(_fused_mlp2_projections, ctx, grad_output, 7)
 
     torch.library.register_autograd(
         "landscape::batched_linear", _batched_linear_backward, setup_context=_batched_linear_setup

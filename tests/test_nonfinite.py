@@ -1,0 +1,176 @@
+"""Non-finite values: NaN and infinity in inputs and outputs, on every execution path.
+
+The oracle is plain PyTorch in float64, one point at a time, with each point's weights
+materialised: what the kernels compute must have the same NaN and infinity pattern (and agree
+elsewhere), and the metrics follow one policy (docs/api.md, "Non-finite values").
+"""
+
+import importlib
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call
+
+import landscape as ls
+import landscape.ops as ops
+
+bl_module = importlib.import_module("landscape.ops.batched_linear")
+
+PATHS = ["fused", "loop", "vmap"]
+ACTS = {0: lambda t: t, 1: torch.relu, 2: torch.tanh}
+
+
+def assert_same_nonfinite(got: torch.Tensor, want: torch.Tensor, rtol: float) -> None:
+    """NaN where ``want`` has NaN, +inf and -inf where it has them, close elsewhere."""
+    got, want = got.double(), want.double()
+    assert torch.equal(torch.isnan(got), torch.isnan(want)), "NaN positions differ"
+    assert torch.equal(torch.isposinf(got), torch.isposinf(want)), "+inf positions differ"
+    assert torch.equal(torch.isneginf(got), torch.isneginf(want)), "-inf positions differ"
+    finite = torch.isfinite(want)
+    torch.testing.assert_close(got[finite], want[finite], rtol=rtol, atol=rtol)
+
+
+def nonfinite_inputs(n: int, d: int, dtype, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g, dtype=dtype)
+    x[1, 2] = float("nan")
+    x[4, 0] = float("inf")
+    x[6, 3] = float("-inf")
+    x[9, 1] = float("inf")
+    x[9, 2] = float("-inf")
+    return x
+
+
+def point_weights(basis: torch.Tensor, coeffs: torch.Tensor) -> list[torch.Tensor]:
+    """float64 weights of every point, summed over the non-zero coefficients."""
+    out = []
+    for c in coeffs.double():
+        out.append(sum(float(c[j]) * basis[j].double() for j in range(len(c)) if c[j] != 0))
+    return out
+
+
+# ---------------------------------------------------------------------------- 1. the ops
+@pytest.fixture(params=[True, False], ids=["kernel", "reference"])
+def use_extension(request, monkeypatch):
+    if request.param and not ops.extension_available():
+        pytest.skip("the compiled extension is not built")
+    monkeypatch.setattr(bl_module, "_USE_EXTENSION", request.param)
+    return request.param
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("activation", [0, 1, 2])
+@pytest.mark.parametrize("J", [3, 2])
+def test_fused_mlp2_nonfinite_inputs_as_torch(use_extension, dtype, activation, J):
+    g = torch.Generator().manual_seed(J + 10 * activation)
+    N, d, H, n_out = 13, 5, 21, 4  # 21 hidden units: full AVX2 vectors and a scalar tail
+    x = nonfinite_inputs(N, d, dtype)
+    w1, b1 = torch.randn(J, H, d, generator=g, dtype=dtype), torch.randn(J, H, generator=g, dtype=dtype)
+    w2, b2 = torch.randn(J, n_out, H, generator=g, dtype=dtype), torch.randn(J, n_out, generator=g, dtype=dtype)
+    eye = torch.eye(J, dtype=dtype)
+    coeffs = torch.cat([eye, torch.randn(3, J, generator=g, dtype=dtype)])  # single-basis rows too
+    got = ops.fused_mlp2(x, w1, b1, w2, b2, coeffs, activation)
+    want = []
+    for W1, B1, W2, B2 in zip(*(point_weights(t, coeffs) for t in (w1, b1, w2, b2)), strict=True):
+        want.append(ACTS[activation](x.double() @ W1.T + B1) @ W2.T + B2)
+    want = torch.stack(want)
+    assert torch.isnan(want[:, 1]).all()  # the NaN input
+    if activation == 2:  # tanh saturates: a sample with one infinite input has finite outputs
+        assert torch.isfinite(want[:, 4]).all()
+    assert_same_nonfinite(got, want, rtol=1e-4 if dtype == torch.float32 else 1e-10)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("per_point", [False, True], ids=["shared", "per-point"])
+def test_batched_linear_nonfinite_inputs_as_torch(use_extension, dtype, per_point):
+    g = torch.Generator().manual_seed(3)
+    J, N, d, n_out = 3, 11, 5, 6
+    w, b = torch.randn(J, n_out, d, generator=g, dtype=dtype), torch.randn(J, n_out, generator=g, dtype=dtype)
+    coeffs = torch.cat([torch.eye(J, dtype=dtype), torch.randn(2, J, generator=g, dtype=dtype)])
+    K = coeffs.shape[0]
+    x = nonfinite_inputs(N, d, dtype)
+    x = torch.stack([nonfinite_inputs(N, d, dtype, seed=k) for k in range(K)]) if per_point else x
+    got = ops.batched_linear(x, w, b, coeffs)
+    want = []
+    for k, (W, B) in enumerate(zip(point_weights(w, coeffs), point_weights(b, coeffs), strict=True)):
+        xk = x[k] if per_point else x
+        want.append(torch.tanh(xk.double() @ W.T + B))  # tanh: where inf and NaN differ in kind
+    want = torch.stack(want)
+    assert_same_nonfinite(torch.tanh(got), want, rtol=1e-4 if dtype == torch.float32 else 1e-10)
+    # sample 4 has one infinite input: tanh of its infinite outputs is finite; sample 1 is NaN
+    assert torch.isfinite(want[:, 4]).all() and torch.isnan(want[:, 1]).all()
+
+
+# ---------------------------------------------------------------------------- 1. the engine paths
+def make_mlp(act: type[nn.Module], depth: int, seed: int) -> nn.Sequential:
+    torch.manual_seed(seed)
+    layers: list[nn.Module] = [nn.Linear(4, 16), act()]
+    if depth == 3:
+        layers += [nn.Linear(16, 16), act()]
+    return nn.Sequential(*layers, nn.Linear(16, 3))
+
+
+def plane(act, depth, coeffs) -> tuple[nn.Module, ls.PointSet]:
+    models = [make_mlp(act, depth, s) for s in range(3)]
+    basis = [ls.Weights.from_module(m) for m in models]
+    return models[0], ls.PointSet.from_weights(basis, coeffs)
+
+
+COEFFS = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.5, 0.5, 0.0], [0.3, -0.4, 1.1]]
+
+
+def oracle_outputs(model: nn.Module, points: ls.PointSet, x: torch.Tensor) -> torch.Tensor:
+    """Plain PyTorch in float64, point by point: ``Tensor[K, N, C]``."""
+    m = model.double()
+    outs = []
+    for k in range(points.K):
+        w = {n: t[0].double() for n, t in points.tensors([k], dtype=torch.float64).items()}
+        outs.append(functional_call(m, w, (x.double(),)))
+    return torch.stack(outs)
+
+
+def finite_rows(out, batch):
+    """A metric whose value encodes which samples have finite outputs (bit i: sample i)."""
+    bits = torch.isfinite(out).all(-1).double() * 2.0 ** torch.arange(out.shape[0], dtype=torch.float64)
+    return bits.sum(), 1
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("act", [nn.ReLU, nn.Tanh], ids=["relu", "tanh"])
+@pytest.mark.parametrize("depth", [2, 3])
+@pytest.mark.parametrize("precision", ["fp32", "fp64"])
+def test_paths_give_torch_nonfinite_pattern(path, act, depth, precision):
+    model, points = plane(act, depth, COEFFS)
+    x = nonfinite_inputs(12, 4, torch.float32)
+    y = torch.arange(12) % 3
+    res = ls.evaluate(
+        model,
+        points,
+        (x, y),
+        [ls.metrics.batch_metric(finite_rows, "rows")],
+        path=path,
+        precision=precision,
+        progress=False,
+    )
+    assert res.path == path
+    want = oracle_outputs(model, points, x)
+    want_rows = (torch.isfinite(want).all(-1).double() * 2.0 ** torch.arange(12, dtype=torch.float64)).sum(1)
+    np.testing.assert_array_equal(res["rows"], want_rows.numpy())
+    assert torch.isnan(want[:, 1]).all()  # the NaN input
+    if act is nn.Tanh:  # tanh saturates: a sample with one infinite input has finite outputs
+        assert torch.isfinite(want[:, [4, 6]]).all()
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_nan_input_gives_nan_loss_on_every_path(path):
+    """The report's case: one NaN in x; fused gave a finite loss, loop and vmap NaN."""
+    torch.manual_seed(0)
+    m = ls.build_model("mlp", {"in_features": 4, "widths": [16], "num_classes": 3})
+    x = torch.randn(32, 4)
+    x[3, 1] = float("nan")
+    y = torch.randint(0, 3, (32,))
+    w = ls.Weights.from_module(m)
+    res = ls.evaluate(m, [w, w], (x, y), ["loss"], path=path, progress=False)
+    assert np.isnan(res["loss"]).all()
