@@ -179,7 +179,7 @@ def test_curve_fit_on_a_loader_equals_a_hand_written_float64_loop():
             w = _bezier(fa, theta, fb, t)
             loss = F.cross_entropy(xb @ w[:12].view(3, 4).T + w[12:], yb)
             first_losses.append(float(loss.detach()))
-            (g,) = torch.autograd.grad(loss + 0.5e-3 * theta.pow(2).sum(), theta)
+            (g,) = torch.autograd.grad(loss + 0.5e-3 * w.pow(2).sum(), theta)  # decay of phi(t), as DMC
             with torch.no_grad():
                 buf = g if buf is None else 0.9 * buf + g
                 theta -= 0.1 * buf
