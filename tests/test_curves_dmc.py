@@ -104,7 +104,9 @@ def test_weight_decay_on_the_point_is_dnn_mode_connectivitys_l2_regularizer():
         torch.testing.assert_close(g[n], want, rtol=1e-12, atol=1e-15)
     # ours: 0.5 * wd * ||theta||^2 over the parameters, whatever t
     bends = C.curve_weight_decay(curve, t, wd, on="bends")
-    assert float(bends) == pytest.approx(0.5 * wd * sum(float(theta[n].pow(2).sum()) for n in params), rel=1e-12)
+    assert float(bends.detach()) == pytest.approx(
+        0.5 * wd * sum(float(theta[n].pow(2).sum()) for n in params), rel=1e-12
+    )
     with pytest.raises(ValueError, match="weight_decay_on should be one of"):
         C.curve_weight_decay(curve, t, wd, on="ends")
 
@@ -134,3 +136,92 @@ def test_fit_decays_the_point_by_default_and_the_bends_on_request(on):
     best = min(ts, key=lambda tt: float((form(tt) - step).norm()))
     assert float((form(best) - step).norm()) < 1e-3 * float(step.norm())
     assert float((step - T).norm()) > 0.1 * float(T.norm())  # not the bends' decay
+
+
+@pytest.mark.parametrize("fix_start,fix_end", [(True, True), (False, True), (True, False), (False, False)])
+def test_gradient_reaches_an_endpoint_only_when_it_is_not_fixed(fix_start, fix_end, tmp_path):
+    model, a, b = _bn_pair(seed=2)
+    a.sha256, b.sha256 = "a" * 64, "b" * 64  # as if loaded from files
+    x, y = _data(24, d_in=4)
+    curve = C.Curve(a, b, n_bends=1)
+    curve.release_endpoints(start=not fix_start, end=not fix_end)
+    assert len(curve.trainable()) == 1 + (not fix_start) + (not fix_end)
+    # the endpoint's gradient is the chain rule through c_0(t) = (1-t)^2: d/dA = (1-t)^2 dL/dphi,
+    # and the bend's is 2t(1-t) dL/dphi, so grad_A = grad_theta * (1-t) / (2t) at one t
+    t = torch.tensor([0.3], dtype=torch.float64)
+    loss = C.curve_loss(model.train(), curve, x, y, t)
+    grads = torch.autograd.grad(loss, curve.trainable())
+    ratio = {"start": (1 - 0.3) / (2 * 0.3), "end": 0.3 / (2 * (1 - 0.3))}
+    for name, g in zip([n for n in ("start", "end") if n in curve.free_ends], grads[1:]):
+        torch.testing.assert_close(g, grads[0][0] * ratio[name], rtol=1e-10, atol=1e-14)
+        assert float(g.abs().max()) > 0
+    # training moves exactly the endpoints that are not fixed, never their running statistics
+    curve = C.Curve(a, b, n_bends=1)
+    ck = tmp_path / "c.pt"
+    C.fit_curve(
+        model, curve, (x, y), epochs=2, batch_size=8, lr=0.1, fix_start=fix_start, fix_end=fix_end,
+        checkpoint=ck, device="cpu", progress=False,
+    )  # fmt: skip
+    assert curve.free_ends == {}
+    for name, fixed, w in (("start", fix_start, a), ("end", fix_end, b)):
+        now = getattr(curve, name)
+        for n in w:
+            moved = not torch.equal(now[n], w[n])
+            assert moved == (not fixed and n in dict(model.named_parameters())), (name, n)
+        assert (now.sha256 is None) == (not fixed)
+    _, state = C.load_curve(ck, model)
+    assert state["trained_ends"] == [n for n, f in (("start", fix_start), ("end", fix_end)) if not f]
+    assert torch.equal(state["start"]["0.weight"], curve.start["0.weight"])
+    assert (state["start_sha256"], state["end_sha256"]) == ("a" * 64, "b" * 64)  # where they came from
+
+
+def test_resume_continues_trained_endpoints_exactly(tmp_path):
+    model, a, b = _bn_pair(seed=3)
+    data = _data(24, d_in=4)
+    kw = dict(epochs=4, batch_size=8, lr=0.1, fix_start=False, seed=1, device="cpu", progress=False)
+    one = C.Curve(a, b, n_bends=1)
+    C.fit_curve(model, one, data, **kw)
+    ck = tmp_path / "c.pt"
+
+    def interrupt(epoch, history):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        C.fit_curve(model, C.Curve(a, b, n_bends=1), data, **kw, checkpoint=ck, on_epoch=interrupt)
+    resumed = C.Curve(a, b, n_bends=1)
+    C.fit_curve(model, resumed, data, **kw, checkpoint=ck, resume=True)
+    torch.testing.assert_close(resumed.start.flatten(), one.start.flatten(), rtol=0, atol=0)
+    torch.testing.assert_close(resumed.bends.detach(), one.bends.detach(), rtol=0, atol=0)
+    with pytest.raises(ls.io.ResultFileError, match="fix_start"):
+        C.fit_curve(model, C.Curve(a, b, n_bends=1), data, **{**kw, "fix_start": True}, checkpoint=ck, resume=True)
+
+
+def test_cli_fit_options_reach_the_fit(tmp_path, capsys):
+    from landscape.cli import main
+
+    model = ls.build_model("mlp", {"widths": [8]})
+    paths = []
+    for s in (0, 1):
+        torch.manual_seed(s)
+        paths.append(str(tmp_path / f"{s}.pt"))
+        torch.save(ls.build_model("mlp", {"widths": [8]}).state_dict(), paths[-1])
+    common = ["curve", "fit", "--model", "mlp", "--model-kwargs", '{"widths": [8]}', "--data", "digits"]
+    common += ["--ckpt", paths[0], "--ckpt", paths[1], "--epochs", "1", "--no-progress"]
+    assert main([*common, "--out", str(tmp_path / "d.pt")]) == 0
+    _, state = C.load_curve(tmp_path / "d.pt", model)
+    s = state["settings"]
+    assert (s["weight_decay_on"], s["lr_update"], s["fix_start"], s["fix_end"]) == ("point", "epoch", True, True)
+    assert state["trained_ends"] == []
+    opts = ["--wd-on", "bends", "--lr-update", "batch", "--no-fix-end"]
+    assert main([*common, *opts, "--out", str(tmp_path / "o.pt")]) == 0
+    _, state = C.load_curve(tmp_path / "o.pt", model)
+    s = state["settings"]
+    assert (s["weight_decay_on"], s["lr_update"], s["fix_start"], s["fix_end"]) == ("bends", "batch", True, False)
+    assert state["trained_ends"] == ["end"]
+    end = ls.load_checkpoint(paths[1], model)
+    assert not torch.equal(state["end"]["1.weight"], end["1.weight"])  # the end was trained
+    assert torch.equal(state["start"]["1.weight"], ls.load_checkpoint(paths[0], model)["1.weight"])
+    capsys.readouterr()
+    assert main([*common, "--wd-on", "theta", "--out", str(tmp_path / "x.pt")]) == 2
+    assert "--wd-on" in capsys.readouterr().err

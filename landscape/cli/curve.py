@@ -8,6 +8,7 @@ line, ``plane`` the surface on the plane through the endpoints and the middle be
 
 from __future__ import annotations
 
+import argparse
 import os
 
 from . import options
@@ -53,6 +54,13 @@ def add_parser(subparsers) -> None:
         help="epoch: epoch e of E runs at the schedule's f(e/E), as dnn-mode-connectivity (default); "
         "batch: every batch, from f(0)",
     )
+    for end in ("start", "end"):
+        c.add_argument(
+            f"--fix-{end}",
+            action=argparse.BooleanOptionalAction,
+            default=True,
+            help=f"keep the {end} checkpoint fixed (default), or train it with the bends (--no-fix-{end})",
+        )
     c.add_argument("--t-per-batch", type=int, default=1, help="positions t sampled per minibatch")
     c.add_argument("--fair", action="store_true", help="arc-length weighted ('fair') loss")
     c.add_argument("--seed", type=int, default=0)
@@ -132,6 +140,8 @@ def _fit(args, model) -> int:
         lr_update=args.lr_update,
         t_per_batch=args.t_per_batch,
         fair=args.fair,
+        fix_start=args.fix_start,
+        fix_end=args.fix_end,
         seed=args.seed,
         device=args.device,
         checkpoint=args.out,

@@ -53,6 +53,19 @@ class Curve:
     bends : Tensor[n_bends, P]
         The bends, flattened in layout order (a leaf tensor; train it with any optimizer).
         Running statistics in the bends are carried along but not trained.
+    start, end : Weights
+        The endpoints as they are now (see :meth:`release_endpoints`: trained endpoints
+        carry no ``sha256``, since they are no longer the checkpoint files).
+    origin_sha256 : dict
+        ``{"start": ..., "end": ...}``: digests of the checkpoints the endpoints came from.
+    trained_ends : tuple of str
+        The endpoints that a fit has trained (``"start"``, ``"end"``), if any.
+
+    Notes
+    -----
+    Garipov et al.'s code (dnn-mode-connectivity) counts the control points: its
+    ``--num_bends 3`` is the quadratic Bezier curve with one bend, ``n_bends=1`` here
+    (``num_bends = n_bends + 2``).
 
     Examples
     --------
@@ -78,7 +91,10 @@ class Curve:
             raise ValueError(f"n_bends should be a non-negative integer, got {n_bends!r}")
         if start.layout.names() != end.layout.names():
             raise ValueError("start and end have different layouts")
-        self.start, self.end, self.kind, self.n_bends = start, end, kind, int(n_bends)
+        self._start, self._end, self.kind, self.n_bends = start, end, kind, int(n_bends)
+        self.origin_sha256 = {"start": start.sha256, "end": end.sha256}
+        self.trained_ends: tuple[str, ...] = ()
+        self.free_ends: dict[str, torch.Tensor] = {}  # leaf Tensor[P] of an endpoint being trained
         self.layout = start.layout
         a, b = start.flatten(), end.flatten()
         if isinstance(init, str):
@@ -98,6 +114,44 @@ class Curve:
         self.bends = bends.clone().requires_grad_(True)
         self.param_mask = self.layout.parameter_mask()
 
+    # ------------------------------------------------------------------ endpoints
+    @property
+    def start(self) -> Weights:
+        return self._endpoint("start")
+
+    @property
+    def end(self) -> Weights:
+        return self._endpoint("end")
+
+    def _endpoint(self, name: str) -> Weights:
+        w = self._start if name == "start" else self._end
+        if name not in self.free_ends:
+            return w
+        flat = self.free_ends[name].detach().clone()
+        return Weights(_with_extras(Weights(w.unflatten(flat), self.layout), w).tensors, self.layout, source=w.source)
+
+    def release_endpoints(self, start: bool = False, end: bool = False) -> None:
+        """Make endpoints trainable, as dnn-mode-connectivity does without ``--fix_start`` /
+        ``--fix_end``: each one released becomes a leaf ``free_ends[name]`` (``Tensor[P]``),
+        which :meth:`trainable`, :meth:`basis` and every point of the curve use until
+        :meth:`fix_endpoints` writes it back into ``start`` / ``end``."""
+        for name, free in (("start", start), ("end", end)):
+            if free and name not in self.free_ends:
+                w = self._start if name == "start" else self._end
+                self.free_ends[name] = w.flatten().detach().clone().requires_grad_(True)
+        self.trained_ends = tuple(n for n in ("start", "end") if n in self.free_ends or n in self.trained_ends)
+
+    def fix_endpoints(self) -> None:
+        """Write the released endpoints back into ``start`` / ``end`` (no ``sha256``: they are
+        no longer the checkpoints) and stop training them."""
+        for name in list(self.free_ends):
+            w = self._endpoint(name)
+            if name == "start":
+                self._start = w
+            else:
+                self._end = w
+            del self.free_ends[name]
+
     # ------------------------------------------------------------------ coefficients
     def coefficients(self, t):
         """``c(t)``: ``[T, n_bends + 2]`` (NumPy for array input, Tensor for Tensor input)."""
@@ -115,19 +169,22 @@ class Curve:
 
     def control_points(self) -> list[Weights]:
         """start, bends..., end as :class:`Weights` (detached copies of the bends)."""
-        out = [self.start]
+        start = self.start
+        out = [start]
         for j in range(self.n_bends):
-            out.append(Weights(self.start.unflatten(self.bends[j].detach().clone()), self.layout))
-            out[-1] = _with_extras(out[-1], self.start)
+            out.append(Weights(start.unflatten(self.bends[j].detach().clone()), self.layout))
+            out[-1] = _with_extras(out[-1], start)
         return out + [self.end]
 
     def trainable(self) -> list[torch.Tensor]:
-        """The leaf tensors a fit trains: ``bends`` (``Tensor[n_bends, P]``)."""
-        return [self.bends]
+        """The leaf tensors a fit trains: ``bends`` (``Tensor[n_bends, P]``), then the
+        released endpoints (``Tensor[P]`` each, :meth:`release_endpoints`)."""
+        return [self.bends] + [self.free_ends[n] for n in ("start", "end") if n in self.free_ends]
 
     def basis(self, dtype: torch.dtype | None = None) -> torch.Tensor:
         """``Tensor[J, P]``: start, bends, end (differentiable w.r.t. the bends)."""
-        a, b = self.start.flatten(), self.end.flatten()
+        a = self.free_ends["start"] if "start" in self.free_ends else self._start.flatten()
+        b = self.free_ends["end"] if "end" in self.free_ends else self._end.flatten()
         B = torch.cat([a[None], self.bends.to(a.dtype), b[None]])
         return B if dtype is None else B.to(dtype)
 
@@ -165,7 +222,7 @@ class Curve:
             if e.flat:
                 out[e.name] = flat[:, e.slice].reshape(T, *e.shape)
             elif e.tied_to is None:
-                x = self.start[e.name]
+                x = self._start[e.name]
                 out[e.name] = x.expand(T, *x.shape)
         return out
 
@@ -183,27 +240,34 @@ class Curve:
         return B @ B.T
 
     def to(self, device) -> Curve:
-        self.start = self.start.to(device)
-        self.end = self.end.to(device)
+        self._start = self._start.to(device)
+        self._end = self._end.to(device)
         self.bends = self.bends.detach().to(device).requires_grad_(True)
+        self.free_ends = {n: v.detach().to(device).requires_grad_(True) for n, v in self.free_ends.items()}
         return self
 
     # ------------------------------------------------------------------ files
     def state(self, **extra: Any) -> dict[str, Any]:
-        """A ``torch.save``-able dict of tensors and plain values (loads with weights_only)."""
+        """A ``torch.save``-able dict of tensors and plain values (loads with weights_only).
+
+        ``start`` and ``end`` hold the endpoints as they are now; ``start_sha256`` and
+        ``end_sha256`` the digests of the checkpoints they came from; ``trained_ends`` which
+        endpoints a fit has moved."""
+        start, end = self.start, self.end
         return {
             "format": _FORMAT,
             "version": result_kind(_FORMAT).version,
             "kind": self.kind,
             "n_bends": self.n_bends,
             "names": self.layout.names(),
-            "start": {k: v.detach().cpu() for k, v in self.start.items()},
-            "end": {k: v.detach().cpu() for k, v in self.end.items()},
+            "start": {k: v.detach().cpu() for k, v in start.items()},
+            "end": {k: v.detach().cpu() for k, v in end.items()},
             "bends": self.bends.detach().cpu().clone(),
-            "start_source": self.start.source,
-            "end_source": self.end.source,
-            "start_sha256": self.start.sha256,
-            "end_sha256": self.end.sha256,
+            "start_source": start.source,
+            "end_source": end.source,
+            "start_sha256": self.origin_sha256["start"],
+            "end_sha256": self.origin_sha256["end"],
+            "trained_ends": list(self.trained_ends),
             **extra,
         }
 
@@ -235,9 +299,19 @@ def load_curve(path: str | os.PathLike, model: torch.nn.Module) -> tuple[Curve, 
     layout = Layout.from_module(model)
     if state["names"] != layout.names():
         raise CheckpointError(f"curve file '{path}' was made for another model (its tensor names differ)")
-    start = Weights(state["start"], layout, source=state.get("start_source"), sha256=state.get("start_sha256"))
-    end = Weights(state["end"], layout, source=state.get("end_source"), sha256=state.get("end_sha256"))
+    trained = tuple(state.get("trained_ends", ()))
+    start, end = (
+        Weights(
+            state[n],
+            layout,
+            source=state.get(f"{n}_source"),
+            sha256=None if n in trained else state.get(f"{n}_sha256"),
+        )
+        for n in ("start", "end")
+    )
     curve = Curve(start, end, state["n_bends"], state["kind"])
+    curve.origin_sha256 = {n: state.get(f"{n}_sha256") for n in ("start", "end")}
+    curve.trained_ends = trained
     with torch.no_grad():
         curve.bends.copy_(state["bends"])
     return curve, state

@@ -4,8 +4,8 @@
 
     \\ell(\\theta) = \\mathbb{E}_{t \\sim U(0,1)} L(\\phi_\\theta(t))
 
-by SGD on the bends, one fresh t per minibatch (or several t, evaluated as a batch of
-points). The optional arc-length ("fair") loss weights each t by the curve's speed:
+by SGD on the bends (and on the endpoints when they are not fixed), one fresh t per
+minibatch (or several t, evaluated as a batch of points). The optional arc-length ("fair") loss weights each t by the curve's speed:
 :math:`\\mathbb{E}_t [L(\\phi(t))\\, w(t)]`, :math:`w(t) = \\lVert\\phi'(t)\\rVert / \\overline{\\lVert\\phi'\\rVert}`
 with the mean over a fixed quadrature grid, gradients flowing through both L and w;
 ``||phi'(t)||`` comes from the J x J Gram matrix of the control points.
@@ -208,6 +208,8 @@ def fit_curve(
     lr_update: str = "epoch",
     t_per_batch: int = 1,
     fair: bool = False,
+    fix_start: bool = True,
+    fix_end: bool = True,
     seed: int = 0,
     device: str | torch.device | None = None,
     checkpoint: str | os.PathLike | None = None,
@@ -226,7 +228,7 @@ def fit_curve(
         Structure of the network (a private copy is trained in train mode; the user's
         module is not modified).
     curve : Curve
-        Its ``bends`` are updated in place.
+        Its ``bends`` (and endpoints not fixed) are updated in place.
     data : TensorData, (x, y), DataLoader, Dataset or iterable of batches
         Training set: in memory (and a Dataset) shuffled every epoch with ``seed``; a
         loader's own batches in its order (:class:`landscape.train.TrainBatches`). Resuming
@@ -251,6 +253,11 @@ def fit_curve(
         Positions sampled per minibatch (1 as in the paper; more are evaluated as a batch).
     fair : bool
         Arc-length weighted loss (see module docs).
+    fix_start, fix_end : bool
+        Keep the endpoint fixed (default, as dnn-mode-connectivity's usage with
+        ``--fix_start --fix_end``), or train it with the bends
+        (:meth:`Curve.release_endpoints`; the trained endpoint is written back into
+        ``curve.start`` / ``curve.end`` at the end). Running statistics are never trained.
     checkpoint : path, optional
         The curve, optimizer state and history are saved there after every epoch;
         ``resume=True`` continues from it when it was made with the same settings, curve
@@ -295,11 +302,13 @@ def fit_curve(
     for p in work.parameters():
         p.requires_grad_(False)
     curve.to(device)
+    curve.release_endpoints(start=not fix_start, end=not fix_end)
     mask = curve.param_mask.to(device)
-    opt = torch.optim.SGD([curve.bends], lr=lr, momentum=momentum)
+    opt = torch.optim.SGD(curve.trainable(), lr=lr, momentum=momentum)
     settings = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "weight_decay": weight_decay}
     settings["weight_decay_on"] = weight_decay_on
     settings.update(schedule=schedule, lr_update=lr_update, t_per_batch=t_per_batch, fair=fair, seed=seed)
+    settings.update(fix_start=bool(fix_start), fix_end=bool(fix_end))
     history, first_epoch = _resume_fit(checkpoint, model, curve, opt, settings, resume=resume, force=force)
     saved = {"history": history, "settings": settings}  # with every checkpoint
     steps_per_epoch = batches.steps_per_epoch()
@@ -323,7 +332,8 @@ def fit_curve(
                 penalty = curve_weight_decay(curve, t, weight_decay, weight_decay_on) if weight_decay else 0.0
                 opt.zero_grad(set_to_none=True)
                 (value + penalty).backward()
-                curve.bends.grad.mul_(mask.to(curve.bends.dtype))  # running statistics are not trained
+                for w in curve.trainable():  # running statistics are not trained
+                    w.grad.mul_(mask.to(w.dtype))
                 opt.step()
                 total += float(value.detach()) * batch.count
                 count += batch.count
@@ -336,6 +346,7 @@ def fit_curve(
                 on_epoch(epoch + 1, history)
     finally:
         bar.close()
+        curve.fix_endpoints()
     curve.bends.grad = None
     return FitResult(curve=curve, history=history, seconds=time.perf_counter() - t0, resumed_from=first_epoch)
 
@@ -359,7 +370,7 @@ def _resume_fit(checkpoint, model, curve: Curve, opt, settings: dict, *, resume:
     saved, state = load_curve(checkpoint, model)
 
     def defining(c: Curve, s: dict) -> dict:
-        ends = {"start-sha256": c.start.sha256, "end-sha256": c.end.sha256}
+        ends = {"start-sha256": c.origin_sha256["start"], "end-sha256": c.origin_sha256["end"]}
         return {**s, "curve-kind": c.kind, "n-bends": c.n_bends, **ends}
 
     old_settings = state.get("settings")
@@ -367,6 +378,8 @@ def _resume_fit(checkpoint, model, curve: Curve, opt, settings: dict, *, resume:
         check_compatible(defining(saved, old_settings), defining(curve, settings), (), path=checkpoint)
     with torch.no_grad():
         curve.bends.copy_(saved.bends.to(curve.bends.device))
+        for name, w in curve.free_ends.items():  # endpoints trained by the interrupted run
+            w.copy_((saved.start if name == "start" else saved.end).flatten().to(w.device, w.dtype))
     opt.load_state_dict(state["optimizer"])
     return list(state.get("history", [])), int(state.get("epoch", 0))
 
