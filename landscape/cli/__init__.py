@@ -39,7 +39,7 @@ import sys
 from collections.abc import Sequence
 
 from . import config
-from .common import UsageError, parse_bytes
+from .common import UsageError, one_line_warnings, parse_bytes
 
 __all__ = ["COMMANDS", "UsageError", "build_parser", "console_main", "main", "parse_bytes"]
 
@@ -120,7 +120,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def _new_out_file(args) -> str | None:
-    """``--out`` when this run would create it (it does not exist yet)."""
+    """``--out`` (a file or a folder) when this run would create it (it does not exist yet)."""
     out = getattr(args, "out", None)
     return out if isinstance(out, str) and out and not os.path.exists(out) else None
 
@@ -128,7 +128,14 @@ def _new_out_file(args) -> str | None:
 def _remove_unfinished(path: str | None) -> None:
     """Remove a result file this run created when an error stopped it before any cell was
     done (bad data, metrics or models fail on the first batch), so that bad input leaves
-    nothing behind; a file with finished cells stays for ``--resume``."""
+    nothing behind; a file with finished cells stays for ``--resume``. An output folder this
+    run created is removed when it is still empty."""
+    if path is not None and os.path.isdir(path):
+        try:
+            os.rmdir(path)  # only succeeds when empty
+        except OSError:
+            pass
+        return
     if path is None or not os.path.isfile(path):
         return
     from ..io import open_result
@@ -210,10 +217,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as e:  # a bad --config file
         print(f"landscape: error: {e}", file=sys.stderr)
         return 2
+    except SystemExit as e:  # argparse: --help and --version (0), a bad option (2, one line printed)
+        return e.code if isinstance(e.code, int) else 2
     if args.command is None:
         parser.print_help()
         return 2
-    return run(args)
+    with one_line_warnings():
+        return run(args)
 
 
 def console_main() -> None:  # pragma: no cover
