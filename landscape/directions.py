@@ -15,7 +15,8 @@ Ensembling of DNNs", NeurIPS 2018 (the plane through three weight vectors).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 
 from .pointset import PointSet
+from .threads import single_thread
 from .weights import Layout, Weights
 
 __all__ = [
@@ -273,6 +275,66 @@ def _param_vector(w: Weights) -> torch.Tensor:
     return torch.cat([w[e.name].reshape(-1).to(torch.float64) for e in w.layout.flat_entries() if e.is_parameter])
 
 
+# Inner products over weight space (three-point and PCA planes) are summed in an order
+# that does not depend on the thread count, so that what defines a run is bit-reproducible
+# (torchrun sets OMP_NUM_THREADS=1; a file written with more threads must resume): float64
+# blocks of at most _BLOCK entries in layout order, each summed by numpy (pairwise, one
+# thread, no BLAS), the block sums added exactly (math.fsum).
+_BLOCK = 1 << 18
+
+
+def _entry_blocks(ws: Sequence[Weights], name: str) -> Iterator[np.ndarray]:
+    """``ndarray[len(ws), B]`` float64 blocks of the entry ``name`` of every weights."""
+    flats = [w[name].detach().reshape(-1) for w in ws]
+    for s in range(0, flats[0].numel(), _BLOCK):
+        yield np.stack([f[s : s + _BLOCK].to(device="cpu", dtype=torch.float64).numpy() for f in flats])
+
+
+def _blocks(ws: Sequence[Weights], entries) -> Iterator[np.ndarray]:
+    """:func:`_entry_blocks` of ``entries``, in their order."""
+    for e in entries:
+        yield from _entry_blocks(ws, e.name)
+
+
+def _exact_sum(parts: list) -> np.ndarray:
+    """Correctly rounded sum of equally shaped arrays (or numbers), whatever their order."""
+    a = np.asarray(parts, dtype=np.float64)
+    flat = a.reshape(len(parts), -1)
+    return np.array([math.fsum(col) for col in flat.T]).reshape(a.shape[1:])
+
+
+def _three_point_frame(
+    w1: Weights, w2: Weights, w3: Weights, points: Sequence[Weights] = ()
+) -> tuple[float, float, float, np.ndarray]:
+    """Gram-Schmidt frame of :func:`three_point_plane`: ``(|u|, <w3 - w1, u_hat>, |v|)`` and the
+    coordinates ``ndarray[len(points), 2]`` of ``points`` on the plane,
+    :math:`(\\langle q - w_1, \\hat u\\rangle, \\langle q - w_1, \\hat v\\rangle)`, bit-reproducible."""
+    _same_layout(w1, w2, w3, *points)
+    entries = [e for e in w1.layout.flat_entries() if e.is_parameter]
+    rows = (w1, w2, w3, *points)
+    uu, ur = [], []
+    for X in _blocks(rows, entries):
+        u, r = X[1] - X[0], X[2] - X[0]
+        uu.append(np.add.reduce(u * u))
+        ur.append(np.add.reduce(u * r))
+    nu = math.sqrt(float(_exact_sum(uu))) if uu else 0.0
+    if nu == 0:
+        raise ValueError("the first two checkpoints are identical; a plane needs three distinct points")
+    c = float(_exact_sum(ur)) / nu
+    vv, qu, qv = [], [], []
+    for X in _blocks(rows, entries):
+        u, r, q = X[1] - X[0], X[2] - X[0], X[3:] - X[0]
+        v = r - c * (u / nu)
+        vv.append(np.add.reduce(v * v))
+        qu.append(np.add.reduce(q * u, axis=1))
+        qv.append(np.add.reduce(q * v, axis=1))
+    nv = math.sqrt(float(_exact_sum(vv)))
+    if nv <= 1e-5 * nu:  # float32 checkpoints: collinear up to rounding
+        raise ValueError("the three checkpoints lie on one line; they do not span a plane")
+    coords = np.stack([_exact_sum(qu) / nu, _exact_sum(qv) / nv], 1) if points else np.zeros((0, 2))
+    return nu, c, nv, coords
+
+
 def three_point_plane(w1: Weights, w2: Weights, w3: Weights) -> Plane:
     """The plane through three checkpoints with Gram-Schmidt coordinates (Garipov et al. 2018).
 
@@ -281,22 +343,12 @@ def three_point_plane(w1: Weights, w2: Weights, w3: Weights) -> Plane:
     :math:`\\hat v = v / \\lVert v \\rVert`, the point at (x, y) is
     :math:`w_1 + x \\hat u + y \\hat v`; the checkpoints sit at (0, 0),
     :math:`(\\lVert u\\rVert, 0)` and :math:`(\\langle w_3 - w_1, \\hat u\\rangle, \\lVert v\\rVert)`.
-    Inner products are over the parameters; running statistics follow the same coefficients.
-    The basis is the three checkpoints themselves, so evaluating at their coordinates
-    reproduces them bit for bit.
+    Inner products are over the parameters, in float64, summed in an order that does not
+    depend on the thread count (the coordinates are bit-reproducible); running statistics
+    follow the same coefficients. The basis is the three checkpoints themselves, so
+    evaluating at their coordinates reproduces them bit for bit.
     """
-    _same_layout(w1, w2, w3)
-    p1, p2, p3 = (_param_vector(w) for w in (w1, w2, w3))
-    u = p2 - p1
-    nu = float(u.norm())
-    if nu == 0:
-        raise ValueError("the first two checkpoints are identical; a plane needs three distinct points")
-    uh = u / nu
-    c = float((p3 - p1) @ uh)
-    v = p3 - p1 - c * uh
-    nv = float(v.norm())
-    if nv <= 1e-5 * nu:  # float32 checkpoints: collinear up to rounding
-        raise ValueError("the three checkpoints lie on one line; they do not span a plane")
+    nu, c, nv, _ = _three_point_frame(w1, w2, w3)
 
     def to_coeffs(x, y):
         b = y / nv
@@ -323,7 +375,10 @@ def pca_plane(trajectory: Sequence[Weights], *, final: Weights | None = None, ig
     :math:`\\theta_n + x d_1 + y d_2` and each checkpoint is projected to
     :math:`(\\langle \\theta_i - \\theta_n, d_1\\rangle, \\langle \\theta_i - \\theta_n, d_2\\rangle)`.
     ``ignore="biasbn"`` leaves biases, BatchNorm and running statistics out (zero in the
-    directions), as the paper's code does.
+    directions), as the paper's code does. The singular vectors come from the eigenvectors
+    of the small Gram matrix of the centred rows (float64), with inner products summed in an
+    order that does not depend on the thread count, so the plane is bit-reproducible; each
+    direction's entry of largest absolute value is positive.
 
     Returns
     -------
@@ -337,31 +392,70 @@ def pca_plane(trajectory: Sequence[Weights], *, final: Weights | None = None, ig
             raise ValueError(f"a PCA plane needs at least 3 checkpoints on the trajectory, got {len(traj)}")
         final = traj[-1]
     layout = _same_layout(final, *traj)
-    keep = torch.zeros(layout.size, dtype=torch.bool)
-    for e in layout.flat_entries():
-        if not e.is_parameter:
-            continue
-        if ignore == "biasbn" and _is_small(e.kind, final[e.name]):
-            continue
-        keep[e.slice] = True
-    f = final.flatten(torch.float64)
-    rows = [w.flatten(torch.float64) - f for w in traj if w is not final]
-    M = torch.stack(rows)[:, keep]
-    if M.shape[0] < 2:
+    fit = [i for i, w in enumerate(traj) if w is not final]
+    if len(fit) < 2:
         raise ValueError("a PCA plane needs at least 2 checkpoints besides the final one")
-    Mc = M - M.mean(0, keepdim=True)
-    _, S, Vh = torch.linalg.svd(Mc, full_matrices=False)
-    var = S.pow(2)
-    ratio = (var / var.sum())[:2].numpy()
-    dirs = []
-    for i in range(2):
-        d = torch.zeros(layout.size, dtype=torch.float64)
-        d[keep] = Vh[i]
-        dirs.append(d)
-    proj = np.stack([[float((w.flatten(torch.float64) - f)[keep] @ Vh[i]) for i in range(2)] for w in traj])
-    basis = [final] + [Weights(final.unflatten(d.to(final.flatten().dtype)), layout) for d in dirs]
-    basis[1] = _with_extras(basis[1], final)
-    basis[2] = _with_extras(basis[2], final)
+    entries = [
+        e
+        for e in layout.flat_entries()
+        if e.is_parameter and not (ignore == "biasbn" and _is_small(e.kind, final[e.name]))
+    ]
+    T, F = len(traj), len(fit)
+    rows = [*traj, final]
+
+    def centred(X):
+        D = X[:T] - X[T]
+        R = D[fit]
+        return D, R - R.mean(0)
+
+    parts = []
+    for X in _blocks(rows, entries):
+        _, Xc = centred(X)
+        G = np.zeros((F, F))
+        for i in range(F):
+            G[i, i:] = np.add.reduce(Xc[i] * Xc[i:], axis=1)
+        parts.append(G)
+    G = np.triu(_exact_sum(parts))
+    G = G + np.triu(G, 1).T
+    with single_thread():
+        lam, U = torch.linalg.eigh(torch.from_numpy(G))
+    lam, U = lam.numpy()[::-1][:2], U.numpy()[:, ::-1][:, :2]
+    total = math.fsum(np.diag(G))
+    if not lam[1] > 1e-10 * lam[0]:
+        raise ValueError("the checkpoints of the trajectory lie on one line; they do not span a plane")
+    ratio = lam / total
+    weights_of_rows = U / np.sqrt(lam)  # d_k = sum_t X[t] U[t, k] / sqrt(lam_k)
+    dirs: list[dict[str, np.ndarray]] = [{}, {}]
+    proj_parts = []
+    largest = [(0.0, 1.0), (0.0, 1.0)]  # (|entry|, sign) of each direction's largest entry
+    for e in entries:
+        pieces: list[list[np.ndarray]] = [[], []]
+        for X in _entry_blocks(rows, e.name):
+            D, Xc = centred(X)
+            for k in range(2):
+                d = np.zeros(Xc.shape[1])
+                for t in range(F):
+                    d += weights_of_rows[t, k] * Xc[t]
+                pieces[k].append(d)
+                i = int(np.argmax(np.abs(d)))
+                if abs(d[i]) > largest[k][0]:
+                    largest[k] = (abs(d[i]), math.copysign(1.0, d[i]))
+            proj_parts.append(np.stack([np.add.reduce(D * pieces[k][-1], axis=1) for k in range(2)], 1))
+        for k in range(2):
+            dirs[k][e.name] = np.concatenate(pieces[k])
+    signs = np.array([s for _, s in largest])
+    proj = _exact_sum(proj_parts) * signs
+    basis = [final]
+    for k in range(2):
+        t = {}
+        for e in layout:
+            if e.name in dirs[k]:
+                t[e.name] = torch.from_numpy(signs[k] * dirs[k][e.name]).to(e.dtype).view(e.shape)
+            elif e.flat:
+                t[e.name] = torch.zeros_like(final[e.name])
+            elif e.tied_to is None:
+                t[e.name] = final[e.name].clone()
+        basis.append(Weights(t, layout))
     return Plane(
         basis=basis,
         names=["w_final", "pc1", "pc2"],

@@ -641,6 +641,18 @@ def open_or_create(
     return result
 
 
+def _warn_nonfinite(message: str) -> None:
+    """Warn with :class:`landscape.metrics.NonFiniteWarning` (imported when needed: this
+    module imports only numpy and h5py; a copy of it run alone warns RuntimeWarning)."""
+    import warnings
+
+    try:
+        from .metrics import NonFiniteWarning as category
+    except ImportError:  # pragma: no cover - io.py loaded outside the package
+        category = RuntimeWarning
+    warnings.warn(message, category, stacklevel=4)
+
+
 def _array_difference(stored: np.ndarray, new: np.ndarray) -> str:
     """What differs between a file's array and a run's, and by how much (one line)."""
     if stored.shape != new.shape:
@@ -695,6 +707,8 @@ class ResultFile:
         self.mode = mode
         self._h5: h5py.File | None = None
         self._lock: _WriterLock | None = None
+        self._written = 0  # cells written through this handle, and those not finite, by metric
+        self._nonfinite: dict[str, tuple[int, list[int]]] = {}  # name -> (count, first flat indices)
         self._open()
 
     # ---------------------------------------------------------------- opening / closing
@@ -778,8 +792,15 @@ class ResultFile:
         self.attrs = {k: _decode_attr(v) for k, v in raw_attrs.items() if k not in _STRUCTURAL_ATTRS}
 
     def close(self) -> None:
-        """Close the file (safe to call twice)."""
+        """Close the file (safe to call twice); warn (:class:`~landscape.metrics.NonFiniteWarning`)
+        when cells written through this handle hold NaN or Inf."""
+        self._close()
+
+    def _close(self) -> None:
         if self._h5 is not None:
+            if self._nonfinite:
+                message, self._nonfinite, self._written = self._nonfinite_message(), {}, 0
+                _warn_nonfinite(message)  # stack: here, _close, close or __exit__, the caller
             self._h5.close()
             self._h5 = None
         if self._lock is not None:
@@ -794,7 +815,7 @@ class ResultFile:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.close()
+        self._close()
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else self.mode
@@ -918,6 +939,52 @@ class ResultFile:
         h5.flush()
         self._write_points(h5["done"], memspace, coords, np.ones(index.size, dtype=np.uint8))
         h5.flush()
+        self._count_nonfinite(index, columns)
+
+    def _count_nonfinite(self, index: np.ndarray, columns: Mapping[str, np.ndarray]) -> None:
+        """Remember the written cells that are NaN or Inf (warned once, when the file closes),
+        unless the file's kind pads its tables with NaN (:attr:`ResultKind.warn_nonfinite`)."""
+        spec = _KINDS.get(self.kind)
+        if spec is not None and not spec.warn_nonfinite:
+            return
+        self._written += index.size
+        for name, column in columns.items():
+            bad = index[~np.isfinite(column)]
+            if bad.size:
+                count, first = self._nonfinite.get(name, (0, []))
+                self._nonfinite[name] = (count + bad.size, sorted({*first, *np.sort(bad)[:3].tolist()})[:3])
+
+    def _place(self, flat: int) -> str:
+        """Cell ``flat`` as grid indices and, where the file has them, its coordinates
+        (arrays ``x``, ``y`` or ``t`` of the axis' length; a curve's ``rows``)."""
+        index = np.unravel_index(flat, self.shape)
+        names = self.array_names()
+        parts = []
+        for axis, i in enumerate(index):
+            rows = self.attrs.get("rows")
+            if axis == 0 and len(self.shape) > 1 and isinstance(rows, list) and len(rows) == self.shape[0]:
+                parts.append(str(rows[i]))
+                continue
+            for name in ("x", "t") if axis == 0 else ("y", "t") if axis == 1 else ():
+                if name in names:
+                    values = np.asarray(self.read_array(name)).reshape(-1)
+                    if values.size == self.shape[axis]:
+                        parts.append(f"{name}={values[i]:.4g}")
+                        break
+        cell = f"cell {_cell(flat, self.shape)}"
+        return f"{' '.join(parts)} ({cell})" if parts else cell
+
+    def _nonfinite_message(self) -> str:
+        """One line: which metrics have NaN/Inf in the cells written, how many, and where."""
+        groups: dict[tuple[int, tuple[int, ...]], list[str]] = {}  # metrics bad at the same cells
+        for name, (count, first) in self._nonfinite.items():
+            groups.setdefault((count, tuple(first)), []).append(name)
+        where = []
+        for (count, first), names in groups.items():
+            cells = ", ".join(self._place(c) for c in first)
+            more = ", ..." if count > len(first) else ""
+            where.append(f"{', '.join(names)} in {count} of {self._written} cells, first at {cells}{more}")
+        return f"{_fmt_path(self.path)}: computed values not finite (NaN/Inf): {'; '.join(where)}"
 
     def set_metric_cells(self, name: str, flat_indices: Any, values: Any) -> None:
         """Write one metric's values at some cells without touching the done flags."""
@@ -1423,6 +1490,11 @@ class ResultKind(NamedTuple):
         Attributes a resumed run may differ in besides :data:`RUN_ATTRS` (shell patterns,
         e.g. ``"barrier-*"``): results stored when a run finishes and the record of what is
         done so far. Every other attribute defines the run and is compared when resuming.
+    warn_nonfinite : bool
+        A NaN or Inf in a done cell is a computed value that is not finite:
+        :meth:`ResultFile.write_cells` counts them and closing the file warns
+        (:class:`~landscape.metrics.NonFiniteWarning`). False for the tables that mark cells
+        that do not apply with NaN (``ensembles``: the members past a run's size).
     """
 
     name: str
@@ -1436,6 +1508,7 @@ class ResultKind(NamedTuple):
     arrays: tuple[str, ...] = ()
     attrs: tuple[str, ...] = ()
     not_compared: tuple[str, ...] = ()
+    warn_nonfinite: bool = True
 
     @property
     def ignore(self) -> tuple[str, ...]:
@@ -1458,6 +1531,7 @@ def register_kind(
     arrays: Sequence[str] = (),
     attrs: Sequence[str] = (),
     not_compared: Sequence[str] = (),
+    warn_nonfinite: bool = True,
     reads: Sequence[int] | None = None,
 ) -> ResultKind:
     """Register a kind of file: one writer and one reader, with a schema version.
@@ -1492,6 +1566,7 @@ def register_kind(
         arrays=tuple(arrays),
         attrs=tuple(attrs),
         not_compared=tuple(not_compared),
+        warn_nonfinite=bool(warn_nonfinite),
     )
     old = _KINDS.get(name)
     if old is not None and old != spec:
@@ -1647,6 +1722,7 @@ register_kind(
     grid="(runs, members)",
     metrics=("cumulative_acc", "cumulative_nll", "member_acc", "budget"),
     attrs=("labels", "acc", "nll", "ece", "table"),
+    warn_nonfinite=False,  # NaN past a run's members
 )
 register_kind(
     "ensemble-run",

@@ -33,13 +33,25 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Metric", "MetricError", "resolve_metrics", "l2_regularized", "batch_metric", "BUILTIN_METRICS"]
+__all__ = [
+    "Metric",
+    "MetricError",
+    "NonFiniteWarning",
+    "resolve_metrics",
+    "l2_regularized",
+    "batch_metric",
+    "BUILTIN_METRICS",
+]
 
 IGNORE_INDEX = -100
 
 
 class MetricError(ValueError):
     """Outputs and targets that a metric cannot compare."""
+
+
+class NonFiniteWarning(RuntimeWarning):
+    """Computed values (losses, accuracies, cells of a result file) that are NaN or Inf."""
 
 
 class Metric:

@@ -7,6 +7,7 @@ from torch import nn
 
 import landscape as ls
 from landscape import directions as D
+from landscape.surface import auto_range
 
 
 def _bn_net():
@@ -156,3 +157,63 @@ def test_grid_order_is_x_major():
     np.testing.assert_array_equal(
         pts.coeffs.numpy(), [[1, 0, 0], [1, 0, 2], [1, 0, 3], [1, 1, 0], [1, 1, 2], [1, 1, 3]]
     )
+
+
+def _mlp_weights(seed, widths=(512, 256), dtype=torch.float32):
+    torch.manual_seed(seed)
+    layers, prev = [], 64
+    for w in widths:
+        layers += [nn.Linear(prev, w), nn.ReLU()]
+        prev = w
+    net = nn.Sequential(*layers, nn.Linear(prev, 10)).to(dtype)
+    return ls.Weights.from_module(net)
+
+
+def _planes_with_threads(n, w, traj):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        three, pca = D.three_point_plane(*w), D.pca_plane(traj)
+        grids = [
+            three.grid(auto_range(three.anchors[:, 0]), auto_range(three.anchors[:, 1])),
+            pca.grid(auto_range(pca.arrays["trajectory"][:, 0]), auto_range(pca.arrays["trajectory"][:, 1])),
+        ]
+    finally:
+        torch.set_num_threads(before)
+    return (three, pca), grids
+
+
+def test_three_point_and_pca_planes_do_not_depend_on_the_thread_count():
+    # 167k parameters: torch splits reductions over these tensors between threads, so sums
+    # taken with torch's reductions differ in their last digits between 1 and 2 threads
+    w = [_mlp_weights(s) for s in (0, 1, 2)]
+    traj = [_mlp_weights(s) for s in range(10, 16)]
+    (t1, p1), g1 = _planes_with_threads(1, w, traj)
+    (t2, p2), g2 = _planes_with_threads(2, w, traj)
+    np.testing.assert_array_equal(t1.anchors, t2.anchors)
+    assert t1.attrs == t2.attrs and p1.attrs == p2.attrs
+    for name in ("trajectory", "explained-variance-ratio"):
+        np.testing.assert_array_equal(p1.arrays[name], p2.arrays[name])
+    for b1, b2 in zip(p1.basis, p2.basis):
+        assert all(torch.equal(b1[n], b2[n]) for n in b1)
+    for a, b in zip(g1, g2):  # the coefficients a surface file stores
+        assert torch.equal(a.coeffs, b.coeffs)
+
+
+def test_curve_plane_does_not_depend_on_the_thread_count():
+    from landscape import curves
+
+    a, b = _mlp_weights(60), _mlp_weights(61)
+    curve = curves.Curve(a, b, n_bends=1)
+    with torch.no_grad():
+        curve.bends.add_(0.05 * torch.randn(curve.bends.shape, generator=torch.Generator().manual_seed(0)))
+    planes = []
+    for n in (1, 2):
+        before = torch.get_num_threads()
+        torch.set_num_threads(n)
+        try:
+            planes.append(curves.curve_plane(curve, samples=11))
+        finally:
+            torch.set_num_threads(before)
+    np.testing.assert_array_equal(planes[0].anchors, planes[1].anchors)
+    np.testing.assert_array_equal(planes[0].arrays["trajectory"], planes[1].arrays["trajectory"])

@@ -205,3 +205,73 @@ def test_connections_figure_counts_nonfinite_points():
     ax = plot.plot_connections(report).axes[0]
     assert "Linear: 1 of 4 points not finite (NaN/Inf)" in ax.get_title()
     assert "Arc" not in ax.get_title()
+
+
+# --------------------------------------------------------------------------- warnings
+
+
+def test_a_run_warns_once_how_many_cells_are_not_finite_and_where(tmp_path):
+    from landscape.metrics import NonFiniteWarning
+
+    path = tmp_path / "plane.h5"
+    arrays = {"x": np.array([-1.0, 0.0, 1.0]), "y": np.array([0.0, 0.5, 1.0, 1.5])}
+    with pytest.warns(NonFiniteWarning) as caught:
+        with lio.create_result(
+            path, kind="plane", shape=(3, 4), metrics=["loss", "acc"], attrs=ATTRS, arrays=arrays
+        ) as f:
+            f.write_cells([0, 1, 2, 3], {"loss": [1.0, np.nan, 2.0, np.inf], "acc": [0.5, 0.5, 0.5, 0.5]})
+            f.write_cells([6, 11, 5], {"loss": [1.0, np.nan, -np.inf], "acc": [0.5, 0.5, np.nan]})
+    assert len(caught) == 1  # once per run, at the end
+    message = str(caught[0].message)
+    assert "\n" not in message and "plane.h5" in message
+    assert (
+        "loss in 4 of 7 cells, first at x=-1 y=0.5 (cell (0, 1)), x=-1 y=1.5 (cell (0, 3)), x=0 y=0.5 (cell (1, 1)), ..."
+        in message
+    )
+    assert "acc in 1 of 7 cells, first at x=0 y=0.5 (cell (1, 1))" in message
+    assert caught[0].filename == __file__  # points at the caller's line
+
+    # a curve profile names the row and t; a resumed run warns about its own cells only
+    path = tmp_path / "curve.h5"
+    attrs = {"rows": ["curve", "line"]}
+    with lio.create_result(path, kind="curve", shape=(2, 3), metrics=["loss"], attrs=attrs, arrays={"t": [0, 0.5, 1]}):
+        pass
+    with pytest.warns(NonFiniteWarning, match=r"loss in 1 of 2 cells, first at line t=0.5 \(cell \(1, 1\)\)$"):
+        with lio.open_or_create(path, kind="curve", shape=(2, 3), metrics=["loss"], attrs=attrs, resume=True) as f:
+            f.write_cells([4, 0], {"loss": [np.nan, 1.0]})
+
+
+def test_no_warning_for_finite_cells_or_nan_padded_tables(tmp_path, recwarn):
+    with lio.create_result(tmp_path / "a.h5", kind="line", shape=(3,), metrics=["loss"], attrs=ATTRS) as f:
+        f.write_cells([0, 1, 2], {"loss": [1.0, 2.0, 3.0]})
+    # an ensembles table marks the members past a run's size with NaN: no result is NaN there
+    metrics = ["cumulative_acc", "cumulative_nll", "member_acc", "budget"]
+    with lio.create_result(tmp_path / "e.h5", kind="ensembles", shape=(1, 2), metrics=metrics, attrs=ATTRS) as f:
+        f.write_cells([0, 1], {m: [1.0, np.nan] for m in metrics})
+    assert not recwarn.list
+
+
+def test_the_cli_prints_the_warning_as_one_line(tmp_path, capsys):
+    import torch
+
+    import landscape as ls
+    from landscape.cli import main
+
+    paths = []
+    for i in range(2):
+        torch.manual_seed(i)
+        state = ls.build_model("mlp", {"widths": [16]}).state_dict()
+        if i == 1:  # extrapolated BN statistics or a diverged run: weights that give NaN losses
+            state[next(k for k in state if k.endswith("weight"))].view(-1)[0] = float("inf")
+        paths.append(str(tmp_path / f"c{i}.pt"))
+        torch.save(state, paths[-1])
+    out = tmp_path / "s.h5"
+    args = ["surface", "--type", "interpolate", "--ckpt", paths[0], "--ckpt", paths[1], "--x", "0:1:5"]
+    args += ["--model", "mlp", "--model-kwargs", '{"widths": [16]}', "--data", "digits", "--max-samples", "64"]
+    args += ["--no-progress", "--path", "loop", "--out", str(out)]
+    assert main(args) == 0
+    err = capsys.readouterr().err.splitlines()
+    lines = [line for line in err if "NonFiniteWarning" in line]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("landscape: warning: ") and "in 4 of 5 cells, first at x=0.25 (cell 1)" in lines[0]
+    assert not [line for line in err if line.startswith(" ")]  # no source line under it

@@ -268,3 +268,41 @@ def test_cli_surface_types(tmp_path, capsys):
         main(base + ["--ckpt", paths[0], "--ckpt", paths[1], "--type", "plane", "--out", str(tmp_path / "d.h5")]) == 2
     )
     assert "--type plane needs 1 --ckpt, got 2" in capsys.readouterr().err
+
+
+def _with_threads(n, fn):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        return fn()
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("kind", ["three-point", "pca"])
+def test_three_point_and_pca_files_resume_under_another_thread_count(tmp_path, kind):
+    # torchrun sets OMP_NUM_THREADS=1: a file written with 2 threads must resume with 1
+    from landscape.surface import auto_range
+
+    kw = {"in_features": 64, "widths": [512, 256]}  # 167k parameters: reductions split between threads
+    models = _models("mlp", kw, 6, seed=40)
+    weights = [ls.Weights.from_module(m) for m in models]
+    test = ls.load_data("digits", "test", max_samples=40)
+    out = tmp_path / f"{kind}.h5"
+
+    def run(resume):
+        plane = D.three_point_plane(*weights[:3]) if kind == "three-point" else D.pca_plane(weights)
+        pts = plane.anchors if kind == "three-point" else plane.arrays["trajectory"]
+        xs, ys = auto_range(pts[:, 0], 3), auto_range(pts[:, 1], 2)
+        return ls.compute_surface(
+            models[0], plane, xs, ys, splits={"test": test}, out=out, resume=resume, progress=False
+        )
+
+    full = _with_threads(2, lambda: run(False))
+    with ls.open_result(out, "r+") as f:  # forget two cells, as a killed run would
+        for cell in ((0, 1), (2, 0)):
+            f._h5["done"][cell] = 0
+            f._h5["metrics/test_loss"][cell] = np.nan
+    again = _with_threads(1, lambda: run(True))
+    assert again.evaluated == 2
+    np.testing.assert_allclose(again["test_loss"], full["test_loss"], rtol=1e-6)

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 
 __all__ = [
     "UsageError",
@@ -13,6 +15,7 @@ __all__ = [
     "data_attrs",
     "max_memory",
     "num_samples",
+    "one_line_warnings",
     "open_data",
     "parse_bytes",
     "plot_if_asked",
@@ -113,6 +116,21 @@ def several_checkpoints(args, command: str, need: str) -> None:
     if len(args.ckpt) < 2:
         raise UsageError(f"{command} needs at least {need}, got {len(args.ckpt)}")
     refuse_existing(args.out, args.force)
+
+
+@contextlib.contextmanager
+def one_line_warnings():
+    """Show every warning of the command as one line on stderr (``landscape: warning: ...``),
+    without the file and source line Python adds."""
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        text = " ".join(str(message).split())
+        print(f"landscape: warning: {text} ({category.__name__})", file=sys.stderr if file is None else file)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
 
 
 def plot_if_asked(args) -> int:

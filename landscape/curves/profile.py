@@ -8,10 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
-from ..directions import Plane, _param_vector, three_point_plane
+from ..directions import Plane, _three_point_frame, three_point_plane
 from ..evaluate import describe_data
 from ..pointset import PointSet
 from ..surface import evaluate_grid
@@ -174,16 +173,15 @@ def curve_plane(curve: Curve, *, bend: int | None = None, samples: int = 101) ->
     if not 1 <= j <= curve.n_bends:
         raise ValueError(f"bend should be in 1..{curve.n_bends}, got {bend}")
     plane = three_point_plane(curve.start, curve.end, ctrl[j])
-    p1, p2, p3 = (_param_vector(w) for w in (curve.start, curve.end, ctrl[j]))
-    u = p2 - p1
-    uh = u / u.norm()
-    v = p3 - p1 - ((p3 - p1) @ uh) * uh
-    vh = v / v.norm()
+    # the projection is linear and the coefficients sum to 1: the curve's coordinates are
+    # those of its control points combined (in a fixed order, so bit-reproducible)
+    *_, Q = _three_point_frame(curve.start, curve.end, ctrl[j], ctrl)
     ts = np.linspace(0.0, 1.0, samples)
-    C = torch.as_tensor(curve.coefficients(ts))
-    P = torch.stack([_param_vector(w) for w in ctrl])
-    path = (C @ P) - p1
-    plane.arrays["trajectory"] = torch.stack([path @ uh, path @ vh], 1).numpy()
+    C = np.asarray(curve.coefficients(ts), dtype=np.float64)
+    path = np.zeros((len(ts), 2))
+    for i in range(len(ctrl)):
+        path += C[:, i : i + 1] * Q[i]
+    plane.arrays["trajectory"] = path
     plane.arrays["trajectory-t"] = ts
     plane.kind = "curve-plane"
     plane.anchor_names = [plane.anchor_names[0], plane.anchor_names[1], f"bend {j}"]
