@@ -223,5 +223,66 @@ def test_cli_fit_options_reach_the_fit(tmp_path, capsys):
     assert not torch.equal(state["end"]["1.weight"], end["1.weight"])  # the end was trained
     assert torch.equal(state["start"]["1.weight"], ls.load_checkpoint(paths[0], model)["1.weight"])
     capsys.readouterr()
+    ev = ["curve", "eval", "--model", "mlp", "--model-kwargs", '{"widths": [8]}', "--data", "digits"]
+    ev += ["--curve", str(tmp_path / "o.pt"), "--points", "5", "--no-progress", "--out", str(tmp_path / "e.h5")]
+    assert main(ev) == 0
+    out = capsys.readouterr().out
+    assert "length over the 5 points: curve" in out and "curve test_err" in out and "line  train_loss" in out
     assert main([*common, "--wd-on", "theta", "--out", str(tmp_path / "x.pt")]) == 2
     assert "--wd-on" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["bezier", "polychain"])
+def test_evaluate_curve_reports_length_and_integrated_statistics(kind, tmp_path):
+    model, a, b = _bn_pair(seed=4)
+    curve = C.Curve(a, b, n_bends=3, kind=kind)
+    with torch.no_grad():
+        curve.bends.add_(0.4 * torch.randn(curve.bends.shape, generator=torch.Generator().manual_seed(0)).double())
+    x, y = _data(40, d_in=4, seed=5)
+    splits = {"train": (x, y), "test": (x[:20], y[:20])}
+    prof = C.evaluate_curve(model, curve, splits, points=13, out=tmp_path / "p.h5", progress=False)
+    t = np.linspace(0, 1, 13)
+    # oracle: the points' parameters written out in float64, buffers left out
+    params = [n for n, _ in model.named_parameters()]
+    ctrl = curve.control_points()
+
+    def vec(w):
+        return torch.cat([w[n].reshape(-1) for n in params]).double().numpy()
+
+    W = np.stack([vec(w) for w in ctrl])
+    phi = np.asarray(curve.coefficients(t)) @ W
+    dl = np.r_[0.0, np.linalg.norm(np.diff(phi, axis=0), axis=1)]
+    np.testing.assert_allclose(prof.segment_lengths[0], dl, rtol=1e-9, atol=1e-12)
+    line = np.linalg.norm(W[-1] - W[0])
+    np.testing.assert_allclose(prof.segment_lengths[1], np.r_[0.0, np.full(12, line / 12)], rtol=1e-9)
+    assert prof.lengths["line"] == pytest.approx(line, rel=1e-9)
+    if kind == "polychain":  # bends at t = 1/4, 1/2, 3/4 are on the grid: the exact length
+        exact = sum(np.linalg.norm(W[j + 1] - W[j]) for j in range(4))
+        assert prof.lengths["curve"] == pytest.approx(exact, rel=1e-9)
+    else:  # the chord sum is below the arc length (mean speed on a fine grid)
+        fine = float(curve.speed(torch.linspace(0, 1, 20001, dtype=torch.float64)).mean().detach())
+        assert prof.lengths["curve"] < fine
+    with ls.open_result(tmp_path / "p.h5") as f:
+        np.testing.assert_array_equal(f.read_array("segment-length"), prof.segment_lengths)
+    # DMC's statistics: int is the trapezoid over arc length divided by the length
+    for r, row in enumerate(("curve", "line")):
+        s_cum = np.cumsum(prof.segment_lengths[r])
+        for name in ("train_loss", "test_loss", "train_acc"):
+            v = prof.metrics[name][r]
+            st = prof.stats[row][name]
+            assert st["int"] == pytest.approx(np.trapezoid(v, s_cum) / s_cum[-1], rel=1e-12)
+            assert st["int_t"] == pytest.approx(np.trapezoid(v, t), rel=1e-12)
+            assert (st["min"], st["max"], st["start"], st["end"]) == (v.min(), v.max(), v[0], v[-1])
+            assert st["avg"] == pytest.approx(v.mean(), rel=1e-12)
+        err = prof.stats[row]["test_err"]
+        assert err["max"] == pytest.approx(1 - prof.metrics["test_acc"][r].min(), abs=1e-15)
+    if kind == "bezier":  # along a curve whose speed varies, the two integrals differ
+        v = prof.metrics["train_loss"][0]
+        assert prof.stats["curve"]["train_loss"]["int"] != pytest.approx(np.trapezoid(v, t), rel=1e-6)
+
+
+def test_path_statistics_of_planted_values():
+    t = np.array([0.0, 0.5, 1.0])
+    st = C.path_statistics([1.0, 3.0, 2.0], [0.0, 1.0, 3.0], t)
+    # (2 * 1 + 2.5 * 3) / 4 = 2.375; over t: 0.5 * (2 + 2.5) = 2.25
+    assert st == {"start": 1.0, "end": 2.0, "min": 1.0, "max": 3.0, "avg": 2.0, "int": 2.375, "int_t": 2.25}

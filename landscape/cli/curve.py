@@ -198,6 +198,16 @@ def _profile(args, model) -> int:
                 f"test error: curve max {np.nanmax(err[0]):.2f}%, line max {np.nanmax(err[1]):.2f}%, "
                 f"endpoints {err[0, 0]:.2f}% / {err[0, -1]:.2f}%"
             )
+        print(
+            f"length over the {len(prof.t)} points: curve {prof.lengths['curve']:.4g}, "
+            f"line {prof.lengths['line']:.4g} (ratio {prof.lengths['curve'] / prof.lengths['line']:.3f})"
+        )
+        cols = ("start", "end", "min", "max", "avg", "int")
+        print(f"{'':22s}" + "".join(f"{c:>10s}" for c in cols) + "   (int: over arc length, as eval_curve.py)")
+        for row in ("curve", "line"):
+            for name, st in prof.stats.get(row, {}).items():
+                if name.endswith(("_loss", "_err")):
+                    print(f"{row:5s} {name:16s}" + "".join(f"{st[c]:10.4f}" for c in cols))
         print(f"-> {args.out}")
     else:
         from ..surface import auto_range, compute_surface, parse_range

@@ -23,7 +23,7 @@ from .fit import (
     fit_curve,
     learning_rate_factor,
 )
-from .profile import CurveProfile, barrier, curve_plane, evaluate_curve
+from .profile import CurveProfile, barrier, curve_plane, evaluate_curve, path_statistics, segment_lengths
 
 __all__ = [
     "CURVE_KINDS",
@@ -43,6 +43,8 @@ __all__ = [
     "fit_curve",
     "learning_rate_factor",
     "load_curve",
+    "path_statistics",
     "polychain_coefficients",
     "polychain_derivative_coefficients",
+    "segment_lengths",
 ]
