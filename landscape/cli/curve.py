@@ -33,7 +33,13 @@ def add_parser(subparsers) -> None:
     c = csub.add_parser("fit", help="train a Bezier curve or polygonal chain between two checkpoints")
     c.add_argument("--ckpt", action="append", default=[], help="the two endpoint checkpoints (repeat)")
     c.add_argument("--curve", dest="curve_kind", default="bezier", choices=["bezier", "polychain"])
-    c.add_argument("--bends", type=int, default=1, help="number of bends (default 1)")
+    c.add_argument(
+        "--bends",
+        type=int,
+        default=1,
+        help="bends between the endpoints (default 1; dnn-mode-connectivity's --num_bends counts the "
+        "endpoints too: its 3 is 1 here)",
+    )
     c.add_argument("--init", default=None, help="checkpoint to start the (single) bend from (default: the line)")
     c.add_argument("--epochs", type=int, default=20)
     c.add_argument("--lr", type=float, default=0.05)

@@ -228,7 +228,8 @@ def fit_curve(
         Structure of the network (a private copy is trained in train mode; the user's
         module is not modified).
     curve : Curve
-        Its ``bends`` (and endpoints not fixed) are updated in place.
+        Its ``bends`` (and endpoints not fixed) are updated in place. ``curve.n_bends`` is
+        dnn-mode-connectivity's ``num_bends`` minus 2 (its default 3 is one bend).
     data : TensorData, (x, y), DataLoader, Dataset or iterable of batches
         Training set: in memory (and a Dataset) shuffled every epoch with ``seed``; a
         loader's own batches in its order (:class:`landscape.train.TrainBatches`). Resuming
