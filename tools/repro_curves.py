@@ -2,9 +2,11 @@
 
 For each seed pair and architecture: train two endpoint networks from different seeds,
 measure the train-loss barrier of the straight line between them, then train a Bezier curve
-and a polygonal chain with 1 and 3 bends between the same endpoints (``fit_curve``: loss
-averaged over t ~ U(0, 1), the "garipov" learning-rate schedule) and evaluate all of them at
-61 values of t (``evaluate_curve``; BatchNorm statistics recomputed at every t). Prints a
+and a polygonal chain with 1 and 3 bends between the same endpoints (``fit_curve`` with its
+defaults, those of dnn-mode-connectivity: loss averaged over t ~ U(0, 1), the "garipov"
+learning-rate schedule at epoch e of E set to f(e/E), weight decay on phi(t), endpoints
+fixed) and evaluate all of them at 61 values of t (``evaluate_curve``; BatchNorm statistics
+recomputed at every t; lengths and integrated losses as DMC's ``eval_curve.py``). Prints a
 markdown table (mean +- sample std over seed pairs) and writes it, with the per-run numbers,
 the endpoints, the curves and the profiles, to ``--out-dir``.
 
@@ -78,20 +80,18 @@ def curve_name(kind: str, n_bends: int) -> str:
     return f"{'Bezier' if kind == 'bezier' else 'Polychain'}, {n_bends} bend{'s' if n_bends > 1 else ''}"
 
 
-def curve_length(curve) -> float:
-    """Length of the curve in parameter space (mean of ||phi'(t)|| on a 256-point grid)."""
-    t = (torch.arange(256, dtype=torch.float64) + 0.5) / 256
-    with torch.no_grad():
-        return float(curve.speed(t).mean())
-
-
 def profile_numbers(profile, row: str) -> dict:
     """Barrier and errors of one row ("curve" or "line") of a CurveProfile."""
     t = profile.t
     train_loss = profile.metrics["train_loss"][0 if row == "curve" else 1]
     test_err = 1.0 - profile.metrics["test_acc"][0 if row == "curve" else 1]
     i = int(np.nanargmax(train_loss))
+    r = 0 if row == "curve" else 1
     return {
+        "length": float(profile.lengths[row]),
+        "int_train_loss": float(profile.stats[row]["train_loss"]["int"]),
+        "int_test_err": float(profile.stats[row]["test_err"]["int"]),
+        "segment_lengths": [float(v) for v in profile.segment_lengths[r]],
         "barrier_train": float(profile.barriers[row]["train"]),
         "barrier_test": float(profile.barriers[row]["test"]),
         "barrier_t": float(profile.barriers[f"{row}-t"]["train"]),
@@ -161,9 +161,6 @@ def run_pair(arch: str, pair: int, args, log) -> dict:
         if "line" not in rec:
             rec["t"] = [float(v) for v in prof.t]
             rec["line"] = profile_numbers(prof, "line")
-            rec["line"]["length"] = float(
-                (curve.start.flatten()[curve.param_mask] - curve.end.flatten()[curve.param_mask]).double().norm()
-            )
             tl, te = prof.metrics["train_loss"][1], 1.0 - prof.metrics["test_acc"][1]
             rec["endpoints"] = {
                 "train_loss": [float(tl[0]), float(tl[-1])],
@@ -174,7 +171,6 @@ def run_pair(arch: str, pair: int, args, log) -> dict:
             fit_seconds=fit.seconds,
             eval_seconds=eval_seconds,
             final_fit_loss=fit.history[-1]["loss"],
-            length=curve_length(curve),
         )
         c["length_ratio"] = c["length"] / rec["line"]["length"]
         c["ratio_to_line"] = c["barrier_train"] / rec["line"]["barrier_train"]
@@ -206,8 +202,8 @@ def table(records: list[dict], arch: str) -> str:
         f"test error {mean_std(end_err, 100, 2)} %",
         "",
         "| path | train-loss barrier (nats) | barrier / line's | max train loss | test err at barrier (%) "
-        "| max test err (%) | length / line's |",
-        "|---|---|---|---|---|---|---|",
+        "| max test err (%) | length / line's | train loss, int (DMC) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     rows = [("Straight line", [r["line"] for r in rs])]
     rows += [(curve_name(k, b), [r["curves"][f"{k}{b}"] for r in rs]) for k, b in CURVES]
@@ -224,6 +220,7 @@ def table(records: list[dict], arch: str) -> str:
                     mean_std([c["test_err_at_barrier"] for c in cs], 100, 2),
                     mean_std([c["max_test_err"] for c in cs], 100, 2),
                     "1" if is_line else mean_std([c["length_ratio"] for c in cs], digits=2),
+                    mean_std([c["int_train_loss"] for c in cs], digits=4),
                 ]
             )
             + " |"
