@@ -347,6 +347,7 @@ def test_connection_model_then_connect_with_its_row(tmp_path, capsys):
         ("fge", ["--cycles", "2", "--cycle-length", "4", "--lr-min", "0.001"], 2),
         ("sse", ["--epochs", "2", "--cycles", "2"], 2),
         ("swa", ["--epochs", "2", "--include-start"], 1),
+        ("swa", ["--epochs", "3", "--swa-start", "1", "--swa-lr", "0.01", "--swa-c-epochs", "2"], 1),
     ],
 )
 def test_ensemble_methods_save_members_and_print_the_ensemble(tmp_path, capsys, method, extra, members):
@@ -367,6 +368,9 @@ def test_ensemble_methods_save_members_and_print_the_ensemble(tmp_path, capsys, 
         width = ls.io.open_result(out / "swa-width.h5")
         assert width.attrs["surface-type"] == "swa-width" and np.isfinite(width.read_metric("test_err")).all()
         assert os.path.exists(out / "swa-width-line-loss.png")
+    if "--swa-start" in extra:  # 2 iterations per epoch; averaged after epochs 1 and 3, one optimizer
+        assert list(record["arrays"]["collected"]) == [2, 6]
+        np.testing.assert_allclose(record["arrays"]["lr"], [0.05, 0.05, 0.01, 0.01, 0.01, 0.01])
     assert main(argv) == 2  # not empty: refuses without --force
     assert "--force" in capsys.readouterr().err
 

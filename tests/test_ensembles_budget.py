@@ -98,3 +98,25 @@ def test_comparison_refuses_mismatched_runs(setup):
     w = ls.Weights.from_module(model)
     with pytest.raises(ValueError, match="1 members but 2 budgets"):
         compare_ensembles(model, [Run("x", [w], [1.0, 2.0])], test)
+
+
+def test_swa_runs_are_the_repository_procedure_or_the_restarted_one(setup):
+    from landscape.ensembles import swa
+
+    model, train, _ = setup
+    kw = dict(budget_epochs=3, n=1, seed=2, lr=0.1, fast_fraction=0.4, batch_size=64)
+    for restart in (False, True):
+        run = run_at_budget(model, train, "swa", swa_restart=restart, **kw)
+        net = fresh_copy(model, 2000)
+        opts = dict(seed=2000, batch_size=64)
+        if restart:  # cosine training for (1 - f) B = 2 epochs, then a fresh optimizer
+            train_classifier(net, train, epochs=2, lr=0.1, **opts)
+            want = swa(net, ls.Weights.from_module(net), train, epochs=1, lr=0.05, include_start=False, **opts)
+            assert want.collected == [5]
+        else:  # one optimizer, the repository's schedule, averaging after epochs 2 and 3
+            want = swa(net, ls.Weights.from_module(net), train, epochs=3, swa_start=2, lr=0.1, swa_lr=0.05, **opts)
+            assert want.collected == [10, 15]
+            assert want.lr[:10].tolist() == [0.1] * 10 and want.lr[10:].tolist() == pytest.approx([0.05] * 5)
+        assert run.attrs["swa-procedure"] == ("restart" if restart else "repository")
+        for k, v in want.weights.tensors.items():
+            torch.testing.assert_close(run.members[0][k], v, rtol=0, atol=0)

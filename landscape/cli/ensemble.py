@@ -9,6 +9,7 @@ interrupted run finished, after checking that its settings are this run's.
 
 from __future__ import annotations
 
+import argparse
 import os
 
 from . import options
@@ -27,10 +28,30 @@ def add_parser(subparsers) -> None:
     p.add_argument("--ckpt", default=None, help="starting checkpoint (required for fge and swa)")
     p.add_argument("--cycles", type=int, default=4, help="FGE/SSE cycles = members (default 4)")
     p.add_argument("--cycle-length", type=int, default=None, help="FGE/cyclical SWA: iterations per cycle")
-    p.add_argument("--epochs", type=int, default=10, help="SSE/SWA epochs (default 10)")
-    p.add_argument("--lr", type=float, default=0.05, help="alpha1 (FGE), alpha0 (SSE), SWA's rate")
+    p.add_argument("--epochs", type=int, default=10, help="SSE/SWA epochs (SWA: --swa-start included; default 10)")
+    p.add_argument("--lr", type=float, default=0.05, help="alpha1 (FGE), alpha0 (SSE), SWA's first rate")
     p.add_argument("--lr-min", type=float, default=None, help="alpha2 (FGE) or cyclical SWA's lowest rate")
-    p.add_argument("--include-start", action="store_true", help="SWA: count the starting weights (the seed's variant)")
+    p.add_argument(
+        "--swa-start",
+        type=int,
+        default=0,
+        help="SWA: epochs of pre-SWA training from --ckpt with the SWA repository's schedule from --lr down to "
+        "--swa-lr, the optimizer kept into the averaging phase (default 0: --ckpt is trained)",
+    )
+    p.add_argument("--swa-lr", type=float, default=None, help="SWA: the rate of the averaging phase (default --lr)")
+    p.add_argument("--swa-c-epochs", type=int, default=1, help="SWA: average the weights every c epochs (default 1)")
+    p.add_argument(
+        "--restart",
+        action="store_true",
+        help="SWA: a fresh optimizer when averaging starts (the library's earlier procedure)",
+    )
+    p.add_argument(
+        "--include-start",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="SWA: count the weights at --swa-start in the average (default: yes, as the SWA repository; "
+        "no with --restart or the cyclical schedule)",
+    )
     p.add_argument(
         "--start-epochs", type=int, default=None, help="epochs that trained --ckpt (counted in the training budget)"
     )
@@ -73,6 +94,10 @@ def main(args) -> int:
     start = load_checkpoint(args.ckpt, model, trust=args.trust_checkpoint) if args.ckpt else None
     if args.method == "fge" and (args.cycle_length is None or args.lr_min is None):
         raise UsageError("ensemble fge needs --cycle-length (even) and --lr-min (alpha2 < --lr)")
+    if args.method == "swa" and not 0 <= args.swa_start <= args.epochs:
+        raise UsageError(f"--swa-start {args.swa_start}: expected epochs of pre-SWA training in [0, --epochs]")
+    if args.method == "swa" and args.swa_c_epochs < 1:
+        raise UsageError(f"--swa-c-epochs {args.swa_c_epochs}: expected a positive number of epochs")
     if args.start_epochs is not None and args.start_epochs < 0:
         raise UsageError(f"--start-epochs {args.start_epochs}: expected the epochs that trained --ckpt (>= 0)")
     if args.compare_independent and start is not None and not args.start_epochs:
@@ -91,6 +116,7 @@ def main(args) -> int:
 def _ensemble_settings(args, start) -> dict:
     """What a resumed ``landscape ensemble`` must share with the run it continues."""
     keys = ("method", "cycles", "cycle_length", "epochs", "lr", "lr_min", "include_start", "fit_batch_size", "seed")
+    keys += ("swa_start", "swa_lr", "swa_c_epochs", "restart")
     keys += ("model", "model_kwargs", "data", "max_samples", "normalize", "start_epochs")
     out = {k: getattr(args, k) for k in keys}
     out["ckpt-sha256"] = start.sha256 if start is not None else None
@@ -168,6 +194,10 @@ def _method_run(args, model, start, train, e0):
             train,
             epochs=args.epochs,
             lr=args.lr,
+            swa_lr=args.swa_lr,
+            swa_start=args.swa_start,
+            swa_c_epochs=args.swa_c_epochs,
+            restart=args.restart,
             lr_min=args.lr_min,
             cycle_length=args.cycle_length,
             include_start=args.include_start,

@@ -14,7 +14,7 @@ from .fge import FGEResult, fge
 from .metrics import EnsembleResult, evaluate_ensemble, expected_calibration_error
 from .record import open_ensemble_run, read_ensemble_run, save_ensemble_run
 from .report import EnsembleComparison, compare_ensembles
-from .schedules import cycle_position, fge_lr, sse_lr, swa_lr
+from .schedules import cycle_position, fge_lr, sse_lr, swa_epoch_lr, swa_lr
 from .sse import Snapshots, independent, sse
 from .swa import SWAResult, swa, swa_line, swa_width
 
@@ -41,6 +41,7 @@ __all__ = [
     "sse",
     "sse_lr",
     "swa",
+    "swa_epoch_lr",
     "swa_line",
     "swa_lr",
     "swa_width",

@@ -9,9 +9,13 @@ became available, so accuracy can be drawn against the budget:
   ``cycles`` cosine restarts (a snapshot per cycle).
 * ``fge``: ``n`` runs, each training a fresh network for ``(1 - f) B`` epochs and then
   running FGE for the remaining ``f B`` epochs with ``cycles`` cycles (a snapshot per cycle).
-* ``swa``: ``n`` runs, each training for ``(1 - f) B`` epochs and averaging the weights of
-  the remaining ``f B`` epochs (constant rate, an average per epoch); the members are the
-  ``n`` SWA solutions.
+* ``swa``: ``n`` runs of the SWA repository's procedure (:func:`~landscape.ensembles.swa`):
+  one optimizer for ``B`` epochs, the repository's schedule from ``lr`` down to ``swa_lr``
+  over the first ``(1 - f) B`` epochs, then ``swa_lr`` while the weights after every epoch
+  from ``(1 - f) B`` on are averaged; the members are the ``n`` SWA solutions. With
+  ``swa_restart=True`` (the library's earlier procedure) each run trains ``(1 - f) B``
+  epochs with the cosine schedule, then averages the ``f B`` epochs after it with a fresh
+  optimizer.
 
 Beyond ``1B`` the fast methods ensemble ``n`` independent runs, so every column spends the
 same number of epochs; ``f`` is the share of the budget spent in the fast phase (the FGE
@@ -60,6 +64,7 @@ def run_at_budget(
     cycles: int = 4,
     fge_lr: tuple[float, float] | None = None,
     swa_lr: float | None = None,
+    swa_restart: bool = False,
     batch_size: int = 64,
     momentum: float = 0.9,
     weight_decay: float = 5e-4,
@@ -98,6 +103,9 @@ def run_at_budget(
         FGE's rates; default ``(lr / 2, lr / 100)``.
     swa_lr : float, optional
         SWA's constant rate; default ``lr / 2``.
+    swa_restart : bool
+        SWA after cosine training with a fresh optimizer (see above) instead of the
+        repository's procedure.
     loss, forward : optional
         The training loss and model call of every phase (:func:`landscape.train.loss_of`).
 
@@ -140,6 +148,12 @@ def run_at_budget(
             per_epoch = steps.steps_per_epoch()
             members += run.members
             budgets += [spent + i / per_epoch for i in run.iterations]
+        elif method == "swa" and not swa_restart:
+            rate = swa_lr if swa_lr is not None else lr / 2
+            init = Weights.from_module(net)
+            run = swa(net, init, data, epochs=B, swa_start=B - fast, lr=lr, swa_lr=rate, seed=s, **opts)
+            members.append(run.weights)
+            budgets.append(spent + B)
         else:
             train_classifier(net, data, epochs=B - fast, lr=lr, seed=s, **opts)
             start = Weights.from_module(net)
@@ -152,7 +166,7 @@ def run_at_budget(
                 budgets += [spent + B - fast + i / per_epoch for i in run.iterations]
             else:
                 rate = swa_lr if swa_lr is not None else lr / 2
-                run = swa(net, start, data, epochs=fast, lr=rate, seed=s, **opts)
+                run = swa(net, start, data, epochs=fast, lr=rate, include_start=False, seed=s, **opts)
                 members.append(run.weights)
                 budgets.append(spent + B)
     attrs = {
@@ -165,4 +179,6 @@ def run_at_budget(
         "cycles": int(cycles),
         "batch-size": int(batch_size),
     }
+    if method == "swa":
+        attrs["swa-procedure"] = "restart" if swa_restart else "repository"
     return Run(f"{method.upper() if method != 'ind' else 'Ind'} {n}B", members, budgets, attrs)

@@ -22,8 +22,22 @@ Iterations are counted from 1, as in the seeds' formulas.
 
       \\alpha(t) = \\frac{\\alpha_0}{2}\\Bigl(\\cos\\Bigl(\\frac{\\pi\\,\\operatorname{mod}(t - 1,
       \\lceil T/M \\rceil)}{\\lceil T/M \\rceil}\\Bigr) + 1\\Bigr).
-* SWA (Izmailov et al. 2018; seed 002): constant :math:`\\alpha_1`, or cyclical
-  :math:`\\alpha(i) = (1 - t(i))\\,\\alpha_1 + t(i)\\,\\alpha_2` with the ``t(i)`` above (a
+* SWA as its repository trains (``train.py``'s ``schedule``), per epoch :math:`e` counted
+  from 1 with :math:`t = (e - 1) / s` for ``swa_start`` :math:`s` and
+  :math:`r = \\alpha_{SWA} / \\alpha_0`:
+
+  .. math::
+
+      \\alpha(e) = \\alpha_0 \\cdot \\begin{cases}
+          1 & t \\le 0.5 \\\\
+          1 - (1 - r)(t - 0.5) / 0.4 & 0.5 < t \\le 0.9 \\\\
+          r & t > 0.9
+      \\end{cases}
+
+  constant, then a linear decay to :math:`\\alpha_{SWA}` between 50% and 90% of the pre-SWA
+  phase, then :math:`\\alpha_{SWA}` to the end (the averaging phase has :math:`t \\ge 1`).
+* SWA (Izmailov et al. 2018; seed 002), the averaging phase alone: constant
+  :math:`\\alpha_1`, or cyclical :math:`\\alpha(i) = (1 - t(i))\\,\\alpha_1 + t(i)\\,\\alpha_2` with the ``t(i)`` above (a
   linear decay from :math:`\\alpha_1` to :math:`\\alpha_2` within each cycle of length ``c``,
   the SWA paper's schedule; ``torch.optim.swa_utils.SWALR`` has no cyclical mode).
 """
@@ -32,7 +46,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["cycle_position", "fge_lr", "sse_lr", "swa_lr"]
+__all__ = ["cycle_position", "fge_lr", "sse_lr", "swa_epoch_lr", "swa_lr"]
 
 
 def _check_iteration(i: int) -> int:
@@ -98,3 +112,31 @@ def swa_lr(i: int, alpha1: float, alpha2: float | None = None, c: int | None = N
         raise ValueError("the cyclical SWA schedule needs alpha2")
     t = cycle_position(i, c)
     return (1 - t) * alpha1 + t * alpha2
+
+
+def swa_epoch_lr(e: int, lr: float, swa_lr: float, swa_start: int) -> float:
+    """The SWA repository's learning rate for epoch ``e`` (counted from 1) of a run whose
+    average starts after ``swa_start`` epochs (see the module docs); ``swa_start=0`` has no
+    pre-SWA phase: ``swa_lr`` throughout.
+
+    Examples
+    --------
+    >>> [round(swa_epoch_lr(e, 0.1, 0.05, 10), 6) for e in range(1, 13)]
+    [0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.0875, 0.075, 0.0625, 0.05, 0.05, 0.05]
+    """
+    e = _check_iteration(e)
+    if int(swa_start) != swa_start or swa_start < 0:
+        raise ValueError(f"swa_start should be a non-negative integer of epochs, got {swa_start!r}")
+    if swa_start == 0:
+        return float(swa_lr)
+    if not lr > 0:
+        raise ValueError(f"the pre-SWA rate lr should be positive, got {lr!r}")
+    t = (e - 1) / int(swa_start)
+    ratio = swa_lr / lr
+    if t <= 0.5:
+        factor = 1.0
+    elif t <= 0.9:
+        factor = 1.0 - (1.0 - ratio) * (t - 0.5) / 0.4
+    else:
+        factor = ratio
+    return lr * factor

@@ -1,12 +1,22 @@
-"""Stochastic Weight Averaging (Izmailov et al. 2018; seed 002) on ``torch.optim.swa_utils``.
+"""Stochastic Weight Averaging (Izmailov et al. 2018; seed 002), as its repository trains.
 
-From a trained checkpoint :math:`\\hat w`, SGD runs with a constant learning rate (through
-``SWALR``) or the cyclical schedule of :func:`~landscape.ensembles.schedules.swa_lr` (which
-``SWALR`` lacks), and ``AveragedModel`` averages the weights collected at the end of every
-cycle (cyclical, :math:`\\operatorname{mod}(i, c) = 0`) or of every epoch (constant). The
-seed's variant counts the starting weights in the average (:math:`w_{SWA} \\leftarrow \\hat
-w`, :math:`n_{models} \\leftarrow 1`; ``include_start=True``). BatchNorm statistics of the
-average are recomputed in one pass over the training batches
+By default :func:`swa` runs the SWA repository's procedure (``timgaripov/swa``, ``train.py``):
+one SGD optimizer for the whole run, so the momentum buffers carry over from the pre-SWA
+phase into the averaging phase; the rate of epoch :math:`e` follows the repository's
+``schedule`` (:func:`~landscape.ensembles.schedules.swa_epoch_lr`: constant, a linear decay
+to ``swa_lr`` between 50% and 90% of ``swa_start``, then ``swa_lr``), and the weights after
+epochs ``swa_start``, ``swa_start + c``, ``swa_start + 2c``, ... (``c = swa_c_epochs``) are
+averaged with equal weights (``AveragedModel``; the repository's ``moving_average`` with
+:math:`1 / (n + 1)`). The first of them is the end of the pre-SWA phase (with
+``swa_start=0``: the starting weights, :math:`w_{SWA} \\leftarrow \\hat w` as in the seed's
+algorithm).
+
+The library's earlier procedure stays as options: ``restart=True`` starts a fresh optimizer
+for the averaging phase, ``lr_min`` and ``cycle_length`` give the paper's cyclical schedule
+(:func:`~landscape.ensembles.schedules.swa_lr`, averaging at the end of every cycle), and
+``include_start=False`` leaves the weights at ``swa_start`` out of the average.
+
+BatchNorm statistics of the average are recomputed in one pass over the training batches
 (:func:`landscape.bn.update_bn`: each batch weighted by its sample count, as the SWA
 repository's ``bn_update``; or equally, as ``torch.optim.swa_utils.update_bn``).
 """
@@ -19,12 +29,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import nn
-from torch.optim.swa_utils import SWALR, AveragedModel
+from torch.optim.swa_utils import AveragedModel
 
 from ..bn import update_bn
 from ..train import TrainBatches, loss_of, resolve_loss
 from ..weights import Weights
-from .schedules import swa_lr
+from .schedules import swa_epoch_lr
+from .schedules import swa_lr as swa_lr_cyclical
 from .sse import _bar
 
 __all__ = ["SWAResult", "swa", "update_bn"]
@@ -62,9 +73,13 @@ def swa(
     *,
     epochs: int,
     lr: float,
+    swa_lr: float | None = None,
+    swa_start: int = 0,
+    swa_c_epochs: int = 1,
+    restart: bool = False,
     lr_min: float | None = None,
     cycle_length: int | None = None,
-    include_start: bool = False,
+    include_start: bool | None = None,
     batch_size: int = 128,
     momentum: float = 0.9,
     weight_decay: float = 5e-4,
@@ -82,20 +97,39 @@ def swa(
     model : nn.Module
         The architecture; a private copy is trained.
     start : Weights
-        The "good enough" checkpoint :math:`\\hat w`.
+        The weights the run starts from: an initialisation when ``swa_start`` epochs of
+        pre-SWA training come first, or a trained checkpoint :math:`\\hat w` (``swa_start=0``).
     data : TensorData, (x, y), DataLoader, Dataset or iterable of batches
-        Training data (also used for :func:`update_bn`); see
+        Training data (also used for :func:`~landscape.bn.update_bn`); see
         :class:`landscape.train.TrainBatches`.
     epochs : int
-        Passes over the data.
+        Passes over the data in all (the repository's ``--epochs``), the pre-SWA phase
+        included.
     lr : float
-        The constant rate, or :math:`\\alpha_1` of the cyclical schedule.
+        The rate the pre-SWA phase starts at (the repository's ``--lr_init``).
+    swa_lr : float, optional
+        The constant rate of the averaging phase (the repository's ``--swa_lr``; with
+        ``lr_min``, the cyclical schedule's highest rate). Default ``lr``.
+    swa_start : int
+        Epochs of pre-SWA training within this run (the repository's ``--swa_start``), with
+        the repository's schedule from ``lr`` down to ``swa_lr``
+        (:func:`~landscape.ensembles.schedules.swa_epoch_lr`). 0: ``start`` is already trained
+        and every epoch runs at ``swa_lr``.
+    swa_c_epochs : int
+        Average the weights every ``swa_c_epochs`` epochs (the repository's
+        ``--swa_c_epochs``): after epochs ``swa_start``, ``swa_start + c``, ...
+    restart : bool
+        The library's earlier procedure: a fresh SGD optimizer (momentum buffers zero) when
+        averaging starts, instead of the repository's one optimizer throughout.
     lr_min, cycle_length : float, int, optional
-        Both given: the cyclical schedule from ``lr`` down to ``lr_min`` in cycles of
-        ``cycle_length`` iterations, averaging at the end of every cycle. Neither: the
-        constant schedule (``SWALR``), averaging at the end of every epoch.
-    include_start : bool
-        The seed's variant: the starting weights are the first model of the average.
+        Both given: the averaging phase runs the paper's cyclical schedule from ``swa_lr``
+        down to ``lr_min`` in cycles of ``cycle_length`` iterations, averaging at the end of
+        every cycle (instead of every ``swa_c_epochs`` epochs).
+    include_start : bool, optional
+        Whether the weights at ``swa_start`` (the end of the pre-SWA phase; ``start`` itself
+        when ``swa_start=0``) are the first model of the average. Default: yes, as the
+        repository collects them, except with ``restart`` or the cyclical schedule (the
+        library's earlier procedure, which averaged the iterates after them only).
     keep_snapshots : bool
         Also return the collected weights.
     loss : callable, str or Metric, optional
@@ -111,6 +145,8 @@ def swa(
     Returns
     -------
     SWAResult
+        ``collected`` and ``lr`` count iterations from the start of the run (0: before the
+        first step), the pre-SWA phase included.
     """
     if (lr_min is None) != (cycle_length is None):
         raise ValueError("give both lr_min and cycle_length (cyclical schedule) or neither (constant)")
@@ -118,48 +154,74 @@ def swa(
         raise ValueError(f"cycle_length should be a positive integer, got {cycle_length!r}")
     if int(epochs) != epochs or epochs < 1:
         raise ValueError(f"epochs should be a positive integer, got {epochs!r}")
+    if int(swa_start) != swa_start or not 0 <= swa_start <= epochs:
+        raise ValueError(f"swa_start should be an integer number of epochs in [0, epochs={epochs}], got {swa_start!r}")
+    if int(swa_c_epochs) != swa_c_epochs or swa_c_epochs < 1:
+        raise ValueError(f"swa_c_epochs should be a positive integer, got {swa_c_epochs!r}")
+    epochs, swa_start, c = int(epochs), int(swa_start), int(swa_c_epochs)
+    swa_rate = float(lr if swa_lr is None else swa_lr)
+    cyclical = cycle_length is not None
+    if include_start is None:
+        include_start = not (restart or cyclical)
     lossfn = resolve_loss(loss)
     net = copy.deepcopy(model)
     net.load_state_dict(start.state_dict())
     net.train()
-    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+    def sgd(rate):
+        return torch.optim.SGD(net.parameters(), lr=rate, momentum=momentum, weight_decay=weight_decay)
+
+    opt = sgd(swa_epoch_lr(1, lr, swa_rate, swa_start))
     averaged = AveragedModel(net)
     collected, snapshots = [], []
-    if include_start:
+
+    def collect(i):
         averaged.update_parameters(net)
-        collected.append(0)
+        collected.append(i)
         if keep_snapshots:
             snapshots.append(Weights.from_module(net))
-    cyclical = cycle_length is not None
-    scheduler = None if cyclical else SWALR(opt, swa_lr=lr, anneal_epochs=1, anneal_strategy="linear")
+
     g = torch.Generator().manual_seed(seed)
     batches = TrainBatches.for_module(net, data, batch_size, g)
     lrs = []
-    i = 0
-    bar = _bar(int(epochs) * batches.steps_per_epoch() if batches.indexed else None, "SWA", progress)
-    for _ in range(int(epochs)):
+    i = swa_start_iteration = 0  # iterations so far; the last one before averaging starts
+    bar = _bar(epochs * batches.steps_per_epoch() if batches.indexed else None, "SWA", progress)
+    for e in range(1, epochs + 1):  # epoch e; e - 1 epochs are done
+        if e - 1 == swa_start:  # the averaging phase starts
+            if restart and swa_start > 0:
+                opt = sgd(swa_rate)
+            if include_start:
+                collect(i)
+        averaging = e > swa_start
+        rate = swa_epoch_lr(e, lr, swa_rate, swa_start)
+        a = 0  # iterations of the averaging phase, for the cyclical schedule
         for batch in batches.epoch():
             i += 1
-            if cyclical:
-                for group in opt.param_groups:
-                    group["lr"] = swa_lr(i, lr, lr_min, cycle_length)
-            lrs.append(opt.param_groups[0]["lr"])
+            if averaging and cyclical:
+                a = i - swa_start_iteration
+                rate = swa_lr_cyclical(a, swa_rate, lr_min, cycle_length)
+            for group in opt.param_groups:
+                group["lr"] = rate
+            lrs.append(rate)
             opt.zero_grad(set_to_none=True)
             loss_of(net, None, batch, lossfn, forward).backward()
             opt.step()
-            if cyclical and i % cycle_length == 0:
-                averaged.update_parameters(net)
-                collected.append(i)
-                if keep_snapshots:
-                    snapshots.append(Weights.from_module(net))
+            if averaging and cyclical and a % cycle_length == 0:
+                collect(i)
             bar.update(1)
-        if not cyclical:
-            averaged.update_parameters(net)
-            collected.append(i)
-            if keep_snapshots:
-                snapshots.append(Weights.from_module(net))
-            scheduler.step()
+        if e == swa_start:
+            swa_start_iteration = i
+        if averaging and not cyclical and (e - swa_start) % c == 0:
+            collect(i)
+    if epochs == swa_start and include_start:  # no averaging epoch: the end of the run alone
+        collect(i)
     bar.close()
+    if not collected:
+        raise ValueError(
+            f"no weights were averaged: {epochs - swa_start} averaging epoch(s) with swa_c_epochs={c}"
+            + (f" and cycle_length={cycle_length} iterations" if cyclical else "")
+            + " and include_start=False"
+        )
     update_bn(averaged.module, batches.src, batch_size=batch_size, forward=forward, weighting=bn_weighting)
     averaged.module.eval()
     net.eval()
