@@ -366,53 +366,93 @@ def three_point_plane(w1: Weights, w2: Weights, w3: Weights) -> Plane:
     )
 
 
-def pca_plane(trajectory: Sequence[Weights], *, final: Weights | None = None, ignore: str | None = "biasbn") -> Plane:
-    """The plane of the two principal directions of a training trajectory (Li et al. 2018).
+def _same_values(a: Weights, b: Weights) -> bool:
+    """Whether two weights of one layout hold equal tensors (the same checkpoint)."""
+    return a is b or all(torch.equal(a[n], b[n]) for n in a.layout.names())
 
-    With :math:`\\theta_n` the final weights (default: the last of ``trajectory``), the rows
-    :math:`\\theta_i - \\theta_n` are centred and their two leading right singular vectors
-    give unit directions :math:`d_1, d_2`; the plane is
-    :math:`\\theta_n + x d_1 + y d_2` and each checkpoint is projected to
-    :math:`(\\langle \\theta_i - \\theta_n, d_1\\rangle, \\langle \\theta_i - \\theta_n, d_2\\rangle)`.
-    ``ignore="biasbn"`` leaves biases, BatchNorm and running statistics out (zero in the
-    directions), as the paper's code does. The singular vectors come from the eigenvectors
-    of the small Gram matrix of the centred rows (float64), with inner products summed in an
-    order that does not depend on the thread count, so the plane is bit-reproducible; each
-    direction's entry of largest absolute value is positive.
+
+def pca_plane(trajectory: Sequence[Weights], *, final: Weights | None = None, ignore: str | None = "biasbn") -> Plane:
+    """The plane of the two principal directions of a training trajectory (Li et al. 2018),
+    as the loss-landscape code computes it.
+
+    The rows :math:`\\theta_i - \\theta_n` of every checkpoint of the trajectory, the final
+    one :math:`\\theta_n` included (its zero row too), are centred,
+    :math:`X = D - \\bar D`, and the directions :math:`d_1, d_2` are the two leading
+    principal axes, the rows of scikit-learn's ``PCA(n_components=2).components_``: unit
+    vectors, not filter-normalized. The plane is :math:`\\theta_n + x d_1 + y d_2`, and
+    checkpoint i sits at :math:`(\\langle \\theta_i - \\theta_n, d_1\\rangle,
+    \\langle \\theta_i - \\theta_n, d_2\\rangle)` (loss-landscape's ``cos`` projection, of the
+    uncentred rows), the final one at (0, 0).
+
+    Checkpoints are compared by value: ``final`` equal to a checkpoint of ``trajectory``
+    is that checkpoint; a ``final`` not on the trajectory is appended as its end. So a
+    trajectory folder gives the same plane with or without its last file as ``final``.
+
+    The principal axes come from the eigenvectors :math:`u_k` of the small Gram matrix
+    :math:`G = X X^\\top` (T x T, float64): :math:`d_k = X^\\top u_k / \\sqrt{\\lambda_k}`;
+    explained-variance ratios are :math:`\\lambda_k / \\operatorname{tr} G`. Inner products
+    are summed in an order that does not depend on the thread count, so the plane is
+    bit-reproducible. Sign: each direction's entry of largest absolute value (the first
+    one on ties, in layout order) is positive, which is ``svd_flip(U, Vt,
+    u_based_decision=False)``, the rule of scikit-learn's PCA since release 1.5; earlier
+    releases, those the loss-landscape code was written against, fixed the sign from U
+    instead, so its figures may be mirrored in x or y.
+
+    Differences from the loss-landscape code, on purpose: the matrix is float64 (its is
+    float32), and the decomposition is exact (scikit-learn's default solver is randomized
+    when the matrix has more than 500 columns).
+    ``ignore="biasbn"`` (default) leaves biases, BatchNorm parameters and every tensor of at
+    most one dimension out (zero in the directions), as the paper's code does with
+    ``--ignore biasbn``; ``ignore=None`` keeps them (its default). Running statistics are
+    never part of the directions (its ``--dir_type weights``).
+
+    Parameters
+    ----------
+    trajectory : sequence of Weights
+        The checkpoints in training order, of one layout.
+    final : Weights, optional
+        The centre :math:`\\theta_n`; default: the last of ``trajectory``.
+    ignore : {"biasbn", None}
 
     Returns
     -------
     Plane
-        With ``arrays["trajectory"]`` ([T, 2], the projected path) and
-        ``arrays["explained-variance-ratio"]`` ([2], of the centred differences).
+        With ``arrays["trajectory"]`` ([T, 2], the projected path, ending at the final
+        checkpoint) and ``arrays["explained-variance-ratio"]`` ([2]).
     """
     traj = list(trajectory)
+    if ignore not in ("biasbn", None):
+        raise ValueError(f"ignore should be 'biasbn' or None, got {ignore!r}")
     if final is None:
-        if len(traj) < 3:
-            raise ValueError(f"a PCA plane needs at least 3 checkpoints on the trajectory, got {len(traj)}")
+        if not traj:
+            raise ValueError("a PCA plane needs at least 3 checkpoints on the trajectory, got 0")
         final = traj[-1]
     layout = _same_layout(final, *traj)
-    fit = [i for i, w in enumerate(traj) if w is not final]
-    if len(fit) < 2:
-        raise ValueError("a PCA plane needs at least 2 checkpoints besides the final one")
+    if not any(_same_values(w, final) for w in traj):
+        traj.append(final)
+    if len(traj) < 3:
+        raise ValueError(
+            f"a PCA plane needs at least 3 checkpoints on the trajectory (the final one included), got {len(traj)}"
+        )
     entries = [
         e
         for e in layout.flat_entries()
         if e.is_parameter and not (ignore == "biasbn" and _is_small(e.kind, final[e.name]))
     ]
-    T, F = len(traj), len(fit)
+    if not entries:
+        raise ValueError("a PCA plane needs weights with more than one dimension; with ignore='biasbn' none is left")
+    T = len(traj)
     rows = [*traj, final]
 
     def centred(X):
         D = X[:T] - X[T]
-        R = D[fit]
-        return D, R - R.mean(0)
+        return D, D - D.mean(0)
 
     parts = []
     for X in _blocks(rows, entries):
         _, Xc = centred(X)
-        G = np.zeros((F, F))
-        for i in range(F):
+        G = np.zeros((T, T))
+        for i in range(T):
             G[i, i:] = np.add.reduce(Xc[i] * Xc[i:], axis=1)
         parts.append(G)
     G = np.triu(_exact_sum(parts))
@@ -434,7 +474,7 @@ def pca_plane(trajectory: Sequence[Weights], *, final: Weights | None = None, ig
             D, Xc = centred(X)
             for k in range(2):
                 d = np.zeros(Xc.shape[1])
-                for t in range(F):
+                for t in range(T):
                     d += weights_of_rows[t, k] * Xc[t]
                 pieces[k].append(d)
                 i = int(np.argmax(np.abs(d)))
@@ -468,7 +508,7 @@ def pca_plane(trajectory: Sequence[Weights], *, final: Weights | None = None, ig
             "x-label": f"PC1 ({100 * ratio[0]:.1f}% of variance)",
             "y-label": f"PC2 ({100 * ratio[1]:.1f}% of variance)",
             "ignore": ignore,
-            "trajectory-length": len(traj),
+            "trajectory-length": T,
         },
     )
 

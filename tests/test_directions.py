@@ -139,7 +139,7 @@ def test_pca_recovers_a_planted_plane_and_its_variance_ratios():
         assert float(d.norm()) == pytest.approx(1.0, rel=1e-5)
         assert float((d @ e1) ** 2 + (d @ e2) ** 2) == pytest.approx(1.0, abs=1e-6)
     # variance ratios of the centred differences: two components carry everything
-    pts = np.stack([np.append(a, 0.0), np.append(b, 0.0)], 1)[:-1]
+    pts = np.stack([np.append(a, 0.0), np.append(b, 0.0)], 1)  # the final checkpoint's zero row included
     cov = np.cov((pts - pts.mean(0)).T, bias=True)
     ev = np.sort(np.linalg.eigvalsh(cov))[::-1]
     np.testing.assert_allclose(plane.arrays["explained-variance-ratio"], ev / ev.sum(), rtol=1e-4)
@@ -198,6 +198,51 @@ def test_three_point_and_pca_planes_do_not_depend_on_the_thread_count():
         assert all(torch.equal(b1[n], b2[n]) for n in b1)
     for a, b in zip(g1, g2):  # the coefficients a surface file stores
         assert torch.equal(a.coeffs, b.coeffs)
+
+
+@pytest.mark.parametrize("ignore", ["biasbn", None])
+def test_pca_plane_is_sklearn_pca_of_the_differences_to_the_final_checkpoint(ignore):
+    PCA = pytest.importorskip("sklearn.decomposition").PCA
+    traj = [_mlp_weights(s, widths=(6,), dtype=torch.float64) for s in range(20, 27)]
+    plane = D.pca_plane(traj, ignore=ignore)
+    final = traj[-1]
+    kept = [e for e in final.layout.flat_entries() if ignore is None or e.kind == "weight"]
+
+    def flat(w):
+        return np.concatenate([w[e.name].reshape(-1).numpy() for e in kept])
+
+    # loss-landscape's matrix: theta_i - theta_final of every checkpoint, the final one (a zero row) included
+    M = np.stack([flat(w) - flat(final) for w in traj])
+    ref = PCA(n_components=2, svd_solver="full").fit(M)
+    got = np.stack([flat(plane.basis[k]) for k in (1, 2)])
+    np.testing.assert_allclose(got, ref.components_, rtol=0, atol=1e-12)  # sign included (svd_flip on rows)
+    np.testing.assert_allclose(plane.arrays["explained-variance-ratio"], ref.explained_variance_ratio_, rtol=1e-12)
+    # the projected path: loss-landscape's 'cos' projection of the uncentred differences
+    np.testing.assert_allclose(plane.arrays["trajectory"], M @ ref.components_.T, rtol=0, atol=1e-12)
+    assert np.all(plane.arrays["trajectory"][-1] == 0)
+    for k in (1, 2):  # entries left out of the PCA are zero in the directions
+        for e in final.layout.flat_entries():
+            if e not in kept:
+                assert not plane.basis[k][e.name].any()
+
+
+def test_pca_plane_compares_checkpoints_by_value_not_identity():
+    traj = [_mlp_weights(s, widths=(16,)) for s in range(30, 36)]
+    last = traj[-1]
+    loaded_again = ls.Weights({n: t.clone() for n, t in last.items()}, last.layout)  # --ckpt DIR/last.pt
+    planes = [
+        D.pca_plane(traj),  # --trajectory DIR
+        D.pca_plane(traj, final=loaded_again),  # --trajectory DIR --ckpt DIR/last.pt
+        D.pca_plane(traj[:-1], final=loaded_again),  # a final checkpoint outside the trajectory is its end
+    ]
+    for p in planes[1:]:
+        assert p.attrs["trajectory-length"] == 6
+        np.testing.assert_array_equal(p.arrays["trajectory"], planes[0].arrays["trajectory"])
+        for k in (1, 2):
+            assert all(torch.equal(p.basis[k][n], planes[0].basis[k][n]) for n in last)
+    # a final checkpoint inside the trajectory is not counted twice
+    mid = D.pca_plane(traj, final=traj[2])
+    assert mid.arrays["trajectory"].shape == (6, 2) and np.all(mid.arrays["trajectory"][2] == 0)
 
 
 def test_curve_plane_does_not_depend_on_the_thread_count():

@@ -306,3 +306,21 @@ def test_three_point_and_pca_files_resume_under_another_thread_count(tmp_path, k
     again = _with_threads(1, lambda: run(True))
     assert again.evaluated == 2
     np.testing.assert_allclose(again["test_loss"], full["test_loss"], rtol=1e-6)
+
+
+def test_cli_pca_plane_is_the_same_with_the_final_checkpoint_given_again(tmp_path):
+    from landscape.cli import main
+
+    kw = {"in_features": 64, "widths": [16]}
+    folder = tmp_path / "run"
+    folder.mkdir()
+    for i, m in enumerate(_models("mlp", kw, 5, seed=50)):
+        torch.save(m.state_dict(), folder / (f"epoch_{i}.pt" if i < 4 else "last.pt"))
+    base = ["surface", "--model", "mlp", "--model-kwargs", json.dumps(kw), "--data", "digits", "--no-progress"]
+    base += ["--splits", "test", "--trajectory", str(folder), "--x", "-1:1:2", "--y", "-1:1:2"]
+    assert main(base + ["--out", str(tmp_path / "a.h5")]) == 0
+    assert main(base + ["--ckpt", str(folder / "last.pt"), "--out", str(tmp_path / "b.h5")]) == 0
+    with ls.open_result(tmp_path / "a.h5") as a, ls.open_result(tmp_path / "b.h5") as b:
+        for name in ("basis", "trajectory", "explained-variance-ratio"):
+            np.testing.assert_array_equal(a.read_array(name), b.read_array(name))
+        assert a.read_array("trajectory").shape == (5, 2) and np.all(a.read_array("trajectory")[-1] == 0)
