@@ -88,6 +88,7 @@ import hashlib
 import math
 import os
 import pickle
+import zipfile
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -528,21 +529,42 @@ def _arrays_to_split(arrays: dict[str, Any], split: str, source: str):
     return x, y, num_classes
 
 
+def _check_not_empty(path: str, expected: str) -> None:
+    """An empty data file gets one sentence (np.load raises EOFError, torch.load IndexError)."""
+    if os.path.getsize(path) == 0:
+        raise DataError(f"data file {path!r} is empty (0 bytes); expected {expected}")
+
+
+_NPZ_EXPECTED = "an .npz archive (numpy.savez) with arrays x and y (or x_train, y_train, x_test, y_test)"
+_PT_EXPECTED = (
+    "a torch.save file of a dict with tensors x and y (or x_train, y_train, x_test, y_test) or a tuple (x, y)"
+)
+
+
 def _load_npz(path: str, split: str):
+    _check_not_empty(path, _NPZ_EXPECTED)
     try:
         with np.load(path, allow_pickle=False) as archive:
+            if not hasattr(archive, "files"):  # a single .npy array saved under an .npz name
+                raise ValueError("it holds one array, not an archive of named arrays")
             arrays = {name: archive[name] for name in archive.files}
-    except (OSError, ValueError) as exc:
-        raise DataError(f"could not read {path!r} as an .npz archive: {exc}") from None
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise DataError(f"could not read {path!r} as an .npz archive ({reason}); expected {_NPZ_EXPECTED}") from None
     return _arrays_to_split(arrays, split, os.path.basename(path))
 
 
 def _load_pt(path: str, split: str):
+    _check_not_empty(path, _PT_EXPECTED)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError) as exc:
+    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError, IndexError, KeyError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"could not load {path!r} with torch.load(weights_only=True): {first_line}") from None
+        if isinstance(exc, (IndexError, KeyError)):  # what torch.load hits first in a file it did not write
+            first_line = f"not a torch.save file ({type(exc).__name__} {first_line})"
+        raise DataError(
+            f"could not load {path!r} with torch.load(weights_only=True): {first_line}; expected {_PT_EXPECTED}"
+        ) from None
     source = os.path.basename(path)
     if isinstance(obj, (tuple, list)) and len(obj) == 2:
         obj = {"x": obj[0], "y": obj[1]}

@@ -242,6 +242,22 @@ def _temp_path(path: str) -> str:
     return os.path.join(directory, f".{name}.tmp-{os.getpid()}")
 
 
+def _check_folder(path: str, error: type[Exception] = FileNotFoundError) -> None:
+    """The folder of an output ``path`` must exist (``error`` naming the user's path)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise error(
+            f"cannot write {_fmt_path(path)}: its folder '{folder}' does not exist; expected an existing folder"
+        )
+
+
+def _write_failed(path: str, tmp: str, exc: BaseException) -> str:
+    """One line saying why writing ``path`` failed, naming ``path``, not its temporary file."""
+    errno = getattr(exc, "errno", None)
+    reason = os.strerror(errno) if isinstance(errno, int) and errno > 0 else str(exc).replace(tmp, path)
+    return f"cannot write {_fmt_path(path)}: {' '.join(reason.split())}"
+
+
 def _remove_quietly(path: str) -> None:
     try:
         os.remove(path)
@@ -407,23 +423,27 @@ def create_result(
         raise ResultFileError(f"{_fmt_path(path)} is a directory; expected a result file path")
     if os.path.lexists(path) and not force:
         raise ResultExistsError(_exists_message(path))
+    _check_folder(path, ResultFileError)
     check_output_size(dims, metric_names, static, f"result file {_fmt_path(path)}", allow_large=allow_large)
 
     tmp = _temp_path(path)
     try:
-        with h5py.File(tmp, "w") as h5:
-            for key, value in encoded.items():
-                h5.attrs[key] = value
-            group = h5.create_group("metrics")
-            group.attrs[_METRIC_ORDER_ATTR] = _encode_attr(_METRIC_ORDER_ATTR, metric_names)
-            missing = np.full(dims, np.nan, dtype=np.float64)
-            for name in metric_names:
-                _write_contiguous(group, name, missing)
-            _write_contiguous(h5, "done", np.zeros(dims, dtype=np.uint8))
-            group = h5.create_group("arrays")
-            for name, array in static.items():
-                _write_contiguous(group, name, array)
-        _fsync_file(tmp)
+        try:
+            with h5py.File(tmp, "w") as h5:
+                for key, value in encoded.items():
+                    h5.attrs[key] = value
+                group = h5.create_group("metrics")
+                group.attrs[_METRIC_ORDER_ATTR] = _encode_attr(_METRIC_ORDER_ATTR, metric_names)
+                missing = np.full(dims, np.nan, dtype=np.float64)
+                for name in metric_names:
+                    _write_contiguous(group, name, missing)
+                _write_contiguous(h5, "done", np.zeros(dims, dtype=np.uint8))
+                group = h5.create_group("arrays")
+                for name, array in static.items():
+                    _write_contiguous(group, name, array)
+            _fsync_file(tmp)
+        except OSError as exc:
+            raise ResultFileError(_write_failed(path, tmp, exc)) from None
         if force:
             os.replace(tmp, path)
         else:
@@ -1820,6 +1840,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], Any], *, force:
     -------
     str
         ``path``.
+
+    Raises
+    ------
+    FileExistsError, IsADirectoryError, FileNotFoundError
+        ``path`` exists (without ``force``), is a directory, or its folder does not exist.
+        Errors while writing name ``path``, never the temporary file.
     """
     path = os.fspath(path)
     if os.path.isdir(path):
@@ -1827,10 +1853,15 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], Any], *, force:
     message = f"{_fmt_path(path)} already exists; pass force=True (CLI: --force) to overwrite it"
     if os.path.lexists(path) and not force:
         raise FileExistsError(message)
+    _check_folder(path)
     tmp = _temp_path(path)
     try:
-        write(tmp)
-        _fsync_file(tmp)
+        try:
+            write(tmp)
+            _fsync_file(tmp)
+        except (OSError, RuntimeError) as exc:  # torch.save reports some failures as RuntimeError
+            kind = type(exc) if type(exc).__module__ == "builtins" else OSError
+            raise kind(_write_failed(path, tmp, exc)) from None
         if force:
             os.replace(tmp, path)
         else:

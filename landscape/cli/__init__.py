@@ -115,6 +115,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         CheckpointError,
         FileNotFoundError,
         FileExistsError,
+        IsADirectoryError,
         ValueError,
     )
 

@@ -97,8 +97,16 @@ def checkpoint_records(weights) -> list[dict]:
     return [{"path": w.source, "sha256": w.sha256} for w in weights]
 
 
+def _not_a_directory(path: str | None) -> None:
+    """An output file path that names a directory is refused (``--force`` cannot help)."""
+    if path and os.path.isdir(path):
+        raise UsageError(f"'{path}' is a directory; expected a file path, e.g. '{os.path.join(path, 'result.h5')}'")
+
+
 def check_out(args) -> None:
-    """An ``--out`` that exists needs ``--resume`` or ``--force``, not both."""
+    """An ``--out`` that exists needs ``--resume`` or ``--force``, not both; a directory is
+    refused."""
+    _not_a_directory(args.out)
     if args.out and os.path.exists(args.out) and not (args.resume or args.force):
         raise UsageError(f"'{args.out}' already exists; pass --resume to continue it or --force to overwrite it")
     if args.resume and args.force:
@@ -106,7 +114,8 @@ def check_out(args) -> None:
 
 
 def refuse_existing(path: str | None, force: bool) -> None:
-    """A file that exists is overwritten only with ``--force``."""
+    """A file that exists is overwritten only with ``--force``; a directory is refused."""
+    _not_a_directory(path)
     if path and os.path.exists(path) and not force:
         raise UsageError(f"'{path}' already exists; pass --force to overwrite it")
 

@@ -96,6 +96,10 @@ def surface_kind(args) -> str:
         raise UsageError(f"--type {kind} needs {_NEEDED_CKPTS[kind]} --ckpt, got {n}")
     if kind == "pca" and not args.trajectory:
         raise UsageError("--type pca needs --trajectory (checkpoint files or a folder)")
+    if kind in ("interpolate", "line") and args.y is not None:
+        raise UsageError(
+            f"--y {args.y} was given but a {kind} surface is a line (--x only); drop --y, or use --type plane"
+        )
     return kind
 
 
