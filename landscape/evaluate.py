@@ -203,6 +203,16 @@ class _FusedMLP:
             b = points.basis_tensor(p + "bias", dtype=dtype).to(device) if (p + "bias") in points.layout else None
             self.layers.append((w, b, act))
 
+    def nonfinite_entry(self) -> str | None:
+        """The first basis entry holding NaN or inf, or None. The kernels combine every basis
+        vector (``0 * nan`` is NaN) where points are built from their non-zero coefficients
+        only, so such a basis is evaluated per point."""
+        for (name, _), (w, b, _) in zip(self.plan, self.layers, strict=True):
+            for suffix, t in (("weight", w), ("bias", b)):
+                if t is not None and not bool(torch.isfinite(t).all()):
+                    return f"{name}.{suffix}" if name else suffix
+        return None
+
     def __call__(self, coeffs: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if self.flatten:
             x = x.flatten(1)
@@ -503,7 +513,19 @@ class Engine:
         if self.path is None:
             self.path = self._choose_path(src)
             if self.path == "fused":
-                self._fused = _FusedMLP(self.plan, self.pts, self.dtype, self.device, self.flatten)
+                fused = _FusedMLP(self.plan, self.pts, self.dtype, self.device, self.flatten)
+                entry = fused.nonfinite_entry()
+                if entry is None:
+                    self._fused = fused
+                else:
+                    self.path = "vmap" if self.device.type == "cuda" else "loop"
+                    if self.path_asked == "fused":
+                        warnings.warn(
+                            f"path='fused' cannot evaluate a basis with NaN or inf values (in '{entry}'): "
+                            f"the kernels would spread them to points whose coefficient on it is 0; "
+                            f"using the {self.path} path",
+                            stacklevel=3,
+                        )
         if self.points_per_pass is None:
             self.points_per_pass, self.n_batch = self._plan_memory(src, self.path)
         return self.points_per_pass

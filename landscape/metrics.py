@@ -8,8 +8,9 @@ every average is exact over the data set whatever the batching.
 Built-in names:
 
 - ``loss`` (mean cross-entropy, nats), ``acc`` (accuracy, fraction), ``err`` (error, percent),
-  ``mse``. On sequence outputs ``[n, T, V]`` with targets ``[n, T]`` (token classification)
-  ``loss`` and ``acc`` average over the positions whose target is not ``-100``.
+  ``mse``. ``loss``, ``acc`` and ``err`` average over the samples whose target is not
+  ``-100``; on sequence outputs ``[n, T, V]`` with targets ``[n, T]`` (token classification)
+  over the positions whose target is not ``-100``.
 - ``token_loss``, ``perplexity``, ``token_acc`` for causal language models: the logits at
   position ``i`` predict the target at ``i + 1``; targets equal to ``-100`` and positions where
   the batch's ``attention_mask`` is 0 are not counted; the average is over counted tokens.
@@ -23,6 +24,10 @@ Two user contracts:
   (masks, weights) and says what it counted.
 
 :func:`l2_regularized` adds a weight penalty.
+
+Non-finite outputs: a point whose counted outputs on any batch hold a NaN or an infinity gets
+NaN for every built-in metric and callable (see :meth:`Metric.batch_stats`); outputs a metric
+does not count (targets ``-100``, masked tokens) never make it NaN.
 """
 
 from __future__ import annotations
@@ -76,9 +81,22 @@ class Metric:
         """
         raise NotImplementedError
 
+    def counted(self, out: torch.Tensor, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | int]:
+        """``(outputs[K, m, ...], targets[m, ...], count)``: the outputs this metric counts on
+        one batch, their targets and how many they are. By default all samples of the batch;
+        class and token metrics leave out positions whose target is ``-100`` (and, for tokens,
+        where the ``attention_mask`` is 0).
+        """
+        return out, _targets(batch, self.name), batch.count
+
     def batch_stats(self, out: torch.Tensor, batch) -> tuple[torch.Tensor, torch.Tensor | int]:
-        """``(sums[K], count)`` of one batch: by default :meth:`batch_sum` over the batch's
-        targets and its sample count. Metrics that count something else (tokens) override it.
+        """``(sums[K], count)`` of one batch: :meth:`batch_sum` over the outputs and targets
+        that :meth:`counted` selects, and their count.
+
+        The non-finite policy lives here: a point whose counted outputs hold a NaN or an
+        infinity gets a NaN sum, so every metric computed from them is NaN at that point,
+        whatever its formula would make of the value (an arg-max still picks a class);
+        outputs that are not counted never make it NaN.
 
         Parameters
         ----------
@@ -87,11 +105,19 @@ class Metric:
         batch : landscape.batches.Batch
             The batch (targets, sample count, and the raw fields such as ``attention_mask``).
         """
-        return self.batch_sum(out, _targets(batch, self.name)), batch.count
+        out, y, count = self.counted(out, batch)
+        return _nan_where_nonfinite(self.batch_sum(out, y), out), count
 
     def finalize(self, total: torch.Tensor, count, sq_norm: torch.Tensor | None = None) -> torch.Tensor:
         """Value per point from the float64 sums and counts over the dataset."""
         return total / count
+
+
+def _nan_where_nonfinite(sums: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``sums[K]`` in float64, NaN at the points whose outputs ``out[K, ...]`` are not all finite."""
+    sums = sums.to(torch.float64)
+    finite = torch.isfinite(out.reshape(out.shape[0], -1)).all(1)
+    return torch.where(finite, sums, torch.full_like(sums, math.nan))
 
 
 def _targets(batch, name: str) -> torch.Tensor:
@@ -122,17 +148,22 @@ def _class_targets(out: torch.Tensor, y: torch.Tensor, name: str) -> torch.Tenso
     return y.to(out.device)
 
 
+def _counted_classes(out: torch.Tensor, batch, name: str):
+    """Outputs ``[K, m, C]``, class targets ``[m]`` and count of the positions whose target is
+    not ``-100`` (samples, or positions of sequence outputs)."""
+    y = _class_targets(out, _targets(batch, name), name)
+    keep = y != IGNORE_INDEX
+    return out[:, keep], y[keep], keep.sum()
+
+
 class CrossEntropy(Metric):
-    """Mean cross-entropy over samples, or over the counted positions of sequence outputs."""
+    """Mean cross-entropy over the samples (or positions of sequence outputs) whose target is
+    not ``-100``."""
 
     name = "loss"
 
-    def batch_stats(self, out, batch):
-        y = _class_targets(out, _targets(batch, self.name), self.name)
-        if y.dim() == 1:
-            return self.batch_sum(out, y), batch.count
-        keep = y != IGNORE_INDEX
-        return _ce_sum(out[:, keep], y[keep]), keep.sum()
+    def counted(self, out, batch):
+        return _counted_classes(out, batch, self.name)
 
     def batch_sum(self, out, y):
         return _ce_sum(out, y)
@@ -146,14 +177,12 @@ def _ce_sum(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 class Accuracy(Metric):
+    """Fraction of the samples (or positions) whose target is not ``-100`` predicted right."""
+
     name = "acc"
 
-    def batch_stats(self, out, batch):
-        y = _class_targets(out, _targets(batch, self.name), self.name)
-        if y.dim() == 1:
-            return self.batch_sum(out, y), batch.count
-        keep = y != IGNORE_INDEX
-        return self.batch_sum(out[:, keep], y[keep]), keep.sum()
+    def counted(self, out, batch):
+        return _counted_classes(out, batch, self.name)
 
     def batch_sum(self, out, y):
         return (out.argmax(-1) == y).sum(1)
@@ -206,9 +235,12 @@ class TokenLoss(Metric):
 
     name = "token_loss"
 
-    def batch_stats(self, out, batch):
+    def counted(self, out, batch):
         logits, y = _next_token(out, batch, self.name)
-        return _ce_sum(logits, y), y.numel()
+        return logits, y, y.numel()
+
+    def batch_sum(self, out, y):
+        return _ce_sum(out, y)
 
 
 class Perplexity(TokenLoss):
@@ -225,13 +257,20 @@ class TokenAccuracy(Metric):
 
     name = "token_acc"
 
-    def batch_stats(self, out, batch):
+    def counted(self, out, batch):
         logits, y = _next_token(out, batch, self.name)
-        return (logits.argmax(-1) == y).sum(1), y.numel()
+        return logits, y, y.numel()
+
+    def batch_sum(self, out, y):
+        return (out.argmax(-1) == y).sum(1)
 
 
 class BatchMetric(Metric):
-    """Wraps ``fn(output[n, ...], batch) -> (sum, count)`` evaluated per point."""
+    """Wraps ``fn(output[n, ...], batch) -> (sum, count)`` evaluated per point.
+
+    Only ``fn`` knows which outputs it counts, so its sums are taken as they come: the
+    non-finite policy of :meth:`Metric.batch_stats` is ``fn``'s to follow.
+    """
 
     def __init__(self, fn: Callable, name: str | None = None):
         self.fn = fn
@@ -267,7 +306,8 @@ def batch_metric(fn: Callable, name: str | None = None) -> Metric:
 
 
 class CallableMetric(Metric):
-    """Wraps ``fn(output[n, ...], target[n]) -> scalar`` that averages over its batch."""
+    """Wraps ``fn(output[n, ...], target[n]) -> scalar`` that averages over its batch (so it
+    counts every sample of the batch)."""
 
     def __init__(self, fn: Callable, name: str | None = None):
         self.fn = fn

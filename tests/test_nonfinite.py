@@ -174,3 +174,165 @@ def test_nan_input_gives_nan_loss_on_every_path(path):
     w = ls.Weights.from_module(m)
     res = ls.evaluate(m, [w, w], (x, y), ["loss"], path=path, progress=False)
     assert np.isnan(res["loss"]).all()
+
+
+# ---------------------------------------------------------------------------- 2. the metrics
+def oracle_class_metrics(outs: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None = None) -> dict:
+    """Mean cross-entropy and accuracy per point by a float64 loop over the counted rows of
+    ``outs[K, m, C]`` (targets ``y[m]``, ``-100`` and ``mask == 0`` not counted): NaN where a
+    counted row is not finite."""
+    outs = outs.double()
+    loss, acc = [], []
+    for k in range(outs.shape[0]):
+        total = correct = count = 0
+        bad = False
+        for i in range(outs.shape[1]):
+            t = int(y[i])
+            if t == -100 or (mask is not None and not mask[i]):
+                continue
+            count += 1
+            row = [float(v) for v in outs[k, i]]
+            if not all(np.isfinite(row)):
+                bad = True
+                continue
+            top = max(row)
+            total += top + np.log(sum(np.exp(v - top) for v in row)) - row[t]
+            correct += int(row.index(top) == t)
+        loss.append(np.nan if bad else total / count)
+        acc.append(np.nan if bad else correct / count)
+    return {"loss": np.array(loss), "acc": np.array(acc)}
+
+
+def assert_metric(got: np.ndarray, want: np.ndarray) -> None:
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_allclose(got[~np.isnan(want)], want[~np.isnan(want)], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_nonfinite_outputs_make_every_class_metric_nan(path):
+    """A point whose outputs overflow gets NaN for loss, acc and err (an arg-max of inf or NaN
+    gave an accuracy); a NaN output at a sample whose target is -100 changes nothing."""
+    coeffs = [[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [1e200, 0.0, 0.0], [0.0, 0.0, 1.0]]
+    model, points = plane(nn.ReLU, 2, coeffs)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(20, 4, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (20,), generator=g)
+    x[7, 2] = float("nan")
+    y[7] = -100
+    res = ls.evaluate(model, points, (x, y), ["loss", "acc", "err"], path=path, precision="fp64", progress=False)
+    assert res.path == path
+    want = oracle_class_metrics(oracle_outputs(model, points, x), y)
+    assert np.isnan(want["loss"]).tolist() == [False, False, True, False]
+    assert_metric(res["loss"], want["loss"])
+    assert_metric(res["acc"], want["acc"])
+    assert_metric(res["err"], 100 * (1 - want["acc"]))
+
+
+class TinyLM(nn.Module):
+    """Token embeddings and a linear head; token 0 (padding) has a NaN embedding."""
+
+    def __init__(self, seed: int, vocab: int = 11, width: int = 6):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.emb = nn.Embedding(vocab, width)
+        self.head = nn.Linear(width, vocab)
+        with torch.no_grad():
+            self.emb.weight[0] = float("nan")
+
+    def forward(self, input_ids, attention_mask=None):
+        return self.head(torch.tanh(self.emb(input_ids)))
+
+
+def lm_batch(ids, mask, ignored=()):
+    ids, mask = torch.tensor(ids), torch.tensor(mask)
+    labels = ids.masked_fill(mask == 0, -100)
+    for r, c in ignored:
+        labels[r, c] = -100
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def oracle_token_metrics(model, points, batches) -> dict:
+    """token_loss and token_acc per point by a float64 loop over the counted next tokens."""
+    rows, targets = [], []
+    for b in batches:
+        outs = oracle_outputs_kw(model, points, b)  # [K, n, T, V]
+        n, T = b["input_ids"].shape
+        for s in range(n):
+            for i in range(T - 1):
+                if int(b["labels"][s, i + 1]) != -100 and int(b["attention_mask"][s, i + 1]) != 0:
+                    rows.append(outs[:, s, i])
+                    targets.append(int(b["labels"][s, i + 1]))
+    m = oracle_class_metrics(torch.stack(rows, 1), torch.tensor(targets))
+    return {"token_loss": m["loss"], "perplexity": np.exp(m["loss"]), "token_acc": m["acc"]}
+
+
+def oracle_outputs_kw(model, points, batch) -> torch.Tensor:
+    m = model.double()
+    outs = []
+    for k in range(points.K):
+        w = {n: t[0].double() for n, t in points.tensors([k], dtype=torch.float64).items()}
+        outs.append(functional_call(m, w, (), {"input_ids": batch["input_ids"]}))
+    return torch.stack(outs)
+
+
+@pytest.mark.parametrize("path", ["loop", "vmap"])
+def test_token_metrics_nan_only_from_counted_positions(path):
+    models = [TinyLM(s) for s in range(2)]
+    points = ls.PointSet.from_weights([ls.Weights.from_module(m) for m in models], [[1.0, 0.0], [0.3, 0.7]])
+    padded = lm_batch([[3, 4, 5, 6, 0, 0], [7, 8, 9, 2, 5, 1]], [[1, 1, 1, 1, 0, 0], [1] * 6])
+    # a padding token inside a sequence, whose next target is -100: its NaN logits are not counted
+    inner = lm_batch([[3, 4, 0, 6, 7, 8]], [[1] * 6], ignored=[(0, 3)])
+    # the same token where its next target counts
+    counted = lm_batch([[3, 0, 5, 6, 7, 8]], [[1] * 6])
+    metrics = ["token_loss", "perplexity", "token_acc"]
+    for data, nan in (([padded, inner], False), ([padded, counted], True)):
+        res = ls.evaluate(models[0], points, data, metrics, path=path, precision="fp64", progress=False)
+        want = oracle_token_metrics(models[0], points, data)
+        assert np.isnan(want["token_loss"]).all() == nan and np.isnan(want["token_loss"]).any() == nan
+        for name in metrics:
+            assert_metric(res[name], want[name])
+
+
+def test_callable_metric_counts_every_sample_batch_metric_its_own():
+    model, points = plane(nn.ReLU, 2, [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    x = torch.randn(10, 4, dtype=torch.float64)
+    y = torch.arange(10) % 3
+    x[4, 0] = float("nan")
+
+    def acc_fn(out, target):
+        return (out.argmax(-1) == target).double().mean()
+
+    def acc_unmasked(out, batch):
+        ok = torch.isfinite(out).all(-1)
+        return ((out.argmax(-1) == batch.target) & ok).sum(), ok.sum()
+
+    metrics = [acc_fn, ls.metrics.batch_metric(acc_unmasked)]
+    res = ls.evaluate(model, points, (x, y), metrics, precision="fp64", progress=False)
+    assert np.isnan(res["acc_fn"]).all()
+    keep = torch.arange(10) != 4
+    want = oracle_class_metrics(oracle_outputs(model, points, x[keep]), y[keep])["acc"]
+    np.testing.assert_allclose(res["acc_unmasked"], want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("path", ["auto", "fused", "loop"])
+def test_nonfinite_basis_on_every_path(path):
+    """A basis vector with a NaN weight: points with a zero coefficient on it are finite on every
+    path (the fused kernels would multiply the NaN by 0: they are not used for such a basis)."""
+    models = [make_mlp(nn.ReLU, 2, s) for s in range(3)]
+    with torch.no_grad():
+        models[2][0].weight[3, 1] = float("nan")
+    points = ls.PointSet.from_weights(
+        [ls.Weights.from_module(m) for m in models], [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.5, 0.0, 0.5]]
+    )
+    x = torch.randn(16, 4, dtype=torch.float64)
+    y = torch.arange(16) % 3
+    if path == "fused":
+        with pytest.warns(UserWarning, match=r"NaN or inf values \(in '0.weight'\)"):
+            res = ls.evaluate(models[0], points, (x, y), path=path, precision="fp64", progress=False)
+    else:
+        res = ls.evaluate(models[0], points, (x, y), path=path, precision="fp64", progress=False)
+    assert res.path == "loop"
+    want = oracle_class_metrics(oracle_outputs(models[0], points, x), y)
+    assert np.isnan(want["loss"]).tolist() == [False, False, True]
+    assert_metric(res["loss"], want["loss"])
+    assert_metric(res["acc"], want["acc"])
