@@ -89,6 +89,7 @@ __all__ = [
     "read_predictions",
     "read_wa_ensemble",
     "register_kind",
+    "remove_stale_temps",
     "result_file_bytes",
     "result_kind",
     "result_kinds",
@@ -237,9 +238,45 @@ def _fmt_path(path: str | os.PathLike) -> str:
 
 
 def _temp_path(path: str) -> str:
-    """A temporary file next to ``path``: ``dir/.name.tmp-<pid>``."""
+    """A temporary file next to ``path``: ``dir/.name.tmp-<pid>`` (the one helper for every
+    file landscape writes whole: result files, ``.pt`` files, exports). Temporary files of
+    ``path`` left by processes that are gone (killed with SIGKILL) are removed first."""
+    remove_stale_temps(path)
     directory, name = os.path.split(os.path.abspath(path))
     return os.path.join(directory, f".{name}.tmp-{os.getpid()}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):  # another user's process, or no way to tell
+        return True
+    return True
+
+
+def remove_stale_temps(path: str | os.PathLike) -> list[str]:
+    """Remove the temporary files ``.<name>.tmp-<pid>`` next to ``path`` whose process no
+    longer runs on this machine (a run killed by SIGKILL leaves its temporary file; a clean
+    interruption removes it). Returns the paths removed."""
+    directory, name = os.path.split(os.path.abspath(os.fspath(path)))
+    prefix = f".{name}.tmp-"
+    removed = []
+    try:
+        entries = os.listdir(directory)
+    except OSError:
+        return removed
+    for entry in entries:
+        pid = entry[len(prefix) :]
+        if not entry.startswith(prefix) or not pid.isdigit() or int(pid) == os.getpid() or _pid_alive(int(pid)):
+            continue
+        try:
+            os.remove(os.path.join(directory, entry))
+            removed.append(os.path.join(directory, entry))
+        except OSError:
+            pass
+    return removed
 
 
 def _check_folder(path: str, error: type[Exception] = FileNotFoundError) -> None:
@@ -632,6 +669,7 @@ def open_or_create(
     if resume and force:
         raise ValueError("resume and force contradict each other; pass one")
     path = os.fspath(path)
+    remove_stale_temps(path)
     if not (resume and os.path.lexists(path)):
         return create_result(
             path,
@@ -1845,7 +1883,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], Any], *, force:
     ------
     FileExistsError, IsADirectoryError, FileNotFoundError
         ``path`` exists (without ``force``), is a directory, or its folder does not exist.
-        Errors while writing name ``path``, never the temporary file.
+        Errors while writing name ``path``, never the temporary file; an interruption
+        (``KeyboardInterrupt``) removes the temporary file, and one left by a killed process
+        is removed by the next write of ``path`` (:func:`remove_stale_temps`).
     """
     path = os.fspath(path)
     if os.path.isdir(path):

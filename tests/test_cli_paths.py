@@ -1,13 +1,18 @@
-"""Paths (issue 17): empty data and checkpoint files, output paths that cannot be written,
-a directory given as --out, --y on a line.
+"""Paths and temporary files (issue 17): empty data and checkpoint files, output paths that
+cannot be written, a directory given as --out, --y on a line, temporary files removed on a
+clean interruption (Ctrl-C, SIGTERM) and stale ones of killed runs removed by the next run.
 CLI: exit code 2, one line, no traceback, files that existed before keep their checksums."""
 
 import errno
 import hashlib
+import inspect
 import os
+import signal
 import subprocess
 import sys
+import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -141,3 +146,68 @@ def test_y_on_a_line_is_refused(folder, capsys):
     _refused(argv, capsys, folder, "--y 0:1:3 was given but a interpolate surface is a line")
     line = ["surface", *ARGS, "--data", "digits", "--max-samples", "10", "--ckpt", "c0.pt", "--type", "line"]
     _refused([*line, "--y", "-1:1:3", "--out", "s.h5"], capsys, folder, "a line surface is a line (--x only)")
+
+
+# ------------------------------------------------------------------------ temporary files
+
+
+def test_export_writes_through_the_one_temporary_file_helper():
+    import landscape.plot.export as export
+
+    source = inspect.getsource(export)
+    assert "getpid" not in source and "tmp-" not in source and "atomic_write" in source
+
+
+def test_stale_temporary_files_of_dead_processes_are_removed_by_the_next_write(folder):
+    dead = _dead_pid()
+    stale = folder / f".w.pt.tmp-{dead}"
+    alive = folder / ".w.pt.tmp-1"  # pid 1 runs: its file may be in use
+    other = folder / f".x.pt.tmp-{dead}"  # another output's: not ours to touch
+    for p in (stale, alive, other):
+        p.write_bytes(b"")
+    ls.weights.save_weights({"a": torch.zeros(2)}, folder / "w.pt")
+    assert not stale.exists() and alive.exists() and other.exists()
+    assert (folder / "w.pt").exists()
+
+
+def test_a_resumed_result_file_removes_stale_temporary_files(folder):
+    path = folder / "r.h5"
+    ls.io.create_result(path, kind="eval", shape=(2,), metrics=["loss"], attrs={}).close()
+    stale = folder / f".r.h5.tmp-{_dead_pid()}"
+    stale.write_bytes(b"")
+    ls.io.open_or_create(path, kind="eval", shape=(2,), metrics=["loss"], attrs={}, resume=True).close()
+    assert not stale.exists()
+    assert ls.io.remove_stale_temps(path) == []
+
+
+def test_keyboard_interrupt_while_writing_leaves_no_temporary_file(folder):
+    def interrupted(tmp):
+        with open(tmp, "wb"):
+            pass
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        ls.io.atomic_write("c.pt", interrupted)
+    assert not [n for n in os.listdir(folder) if ".tmp-" in n]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_curve_fit_stopped_by_a_signal_leaves_no_temporary_file_and_resumes(folder, sig):
+    """A zero-byte '.c.pt.tmp-PID' stayed next to the output of a killed curve fit."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    stale = folder / f".c.pt.tmp-{_dead_pid()}"  # left by an earlier kill -9
+    stale.write_bytes(b"")
+    argv = [sys.executable, "-m", "landscape", "curve", "fit", *ARGS, "--data", "digits", "--max-samples", "64"]
+    argv += ["--ckpt", "c0.pt", "--ckpt", "c1.pt", "--epochs", "100000", "--out", "c.pt"]
+    proc = subprocess.Popen(argv, cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (folder / "c.pt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1].startswith("landscape: interrupted;"), err
+    assert sorted(n for n in os.listdir(folder) if n.startswith(".c.pt")) == []
+    state = torch.load(folder / "c.pt", weights_only=False)
+    assert state["epoch"] >= 1 and np.isfinite(state["history"][-1]["loss"])

@@ -197,6 +197,92 @@ def test_emd_and_linear_sum_assignment_agree(seed):
         assignment(torch.zeros(3, 4))
 
 
+def _blc_cost(A, B, layer, nxt, prev_perm=None, next_perm=None, outgoing=True):
+    """C[i, j] = |b^A_i - b^B_j|^2 + |l^A_i - l^B_j P|^2 (+ |c^A_i - P c^B_j|^2), float64 loops."""
+    WA, WB = A[f"{layer}.weight"].double(), B[f"{layer}.weight"].double()
+    bA, bB = A[f"{layer}.bias"].double(), B[f"{layer}.bias"].double()
+    VA, VB = A[f"{nxt}.weight"].double(), B[f"{nxt}.weight"].double()
+    if prev_perm is not None:
+        WB = WB[:, prev_perm]
+    if next_perm is not None:
+        VB = VB[next_perm]
+    n = WA.shape[0]
+    C = np.zeros((n, n))
+    for i in range(n):
+        for j in range(n):
+            c = float((bA[i] - bB[j]) ** 2) + sum(float((WA[i, q] - WB[j, q]) ** 2) for q in range(WA.shape[1]))
+            if outgoing:
+                c += sum(float((VA[r, i] - VB[r, j]) ** 2) for r in range(VA.shape[0]))
+            C[i, j] = c
+    return C
+
+
+def test_default_neuron_is_the_papers_blc_and_differs_from_incoming_only():
+    from scipy.optimize import linear_sum_assignment
+
+    model = _model([12], in_features=6, num_classes=4)
+    A = ls.Weights.from_module(model)
+    B = ls.Weights.from_module(_model([12], seed=1, in_features=6, num_classes=4))
+    C_blc, C_bl = _blc_cost(A, B, "1", "3"), _blc_cost(A, B, "1", "3", outgoing=False)
+    # the cost matrix of the neurons (b, l, c) is the formula
+    cost = ls.connect.matching._sq_dist(neuron_matrix(A, model, "1"), neuron_matrix(B, model, "1"))
+    np.testing.assert_allclose(cost.numpy(), C_blc, rtol=1e-12, atol=1e-12)
+
+    def optimum(C):
+        rows, cols = linear_sum_assignment(C)
+        return torch.as_tensor(cols[np.argsort(rows)])
+
+    blc, bl = match_neurons(A, B, model)["1"], match_neurons(A, B, model, neuron="bl")["1"]
+    assert torch.equal(blc, optimum(C_blc)) and torch.equal(bl, optimum(C_bl))
+    assert not torch.equal(blc, bl)  # the outgoing weights change the matching ...
+    total = lambda C, p: C[np.arange(12), p.numpy()].sum()  # noqa: E731
+    assert total(C_blc, blc) < total(C_blc, bl) - 1e-9  # ... to the optimum of the paper's cost
+    assert torch.equal(ot_path(A, B, model, [0.0, 1.0]).permutations["1"], blc)
+    with pytest.raises(ValueError, match="neuron should be one of"):
+        match_neurons(A, B, model, neuron="c")
+
+
+def test_blc_matches_the_transport_plan_of_the_authors_code():
+    """The authors' code (distribution-based-connectivity, PointFinderTransportation) stacks
+    [W1 row, b1, W2 column] per neuron, takes ot.dist (squared Euclidean) divided by its
+    maximum and reads the bijection off ot.emd's plan with argmax; redone here with POT."""
+    ot = pytest.importorskip("ot")
+    model = _model([32], in_features=10, num_classes=5)
+    A = ls.Weights.from_module(model)
+    B = ls.Weights.from_module(_model([32], seed=3, in_features=10, num_classes=5))
+
+    def samples(w):
+        return np.hstack([w["1.weight"].numpy(), w["1.bias"].numpy()[:, None], w["3.weight"].T.numpy()])
+
+    M = ot.dist(samples(A), samples(B))
+    M /= M.max()
+    a = np.ones(32) / 32
+    plan = ot.emd(a, a, M)
+    theirs = torch.as_tensor(np.argmax(plan, axis=-1))
+    assert torch.equal(match_neurons(A, B, model)["1"], theirs)
+    assert not torch.equal(match_neurons(A, B, model, neuron="bl")["1"], theirs)
+
+
+def test_blc_on_deeper_networks_ends_at_a_fixed_point_of_the_full_cost():
+    from scipy.optimize import linear_sum_assignment
+
+    model = _model([10, 8], in_features=5, num_classes=3)
+    A = ls.Weights.from_module(model)
+    B = ls.Weights.from_module(_model([10, 8], seed=2, in_features=5, num_classes=3))
+    perms = match_neurons(A, B, model)
+    # every layer's matching is the optimum of its (b, l, c) cost, B's incoming columns and
+    # outgoing rows in the order of the neighbouring layers' final matchings
+    for layer, nxt, prev in (("1", "3", None), ("3", "5", "1")):
+        C = _blc_cost(A, B, layer, nxt, perms.get(prev), perms.get(nxt))
+        rows, cols = linear_sum_assignment(C)
+        assert torch.equal(perms[layer], torch.as_tensor(cols[np.argsort(rows)]))
+    # and a planted permutation of A is recovered exactly
+    planted = _random_perms(model, 7)
+    found = match_neurons(A, permute(A, model, planted), model)
+    for layer in hidden_layers(model):
+        assert torch.equal(found[layer], invert_permutation(planted[layer]))
+
+
 def test_match_neurons_solvers_agree_on_noisy_copies():
     model = _model([20, 12])
     A = ls.Weights.from_module(model)
@@ -205,20 +291,20 @@ def test_match_neurons_solvers_agree_on_noisy_copies():
     B = ls.Weights(
         {k: v + 0.5 * v.std() * torch.randn(v.shape, generator=g, dtype=v.dtype) for k, v in B.items()}, B.layout
     )
-    found = [match_neurons(A, B, model, solver=s, outgoing=o) for s in ("emd", "lsa") for o in (False, True)]
+    found = [match_neurons(A, B, model, solver=s, neuron=o) for s in ("emd", "lsa") for o in ("bl", "blc")]
     for layer in hidden_layers(model):
         assert torch.equal(found[0][layer], found[1][layer])
         assert torch.equal(found[2][layer], found[3][layer])
 
 
 @pytest.mark.parametrize("widths", [[24], [24, 16]])
-@pytest.mark.parametrize("outgoing", [False, True])
-def test_ot_recovers_planted_permutation_and_stage1_has_constant_loss(widths, outgoing, digits):
+@pytest.mark.parametrize("neuron", ["bl", "blc"])
+def test_ot_recovers_planted_permutation_and_stage1_has_constant_loss(widths, neuron, digits):
     model = _model(widths, dtype=torch.float32)
     A = ls.Weights.from_module(model)
     planted = _random_perms(model, 6)
     B = permute(A, model, planted)  # B computes A's function with neurons reordered
-    path = ot_path(A, B, model, np.linspace(0, 1, 5), outgoing=outgoing)
+    path = ot_path(A, B, model, np.linspace(0, 1, 5), neuron=neuron)
     for layer in hidden_layers(model):
         # permute(B, found) == A  <=>  found = planted^-1
         assert torch.equal(path.permutations[layer], invert_permutation(planted[layer]))

@@ -140,7 +140,7 @@ def test_the_wa_path_runs_through_every_transitional_network(method):
     # transitional network: it computes that network's logits on the batch
     end = B
     if method == "ot":
-        end = ls.connect.permute(B, model, ls.connect.match_neurons(A, B, model))
+        end = ls.connect.permute(B, model, ls.connect.match_neurons(A, B, model, neuron="bl"))
     for k in (2, 5, m):
         theta = residual_transitional_network(A, end, model, k, x)
         i = int(np.flatnonzero(np.isclose(t, bounds[k - 1]))[0])

@@ -33,8 +33,10 @@ code 2; ``--debug`` shows the traceback. ``python -m landscape`` and ``torchrun 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -163,13 +165,32 @@ def _dash_values(argv: list[str]) -> list[str]:
     return [a for a in argv if a != ""]
 
 
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """SIGTERM (``kill``, a scheduler's time limit) stops a command as Ctrl-C does: cleanly,
+    temporary files removed and finished chunks kept for ``--resume``."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except (ValueError, OSError):  # not the main thread, or no SIGTERM here
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run a parsed command line; every error becomes one line on stderr and exit code 2."""
     from ..budget import allowing_large
 
     new_out = _new_out_file(args)
     try:
-        with allowing_large(getattr(args, "allow_large", False)):
+        with allowing_large(getattr(args, "allow_large", False)), _terminate_as_interrupt():
             return args.run(args)
     except BrokenPipeError:  # e.g. `landscape info f.h5 | head`
         try:

@@ -28,6 +28,13 @@ def add_parser(subparsers) -> None:
     p.add_argument("--splits", default="train,test", help="comma-separated data splits (default train,test)")
     p.add_argument("--wa-split", default="train", help="data split the weight adjustment fits on (default train)")
     p.add_argument("--ridge", type=float, default=0.0, help="ridge term of the weight adjustment (default 0)")
+    p.add_argument(
+        "--ot-neuron",
+        choices=("blc", "bl"),
+        default="blc",
+        help="what OT matches: blc = the paper's neuron (bias, incoming and outgoing weights; default), "
+        "bl = bias and incoming weights only",
+    )
     options.add_bn(
         p,
         choices=("auto", *options.BN_MODES),
@@ -142,6 +149,7 @@ def main(args) -> int:
         wa_data=wa,
         curves=curves,
         ridge=args.ridge,
+        neuron=args.ot_neuron,
         bn=bn,
         bn_data=bn_data,
         device=args.device,

@@ -21,7 +21,7 @@ from .adjust import (
 )
 from .ensemble import WAEnsemble, WAEnsembleCurve, wa_ensemble, wa_ensemble_curve
 from .graph import Group, Part, UnsupportedModelError, trace_groups
-from .matching import SOLVERS, OTPath, assignment, match_neurons, ot_path, transposition_path
+from .matching import NEURONS, SOLVERS, OTPath, assignment, match_neurons, ot_path, transposition_path
 from .neurons import (
     compose_permutations,
     hidden_layers,
@@ -51,6 +51,7 @@ __all__ = [
     "trace_groups",
     "wa_ensemble",
     "wa_ensemble_curve",
+    "NEURONS",
     "SOLVERS",
     "WA_METHODS",
     "ConnectionReport",

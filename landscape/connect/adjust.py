@@ -477,7 +477,7 @@ def _first_layer_path(
     solver: str,
     swap_points: int,
     permutations,
-    outgoing: bool,
+    neuron: str,
 ):
     """Points of the block's first layer ``k``; returns (t_out, s, P) with ``P`` the layer's
     entries (weight, bias, BatchNorm parameters after it) at every point, ``Tensor[T, ...]``.
@@ -495,7 +495,7 @@ def _first_layer_path(
     if method == "ot":
         if permutations is None:
             if st.n == 2:
-                permutations = match_neurons(start, end, model, outgoing=outgoing, solver=solver)
+                permutations = match_neurons(start, end, model, neuron=neuron, solver=solver)
             else:
                 permutations = {name: _match_layer(start, end, st, k, solver)}
         path = ot_path(start, end, model, t, swap_points=swap_points, permutations=permutations)
@@ -643,7 +643,7 @@ def _wa_step(
     solver: str,
     swap_points: int,
     permutations,
-    outgoing: bool,
+    neuron: str,
     snap_ends: bool,
 ):
     """Connect ``start`` to ``end`` (equal outside layers ``k``, ``k+1``) as a two-layer block."""
@@ -659,7 +659,7 @@ def _wa_step(
         solver=solver,
         swap_points=swap_points,
         permutations=permutations,
-        outgoing=outgoing,
+        neuron=neuron,
     )
     feats = lambda w: st.act(k, st.linear(w, k, h_in), w)  # noqa: E731
     Y0 = st.targets(k + 1, st.linear(start, k + 1, feats(start)))
@@ -713,7 +713,7 @@ def wa_path(
     solver: str = "emd",
     swap_points: int = 1,
     permutations: dict[str, torch.Tensor] | None = None,
-    outgoing: bool = False,
+    neuron: str = "bl",
 ) -> tuple[np.ndarray, PointSet]:
     """Linear + WA, Arc + WA or OT + WA between two networks with one hidden layer.
 
@@ -751,9 +751,12 @@ def wa_path(
         Replace the points at ``t = 0`` and ``t = 1`` by ``A`` and ``B`` bit for bit (by
         default they are the WA solutions, equal to ``A`` and ``B`` up to the least-squares
         precision when the features have full rank).
-    solver, swap_points, permutations, outgoing
-        OT options, see :func:`~landscape.connect.ot_path` and
-        :func:`~landscape.connect.match_neurons`.
+    solver, swap_points, permutations
+        OT options, see :func:`~landscape.connect.ot_path`.
+    neuron : {"bl", "blc"}
+        The neuron OT matches on (:func:`~landscape.connect.match_neurons`). Default
+        ``"bl"``: the paper connects the first layer alone (its outgoing weights are
+        re-fitted), as the authors' code matches on the first layer's weights.
 
     Returns
     -------
@@ -801,7 +804,7 @@ def wa_path(
         solver=solver,
         swap_points=swap_points,
         permutations=permutations,
-        outgoing=outgoing,
+        neuron=neuron,
         snap_ends=snap_ends,
     )
     return t_out, PointSet.explicit(points)
@@ -991,7 +994,7 @@ def multilayer_wa_path(
             solver=solver,
             swap_points=swap_points,
             permutations=None,
-            outgoing=False,
+            neuron="bl",
             snap_ends=snap_ends,
         )
         parts.append(PointSet.explicit(pts))

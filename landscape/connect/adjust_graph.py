@@ -443,7 +443,7 @@ def residual_wa_path(
     x = g.input(X)
     end, tail = B, None
     if method == "ot":
-        perms = match_neurons(A, B, model, solver=solver)
+        perms = match_neurons(A, B, model, neuron="bl", solver=solver)  # WA re-fits the outgoing parts
         end = permute(B, model, perms)
         stage2, t2, _ = transposition_path(B, model, perms, swap_points=swap_points)
         tail = (stage2, np.asarray(t2, np.float64))

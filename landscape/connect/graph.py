@@ -473,17 +473,26 @@ def group_matrix(weights: Weights, group: Group, *, roles: tuple[str, ...] = ("o
 
 
 def match_groups(
-    A: Weights, B: Weights, groups: list[Group], *, solver: str = "emd", max_sweeps: int = 10
+    A: Weights,
+    B: Weights,
+    groups: list[Group],
+    *,
+    solver: str = "emd",
+    max_sweeps: int = 10,
+    neuron: str = "blc",
 ) -> dict[str, torch.Tensor]:
     """Match the channels of ``B`` to those of ``A`` in every group (OT stage 1, any network).
 
     Groups are taken in forward order; a group's cost is the squared distance between the
-    channels' written parts (filter, bias, BatchNorm channel) of ``A`` and of ``B`` with the
-    permutations already found applied to ``B`` (so the input slices of a filter follow the
-    matching of the layer below). On the first sweep a group compares only the parts whose
-    other axes are already aligned (for a residual stream written by layers reading groups
-    not yet matched); further sweeps use every part with the latest permutations, until
-    nothing changes. Each sweep lowers :math:`\\lVert A - \\pi(B) \\rVert^2` over the written
+    channels of ``A`` and of ``B`` with the permutations already found applied to ``B``.
+    A channel is the paper's neuron :math:`(b_i, l_i, c_i)` (``neuron="blc"``, default): its
+    written parts (filter, bias, BatchNorm channel) and the slices of the layers that read
+    it, as the authors' code does for convolutions; with ``neuron="bl"`` the written parts
+    alone. On the first sweep a group compares only the parts whose other axes are already
+    aligned (the input slices of a filter follow the matching of the layer below; the
+    slices of a reading layer wait for its own group, and the classifier's are ready at
+    once); further sweeps use every part with the latest permutations, until nothing
+    changes. Each sweep lowers :math:`\\lVert A - \\pi(B) \\rVert^2` over the compared
     parts, so it stops; a permuted copy of ``A`` is matched exactly.
 
     Returns
@@ -492,15 +501,16 @@ def match_groups(
         ``perm[i]`` = the channel of ``B`` matched to channel ``i`` of ``A``;
         :func:`permute_groups` ``(B, groups, perms)`` is ``B`` reordered to match ``A``.
     """
-    from .matching import _sq_dist, assignment
+    from .matching import _check_neuron, _sq_dist, assignment
 
+    roles = ("out", "in") if _check_neuron(neuron) == "blc" else ("out",)
     owners = _owner_axes(groups)
     perms: dict[str, torch.Tensor] = {}
     Bp = B
     for sweep in range(max(1, int(max_sweeps))):
         changed = False
         for g in groups:
-            parts = [p for p in g.parts if p.role == "out"]
+            parts = [p for p in g.parts if p.role in roles]
             if sweep == 0:
                 ready = [
                     p

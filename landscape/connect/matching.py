@@ -33,6 +33,7 @@ from .neurons import _check_permutation, _try_chain, permute
 from .paths import _as_t, _same_layout, concatenate_paths, linear_path
 
 __all__ = [
+    "NEURONS",
     "SOLVERS",
     "OTPath",
     "assignment",
@@ -40,6 +41,11 @@ __all__ = [
     "ot_path",
     "transposition_path",
 ]
+
+#: What a neuron is in the matching cost: ``"blc"``, the paper's :math:`\theta_i = (b_i, l_i, c_i)`
+#: (bias, incoming and outgoing weights; the default), or ``"bl"``, its bias and incoming
+#: weights alone.
+NEURONS = ("blc", "bl")
 
 #: Assignment solvers: POT's exact transport (network simplex) or SciPy's Hungarian method.
 SOLVERS = ("emd", "lsa")
@@ -102,35 +108,47 @@ def _sq_dist(X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
     return D.clamp_min_(0.0)
 
 
+def _check_neuron(neuron: str) -> str:
+    if neuron not in NEURONS:
+        raise ValueError(f"neuron should be one of {NEURONS}, got {neuron!r}")
+    return neuron
+
+
 def match_neurons(
     A: Weights,
     B: Weights,
     model: nn.Module,
     *,
-    outgoing: bool = False,
+    neuron: str = "blc",
     solver: str = "emd",
     max_sweeps: int = 20,
 ) -> dict[str, torch.Tensor]:
     """Match the hidden neurons of ``B`` to those of ``A``, layer by layer (OT stage 1).
 
-    From the first hidden layer up, the neurons of layer ``k`` are compared with the cost
+    The neuron of the paper is :math:`\\theta_i = (b_i, l_i, c_i)`: bias, incoming row and
+    outgoing column. Hidden layer ``k`` is matched with the cost
 
     .. math::
 
-        C_{ij} = \\lVert (b^A_i, l^A_i) - (b^B_j, l^B_j P_{k-1}) \\rVert^2
+        C_{ij} = \\lVert (b^A_i, l^A_i, c^A_i) - (b^B_j,\\; l^B_j P_{k-1},\\; P_{k+1} c^B_j) \\rVert^2
 
-    where :math:`l^B_j P_{k-1}` is ``B``'s incoming row with its columns reordered by the
-    permutation already found for layer ``k-1`` (the outgoing weights of a layer follow the
-    permutation of the layer below), and the assignment is solved exactly
-    (:func:`assignment`).
+    where :math:`l^B_j P_{k-1}` is ``B``'s incoming row with its columns in the order of the
+    permutation found for layer ``k-1`` and :math:`P_{k+1} c^B_j` its outgoing column with
+    the rows in the order of layer ``k+1``: both are written in ``A``'s order of the
+    neighbouring layers, as in the transitional network of the paper's code, whose next
+    layer is ``A``'s. The parts are concatenated as they are (no scaling); the assignment is
+    solved exactly (:func:`assignment`). For the last hidden layer :math:`c_i` is the column
+    of the output layer, whose rows (the classes) need no matching; with one hidden layer
+    the cost is the paper's exactly.
 
-    With ``outgoing=True`` the cost also includes the outgoing columns
-    :math:`\\lVert c^A_i - P_{k+1} c^B_j \\rVert^2`, the neuron of the paper
-    :math:`\\theta_i = (b_i, l_i, c_i)`. Their rows are in the order of layer ``k+1``, which
-    is known for the last hidden layer (the outputs) but not yet for the others on the first
-    sweep; there the first sweep uses :math:`(b_i, l_i)` only, and further sweeps (using the
-    latest permutations of both neighbours) repeat until nothing changes. Each sweep is
-    coordinate descent on :math:`\\lVert A - \\pi(B) \\rVert^2`, so it stops.
+    With more hidden layers the order of layer ``k+1`` is not known yet when layer ``k`` is
+    matched on the first sweep (from the input up); there the first sweep uses
+    :math:`(b_i, l_i)` only, and further sweeps, with the latest permutations of both
+    neighbours, repeat until nothing changes. Each sweep is coordinate descent on
+    :math:`\\lVert A - \\pi(B) \\rVert^2`, so it stops.
+
+    With ``neuron="bl"`` the cost is :math:`\\lVert (b^A_i, l^A_i) - (b^B_j, l^B_j P_{k-1}) \\rVert^2`
+    (incoming weights only), one sweep.
 
     Parameters
     ----------
@@ -139,14 +157,15 @@ def match_neurons(
     model : nn.Module
         A plain MLP stack (see :func:`~landscape.connect.linear_chain`), or any network
         :func:`~landscape.connect.graph.trace_groups` follows (then
-        :func:`~landscape.connect.graph.match_groups`: perms keyed by group name).
-    outgoing : bool
-        Include the outgoing weights :math:`c_i` in the cost (default: incoming only; both
-        recover exact permutations, see Notes).
+        :func:`~landscape.connect.graph.match_groups`: perms keyed by group name; a channel's
+        outgoing part is the slices of the layers that read it).
+    neuron : {"blc", "bl"}
+        ``"blc"``: the paper's :math:`(b_i, l_i, c_i)` (default); ``"bl"``: bias and
+        incoming weights only (:data:`NEURONS`).
     solver : {"emd", "lsa"}
         See :func:`assignment`.
     max_sweeps : int
-        Upper bound on the sweeps with ``outgoing=True``.
+        Upper bound on the sweeps with ``neuron="blc"``.
 
     Returns
     -------
@@ -156,23 +175,23 @@ def match_neurons(
 
     Notes
     -----
-    Both costs recover planted permutations of a copy of ``A`` exactly. With Gaussian noise
-    added to the permuted copy (per tensor, relative to its standard deviation) both still
+    On two ``64-128-10`` MLPs trained on digits the default gives the transport plan of the
+    authors' code (``ot.dist`` of ``[l_i, b_i, c_i]``, ``ot.emd``) exactly, for all 128
+    neurons; ``"bl"`` agreed on 76. Both costs recover planted permutations of a copy of ``A`` exactly. With Gaussian
+    noise added to the permuted copy (per tensor, relative to its standard deviation) both
     recovered every neuron of trained digits MLPs (widths [64], [64, 32], [48, 48, 48]) up
-    to noise 0.6x the weights' spread (at least 99% at 1x); beyond that the incoming-only
-    cost did better with one hidden layer (82% vs 69% of neurons at 2x) and the full cost
-    with two or three (83% vs 72% at 2x, three layers). The default is the incoming-only
-    cost: one sweep, and the "outgoing weights follow the permutation of the layer below"
-    rule of the layer-by-layer matching.
+    to noise 0.6x the weights' spread (at least 99% at 1x); beyond that ``"bl"`` did better
+    with one hidden layer (82% vs 69% of neurons at 2x) and ``"blc"`` with two or three
+    (83% vs 72% at 2x, three layers).
     """
     _same_layout(A, B)
+    _check_neuron(neuron)
+    outgoing = neuron == "blc"
     chain = _try_chain(model)
     if chain is None:  # convolutional / residual networks: traced channel groups
         from .graph import match_groups, trace_groups
 
-        if outgoing:
-            raise ValueError("outgoing=True is for MLPs; other networks are matched by their written parts")
-        return match_groups(A, B, trace_groups(model), solver=solver, max_sweeps=max_sweeps)
+        return match_groups(A, B, trace_groups(model), solver=solver, max_sweeps=max_sweeps, neuron=neuron)
     chain.check_weights(A, "A")
     chain.check_weights(B, "B")
     hidden = chain.hidden
@@ -371,7 +390,7 @@ def ot_path(
     model: nn.Module,
     t=None,
     *,
-    outgoing: bool = False,
+    neuron: str = "blc",
     solver: str = "emd",
     swap_points: int = 1,
     permutations: dict[str, torch.Tensor] | None = None,
@@ -393,8 +412,9 @@ def ot_path(
         :func:`~landscape.connect.graph.trace_groups`).
     t : array-like [T], optional
         Stage-1 parameters (default ``linspace(0, 1, 11)``).
-    outgoing, solver
-        See :func:`match_neurons`.
+    neuron, solver
+        See :func:`match_neurons`: the neuron is the paper's :math:`(b_i, l_i, c_i)` by
+        default, ``neuron="bl"`` matches on bias and incoming weights alone.
     swap_points : int
         Points inside each swap of stage 2 (:func:`transposition_path`).
     permutations : dict, optional
@@ -418,7 +438,7 @@ def ot_path(
     """
     t1 = _as_t(np.linspace(0.0, 1.0, 11) if t is None else t)
     _same_layout(A, B)
-    perms = permutations if permutations is not None else match_neurons(A, B, model, outgoing=outgoing, solver=solver)
+    perms = permutations if permutations is not None else match_neurons(A, B, model, neuron=neuron, solver=solver)
     Bp = permute(B, model, perms)
     stage1 = linear_path(A, Bp, t1)
     stage2, t2, swaps = transposition_path(B, model, perms, swap_points=swap_points)

@@ -50,8 +50,13 @@ KIND = "connections"
 ENDPOINTS = "End points"
 
 
-def _label(method: str) -> str:
-    return _LABELS.get(method, method)
+def _label(method: str, neuron: str | None = None) -> str:
+    """The row label of ``method``; OT rows matched on bias and incoming weights alone say so
+    (``"OT (b, l)"``; the paper's neuron (b, l, c) is plain ``"OT"``)."""
+    label = _LABELS.get(method, method)
+    if method == "ot" and neuron == "bl":
+        label += " (b, l)"
+    return label
 
 
 @dataclass
@@ -131,6 +136,15 @@ class ConnectionReport:
         """``"step"`` for multi-layer WA paths, ``"stage"`` for OT."""
         return "step" if method.endswith("+wa") and "wa_steps" in self.attrs else "stage"
 
+    @property
+    def ot_neuron(self) -> str:
+        """The neuron OT matched on (``"blc"`` or ``"bl"``; older files: ``"bl"``)."""
+        return str(self.attrs.get("ot-neuron", "bl"))
+
+    def label(self, method: str) -> str:
+        """The row label of ``method`` in this report (see :func:`_label`)."""
+        return _label(method, self.ot_neuron)
+
     def endpoint_acc(self, split: str) -> float:
         """The worse of the two endpoints' accuracies on ``split``."""
         e = self.endpoints[split]
@@ -147,11 +161,11 @@ class ConnectionReport:
         per step)."""
         out = []
         for m in self.methods:
-            out.append((_label(m), [self.worst_acc(m, s) for s in self.splits]))
+            out.append((self.label(m), [self.worst_acc(m, s) for s in self.splits]))
             if stages:
                 word = self.stage_word(m)
                 for k in self.stages(m):
-                    out.append((f"{_label(m)} ({word} {k})", [self.worst_acc(m, s, k) for s in self.splits]))
+                    out.append((f"{self.label(m)} ({word} {k})", [self.worst_acc(m, s, k) for s in self.splits]))
         out.append((ENDPOINTS, [self.endpoint_acc(s) for s in self.splits]))
         return out
 
@@ -167,7 +181,7 @@ class ConnectionReport:
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         for m, why in self.skipped.items():
             lines.append("")
-            lines.append(f"{_label(m)} skipped: {why}")
+            lines.append(f"{self.label(m)} skipped: {why}")
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -275,6 +289,7 @@ def compare_connections(
     curves: Mapping[str, Any] | None = None,
     connection_models: Mapping[str, Any] | None = None,
     ridge: float = 0.0,
+    neuron: str = "blc",
     bn: str = "running",
     bn_data=None,
     device=None,
@@ -326,6 +341,11 @@ def compare_connections(
         :func:`~landscape.connect.flows.aligned_flow_path` in two stages as for ``"ot"``.
     ridge : float
         Ridge term of every weight adjustment (0: exact least squares).
+    neuron : {"blc", "bl"}
+        The neuron the ``"ot"`` row matches on (:func:`~landscape.connect.match_neurons`):
+        the paper's :math:`(b_i, l_i, c_i)` (default) or bias and incoming weights
+        (row "OT (b, l)"). The ``"ot+wa"`` row matches the first layer's :math:`(b_i, l_i)`,
+        as the paper connects that layer alone.
     bn, bn_data
         BatchNorm statistics along the paths (:func:`landscape.evaluate`): ``"running"``
         interpolates the running statistics with the weights; ``"recompute"`` (advised for
@@ -385,6 +405,9 @@ def compare_connections(
     if exists and not (force or resume):
         raise ResultExistsError(f"{os.fspath(out)} exists; pass resume=True to continue it or force=True to replace it")
     split_names = list(splits)
+    from .matching import _check_neuron
+
+    _check_neuron(neuron)
     wa_error = None  # why weight adjustment cannot run on this model (residual networks)
     if any(m.endswith("+wa") for m in methods):
         from .adjust import NotSequentialError, _Stack
@@ -436,6 +459,7 @@ def compare_connections(
             "groups": [g.name for g in groups] if groups is not None else [],
             "bn": bn,
             "ridge": float(ridge),
+            "ot-neuron": neuron,
             "A-sha256": A.sha256 or "",
             "B-sha256": B.sha256 or "",
             **dict(attrs or {}),
@@ -505,7 +529,7 @@ def compare_connections(
                 rep.attrs["wa_steps"] = steps
             rep.acc[m], rep.loss[m] = run(pts)
         elif base == "ot":
-            op = ot_path(A, B, model, t)
+            op = ot_path(A, B, model, t, neuron=neuron)
             a1, l1 = run(op.stage1)
             a2, l2 = run(op.stage2)
             tm, stage, keep = _ot_t(np.asarray(op.t1), np.asarray(op.t2))

@@ -22,25 +22,14 @@ def _base64_block(data: np.ndarray) -> str:
 
 
 def _write_text(out_path: str, text: str, *, force: bool) -> None:
-    """Write ``text`` whole or not at all: a temporary file next to ``out_path``, then linked
-    (never over an existing file unless ``force``) or renamed onto it."""
-    directory = os.path.dirname(os.path.abspath(out_path))
-    tmp = os.path.join(directory, f".{os.path.basename(out_path)}.tmp-{os.getpid()}")
-    try:
+    """Write ``text`` whole or not at all (:func:`landscape.io.atomic_write`)."""
+    from ..io import atomic_write
+
+    def write(tmp: str) -> None:
         with open(tmp, "w", encoding="utf-8") as handle:
             handle.write(text)
-        if force:
-            os.replace(tmp, out_path)
-        else:
-            try:
-                os.link(tmp, out_path)
-            except FileExistsError:
-                raise FileExistsError(f"'{out_path}' already exists; pass --force to overwrite it") from None
-            except OSError:
-                os.replace(tmp, out_path)
-    finally:
-        if os.path.lexists(tmp):
-            os.remove(tmp)
+
+    atomic_write(out_path, write, force=force)
 
 
 def export_vtp(
