@@ -275,3 +275,88 @@ def test_the_cli_prints_the_warning_as_one_line(tmp_path, capsys):
     assert len(lines) == 1, err
     assert lines[0].startswith("landscape: warning: ") and "in 4 of 5 cells, first at x=0.25 (cell 1)" in lines[0]
     assert not [line for line in err if line.startswith(" ")]  # no source line under it
+
+
+# --------------------------------------------------------------------------- summaries
+
+
+def test_surface_summary_counts_nonfinite_values_and_keeps_all_nan_metrics(capsys):
+    from types import SimpleNamespace
+
+    from landscape.cli.common import print_surface_summary
+
+    res = SimpleNamespace(
+        metrics={
+            "train_loss": np.array([[1.0, np.nan], [3.0, np.inf]]),
+            "train_acc": np.array([[np.nan, np.nan], [np.nan, np.nan]]),
+            "test_loss": np.array([[1.0, 2.0], [3.0, 4.0]]),
+        },
+        plane=SimpleNamespace(kind="random"),
+        evaluated=4,
+        seconds=0.1,
+        path="loop",
+        file=None,
+    )
+    print_surface_summary(res)
+    out = capsys.readouterr().out.splitlines()
+    assert re.search(r"train_loss\s+min 1  max 3 \(2 of 4 not finite: NaN/Inf\)$", out[1]), out
+    assert re.search(r"train_acc\s+no finite value \(4 of 4 not finite: NaN/Inf\)$", out[2]), out
+    assert re.search(r"test_loss\s+min 1  max 4$", out[3]), out
+
+
+def _report(acc_linear, endpoints):
+    from landscape.connect import ConnectionReport
+
+    t = np.linspace(0, 1, len(acc_linear))
+    return ConnectionReport(
+        methods=["linear", "arc"],
+        splits=["test"],
+        t={"linear": t},
+        stage={"linear": np.zeros(len(t), np.int64)},
+        acc={"linear": {"test": np.asarray(acc_linear, float)}},
+        loss={"linear": {"test": np.ones(len(t))}},
+        endpoints={"test": endpoints},
+        skipped={"arc": "weight adjustment cannot follow this model"},
+    )
+
+
+def test_connect_table_shows_a_computed_nan_as_nan_not_skipped():
+    ends = {"A_acc": 0.9, "B_acc": 0.8, "A_loss": 0.3, "B_loss": 0.4}
+    report = _report([0.9, np.nan, 0.5, 0.8], ends)
+    table = report.markdown()
+    rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in table.splitlines() if "|" in line}
+    assert rows["Linear"] == "NaN" and rows["Arc"] == "skipped" and rows["End points"] == "80.00"
+    assert "Linear: 1 of 4 test accuracies not finite (NaN/Inf)" in table
+    # an endpoint with a NaN accuracy makes the worse end NaN, whichever of the two it is
+    for nan_end in ("A_acc", "B_acc"):
+        report = _report([0.9, 0.7, 0.8], dict(ends, **{nan_end: float("nan")}))
+        assert np.isnan(report.endpoint_acc("test")), nan_end
+        assert f"End points: {nan_end} on test not finite (NaN/Inf)" in report.markdown()
+    assert "not finite" not in _report([0.9, 0.7, 0.8], ends).markdown()
+
+
+def test_curve_barrier_of_a_path_with_nan_is_nan_and_counted():
+    import torch
+
+    import landscape as ls
+    from landscape import curves
+
+    t = np.linspace(0, 1, 5)
+    h, where = curves.barrier(np.array([1.0, 2.0, np.nan, 3.0, 1.0]), t)
+    assert np.isnan(h) and np.isnan(where)  # nanargmax gave the barrier of the finite points
+    h, where = curves.barrier(np.array([1.0, np.inf, 2.0, 3.0, 1.0]), t)
+    assert h == np.inf and where == 0.25
+
+    torch.manual_seed(0)
+    model = ls.build_model("mlp", {"widths": [8]})
+    a = ls.Weights.from_module(model)
+    other = ls.build_model("mlp", {"widths": [8]})
+    with torch.no_grad():
+        next(p for n, p in other.named_parameters() if n.endswith("weight")).view(-1)[0] = float("inf")
+    curve = curves.Curve(a, ls.Weights.from_module(other), n_bends=1)
+    data = {"train": ls.load_data("digits", "train", max_samples=64)}
+    prof = curves.evaluate_curve(model, curve, data, points=5, bn="running", progress=False)
+    losses = prof.metrics["train_loss"]
+    assert prof.nonfinite["train_loss"] == int((~np.isfinite(losses)).sum()) > 0
+    assert np.isnan(losses[1]).any() and np.isnan(prof.barriers["line"]["train"])  # not left out
+    assert np.isnan(prof.barriers["curve"]["train"])

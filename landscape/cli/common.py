@@ -13,6 +13,7 @@ __all__ = [
     "checkpoint_records",
     "comma_list",
     "data_attrs",
+    "finite_summary",
     "max_memory",
     "num_samples",
     "one_line_warnings",
@@ -152,14 +153,26 @@ def plot_if_asked(args) -> int:
     return 0
 
 
-def print_surface_summary(res) -> None:
+def finite_summary(values, fmt: str = ".4g", *, low: str | None = "min", high: str | None = "max") -> str:
+    """``"min 0.12  max 2.3"`` over the finite values of computed ``values``, followed by how
+    many of them are not finite (``"(3 of 41 not finite: NaN/Inf)"``): a summary never drops
+    NaN silently. ``low``/``high`` name the ends shown (None leaves one out)."""
     import numpy as np
 
+    v = np.asarray(values, dtype=np.float64).ravel()
+    finite = v[np.isfinite(v)]
+    ends = [(word, f) for word, f in ((low, np.min), (high, np.max)) if word is not None]
+    text = "  ".join(f"{word} {f(finite):{fmt}}" for word, f in ends) if finite.size else "no finite value"
+    if finite.size < v.size:
+        text += f" ({v.size - finite.size} of {v.size} not finite: NaN/Inf)"
+    return text
+
+
+def print_surface_summary(res) -> None:
     grid = " x ".join(str(d) for d in next(iter(res.metrics.values())).shape)
     print(
         f"{res.plane.kind} surface, grid {grid}, {res.evaluated} cell(s) computed in {res.seconds:.1f} s "
         f"(engine path {res.path}) -> {res.file}"
     )
-    for name, v in res.metrics.items():
-        if np.isfinite(v).any():
-            print(f"  {name:12s} min {np.nanmin(v):.4g}  max {np.nanmax(v):.4g}")
+    for name, v in res.metrics.items():  # the run finished: every cell is computed
+        print(f"  {name:12s} {finite_summary(v)}")

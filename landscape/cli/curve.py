@@ -16,6 +16,7 @@ from .common import (
     UsageError,
     check_out,
     comma_list,
+    finite_summary,
     max_memory,
     open_data,
     plot_if_asked,
@@ -195,14 +196,18 @@ def _profile(args, model) -> int:
     metrics = comma_list(args.metrics)
     if args.curve_command == "eval":
         prof = curves.evaluate_curve(model, curve, splits, points=args.points, metrics=metrics, **common)
-        for row in ("curve", "line"):
+        for r, row in enumerate(("curve", "line")):
             for split, h in prof.barriers.get(row, {}).items():
+                if np.isnan(h):  # a NaN loss along the row: no maximum, say how many
+                    bad = int(np.isnan(prof.metrics[f"{split}_loss"][r]).sum())
+                    print(f"{row:5s} {split:5s} loss barrier undefined: {bad} of {len(prof.t)} losses are NaN")
+                    continue
                 print(f"{row:5s} {split:5s} loss barrier {h:.4f} nats at t={prof.barriers[row + '-t'][split]:.3f}")
         if "test_acc" in prof.metrics:
             err = 100 * (1 - prof.metrics["test_acc"])
             print(
-                f"test error: curve max {np.nanmax(err[0]):.2f}%, line max {np.nanmax(err[1]):.2f}%, "
-                f"endpoints {err[0, 0]:.2f}% / {err[0, -1]:.2f}%"
+                f"test error (%): curve {finite_summary(err[0], '.2f', low=None)}, "
+                f"line {finite_summary(err[1], '.2f', low=None)}, endpoints {err[0, 0]:.2f} / {err[0, -1]:.2f}"
             )
         print(
             f"length over the {len(prof.t)} points: curve {prof.lengths['curve']:.4g}, "

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 
 from . import options
-from .common import UsageError, data_attrs, open_data, recorded_config, refuse_existing
+from .common import UsageError, data_attrs, finite_summary, open_data, recorded_config, refuse_existing
 
 _ACTIONS = (
     ("eig", "lambda_max and lambda_min (Lanczos), or the top-k eigenvalues (power iteration), per checkpoint"),
@@ -143,8 +143,6 @@ def main(args) -> int:
 
 def _map(args, model, data, opts: dict) -> int:
     """``hessian map``: the eigenvalue maps of a surface file, written into it."""
-    import numpy as np
-
     from .. import distributed
     from .. import hessian as H
 
@@ -171,8 +169,8 @@ def _map(args, model, data, opts: dict) -> int:
             lmax, lmin, ratio = res["lambda_max"], res["lambda_min"], res["eig_ratio"]
             print(
                 f"{args.surface}: {res.computed} cell(s) computed in {res.seconds:.1f} s; lambda_max "
-                f"{np.nanmin(lmax):.4g}..{np.nanmax(lmax):.4g}, lambda_min {np.nanmin(lmin):.4g}.."
-                f"{np.nanmax(lmin):.4g}, |lambda_min/lambda_max| {np.nanmin(ratio):.3g}..{np.nanmax(ratio):.3g}"
+                f"{finite_summary(lmax)}, lambda_min {finite_summary(lmin)}, "
+                f"|lambda_min/lambda_max| {finite_summary(ratio, '.3g')}"
             )
             if args.plot:
                 from ..plot import plot_hessian_maps

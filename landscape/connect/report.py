@@ -148,11 +148,27 @@ class ConnectionReport:
     def endpoint_acc(self, split: str) -> float:
         """The worse of the two endpoints' accuracies on ``split``."""
         e = self.endpoints[split]
-        return min(e["A_acc"], e["B_acc"])
+        return float(np.min([e["A_acc"], e["B_acc"]]))  # NaN when either is (min() would drop it)
 
     def endpoint_loss(self, split: str) -> float:
         e = self.endpoints[split]
-        return max(e["A_loss"], e["B_loss"])
+        return float(np.max([e["A_loss"], e["B_loss"]]))
+
+    def nonfinite(self) -> list[str]:
+        """One line per computed method, split and quantity with NaN or Inf values along
+        the path, and per endpoint: ``"Linear: 2 of 11 test accuracies not finite (NaN/Inf)"``."""
+        out = []
+        for m in self.computed:
+            for s in self.splits:
+                for what, values in (("accuracies", self.acc[m][s]), ("losses", self.loss[m][s])):
+                    bad = int((~np.isfinite(np.asarray(values, dtype=np.float64))).sum())
+                    if bad:
+                        out.append(f"{self.label(m)}: {bad} of {len(values)} {s} {what} not finite (NaN/Inf)")
+        for s, e in self.endpoints.items():
+            bad = [k for k, v in e.items() if not np.isfinite(v)]
+            if bad:
+                out.append(f"{ENDPOINTS}: {', '.join(bad)} on {s} not finite (NaN/Inf)")
+        return out
 
     # ------------------------------------------------------------------ table
     def rows(self, *, stages: bool = True) -> list[tuple[str, list[float]]]:
@@ -172,16 +188,24 @@ class ConnectionReport:
     def markdown(self, *, stages: bool = True, digits: int = 2) -> str:
         """The paper's table: one row per method then ``End points``; one column per split
         with the worst accuracy along the path in %. ``End points`` shows the worse of the
-        two ends. OT rows are followed by their stages (``stages=False`` drops them)."""
+        two ends. OT rows are followed by their stages (``stages=False`` drops them). A
+        computed path with a NaN accuracy shows ``NaN`` (never "skipped"), and the lines
+        under the table count the values that are not finite (:meth:`nonfinite`)."""
         head = "| Method | " + " | ".join(f"Worst {s} acc (%)" for s in self.splits) + " |"
         sep = "|---|" + "---:|" * len(self.splits)
         lines = [head, sep]
+        skipped = {self.label(m) for m in self.skipped}
         for label, vals in self.rows(stages=stages):
-            cells = ["skipped" if not np.isfinite(v) else f"{100.0 * v:.{digits}f}" for v in vals]
+            cells = [
+                "skipped" if label in skipped else "NaN" if np.isnan(v) else f"{100.0 * v:.{digits}f}" for v in vals
+            ]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         for m, why in self.skipped.items():
             lines.append("")
             lines.append(f"{self.label(m)} skipped: {why}")
+        for note in self.nonfinite():
+            lines.append("")
+            lines.append(note)
         return "\n".join(lines)
 
     def __str__(self) -> str:

@@ -21,9 +21,15 @@ __all__ = ["CurveProfile", "barrier", "curve_plane", "evaluate_curve", "path_sta
 
 
 def barrier(loss: np.ndarray, t: np.ndarray) -> tuple[float, float]:
-    """``(max loss along the path - mean of the endpoint losses, t of the maximum)``."""
+    """``(max loss along the path - mean of the endpoint losses, t of the maximum)``.
+
+    A path with a NaN loss has no maximum: ``(nan, nan)`` (an infinite loss gives an
+    infinite barrier at its t).
+    """
     loss = np.asarray(loss, dtype=np.float64)
-    i = int(np.nanargmax(loss))
+    if np.isnan(loss).any():
+        return float("nan"), float("nan")
+    i = int(np.argmax(loss))
     return float(loss[i] - 0.5 * (loss[0] + loss[-1])), float(t[i])
 
 
@@ -121,7 +127,9 @@ class CurveProfile:
     """Metrics along t for the curve (row 0) and the straight line (row 1).
 
     ``metrics[f"{split}_{m}"]`` is ``ndarray[2, T]``; ``barriers[row][split]`` is the
-    height of the loss barrier and ``barriers[row + "-t"][split]`` where it is.
+    height of the loss barrier and ``barriers[row + "-t"][split]`` where it is (both NaN
+    when a loss along the row is NaN: :func:`barrier`); ``nonfinite[name]`` counts the
+    computed values of each metric that are NaN or Inf (the summaries say so, never drop them).
     ``segment_lengths`` (``ndarray[2, T]``, :func:`segment_lengths`) and ``lengths``
     (``{"curve": ..., "line": ...}``, their sums) measure the paths in parameter space;
     ``stats[row][name]`` is :func:`path_statistics` of every metric and, for every
@@ -136,6 +144,7 @@ class CurveProfile:
     segment_lengths: np.ndarray | None = None
     lengths: dict[str, float] = field(default_factory=dict)
     stats: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    nonfinite: dict[str, int] = field(default_factory=dict)
 
     def curve(self, name: str) -> np.ndarray:
         return self.metrics[name][0]
@@ -237,11 +246,10 @@ def evaluate_curve(
         if not name.endswith("_loss"):
             continue
         split = name[: -len("_loss")]
-        for r, row in enumerate(("curve", "line")):
-            if np.isfinite(v[r]).all():
-                h, where = barrier(v[r], t)
-                barriers.setdefault(row, {})[split] = h
-                barriers.setdefault(f"{row}-t", {})[split] = where
+        for r, row in enumerate(("curve", "line")):  # every cell is computed: a NaN is a result
+            h, where = barrier(v[r], t)
+            barriers.setdefault(row, {})[split] = h
+            barriers.setdefault(f"{row}-t", {})[split] = where
     if out is not None and barriers:
         from .. import io
 
@@ -275,6 +283,7 @@ def evaluate_curve(
         segment_lengths=dl,
         lengths={"curve": float(dl[0].sum()), "line": float(dl[1].sum())},
         stats=stats,
+        nonfinite={name: int((~np.isfinite(v)).sum()) for name, v in grid.metrics.items()},
     )
 
 
