@@ -360,3 +360,18 @@ def test_curve_barrier_of_a_path_with_nan_is_nan_and_counted():
     assert prof.nonfinite["train_loss"] == int((~np.isfinite(losses)).sum()) > 0
     assert np.isnan(losses[1]).any() and np.isnan(prof.barriers["line"]["train"])  # not left out
     assert np.isnan(prof.barriers["curve"]["train"])
+
+
+def test_plot_file_says_why_a_metric_computed_as_nan_has_no_figure(tmp_path):
+    from landscape import plot
+    from landscape.metrics import NonFiniteWarning
+
+    path = tmp_path / "line.h5"
+    x = np.linspace(0, 1, 4)
+    with lio.create_result(
+        path, kind="line", shape=(4,), metrics=["train_loss", "lambda_max"], attrs=ATTRS, arrays={"x": x}
+    ) as f:
+        f.write_cells(np.arange(4), {"train_loss": 1.0 + x, "lambda_max": np.full(4, np.nan)})
+    with pytest.warns(NonFiniteWarning, match=r"no figure of 'lambda_max' \(4 cells\): every computed value"):
+        written = plot.plot_file(path, tmp_path / "figs", formats=("png",))
+    assert [p.rsplit("-", 1)[-1] for p in written] == ["loss.png"]

@@ -26,11 +26,30 @@ from .surfaces import plot_contour, plot_heatmap, plot_line, plot_surface3d, plo
 
 
 def _present(surface: _Surface, metrics: Sequence[str] | None) -> list[str]:
+    """The metrics to draw: those asked for, or every metric with a finite value. A metric
+    whose computed cells are all NaN or Inf is left out with a
+    :class:`~landscape.metrics.NonFiniteWarning` saying so (nothing to draw, but not missing)."""
     if metrics is not None:
         for name in metrics:
             surface.metric(name)
         return list(metrics)
-    return [name for name, values in surface.metrics.items() if np.isfinite(values).any()]
+    names, bad = [], []
+    for name, values in surface.metrics.items():
+        if np.isfinite(values).any():
+            names.append(name)
+        elif (count := int(surface.cells(name)[1].sum())) > 0:
+            bad.append(f"{name!r} ({count} cells)")
+    if bad:
+        import warnings
+
+        from ..metrics import NonFiniteWarning  # only here: figures need no torch otherwise
+
+        warnings.warn(
+            f"{surface.name}: no figure of {', '.join(bad)}: every computed value is NaN or Inf",
+            NonFiniteWarning,
+            stacklevel=3,
+        )
+    return names
 
 
 def plot_file(
@@ -60,8 +79,9 @@ def plot_file(
     * ensembles at equal budgets (kind ``"ensembles"``): ``<stem>-ensembles.<fmt>``
       (:func:`plot_ensembles`).
 
-    ``<stem>`` is the file name without ``.h5``.  Metrics with no finite value yet are
-    skipped.
+    ``<stem>`` is the file name without ``.h5``.  Metrics with no finite value are
+    skipped: those not computed yet quietly, those computed as NaN/Inf everywhere with a
+    :class:`~landscape.metrics.NonFiniteWarning`.
 
     Parameters
     ----------
