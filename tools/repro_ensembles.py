@@ -23,6 +23,8 @@ Usage::
     python3 tools/repro_ensembles.py                    # everything (a few minutes on 2 cores)
     python3 tools/repro_ensembles.py --quick            # smoke run
     python3 tools/repro_ensembles.py --parts budgets --seeds 5 --out-dir /tmp/ens
+    python3 tools/repro_ensembles.py --parts budgets,swa --methods swa   # the SWA rows only
+    python3 tools/repro_ensembles.py --swa-restart      # SWA after cosine training, fresh optimizer
 """
 
 from __future__ import annotations
@@ -85,13 +87,15 @@ def part_budgets(args, out: dict) -> str:
         if args.quick:
             settings["budget_epochs"] = 5
         B = settings["budget_epochs"]
-        err = {m: [] for m in METHOD_NAMES}
-        nll = {m: [] for m in METHOD_NAMES}
+        methods = [m for m in METHOD_NAMES if m in args.methods]
+        settings["swa_restart"] = args.swa_restart
+        err = {m: [] for m in methods}
+        nll = {m: [] for m in methods}
         t0 = time.perf_counter()
         for seed in range(args.seeds):
-            runs = [E.run_at_budget(model, train, m, n=3, seed=seed, **settings) for m in METHOD_NAMES]
+            runs = [E.run_at_budget(model, train, m, n=3, seed=seed, **settings) for m in methods]
             c = E.compare_ensembles(model, runs, test)
-            for i, m in enumerate(METHOD_NAMES):
+            for i, m in enumerate(methods):
                 err[m].append([100 * (1 - _within(c, i, n * B, "cumulative_acc")) for n in (1, 2, 3)])
                 nll[m].append([_within(c, i, n * B, "cumulative_nll") for n in (1, 2, 3)])
             if seed == 0:
@@ -105,7 +109,8 @@ def part_budgets(args, out: dict) -> str:
             "| Method | 1B | 2B | 3B | NLL 1B | NLL 2B | NLL 3B |",
             "|---|---:|---:|---:|---:|---:|---:|",
         ]
-        for m, name in METHOD_NAMES.items():
+        for m in methods:
+            name = METHOD_NAMES[m]
             e, n = np.asarray(err[m]), np.asarray(nll[m])
             cells = [_mean_std(e[:, k]) for k in range(3)] + [f"{n[:, k].mean():.4f}" for k in range(3)]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -121,9 +126,14 @@ def part_swa(args, out: dict) -> str:
     rows, tables = [], []
     for seed in range(args.seeds):
         model = E.fresh_copy(ls.build_model(spec, kwargs), 100 + seed)
-        train_classifier(model, train, epochs=B, lr=0.1, weight_decay=0.0, batch_size=64, seed=seed)
-        start = ls.Weights.from_module(model)
-        res = E.swa(model, start, train, epochs=B // 2, lr=0.05, weight_decay=0.0, batch_size=64, seed=seed)
+        fit = dict(weight_decay=0.0, batch_size=64, seed=seed)
+        if args.swa_restart:  # the earlier procedure: cosine training, then a fresh optimizer
+            train_classifier(model, train, epochs=B, lr=0.1, **fit)
+            start = ls.Weights.from_module(model)
+            res = E.swa(model, start, train, epochs=B // 2, lr=0.05, include_start=False, **fit)
+        else:  # the SWA repository's: one optimizer, its schedule, averaging from epoch B
+            start = ls.Weights.from_module(model)
+            res = E.swa(model, start, train, epochs=B + B // 2, swa_start=B, lr=0.1, swa_lr=0.05, **fit)
         path = os.path.join(args.out_dir, f"swa-width-seed{seed}.h5")
         width = E.swa_width(model, res, {"train": train, "test": test}, weight_decay=0.0, out=path, force=True)
         x = width.x
@@ -146,9 +156,19 @@ def part_swa(args, out: dict) -> str:
             plot_file(path, args.out_dir, formats=("png",), force=True)
     out["swa"] = rows
     r = {k: np.array([row[k] for row in rows]) for k in rows[0] if k != "seed"}
+    if args.swa_restart:
+        how = (
+            f"SGD {B} epochs (lr 0.1, cosine), then {B // 2} epochs at lr 0.05 with a fresh optimizer: the last "
+            f"iterate (SGD) and the average of one iterate per epoch after the first {B} (SWA)"
+        )
+    else:
+        how = (
+            f"SGD {B + B // 2} epochs with one optimizer (the SWA repository's schedule: lr 0.1, decaying linearly "
+            f"to 0.05 from 50% to 90% of the first {B} epochs, then 0.05): the last iterate (SGD) and the average "
+            f"of the weights after epochs {B}, {B + 1}, ..., {B + B // 2} (SWA)"
+        )
     tables += [
-        f"**{cfg['label']}**: SGD {B} epochs (lr 0.1, cosine), then {B // 2} epochs at lr 0.05: the last iterate "
-        f"(SGD) and the average of one iterate per epoch (SWA), {args.seeds} seeds",
+        f"**{cfg['label']}**: {how}, {args.seeds} seeds",
         "",
         "| | SWA | SGD |",
         "|---|---:|---:|",
@@ -241,10 +261,20 @@ def main(argv=None) -> int:
     ap.add_argument("--archs", default="mlp,cnn", help="architectures of the budget table: mlp, cnn")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="smoke run: short budgets, 2 seeds")
+    ap.add_argument("--methods", default=",".join(METHOD_NAMES), help="rows of the budget table: ind, sse, fge, swa")
+    ap.add_argument(
+        "--swa-restart",
+        action="store_true",
+        help="SWA after cosine training with a fresh optimizer (the earlier procedure) instead of the repository's",
+    )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out-dir", default="repro-ensembles")
     args = ap.parse_args(argv)
     args.archs = [a for a in args.archs.split(",") if a]
+    args.methods = [m for m in args.methods.split(",") if m]
+    for m in args.methods:
+        if m not in METHOD_NAMES:
+            ap.error(f"--methods: {m!r} is not one of {', '.join(METHOD_NAMES)}")
     if args.quick:
         args.seeds = min(args.seeds, 2)
     torch.set_num_threads(args.threads)
