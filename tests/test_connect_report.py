@@ -62,7 +62,11 @@ def test_every_method_is_computed_and_starts_and_ends_at_the_endpoints(report):
             assert report.max_loss(m, s) == loss.max() >= max(e["A_loss"], e["B_loss"]) - 1e-6
     # the points of a linear path are the requested t
     np.testing.assert_allclose(report.t["linear"], np.linspace(0, 1, 11))
-    assert not report.has_stages("linear") and not report.has_stages("arc+wa")
+    assert not report.has_stages("linear")
+    # the paper's WA with one hidden layer: phase 1 (first layer) on [0, 1/2], phase 2 after it
+    assert report.attrs["wa-form"] == "paper" and report.stages("arc+wa") == [1, 2]
+    assert report.stage_word("arc+wa") == "phase"
+    assert np.all(report.t["arc+wa"][report.stage["arc+wa"] == 1] <= 0.5)
 
 
 def test_ot_reports_both_stages_and_the_joined_worst(report):
@@ -83,7 +87,15 @@ def test_markdown_has_a_row_per_method_and_the_report_numbers(report):
     assert lines[0] == "| Method | Worst train acc (%) | Worst test acc (%) |"
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
     labels = [r[0] for r in rows]
-    assert labels == ["Linear", "Arc", "Linear + WA", "Arc + WA", "OT", "OT + WA", "End points"]
+    assert labels == [
+        "Linear",
+        "Arc",
+        "Linear + WA (paper)",
+        "Arc + WA (paper)",
+        "OT",
+        "OT + WA (paper)",
+        "End points",
+    ]
     for (_label, train, test), m in zip(rows, list(METHODS) + [None]):
         if m is None:
             want = [100 * report.endpoint_acc(s) for s in ("train", "test")]
@@ -180,7 +192,7 @@ def test_deeper_models_run_wa_through_transitional_networks(splits):
         steps = [rep.worst_acc("arc+wa", s, k) for k in (1, 2, 3)]
         assert min(steps) == rep.worst_acc("arc+wa", s)
     text = rep.markdown()
-    assert "| Arc + WA (step 2) |" in text and "(stage" not in text
+    assert "| Arc + WA (paper) (step 2) |" in text and "(stage" not in text
 
 
 def test_skipped_methods_show_in_the_table():
@@ -190,7 +202,8 @@ def test_skipped_methods_show_in_the_table():
     rep.endpoints["test"] = {"A_acc": 0.9, "B_acc": 0.8, "A_loss": 0.1, "B_loss": 0.2}
     assert rep.computed == ["linear"] and np.isnan(rep.worst_acc("arc+wa", "test"))
     text = rep.markdown(stages=False)
-    assert "| Arc + WA | skipped |" in text and "Arc + WA skipped: no data" in text
+    # a report without the attribute was made before the paper's WA became the default
+    assert "| Arc + WA (bias column) | skipped |" in text and "Arc + WA (bias column) skipped: no data" in text
     assert "| Linear | 80.00 |" in text and "| End points | 80.00 |" in text
 
 

@@ -131,7 +131,7 @@ def test_the_wa_path_runs_through_every_transitional_network(method):
     B = ls.Weights.from_module(CASES["resnet20"]().double())
     x = torch.randn(32, 1, 8, 8, dtype=torch.float64)
     t_step = [0.0, 0.5, 1.0]
-    t, pts, bounds = ls.connect.multilayer_wa_path(A, B, model, x, t_step, method=method)
+    t, pts, bounds = ls.connect.multilayer_wa_path(A, B, model, x, t_step, method=method, wa_form="bias")
     m = len(wa_cuts(model))
     steps = m + 1 if method == "ot" else m
     np.testing.assert_allclose(bounds, np.arange(steps + 1) / steps)
@@ -183,4 +183,4 @@ def test_residual_networks_wa_cannot_follow_get_one_clear_error():
     model = _Prelu()
     w = ls.Weights.from_module(model)
     with pytest.raises(UnsupportedModelError, match="node 'act'.*PReLU"):
-        ls.connect.multilayer_wa_path(w, w, model, torch.zeros(4, 1, 8, 8), [0.0, 1.0])
+        ls.connect.multilayer_wa_path(w, w, model, torch.zeros(4, 1, 8, 8), [0.0, 1.0], wa_form="bias")

@@ -165,12 +165,12 @@ def test_wa_outputs_track_the_interpolated_outputs_better_than_the_plain_path(pa
     YA, YB = _out(model, A, X), _out(model, B, X)
     t = np.array([0.25, 0.5, 0.75])
     if method == "ot":
-        plain = ot_path(A, B, model, t).stage1
-        _, adjusted = wa_path(A, B, model, X, t, method="ot", swap_points=0)
+        plain = ot_path(A, B, model, t, neuron="bl").stage1  # the matching of OT + WA
+        _, adjusted = wa_path(A, B, model, X, t, method="ot", swap_points=0, wa_form="bias")
         adjusted = adjusted.subset(range(3))  # stage 1 at the same t
     else:
         plain = linear_path(A, B, t) if method == "linear" else arc_path(A, B, model, t)
-        _, adjusted = wa_path(A, B, model, X, t, method=method)
+        _, adjusted = wa_path(A, B, model, X, t, method=method, wa_form="bias")
     for i, ti in enumerate(t):
         Yt = (1 - ti) * YA + ti * YB
         wa, un = adjusted.weights(i), plain.weights(i)
@@ -214,7 +214,7 @@ def test_transitional_network_layers_and_least_squares_fit(deep, X):
     zA, _ = layer_outputs(A, model, X)
     _, hB = layer_outputs(B, model, X)
     for k in (2, 3):
-        theta = transitional_network(A, B, model, k, X)
+        theta = transitional_network(A, B, model, k, X, wa_form="bias")
         for j, name in enumerate(names, 1):
             src = B if j < k else A if j > k else None
             for key in (f"{name}.weight", f"{name}.bias"):
@@ -344,7 +344,7 @@ def test_conv_wa_recovers_the_endpoint_classifier_through_batchnorm_and_flatten(
     model = _conv_net(0, two_layers=True)
     A = ls.Weights.from_module(model)
     B = ls.Weights.from_module(_conv_net(1, two_layers=True))
-    t, pts = ls.connect.wa_path(A, B, model, X, [0.0, 0.5, 1.0], method="linear", snap_ends=False)
+    t, pts = ls.connect.wa_path(A, B, model, X, [0.0, 0.5, 1.0], method="linear", snap_ends=False, wa_form="bias")
     for i, end in ((0, A), (2, B)):
         # features use batch statistics on X, so the least squares meet the end's own layer
         torch.testing.assert_close(pts.point(i)["5.weight"], end["5.weight"], rtol=0, atol=1e-8)
@@ -380,5 +380,77 @@ def test_conv_multilayer_wa_path_ends_at_both_networks_and_residual_networks_go_
     resnet = ls.build_model("resnet20", {"width": 2, "in_channels": 1})
     w = ls.Weights.from_module(resnet)
     # residual networks hand over at the cuts of their graph (tests/test_connect_residual_wa.py)
-    _, _, bounds = ls.connect.multilayer_wa_path(w, w, resnet, X[:8].reshape(8, 1, 8, 8), [0.0, 1.0])
+    _, _, bounds = ls.connect.multilayer_wa_path(w, w, resnet, X[:8].reshape(8, 1, 8, 8), [0.0, 1.0], wa_form="bias")
     assert len(bounds) == 12
+
+
+# ---------------------------------------------------------------------------- the paper's WA
+def _paper_w2(X, W1, b1, W2A, b1A, W1A):
+    """W2(t) = Y [phi(W1(t) X)]^+ with Y = A's second-layer output without its bias, samples
+    as columns (the paper's notation), by torch.linalg.pinv in float64."""
+    Y = W2A @ torch.relu(W1A @ X.T + b1A[:, None])  # [o, N]
+    return Y @ torch.linalg.pinv(torch.relu(W1 @ X.T + b1[:, None]))
+
+
+@pytest.mark.parametrize("method", ["linear", "arc"])
+def test_paper_wa_is_the_pinv_formula_in_two_phases(pair, X, method):
+    model, A, B = pair
+    x = X[:300]
+    t = np.array([0.0, 0.3, 0.7, 1.0])
+    tt, path = wa_path(A, B, model, x, t, method=method)  # wa_form="paper" is the default
+    np.testing.assert_allclose(tt, np.concatenate([t / 2, 0.5 + t[1:] / 2]), rtol=0, atol=1e-15)
+    first = arc_path(A, B, model, t) if method == "arc" else linear_path(A, B, t)
+    W2A, b2A = A["3.weight"], A["3.bias"]
+    for i in range(len(t)):  # phase 1: the first layer moves, the second is adjusted, b2 stays A's
+        p, f = path.point(i), first.point(i)
+        torch.testing.assert_close(p["1.weight"], f["1.weight"], rtol=0, atol=1e-14)
+        want = _paper_w2(x, f["1.weight"], f["1.bias"], W2A, A["1.bias"], A["1.weight"])
+        torch.testing.assert_close(p["3.weight"], want, rtol=1e-9, atol=1e-9)
+        assert torch.equal(p["3.bias"], b2A)
+    W2_1 = path.point(len(t) - 1)["3.weight"]
+    for j, s in enumerate(t[1:]):  # phase 2: B's first layer, the second layer moves to B's
+        p = path.point(len(t) + j)
+        assert torch.equal(p["1.weight"], B["1.weight"]) and torch.equal(p["1.bias"], B["1.bias"])
+        if method == "linear":
+            w_want, b_want = (1 - s) * W2_1 + s * B["3.weight"], (1 - s) * b2A + s * B["3.bias"]
+        else:  # the Arc around the mean row of the two matrices and the mean of the two biases
+            c, sn = np.cos(np.pi * s / 2), np.sin(np.pi * s / 2)
+            mu_w = torch.cat([W2_1, B["3.weight"]]).mean(0, keepdim=True)
+            mu_b = (b2A + B["3.bias"]) / 2
+            w_want = mu_w + c * (W2_1 - mu_w) + sn * (B["3.weight"] - mu_w)
+            b_want = mu_b + c * (b2A - mu_b) + sn * (B["3.bias"] - mu_b)
+        torch.testing.assert_close(p["3.weight"], w_want, rtol=0, atol=1e-12)
+        torch.testing.assert_close(p["3.bias"], b_want, rtol=0, atol=1e-12)
+    assert torch.equal(path.point(path.K - 1)["3.weight"], B["3.weight"])
+    # the bias-column formulation is another object: one phase, a different second layer
+    tb, other = wa_path(A, B, model, x, t, method=method, wa_form="bias")
+    np.testing.assert_array_equal(tb, t)
+    assert not torch.allclose(other.point(1)["3.weight"], path.point(1)["3.weight"], rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="wa_form should be one of"):
+        wa_path(A, B, model, x, t, wa_form="ours")
+
+
+def test_paper_transitional_networks_and_multilayer_steps_are_the_pinv_formula(deep, X):
+    model, A, B = deep
+    x = X[:400]
+    zA, hA = layer_outputs(A, model, x)
+    _, hB = layer_outputs(B, model, x)
+    names = linear_chain(model)
+    for k in (2, 3):  # W_k = (z^A_k - b^A_k)^T-side pinv of B's features, A's bias kept
+        theta = transitional_network(A, B, model, k, x)
+        n = names[k - 1]
+        want = (zA[k - 1] - A[f"{n}.bias"]).T @ torch.linalg.pinv(hB[k - 1].T)
+        torch.testing.assert_close(theta[f"{n}.weight"], want, rtol=1e-9, atol=1e-9)
+        assert torch.equal(theta[f"{n}.bias"], A[f"{n}.bias"])
+    # step 1 of the path: layer 1 on the straight line, layer 2 keeps A's output z^A_2
+    t_step = np.array([0.0, 0.5, 1.0])
+    t, pts, bounds = multilayer_wa_path(A, B, model, x, t_step, method="linear")
+    np.testing.assert_allclose(bounds, [0, 1 / 3, 2 / 3, 1])
+    mid = pts.point(1)  # t = 1/6
+    assert t[1] == pytest.approx(1 / 6)
+    W1 = 0.5 * (A["1.weight"] + B["1.weight"])
+    b1 = 0.5 * (A["1.bias"] + B["1.bias"])
+    torch.testing.assert_close(mid["1.weight"], W1, rtol=0, atol=1e-14)
+    want = (zA[1] - A["3.bias"]).T @ torch.linalg.pinv(torch.relu(W1 @ x.T + b1[:, None]))
+    torch.testing.assert_close(mid["3.weight"], want, rtol=1e-9, atol=1e-9)
+    assert torch.equal(mid["3.bias"], A["3.bias"])

@@ -29,6 +29,13 @@ def add_parser(subparsers) -> None:
     p.add_argument("--wa-split", default="train", help="data split the weight adjustment fits on (default train)")
     p.add_argument("--ridge", type=float, default=0.0, help="ridge term of the weight adjustment (default 0)")
     p.add_argument(
+        "--wa-form",
+        choices=("paper", "bias"),
+        default="paper",
+        help="weight adjustment: paper = Anokhin & Yarotsky's (no bias column, A's output kept, two phases with one "
+        "hidden layer; default), bias = a bias column fitted too (residual networks: bias only)",
+    )
+    p.add_argument(
         "--ot-neuron",
         choices=("blc", "bl"),
         default="blc",
@@ -149,6 +156,7 @@ def main(args) -> int:
         wa_data=wa,
         curves=curves,
         ridge=args.ridge,
+        wa_form=args.wa_form,
         neuron=args.ot_neuron,
         bn=bn,
         bn_data=bn_data,

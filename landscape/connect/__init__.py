@@ -12,6 +12,7 @@ distribution-based approaches", ICML 2020.
 """
 
 from .adjust import (
+    WA_FORMS,
     WA_METHODS,
     layer_outputs,
     multilayer_wa_path,
@@ -53,6 +54,7 @@ __all__ = [
     "wa_ensemble_curve",
     "NEURONS",
     "SOLVERS",
+    "WA_FORMS",
     "WA_METHODS",
     "ConnectionReport",
     "OTPath",

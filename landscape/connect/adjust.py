@@ -61,9 +61,10 @@ from ..weights import Weights
 from .graph import UnsupportedModelError
 from .matching import _sq_dist, assignment, match_neurons, ot_path
 from .neurons import _Chain, _leaves
-from .paths import _as_t, _same_layout, arc_path, concatenate_paths, linear_path
+from .paths import _as_t, _same_layout, arc_coefficients, arc_path, concatenate_paths, linear_coefficients, linear_path
 
 __all__ = [
+    "WA_FORMS",
     "WA_METHODS",
     "layer_outputs",
     "multilayer_wa_path",
@@ -75,6 +76,19 @@ __all__ = [
 
 #: First-layer connections that WA can be combined with.
 WA_METHODS = ("linear", "arc", "ot")
+
+#: Formulations of the adjustment: ``"paper"`` (Anokhin & Yarotsky: no bias column, the
+#: adjusted layer keeps ``A``'s bias and reproduces ``A``'s output; one hidden layer: two
+#: phases) and ``"bias"`` (a bias column fitted with the weights, the output interpolated
+#: between the two ends; one phase).
+WA_FORMS = ("paper", "bias")
+
+
+def _check_form(wa_form: str) -> str:
+    if wa_form not in WA_FORMS:
+        raise ValueError(f"wa_form should be one of {WA_FORMS}, got {wa_form!r}")
+    return wa_form
+
 
 #: Elements of ``T * N * (m + 1)`` feature matrices solved at once (float64: 256 MiB).
 _CHUNK_ELEMENTS = 1 << 25
@@ -645,8 +659,17 @@ def _wa_step(
     permutations,
     neuron: str,
     snap_ends: bool,
+    wa_form: str = "bias",
+    target: torch.Tensor | None = None,
+    snap_last: bool = True,
 ):
-    """Connect ``start`` to ``end`` (equal outside layers ``k``, ``k+1``) as a two-layer block."""
+    """Connect ``start`` to ``end`` (equal outside layers ``k``, ``k+1``) as a two-layer block.
+
+    ``wa_form="bias"``: layer ``k+1`` with a bias column, fitted to the interpolation of the
+    two ends' block outputs. ``"paper"``: no bias column; layer ``k+1`` keeps ``start``'s
+    bias :math:`b` and its weight is :math:`(Y - b)\\,H(t)^+` with ``Y = target`` (the
+    block output to keep, as least-squares targets; default ``start``'s). ``snap_last``:
+    the last point may be replaced by ``end`` (with ``snap_ends``)."""
     l2 = st.layer(k + 1)
     t_out, s, P1 = _first_layer_path(
         start,
@@ -662,14 +685,22 @@ def _wa_step(
         neuron=neuron,
     )
     feats = lambda w: st.act(k, st.linear(w, k, h_in), w)  # noqa: E731
-    Y0 = st.targets(k + 1, st.linear(start, k + 1, feats(start)))
-    Y1 = st.targets(k + 1, st.linear(end, k + 1, feats(end)))
-    bias2 = st.has_bias(start, k + 1)
-    W2, b2 = _wa_block(st, k, h_in, P1, Y0, Y1, s, bias=bias2, ridge=ridge)
+    has_b2 = st.has_bias(start, k + 1)
+    if wa_form == "paper":
+        Y = st.targets(k + 1, st.linear(start, k + 1, feats(start))) if target is None else target
+        b_fixed = start[f"{l2}.bias"].to(torch.float64) if has_b2 else None
+        if b_fixed is not None:
+            Y = Y - b_fixed
+        W2, _ = _wa_block(st, k, h_in, P1, Y, Y, np.zeros(len(t_out)), bias=False, ridge=ridge)
+        b2 = None if b_fixed is None else b_fixed.expand(len(t_out), -1)
+    else:
+        Y0 = st.targets(k + 1, st.linear(start, k + 1, feats(start)))
+        Y1 = st.targets(k + 1, st.linear(end, k + 1, feats(end)))
+        W2, b2 = _wa_block(st, k, h_in, P1, Y0, Y1, s, bias=has_b2, ridge=ridge)
     updates = []
     for i in range(len(t_out)):
         u = {**_at(P1, i), f"{l2}.weight": W2[i]}
-        if bias2:
+        if has_b2:
             u[f"{l2}.bias"] = b2[i]
         updates.append(u)
     points = _assemble(start, updates)
@@ -677,9 +708,37 @@ def _wa_step(
         for i, tv in enumerate(t_out):
             if tv == 0.0:
                 points[i] = start
-            elif tv == 1.0 and (method != "ot" or i == len(t_out) - 1):
+            elif tv == 1.0 and snap_last and (method != "ot" or i == len(t_out) - 1):
                 points[i] = end
     return np.asarray(t_out, dtype=np.float64), points
+
+
+def _second_layer_path(start: Weights, end: Weights, st: _Stack, t, method: str) -> list[Weights]:
+    """Phase 2 of the paper's WA for one hidden layer: only layer 2 moves, from ``start``'s
+    (the adjusted layer, ``A``'s bias) to ``end``'s, by the straight line (Linear, OT) or
+    the Arc. The Arc's centre is, as in the authors' code, the mean row of the two weight
+    matrices (the layer's neurons are its rows) and the mean of the two biases."""
+    t = _as_t(t)
+    name = st.layer(2)
+    keys = [e for e in (f"{name}.weight", f"{name}.bias") if e in start.layout]
+    if method == "arc":
+        C = arc_coefficients(t)
+    else:
+        C = np.concatenate([np.zeros((len(t), 1)), linear_coefficients(t)], 1)
+    C = torch.as_tensor(C, dtype=torch.float64)
+    updates = [{} for _ in range(len(t))]
+    for e in keys:
+        a, b = start[e].to(torch.float64), end[e].to(torch.float64)
+        mu = torch.cat([a, b]).mean(0, keepdim=True).expand_as(a) if a.dim() >= 2 else 0.5 * (a + b)
+        for i in range(len(t)):
+            updates[i][e] = C[i, 0] * mu + C[i, 1] * a + C[i, 2] * b
+    points = _assemble(start, updates)
+    for i, tv in enumerate(t):  # the ends bit for bit
+        if tv == 0.0:
+            points[i] = start
+        elif tv == 1.0:
+            points[i] = end
+    return points
 
 
 def _residual_or_raise(error: Exception):
@@ -708,6 +767,7 @@ def wa_path(
     t=None,
     *,
     method: str = "linear",
+    wa_form: str = "paper",
     ridge: float = 0.0,
     snap_ends: bool = False,
     solver: str = "emd",
@@ -718,18 +778,35 @@ def wa_path(
     """Linear + WA, Arc + WA or OT + WA between two networks with one hidden layer.
 
     The first layer :math:`(W_1(t), b_1(t))` follows :func:`~landscape.connect.linear_path`,
-    :func:`~landscape.connect.arc_path` or the two stages of :func:`~landscape.connect.ot_path`;
-    the second layer is the least-squares fit on the batch ``X``
+    :func:`~landscape.connect.arc_path` or the two stages of :func:`~landscape.connect.ot_path`
+    and the second layer is fitted by least squares on the batch ``X``.
+
+    ``wa_form="paper"`` (default), the formulation of Anokhin & Yarotsky: the second layer
+    keeps ``A``'s output :math:`Y_A` (the logits on ``X``) with no bias column,
+
+    .. math::
+
+        W_2(t) = (Y_A - b_2^A)^\\top \\bigl[\\phi(X W_1(t)^\\top + b_1(t))^\\top\\bigr]^+,
+        \\qquad b_2(t) = b_2^A ,
+
+    (the paper's :math:`W_2(t) = Y [\\phi(W_1(t) X)]^+`, samples as columns), and the path has
+    two phases, each on half of ``[0, 1]``: phase 1 moves the first layer from ``A``'s to
+    ``B``'s with the adjusted second layer; phase 2 keeps ``B``'s first layer and moves the
+    second from :math:`(W_2(1), b_2^A)` to ``B``'s: the straight line for Linear and OT, the
+    Arc for Arc (see :func:`_second_layer_path`).
+
+    ``wa_form="bias"``: one phase; a bias column is fitted with the weights and the
+    target follows the two ends' outputs,
 
     .. math::
 
         [W_2(t) \\,|\\, b_2(t)]^\\top = \\bigl[\\phi(X W_1(t)^\\top + b_1(t)) \\,\\big|\\, \\mathbf 1\\bigr]^+
         \\bigl((1-s)\\,Y_A + s\\,Y_B\\bigr)
 
-    with :math:`Y_A, Y_B` the logits of ``A`` and ``B`` on ``X`` and :math:`s = t` (Linear,
-    Arc). For OT, :math:`s` is the stage-1 parameter during stage 1 (``A`` to ``B'``, ``B``
-    with its hidden neurons matched to ``A``'s) and 1 during stage 2 (``B'`` to ``B``, the
-    same function as ``B``). All ``t`` are solved in batches (float64).
+    with :math:`s = t` (Linear, Arc); for OT, :math:`s` is the stage-1 parameter during
+    stage 1 (``A`` to ``B'``, ``B`` with its hidden neurons matched to ``A``'s) and 1 during
+    stage 2 (``B'`` to ``B``, the same function as ``B``). All ``t`` are solved in batches
+    (float64).
 
     Parameters
     ----------
@@ -740,11 +817,14 @@ def wa_path(
         {"widths": [H]})``) and parameter-free activations.
     X : Tensor[N, ...] or TensorData
         The data batch of the adjustment. The ends are reproduced when the hidden features
-        ``[phi(X W_1^T + b_1) | 1]`` of ``A`` and ``B`` have full column rank (``N > H``).
+        ``phi(X W_1^T + b_1)`` of ``A`` and ``B`` have full column rank (``N > H``).
     t : array-like [T], optional
-        Path parameters (default ``linspace(0, 1, 11)``); for OT the stage-1 parameters.
+        Parameters of the first layer's path (default ``linspace(0, 1, 11)``; for OT the
+        stage-1 parameters); the paper's phase 2 takes the same ``t``.
     method : {"linear", "arc", "ot"}
         Connection of the first layer.
+    wa_form : {"paper", "bias"}
+        See above (:data:`WA_FORMS`).
     ridge : float
         :math:`\\lambda` of :func:`weight_adjustment` (0: pseudo-inverse).
     snap_ends : bool
@@ -761,9 +841,10 @@ def wa_path(
     Returns
     -------
     t : ndarray[K]
-        Parameters of the points in ``[0, 1]`` (for Linear and Arc the given ``t``; for OT
-        stage 1 on ``[0, 1/2]`` and stage 2 on ``[1/2, 1]``, as
-        :meth:`~landscape.connect.OTPath.joined`).
+        Parameters of the points in ``[0, 1]``. ``"paper"``: phase 1 on ``[0, 1/2]``
+        (for OT its stage 1 on ``[0, 1/4]`` and stage 2 on ``[1/4, 1/2]``), phase 2 on
+        ``[1/2, 1]``. ``"bias"``: the given ``t`` for Linear and Arc; for OT stage 1 on
+        ``[0, 1/2]`` and stage 2 on ``[1/2, 1]``, as :meth:`~landscape.connect.OTPath.joined`.
     points : PointSet
         Explicit points (identity coefficients), in ``A``'s dtypes.
 
@@ -778,8 +859,10 @@ def wa_path(
     >>> x = ls.load_data("digits", "train", max_samples=200).x.double()
     >>> t, path = wa_path(a, b, model, x, [0.0, 0.5, 1.0], method="arc")
     >>> f = lambda w: functional_call(model, dict(w), (x,))
-    >>> path.K, bool(torch.allclose(f(path.weights(2)), f(b), rtol=0, atol=1e-8))
-    (3, True)
+    >>> t.tolist()
+    [0.0, 0.25, 0.5, 0.75, 1.0]
+    >>> path.K, bool(torch.allclose(f(path.weights(2)), f(a), rtol=0, atol=1e-8))
+    (5, True)
     """
     st = _check_pair(A, B, model)
     if st.n != 2:
@@ -789,6 +872,7 @@ def wa_path(
         )
     if method not in WA_METHODS:
         raise ValueError(f"method should be one of {WA_METHODS}, got {method!r}")
+    _check_form(wa_form)
     t = np.linspace(0.0, 1.0, 11) if t is None else t
     h0 = st.input(X)
     t_out, points = _wa_step(
@@ -806,18 +890,33 @@ def wa_path(
         permutations=permutations,
         neuron=neuron,
         snap_ends=snap_ends,
+        wa_form=wa_form,
+        snap_last=wa_form == "bias",
     )
-    return t_out, PointSet.explicit(points)
+    if wa_form == "bias":
+        return t_out, PointSet.explicit(points)
+    t2 = _as_t(t)
+    phase2 = _second_layer_path(points[-1], B, st, t2, method)
+    return concatenate_paths([PointSet.explicit(points), PointSet.explicit(phase2)], [t_out, t2])
 
 
 # ---------------------------------------------------------------------------- multi-layer
-def transitional_network(A: Weights, B: Weights, model: nn.Module, k: int, X, *, ridge: float = 0.0) -> Weights:
+def transitional_network(
+    A: Weights, B: Weights, model: nn.Module, k: int, X, *, ridge: float = 0.0, wa_form: str = "paper"
+) -> Weights:
     """The transitional network :math:`\\Theta_k^{AB}`: ``B``'s layers below ``k``, a WA layer
     ``k``, ``A``'s layers above ``k``.
 
     Layers are the model's ``nn.Linear`` modules numbered from 1 (input side) to ``n``
     (logits). Layer ``k`` is fitted on the batch ``X`` to reproduce ``A``'s layer-``k``
-    output (pre-activation) from ``B``'s features below it:
+    output (pre-activation) from ``B``'s features below it; as the paper does
+    (``wa_form="paper"``, default) with no bias column, keeping ``A``'s bias,
+
+    .. math::
+
+        W_k^{AB\\top} = \\bigl[h^B_{k-1}\\bigr]^+ (z^A_k - b^A_k), \\qquad b_k^{AB} = b^A_k ,
+
+    or with a bias column fitted too (``wa_form="bias"``):
 
     .. math::
 
@@ -839,6 +938,8 @@ def transitional_network(A: Weights, B: Weights, model: nn.Module, k: int, X, *,
         The data batch of the adjustment.
     ridge : float
         See :func:`weight_adjustment`.
+    wa_form : {"paper", "bias"}
+        :data:`WA_FORMS`; residual networks take ``"bias"`` only.
 
     Returns
     -------
@@ -846,10 +947,13 @@ def transitional_network(A: Weights, B: Weights, model: nn.Module, k: int, X, *,
         Same layout and dtypes as ``A``; entries outside the Linear layers are ``A``'s
         (``k <= n``).
     """
+    _check_form(wa_form)
     try:
         st = _check_pair(A, B, model)
     except UnsupportedModelError as e:
-        return _residual_or_raise(e).residual_transitional_network(A, B, model, k, X, ridge=ridge)
+        graph = _residual_or_raise(e)
+        _residual_form(wa_form)
+        return graph.residual_transitional_network(A, B, model, k, X, ridge=ridge)
     if int(k) != k or not 1 <= k <= st.n + 1:
         raise ValueError(f"k should be an integer in 1..{st.n + 1} for a model with {st.n} Linear layers, got {k!r}")
     k = int(k)
@@ -857,21 +961,43 @@ def transitional_network(A: Weights, B: Weights, model: nn.Module, k: int, X, *,
         return A
     if k == st.n + 1:
         return B
-    return _transitional(A, B, st, k, st.input(X), ridge)
+    return _transitional(A, B, st, k, st.input(X), ridge, paper=wa_form == "paper")
 
 
-def _transitional(A: Weights, B: Weights, st: _Stack, k: int, h0: torch.Tensor, ridge: float) -> Weights:
+def _residual_form(wa_form: str) -> None:
+    if wa_form != "bias":
+        raise ValueError(
+            f"wa_form={wa_form!r}: residual networks are adjusted at the cuts of their graph with a bias "
+            f"column only; pass wa_form='bias'"
+        )
+
+
+def _outputs(w: Weights, st: _Stack, h0: torch.Tensor, k: int) -> torch.Tensor:
+    """The output of layer ``k`` of ``w`` on the input ``h0``, as least-squares targets."""
+    z = h0
+    for j in range(1, k + 1):
+        z = st.linear(w, j, z)
+        if j < k:
+            z = st.act(j, z, w)
+    return st.targets(k, z)
+
+
+def _transitional(
+    A: Weights, B: Weights, st: _Stack, k: int, h0: torch.Tensor, ridge: float, *, paper: bool = False
+) -> Weights:
     h = h0
     for j in range(1, k):
         h = st.act(j, st.linear(B, j, h), B)
-    zA = h0
-    for j in range(1, k + 1):
-        zA = st.linear(A, j, zA)
-        if j < k:
-            zA = st.act(j, zA, A)
+    zA = _outputs(A, st, h0, k)
     bias = st.has_bias(A, k)
-    W, b = weight_adjustment(st.design(k, h), st.targets(k, zA), bias=bias, ridge=ridge)
     name = st.layer(k)
+    if paper:  # no bias column; A's bias is kept (it is already in A)
+        if bias:
+            zA = zA - A[f"{name}.bias"].to(torch.float64)
+        W, _ = weight_adjustment(st.design(k, h), zA, bias=False, ridge=ridge)
+        bias = False
+    else:
+        W, b = weight_adjustment(st.design(k, h), zA, bias=bias, ridge=ridge)
     upd = {f"{name}.weight": W.reshape(st.weight_shape(k))}
     if bias:
         upd[f"{name}.bias"] = b
@@ -893,6 +1019,7 @@ def multilayer_wa_path(
     t_per_step=None,
     method: str = "linear",
     *,
+    wa_form: str = "paper",
     ridge: float = 0.0,
     snap_ends: bool = False,
     solver: str = "emd",
@@ -914,6 +1041,12 @@ def multilayer_wa_path(
     features :math:`h^B_{n-1}`; it is the straight line, which is what WA gives there (see
     the module notes). Each step gets an equal share of ``[0, 1]``.
 
+    With ``wa_form="paper"`` (default, as the authors' code does) every fit has no bias
+    column and keeps ``A``'s bias of the layer, and the WA layer ``k+1`` of step ``k``
+    keeps ``A``'s output all along: :math:`W_{k+1}(t)^\\top = [h(t)]^+ (z^A_{k+1} - b^A_{k+1})`.
+    With ``wa_form="bias"`` the fits have a bias column and the target of step ``k`` is the
+    interpolation of the block outputs of its two ends.
+
     For a network with one hidden layer (``n = 2``) the path is ``A`` to
     :math:`\\Theta_2^{AB}` (``B``'s first layer and a WA second layer reproducing ``A``'s
     logits) to ``B``; :func:`wa_path` is the direct one-step connection instead.
@@ -932,6 +1065,8 @@ def multilayer_wa_path(
     method : {"linear", "arc", "ot"}
         Connection of the first layer of each block. For OT the neurons of layer ``k`` are
         matched by their incoming weights and bias (the outgoing ones are re-fitted).
+    wa_form : {"paper", "bias"}
+        :data:`WA_FORMS`; residual networks take ``"bias"`` only.
     ridge : float
         :math:`\\lambda` of :func:`weight_adjustment`, for the transitional layers and the
         WA layers.
@@ -953,10 +1088,13 @@ def multilayer_wa_path(
     boundaries : ndarray[n + 1]
         ``[0, 1/n, ..., 1]``: the values of ``t`` at :math:`\\Theta_1^{AB}, \\dots, \\Theta_{n+1}^{AB}`.
     """
+    _check_form(wa_form)
     try:
         st = _check_pair(A, B, model)
     except UnsupportedModelError as e:
-        return _residual_or_raise(e).residual_wa_path(
+        graph = _residual_or_raise(e)
+        _residual_form(wa_form)
+        return graph.residual_wa_path(
             A,
             B,
             model,
@@ -977,7 +1115,8 @@ def multilayer_wa_path(
         raise ValueError("t_per_step should increase from 0 to 1 (each step runs from one network to the next)")
     n = st.n
     h0 = st.input(X)
-    thetas = [A] + [_transitional(A, B, st, k, h0, ridge) for k in range(2, n + 1)] + [B]
+    paper = wa_form == "paper"
+    thetas = [A] + [_transitional(A, B, st, k, h0, ridge, paper=paper) for k in range(2, n + 1)] + [B]
     parts, ts = [], []
     h = h0  # B's features below layer k
     for k in range(1, n):
@@ -996,6 +1135,8 @@ def multilayer_wa_path(
             permutations=None,
             neuron="bl",
             snap_ends=snap_ends,
+            wa_form=wa_form,
+            target=_outputs(A, st, h0, k + 1) if paper else None,
         )
         parts.append(PointSet.explicit(pts))
         ts.append(t_out)

@@ -50,11 +50,18 @@ KIND = "connections"
 ENDPOINTS = "End points"
 
 
-def _label(method: str, neuron: str | None = None) -> str:
-    """The row label of ``method``; OT rows matched on bias and incoming weights alone say so
-    (``"OT (b, l)"``; the paper's neuron (b, l, c) is plain ``"OT"``)."""
+#: How the row labels name the two formulations of weight adjustment (:data:`WA_FORMS`).
+_WA_FORM_LABELS = {"paper": "paper", "bias": "bias column"}
+
+
+def _label(method: str, wa_form: str | None = None, neuron: str | None = None) -> str:
+    """The row label of ``method``: WA rows name their formulation (``"Linear + WA (paper)"``,
+    ``"Linear + WA (bias column)"``), OT rows matched on bias and incoming weights alone say
+    so (``"OT (b, l)"``; the paper's neuron (b, l, c) is plain ``"OT"``)."""
     label = _LABELS.get(method, method)
-    if method == "ot" and neuron == "bl":
+    if method.endswith("+wa") and wa_form is not None:
+        label += f" ({_WA_FORM_LABELS.get(wa_form, wa_form)})"
+    elif method == "ot" and neuron == "bl":
         label += " (b, l)"
     return label
 
@@ -74,8 +81,9 @@ class ConnectionReport:
         ``"ot+wa"`` stage 1 lies on ``[0, 1/2]`` and stage 2 on ``[1/2, 1]`` (as
         :meth:`~landscape.connect.OTPath.joined`).
     stage : dict of str to ndarray[K] of int
-        ``1`` or ``2`` for the points of OT stages, the step ``1..n`` of multi-layer WA paths
-        (through transitional networks), ``0`` for single-stage paths.
+        ``1`` or ``2`` for the points of OT stages and of the two phases of the paper's WA
+        with one hidden layer, the step ``1..n`` of multi-layer WA paths (through
+        transitional networks), ``0`` for single-stage paths.
     acc, loss : dict of str to dict of str to ndarray[K]
         ``acc[method][split]``: accuracy (fraction in ``[0, 1]``) at every point.
     endpoints : dict of str to dict of str to float
@@ -133,8 +141,17 @@ class ConnectionReport:
         return sorted(int(k) for k in np.unique(self.stage[method]) if k > 0)
 
     def stage_word(self, method: str) -> str:
-        """``"step"`` for multi-layer WA paths, ``"stage"`` for OT."""
-        return "step" if method.endswith("+wa") and "wa_steps" in self.attrs else "stage"
+        """``"step"`` for multi-layer WA paths, ``"phase"`` for the paper's WA with one hidden
+        layer, ``"stage"`` for OT."""
+        if method.endswith("+wa") and "wa_steps" in self.attrs:
+            return "step"
+        return "phase" if method.endswith("+wa") and self.wa_form == "paper" else "stage"
+
+    @property
+    def wa_form(self) -> str:
+        """The formulation of weight adjustment (``"paper"`` or ``"bias"``; files written
+        before the attribute existed used ``"bias"``)."""
+        return str(self.attrs.get("wa-form", "bias"))
 
     @property
     def ot_neuron(self) -> str:
@@ -143,7 +160,7 @@ class ConnectionReport:
 
     def label(self, method: str) -> str:
         """The row label of ``method`` in this report (see :func:`_label`)."""
-        return _label(method, self.ot_neuron)
+        return _label(method, self.wa_form, self.ot_neuron)
 
     def endpoint_acc(self, split: str) -> float:
         """The worse of the two endpoints' accuracies on ``split``."""
@@ -313,6 +330,7 @@ def compare_connections(
     curves: Mapping[str, Any] | None = None,
     connection_models: Mapping[str, Any] | None = None,
     ridge: float = 0.0,
+    wa_form: str = "paper",
     neuron: str = "blc",
     bn: str = "running",
     bn_data=None,
@@ -365,6 +383,11 @@ def compare_connections(
         :func:`~landscape.connect.flows.aligned_flow_path` in two stages as for ``"ot"``.
     ridge : float
         Ridge term of every weight adjustment (0: exact least squares).
+    wa_form : {"paper", "bias"}
+        The weight adjustment (:data:`~landscape.connect.WA_FORMS`): the paper's (no bias
+        column, ``A``'s output kept, two phases with one hidden layer; default) or ours with
+        a bias column. Named in the row labels ("Linear + WA (paper)"). Residual networks
+        take ``"bias"`` only: with ``"paper"`` their WA rows are skipped, saying so.
     neuron : {"blc", "bl"}
         The neuron the ``"ot"`` row matches on (:func:`~landscape.connect.match_neurons`):
         the paper's :math:`(b_i, l_i, c_i)` (default) or bias and incoming weights
@@ -429,8 +452,10 @@ def compare_connections(
     if exists and not (force or resume):
         raise ResultExistsError(f"{os.fspath(out)} exists; pass resume=True to continue it or force=True to replace it")
     split_names = list(splits)
+    from .adjust import _check_form
     from .matching import _check_neuron
 
+    _check_form(wa_form)
     _check_neuron(neuron)
     wa_error = None  # why weight adjustment cannot run on this model (residual networks)
     if any(m.endswith("+wa") for m in methods):
@@ -444,6 +469,11 @@ def compare_connections(
                 from .adjust_graph import wa_cuts
 
                 wa_layers = len(wa_cuts(model))
+                if wa_form != "bias":
+                    wa_error = (
+                        f"wa_form={wa_form!r}: residual networks are adjusted at the cuts of their graph with a "
+                        f"bias column only (wa_form='bias')"
+                    )
             except UnsupportedModelError as e2:
                 why = e2 if isinstance(e, NotSequentialError) else e
                 wa_error = f"weight adjustment cannot follow this model: {str(why).splitlines()[0]}"
@@ -483,6 +513,7 @@ def compare_connections(
             "groups": [g.name for g in groups] if groups is not None else [],
             "bn": bn,
             "ridge": float(ridge),
+            "wa-form": wa_form,
             "ot-neuron": neuron,
             "A-sha256": A.sha256 or "",
             "B-sha256": B.sha256 or "",
@@ -539,13 +570,15 @@ def compare_connections(
                 X = _inputs(splits[split_names[0]] if wa_data is None else wa_data)
                 rep.attrs["wa_samples"] = int(X.shape[0])
             if wa_layers == 2:
-                tm, pts = wa_path(A, B, model, X, t, method=base, ridge=ridge, snap_ends=True)
+                tm, pts = wa_path(A, B, model, X, t, method=base, wa_form=wa_form, ridge=ridge, snap_ends=True)
                 tm = np.asarray(tm, np.float64)
                 stage = np.zeros(len(tm), np.int64)
-                if base == "ot":
+                if base == "ot" or wa_form == "paper":  # OT stages or the paper's two phases
                     stage = np.where(tm <= 0.5, 1, 2).astype(np.int64)
             else:
-                tm, pts, bounds = multilayer_wa_path(A, B, model, X, t, method=base, ridge=ridge, snap_ends=True)
+                tm, pts, bounds = multilayer_wa_path(
+                    A, B, model, X, t, method=base, wa_form=wa_form, ridge=ridge, snap_ends=True
+                )
                 tm = np.asarray(tm, np.float64)
                 # step k covers [bounds[k-1], bounds[k]]; a joint belongs to the step it ends
                 steps = len(bounds) - 1
