@@ -428,3 +428,54 @@ def test_lanczos_tolerance_relative_to_the_spectrum():
     assert max(spec.residuals) <= 1e-3 * 3.0 + 1e-12
     with pytest.raises(ValueError, match="relative_to"):
         H.lanczos(A, relative_to="radius")
+
+
+# ---------------------------------------------------------------------------- kept gradient graphs
+@pytest.mark.parametrize("name", ["mlp", "bn", "digits"])
+def test_kept_graphs_give_the_dense_hessian_and_read_the_data_once(name, request):
+    """PyHessian's scheme: the gradient's graph of each batch is kept after the first product;
+    later products are one backward pass through it, bitwise the products of a fresh pass."""
+    p = request.getfixturevalue(name)
+    kept = p.op(method="double-backward", reuse_graph=True, batch_size=24)
+    fresh = p.op(method="double-backward", reuse_graph=False, batch_size=24)
+    V = H.random_vectors(3, p.n, seed=6)
+    for _ in range(3):
+        a, b = kept(V), fresh(V)
+        assert torch.equal(a, b)
+        assert rel(a, V @ p.H) < 1e-12
+        assert rel(kept(V[0]), p.H @ V[0]) < 1e-12
+    assert kept.passes == 1 and fresh.passes == 3
+    assert kept.count == fresh.count + 3
+    kept.release_graph()
+    assert torch.equal(kept(V), fresh(V)) and kept.passes == 2
+
+
+def test_graphs_are_kept_by_default_on_cpu_only_when_they_fit(mlp, monkeypatch):
+    V = H.random_vectors(2, mlp.n, seed=7)
+    op = mlp.op()  # auto: double-backward on CPUs, graphs kept (a tiny model)
+    op(V), op(V)
+    assert op.passes == 1
+    monkeypatch.setattr(H.hvp, "_GRAPH_CPU_BUDGET", 10)
+    op = mlp.op()
+    op(V), op(V)
+    assert op.passes == 2
+    op = mlp.op(reuse_graph=True)  # asked for: kept whatever the estimate
+    op(V), op(V)
+    assert op.passes == 1
+
+
+def test_streamed_data_and_forward_mode_never_keep_graphs(mlp):
+    x, y = mlp.data
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
+    V = H.random_vectors(1, mlp.n, seed=8)
+    op = H.HVP(mlp.model, mlp.weights, loader, dtype=F64, device="cpu", reuse_graph=True)
+    a, b = op(V), op(V)
+    assert op.passes == 2 and rel(b, V @ mlp.H) < 1e-12 and torch.equal(a, b)
+    op = mlp.op(method="forward-over-reverse", reuse_graph=True)
+    op(V), op(V)
+    assert op.passes == 2
+
+
+def test_reuse_graph_takes_three_values(mlp):
+    with pytest.raises(ValueError, match=r"reuse_graph should be 'auto', True or False, got 'yes'"):
+        mlp.op(reuse_graph="yes")

@@ -76,6 +76,8 @@ __all__ = [
 METHODS = ("auto", "forward-over-reverse", "double-backward")
 _AUTO_ON_CPU = "double-backward"  # what ``auto`` means on a CPU (see the module docstring)
 _CPU_TARGET = 256 << 20  # bytes of forward activations per batch on CPUs
+_GRAPH_CPU_BUDGET = 1 << 30  # bytes the kept gradient graphs of HVP(reuse_graph="auto") may take on CPUs
+_GRAPH_FACTOR = 3  # a gradient graph keeps about this many times the forward activations
 _DTYPES = {"fp64": torch.float64, "fp32": torch.float32, torch.float64: torch.float64, torch.float32: torch.float32}
 
 Tensors = dict[str, torch.Tensor]
@@ -568,6 +570,15 @@ class HVP(_LossHessian):
         ``forward(model, batch) -> output`` instead of the default call (the batch as the
         data gives it, on the device); outputs may be tensors, tuples, dicts with
         ``logits`` or objects with ``.logits``.
+    reuse_graph : {"auto", True, False}
+        Keep the gradient's graph of every batch after the first product and run later
+        products as one backward pass through it, as PyHessian does (no forward pass and no
+        first backward per product; the data is not read again). Only with double-backward
+        products (``auto`` on CPUs). ``"auto"`` (default): when the data is in memory and
+        the graphs, estimated at three times the forward activations of all samples, fit in
+        1 GiB (CPU) or a quarter of the free GPU memory; ``True``: always (in-memory data);
+        ``False``: never. The products are the same numbers either way (same batches, same
+        order of sums); :meth:`release_graph` frees the graphs.
 
     Attributes
     ----------
@@ -616,6 +627,7 @@ class HVP(_LossHessian):
         method: str = "auto",
         index: int | None = None,
         forward: Callable | None = None,
+        reuse_graph: bool | str = "auto",
     ):
         super().__init__(
             model,
@@ -628,7 +640,82 @@ class HVP(_LossHessian):
             method=method,
             forward=forward,
         )
+        if reuse_graph not in ("auto", True, False):
+            raise ValueError(f"reuse_graph should be 'auto', True or False, got {reuse_graph!r}")
         self.sel, self.rest = self._split(_point_tensors(point, self.layout, index, self.aliases))
+        self.reuse_graph = reuse_graph
+        self._graphs: list | None = None  # [(leaves, grads, live)] per batch, once kept
+        self._graph_count = 0.0
+        self._keep: bool | None = None  # the decision of _keeps_graph, taken once
+
+    def _keeps_graph(self) -> bool:
+        """Whether products go through kept gradient graphs (see ``reuse_graph``)."""
+        if self.reuse_graph is False or not self.source.in_memory:
+            return False
+        if self.method_requested == "forward-over-reverse" or self.method == "forward-over-reverse":
+            return False
+        if self.method == "auto":  # GPUs: forward-over-reverse first, unless asked to keep graphs
+            return False
+        if self.reuse_graph is True:
+            return True
+        from ..evaluate import _activation_bytes_per_sample
+
+        probe = self.source.first(1).to(self.device, self.dtype)
+        act = _activation_bytes_per_sample(self.model, self._probe_point(), probe, self.forward)
+        if self.device.type == "cuda":
+            budget = torch.cuda.mem_get_info(self.device)[0] // 4
+        else:
+            budget = _GRAPH_CPU_BUDGET
+        return _GRAPH_FACTOR * act * int(self.source.n or 0) <= budget
+
+    def _build_graphs(self) -> None:
+        """One pass over the data keeping each batch's gradient graph (create_graph)."""
+        names = self.names
+        graphs, count = [], 0.0
+        with torch.enable_grad():
+            for batch in self._batches():
+                leaves = {k: v.detach().requires_grad_(True) for k, v in self.sel.items()}
+                value = self._batch_loss(leaves, self.rest, batch)
+                count += self._take_count()
+                if not value.requires_grad:
+                    continue
+                grads = torch.autograd.grad(value, [leaves[k] for k in names], create_graph=True, allow_unused=True)
+                live = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
+                if live:
+                    graphs.append((leaves, grads, live))
+        self._graphs, self._graph_count = graphs, count
+
+    def _kept_graph_hvp(self, T: Tensors) -> Tensors:
+        """``H t`` through the kept graphs: one backward pass per batch and vector."""
+        from ..evaluate import _precision_context
+
+        names = self.names
+        m = next(iter(T.values())).shape[0]
+        with _precision_context("fp64" if self.dtype == torch.float64 else "fp32", self.device):
+            if self._graphs is None:
+                self._build_graphs()
+            total = None
+            for leaves, grads, live in self._graphs:
+                outputs, inputs = [grads[j] for j in live], [leaves[k] for k in names]
+                rows = []
+                for i in range(m):
+                    hv = torch.autograd.grad(
+                        outputs,
+                        inputs,
+                        grad_outputs=[T[names[j]][i] for j in live],
+                        retain_graph=True,
+                        allow_unused=True,
+                    )
+                    rows.append([h if h is not None else torch.zeros_like(T[k][i]) for k, h in zip(names, hv)])
+                out = {k: torch.stack([r[c] for r in rows]) for c, k in enumerate(names)}
+                total = out if total is None else {k: total[k].add_(v) for k, v in out.items()}
+        if total is None:  # the loss does not depend on the selection
+            total = {k: torch.zeros_like(T[k]) for k in names}
+        return self._finish(total, self._graph_count)
+
+    def release_graph(self) -> None:
+        """Free the kept gradient graphs (the next product builds them again)."""
+        self._graphs = None
 
     def _probe_point(self) -> Tensors:
         return {**self.sel, **self.rest}
@@ -646,7 +733,13 @@ class HVP(_LossHessian):
             raise ValueError(f"vectors should have shape [n] or [m, n], got {list(v.shape)}")
         if V.shape[0] == 0:
             return V.clone()
-        out = self.flatten(self._point_hvp(self.sel, self.rest, self.unflatten(V)), 1)
+        T = self.unflatten(V)
+        if self._keep is None:
+            self._keep = self._keeps_graph()
+        if self._keep:
+            out = self.flatten(self._kept_graph_hvp(T), 1)
+        else:
+            out = self.flatten(self._point_hvp(self.sel, self.rest, T), 1)
         self.count += V.shape[0]
         return out[0] if single else out
 
