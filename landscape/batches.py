@@ -36,6 +36,7 @@ A tensor, a tuple or list (its first element), a mapping with ``logits``, or an 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,6 +54,7 @@ __all__ = [
     "batch_input",
     "call_model",
     "first_inputs",
+    "input_checks",
     "model_output",
     "read_batch",
     "to_device",
@@ -283,6 +285,58 @@ def call_model(
             prefixed = tuple({f"model.{k}": v for k, v in p.items()} for p in parts)
             out = functional_call(wrapper, prefixed, (batch.raw,))
     return model_output(out)
+
+
+def _input_mismatch(mod: nn.Module, x: Tensor) -> str | None:
+    """What a Linear, Conv or Embedding layer would fail on in ``x``, or None."""
+    if isinstance(mod, nn.Linear):
+        if x.dim() == 0 or x.shape[-1] != mod.in_features:
+            return f"takes {mod.in_features} input features (the last dimension), got Tensor{list(x.shape)}"
+    elif isinstance(mod, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        d = len(mod.kernel_size)
+        if x.dim() not in (d + 1, d + 2) or x.shape[-d - 1] != mod.in_channels:
+            return (
+                f"takes {mod.in_channels} channels in [N, C{', *' * d}] inputs "
+                f"({d} spatial dimensions), got Tensor{list(x.shape)}"
+            )
+    elif isinstance(mod, nn.Embedding) and not x.is_floating_point() and x.numel():
+        low, high = int(x.min()), int(x.max())
+        if low < 0 or high >= mod.num_embeddings:
+            return f"has {mod.num_embeddings} rows (ids 0..{mod.num_embeddings - 1}), got ids {low} to {high}"
+    return None
+
+
+@contextlib.contextmanager
+def input_checks(model: nn.Module, batch: Batch, what: str = "the data"):
+    """Within this context, the ``Linear``, ``Conv`` and ``Embedding`` layers of ``model``
+    refuse inputs that do not fit them with one :class:`DataError` naming the layer, what it
+    takes, what it got and the batch's inputs, instead of PyTorch's "mat1 and mat2 shapes
+    cannot be multiplied". For probe passes on a first batch (a forward pre-hook per layer).
+    """
+
+    def hook_for(name: str):
+        def hook(mod, args):
+            x = args[0] if args else None
+            problem = _input_mismatch(mod, x) if torch.is_tensor(x) else None
+            if problem is not None:
+                inputs = batch.input
+                given = f"samples of shape {list(inputs.shape[1:])}" if torch.is_tensor(inputs) else _describe(inputs)
+                raise DataError(
+                    f"{what} does not fit the model: its layer '{name}' ({type(mod).__name__}) {problem} from {given}"
+                )
+
+        return hook
+
+    handles = [
+        mod.register_forward_pre_hook(hook_for(name))
+        for name, mod in model.named_modules()
+        if isinstance(mod, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding))
+    ]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
 
 
 # ---------------------------------------------------------------------------- data sources

@@ -37,7 +37,7 @@ from torch import nn
 from torch.func import vmap
 
 from . import bn as bnlib
-from .batches import Batch, DataSource, as_source, call_model, read_batch
+from .batches import Batch, DataSource, as_source, call_model, input_checks, read_batch
 from .metrics import Metric, resolve_metrics
 from .pointset import PointSet
 from .weights import Weights, model_skeleton
@@ -254,7 +254,9 @@ def _batch_bytes(batch: Batch) -> int:
 
 
 def _activation_bytes_per_sample(model: nn.Module, point: dict, probe, forward: Callable | None = None) -> int:
-    """Bytes of module outputs for one sample (a probe forward with hooks on a one-sample batch)."""
+    """Bytes of module outputs for one sample (a probe forward with hooks on a one-sample batch);
+    the first forward pass of a run, so inputs that do not fit the model fail here, in one line
+    (:func:`landscape.batches.input_checks`)."""
     probe = read_batch(probe)
     total = [0]
 
@@ -265,7 +267,7 @@ def _activation_bytes_per_sample(model: nn.Module, point: dict, probe, forward: 
     leaves = [m for m in model.modules() if not list(m.children())]
     handles = [m.register_forward_hook(hook) for m in leaves]
     try:
-        with torch.no_grad():
+        with torch.no_grad(), input_checks(model, probe):
             call_model(model, point, probe, forward)
     finally:
         for h in handles:

@@ -145,7 +145,22 @@ def _class_targets(out: torch.Tensor, y: torch.Tensor, name: str) -> torch.Tenso
             f"metric '{name}': outputs {list(out.shape[1:])} and targets {list(y.shape)} do not match; expected "
             f"targets {list(out.shape[1:-1])} (one class index per output row)"
         )
-    return y.to(out.device)
+    y = y.to(out.device)
+    _check_class_range(y, out.shape[-1], name, "targets", "class indices", "samples")
+    return y
+
+
+def _check_class_range(y: torch.Tensor, classes: int, name: str, what: str, index: str, unit: str) -> None:
+    """Integer targets must index the ``classes`` outputs (or be ``-100``, not counted): an
+    out-of-range target is an IndexError in the cross-entropy, and never right for an arg-max."""
+    bad = (y != IGNORE_INDEX) & ((y < 0) | (y >= classes))
+    if bool(bad.any()):
+        wrong = y[bad]
+        got = int(wrong[0]) if wrong.numel() == 1 else f"{int(wrong.min())} to {int(wrong.max())}"
+        raise MetricError(
+            f"metric '{name}': {what} outside the {classes} classes of the outputs, {wrong.numel()} of "
+            f"{y.numel()} (got {got}); expected {index} 0..{classes - 1}, or -100 for {unit} not counted"
+        )
 
 
 def _counted_classes(out: torch.Tensor, batch, name: str):
@@ -227,7 +242,9 @@ def _next_token(out: torch.Tensor, batch, name: str) -> tuple[torch.Tensor, torc
     mask = batch.get("attention_mask")
     if mask is not None:
         keep &= mask[:, 1:].to(device=out.device) != 0
-    return out[:, :, :-1][:, keep], y[:, 1:][keep]
+    targets = y[:, 1:][keep]
+    _check_class_range(targets, out.shape[-1], name, "counted token targets", "token ids", "positions")
+    return out[:, :, :-1][:, keep], targets
 
 
 class TokenLoss(Metric):
