@@ -10,6 +10,7 @@ from .data import DataError, TensorData, load_data
 from .directions import Plane
 from .evaluate import PATHS, PRECISIONS, EvalResult, MemoryBudgetError, evaluate, evaluate_points
 from .io import ResultExistsError, ResultFileError, create_result, open_result
+from .metrics import MetricError, NonFiniteWarning
 from .models import ModelSpecError, build_model
 from .pointset import PointSet
 from .surface import SurfaceResult, compute_surface, parse_range
@@ -25,7 +26,9 @@ __all__ = [
     "EvalResult",
     "Layout",
     "MemoryBudgetError",
+    "MetricError",
     "ModelSpecError",
+    "NonFiniteWarning",
     "Plane",
     "PointSet",
     "ResultExistsError",

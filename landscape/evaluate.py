@@ -38,7 +38,7 @@ from torch.func import vmap
 
 from . import bn as bnlib
 from .batches import Batch, DataSource, as_source, call_model, input_checks, read_batch
-from .metrics import Metric, resolve_metrics
+from .metrics import Metric, NonFiniteWarning, resolve_metrics
 from .pointset import PointSet
 from .weights import Weights, model_skeleton
 
@@ -664,12 +664,16 @@ def evaluate_points(
     on_chunk: Callable[[np.ndarray, dict[str, np.ndarray]], None] | None = None,
     progress: bool = True,
     desc: str = "evaluate",
+    warn_nonfinite: bool = True,
 ) -> EvalResult:
     """Metrics at the points of ``points``; the in-memory core of :func:`evaluate`.
 
     Takes the same arguments as :func:`evaluate` apart from the file ones, plus
-    ``indices`` (evaluate only these points; others stay NaN) and ``on_chunk`` (called
-    with the point indices and metric values of every finished chunk, in order).
+    ``indices`` (evaluate only these points; others stay NaN), ``on_chunk`` (called
+    with the point indices and metric values of every finished chunk, in order) and
+    ``warn_nonfinite``: warn once (:class:`~landscape.metrics.NonFiniteWarning`) when computed
+    values are NaN or inf, saying how many points, which metrics and the first point indices
+    (:func:`evaluate` with ``out=`` leaves that to its result file, which warns when it closes).
     """
     t_start = time.perf_counter()
     engine = Engine(
@@ -688,7 +692,11 @@ def evaluate_points(
         offload=offload,
     )
     results = engine.run(data, indices, bn_data=bn_data, on_chunk=on_chunk, progress=progress, desc=desc)
-    evaluated = engine.points.K if indices is None else int(np.asarray(indices).size)
+    done = np.arange(engine.points.K) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
+    evaluated = int(done.size)
+    message = _nonfinite_message(results, done) if warn_nonfinite else None
+    if message is not None:
+        warnings.warn(message, NonFiniteWarning, stacklevel=2)
     return EvalResult(
         metrics=results,
         path=engine.path or engine.path_asked,
@@ -704,6 +712,33 @@ def evaluate_points(
             "data_passes": engine.data_passes,
         },
     )
+
+
+def _nonfinite_message(values: Mapping[str, np.ndarray], done: np.ndarray, first: int = 5) -> str | None:
+    """One line saying which of the computed points ``done`` have NaN or inf values, for which
+    metrics, with the first point indices; None when all are finite.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> _nonfinite_message({"loss": np.array([0.5, np.nan, np.inf]), "acc": np.array([1.0, np.nan, np.nan])}, np.arange(3))
+    'evaluate: computed values not finite (NaN/Inf) at 2 of 3 points: loss, acc at 2 points (1, 2)'
+    """
+    groups: dict[tuple[int, ...], list[str]] = {}  # metrics bad at the same points
+    bad_points: set[int] = set()
+    for name, v in values.items():
+        bad = done[~np.isfinite(np.asarray(v)[done])]
+        if bad.size:
+            groups.setdefault(tuple(bad.tolist()), []).append(name)
+            bad_points.update(bad.tolist())
+    if not groups:
+        return None
+    parts = []
+    for idx, names in groups.items():
+        shown = ", ".join(map(str, idx[:first])) + (", ..." if len(idx) > first else "")
+        parts.append(f"{', '.join(names)} at {len(idx)} point{'s' if len(idx) > 1 else ''} ({shown})")
+    where = "; ".join(parts)
+    return f"evaluate: computed values not finite (NaN/Inf) at {len(bad_points)} of {done.size} points: {where}"
 
 
 def _is_vmap_failure(e: BaseException) -> bool:
@@ -852,7 +887,10 @@ def evaluate(
     if out is None:
         return evaluate_points(model, points, data, metrics, **opts)
     with _eval_file(out, points, data, metrics, bn, bn_data, precision, attrs, resume, force) as f:
-        res = evaluate_points(model, points, data, metrics, indices=f.pending(), on_chunk=f.write_cells, **opts)
+        # the file warns about the non-finite cells it wrote when it closes
+        res = evaluate_points(
+            model, points, data, metrics, indices=f.pending(), on_chunk=f.write_cells, warn_nonfinite=False, **opts
+        )
         res.metrics = {name: f.read_metric(name) for name in res.metrics}
         res.info["file"] = os.fspath(out)
     return res

@@ -336,3 +336,49 @@ def test_nonfinite_basis_on_every_path(path):
     assert np.isnan(want["loss"]).tolist() == [False, False, True]
     assert_metric(res["loss"], want["loss"])
     assert_metric(res["acc"], want["acc"])
+
+
+# ---------------------------------------------------------------------------- 4. the warning
+def _overflow_plane():
+    coeffs = [[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [1e200, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 1e200, 0.0]]
+    model, points = plane(nn.ReLU, 2, coeffs)
+    g = torch.Generator().manual_seed(2)
+    return model, points, (torch.randn(16, 4, generator=g), torch.arange(16) % 3)
+
+
+def _nonfinite_warnings(record) -> list[str]:
+    return [str(w.message) for w in record if issubclass(w.category, ls.NonFiniteWarning)]
+
+
+def test_evaluate_warns_once_with_points_and_metrics():
+    model, points, data = _overflow_plane()
+    with pytest.warns(ls.NonFiniteWarning) as record:
+        res = ls.evaluate(model, points, data, ["loss", "acc"], precision="fp64", progress=False)
+    assert _nonfinite_warnings(record) == [
+        "evaluate: computed values not finite (NaN/Inf) at 2 of 5 points: loss, acc at 2 points (2, 4)"
+    ]
+    assert np.isnan(res["loss"]).tolist() == [False, False, True, False, True]
+
+
+def test_warning_counts_only_the_points_computed():
+    model, points, data = _overflow_plane()
+    with pytest.warns(ls.NonFiniteWarning) as record:
+        ls.evaluate_points(model, points, data, ["loss"], precision="fp64", indices=[0, 1, 4], progress=False)
+    assert _nonfinite_warnings(record) == [
+        "evaluate: computed values not finite (NaN/Inf) at 1 of 3 points: loss at 1 point (4)"
+    ]
+
+
+def test_finite_run_does_not_warn(recwarn):
+    model, points, data = _overflow_plane()
+    ls.evaluate_points(model, points, data, ["loss", "acc"], precision="fp64", indices=[0, 1, 3], progress=False)
+    assert _nonfinite_warnings(recwarn) == []
+
+
+def test_result_file_run_warns_once(tmp_path):
+    """With out= the result file says it (it knows the cells' coordinates); not twice."""
+    model, points, data = _overflow_plane()
+    with pytest.warns(ls.NonFiniteWarning) as record:
+        res = ls.evaluate(model, points, data, ["loss"], precision="fp64", out=tmp_path / "e.h5", progress=False)
+    assert len(_nonfinite_warnings(record)) == 1
+    assert np.isnan(res["loss"]).tolist() == [False, False, True, False, True]
