@@ -371,7 +371,7 @@ def _same_values(a: Weights, b: Weights) -> bool:
     return a is b or all(torch.equal(a[n], b[n]) for n in a.layout.names())
 
 
-def pca_plane(trajectory: Sequence[Weights], *, final: Weights | None = None, ignore: str | None = "biasbn") -> Plane:
+def pca_plane(trajectory: Sequence[Weights], *, final: Weights | None = None, ignore: str | None = None) -> Plane:
     """The plane of the two principal directions of a training trajectory (Li et al. 2018),
     as the loss-landscape code computes it.
 
@@ -401,10 +401,10 @@ def pca_plane(trajectory: Sequence[Weights], *, final: Weights | None = None, ig
     Differences from the loss-landscape code, on purpose: the matrix is float64 (its is
     float32), and the decomposition is exact (scikit-learn's default solver is randomized
     when the matrix has more than 500 columns).
-    ``ignore="biasbn"`` (default) leaves biases, BatchNorm parameters and every tensor of at
-    most one dimension out (zero in the directions), as the paper's code does with
-    ``--ignore biasbn``; ``ignore=None`` keeps them (its default). Running statistics are
-    never part of the directions (its ``--dir_type weights``).
+    ``ignore=None`` (default) keeps every parameter, as the paper's ``plot_trajectory.py``
+    does by default; ``ignore="biasbn"`` leaves biases, BatchNorm parameters and every
+    tensor of at most one dimension out (zero in the directions), as its ``--ignore biasbn``.
+    Running statistics are never part of the directions (its ``--dir_type weights``).
 
     Parameters
     ----------

@@ -262,3 +262,19 @@ def test_curve_plane_does_not_depend_on_the_thread_count():
             torch.set_num_threads(before)
     np.testing.assert_array_equal(planes[0].anchors, planes[1].anchors)
     np.testing.assert_array_equal(planes[0].arrays["trajectory"], planes[1].arrays["trajectory"])
+
+
+def test_pca_keeps_biases_by_default_as_plot_trajectory_does():
+    """loss-landscape's plot_trajectory.py defaults to --ignore '' (biases in the directions);
+    random planes keep the paper's biasbn."""
+    torch.manual_seed(0)
+    traj = [
+        ls.Weights.from_module(ls.build_model("mlp", {"in_features": 4, "widths": [6], "num_classes": 3}))
+        for _ in range(4)
+    ]
+    kept, dropped = D.pca_plane(traj), D.pca_plane(traj, ignore="biasbn")
+    for name in ("1.bias", "3.bias"):
+        assert float(kept.basis[1][name].abs().sum()) > 0
+        assert float(dropped.basis[1][name].abs().sum()) == 0
+    rand = D.random_plane(traj[0], seed=0)
+    assert float(rand.basis[1]["1.bias"].abs().sum()) == 0

@@ -60,7 +60,11 @@ def add_parser(subparsers) -> None:
         "--norm", default="filter", choices=["filter", "layer", "weight", "none"], help="direction normalization"
     )
     p.add_argument(
-        "--ignore", default="biasbn", choices=["biasbn", "none"], help="zero biases and BatchNorm in directions"
+        "--ignore",
+        default=None,
+        choices=["biasbn", "none"],
+        help="zero biases and BatchNorm in directions (default: biasbn for random directions, as the paper's "
+        "figures; none for PCA, as loss-landscape's plot_trajectory.py)",
     )
     p.add_argument("--states", action="store_true", help="random directions also move BatchNorm running statistics")
     p.add_argument("--seed", type=int, default=0, help="seed of random directions")
@@ -108,7 +112,8 @@ def _plane(args, kind: str, model, ckpts: list):
     from .. import directions
     from ..weights import load_checkpoint
 
-    ignore = None if args.ignore == "none" else "biasbn"
+    ignore = args.ignore or ("none" if kind == "pca" else "biasbn")
+    ignore = None if ignore == "none" else "biasbn"
     if kind == "interpolate":
         return directions.line_through(*ckpts), []
     if kind in ("line", "plane"):
