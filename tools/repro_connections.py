@@ -84,8 +84,12 @@ PAPER = {
 }
 
 
+#: The formulations the tables were computed with (set from --wa-form / --ot-neuron).
+FORMS = {"wa_form": "paper", "neuron": "blc"}
+
+
 def label(row: str) -> str:
-    return _label(row)
+    return _label(row, FORMS["wa_form"], FORMS["neuron"])
 
 
 def train_or_load(path: str, model_kwargs: dict, train, seed: int, cfg: dict, force: bool) -> ls.Weights:
@@ -117,7 +121,7 @@ def run_pair(arch: str, pair: int, args, log) -> dict:
     t_train = time.perf_counter() - t0
 
     curves, fit_seconds = {}, {}
-    for name, bends in CURVES.items():
+    for name, bends in CURVES.items() if not args.no_curves else ():
         path = os.path.join(pair_dir, f"bezier{bends + 2}.pt")
         curve = ls.curves.Curve(A, B, n_bends=bends, kind="bezier")
         fit = ls.curves.fit_curve(
@@ -141,8 +145,11 @@ def run_pair(arch: str, pair: int, args, log) -> dict:
         A,
         B,
         splits,
+        methods=args.methods,
         points=points,
         wa_data=train,
+        wa_form=args.wa_form,
+        neuron=args.ot_neuron,
         curves=curves,
         device="cpu",
         out=os.path.join(pair_dir, "connections.h5"),
@@ -271,7 +278,16 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--quick", action="store_true", help="smoke run: 1 pair, few epochs")
     p.add_argument("--force", action="store_true", help="retrain and recompute everything")
+    p.add_argument("--methods", default="all", help=f"comma-separated subset of {', '.join(METHODS)} (default all)")
+    p.add_argument("--no-curves", action="store_true", help="leave out the Bezier curves (no curve training)")
+    p.add_argument("--first-pair", type=int, default=0, help="index of the first seed pair (pair k: seeds 2k+1, 2k+2)")
+    p.add_argument("--wa-form", choices=("paper", "bias"), default="paper", help="weight adjustment (default paper)")
+    p.add_argument("--ot-neuron", choices=("blc", "bl"), default="blc", help="what OT matches (default blc)")
     args = p.parse_args(argv)
+    args.methods = list(METHODS) if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
+    if any(m not in METHODS for m in args.methods):
+        p.error(f"--methods {args.methods}: expected some of {', '.join(METHODS)} or all")
+    FORMS.update(wa_form=args.wa_form, neuron=args.ot_neuron)
     archs = [a.strip() for a in args.archs.split(",") if a.strip()]
     bad = [a for a in archs if a not in ARCHS]
     if bad:
@@ -288,8 +304,13 @@ def main(argv=None) -> int:
             f.write(msg + "\n")
 
     t0 = time.perf_counter()
-    log(f"repro_connections {datetime.now(UTC).isoformat(timespec='seconds')}: archs {archs}, {args.seeds} pair(s)")
-    records = [run_pair(a, k, args, log) for a in archs for k in range(args.seeds)]
+    log(
+        f"repro_connections {datetime.now(UTC).isoformat(timespec='seconds')}: archs {archs}, {args.seeds} pair(s) "
+        f"from {args.first_pair}, methods {args.methods}, curves {not args.no_curves}, wa-form {args.wa_form}, "
+        f"ot-neuron {args.ot_neuron}"
+    )
+    pairs = range(args.first_pair, args.first_pair + args.seeds)
+    records = [run_pair(a, k, args, log) for a in archs for k in pairs]
     env = {
         "landscape": ls.__version__,
         "torch": torch.__version__,

@@ -93,10 +93,12 @@ def connection_models(args, model, pool: list[ls.Weights], train, log) -> dict:
     groups = flow_groups(model)
     template = None
     if args.align:
-        pool, template = align_pool(model, pool)
+        pool, template = align_pool(model, pool, neuron=args.ot_neuron)
     recipe = (
         f"{args.flow_base}{'-aligned' if args.align else ''}{f'-h{args.flow_holdout}' if args.flow_holdout else ''}"
     )
+    if args.align and args.ot_neuron == "blc":  # models cached before (b, l, c) was the default were aligned on (b, l)
+        recipe += "-blc"
     out = {}
     for label, kind, bijection in (("Flow (IAF)", "iaf", False), ("Bijection (RealNVP)", "realnvp", True)):
         path = os.path.join(args.out_dir, f"{kind}{'-bijection' if bijection else ''}-{recipe}.pt")
@@ -159,6 +161,8 @@ def conv_table(args, log) -> tuple[list[dict], str]:
             connection_models=models,
             curves={"Bezier (3)": curve},
             points=args.points,
+            wa_form=args.wa_form,
+            neuron=args.ot_neuron,
             bn="recompute",
             bn_data=train,
             out=os.path.join(args.out_dir, f"cnn-pair{pair}.h5"),
@@ -175,7 +179,7 @@ def conv_table(args, log) -> tuple[list[dict], str]:
         records.append(rec)
         log(
             f"  [cnn pair {pair}] {time.perf_counter() - t0:.0f}s: "
-            + ", ".join(f"{_label(m)} {100 * v['test']:.2f}" for m, v in rec.items())
+            + ", ".join(f"{_label(m, args.wa_form, args.ot_neuron)} {100 * v['test']:.2f}" for m, v in rec.items())
         )
     lines = ["| Method | train | test |", "|---|---:|---:|"]
     flow_rows = [ROWS[6], f"{ROWS[6]} stage 1", ROWS[7], f"{ROWS[7]} stage 1"] if args.align else ROWS[6:8]
@@ -184,7 +188,7 @@ def conv_table(args, log) -> tuple[list[dict], str]:
         for s in ("train", "test"):
             v = 100 * np.array([r[row][s] for r in records])
             cells.append(f"{v.mean():.2f} ± {v.std(ddof=1):.2f}" if len(v) > 1 else f"{v.mean():.2f}")
-        name = _label(row) if row in ROWS else row.replace("ot stage", "OT stage")
+        name = _label(row, args.wa_form, args.ot_neuron) if row in ROWS else row.replace("ot stage", "OT stage")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return records, "\n".join(lines)
 
@@ -224,6 +228,8 @@ def main(argv=None) -> int:
     p.add_argument(
         "--no-align", dest="align", action="store_false", help="fit and apply the flows without matching the neurons"
     )
+    p.add_argument("--wa-form", choices=("paper", "bias"), default="paper", help="weight adjustment (default paper)")
+    p.add_argument("--ot-neuron", choices=("blc", "bl"), default="blc", help="what OT matches (default blc)")
     p.add_argument("--out-dir", default="repro-conv-connections")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--quick", action="store_true")

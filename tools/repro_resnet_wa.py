@@ -51,6 +51,7 @@ def main() -> None:
     p.add_argument("--width", type=int, default=8)
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--points", type=int, default=6, help="points per path (per WA step)")
+    p.add_argument("--ot-neuron", choices=("blc", "bl"), default="blc", help="what OT matches (default blc)")
     args = p.parse_args()
     os.makedirs(args.out_dir, exist_ok=True)
     torch.set_num_threads(1)
@@ -64,7 +65,17 @@ def main() -> None:
         resume = os.path.exists(out)
         reports.append(
             compare_connections(
-                model, a, b, splits, methods=METHODS, points=args.points, bn="recompute", out=out, resume=resume
+                model,
+                a,
+                b,
+                splits,
+                methods=METHODS,
+                points=args.points,
+                wa_form="bias",  # the only weight adjustment of residual networks
+                neuron=args.ot_neuron,
+                bn="recompute",
+                out=out,
+                resume=resume,
             )
         )
     rows = {}
@@ -79,7 +90,7 @@ def main() -> None:
         if m.endswith("+wa"):
             worst = [min(r.stages(m), key=lambda k, r=r: r.worst_acc(m, "test", k)) for r in reports]
             step = ", ".join(str(k) for k in worst)
-        lines.append(f"| {_label(m)} | {cells[0]} | {cells[1]} | {step} |")
+        lines.append(f"| {_label(m, 'bias', args.ot_neuron)} | {cells[0]} | {cells[1]} | {step} |")
     ends = [100 * r.endpoint_acc("train") for r in reports]
     ends_t = [100 * r.endpoint_acc("test") for r in reports]
     lines.append(f"| End points | {np.mean(ends):.2f} | {np.mean(ends_t):.2f} | - |")

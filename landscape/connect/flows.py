@@ -1130,7 +1130,7 @@ def _mean_weights(weights: Sequence[Weights]) -> Weights:
 
 
 def align_pool(
-    model: nn.Module, weights: Sequence[Weights], *, reference: int = 0, rounds: int = 2
+    model: nn.Module, weights: Sequence[Weights], *, reference: int = 0, rounds: int = 2, neuron: str = "blc"
 ) -> tuple[list[Weights], Weights]:
     """Reorder the neurons of every network so that they line up with one template.
 
@@ -1154,6 +1154,8 @@ def align_pool(
         Index of the network the first round matches to.
     rounds : int
         Matching rounds (``>= 1``).
+    neuron : {"blc", "bl"}
+        What the matching compares (:func:`~landscape.connect.match_neurons`).
 
     Returns
     -------
@@ -1185,7 +1187,7 @@ def align_pool(
     target = weights[reference]
     aligned: list[Weights] = []
     for _ in range(rounds):
-        aligned = [permute(w, model, match_neurons(target, w, model)) for w in weights]
+        aligned = [permute(w, model, match_neurons(target, w, model, neuron=neuron)) for w in weights]
         target = _mean_weights(aligned)
     return aligned, target
 
@@ -1201,6 +1203,7 @@ def aligned_flow_path(
     *,
     swap_points: int = 1,
     permutations: Mapping[str, Tensor] | None = None,
+    neuron: str = "blc",
 ):
     """The Flow (or Bijection) connection between matched networks, in two stages.
 
@@ -1237,6 +1240,8 @@ def aligned_flow_path(
         Points inside each swap of stage 2.
     permutations : dict of str to LongTensor[n], optional
         The matching of ``B`` to ``A`` (default :func:`~landscape.connect.match_neurons`).
+    neuron : {"blc", "bl"}
+        What the matchings (``B`` to ``A``, ``A`` to ``template``) compare.
 
     Returns
     -------
@@ -1273,9 +1278,9 @@ def aligned_flow_path(
     template = template if isinstance(template, Weights) else Weights(OrderedDict(template.items()), A.layout)
     groups = _check_groups(groups, A, flows)
     t1 = _as_t(np.linspace(0.0, 1.0, 11) if t is None else t)
-    perms = dict(permutations) if permutations is not None else match_neurons(A, B, model)
+    perms = dict(permutations) if permutations is not None else match_neurons(A, B, model, neuron=neuron)
     Bp = permute(B, model, perms)
-    sigma = match_neurons(template, A, model)
+    sigma = match_neurons(template, A, model, neuron=neuron)
     back = invert_permutation(sigma)
     frame = flow_path(permute(A, model, sigma), permute(Bp, model, sigma), groups, flows, t1)
     points = [permute(Weights(frame.point(k), A.layout), model, back) for k in range(frame.K)]

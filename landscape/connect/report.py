@@ -606,7 +606,7 @@ def compare_connections(
         from .flows import aligned_flow_path, flow_path
 
         if template and template[0] is not None:  # flows of an aligned pool: two stages, as OT
-            op = aligned_flow_path(A, B, model, groups_of_flows, nu, template[0], t)
+            op = aligned_flow_path(A, B, model, groups_of_flows, nu, template[0], t, neuron=neuron)
             a1, l1 = run(op.stage1)
             a2, l2 = run(op.stage2)
             tm, stage, keep = _ot_t(np.asarray(op.t1), np.asarray(op.t2))
