@@ -27,7 +27,7 @@ import pickle
 import re
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +48,7 @@ __all__ = [
     "read_state_dict",
     "save_atomic",
     "save_weights",
+    "split_checkpoint_key",
 ]
 
 #: Kinds of entries a layout distinguishes.
@@ -402,25 +403,108 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def _unwrap(obj: Any, path: str) -> dict[str, torch.Tensor]:
-    """Find the state_dict inside common checkpoint wrappers."""
+def _is_state_dict(value: Any) -> bool:
+    """A non-empty mapping of tensors, or a module (whose ``state_dict`` it stands for)."""
+    if isinstance(value, nn.Module):
+        return True
+    return isinstance(value, Mapping) and bool(value) and all(isinstance(v, torch.Tensor) for v in value.values())
+
+
+def _strip_prefixes(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop the ``module.`` (DataParallel, DDP) and ``_orig_mod.`` (torch.compile) prefixes."""
+    for prefix in ("module.", "_orig_mod."):
+        if sd and all(k.startswith(prefix) for k in sd):
+            sd = {k[len(prefix) :]: v for k, v in sd.items()}
+    return sd
+
+
+def split_checkpoint_key(path: str | os.PathLike) -> tuple[str, str | None]:
+    """``'FILE.pt:KEY'`` -> ``('FILE.pt', 'KEY')``; anything else -> ``(path, None)``.
+
+    A path that exists as given is a file name even when it holds ``':'``; otherwise the text
+    after the last ``':'`` is the key when the text before it exists.
+    """
+    path = os.fspath(path)
+    if os.path.exists(path) or ":" not in path:
+        return path, None
+    file, _, key = path.rpartition(":")
+    if not file or not os.path.exists(file):
+        return path, None
+    return file, key
+
+
+def _select(obj: Any, path: str, key: str) -> Any:
+    """The value under ``key`` of the object a ``FILE.pt:KEY`` names."""
+    if not key:
+        raise CheckpointError(f"checkpoint '{path}' names no key after ':'; expected FILE.pt:KEY")
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(
+            f"checkpoint '{path}': the file holds a {type(obj).__name__}, not a dict, so ':{key}' selects nothing; "
+            "give the file alone"
+        )
+    found = [k for k in obj if str(k) == key]
+    if not found:
+        raise CheckpointError(
+            f"checkpoint '{path}': the file has no key '{key}'; expected one of {sorted(map(str, obj))[:12]}"
+        )
+    value = obj[found[0]]
+    if not isinstance(value, (Mapping, nn.Module)):
+        holding = [str(k) for k, v in obj.items() if _is_state_dict(v)]
+        raise CheckpointError(
+            f"checkpoint '{path}': '{key}' is not a state dict (it holds {type(value).__name__}); "
+            f"the keys holding state dicts are {holding}"
+        )
+    return value
+
+
+def _unwrap(
+    obj: Any,
+    path: str,
+    key: str | None = None,
+    fits: Callable[[dict[str, torch.Tensor]], bool] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Find the state_dict inside common checkpoint wrappers.
+
+    ``key`` selects the entry a ``FILE.pt:KEY`` names. Otherwise a dict whose values hold
+    several state dicts (the SWA repository's ``state_dict`` and ``swa_state_dict``) is refused,
+    naming them, unless ``fits`` (does this state dict match the model?) leaves exactly one.
+    """
+    file = path if key is None else path[: -len(key) - 1]
+    if key is not None:
+        obj = _select(obj, path, key)
     seen = 0
     while isinstance(obj, Mapping) and seen < 4:
         if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
             break
-        for key in _WRAPPER_KEYS:
-            if key in obj and isinstance(obj[key], (Mapping, nn.Module)):
-                obj = obj[key]
-                break
+        candidates = [k for k, v in obj.items() if _is_state_dict(v)]
+        if len(candidates) > 1:
+            matching = candidates if fits is None else [k for k in candidates if fits(_as_state_dict(obj[k]))]
+            if len(matching) != 1:
+                names = ", ".join(f"'{k}'" for k in (matching or candidates))
+                which = "" if fits is None else (" that match the model" if matching else ", none matching the model")
+                raise CheckpointError(
+                    f"checkpoint '{path}' holds {len(matching or candidates)} state dicts{which}: {names}; "
+                    f"choose one as '{file}:KEY' (e.g. '{file}:{(matching or candidates)[-1]}')"
+                )
+            obj = obj[matching[0]]
         else:
             tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-            if tensors:
-                obj = tensors
-                break
-            raise CheckpointError(
-                f"checkpoint '{path}' holds no tensors (top-level keys {sorted(map(str, obj))[:8]}); "
-                f"expected a state_dict or a dict with one of {list(_WRAPPER_KEYS)}"
-            )
+            for wrapper in _WRAPPER_KEYS:
+                if wrapper in obj and isinstance(obj[wrapper], (Mapping, nn.Module)):
+                    obj = obj[wrapper]
+                    break
+            else:
+                if candidates and not tensors:
+                    obj = obj[candidates[0]]
+                    seen += 1
+                    continue
+                if tensors:
+                    obj = tensors
+                    break
+                raise CheckpointError(
+                    f"checkpoint '{path}' holds no tensors (top-level keys {sorted(map(str, obj))[:8]}); "
+                    f"expected a state_dict or a dict with one of {list(_WRAPPER_KEYS)}"
+                )
         seen += 1
     if isinstance(obj, nn.Module):
         obj = obj.state_dict()
@@ -428,12 +512,39 @@ def _unwrap(obj: Any, path: str) -> dict[str, torch.Tensor]:
         raise CheckpointError(
             f"checkpoint '{path}' holds a {type(obj).__name__}; expected a state_dict (a dict of tensors)"
         )
-    sd = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-    # DataParallel / DDP / torch.compile prefixes
-    for prefix in ("module.", "_orig_mod."):
-        if sd and all(k.startswith(prefix) for k in sd):
-            sd = {k[len(prefix) :]: v for k, v in sd.items()}
-    return sd
+    return _as_state_dict(obj)
+
+
+def _as_state_dict(obj: Mapping | nn.Module) -> dict[str, torch.Tensor]:
+    """The tensors of a state dict (or a module's), string keys, wrapper prefixes dropped."""
+    if isinstance(obj, nn.Module):
+        obj = obj.state_dict()
+    return _strip_prefixes({str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)})
+
+
+def _model_names(model: nn.Module) -> tuple[set[str], set[str]]:
+    """(names a checkpoint must hold, names it may hold): tied aliases and BatchNorm's
+    ``num_batches_tracked`` may be left out."""
+    layout = Layout.from_module(model)
+    aliases = layout.aliases()
+    allowed = set(layout.names())
+    required = {n for n in allowed if n not in aliases and not n.endswith("num_batches_tracked")}
+    return required, allowed
+
+
+def _covers(keys: Iterable[str], required: set[str], allowed: set[str]) -> bool:
+    keys = set(keys)
+    return keys <= allowed and required <= keys
+
+
+def _fits_model(model: nn.Module) -> Callable[[dict[str, torch.Tensor]], bool]:
+    """Whether a state dict holds the model's names."""
+    required, allowed = _model_names(model)
+
+    def fits(sd: dict[str, torch.Tensor]) -> bool:
+        return _covers(sd, required, allowed)
+
+    return fits
 
 
 HF_INDEX = "model.safetensors.index.json"
@@ -503,50 +614,70 @@ def checkpoint_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def read_state_dict(path: str | os.PathLike, *, trust: bool = False) -> dict[str, torch.Tensor]:
+def read_state_dict(
+    path: str | os.PathLike, *, trust: bool = False, model: nn.Module | None = None
+) -> dict[str, torch.Tensor]:
     """Read a state_dict from ``.pt``/``.pth``/``.safetensors`` (unwrapping common wrappers)
     or a Hugging Face model folder (single-file or sharded safetensors, read tensor by tensor).
 
     Parameters
     ----------
     path : str
-        The checkpoint file or model folder.
+        The checkpoint file or model folder; ``FILE.pt:KEY`` reads the state dict under
+        ``KEY`` of a ``torch.save`` dict that holds several (a file whose own name contains
+        ``':'`` is read whole when it exists as given).
     trust : bool
         Allow arbitrary pickled Python objects (runs code from the file). Off by default:
         ``torch.load(weights_only=True)``.
+    model : nn.Module, optional
+        When the file holds several state dicts and no ``KEY`` is given, the one whose names
+        are the model's is read; without a model, or when several are, the file is refused
+        with a message naming each.
+
+    Raises
+    ------
+    CheckpointError
+        A missing or unreadable file, an unknown ``KEY``, several candidate state dicts.
     """
     path = os.fspath(path)
-    if not os.path.exists(path):
+    file, key = split_checkpoint_key(path)
+    if not os.path.exists(file):
         raise CheckpointError(f"checkpoint '{path}' does not exist")
-    if os.path.isdir(path):
-        return _read_files(model_folder_files(path), path)
-    if path.endswith(".safetensors"):
-        return _unwrap(_read_files([path], path), path)
-    if os.path.getsize(path) == 0:
-        raise CheckpointError(f"checkpoint '{path}' is empty (0 bytes); expected a file written by torch.save")
+    if key is not None and (os.path.isdir(file) or file.endswith(".safetensors")):
+        what = "a model folder" if os.path.isdir(file) else "a .safetensors file"
+        raise CheckpointError(
+            f"checkpoint '{path}': '{file}' is {what}, which holds one state dict; ':{key}' selects one of "
+            "several in a torch.save file"
+        )
+    if os.path.isdir(file):
+        return _read_files(model_folder_files(file), file)
+    if file.endswith(".safetensors"):
+        return _unwrap(_read_files([file], file), file)
+    if os.path.getsize(file) == 0:
+        raise CheckpointError(f"checkpoint '{file}' is empty (0 bytes); expected a file written by torch.save")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=not trust)
+        obj = torch.load(file, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as e:
         text = str(e)
         if not trust and ("GLOBAL" in text or "global" in text):
             found = re.search(r"GLOBAL ([\w.]+)|([\w.]+) was not an allowed global", text)
             what = next((g for g in found.groups() if g), "an object") if found else "an object"
             raise CheckpointError(
-                f"checkpoint '{path}' contains pickled Python objects ({what}) that safe loading "
+                f"checkpoint '{file}' contains pickled Python objects ({what}) that safe loading "
                 f"refuses; loading it would run code from the file: pass trust=True "
                 f"(CLI: --trust-checkpoint) only if you trust its origin"
             ) from e
-        raise CheckpointError(f"checkpoint '{path}' is not a readable PyTorch checkpoint (unpickling failed)") from e
+        raise CheckpointError(f"checkpoint '{file}' is not a readable PyTorch checkpoint (unpickling failed)") from e
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError) as e:
         # torch.load of a file torch.save did not write fails with whatever its reader hits first
         # (KeyError 101 for a text file, IndexError for a truncated one): one sentence for all.
         raw = str(e).splitlines()[0][:160] if str(e) else ""
         reason = f"{type(e).__name__}: {raw}" if isinstance(e, (KeyError, IndexError)) else raw
         raise CheckpointError(
-            f"checkpoint '{path}' is not a readable PyTorch checkpoint ({reason}); expected a file written by "
+            f"checkpoint '{file}' is not a readable PyTorch checkpoint ({reason}); expected a file written by "
             f"torch.save, a .safetensors file or a model folder"
         ) from e
-    return _unwrap(obj, path)
+    return _unwrap(obj, path, key, fits=None if model is None else _fits_model(model))
 
 
 def load_checkpoint(
@@ -560,8 +691,10 @@ def load_checkpoint(
         ``.pt``, ``.pth`` or ``.safetensors``; plain state_dicts and the usual wrappers
         (``state_dict``, ``model_state``, ``model``, ``module.`` prefixes) are accepted; or a
         Hugging Face model folder (``model.safetensors`` or the shards of
-        ``model.safetensors.index.json``). Tensors keep the checkpoint's values; they are cast
-        to the model's dtype only where the two differ.
+        ``model.safetensors.index.json``). ``FILE.pt:KEY`` takes the state dict under ``KEY``
+        of a file that holds several (the SWA repository's ``FILE.pt:swa_state_dict``); a file
+        holding several that match the model is refused unless one is named so. Tensors keep
+        the checkpoint's values; they are cast to the model's dtype only where the two differ.
     model : nn.Module
         Gives the expected names, shapes and the layout. It is not modified.
     trust : bool
@@ -572,15 +705,17 @@ def load_checkpoint(
     Returns
     -------
     Weights
-        In the model's ``state_dict`` order, with ``source`` and ``sha256`` set.
+        In the model's ``state_dict`` order, with ``source`` (``path`` as given, ``:KEY``
+        included) and ``sha256`` (of the file) set.
 
     Raises
     ------
     CheckpointError
-        Naming the first mismatched key and both shapes.
+        Naming the first mismatched key and both shapes, or each of several candidate state
+        dicts.
     """
     path = os.fspath(path)
-    sd = read_state_dict(path, trust=trust)
+    sd = read_state_dict(path, trust=trust, model=model)
     layout = Layout.from_module(model)
     expected = model.state_dict()
     for alias, name in layout.aliases().items():
@@ -616,7 +751,8 @@ def load_checkpoint(
             f"{tuple(sd[extra[0]].shape)}) is in the checkpoint but not in the model"
         )
     tensors = {k: sd[k].to(dtype=expected[k].dtype) for k in expected if k in sd}
-    w = Weights(tensors, layout, source=path, sha256=checkpoint_sha256(path))
+    file, _ = split_checkpoint_key(path)
+    w = Weights(tensors, layout, source=path, sha256=checkpoint_sha256(file))
     if check_finite:
         bad = w.nonfinite()
         if bad:

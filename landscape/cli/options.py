@@ -154,7 +154,8 @@ def add_trust(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--trust-checkpoint",
         action="store_true",
-        help="allow pickled Python objects in checkpoints (runs code from the file)",
+        help="allow pickled Python objects in checkpoints (runs code from the file); "
+        "a checkpoint given as FILE.pt:KEY is the state dict under KEY of a file that holds several",
     )
 
 
