@@ -537,12 +537,23 @@ def _covers(keys: Iterable[str], required: set[str], allowed: set[str]) -> bool:
     return keys <= allowed and required <= keys
 
 
+def _peer_renaming(keys: Iterable[str], model: nn.Module, required: set[str], allowed: set[str]):
+    """``(naming, {checkpoint key: model key})`` when the keys are the model's under a peer
+    repository's naming (:func:`landscape.models.peers.peer_key_map`), else ``None``."""
+    from .models.peers import peer_key_map
+
+    found = peer_key_map(model, keys)
+    if found is None or not _covers(found[1].values(), required, allowed):
+        return None
+    return found
+
+
 def _fits_model(model: nn.Module) -> Callable[[dict[str, torch.Tensor]], bool]:
-    """Whether a state dict holds the model's names."""
+    """Whether a state dict holds the model's names, as they are or under a peer's naming."""
     required, allowed = _model_names(model)
 
     def fits(sd: dict[str, torch.Tensor]) -> bool:
-        return _covers(sd, required, allowed)
+        return _covers(sd, required, allowed) or _peer_renaming(sd, model, required, allowed) is not None
 
     return fits
 
@@ -696,7 +707,9 @@ def load_checkpoint(
         holding several that match the model is refused unless one is named so. Tensors keep
         the checkpoint's values; they are cast to the model's dtype only where the two differ.
     model : nn.Module
-        Gives the expected names, shapes and the layout. It is not modified.
+        Gives the expected names, shapes and the layout. It is not modified. A checkpoint of
+        a peer repository whose names differ from the model's (dnn-mode-connectivity's VGG,
+        Anokhin & Yarotsky's MLPs) is renamed onto it (:func:`landscape.models.peer_key_map`).
     trust : bool
         See :func:`read_state_dict`.
     check_finite : bool
@@ -718,6 +731,19 @@ def load_checkpoint(
     sd = read_state_dict(path, trust=trust, model=model)
     layout = Layout.from_module(model)
     expected = model.state_dict()
+    required, allowed = _model_names(model)
+    peer_name: dict[str, str] = {}  # model key -> the checkpoint's key, when renamed
+    naming = ""
+    if not _covers(sd, required, allowed):
+        found = _peer_renaming(sd, model, required, allowed)
+        if found is not None:
+            naming, renaming = found
+            sd = {renaming[k]: v for k, v in sd.items()}
+            peer_name = {ours: theirs for theirs, ours in renaming.items()}
+
+    def named(name: str) -> str:
+        return f"'{name}' ('{peer_name[name]}' in {naming}'s naming)" if name in peer_name else f"'{name}'"
+
     for alias, name in layout.aliases().items():
         if alias not in sd:
             continue  # files omit tied copies (Hugging Face omits lm_head.weight)
@@ -741,7 +767,7 @@ def load_checkpoint(
             )
         if tuple(sd[name].shape) != tuple(ref.shape):
             raise CheckpointError(
-                f"checkpoint '{path}' does not match the model: key '{name}' has shape "
+                f"checkpoint '{path}' does not match the model: key {named(name)} has shape "
                 f"{tuple(sd[name].shape)} in the checkpoint and {tuple(ref.shape)} in the model"
             )
     extra = [k for k in sd if k not in expected]

@@ -294,3 +294,76 @@ def test_small_cnn_shapes_parameters_and_registry():
     plain = build_model("small_cnn", {"width": 8, "batch_norm": False})
     assert not any(isinstance(m, nn.BatchNorm2d) for m in plain.modules())
     _check_vmap_matches_loop(model.eval(), torch.randn(4, 1, 8, 8, dtype=torch.float64))
+
+
+# ---------------------------------------------------------------------------- peers' networks (issue 19)
+
+
+def test_wideresnet28x10_parameter_count_and_names():
+    from landscape.models import WideResNet, wideresnet28x10
+
+    def count(blocks, k, num_classes=10):
+        """conv3x3 with bias, pre-activation blocks (BN 2 per channel), 1x1 shortcuts with bias."""
+        total = 3 * 16 * 9 + 16
+        cin = 16
+        for w in (16 * k, 32 * k, 64 * k):
+            for _ in range(blocks):
+                total += 2 * cin + cin * w * 9 + w + 2 * w + w * w * 9 + w
+                if cin != w:
+                    total += cin * w + w
+                cin = w
+        return total + 2 * cin + cin * num_classes + num_classes
+
+    with torch.device("meta"):
+        big = wideresnet28x10()
+    assert _count(big) == count(4, 10) == 36_489_290  # 36.5M (Zagoruyko & Komodakis), conv biases included
+    small = WideResNet(depth=16, widen_factor=2, num_classes=7)
+    assert _count(small) == count(2, 2, 7)
+    assert small.layer1[0].shortcut is not None and small.layer1[1].shortcut is None
+    assert small.layer2[0].conv2.stride == (2, 2) and small.layer2[0].conv1.stride == (1, 1)
+    assert small.bn1.momentum == 0.9
+    with pytest.raises(ValueError, match="WideResNet depth 27 is not 6n \\+ 4"):
+        WideResNet(depth=27)
+
+
+def test_wideresnet_runs_under_vmap():
+    torch.manual_seed(0)
+    from landscape.models import WideResNet
+
+    _check_vmap_matches_loop(WideResNet(depth=10, widen_factor=1), torch.randn(2, 3, 8, 8, dtype=torch.float64))
+
+
+def test_vgg19_parameter_count():
+    from landscape.models import vgg19, vgg19_bn
+
+    convs = [(3, 64), (64, 64), (64, 128), (128, 128), (128, 256)] + [(256, 256)] * 3 + [(256, 512)]
+    convs += [(512, 512)] * 7
+    expected = sum(a * b * 9 + b for a, b in convs) + 512 * 512 * 2 + 512 * 2 + 512 * 10 + 10
+    with torch.device("meta"):
+        assert _count(vgg19()) == expected
+        assert _count(vgg19_bn()) == expected + 2 * sum(b for _, b in convs)
+
+
+def test_mlp_without_bias():
+    model = mlp(in_features=6, widths=(5, 4), num_classes=3, bias=False)
+    assert [n for n, _ in model.named_parameters()] == ["1.weight", "3.weight", "5.weight"]
+    x = torch.randn(2, 6)
+    w = [m.weight for m in model if isinstance(m, nn.Linear)]
+    torch.testing.assert_close(model(x), torch.relu(torch.relu(x @ w[0].T) @ w[1].T) @ w[2].T)
+
+
+def test_peer_specs():
+    names = list_models()
+    for name in ("dmc.vgg16", "dmc.vgg16bn", "dmc.preresnet110", "dmc.preresnet164", "dmc.wideresnet28x10"):
+        assert name in names
+    for name in ("dmc.convfc", "swa.vgg16", "swa.vgg16bn", "swa.preresnet110", "dbc.linear3nobias", "dbc.vgg16"):
+        assert name in names
+    assert names.index("vgg16") < names.index("dbc.convfc")  # ours first
+    info = describe_model("dmc.VGG16BN", {"num_classes": 100})
+    assert info["model_spec"] == "dmc.VGG16BN" and info["model_factory"] == "landscape.models.convnets:vgg16_bn"
+    assert build_model("dmc.vgg16bn", {"num_classes": 100}).classifier[-1].out_features == 100
+    assert build_model("dbc.linearonelayer")[1].in_features == 784  # dbc's MNIST network
+    with pytest.raises(ModelSpecError, match=r"unknown model 'swa.vgg13' \(the swa\.\* networks are \['swa.vgg16'"):
+        build_model("swa.vgg13")
+    with pytest.raises(ModelSpecError, match=r"'dmc.vgg16'.*rejected kwargs \{'depth': 16\}"):
+        build_model("dmc.vgg16", {"depth": 16})

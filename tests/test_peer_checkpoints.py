@@ -1,4 +1,4 @@
-"""Checkpoints of the peer repositories load as they are (issue 19, item 1).
+"""Checkpoints of the peer repositories load as they are (issue 19, items 1 and 2).
 
 The state dicts here are made in the test from the parameter names and shapes each
 repository's model code gives (read from the repositories, written down below; none of their
@@ -32,10 +32,11 @@ code is imported or copied):
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 import landscape as ls
 from landscape.cli import main
-from landscape.models import build_model
+from landscape.models import build_model, peer_key_map
 from landscape.weights import CheckpointError, file_sha256, read_state_dict, split_checkpoint_key
 
 VGG16 = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
@@ -349,3 +350,276 @@ def test_cli_ckpt_takes_file_key(tmp_path, capsys):
     with ls.open_result(out) as f:
         assert f.attrs["checkpoints"][0]["path"] == f"{path}:swa_state_dict"
         assert f.attrs["checkpoints"][0]["sha256"] == file_sha256(path)
+
+
+# ---------------------------------------------------------------------------- item 2: names and shapes
+
+
+FULL_SIZE = [
+    ("dmc.vgg16", dmc_vgg_names(), "dmc"),
+    ("dmc.vgg16bn", dmc_vgg_names(batch_norm=True), "dmc"),
+    ("dmc.preresnet110", preresnet_names(12), "dmc"),
+    ("dmc.preresnet164", preresnet_names(18), "dmc"),
+    ("dmc.wideresnet28x10", wideresnet_names(4, 10), "dmc"),
+    ("dmc.convfc", convfc_names(), "dmc"),
+    ("swa.vgg16", swa_vgg_names(), "swa"),
+    ("swa.vgg16bn", swa_vgg_names(batch_norm=True), "swa"),
+    ("swa.preresnet110", preresnet_names(12), "swa"),
+    ("swa.preresnet164", preresnet_names(18), "swa"),
+    ("swa.wideresnet28x10", wideresnet_names(4, 10), "swa"),
+    ("dbc.vgg16", dmc_vgg_names(), "dbc"),
+    ("dbc.convfc", convfc_names(), "dbc"),
+    ("dbc.linearonelayer", dbc_one_layer_names(784, 2000), "dbc"),
+    ("dbc.linearonelayer100", dbc_one_layer_names(3072, 100), "dbc"),
+    ("dbc.linear", dbc_linear_names([3072, 6144, 6144, 1152, 1000, 1000, 10], bias=True), "dbc"),
+    ("dbc.linear3nobias", dbc_linear_names([3072, 6144, 2000, 10], bias=False), "dbc"),
+    ("dbc.linear5nobias", dbc_linear_names([3072, 6144, 2000, 1000, 1000, 10], bias=False), "dbc"),
+]
+
+
+@pytest.mark.parametrize(("spec", "names", "peer"), FULL_SIZE, ids=[s for s, _, _ in FULL_SIZE])
+def test_peer_checkpoint_loads_into_its_spec(tmp_path, spec, names, peer):
+    sd = _constant_state_dict(names)
+    path = tmp_path / "checkpoint.pt"
+    if peer == "swa":
+        path = _swa_file(path, sd, sd) + ":swa_state_dict"
+    else:
+        path = _dmc_file(path, sd)
+    with torch.device("meta"):  # names and shapes only: no memory, no initialisation
+        model = build_model(spec)
+    w = ls.load_checkpoint(path, model)
+    ours = model.state_dict()
+    assert len(w) == len(ours) == len(names)
+    assert {k: tuple(v.shape) for k, v in w.items()} == {k: tuple(v.shape) for k, v in ours.items()}
+    # every value arrived, once: the constants 0..len-1 each appear in exactly one entry
+    seen = sorted(int(v.reshape(-1)[0]) for v in w.values())
+    assert seen == list(range(len(names)))
+    del sd, w, model
+
+
+def test_peer_spec_names_ignore_case_and_match_our_factories():
+    assert isinstance(build_model("dmc.PreResNet110"), ls.models.PreResNet)
+    model = build_model("dbc.Linear3NoBias", {"num_classes": 100})
+    assert [tuple(m.weight.shape) for m in model if isinstance(m, nn.Linear)] == [
+        (6144, 3072),
+        (2000, 6144),
+        (100, 2000),
+    ]
+    assert all(m.bias is None for m in model if isinstance(m, nn.Linear))
+
+
+def test_vgg16bn_checkpoint_into_vgg16_without_bn_is_refused(tmp_path):
+    path = _dmc_file(tmp_path / "c.pt", _constant_state_dict(dmc_vgg_names(batch_norm=True)))
+    with torch.device("meta"):
+        model = build_model("vgg16")
+    with pytest.raises(CheckpointError, match="does not match the model"):
+        ls.load_checkpoint(path, model)
+
+
+def test_peer_key_map_names_the_naming_and_knows_only_ours():
+    naming, renaming = peer_key_map(build_model("vgg16_bn"), ["layer_blocks.0.1.running_mean", "layer_blocks.4.5.bias"])
+    assert "layer_blocks" in naming
+    assert renaming == {
+        "layer_blocks.0.1.running_mean": "features.1.running_mean",
+        "layer_blocks.4.5.bias": "features.41.bias",
+    }
+    assert peer_key_map(nn.Sequential(nn.Linear(2, 2)), ["fc.0.weight"]) is None
+    assert peer_key_map(build_model("mlp"), ["features.0.weight"]) is None
+
+
+# ---------------------------------------------------------------------------- item 2: forward passes
+
+
+def vgg_oracle(x, stages, classifier):
+    """float64 VGG as dmc/swa/dbc define it: per stage conv3x3(pad 1) [+ BN] + ReLU, MaxPool(2);
+    flatten; Linear, ReLU, Linear, ReLU, Linear (dropout is the identity in eval)."""
+    for stage in stages:
+        for conv_w, conv_b, bn in stage:
+            x = F.conv2d(x, conv_w, conv_b, padding=1)
+            if bn is not None:
+                x = F.batch_norm(x, bn["running_mean"], bn["running_var"], bn["weight"], bn["bias"], False, 0.0, 1e-5)
+            x = torch.clamp(x, min=0)
+        x = F.max_pool2d(x, 2, 2)
+    x = x.reshape(x.shape[0], -1)
+    (w1, b1), (w2, b2), (w3, b3) = classifier
+    x = torch.clamp(x @ w1.T + b1, min=0)
+    x = torch.clamp(x @ w2.T + b2, min=0)
+    return x @ w3.T + b3
+
+
+def _vgg_parts_dmc(sd, config, batch_norm):
+    stages = []
+    for s, widths in enumerate(config):
+        stage, i = [], 0
+        for _ in widths:
+            w, b = sd[f"layer_blocks.{s}.{i}.weight"], sd[f"layer_blocks.{s}.{i}.bias"]
+            i += 1
+            bn = None
+            if batch_norm:
+                bn = {e: sd[f"layer_blocks.{s}.{i}.{e}"] for e in BN_ENTRIES}
+                i += 1
+            stage.append((w, b, bn))
+        stages.append(stage)
+    return stages
+
+
+def _vgg_parts_swa(sd, config, batch_norm):
+    stages, k = [], 0
+    for widths in config:
+        stage = []
+        for _ in widths:
+            w, b = sd[f"features.{k}.weight"], sd[f"features.{k}.bias"]
+            k += 1
+            bn = None
+            if batch_norm:
+                bn = {e: sd[f"features.{k}.{e}"] for e in BN_ENTRIES}
+                k += 1
+            k += 1
+            stage.append((w, b, bn))
+        k += 1
+        stages.append(stage)
+    return stages
+
+
+SMALL_VGG = tuple(tuple(max(1, round(c * 0.0625)) for c in widths) for widths in VGG16)
+
+
+@pytest.mark.parametrize("batch_norm", [False, True])
+@pytest.mark.parametrize("peer", ["dmc", "swa"])
+def test_vgg_forward_equals_the_peers_definition(tmp_path, peer, batch_norm):
+    names_of, parts_of = (dmc_vgg_names, _vgg_parts_dmc) if peer == "dmc" else (swa_vgg_names, _vgg_parts_swa)
+    sd = _random_state_dict(names_of(SMALL_VGG, batch_norm, num_classes=7, hidden=32))
+    path = _dmc_file(tmp_path / "c.pt", sd) if peer == "dmc" else _swa_file(tmp_path / "c.pt", sd, None)
+    spec = f"{peer}.vgg16bn" if batch_norm else f"{peer}.vgg16"
+    model, w = _ours(spec, {"width": 0.0625, "num_classes": 7}, path)
+    x = torch.randn(3, 3, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    classifier = [(sd[f"classifier.{i}.weight"], sd[f"classifier.{i}.bias"]) for i in (1, 4, 6)]
+    expected = vgg_oracle(x, parts_of(sd, SMALL_VGG, batch_norm), classifier)
+    torch.testing.assert_close(model(x), expected, rtol=1e-10, atol=1e-10)
+    if peer == "dmc":  # the renaming is a bijection onto our names, values bit for bit
+        renaming = peer_key_map(model, sd)[1]
+        assert sorted(renaming.values()) == sorted(w)
+        assert all(torch.equal(w[ours], sd[theirs]) for theirs, ours in renaming.items())
+
+
+def preresnet_oracle(x, sd, blocks):
+    """float64 bottleneck PreResNet as dmc/swa define it (avgpool(8) on 32x32 inputs)."""
+    x = F.conv2d(x, sd["conv1.weight"], padding=1)
+    for layer in (1, 2, 3):
+        for b in range(blocks):
+            p = f"layer{layer}.{b}"
+            stride = 2 if layer > 1 and b == 0 else 1
+            out = F.conv2d(torch.clamp(_bn_eval(x, sd, f"{p}.bn1"), min=0), sd[f"{p}.conv1.weight"])
+            out = F.conv2d(
+                torch.clamp(_bn_eval(out, sd, f"{p}.bn2"), min=0), sd[f"{p}.conv2.weight"], stride=stride, padding=1
+            )
+            out = F.conv2d(torch.clamp(_bn_eval(out, sd, f"{p}.bn3"), min=0), sd[f"{p}.conv3.weight"])
+            residual = x
+            if f"{p}.downsample.0.weight" in sd:
+                residual = F.conv2d(x, sd[f"{p}.downsample.0.weight"], stride=stride)
+            x = out + residual
+    x = torch.clamp(_bn_eval(x, sd, "bn"), min=0)
+    x = F.avg_pool2d(x, 8).reshape(x.shape[0], -1)
+    return x @ sd["fc.weight"].T + sd["fc.bias"]
+
+
+def test_preresnet_forward_equals_the_peers_definition(tmp_path):
+    # two bottlenecks per stage (our depth 20 with bottleneck blocks): the first of each stage
+    # with a downsample, the second without
+    sd = _random_state_dict(preresnet_names(2, num_classes=5))
+    path = _swa_file(tmp_path / "c.pt", _random_state_dict(preresnet_names(2, num_classes=5), seed=9), sd)
+    model, _ = _ours(
+        "landscape.models.resnet:PreResNet",
+        {"depth": 20, "block": "bottleneck", "num_classes": 5},
+        path + ":swa_state_dict",
+    )
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(model(x), preresnet_oracle(x, sd, 2), rtol=1e-10, atol=1e-10)
+
+
+def wideresnet_oracle(x, sd, blocks):
+    """float64 WideResNet as dmc/swa define it (stride on conv2, avg_pool2d(8) on 32x32)."""
+    x = F.conv2d(x, sd["conv1.weight"], sd["conv1.bias"], padding=1)
+    for layer in (1, 2, 3):
+        for b in range(blocks):
+            p = f"layer{layer}.{b}"
+            stride = 2 if layer > 1 and b == 0 else 1
+            out = F.conv2d(
+                torch.clamp(_bn_eval(x, sd, f"{p}.bn1"), min=0),
+                sd[f"{p}.conv1.weight"],
+                sd[f"{p}.conv1.bias"],
+                padding=1,
+            )
+            out = F.conv2d(
+                torch.clamp(_bn_eval(out, sd, f"{p}.bn2"), min=0),
+                sd[f"{p}.conv2.weight"],
+                sd[f"{p}.conv2.bias"],
+                stride=stride,
+                padding=1,
+            )
+            residual = x
+            if f"{p}.shortcut.0.weight" in sd:
+                residual = F.conv2d(x, sd[f"{p}.shortcut.0.weight"], sd[f"{p}.shortcut.0.bias"], stride=stride)
+            x = out + residual
+    x = torch.clamp(_bn_eval(x, sd, "bn1"), min=0)
+    x = F.avg_pool2d(x, 8).reshape(x.shape[0], -1)
+    return x @ sd["linear.weight"].T + sd["linear.bias"]
+
+
+def test_wideresnet_forward_equals_the_peers_definition(tmp_path):
+    sd = _random_state_dict(wideresnet_names(blocks=2, k=1, num_classes=4))
+    path = _dmc_file(tmp_path / "c.pt", sd)
+    model, _ = _ours("dmc.wideresnet28x10", {"depth": 16, "widen_factor": 1, "num_classes": 4}, path)
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(model(x), wideresnet_oracle(x, sd, 2), rtol=1e-10, atol=1e-10)
+
+
+def mlp_oracle(x, layers):
+    """float64 ReLU MLP: flatten, then x W^T (+ b), ReLU between layers."""
+    x = x.reshape(x.shape[0], -1)
+    for i, (w, b) in enumerate(layers):
+        x = x @ w.T + (0 if b is None else b)
+        if i < len(layers) - 1:
+            x = torch.clamp(x, min=0)
+    return x
+
+
+@pytest.mark.parametrize(
+    ("names", "kwargs", "layers"),
+    [
+        (
+            dbc_linear_names([12, 20, 16, 5], bias=False),
+            {"in_features": 12, "widths": [20, 16], "num_classes": 5, "bias": False},
+            lambda sd: [(sd[f"linear_layers.{j}.weight"], None) for j in range(3)],
+        ),
+        (
+            dbc_linear_names([12, 20, 5], bias=True),
+            {"in_features": 12, "widths": [20], "num_classes": 5},
+            lambda sd: [(sd[f"linear_layers.{j}.weight"], sd[f"linear_layers.{j}.bias"]) for j in range(2)],
+        ),
+        (
+            dbc_one_layer_names(12, 9, num_classes=5),
+            {"in_features": 12, "widths": [9], "num_classes": 5},
+            lambda sd: [(sd["fc.0.weight"], sd["fc.0.bias"]), (sd["fc.2.weight"], sd["fc.2.bias"])],
+        ),
+        (
+            {"fc.weight": (5, 12), "fc.bias": (5,)},  # dbc's LogRegression
+            {"in_features": 12, "widths": [], "num_classes": 5},
+            lambda sd: [(sd["fc.weight"], sd["fc.bias"])],
+        ),
+    ],
+    ids=["linear_layers-nobias", "linear_layers", "fc-one-layer", "fc-logregression"],
+)
+def test_dbc_mlp_forward_equals_the_peers_definition(tmp_path, names, kwargs, layers):
+    sd = _random_state_dict(names)
+    model, w = _ours("mlp", kwargs, _dmc_file(tmp_path / "c.pt", sd))
+    x = torch.randn(4, 3, 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(model(x), mlp_oracle(x, layers(sd)), rtol=1e-12, atol=1e-12)
+    # the engine takes the renamed MLP like any other: one point equals the module
+    model32 = build_model("mlp", kwargs)
+    w32 = ls.load_checkpoint(w.source, model32)
+    model32.load_state_dict(w32.state_dict())
+    data = ls.TensorData(x.float(), torch.tensor([0, 1, 2, 3]))
+    res = ls.evaluate(model32, [w32], data, progress=False)
+    expected = F.cross_entropy(model32(x.float()), torch.tensor([0, 1, 2, 3])).item()
+    assert abs(float(res["loss"][0]) - expected) < 1e-5

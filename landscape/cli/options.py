@@ -41,7 +41,10 @@ DATA_HELP = (
     "DataLoader, TensorData or (x, y); the current directory is importable)"
 )
 DATA_SHORT_HELP = "digits | file.npz | text:PATH | py:module:function | ... (see `landscape eval --help`)"
-MODEL_HELP = "built-in name (see `landscape models`) or module:factory (the current directory is importable)"
+MODEL_HELP = (
+    "built-in name (see `landscape models`; the peers' networks as dmc.vgg16bn, swa.preresnet110, "
+    "dbc.linear3nobias load those repositories' checkpoints) or module:factory (the current directory is importable)"
+)
 BN_MODES = ("running", "recompute", "recompute-batches", "recompute-exact")
 
 

@@ -5,8 +5,9 @@
 runs under ``torch.func.functional_call`` and ``torch.func.vmap``.
 """
 
-from .convnets import VGG, ConvFC, convfc, vgg16, vgg16_bn
+from .convnets import VGG, ConvFC, convfc, vgg16, vgg16_bn, vgg19, vgg19_bn
 from .mlp import MLP, mlp
+from .peers import PEER_MODELS, peer_key_map
 from .registry import (
     ModelSpecError,
     build_model,
@@ -28,19 +29,23 @@ from .resnet import (
     resnet110,
 )
 from .small import small_cnn
+from .wide_resnet import WideResNet, wideresnet28x10
 
 __all__ = [
     "MLP",
+    "PEER_MODELS",
     "VGG",
     "ConvFC",
     "ModelSpecError",
     "PreResNet",
     "ResNet",
+    "WideResNet",
     "build_model",
     "convfc",
     "describe_model",
     "list_models",
     "mlp",
+    "peer_key_map",
     "preresnet20",
     "preresnet56",
     "preresnet110",
@@ -54,4 +59,7 @@ __all__ = [
     "small_cnn",
     "vgg16",
     "vgg16_bn",
+    "vgg19",
+    "vgg19_bn",
+    "wideresnet28x10",
 ]

@@ -1,4 +1,4 @@
-"""Plain convolutional networks: ConvFC and VGG-16 (as in Garipov et al., 2018).
+"""Plain convolutional networks: ConvFC, VGG-16 and VGG-19 (as in Garipov et al., 2018).
 
 No module is in-place and ``forward`` has no data-dependent control flow, so the networks run
 under ``torch.func.functional_call`` and ``torch.func.vmap``.
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-__all__ = ["VGG", "VGG16_CONFIG", "ConvFC", "convfc", "vgg16", "vgg16_bn"]
+__all__ = ["VGG", "VGG16_CONFIG", "VGG19_CONFIG", "ConvFC", "convfc", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn"]
 
 
 def _pooled_size(size: int) -> int:
@@ -94,6 +94,14 @@ VGG16_CONFIG: tuple[tuple[int, ...], ...] = (
     (256, 256, 256),
     (512, 512, 512),
     (512, 512, 512),
+)
+
+VGG19_CONFIG: tuple[tuple[int, ...], ...] = (
+    (64, 64),
+    (128, 128),
+    (256, 256, 256, 256),
+    (512, 512, 512, 512),
+    (512, 512, 512, 512),
 )
 
 
@@ -198,3 +206,13 @@ def vgg16(num_classes: int = 10, in_channels: int = 3, **kwargs) -> VGG:
 def vgg16_bn(num_classes: int = 10, in_channels: int = 3, **kwargs) -> VGG:
     """VGG-16 with batch norm after every conv (see :class:`VGG`)."""
     return VGG(num_classes, batch_norm=True, in_channels=in_channels, **kwargs)
+
+
+def vgg19(num_classes: int = 10, in_channels: int = 3, **kwargs) -> VGG:
+    """VGG-19 without batch norm (:class:`VGG` with ``VGG19_CONFIG``)."""
+    return VGG(num_classes, batch_norm=False, in_channels=in_channels, config=VGG19_CONFIG, **kwargs)
+
+
+def vgg19_bn(num_classes: int = 10, in_channels: int = 3, **kwargs) -> VGG:
+    """VGG-19 with batch norm after every conv (:class:`VGG` with ``VGG19_CONFIG``)."""
+    return VGG(num_classes, batch_norm=True, in_channels=in_channels, config=VGG19_CONFIG, **kwargs)

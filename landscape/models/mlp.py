@@ -38,6 +38,9 @@ class MLP(nn.Sequential):
         Number of outputs.
     activation : str
         One of ``ACTIVATIONS`` (``"relu"``, ``"tanh"``, ...).
+    bias : bool
+        Give the linear layers biases (Anokhin & Yarotsky's ``Linear3NoBias`` and its kin
+        have none).
 
     Notes
     -----
@@ -57,6 +60,7 @@ class MLP(nn.Sequential):
         widths: Sequence[int] = (2000,),
         num_classes: int = 10,
         activation: str = "relu",
+        bias: bool = True,
     ) -> None:
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation {activation!r} is not one of {sorted(ACTIVATIONS)}")
@@ -68,14 +72,15 @@ class MLP(nn.Sequential):
         layers: list[nn.Module] = [nn.Flatten()]
         previous = in_features
         for width in widths:
-            layers += [nn.Linear(previous, width), ACTIVATIONS[activation]()]
+            layers += [nn.Linear(previous, width, bias=bias), ACTIVATIONS[activation]()]
             previous = width
-        layers.append(nn.Linear(previous, num_classes))
+        layers.append(nn.Linear(previous, num_classes, bias=bias))
         super().__init__(*layers)
         self.in_features = in_features
         self.widths = tuple(widths)
         self.num_classes = num_classes
         self.activation = activation
+        self.use_bias = bool(bias)
 
 
 def mlp(
@@ -83,6 +88,7 @@ def mlp(
     widths: Sequence[int] = (2000,),
     num_classes: int = 10,
     activation: str = "relu",
+    bias: bool = True,
 ) -> MLP:
     """Build an :class:`MLP` (the registry's ``mlp``)."""
-    return MLP(in_features, widths, num_classes, activation)
+    return MLP(in_features, widths, num_classes, activation, bias)

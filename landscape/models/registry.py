@@ -4,8 +4,15 @@ Spec grammar
 ------------
 ``<name>``
     A built-in factory, one of :func:`list_models` (``mlp``, ``convfc``, ``vgg16``,
-    ``vgg16_bn``, ``small_cnn``, ``resnet20``, ``resnet32``, ``resnet44``, ``resnet56``, ``resnet110``,
-    ``preresnet20``, ``preresnet56``, ``preresnet110``, ``preresnet164``).
+    ``vgg16_bn``, ``vgg19``, ``vgg19_bn``, ``small_cnn``, ``resnet20``, ``resnet32``, ``resnet44``,
+    ``resnet56``, ``resnet110``, ``preresnet20``, ``preresnet56``, ``preresnet110``, ``preresnet164``,
+    ``wideresnet28x10``).
+``<peer>.<class>``
+    A network of a peer repository under its class name, in any case: ``dmc.`` for
+    dnn-mode-connectivity (``dmc.vgg16bn``, ``dmc.PreResNet110``), ``swa.`` for the SWA
+    repository, ``dbc.`` for Anokhin & Yarotsky's (``dbc.linear3nobias``). It builds our
+    network of the same computation with that class's sizes, and the peer's checkpoints load
+    into it as they are (see :mod:`landscape.models.peers`).
 ``hf:<dir>``
     A Hugging Face model folder: the class named in its ``config.json`` ``architectures``,
     built from the config alone (weights come from ``load_checkpoint(dir, model)``); needs
@@ -35,10 +42,11 @@ from typing import Any
 from torch import nn
 
 from .._kwargs import parse_kwargs
-from .convnets import convfc, vgg16, vgg16_bn
+from .convnets import convfc, vgg16, vgg16_bn, vgg19, vgg19_bn
 from .errors import ModelSpecError
 from .hf import HF_PREFIX, hf_model, is_hf_spec
 from .mlp import mlp
+from .peers import PEER_MODELS
 from .resnet import (
     preresnet20,
     preresnet56,
@@ -51,6 +59,7 @@ from .resnet import (
     resnet110,
 )
 from .small import small_cnn
+from .wide_resnet import wideresnet28x10
 
 __all__ = [
     "ModelSpecError",
@@ -67,6 +76,8 @@ _BUILTIN: dict[str, Callable[..., nn.Module]] = {
     "convfc": convfc,
     "vgg16": vgg16,
     "vgg16_bn": vgg16_bn,
+    "vgg19": vgg19,
+    "vgg19_bn": vgg19_bn,
     "resnet20": resnet20,
     "resnet32": resnet32,
     "resnet44": resnet44,
@@ -76,12 +87,16 @@ _BUILTIN: dict[str, Callable[..., nn.Module]] = {
     "preresnet56": preresnet56,
     "preresnet110": preresnet110,
     "preresnet164": preresnet164,
+    "wideresnet28x10": wideresnet28x10,
 }
+
+_PEER_PREFIXES = tuple(sorted({name.partition(".")[0] + "." for name in PEER_MODELS}))
 
 
 def list_models() -> list[str]:
-    """Names of the built-in model specs, sorted."""
-    return sorted(_BUILTIN)
+    """Names of the built-in model specs, sorted: ours, then the peers' (``dbc.*``,
+    ``dmc.*``, ``swa.*``)."""
+    return sorted(_BUILTIN) + sorted(PEER_MODELS)
 
 
 def _parse_kwargs(kwargs: dict[str, Any] | str | None) -> dict[str, Any]:
@@ -109,9 +124,12 @@ def resolve_factory(spec: str) -> tuple[Callable[..., Any], str]:
             raise ModelSpecError("model spec 'hf:' names no folder; expected hf:<model folder>")
         return functools.partial(hf_model, directory), f"{hf_model.__module__}:{hf_model.__qualname__}"
     if ":" not in spec:
+        if spec.lower().startswith(_PEER_PREFIXES):
+            return _peer_factory(spec)
         if spec not in _BUILTIN:
             raise ModelSpecError(
-                f"unknown model {spec!r} (expected one of {list_models()} or 'package.module:factory')"
+                f"unknown model {spec!r} (expected one of {sorted(_BUILTIN)}, a peer's network such as "
+                "'dmc.vgg16' (`landscape models` lists them) or 'package.module:factory')"
             )
         factory = _BUILTIN[spec]
         return factory, f"{factory.__module__}:{factory.__qualname__}"
@@ -128,6 +146,17 @@ def resolve_factory(spec: str) -> tuple[Callable[..., Any], str]:
     if not callable(target):
         raise ModelSpecError(f"{spec!r} is a {type(target).__name__}, not a callable returning an nn.Module")
     return target, f"{module_name}:{attribute}"
+
+
+def _peer_factory(spec: str) -> tuple[Callable[..., Any], str]:
+    """``dmc.vgg16`` (any case) -> our factory with the peer's keyword arguments."""
+    name = spec.lower()
+    if name not in PEER_MODELS:
+        prefix = name.partition(".")[0] + "."
+        known = [n for n in PEER_MODELS if n.startswith(prefix)]
+        raise ModelSpecError(f"unknown model {spec!r} (the {prefix}* networks are {known})")
+    factory, defaults = PEER_MODELS[name]
+    return functools.partial(factory, **defaults), f"{factory.__module__}:{factory.__qualname__}"
 
 
 def _on_sys_path(directory: str) -> bool:
