@@ -219,7 +219,7 @@ def test_connect_prints_the_table_writes_the_report_and_refuses_bad_input(tmp_pa
     base = ["connect", *MLP_ARGS, "--ckpt", paths[0], "--ckpt", paths[1], "--points", "5", "--out", str(out)]
     assert main([*base, "--methods", "linear,ot+wa", "--plot"]) == 0
     printed = capsys.readouterr().out
-    assert "| Linear |" in printed and "| OT + WA |" in printed and "| End points |" in printed
+    assert "| Linear |" in printed and "| OT + WA (paper) |" in printed and "| End points |" in printed
     assert "conn-connections-test.png" in printed
     rep = ConnectionReport.load(out)
     assert rep.computed == ["linear", "ot+wa"] and rep.attrs["checkpoints"][0]["sha256"]
@@ -273,7 +273,7 @@ def test_connect_a_convnet_recomputes_batchnorm_and_a_resnet_gets_wa(tmp_path, c
     argv += ["--no-progress", "--ckpt", paths[0], "--ckpt", paths[1], "--points", "3", "--out", str(out)]
     assert main([*argv, "--methods", "linear,ot,linear+wa"]) == 0
     printed = capsys.readouterr().out
-    assert "| OT (stage 1) |" in printed and "| Linear + WA (step 3) |" in printed
+    assert "| OT (stage 1) |" in printed and "| Linear + WA (paper) (step 3) |" in printed
     rep = ConnectionReport.load(out)
     assert rep.attrs["bn"] == "recompute" and rep.computed == ["linear", "ot", "linear+wa"]
     # residual networks: WA through the cuts of the graph (stem, 9 block sums, logits)
@@ -284,9 +284,9 @@ def test_connect_a_convnet_recomputes_batchnorm_and_a_resnet_gets_wa(tmp_path, c
         torch.save(ls.build_model("resnet20", rkw).state_dict(), p)
     res = ["connect", "--model", "resnet20", "--model-kwargs", json.dumps(rkw), "--data", "digits:image"]
     res += ["--no-progress", "--ckpt", rpaths[0], "--ckpt", rpaths[1], "--points", "2", "--max-samples", "32"]
-    assert main([*res, "--methods", "linear,arc+wa", "--out", str(tmp_path / "r.h5")]) == 0
+    assert main([*res, "--methods", "linear,arc+wa", "--wa-form", "bias", "--out", str(tmp_path / "r.h5")]) == 0
     printed = capsys.readouterr().out
-    assert "| Arc + WA (step 11) |" in printed and "skipped" not in printed
+    assert "| Arc + WA (bias column) (step 11) |" in printed and "skipped" not in printed
     # a model whose channels cannot be followed: one line, exit 2
     bad = ["connect", "--model", "resnet20", "--model-kwargs", '{"width": 2, "in_channels": 1}', "--data", "digits"]
     assert main([*bad, "--ckpt", paths[0], "--ckpt", paths[1], "--out", str(tmp_path / "x.h5")]) == 2
