@@ -714,7 +714,9 @@ def evaluate_points(
     )
 
 
-def _nonfinite_message(values: Mapping[str, np.ndarray], done: np.ndarray, first: int = 5) -> str | None:
+def _nonfinite_message(
+    values: Mapping[str, np.ndarray], done: np.ndarray, first: int = 5, what: str = "evaluate"
+) -> str | None:
     """One line saying which of the computed points ``done`` have NaN or inf values, for which
     metrics, with the first point indices; None when all are finite.
 
@@ -738,7 +740,7 @@ def _nonfinite_message(values: Mapping[str, np.ndarray], done: np.ndarray, first
         shown = ", ".join(map(str, idx[:first])) + (", ..." if len(idx) > first else "")
         parts.append(f"{', '.join(names)} at {len(idx)} point{'s' if len(idx) > 1 else ''} ({shown})")
     where = "; ".join(parts)
-    return f"evaluate: computed values not finite (NaN/Inf) at {len(bad_points)} of {done.size} points: {where}"
+    return f"{what}: computed values not finite (NaN/Inf) at {len(bad_points)} of {done.size} points: {where}"
 
 
 def _is_vmap_failure(e: BaseException) -> bool:

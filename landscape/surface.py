@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,8 +29,8 @@ from torch import nn
 from . import distributed as distlib
 from .budget import report_eta
 from .directions import Plane
-from .evaluate import Engine, _progress, describe_data
-from .metrics import Metric, resolve_metrics
+from .evaluate import Engine, _nonfinite_message, _progress, describe_data
+from .metrics import Metric, NonFiniteWarning, resolve_metrics
 
 __all__ = ["GridResult", "SurfaceResult", "auto_range", "compute_surface", "evaluate_grid", "parse_range"]
 
@@ -351,6 +352,10 @@ def evaluate_grid(
             bar.close()
         if f is not None:
             flat = {n: f.read_metric(n).reshape(-1) for n in names}
+        elif rank == 0:  # a file warns when it closes; in memory, the run warns here (flat cell indices)
+            message = _nonfinite_message(flat, pending, what=desc)
+            if message is not None:
+                warnings.warn(message, NonFiniteWarning, stacklevel=3)
     finally:
         if f is not None:
             f.close()

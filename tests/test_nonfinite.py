@@ -385,3 +385,22 @@ def test_result_file_run_warns_once(tmp_path):
         res = ls.evaluate(model, points, data, ["loss"], precision="fp64", out=tmp_path / "e.h5", progress=False)
     assert len(_nonfinite_warnings(record)) == 1
     assert np.isnan(res["loss"]).tolist() == [False, False, True, False, True]
+
+
+def test_a_surface_in_memory_warns_of_its_non_finite_cells():
+    """Files warn when they close; a surface computed without a file warns at its end."""
+    import warnings as _w
+
+    torch.manual_seed(0)
+    model = ls.build_model("mlp", {"in_features": 4, "widths": [8], "num_classes": 3})
+    w = ls.Weights.from_module(model)
+    plane = ls.directions.random_plane(w, seed=0)
+    x = torch.randn(6, 4)
+    x[2, 0] = float("nan")
+    data = (x, torch.randint(0, 3, (6,)))
+    with _w.catch_warnings(record=True) as caught:
+        _w.simplefilter("always")
+        res = ls.compute_surface(model, plane, [0.0, 1.0], [0.0, 1.0], splits={"test": data}, progress=False)
+    assert np.isnan(res.metrics["test_loss"]).all()
+    msgs = [str(c.message) for c in caught if issubclass(c.category, ls.NonFiniteWarning)]
+    assert len(msgs) == 1 and "at 4 of 4 points" in msgs[0] and "test_loss" in msgs[0]
