@@ -798,6 +798,7 @@ def evaluate(
     resume: bool = False,
     force: bool = False,
     attrs: Mapping[str, Any] | None = None,
+    allow_large: bool = False,
 ) -> EvalResult:
     """Evaluate metrics of ``model`` at every weight point of ``points`` over ``data``.
 
@@ -862,6 +863,8 @@ def evaluate(
         Overwrite an existing ``out`` file.
     attrs : mapping, optional
         Extra attributes for the file (model spec, checkpoints, data spec...).
+    allow_large : bool
+        Create an ``out`` file above 2 GB (:mod:`landscape.budget`); refused otherwise.
 
     Returns
     -------
@@ -888,7 +891,7 @@ def evaluate(
     opts.update(forward=forward, offload=offload, progress=progress)
     if out is None:
         return evaluate_points(model, points, data, metrics, **opts)
-    with _eval_file(out, points, data, metrics, bn, bn_data, precision, attrs, resume, force) as f:
+    with _eval_file(out, points, data, metrics, bn, bn_data, precision, attrs, resume, force, allow_large) as f:
         # the file warns about the non-finite cells it wrote when it closes
         res = evaluate_points(
             model, points, data, metrics, indices=f.pending(), on_chunk=f.write_cells, warn_nonfinite=False, **opts
@@ -898,7 +901,9 @@ def evaluate(
     return res
 
 
-def _eval_file(out, points: PointSet, data, metrics, bn, bn_data, precision, attrs, resume: bool, force: bool):
+def _eval_file(
+    out, points: PointSet, data, metrics, bn, bn_data, precision, attrs, resume: bool, force: bool, allow_large: bool
+):
     """The result file of :func:`evaluate` (kind ``eval``), created or opened to resume."""
     from . import io
 
@@ -914,6 +919,7 @@ def _eval_file(out, points: PointSet, data, metrics, bn, bn_data, precision, att
         arrays={"coefficients": points.coeffs.numpy()},
         resume=resume,
         force=force,
+        allow_large=allow_large,
     )
 
 

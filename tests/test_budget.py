@@ -237,3 +237,22 @@ def test_a_long_surface_prints_its_eta(monkeypatch, capsys):
     ls.compute_surface(model, _plane(model), xs, xs, splits={"test": _test_data()}, points_per_pass=16)
     err = capsys.readouterr().err
     assert "surface random: 144 cells, about" in err and "(first 16 in" in err
+
+
+def test_evaluate_out_is_size_checked_and_allow_large_lets_it_through(tmp_path, monkeypatch):
+    """The output check lives where result files are created; evaluate passes allow_large on."""
+    import torch
+
+    import landscape as ls
+    from landscape import budget
+
+    monkeypatch.setattr(budget, "MAX_OUTPUT_BYTES", 1000)
+    model = ls.build_model("mlp", {"in_features": 4, "widths": [8], "num_classes": 3})
+    w = ls.Weights.from_module(model)
+    data = (torch.randn(6, 4), torch.randint(0, 3, (6,)))
+    out = tmp_path / "e.h5"
+    with pytest.raises(budget.TooLargeError, match=r"above the .* limit; pass allow_large=True"):
+        ls.evaluate(model, [w] * 50, data, progress=False, out=str(out))
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+    res = ls.evaluate(model, [w] * 50, data, progress=False, out=str(out), allow_large=True)
+    assert out.exists() and res.metrics["loss"].shape == (50,)
