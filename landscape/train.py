@@ -38,12 +38,27 @@ from .metrics import Metric, resolve_metrics
 
 __all__ = [
     "fresh_copy",
+    "sgd",
     "Loss",
     "TrainBatches",
     "loss_of",
     "resolve_loss",
     "train_classifier",
 ]
+
+
+def sgd(params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0, *, what: str = "lr") -> torch.optim.SGD:
+    """``torch.optim.SGD`` with its settings checked first, in one line naming the bad one (torch
+    says only "Invalid learning rate: -1.0"). ``what`` names the rate in the message (e.g.
+    ``"alpha1"``)."""
+    for name, value, ok, expected in (
+        (what, lr, lambda v: v > 0, "a positive number"),
+        ("momentum", momentum, lambda v: 0 <= v < 1, "a number in [0, 1)"),
+        ("weight_decay", weight_decay, lambda v: v >= 0, "a number >= 0"),
+    ):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not ok(value):
+            raise ValueError(f"{name} should be {expected}, got {value!r}")
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
 # ---------------------------------------------------------------------------- the loss of a batch
@@ -307,7 +322,7 @@ def train_classifier(
     """
     lossfn = resolve_loss(loss)
     g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    opt = sgd(model.parameters(), lr, momentum, weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
     batches = TrainBatches.for_module(model, data, batch_size, g)
     model.train()

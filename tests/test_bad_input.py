@@ -5,6 +5,8 @@ import pytest
 import torch
 
 import landscape as ls
+import landscape.ensembles  # noqa: F401 - ls.ensembles below
+import landscape.train  # noqa: F401
 
 
 def _mlp(width):
@@ -177,6 +179,18 @@ def _api_cases(tmp):
             lambda: ls.directions.pca_plane([w]),
             ValueError,
             r"needs at least 3 checkpoints .* got 1",
+        ),
+        (
+            "negative learning rate",
+            lambda: ls.ensembles.sse(m, data, epochs=2, cycles=1, lr=-0.1),
+            ValueError,
+            r"lr should be a positive number, got -0\.1",
+        ),
+        (
+            "momentum of one",
+            lambda: ls.train.train_classifier(m, data, epochs=1, momentum=1.0),
+            ValueError,
+            r"momentum should be a number in \[0, 1\), got 1\.0",
         ),
         (
             "negative bends",

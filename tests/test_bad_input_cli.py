@@ -215,6 +215,10 @@ CASES = [
         ["ensemble", "sse", *DIGITS, "--epochs", "0", "--out", "ens"],
         ["epochs and cycles should be positive integers, got 0"],
     ),
+    (
+        ["ensemble", "swa", *DIGITS, "--ckpt", "c0.pt", "--lr", "-1", "--out", "ens"],
+        ["lr should be a positive number, got -1.0"],
+    ),
     # Hessians and variational networks
     (["hessian", "eig", *DIGITS, "--ckpt", "c0.pt", "--top", "0"], ["--top 0: expected a positive integer"]),
     (["hessian", "trace", *DIGITS, "--ckpt", "c0.pt", "--samples", "0"], ["--samples 0: expected a positive integer"]),

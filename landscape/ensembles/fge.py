@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..pointset import PointSet
-from ..train import TrainBatches, loss_of, resolve_loss
+from ..train import TrainBatches, loss_of, resolve_loss, sgd
 from ..weights import Weights
 from .schedules import fge_lr
 
@@ -113,7 +113,7 @@ def fge(
     net = copy.deepcopy(model)
     net.load_state_dict(start.state_dict())
     net.train()
-    opt = torch.optim.SGD(net.parameters(), lr=alpha1, momentum=momentum, weight_decay=weight_decay)
+    opt = sgd(net.parameters(), alpha1, momentum, weight_decay, what="alpha1")
     g = torch.Generator().manual_seed(seed)
     batches = TrainBatches.for_module(net, data, batch_size, g).stream()
     mask = start.layout.parameter_mask()

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..pointset import PointSet
-from ..train import TrainBatches, loss_of, resolve_loss, train_classifier
+from ..train import TrainBatches, loss_of, resolve_loss, sgd, train_classifier
 from ..weights import Weights
 from .schedules import sse_lr
 
@@ -70,7 +70,7 @@ def sse(
     if start is not None:
         net.load_state_dict(start.state_dict())
     net.train()
-    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    opt = sgd(net.parameters(), lr, momentum, weight_decay)
     g = torch.Generator().manual_seed(seed)
     batches = TrainBatches.for_module(net, data, batch_size, g)
     per_epoch = batches.steps_per_epoch()

@@ -33,6 +33,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from ..bn import update_bn
 from ..train import TrainBatches, loss_of, resolve_loss
+from ..train import sgd as train_sgd
 from ..weights import Weights
 from .schedules import swa_epoch_lr
 from .schedules import swa_lr as swa_lr_cyclical
@@ -169,7 +170,7 @@ def swa(
     net.train()
 
     def sgd(rate):
-        return torch.optim.SGD(net.parameters(), lr=rate, momentum=momentum, weight_decay=weight_decay)
+        return train_sgd(net.parameters(), rate, momentum, weight_decay)
 
     opt = sgd(swa_epoch_lr(1, lr, swa_rate, swa_start))
     averaged = AveragedModel(net)
