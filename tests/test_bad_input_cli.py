@@ -178,6 +178,8 @@ CASES = [
     (["info", "adir"], ["'adir' is a directory, not a landscape result file"]),
     (["plot", "nosuch.h5"], ["'nosuch.h5' does not exist"]),
     (["plot", "r.h5", "--metrics", "nosuch"], ["'r.h5' has no metric 'nosuch'; it has ['loss', 'acc']"]),
+    (["plot", "r.h5", "--out", "notes.txt"], ["figure folder 'notes.txt' is a file; expected a folder"]),
+    (["plot", "r.h5", "--format", "bmpx"], ["figure format(s) ['bmpx'] not supported; expected some of"]),
     (["export", "r.h5", "--vtp", "o.vtp"], ["needs a plane (2-D grid) but 'r.h5' is a 'eval' result"]),
     (["rerun", "notes.txt"], ["'notes.txt' is truncated or not an HDF5 file"]),
     # curves

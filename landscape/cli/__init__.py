@@ -118,6 +118,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         FileNotFoundError,
         FileExistsError,
         IsADirectoryError,
+        NotADirectoryError,
         ValueError,
     )
 
