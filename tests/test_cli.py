@@ -284,9 +284,11 @@ def test_connect_a_convnet_recomputes_batchnorm_and_a_resnet_gets_wa(tmp_path, c
         torch.save(ls.build_model("resnet20", rkw).state_dict(), p)
     res = ["connect", "--model", "resnet20", "--model-kwargs", json.dumps(rkw), "--data", "digits:image"]
     res += ["--no-progress", "--ckpt", rpaths[0], "--ckpt", rpaths[1], "--points", "2", "--max-samples", "32"]
-    assert main([*res, "--methods", "linear,arc+wa", "--wa-form", "bias", "--out", str(tmp_path / "r.h5")]) == 0
-    printed = capsys.readouterr().out
-    assert "| Arc + WA (bias column) (step 11) |" in printed and "skipped" not in printed
+    # the paper has no residual form of WA: the default takes ours, says so, and labels the rows
+    assert main([*res, "--methods", "linear,arc+wa", "--out", str(tmp_path / "r.h5")]) == 0
+    captured = capsys.readouterr()
+    assert "| Arc + WA (bias column) (step 11) |" in captured.out and "skipped" not in captured.out
+    assert "residual networks are adjusted at the cuts of their graph with a bias column only" in captured.err
     # a model whose channels cannot be followed: one line, exit 2
     bad = ["connect", "--model", "resnet20", "--model-kwargs", '{"width": 2, "in_channels": 1}', "--data", "digits"]
     assert main([*bad, "--ckpt", paths[0], "--ckpt", paths[1], "--out", str(tmp_path / "x.h5")]) == 2

@@ -16,6 +16,7 @@ distribution-based approaches", ICML 2020.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -469,11 +470,14 @@ def compare_connections(
                 from .adjust_graph import wa_cuts
 
                 wa_layers = len(wa_cuts(model))
-                if wa_form != "bias":
-                    wa_error = (
+                if wa_form != "bias":  # the paper has no residual form: ours, labelled as such
+                    warnings.warn(
                         f"wa_form={wa_form!r}: residual networks are adjusted at the cuts of their graph with a "
-                        f"bias column only (wa_form='bias')"
+                        f"bias column only; the WA rows use wa_form='bias' and say so",
+                        UserWarning,
+                        stacklevel=2,
                     )
+                    wa_form = "bias"
             except UnsupportedModelError as e2:
                 why = e2 if isinstance(e, NotSequentialError) else e
                 wa_error = f"weight adjustment cannot follow this model: {str(why).splitlines()[0]}"
