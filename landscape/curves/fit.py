@@ -88,7 +88,7 @@ def curve_loss(
     loss_fn=F.cross_entropy,
     forward: Callable | None = None,
 ) -> torch.Tensor:
-    """The curve loss on one batch at the points ``t`` (differentiable w.r.t. ``curve.bends``).
+    """The curve loss on one batch at the points ``t`` (differentiable w.r.t. ``curve.trainable()``).
 
     Parameters
     ----------
