@@ -861,7 +861,10 @@ def wa_path(
     >>> f = lambda w: functional_call(model, dict(w), (x,))
     >>> t.tolist()
     [0.0, 0.25, 0.5, 0.75, 1.0]
-    >>> path.K, bool(torch.allclose(f(path.weights(2)), f(a), rtol=0, atol=1e-8))
+    >>> mid = path.weights(2)  # the end of phase 1: B's first layer, A's output bias, W2 fitted
+    >>> bool(torch.equal(mid["1.weight"], b["1.weight"])), bool(torch.equal(mid["3.bias"], a["3.bias"]))
+    (True, True)
+    >>> path.K, bool(torch.allclose(f(path.weights(4)), f(b), rtol=0, atol=1e-8))
     (5, True)
     """
     st = _check_pair(A, B, model)
