@@ -33,6 +33,7 @@ __all__ = [
     "check_grid",
     "check_memory",
     "check_output",
+    "check_training",
     "format_bytes",
     "format_seconds",
     "large_allowed",
@@ -227,3 +228,19 @@ def check_grid(
     if out is not None:
         parts["basis copy for the file"] = J * P * 4
     return check_memory(parts, what, device=device, held=sum(held.values()), allow_large=allow_large)
+
+
+def check_training(model, data, what: str, *, copies: int = 4, device=None, allow_large: bool = False) -> int:
+    """The up-front memory check of a training run (curve fits, ensembles, variational
+    networks): ``copies`` times the model's tensors (its weights, their gradients, the
+    optimizer's momentum and what the method keeps besides, such as an average or a curve's
+    control points) and the data held in memory, of which the model and the data are loaded
+    already. Activations are not counted, so this is a lower bound: it refuses only runs that
+    cannot fit. Raises :class:`TooLargeError` unless ``allow_large``; returns the estimate."""
+    model_bytes = tensor_bytes(model)
+    data_bytes = tensor_bytes(data)
+    parts = {
+        f"model x {copies} (weights, gradients, optimizer state, kept copies)": copies * model_bytes,
+        "data in memory": data_bytes,
+    }
+    return check_memory(parts, what, device=device, held=model_bytes + data_bytes, allow_large=allow_large)

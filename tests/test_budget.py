@@ -256,3 +256,24 @@ def test_evaluate_out_is_size_checked_and_allow_large_lets_it_through(tmp_path, 
     assert not out.exists() and list(tmp_path.iterdir()) == []
     res = ls.evaluate(model, [w] * 50, data, progress=False, out=str(out), allow_large=True)
     assert out.exists() and res.metrics["loss"].shape == (50,)
+
+
+def test_training_runs_are_refused_when_their_copies_cannot_fit(monkeypatch):
+    """SSE keeps a snapshot per cycle besides the weights, gradients and momentum: with 1 MB
+    available, 4 + 3 copies of a 0.3 MB model cannot fit; allow_large lets it through."""
+    import torch
+
+    import landscape as ls
+    import landscape.ensembles  # noqa: F401
+    from landscape import budget
+
+    model = ls.build_model("mlp", {"in_features": 64, "widths": [1024], "num_classes": 10})
+    model_bytes = budget.tensor_bytes(model)
+    data = (torch.randn(16, 64), torch.randint(0, 10, (16,)))
+    monkeypatch.setattr(budget, "available_memory", lambda device=None: 1_000_000)
+    with pytest.raises(budget.TooLargeError, match=r"SSE of 3 snapshots would need about .*model x 7 .* available"):
+        ls.ensembles.sse(model, data, epochs=1, cycles=3, batch_size=8, lr=0.1)
+    assert budget.check_training(model, data, "x", copies=2) == 2 * model_bytes + budget.tensor_bytes(data)
+    with budget.allowing_large(True):
+        res = ls.ensembles.sse(model, data, epochs=1, cycles=1, batch_size=8, lr=0.1)
+    assert len(res.members) == 1

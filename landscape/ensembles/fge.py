@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..budget import check_training
 from ..pointset import PointSet
 from ..train import TrainBatches, loss_of, resolve_loss, sgd
 from ..weights import Weights
@@ -109,6 +110,7 @@ def fge(
         raise ValueError(f"cycle_length should be an even integer >= 2, got {cycle_length!r}")
     if not alpha1 > alpha2 > 0:
         raise ValueError(f"FGE needs alpha1 > alpha2 > 0, got alpha1={alpha1}, alpha2={alpha2}")
+    check_training(model, data, f"FGE of {cycles} snapshots", copies=4 + int(cycles))
     lossfn = resolve_loss(loss)
     net = copy.deepcopy(model)
     net.load_state_dict(start.state_dict())

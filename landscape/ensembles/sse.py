@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..budget import check_training
 from ..pointset import PointSet
 from ..train import TrainBatches, loss_of, resolve_loss, sgd, train_classifier
 from ..weights import Weights
@@ -65,6 +66,7 @@ def sse(
     """
     if int(cycles) != cycles or cycles < 1 or int(epochs) != epochs or epochs < 1:
         raise ValueError(f"epochs and cycles should be positive integers, got {epochs!r}, {cycles!r}")
+    check_training(model, data, f"SSE of {cycles} snapshots", copies=4 + int(cycles))
     lossfn = resolve_loss(loss)
     net = copy.deepcopy(model)
     if start is not None:

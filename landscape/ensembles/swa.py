@@ -32,6 +32,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from ..bn import update_bn
+from ..budget import check_training
 from ..train import TrainBatches, loss_of, resolve_loss
 from ..train import sgd as train_sgd
 from ..weights import Weights
@@ -164,6 +165,7 @@ def swa(
     cyclical = cycle_length is not None
     if include_start is None:
         include_start = not (restart or cyclical)
+    check_training(model, data, "SWA", copies=5)
     lossfn = resolve_loss(loss)
     net = copy.deepcopy(model)
     net.load_state_dict(start.state_dict())

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..batches import call_model
+from ..budget import check_training
 from ..train import TrainBatches, resolve_loss
 from .layers import kl_divergence, variational_mode
 
@@ -91,6 +92,7 @@ def fit_elbo(
             f"expected batch_size >= 1, lr > 0, kl_weight >= 0, warmup_epochs >= 0; got batch_size={batch_size}, "
             f"lr={lr}, kl_weight={kl_weight}, warmup_epochs={warmup_epochs}"
         )
+    check_training(vmodel, data, "variational training", copies=3)
     lossfn = resolve_loss(loss)
     first = next(iter(vmodel.parameters()), None)
     device = first.device if first is not None else torch.device("cpu")
