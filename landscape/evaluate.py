@@ -5,7 +5,7 @@ of :class:`~landscape.weights.Weights`) and a dataset, and returns loss, accurac
 other metric at every point. The user's module is never modified: points are evaluated with
 :func:`torch.func.functional_call` on a private copy.
 
-Three execution paths, chosen automatically (``path="auto"``) and reported in the result:
+Four execution paths, chosen automatically (``path="auto"``) and reported in the result:
 
 ``fused``
     Models that are a plain stack of ``nn.Linear`` layers and elementwise activations
@@ -13,6 +13,12 @@ Three execution paths, chosen automatically (``path="auto"``) and reported in th
     synthesise each point's weights from the basis inside the kernel: the first layer costs
     J products for any number of points, and a two-layer network never writes the hidden
     activations of its points out.
+``compiled``
+    One ``torch.compile`` graph of the model that takes a point's weights as inputs, with
+    BatchNorm folded into the layer before it per point (:mod:`landscape.compiled`); chosen
+    when the time it saves over all points outweighs the warm-up of compiling. Never at fp64
+    (the oracle mode stays the loop's); at fp32 its results differ from the loop's in the
+    last digits (at most 1e-5 relative) and do not depend on which points share the run.
 ``vmap``
     ``torch.func.vmap`` of ``functional_call`` over a chunk of points (the default on GPUs).
 ``loop``
@@ -37,6 +43,7 @@ from torch import nn
 from torch.func import vmap
 
 from . import bn as bnlib
+from . import compiled as compiledlib
 from .batches import Batch, DataSource, as_source, call_model, input_checks, read_batch
 from .metrics import Metric, NonFiniteWarning, resolve_metrics
 from .pointset import PointSet
@@ -53,7 +60,7 @@ __all__ = [
 ]
 
 PRECISIONS = ("fp64", "fp32", "tf32", "bf16")
-PATHS = ("auto", "fused", "vmap", "loop")
+PATHS = ("auto", "fused", "compiled", "vmap", "loop")
 _ACTIVATIONS = {nn.ReLU: ("relu", 1), nn.Tanh: ("tanh", 2), nn.Identity: ("identity", 0), nn.Dropout: ("identity", 0)}
 
 
@@ -79,7 +86,7 @@ class EvalResult:
     metrics : dict of str to ndarray[K]
         One float64 array per metric; NaN for points not evaluated.
     path : str
-        The execution path used (``fused``, ``vmap`` or ``loop``).
+        The execution path used (``fused``, ``compiled``, ``vmap`` or ``loop``).
     points_per_pass, batch_size : int
         Chunking chosen from the memory budget.
     seconds : float
@@ -385,6 +392,9 @@ class Engine:
         stack = linear_stack(self.work)
         self.plan, self.flatten = stack if stack is not None else (None, False)
         self._fused = None
+        #: the compiled forward (path "compiled") and the warm-up this engine paid for it
+        self._compiled: compiledlib.CompiledForward | None = None
+        self.compile_seconds = 0.0
         self._sources: dict[int, tuple[Any, DataSource]] = {}
         self.path: str | None = None
         self.points_per_pass: int | None = None
@@ -433,6 +443,13 @@ class Engine:
                 "path='fused' needs an nn.Sequential of Linear layers and ReLU/Tanh activations "
                 f"at precision fp32/tf32/fp64, fed one input tensor; got {self.model_name} at {self.precision}"
             )
+        if self.path_asked == "compiled" and self.precision == "fp64":
+            warnings.warn(
+                "path='compiled' does not run at precision fp64 (the oracle mode stays bit for bit the "
+                "loop's); using the loop path",
+                stacklevel=4,
+            )
+            return "loop"
         if self.path_asked != "auto":
             return self.path_asked
         # The fused kernels win where the first layer's input is shared (J products for any
@@ -441,7 +458,27 @@ class Engine:
         # large GEMMs is as fast (measured in tools/bench_engine.py).
         if fused_ok and len(self.plan) <= 2 and self._fused_pays():
             return "fused"
+        if self._compiled_pays(src):
+            return "compiled"
         return "vmap" if self.device.type == "cuda" else "loop"
+
+    def _compiled_pays(self, src: DataSource) -> bool:
+        """Whether ``auto`` takes the compiled path: never in fp64 or bf16, and otherwise when
+        the estimated time it saves over all points exceeds the warm-up
+        (:func:`landscape.compiled.compiled_pays`)."""
+        if self.precision not in ("fp32", "tf32") or self.pts.K < 2:
+            return False
+        n = src.n
+        if n is None and src.kind == "loader":
+            with contextlib.suppress(TypeError, AttributeError):
+                n = len(src.data.dataset)
+        if not n:
+            return False
+        point0 = {name: t[0] for name, t in self.point_tensors([0]).items()}
+        probe = src.first(1).to(self.device, self.dtype)
+        macs = compiledlib.forward_macs(self.work, point0, probe, self.forward)
+        signature = compiledlib.model_signature(self.work, self.dtype, self.device)
+        return compiledlib.compiled_pays(macs, int(n), self.pts.K, self.device, signature)
 
     def _fused_pays(self) -> bool:
         """Whether the fused kernels beat the loop for this basis size.
@@ -528,6 +565,8 @@ class Engine:
                             f"using the {self.path} path",
                             stacklevel=3,
                         )
+            if self.path == "compiled":
+                self._compiled = compiledlib.compiled_forward(self.work, self.forward, self.dtype, self.device)
         if self.points_per_pass is None:
             self.points_per_pass, self.n_batch = self._plan_memory(src, self.path)
         return self.points_per_pass
@@ -553,6 +592,10 @@ class Engine:
             tensors = bnlib.recompute_bn_exact(
                 apply, work, tensors, lambda: self._batches(bsrc, self.bn_batch_size), forward=user_forward
             )
+        compiled = self._compiled
+        if compiled is not None:
+            tensors = compiled.fold(tensors)
+            forward = lambda p, b: self._compiled_call(compiled, p, b)  # noqa: E731
         sums = {m.name: torch.zeros(len(idx), dtype=torch.float64, device=device) for m in self.metrics}
         counts = {m.name: torch.zeros(len(idx), dtype=torch.float64, device=device) for m in self.metrics}
         probs = [] if self.keep_probabilities else None
@@ -574,6 +617,14 @@ class Engine:
             sq = self.sq_norms[torch.as_tensor(idx)].to(device) if self.sq_norms is not None else None
             vals[m.name] = m.finalize(sums[m.name], counts[m.name], sq).cpu().numpy()
         return vals
+
+    def _compiled_call(self, compiled: compiledlib.CompiledForward, params, batch: Batch) -> torch.Tensor:
+        """One point through the compiled forward; the first call's warm-up is this engine's."""
+        cold = compiled.compile_seconds is None
+        out = compiled(params, batch, self.n_batch)
+        if cold:
+            self.compile_seconds += compiled.compile_seconds or 0.0
+        return out
 
     def run(
         self, data, indices=None, *, bn_data=None, on_chunk=None, progress: bool = True, desc: str = "evaluate"
@@ -607,6 +658,14 @@ class Engine:
                     except Exception as e:  # noqa: BLE001 - classified below
                         if _is_oom(e):
                             self._back_off(e)
+                            continue
+                        if self.path == "compiled":
+                            warnings.warn(
+                                f"the compiled path cannot evaluate {self.model_name} "
+                                f"({compiledlib.failure_reason(e)}); falling back to the per-point path",
+                                stacklevel=3,
+                            )
+                            self._compiled, self.path = None, "loop"
                             continue
                         if vectorized and _is_vmap_failure(e):
                             warnings.warn(
@@ -710,6 +769,7 @@ def evaluate_points(
             "bn": bn,
             "memory_budget": engine.budget,
             "data_passes": engine.data_passes,
+            "compile_seconds": engine.compile_seconds,
         },
     )
 
@@ -805,8 +865,7 @@ def evaluate(
     Parameters
     ----------
     model : nn.Module
-        Any module; only its structure is used (a private copy is evaluated with
-        :func:`torch.func.functional_call`); never modified.
+        Any module, never modified; only its structure is used (:func:`torch.func.functional_call`).
     points : PointSet or Weights or list of Weights
         K weight points ``C @ B`` sharing the model's layout.
     data : TensorData, (Tensor[N, ...], Tensor[N]), DataLoader, Dataset or iterable of batches
@@ -816,9 +875,9 @@ def evaluate(
         (``labels`` are the targets, the other keys the model's keyword arguments).
     metrics : sequence of str or callable or Metric
         ``"loss"`` (mean cross-entropy), ``"acc"``, ``"err"`` (%), ``"mse"``, the causal-LM
-        token metrics ``"token_loss"``, ``"perplexity"``, ``"token_acc"``, any
-        ``fn(output, target) -> scalar`` averaging over its batch,
-        :func:`landscape.metrics.batch_metric` or :func:`landscape.metrics.l2_regularized`.
+        token metrics ``"token_loss"``, ``"perplexity"``, ``"token_acc"``, any ``fn(output,
+        target) -> scalar`` averaging over its batch, :func:`landscape.metrics.batch_metric`
+        or :func:`landscape.metrics.l2_regularized`.
     bn : {"running", "recompute", "recompute-batches", "recompute-exact"}
         BatchNorm statistics: the points' own; recomputed per point with each batch weighted
         by its size (the mode-connectivity and SWA repositories' ``update_bn``) or equally
@@ -827,32 +886,30 @@ def evaluate(
     bn_data : TensorData or tuple, optional
         Data for recomputing statistics (default ``data``); usually the train split.
     precision : {"fp32", "fp64", "tf32", "bf16"}
-        fp32 is the default and deterministic; fp64 is the oracle mode. Points are built in
-        that precision from the basis whatever its dtype (bf16 checkpoints are widened entry
-        by entry); ``bf16`` runs under autocast, and a bf16 basis then stays bf16.
+        fp32 is the default and deterministic; fp64 the oracle mode. Points are built in it
+        entry by entry whatever the basis dtype; ``bf16`` autocasts (a bf16 basis stays bf16).
     device : str or torch.device, optional
         Default: CUDA when available, else CPU.
     batch_size : int, optional
         Samples per pass. Default on GPUs: 2048 (less if the memory budget says so); on CPUs
-        a power of two between 16 and 1024 whose activations take about 64 MB (cache-sized
-        batches are fastest there).
+        a power of two in [16, 1024] whose activations take about 64 MB (fastest there).
     bn_batch_size : int
         Batch size of the statistics pass (``update_bn`` uses the loader's).
     max_memory : int, optional
-        Memory budget in bytes (default 60% of free GPU memory, 25% of available RAM).
-        Points per pass and batch size follow from it; out-of-memory errors halve them.
+        Memory budget in bytes (default 60% of free GPU memory, 25% of available RAM); points
+        per pass and batch size follow from it, and out-of-memory errors halve them.
     points_per_pass : int, optional
         Upper bound on points per pass (default 64).
-    path : {"auto", "fused", "vmap", "loop"}
-        Execution path; ``auto`` picks the fused kernels for MLPs with one or two linear
-        layers, else vmap on GPUs and the per-point loop on CPUs (where vmap is slower).
+    path : {"auto", "fused", "compiled", "vmap", "loop"}
+        See the module docstring; ``auto`` picks fused for MLPs of one or two linear layers,
+        compiled at fp32/tf32 when its estimated saving outweighs its warm-up, else vmap on
+        GPUs and the loop on CPUs.
     forward : callable, optional
-        ``forward(model, batch) -> output`` replacing the default call (``model(x)`` or
-        ``model(**inputs)``); outputs may be tensors, tuples, dicts with ``logits`` or
-        objects with ``.logits``.
+        ``forward(model, batch) -> output`` replacing ``model(x)`` or ``model(**inputs)``; outputs
+        may be tensors, tuples, dicts with ``logits`` or objects with ``.logits``.
     offload : bool
-        On a GPU, keep the basis (the checkpoints) in host memory and stream each entry to the
-        device as the points of a chunk are built, instead of copying the basis to the device.
+        On a GPU, keep the basis in host memory and stream each entry to the device as the
+        points of a chunk are built.
     progress : bool
         Show a progress bar (``tqdm.auto``) with points per second.
     out : path, optional
@@ -869,8 +926,8 @@ def evaluate(
     Returns
     -------
     EvalResult
-        ``result["loss"]`` etc. as float64 arrays of shape [K], plus the path used;
-        ``result.info["data_passes"]`` counts the passes over the data.
+        ``result["loss"]`` etc. as float64 arrays of shape [K], plus the path used; ``info``
+        has ``data_passes`` (passes over the data) and ``compile_seconds`` (warm-up paid).
 
     Examples
     --------
@@ -886,9 +943,9 @@ def evaluate(
     ((3,), 'fused')
     """
     points = _as_pointset(points)
-    opts = dict(bn=bn, bn_data=bn_data, precision=precision, device=device, batch_size=batch_size)
-    opts.update(bn_batch_size=bn_batch_size, max_memory=max_memory, points_per_pass=points_per_pass, path=path)
-    opts.update(forward=forward, offload=offload, progress=progress)
+    opts = dict(bn=bn, bn_data=bn_data, precision=precision, device=device, batch_size=batch_size, path=path)
+    opts.update(bn_batch_size=bn_batch_size, max_memory=max_memory, points_per_pass=points_per_pass, offload=offload)
+    opts.update(forward=forward, progress=progress)
     if out is None:
         return evaluate_points(model, points, data, metrics, **opts)
     with _eval_file(out, points, data, metrics, bn, bn_data, precision, attrs, resume, force, allow_large) as f:

@@ -1,0 +1,218 @@
+"""The compiled path: BatchNorm folding against the unfolded model in float64, one graph for
+all points and runs (counted with a stand-in backend), agreement with the loop."""
+
+import json
+import shutil
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call
+
+import landscape as ls
+from landscape import compiled as C
+from landscape.weights import model_skeleton
+
+
+class _Counter:
+    """A torch.compile backend that counts the graphs it is given and runs them eagerly."""
+
+    def __init__(self, fail: str | None = None):
+        self.graphs = 0
+        self.fail = fail
+
+    def __call__(self, gm, example_inputs):
+        self.graphs += 1
+        if self.fail:
+            raise RuntimeError(self.fail)
+        return gm.forward
+
+
+@pytest.fixture
+def counter(monkeypatch, tmp_path):
+    torch._dynamo.reset()
+    monkeypatch.setattr(C, "_COMPILED", {})
+    monkeypatch.setenv("LANDSCAPE_CACHE_DIR", str(tmp_path))
+    backend = _Counter()
+    monkeypatch.setattr(C, "BACKEND", backend)
+    yield backend
+    torch._dynamo.reset()
+
+
+def _net():
+    # bias-less conv -> BN, conv with bias -> BN, a BN after a ReLU (stays), linear -> BN1d,
+    # a BN without affine parameters
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1, bias=False),
+        nn.BatchNorm2d(6),
+        nn.ReLU(),
+        nn.Conv2d(6, 8, 3, padding=1),
+        nn.BatchNorm2d(8, affine=False),
+        nn.ReLU(),
+        nn.BatchNorm2d(8),
+        nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(32, 16),
+        nn.BatchNorm1d(16),
+        nn.ReLU(),
+        nn.Linear(16, 5),
+    )
+
+
+def _randomised(seed):
+    torch.manual_seed(seed)
+    net = _net()
+    with torch.no_grad():
+        for mod in net.modules():
+            if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+                mod.running_mean.normal_()
+                mod.running_var.uniform_(0.3, 3.0)
+                if mod.affine:
+                    mod.weight.normal_()
+                    mod.bias.normal_()
+    return net.eval()
+
+
+def _line(k=8):
+    nets = [_randomised(0), _randomised(1)]
+    ws = [ls.Weights.from_module(n) for n in nets]
+    return nets[0], ls.PointSet.from_weights(ws, [[1 - t, t] for t in np.linspace(0, 1, k)])
+
+
+def _data(n=50):
+    g = torch.Generator().manual_seed(5)
+    return torch.randn(n, 3, 8, 8, generator=g), torch.randint(0, 5, (n,), generator=g)
+
+
+def test_pairs_are_the_layers_directly_before_a_batchnorm():
+    assert C.foldable_pairs(_net()) == [("0", "1"), ("3", "4"), ("9", "10")]
+
+    class Residual(nn.Module):  # the conv output also feeds the sum: the BN cannot absorb it
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3)
+
+        def forward(self, x):
+            h = self.conv(x)
+            return self.bn(h) + h
+
+    class Branchy(nn.Module):  # data-dependent control flow: torch.fx cannot trace it
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3)
+
+        def forward(self, x):
+            return self.bn(self.conv(x)) if x.sum() > 0 else x
+
+    assert C.foldable_pairs(Residual()) == []
+    assert C.foldable_pairs(Branchy()) == []
+    no_stats = nn.Sequential(nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3, track_running_stats=False))
+    assert C.foldable_pairs(no_stats) == []
+
+
+def test_folded_model_equals_the_unfolded_one_in_float64(counter):
+    net = _randomised(3).double()
+    work, fixed = model_skeleton(net, "cpu", torch.float64)
+    forward = C.CompiledForward(work, None, "test", counter)
+    # a stack of two points, folded at once, each equal to the model at that point
+    points = [_randomised(s).double().state_dict() for s in (3, 4)]
+    stacked = {n: torch.stack([p[n] for p in points]) for n in points[0]}
+    folded = forward.fold(stacked)
+    assert not any(n.startswith(("1.", "4.", "10.")) for n in folded)
+    assert "0.bias" in folded  # the bias-less convolution gains one
+    x = torch.randn(7, 3, 8, 8, dtype=torch.float64)
+    for i, p in enumerate(points):
+        want = functional_call(work, p, (x,))
+        got = functional_call(forward.module, {n: t[i] for n, t in folded.items()}, (x,))
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_one_graph_for_all_points_and_for_a_second_run(counter):
+    model, line = _line()
+    x, y = _data(50)  # batches of 16: the last one (2 samples) is padded, not recompiled
+    first = ls.evaluate(model, line, (x, y), path="compiled", batch_size=16, progress=False)
+    assert first.path == "compiled"
+    assert counter.graphs == 1
+    assert first.info["compile_seconds"] > 0
+    again = ls.evaluate(model, line, (x, y), path="compiled", batch_size=16, progress=False)
+    assert counter.graphs == 1
+    assert again.info["compile_seconds"] == 0.0
+    np.testing.assert_array_equal(again["loss"], first["loss"])
+
+
+@pytest.mark.parametrize("bn", ["running", "recompute", "recompute-exact"])
+def test_fp32_matches_the_loop_and_a_point_ignores_its_companions(counter, bn):
+    model, line = _line()
+    x, y = _data(40)
+    loop = ls.evaluate(model, line, (x, y), bn=bn, path="loop", batch_size=16, progress=False)
+    comp = ls.evaluate(model, line, (x, y), bn=bn, path="compiled", batch_size=16, progress=False)
+    np.testing.assert_allclose(comp["loss"], loop["loss"], rtol=1e-5)
+    np.testing.assert_array_equal(comp["acc"], loop["acc"])
+    alone = ls.evaluate(model, line.subset([3]), (x, y), bn=bn, path="compiled", batch_size=16, progress=False)
+    assert alone["loss"][0] == comp["loss"][3]
+    assert counter.graphs == 1
+
+
+def test_fp64_never_compiles(counter):
+    model, line = _line(3)
+    x, y = _data(20)
+    loop = ls.evaluate(model, line, (x, y), precision="fp64", path="loop", progress=False)
+    with pytest.warns(UserWarning, match="does not run at precision fp64"):
+        asked = ls.evaluate(model, line, (x, y), precision="fp64", path="compiled", progress=False)
+    assert asked.path == "loop" and counter.graphs == 0
+    np.testing.assert_array_equal(asked["loss"], loop["loss"])
+
+
+def test_a_failing_compilation_warns_once_and_uses_the_loop(monkeypatch, counter):
+    monkeypatch.setattr(C, "BACKEND", _Counter(fail="no C compiler here"))
+    model, line = _line(4)
+    x, y = _data(20)
+    loop = ls.evaluate(model, line, (x, y), path="loop", progress=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = ls.evaluate(model, line, (x, y), path="compiled", progress=False)
+    messages = [str(w.message) for w in caught if "compiled path" in str(w.message)]
+    assert len(messages) == 1 and "no C compiler here" in messages[0], messages
+    assert res.path == "loop"
+    np.testing.assert_array_equal(res["loss"], loop["loss"])
+
+
+def test_auto_compiles_only_when_the_saving_outweighs_the_warm_up(monkeypatch, counter):
+    model, line = _line(8)
+    x, y = _data(20)
+    res = ls.evaluate(model, line, (x, y), progress=False)
+    assert res.path == "loop" and counter.graphs == 0  # a small model never pays 40 s
+    # a machine 10^6 times slower makes the same evaluation worth compiling
+    monkeypatch.setattr(C, "EAGER_MACS_PER_SECOND", {"cpu": 1e4, "cuda": 1e4})
+    res = ls.evaluate(model, line, (x, y), progress=False)
+    assert res.path == "compiled" and counter.graphs == 1
+    # precision fp64 and bf16 are never chosen
+    assert ls.evaluate(model, line, (x, y), precision="fp64", progress=False).path == "loop"
+
+
+def test_a_recorded_warm_up_replaces_the_default(counter):
+    cpu = torch.device("cpu")
+    C.record_compile_seconds(f"sig:{C.BACKEND}", 1e6)
+    assert C.recorded_compile_seconds(f"sig:{C.BACKEND}") == 1e6
+    plane = (41_000_000, 10_000, 2601)  # ResNet-20 MACs, 10k images, a 51 x 51 grid
+    assert C.compiled_pays(*plane, cpu, "other") is True
+    assert C.compiled_pays(*plane, cpu, "sig") is False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None, reason="Inductor needs a C compiler")
+def test_inductor_matches_the_loop_in_fp32(monkeypatch, tmp_path):
+    torch._dynamo.reset()
+    monkeypatch.setattr(C, "_COMPILED", {})
+    monkeypatch.setenv("LANDSCAPE_CACHE_DIR", str(tmp_path))
+    model, line = _line(4)
+    x, y = _data(40)
+    loop = ls.evaluate(model, line, (x, y), path="loop", batch_size=16, progress=False)
+    comp = ls.evaluate(model, line, (x, y), path="compiled", batch_size=16, progress=False)
+    assert comp.path == "compiled" and comp.info["compile_seconds"] > 0
+    np.testing.assert_allclose(comp["loss"], loop["loss"], rtol=1e-5)
+    # the warm-up is recorded for the next process's auto choice
+    recorded = json.loads((tmp_path / "compile_seconds.json").read_text())
+    assert len(recorded) == 1 and list(recorded.values())[0] > 0
