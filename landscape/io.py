@@ -1810,6 +1810,16 @@ register_kind(
     metrics=("nodes", "weights"),
     attrs=("n", "hvps", "selection"),
 )
+# Surfaces brought in from other tools.
+register_kind(
+    "loss-landscape",
+    1,
+    writer="landscape.io_ll.import_loss_landscape",
+    reader="landscape.io.open_result",
+    grid="(nx,) or (nx, ny): cell (i, j) at (x[i], y[j])",
+    arrays=("x",),
+    attrs=("surface-type", "source", "source-sha256", "dir-file", "left-out", "partial-cells"),
+)
 # PyTorch files (torch.load(weights_only=True) reads them).
 register_kind(
     "landscape-curve",

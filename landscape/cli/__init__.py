@@ -12,6 +12,7 @@ Subcommands
 ``surface``           1D/2D loss surfaces: interpolation, random line/plane, three-point and PCA planes
 ``plot``              figures from a result file (PNG and PDF)
 ``export``            a surface for ParaView (.vtp)
+``import-ll``         a surface file of loss-landscape as a landscape result file
 ``curve``             mode connectivity: fit, eval, plane or export a curve between two checkpoints
 ``connect``           Linear, Arc, OT and weight-adjustment connections with the worst accuracy along each
 ``connection-model``  a Flow (or Bijection) connection model learnt from several checkpoints
@@ -53,6 +54,7 @@ COMMANDS = (
     "surface",
     "plot",
     "export",
+    "import-ll",
     "curve",
     "connect",
     "connection-model",
