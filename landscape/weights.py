@@ -49,6 +49,7 @@ __all__ = [
     "save_atomic",
     "save_weights",
     "split_checkpoint_key",
+    "weights_from_state_dict",
 ]
 
 #: Kinds of entries a layout distinguishes.
@@ -729,6 +730,31 @@ def load_checkpoint(
     """
     path = os.fspath(path)
     sd = read_state_dict(path, trust=trust, model=model)
+    file, _ = split_checkpoint_key(path)
+    return weights_from_state_dict(sd, model, source=path, sha256=checkpoint_sha256(file), check_finite=check_finite)
+
+
+def weights_from_state_dict(
+    sd: Mapping[str, torch.Tensor],
+    model: nn.Module,
+    *,
+    source: str,
+    sha256: str | None = None,
+    check_finite: bool = True,
+) -> Weights:
+    """Match named tensors to ``model`` by name, as :func:`load_checkpoint` does for a file.
+
+    ``sd`` may use a peer repository's names (:func:`landscape.models.peer_key_map`); tied
+    aliases may be left out, BatchNorm's ``num_batches_tracked`` too. ``source`` names the
+    tensors in messages (``checkpoint '<source>' ...``) and becomes ``Weights.source``.
+
+    Raises
+    ------
+    CheckpointError
+        Naming the first missing, extra or mis-shaped key and both shapes.
+    """
+    path = source
+    sd = dict(sd)
     layout = Layout.from_module(model)
     expected = model.state_dict()
     required, allowed = _model_names(model)
@@ -777,8 +803,7 @@ def load_checkpoint(
             f"{tuple(sd[extra[0]].shape)}) is in the checkpoint but not in the model"
         )
     tensors = {k: sd[k].to(dtype=expected[k].dtype) for k in expected if k in sd}
-    file, _ = split_checkpoint_key(path)
-    w = Weights(tensors, layout, source=path, sha256=checkpoint_sha256(file))
+    w = Weights(tensors, layout, source=path, sha256=sha256)
     if check_finite:
         bad = w.nonfinite()
         if bad:

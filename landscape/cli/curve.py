@@ -1,9 +1,10 @@
-"""``landscape curve fit|eval|plane|export``: mode connectivity (Garipov et al. 2018).
+"""``landscape curve fit|eval|plane|export|import``: mode connectivity (Garipov et al. 2018).
 
 ``fit`` trains a Bezier curve or polygonal chain between two checkpoints
 (:func:`landscape.curves.fit_curve`), ``eval`` the metrics along it against the straight
-line, ``plane`` the surface on the plane through the endpoints and the middle bend, and
-``export`` the weights at one ``t`` as a normal checkpoint.
+line, ``plane`` the surface on the plane through the endpoints and the middle bend,
+``export`` the weights at one ``t`` as a normal checkpoint, and ``import`` writes a curve
+checkpoint of dnn-mode-connectivity as our curve file (:func:`landscape.curves.import_dmc_curve`).
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ from .common import (
     plot_if_asked,
     print_surface_summary,
     recorded_config,
+    refuse_existing,
 )
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "curve", help="mode connectivity: fit | eval | plane | export a curve between two checkpoints"
+        "curve", help="mode connectivity: fit | eval | plane | export | import a curve between two checkpoints"
     )
     p.set_defaults(run=main)
     csub = p.add_subparsers(dest="curve_command", metavar="ACTION")
@@ -91,6 +93,18 @@ def add_parser(subparsers) -> None:
     options.add_model(c)
     c.add_argument("--t", type=float, required=True)
     options.add_output(c, help="the checkpoint file to write")
+    c = csub.add_parser("import", help="a curve checkpoint of dnn-mode-connectivity as a curve file")
+    c.add_argument("dmc_file", metavar="DMC.pt", help="dnn-mode-connectivity's curve checkpoint (train.py --curve)")
+    options.add_model(c)
+    c.add_argument(
+        "--curve",
+        dest="curve_kind",
+        default=None,
+        choices=["bezier", "polychain"],
+        help="its --curve (Bezier, PolyChain); read from the file's coeff_layer buffers when they are there",
+    )
+    options.add_trust(c)
+    options.add_output(c, help="the curve file to write")
 
 
 def main(args) -> int:
@@ -98,10 +112,12 @@ def main(args) -> int:
 
     action = args.curve_command
     if action is None:
-        raise UsageError("landscape curve needs an action: fit, eval, plane or export")
+        raise UsageError("landscape curve needs an action: fit, eval, plane, export or import")
     model = build_model(args.model, args.model_kwargs)
     if action == "export":
         return _export(args, model)
+    if action == "import":
+        return _import(args, model)
     if action == "fit":
         return _fit(args, model)
     return _profile(args, model)
@@ -116,6 +132,26 @@ def _export(args, model) -> int:
         raise UsageError(f"--t {args.t} is outside [0, 1]")
     save_weights(curve.weights_at(args.t).state_dict(), args.out, force=args.force)
     print(f"weights at t={args.t} -> {args.out}")
+    return 0
+
+
+def _import(args, model) -> int:
+    from .. import curves
+
+    refuse_existing(args.out, args.force)
+    curve, info = curves.load_curve(
+        args.dmc_file, model, format="dmc", curve=args.curve_kind, trust=args.trust_checkpoint
+    )
+    curve.save(args.out, force=args.force, imported_from=info)
+    print(
+        f"{curve.kind} curve, {curve.n_bends} bend(s) (dnn-mode-connectivity's num_bends {info['num_bends']}) "
+        f"-> {args.out}"
+    )
+    if any(name.endswith("running_mean") for name in curve.layout.names()):
+        print(
+            "BatchNorm: the file holds one set of running statistics for the whole curve, now in every control "
+            "point; `curve eval` and `curve plane` recompute them at every t (--bn recompute), as its eval_curve.py"
+        )
     return 0
 
 

@@ -3,7 +3,8 @@
 ``Curve`` (Bezier curves and polygonal chains with any number of bends), their coefficient
 functions, ``fit_curve`` (train the bends), ``evaluate_curve`` (loss and accuracy along t
 against the straight line, the barrier) and ``curve_plane`` (the plane through the
-endpoints and the middle bend, with the curve projected onto it).
+endpoints and the middle bend, with the curve projected onto it); ``load_curve`` reads our curve
+files and dnn-mode-connectivity's curve checkpoints (``import_dmc_curve``).
 """
 
 from .coefficients import (
@@ -12,7 +13,8 @@ from .coefficients import (
     polychain_coefficients,
     polychain_derivative_coefficients,
 )
-from .curve import CURVE_KINDS, Curve, load_curve
+from .curve import CURVE_FORMATS, CURVE_KINDS, Curve, load_curve
+from .dmc import import_dmc_curve
 from .fit import (
     LR_UPDATES,
     SCHEDULES,
@@ -26,6 +28,7 @@ from .fit import (
 from .profile import CurveProfile, barrier, curve_plane, evaluate_curve, path_statistics, segment_lengths
 
 __all__ = [
+    "CURVE_FORMATS",
     "CURVE_KINDS",
     "LR_UPDATES",
     "SCHEDULES",
@@ -41,6 +44,7 @@ __all__ = [
     "curve_weight_decay",
     "evaluate_curve",
     "fit_curve",
+    "import_dmc_curve",
     "learning_rate_factor",
     "load_curve",
     "path_statistics",

@@ -29,7 +29,7 @@ from .coefficients import (
     polychain_derivative_coefficients,
 )
 
-__all__ = ["CURVE_KINDS", "Curve", "load_curve"]
+__all__ = ["CURVE_FORMATS", "CURVE_KINDS", "Curve", "load_curve"]
 
 CURVE_KINDS = ("bezier", "polychain")
 _FORMAT = "landscape-curve"  # the registered kind of curve files (landscape.io.result_kind)
@@ -279,10 +279,43 @@ class Curve:
         save_atomic(self.state(**extra), path, force=force)
 
 
-def load_curve(path: str | os.PathLike, model: torch.nn.Module) -> tuple[Curve, dict[str, Any]]:
-    """Load a curve saved by :meth:`Curve.save` for ``model``; returns the curve and the saved dict."""
+CURVE_FORMATS = ("landscape", "dmc")
+
+
+def load_curve(
+    path: str | os.PathLike,
+    model: torch.nn.Module,
+    format: str = "landscape",
+    *,
+    curve: str | None = None,
+    trust: bool = False,
+) -> tuple[Curve, dict[str, Any]]:
+    """Load a curve for ``model``; returns the curve and the saved dict.
+
+    Parameters
+    ----------
+    path : str
+        A curve file saved by :meth:`Curve.save` (``format="landscape"``), or a curve
+        checkpoint of dnn-mode-connectivity's ``train.py`` (``format="dmc"``,
+        :func:`landscape.curves.import_dmc_curve`: its ``num_bends`` counts both ends).
+    model : nn.Module
+        The network the curve's points are weights of.
+    format : {"landscape", "dmc"}
+    curve : {"bezier", "polychain"}, optional
+        The curve type; a DMC file records it in its ``coeff_layer`` buffers, and ``curve`` is
+        needed only when they are absent. Given for a landscape file, it must be the file's.
+    trust : bool
+        ``format="dmc"`` only: allow pickled Python objects (see
+        :func:`landscape.weights.read_state_dict`).
+    """
     from ..weights import CheckpointError, Layout
 
+    if format not in CURVE_FORMATS:
+        raise ValueError(f"format should be one of {CURVE_FORMATS}, got {format!r}")
+    if format == "dmc":
+        from .dmc import import_dmc_curve
+
+        return import_dmc_curve(path, model, curve=curve, trust=trust)
     path = os.fspath(path)
     if not os.path.exists(path):
         raise CheckpointError(f"curve file '{path}' does not exist")
@@ -309,9 +342,11 @@ def load_curve(path: str | os.PathLike, model: torch.nn.Module) -> tuple[Curve, 
         )
         for n in ("start", "end")
     )
-    curve = Curve(start, end, state["n_bends"], state["kind"])
-    curve.origin_sha256 = {n: state.get(f"{n}_sha256") for n in ("start", "end")}
-    curve.trained_ends = trained
+    if curve is not None and curve != state["kind"]:
+        raise CheckpointError(f"curve file '{path}' holds a {state['kind']} curve, but curve={curve!r} was given")
+    loaded = Curve(start, end, state["n_bends"], state["kind"])
+    loaded.origin_sha256 = {n: state.get(f"{n}_sha256") for n in ("start", "end")}
+    loaded.trained_ends = trained
     with torch.no_grad():
-        curve.bends.copy_(state["bends"])
-    return curve, state
+        loaded.bends.copy_(state["bends"])
+    return loaded, state
