@@ -201,25 +201,20 @@ def check_grid(
     held: Mapping[str, float],
     device=None,
     out=None,
-    arrays: Mapping[str, int] | None = None,
     points_per_pass: int | None = None,
     allow_large: bool = False,
 ) -> int:
-    """The up-front checks of a run that evaluates the cells of a grid of ``shape``, points of
-    a ``basis`` of ``(J, P)`` entries of ``itemsize`` bytes, on ``metrics``, before any point
-    is built: its output file ``out`` (sized by :func:`landscape.io.result_file_bytes`, with
-    ``arrays``: the bytes of its static arrays by name) and its memory at the peak
-    (coefficients, results, the points of one pass, and ``held``: what is loaded already,
-    such as the basis, the data and the model). Raises :class:`TooLargeError` unless
-    ``allow_large``; returns the estimated peak in bytes."""
+    """The up-front memory check of a run that evaluates the cells of a grid of ``shape``,
+    points of a ``basis`` of ``(J, P)`` entries of ``itemsize`` bytes, on ``metrics``, before
+    any point is built: its memory at the peak (coefficients, results, the points of one pass,
+    the basis copy written to ``out`` when there is one, and ``held``: what is loaded already,
+    such as the basis, the data and the model). The output file's size is checked by
+    :func:`landscape.io.check_output_size` (where files are created). Raises
+    :class:`TooLargeError` unless ``allow_large``; returns the estimated peak in bytes."""
     J, P = basis
     cells = 1
     for d in shape:
         cells *= int(d)
-    if out is not None:
-        from .io import check_output_size
-
-        check_output_size(shape, metrics, arrays, f"result file '{os.fspath(out)}'", allow_large=allow_large)
     k = points_per_pass or max(1, min(64, (256 << 20) // max(P * itemsize, 1)))
     parts = dict(held)
     parts["coefficients"] = 2 * cells * J * 8 + 2 * cells * 8

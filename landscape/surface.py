@@ -385,16 +385,20 @@ def _check_budget(model, plane: Plane, shape, splits, metric_objs, precision, de
         "model": budget.tensor_bytes(model),
         "data": budget.tensor_bytes(list({id(d): d for d in (*splits.values(), bn_data)}.values())),
     }
+    metrics = [f"{s}_{m.name}" for s in splits for m in metric_objs]
+    if out is not None:
+        from .io import check_output_size
+
+        check_output_size(shape, metrics, arrays, f"result file '{os.fspath(out)}'", allow_large=allow_large)
     budget.check_grid(
         f"a {' x '.join(map(str, shape))} {plane.kind} surface",
         shape=shape,
-        metrics=[f"{s}_{m.name}" for s in splits for m in metric_objs],
+        metrics=metrics,
         basis=(J, P),
         itemsize=8 if precision == "fp64" else 4,
         held=held,
         device=device,
         out=out,
-        arrays=arrays,
         allow_large=allow_large,
     )
 
