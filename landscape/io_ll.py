@@ -32,11 +32,12 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .io import FORMAT_NAME, ResultExistsError, ResultFileError, create_result
+from .io import FORMAT_NAME, ResultExistsError, ResultFileError, atomic_write, create_result, open_result
 
 __all__ = [
     "LL_MISSING",
     "LossLandscapeSurface",
+    "export_loss_landscape",
     "import_loss_landscape",
     "read_loss_landscape",
 ]
@@ -326,3 +327,89 @@ def import_loss_landscape(
         if cells.size:
             rf.write_cells(cells, {n: surface.metrics[n].ravel()[cells] for n in names})
     return out, surface
+
+
+def export_loss_landscape(src: str | os.PathLike, out: str | os.PathLike, *, force: bool = False) -> str:
+    """Write a line or plane as loss-landscape's surface file.
+
+    The file holds what ``plot_1D.py``, ``plot_2D.py`` and ``h52vtp.py`` read:
+    ``xcoordinates`` (nx,), ``ycoordinates`` (ny,) for a plane, and one dataset per metric
+    under its own name (``train_loss``, ``train_acc``, ...): shape ``(nx,)`` for a line;
+    for a plane ``(ny, nx)`` with the value at ``(x[i], y[j])`` at ``[j, i]``, the flat
+    meshgrid order ``plot_surface.py`` fills (it creates the arrays ``(nx, ny)``; the numbers
+    and their order are the same, and ``(ny, nx)`` is the shape ``plot_2D.py``'s ``meshgrid``
+    draws for a grid that is not square). Accuracies (``acc``, ``*_acc``) are in percent; a
+    cell not computed holds -1, as there (``plot_surface.py`` computes it when run on the
+    file); a computed cell that is NaN stays NaN. Metrics added after the run (eigenvalue
+    maps) are written with NaN where not computed. Root attributes name the source file, its
+    sha256 and kind. ``plot_1D.py`` needs ``train_loss`` and ``train_acc``; ``h52vtp.py``
+    needs a square grid.
+
+    Parameters
+    ----------
+    src : str, path-like
+        A landscape result file with a 1-D or 2-D grid and arrays ``x`` (and ``y``).
+    out : str or path-like
+        The file to write (whole or not at all).
+    force : bool
+        Overwrite an existing ``out``.
+
+    Returns
+    -------
+    str
+        ``out``.
+
+    Raises
+    ------
+    ResultFileError
+        ``src`` is not a landscape result file.
+    ValueError
+        ``src`` is not a line or plane with coordinates.
+    FileExistsError
+        ``out`` exists and ``force`` is False.
+    """
+    from .weights import file_sha256
+
+    src, out = os.fspath(src), os.fspath(out)
+    with open_result(src, "r") as rf:
+        arrays = rf.array_names()
+        needed = ["x"] if len(rf.shape) == 1 else ["x", "y"]
+        if len(rf.shape) > 2 or any(a not in arrays for a in needed):
+            raise ValueError(
+                f"export to loss-landscape needs a line or plane with array(s) {', '.join(map(repr, needed))} "
+                f"but {_shown(src)} is a {rf.kind!r} result with grid {rf.shape} and arrays {arrays or 'none'}"
+            )
+        x = np.asarray(rf.read_array("x"), dtype=np.float64).reshape(-1)
+        y = np.asarray(rf.read_array("y"), dtype=np.float64).reshape(-1) if len(rf.shape) == 2 else None
+        if (x.size,) + (() if y is None else (y.size,)) != rf.shape:
+            raise ValueError(
+                f"{_shown(src)}: arrays x ({x.size}) and y ({'-' if y is None else y.size}) do not fit its grid {rf.shape}"
+            )
+        done = np.asarray(rf.done, dtype=bool)
+        values = {}
+        for name in rf.metrics:
+            v = np.asarray(rf.read_metric(name), dtype=np.float64)
+            v = v * 100.0 if _is_percent(name) else v.copy()
+            if name in rf.base_metrics:
+                v[~done] = LL_MISSING
+            values[name] = v if y is None else np.ascontiguousarray(v.T)  # [j, i]: meshgrid order
+        kind = rf.kind
+    if os.path.exists(out) and os.path.samefile(src, out):
+        raise ValueError(f"--ll {_shown(out)} is the input file; expected a new file")
+    sha = file_sha256(src)
+
+    def write(tmp: str) -> None:
+        with h5py.File(tmp, "w") as h5:
+            h5["xcoordinates"] = x
+            if y is not None:
+                h5["ycoordinates"] = y
+            for name, v in values.items():
+                h5[name] = v
+            h5.attrs["landscape-source"] = src
+            h5.attrs["landscape-source-sha256"] = sha
+            h5.attrs["landscape-kind"] = kind
+            h5.attrs["landscape-note"] = (
+                "written by landscape export --ll: meshgrid order, -1 not computed, accuracy in percent"
+            )
+
+    return atomic_write(out, write, force=force)

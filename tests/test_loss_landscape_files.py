@@ -175,6 +175,104 @@ def test_info_plot_and_export_read_an_imported_file(tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
 
 
+# --------------------------------------------------------------------------- export
+
+
+def our_plane(path, x=X, y=Y, missing=(), nan=()):
+    """A landscape plane with loss_at/acc_at (fractions) at [i, j]; cells in ``missing`` not
+    done, cells in ``nan`` done with a NaN loss (a diverged point)."""
+    mesh_x, mesh_y = np.meshgrid(x, y, indexing="ij")
+    loss, acc = loss_at(mesh_x, mesh_y), acc_at(mesh_x, mesh_y) / 100.0
+    for cell in nan:
+        loss[cell] = np.nan
+    keep = [k for k in range(loss.size) if np.unravel_index(k, loss.shape) not in set(missing)]
+    attrs = {"surface-type": "random"}
+    arrays = {"x": x, "y": y}
+    with lio.create_result(path, kind="plane", shape=loss.shape, metrics=["train_loss", "train_acc"],
+                           attrs=attrs, arrays=arrays) as rf:  # fmt: skip
+        rf.write_cells(keep, {"train_loss": loss.ravel()[keep], "train_acc": acc.ravel()[keep]})
+    return path
+
+
+def test_the_exported_file_holds_what_plot_2d_and_h52vtp_read(tmp_path):
+    src = our_plane(tmp_path / "ours.h5", missing={(2, 1)})
+    io_ll.export_loss_landscape(src, tmp_path / "ll.h5")
+    with h5py.File(tmp_path / "ll.h5", "r") as f:
+        assert sorted(f.keys()) == ["train_acc", "train_loss", "xcoordinates", "ycoordinates"]
+        x, y = f["xcoordinates"][()], f["ycoordinates"][()]
+        loss, acc = f["train_loss"][()], f["train_acc"][()]
+        assert f.attrs["landscape-source-sha256"] == sha256(src)
+    np.testing.assert_array_equal(x, X)
+    np.testing.assert_array_equal(y, Y)
+    # plot_2D.py: Z goes with meshgrid(x, y), so it has its shape and Z[j, i] is at (x[i], y[j])
+    mesh_x, mesh_y = np.meshgrid(x, y)
+    assert loss.shape == acc.shape == mesh_x.shape == (NY, NX)
+    for j in range(NY):
+        for i in range(NX):
+            if (i, j) == (2, 1):
+                assert loss[j, i] == acc[j, i] == -1.0  # not computed, as crunch leaves it
+            else:
+                assert loss[j, i] == loss_at(x[i], y[j])
+                assert acc[j, i] == pytest.approx(acc_at(x[i], y[j]), rel=1e-14)  # percent
+    # h52vtp.py (and crunch's ravel): flat point k is at (X.ravel()[k], Y.ravel()[k])
+    flat = loss.ravel()
+    computed = flat != -1
+    np.testing.assert_array_equal(flat[computed], loss_at(mesh_x.ravel(), mesh_y.ravel())[computed])
+    # plot_surface.py's scheduler would compute exactly the missing cell
+    assert np.flatnonzero(flat <= 0).tolist() == [1 * NX + 2]
+
+
+def test_the_exported_line_holds_what_plot_1d_reads(tmp_path):
+    x = np.linspace(0, 1, 5)
+    with lio.create_result(tmp_path / "line.h5", kind="line", shape=(5,), attrs={}, arrays={"x": x},
+                           metrics=["train_loss", "train_acc", "test_loss", "test_acc"]) as rf:  # fmt: skip
+        rf.write_cells(range(4), {"train_loss": x[:4], "train_acc": x[:4], "test_loss": 2 * x[:4], "test_acc": x[:4]})
+    io_ll.export_loss_landscape(tmp_path / "line.h5", tmp_path / "ll.h5")
+    with h5py.File(tmp_path / "ll.h5", "r") as f:
+        assert sorted(f.keys()) == ["test_acc", "test_loss", "train_acc", "train_loss", "xcoordinates"]
+        assert all(f[k].shape == (5,) for k in f)
+        np.testing.assert_array_equal(f["test_loss"][()], [*(2 * x[:4]), -1.0])
+        np.testing.assert_allclose(f["train_acc"][()], [*(100 * x[:4]), -1.0])
+
+
+def test_ours_to_loss_landscape_and_back_is_equal(tmp_path):
+    with pytest.warns(ls.NonFiniteWarning, match="ours.h5"):  # a computed NaN, on purpose
+        src = our_plane(tmp_path / "ours.h5", missing={(0, 2), (3, 0)}, nan={(1, 1)})
+    io_ll.export_loss_landscape(src, tmp_path / "ll.h5")
+    with pytest.warns(ls.NonFiniteWarning, match=r"'\S*back.h5': .*train_loss in 1 of 10 cells"):
+        back, _ = io_ll.import_loss_landscape(tmp_path / "ll.h5", tmp_path / "back.h5")
+    with lio.open_result(src) as a, lio.open_result(back) as b:
+        assert a.shape == b.shape and a.metrics == b.metrics
+        np.testing.assert_array_equal(a.done, b.done)
+        for name in ("x", "y"):
+            np.testing.assert_array_equal(a.read_array(name), b.read_array(name))
+        np.testing.assert_array_equal(a.read_metric("train_loss"), b.read_metric("train_loss"))  # NaN at (1, 1)
+        np.testing.assert_allclose(a.read_metric("train_acc"), b.read_metric("train_acc"), rtol=1e-15)
+        assert b.done[1, 1] and np.isnan(b.read_metric("train_loss")[1, 1])
+
+
+def test_export_ll_through_the_command_line_and_what_it_refuses(tmp_path, capsys):
+    src = our_plane(tmp_path / "ours.h5")
+    assert main(["export", str(src), "--ll", str(tmp_path / "ll.h5")]) == 0
+    assert io_ll.read_loss_landscape(tmp_path / "ll.h5").done.all()
+    with lio.create_result(tmp_path / "eval.h5", kind="eval", shape=(2,), metrics=["loss"], attrs={}) as rf:
+        rf.write_cells([0, 1], {"loss": [1.0, 2.0]})
+    cases = [
+        (
+            ["export", str(tmp_path / "eval.h5"), "--ll", str(tmp_path / "x.h5")],
+            "needs a line or plane with array(s) 'x'",
+        ),
+        (["export", str(src), "--ll", str(tmp_path / "ll.h5")], "already exists"),
+        (["export", str(src), "--ll", str(src), "--force"], "is the input file"),
+        (["export", str(src)], "export needs --vtp OUT.vtp or --ll OUT.h5"),
+    ]
+    for argv, fragment in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and fragment in err[0], err
+    assert not (tmp_path / "x.h5").exists()
+
+
 def test_public_names():
-    assert set(io_ll.__all__) >= {"import_loss_landscape", "read_loss_landscape"}
+    assert set(io_ll.__all__) >= {"import_loss_landscape", "export_loss_landscape", "read_loss_landscape"}
     assert ls.io.result_kind("loss-landscape").writer == "landscape.io_ll.import_loss_landscape"

@@ -11,7 +11,7 @@ Subcommands
 ``eval``              metrics of checkpoints
 ``surface``           1D/2D loss surfaces: interpolation, random line/plane, three-point and PCA planes
 ``plot``              figures from a result file (PNG and PDF)
-``export``            a surface for ParaView (.vtp)
+``export``            a surface for ParaView (.vtp) or loss-landscape's scripts (.h5)
 ``import-ll``         a surface file of loss-landscape as a landscape result file
 ``curve``             mode connectivity: fit, eval, plane or export a curve between two checkpoints
 ``connect``           Linear, Arc, OT and weight-adjustment connections with the worst accuracy along each

@@ -1,23 +1,41 @@
-"""``landscape export FILE --vtp OUT.vtp``: a surface for ParaView (:func:`landscape.plot.export_vtp`)."""
+"""``landscape export FILE --vtp OUT.vtp | --ll OUT.h5``: a surface for ParaView
+(:func:`landscape.plot.export_vtp`) or for loss-landscape's scripts
+(:func:`landscape.io_ll.export_loss_landscape`)."""
 
 from __future__ import annotations
 
 from . import options
+from .common import UsageError
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("export", help="export a surface for other tools (ParaView .vtp)")
+    p = subparsers.add_parser(
+        "export", help="export a surface for other tools (ParaView .vtp, loss-landscape's plot_2D/plot_1D/h52vtp)"
+    )
     p.add_argument("file")
-    p.add_argument("--vtp", required=True, metavar="OUT.vtp", help="write VTK XML PolyData here")
-    p.add_argument("--metric", default="train_loss")
+    p.add_argument("--vtp", metavar="OUT.vtp", help="write VTK XML PolyData here (a plane)")
+    p.add_argument(
+        "--ll",
+        metavar="OUT.h5",
+        help="write loss-landscape's surface file here (xcoordinates, ycoordinates, every metric in meshgrid "
+        "order, -1 where not computed, accuracy in percent), which its plot_2D.py, plot_1D.py and h52vtp.py read",
+    )
+    p.add_argument("--metric", default="train_loss", help="the metric of --vtp")
     p.add_argument("--log", action="store_true", help="log10 of the metric as height")
     p.add_argument("--zmax", type=float, default=None, help="clip heights above this value")
-    options.add_force(p, "overwrite an existing --vtp file")
+    options.add_force(p, "overwrite an existing --vtp or --ll file")
     p.set_defaults(run=main)
 
 
 def main(args) -> int:
-    from ..plot import export_vtp
+    if not args.vtp and not args.ll:
+        raise UsageError("export needs --vtp OUT.vtp or --ll OUT.h5 (or both)")
+    if args.ll:
+        from ..io_ll import export_loss_landscape
 
-    print(export_vtp(args.file, args.vtp, metric=args.metric, log=args.log, zmax=args.zmax, force=args.force))
+        print(export_loss_landscape(args.file, args.ll, force=args.force))
+    if args.vtp:
+        from ..plot import export_vtp
+
+        print(export_vtp(args.file, args.vtp, metric=args.metric, log=args.log, zmax=args.zmax, force=args.force))
     return 0
