@@ -21,7 +21,9 @@ re-enacted with numpy (no code of theirs):
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import xml.etree.ElementTree as ET
 
 import h5py
 import numpy as np
@@ -271,6 +273,73 @@ def test_export_ll_through_the_command_line_and_what_it_refuses(tmp_path, capsys
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and fragment in err[0], err
     assert not (tmp_path / "x.h5").exists()
+
+
+# --------------------------------------------------------------------------- VTP log transforms
+
+
+def heights_and_arrays(path):
+    root = ET.parse(path).getroot()
+    piece = root.find("PolyData/Piece")
+
+    def decode(element):
+        raw = base64.b64decode(element.text.strip())
+        return np.frombuffer(raw[8:], dtype="<f8")
+
+    points = decode(piece.find("Points/DataArray")).reshape(-1, 3)
+    arrays = {a.get("Name"): decode(a) for a in piece.findall("PointData/DataArray")}
+    return points[:, 2], arrays
+
+
+def test_vtp_log_names_its_transform_and_ln_plus_0_1_is_loss_landscapes(tmp_path):
+    src = our_plane(tmp_path / "ours.h5", missing={(1, 2)})
+    with lio.open_result(src) as rf:
+        loss = rf.read_metric("train_loss").ravel()
+    done = ~np.isnan(loss)
+    out = plot.export_vtp(src, tmp_path / "ln.vtp", log="ln+0.1")
+    z, arrays = heights_and_arrays(out)
+    expected = np.array([np.log(v + 0.1) for v in loss[done]])  # h52vtp.py --log
+    np.testing.assert_allclose(z[done], expected, rtol=1e-15)
+    np.testing.assert_array_equal(arrays["ln(train_loss + 0.1)"][done], z[done])
+    assert np.isnan(arrays["ln(train_loss + 0.1)"][~done]).all()
+    assert "heights (z): ln(train_loss + 0.1)" in open(out).read()
+
+    z10, arrays10 = heights_and_arrays(plot.export_vtp(src, tmp_path / "l10.vtp", log=True))  # unchanged default
+    np.testing.assert_allclose(z10[done], np.log10(loss[done]), rtol=1e-15)
+    assert "log10(train_loss)" in arrays10
+    z_plain, arrays_plain = heights_and_arrays(plot.export_vtp(src, tmp_path / "plain.vtp"))
+    np.testing.assert_array_equal(z_plain[done], loss[done])
+    assert list(arrays_plain) == ["train_loss"]
+
+    capped, _ = heights_and_arrays(plot.export_vtp(src, tmp_path / "cap.vtp", log="ln+0.1", zmax=7.6))
+    np.testing.assert_allclose(capped[done], np.minimum(expected, 7.6), rtol=1e-15)
+    with pytest.raises(ValueError, match="is not a height transform"):
+        plot.export_vtp(src, tmp_path / "bad.vtp", log="ln")
+
+
+def test_vtp_log_in_the_command_line(tmp_path, capsys):
+    src = our_plane(tmp_path / "ours.h5")
+    assert main(["export", str(src), "--vtp", str(tmp_path / "a.vtp"), "--log", "ln+0.1"]) == 0
+    assert "ln(train_loss + 0.1)" in heights_and_arrays(tmp_path / "a.vtp")[1]
+    assert main(["export", str(src), "--vtp", str(tmp_path / "b.vtp"), "--log"]) == 0
+    assert "log10(train_loss)" in heights_and_arrays(tmp_path / "b.vtp")[1]
+    assert main(["export", "--help"]) == 0
+    helptext = " ".join(capsys.readouterr().out.split())
+    assert "log10 (ours" in helptext and "ln(value + 0.1) as loss-landscape's h52vtp.py --log" in helptext
+    assert main(["export", str(src), "--vtp", str(tmp_path / "c.vtp"), "--log", "ln"]) == 2
+    assert "invalid choice: 'ln'" in capsys.readouterr().err
+
+
+def test_values_between_minus_0_1_and_0_take_ln_plus_0_1_but_not_log10(tmp_path):
+    path = tmp_path / "p.h5"
+    values = np.array([[-0.05, 0.0], [0.5, 2.0]])
+    with lio.create_result(path, kind="plane", shape=(2, 2), metrics=["m"], attrs={},
+                           arrays={"x": np.arange(2.0), "y": np.arange(2.0)}) as rf:  # fmt: skip
+        rf.write_cells(range(4), {"m": values.ravel()})
+    z, _ = heights_and_arrays(plot.export_vtp(path, tmp_path / "m.vtp", "m", log="ln+0.1"))
+    np.testing.assert_allclose(z, np.log(values.ravel() + 0.1), rtol=1e-15)
+    with pytest.raises(ValueError, match="log needs positive values but 'm' has minimum -0.05"):
+        plot.export_vtp(path, tmp_path / "n.vtp", "m", log="log10")
 
 
 def test_public_names():

@@ -21,8 +21,16 @@ def add_parser(subparsers) -> None:
         "order, -1 where not computed, accuracy in percent), which its plot_2D.py, plot_1D.py and h52vtp.py read",
     )
     p.add_argument("--metric", default="train_loss", help="the metric of --vtp")
-    p.add_argument("--log", action="store_true", help="log10 of the metric as height")
-    p.add_argument("--zmax", type=float, default=None, help="clip heights above this value")
+    p.add_argument(
+        "--log",
+        nargs="?",
+        const="log10",
+        default=None,
+        choices=("log10", "ln+0.1"),
+        help="--vtp heights are a log of the metric: log10 (ours, the default when --log is given alone) or "
+        "ln+0.1, ln(value + 0.1) as loss-landscape's h52vtp.py --log; the .vtp names its transform",
+    )
+    p.add_argument("--zmax", type=float, default=None, help="clip --vtp heights above this value (after --log)")
     options.add_force(p, "overwrite an existing --vtp or --ll file")
     p.set_defaults(run=main)
 
@@ -37,5 +45,6 @@ def main(args) -> int:
     if args.vtp:
         from ..plot import export_vtp
 
-        print(export_vtp(args.file, args.vtp, metric=args.metric, log=args.log, zmax=args.zmax, force=args.force))
+        log = args.log or False
+        print(export_vtp(args.file, args.vtp, metric=args.metric, log=log, zmax=args.zmax, force=args.force))
     return 0
