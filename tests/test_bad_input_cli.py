@@ -237,6 +237,18 @@ CASES = [
     ),
     (["predict", "--ckpt", "nosuch.pt", "--data", "digits"], ["'nosuch.pt' does not exist"]),
     (["demo", "--out", "notes.txt"], ["demo output 'notes.txt' is a file; expected a folder"]),
+    # loss-landscape's surface files (issue 19 item 3)
+    (
+        ["import-ll", "notes.txt", "--out", "ll.h5"],
+        ["'notes.txt' is not an HDF5 file; expected a surface file written by loss-landscape's plot_surface.py"],
+    ),
+    (["import-ll", "r.h5", "--out", "ll.h5"], ["'r.h5' is already a landscape result file (kind 'eval')"]),
+    (["import-ll", "nosuch.h5", "--out", "ll.h5"], ["'nosuch.h5' does not exist; expected a surface file"]),
+    (["import-ll", "adir", "--out", "ll.h5"], ["'adir' is a folder; expected a surface file"]),
+    (["import-ll", "r.h5", "--out", "r.h5", "--force"], ["--out 'r.h5' is the input file"]),
+    (["export", "r.h5", "--ll", "ll.h5"], ["needs a line or plane with array(s) 'x' but 'r.h5' is a 'eval' result"]),
+    (["export", "r.h5"], ["export needs --vtp OUT.vtp or --ll OUT.h5"]),
+    (["export", "r.h5", "--vtp", "o.vtp", "--log", "ln"], ["argument --log: invalid choice: 'ln'"]),
 ]
 
 

@@ -275,6 +275,49 @@ def test_export_ll_through_the_command_line_and_what_it_refuses(tmp_path, capsys
     assert not (tmp_path / "x.h5").exists()
 
 
+# --------------------------------------------------------------------------- bad input
+
+
+def _one_line_error(argv, capsys) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("landscape: error: ") and "Traceback" not in err[0], err
+    return err[0]
+
+
+def test_import_refuses_what_is_not_a_loss_landscape_surface_in_one_line(tmp_path, capsys):
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f["weights"] = np.zeros(3)
+    with h5py.File(tmp_path / "nocoords.h5", "w") as f:
+        f["train_loss"] = -np.ones((3, 3))
+    write_ll_plane(tmp_path / "badshape.h5")
+    with h5py.File(tmp_path / "badshape.h5", "a") as f:
+        del f["train_acc"]
+        f["train_acc"] = np.zeros((NX, NX))
+    write_ll_plane(tmp_path / "noy.h5")
+    with h5py.File(tmp_path / "noy.h5", "a") as f:
+        del f["ycoordinates"]
+    (tmp_path / "notes.txt").write_text("hello")
+    ours = our_plane(tmp_path / "ours.h5")
+    cases = {
+        "other.h5": ["is neither a landscape result file nor a loss-landscape surface file", "weights"],
+        "nocoords.h5": ["has no dataset 'xcoordinates'", "train_loss"],
+        "badshape.h5": ["'train_acc' has shape (4, 4) but xcoordinates (4) and ycoordinates (3) make a 4 x 3 grid"],
+        "noy.h5": ["'train_acc' has shape (4, 3) but the file has no 'ycoordinates'"],
+        "notes.txt": ["'", "notes.txt' is not an HDF5 file; expected a surface file written by loss-landscape"],
+        "ours.h5": ["ours.h5' is already a landscape result file (kind 'plane')"],
+        "nosuch.h5": ["nosuch.h5' does not exist"],
+    }
+    for name, fragments in cases.items():
+        line = _one_line_error(["import-ll", str(tmp_path / name), "--out", str(tmp_path / "out.h5")], capsys)
+        assert all(f in line for f in fragments), line
+        with pytest.raises((lio.ResultFileError, FileNotFoundError)):
+            io_ll.read_loss_landscape(tmp_path / name)
+    assert not (tmp_path / "out.h5").exists()
+    line = _one_line_error(["import-ll", str(ours), "--out", str(ours), "--force"], capsys)
+    assert "is the input file" in line or "already a landscape result file" in line
+
+
 # --------------------------------------------------------------------------- VTP log transforms
 
 
