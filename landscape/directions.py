@@ -443,20 +443,7 @@ def pca_plane(trajectory: Sequence[Weights], *, final: Weights | None = None, ig
         raise ValueError("a PCA plane needs weights with more than one dimension; with ignore='biasbn' none is left")
     T = len(traj)
     rows = [*traj, final]
-
-    def centred(X):
-        D = X[:T] - X[T]
-        return D, D - D.mean(0)
-
-    parts = []
-    for X in _blocks(rows, entries):
-        _, Xc = centred(X)
-        G = np.zeros((T, T))
-        for i in range(T):
-            G[i, i:] = np.add.reduce(Xc[i] * Xc[i:], axis=1)
-        parts.append(G)
-    G = np.triu(_exact_sum(parts))
-    G = G + np.triu(G, 1).T
+    G = _pca_gram(rows, entries)
     with single_thread():
         lam, U = torch.linalg.eigh(torch.from_numpy(G))
     lam, U = lam.numpy()[::-1][:2], U.numpy()[:, ::-1][:, :2]
@@ -464,27 +451,7 @@ def pca_plane(trajectory: Sequence[Weights], *, final: Weights | None = None, ig
     if not lam[1] > 1e-10 * lam[0]:
         raise ValueError("the checkpoints of the trajectory lie on one line; they do not span a plane")
     ratio = lam / total
-    weights_of_rows = U / np.sqrt(lam)  # d_k = sum_t X[t] U[t, k] / sqrt(lam_k)
-    dirs: list[dict[str, np.ndarray]] = [{}, {}]
-    proj_parts = []
-    largest = [(0.0, 1.0), (0.0, 1.0)]  # (|entry|, sign) of each direction's largest entry
-    for e in entries:
-        pieces: list[list[np.ndarray]] = [[], []]
-        for X in _entry_blocks(rows, e.name):
-            D, Xc = centred(X)
-            for k in range(2):
-                d = np.zeros(Xc.shape[1])
-                for t in range(T):
-                    d += weights_of_rows[t, k] * Xc[t]
-                pieces[k].append(d)
-                i = int(np.argmax(np.abs(d)))
-                if abs(d[i]) > largest[k][0]:
-                    largest[k] = (abs(d[i]), math.copysign(1.0, d[i]))
-            proj_parts.append(np.stack([np.add.reduce(D * pieces[k][-1], axis=1) for k in range(2)], 1))
-        for k in range(2):
-            dirs[k][e.name] = np.concatenate(pieces[k])
-    signs = np.array([s for _, s in largest])
-    proj = _exact_sum(proj_parts) * signs
+    dirs, proj, signs = _pca_directions(rows, entries, U / np.sqrt(lam))
     basis = [final]
     for k in range(2):
         t = {}
@@ -511,6 +478,54 @@ def pca_plane(trajectory: Sequence[Weights], *, final: Weights | None = None, ig
             "trajectory-length": T,
         },
     )
+
+
+def _pca_centred(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows ``X[:T] - X[T]`` (differences to the final checkpoint, the last row) and the same centred."""
+    D = X[:-1] - X[-1]
+    return D, D - D.mean(0)
+
+
+def _pca_gram(rows: list[Weights], entries) -> np.ndarray:
+    """The T x T Gram matrix of the centred differences, summed block by block in a fixed order
+    (bit-reproducible whatever the thread count)."""
+    T = len(rows) - 1
+    parts = []
+    for X in _blocks(rows, entries):
+        _, Xc = _pca_centred(X)
+        G = np.zeros((T, T))
+        for i in range(T):
+            G[i, i:] = np.add.reduce(Xc[i] * Xc[i:], axis=1)
+        parts.append(G)
+    G = np.triu(_exact_sum(parts))
+    return G + np.triu(G, 1).T
+
+
+def _pca_directions(rows: list[Weights], entries, weights_of_rows: np.ndarray):
+    """The two directions ``d_k = sum_t Xc[t] w[t, k]`` entry by entry, the projections of the
+    uncentred differences on them, and the signs that make each direction's largest entry
+    positive: ``({name: ndarray} x 2, proj[T, 2], signs[2])``."""
+    T = len(rows) - 1
+    dirs: list[dict[str, np.ndarray]] = [{}, {}]
+    proj_parts = []
+    largest = [(0.0, 1.0), (0.0, 1.0)]  # (|entry|, sign) of each direction's largest entry
+    for e in entries:
+        pieces: list[list[np.ndarray]] = [[], []]
+        for X in _entry_blocks(rows, e.name):
+            D, Xc = _pca_centred(X)
+            for k in range(2):
+                d = np.zeros(Xc.shape[1])
+                for t in range(T):
+                    d += weights_of_rows[t, k] * Xc[t]
+                pieces[k].append(d)
+                i = int(np.argmax(np.abs(d)))
+                if abs(d[i]) > largest[k][0]:
+                    largest[k] = (abs(d[i]), math.copysign(1.0, d[i]))
+            proj_parts.append(np.stack([np.add.reduce(D * pieces[k][-1], axis=1) for k in range(2)], 1))
+        for k in range(2):
+            dirs[k][e.name] = np.concatenate(pieces[k])
+    signs = np.array([s for _, s in largest])
+    return dirs, _exact_sum(proj_parts) * signs, signs
 
 
 def _with_extras(direction: Weights, like: Weights) -> Weights:
