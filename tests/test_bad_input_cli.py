@@ -249,6 +249,15 @@ CASES = [
     (["export", "r.h5", "--ll", "ll.h5"], ["needs a line or plane with array(s) 'x' but 'r.h5' is a 'eval' result"]),
     (["export", "r.h5"], ["export needs --vtp OUT.vtp or --ll OUT.h5"]),
     (["export", "r.h5", "--vtp", "o.vtp", "--log", "ln"], ["argument --log: invalid choice: 'ln'"]),
+    # curves: the learning rate, and dnn-mode-connectivity's curve checkpoints (issues 17, 19 item 4)
+    (
+        ["curve", "fit", *DIGITS, "--ckpt", "c0.pt", "--ckpt", "c1.pt", "--out", "cv.pt", "--lr", "-1"],
+        ["lr should be a positive number, got -1.0"],
+    ),
+    (
+        ["curve", "import", "c0.pt", *MLP, "--out", "cv.pt"],
+        ["'c0.pt' is not a dnn-mode-connectivity curve checkpoint: key '1.weight'", "expected CurveNet's keys"],
+    ),
 ]
 
 

@@ -26,7 +26,7 @@ import torch
 
 import landscape as ls
 from landscape.cli import main
-from landscape.curves import load_curve
+from landscape.curves import Curve, fit_curve, load_curve
 from landscape.weights import CheckpointError
 
 TS = (0.0, 0.13, 0.5, 0.71, 1.0)
@@ -268,3 +268,24 @@ def test_cli_import_writes_our_curve_file(tmp_path, capsys):
         assert all(torch.equal(a[k], b[k]) for k in a)
     assert main([*argv, "--out", str(out)]) == 2  # exists: refused without --force
     assert "already exists" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- bad input (issue 17)
+def test_curve_between_checkpoints_of_different_shapes_names_the_tensor():
+    a = ls.Weights.from_module(ls.build_model("mlp", {"widths": [16]}))
+    b = ls.Weights.from_module(ls.build_model("mlp", {"widths": [32]}))
+    with pytest.raises(ValueError, match=r"tensor '1\.weight' has shape \(16, 64\) in start and \(32, 64\) in end"):
+        Curve(a, b)
+    with pytest.raises(ValueError, match=r"tensor '1\.weight' has shape \(16, 64\) in start and \(32, 64\) in bend 1"):
+        Curve(a, a, n_bends=1, init=[b])
+
+
+def test_fit_with_a_negative_learning_rate_is_one_line():
+    model = ls.build_model("mlp", {"widths": [8]})
+    a = ls.Weights.from_module(model)
+    curve = Curve(a, a, n_bends=1)
+    x, y = torch.randn(16, 64), torch.randint(0, 10, (16,))
+    with pytest.raises(ValueError, match=r"^lr should be a positive number, got -1\.0$"):
+        fit_curve(model, curve, (x, y), epochs=1, lr=-1.0, progress=False)
+    with pytest.raises(ValueError, match=r"^momentum should be a number in \[0, 1\), got 1\.5$"):
+        fit_curve(model, curve, (x, y), epochs=1, lr=0.1, momentum=1.5, progress=False)

@@ -89,8 +89,7 @@ class Curve:
             raise ValueError(f"kind should be one of {CURVE_KINDS}, got {kind!r}")
         if int(n_bends) != n_bends or n_bends < 0:
             raise ValueError(f"n_bends should be a non-negative integer, got {n_bends!r}")
-        if start.layout.names() != end.layout.names():
-            raise ValueError("start and end have different layouts")
+        _check_same_tensors(start, end, "end")
         self._start, self._end, self.kind, self.n_bends = start, end, kind, int(n_bends)
         self.origin_sha256 = {"start": start.sha256, "end": end.sha256}
         self.trained_ends: tuple[str, ...] = ()
@@ -110,6 +109,8 @@ class Curve:
             init = list(init)
             if len(init) != n_bends:
                 raise ValueError(f"init has {len(init)} weights for {n_bends} bends")
+            for j, w in enumerate(init):
+                _check_same_tensors(start, w, f"bend {j + 1}")
             bends = torch.stack([w.flatten(a.dtype) for w in init]) if n_bends else a.new_zeros(0, a.numel())
         self.bends = bends.clone().requires_grad_(True)
         self.param_mask = self.layout.parameter_mask()
@@ -277,6 +278,23 @@ class Curve:
         The file (kind ``landscape-curve``, ``docs/h5-format.md``) is :meth:`state` with
         ``extra`` (a fit's ``epoch``, ``optimizer``, ``history``, ``settings``)."""
         save_atomic(self.state(**extra), path, force=force)
+
+
+def _check_same_tensors(start: Weights, other: Weights, what: str) -> None:
+    """The names and shapes of ``other`` are ``start``'s, or one line naming the first difference."""
+    names, others = start.layout.names(), other.layout.names()
+    if names != others:
+        only = [n for n in names if n not in set(others)] or [n for n in others if n not in set(names)]
+        where = "start" if only and only[0] in set(names) else what
+        first = f": tensor '{only[0]}' is only in {where}" if only else " (same names in another order)"
+        raise ValueError(f"start and {what} have different tensors{first}; expected checkpoints of one model")
+    for name in names:
+        a, b = tuple(start[name].shape), tuple(other[name].shape)
+        if a != b:
+            raise ValueError(
+                f"start and {what} do not match: tensor '{name}' has shape {a} in start and {b} in {what}; "
+                "expected checkpoints of one model"
+            )
 
 
 CURVE_FORMATS = ("landscape", "dmc")

@@ -36,7 +36,7 @@ from torch import nn
 from torch.func import vmap
 
 from ..batches import Batch, call_model
-from ..train import TrainBatches, resolve_loss
+from ..train import TrainBatches, resolve_loss, sgd
 from .curve import Curve, load_curve
 
 __all__ = [
@@ -305,7 +305,7 @@ def fit_curve(
     curve.to(device)
     curve.release_endpoints(start=not fix_start, end=not fix_end)
     mask = curve.param_mask.to(device)
-    opt = torch.optim.SGD(curve.trainable(), lr=lr, momentum=momentum)
+    opt = sgd(curve.trainable(), lr, momentum)  # lr and momentum checked in one line
     settings = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "weight_decay": weight_decay}
     settings["weight_decay_on"] = weight_decay_on
     settings.update(schedule=schedule, lr_update=lr_update, t_per_batch=t_per_batch, fair=fair, seed=seed)
