@@ -3,7 +3,9 @@
 The baseline is how the reference loss-landscape code evaluates a plane: for each point,
 copy ``w + a*d1 + b*d2`` into the model's parameters and evaluate the dataset at batch 128.
 Both run in this one process on the same points; the script checks that they agree to
-1e-5 (relative) and prints time per point, the ratio and the path the engine chose.
+1e-5 (relative) and prints time per point, the ratio and the path the engine chose. Every
+method runs once untimed first: the compiled path's warm-up (compilation) is excluded from
+its time and printed beside it.
 
     python tools/bench_engine.py                 # all cases, CPU
     python tools/bench_engine.py --cases mlp2000 --points 64
@@ -97,8 +99,15 @@ def run_case(name, model, x, y, n_points, device, paths, repeats):
         {"case": name, "method": "loop (batch 128, copy weights)", "s_per_point": t_loop / len(coords), "ratio": 1.0}
     ]
     for path in paths:
+        warmups = []  # compile seconds of each call (the first, untimed call pays them)
+
+        def engine(path=path, warmups=warmups):
+            res = ls.evaluate(model, points, (x, y), device=device, path=path, progress=False)
+            warmups.append(res.info.get("compile_seconds", 0.0))
+            return res
+
         try:
-            t_eng, res = timed(lambda: ls.evaluate(model, points, (x, y), device=device, path=path, progress=False))  # noqa: B023
+            t_eng, res = timed(engine)
         except ValueError as e:  # path not applicable to this model
             rows.append({"case": name, "method": f"engine path={path}", "error": str(e)[:80]})
             continue
@@ -116,6 +125,7 @@ def run_case(name, model, x, y, n_points, device, paths, repeats):
                 "max_acc_diff": acc_diff,
                 "points_per_pass": res.points_per_pass,
                 "batch_size": res.batch_size,
+                "compile_s": max(warmups),
             }
         )
     return rows
@@ -219,7 +229,7 @@ def main():
                 data.y,
                 n,
                 device,
-                ["auto", "vmap"],
+                ["auto", "compiled", "vmap"],
                 max(1, args.repeats - 2),
             )
         else:
@@ -235,6 +245,7 @@ def main():
             continue
         err = f"{r['max_rel_err']:.1e}" if "max_rel_err" in r else ""
         total = f"  (total {r['total_s']:.1f} s)" if "total_s" in r else ""
+        total += f"  (warm-up {r['compile_s']:.1f} s, excluded)" if r.get("compile_s") else ""
         print(f"{r['case']:34s} {r['method']:36s} {1e3 * r['s_per_point']:9.2f} {r['ratio']:7.2f}x  {err:>11s}{total}")
     if args.json:
         with open(args.json, "w") as f:
