@@ -24,6 +24,10 @@ Usage::
 
     python3 tools/repro_conv_connections.py              # 3 seed pairs, pool of 4, 5 members
     python3 tools/repro_conv_connections.py --quick      # smoke run
+    python3 tools/repro_conv_connections.py --methods ot,ot+wa --no-curves --no-flows --no-ensembles
+
+The last form reruns part of the convnet table (rows a changed default acts on) without
+training curves, pool networks, connection models or ensemble members.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ import numpy as np
 import torch
 
 import landscape as ls
-from landscape.connect import compare_connections, wa_ensemble_curve
+from landscape.connect import METHODS, compare_connections, wa_ensemble_curve
 from landscape.connect.flows import (
     align_pool,
     fit_bijection,
@@ -68,6 +72,13 @@ ROWS = [
     "Bezier (3)",
     "End points",
 ]
+
+
+def row_name(row: str, args) -> str:
+    """The table's label of ``row`` (a method, a curve, a connection model or an OT stage)."""
+    if row.startswith("ot stage"):
+        return row.replace("ot", _label("ot", args.wa_form, args.ot_neuron), 1)
+    return _label(row, args.wa_form, args.ot_neuron)
 
 
 def trained(out_dir: str, spec, data, seed: int, cfg: dict, force: bool) -> ls.Weights:
@@ -134,32 +145,37 @@ def conv_table(args, log) -> tuple[list[dict], str]:
     tr = dict(TRAIN, epochs=3) if args.quick else TRAIN
     fit = dict(FIT, epochs=3) if args.quick else FIT
     n_pairs = 1 if args.quick else args.seeds
-    pool = [trained(args.out_dir, CNN, train, 100 + s, tr, args.force) for s in range(args.pool)]
-    models = connection_models(args, model, pool, train, log)
+    models = {}
+    if args.flows:
+        pool = [trained(args.out_dir, CNN, train, 100 + s, tr, args.force) for s in range(args.pool)]
+        models = connection_models(args, model, pool, train, log)
     records = []
-    for pair in range(n_pairs):
+    for pair in range(args.first_pair, args.first_pair + n_pairs):
         A, B = (trained(args.out_dir, CNN, train, s, tr, args.force) for s in (2 * pair + 1, 2 * pair + 2))
-        curve = ls.curves.Curve(A, B, n_bends=1, kind="bezier")
-        ls.curves.fit_curve(
-            model,
-            curve,
-            train,
-            seed=pair,
-            checkpoint=os.path.join(args.out_dir, f"cnn-bezier3-pair{pair}.pt"),
-            resume=not args.force,
-            force=args.force,
-            progress=False,
-            **fit,
-        )
+        curves = {}
+        if args.curves:
+            curve = ls.curves.Curve(A, B, n_bends=1, kind="bezier")
+            ls.curves.fit_curve(
+                model,
+                curve,
+                train,
+                seed=pair,
+                checkpoint=os.path.join(args.out_dir, f"cnn-bezier3-pair{pair}.pt"),
+                resume=not args.force,
+                force=args.force,
+                progress=False,
+                **fit,
+            )
+            curves["Bezier (3)"] = curve
         t0 = time.perf_counter()
         rep = compare_connections(
             model,
             A,
             B,
             splits,
-            methods=("linear", "arc", "linear+wa", "arc+wa", "ot", "ot+wa"),
+            methods=args.methods,
             connection_models=models,
-            curves={"Bezier (3)": curve},
+            curves=curves,
             points=args.points,
             wa_form=args.wa_form,
             neuron=args.ot_neuron,
@@ -171,25 +187,27 @@ def conv_table(args, log) -> tuple[list[dict], str]:
         )
         rec = {m: {s: rep.worst_acc(m, s) for s in rep.splits} for m in rep.computed}
         rec["End points"] = {s: rep.endpoint_acc(s) for s in rep.splits}
-        rec["ot stage 1"] = {s: rep.worst_acc("ot", s, 1) for s in rep.splits}
-        rec["ot stage 2"] = {s: rep.worst_acc("ot", s, 2) for s in rep.splits}
-        if args.align:
+        if "ot" in rep.computed:
+            rec["ot stage 1"] = {s: rep.worst_acc("ot", s, 1) for s in rep.splits}
+            rec["ot stage 2"] = {s: rep.worst_acc("ot", s, 2) for s in rep.splits}
+        if args.align and models:
             for label in ("Flow (IAF)", "Bijection (RealNVP)"):
                 rec[f"{label} stage 1"] = {s: rep.worst_acc(label, s, 1) for s in rep.splits}
         records.append(rec)
         log(
             f"  [cnn pair {pair}] {time.perf_counter() - t0:.0f}s: "
-            + ", ".join(f"{_label(m, args.wa_form, args.ot_neuron)} {100 * v['test']:.2f}" for m, v in rec.items())
+            + ", ".join(f"{row_name(m, args)} {100 * v['test']:.2f}" for m, v in rec.items())
         )
     lines = ["| Method | train | test |", "|---|---:|---:|"]
     flow_rows = [ROWS[6], f"{ROWS[6]} stage 1", ROWS[7], f"{ROWS[7]} stage 1"] if args.align else ROWS[6:8]
     for row in [*ROWS[:5], "ot stage 1", "ot stage 2", ROWS[5], *flow_rows, *ROWS[8:]]:
+        if any(row not in r for r in records):  # left out by --methods, --no-curves or --no-flows
+            continue
         cells = []
         for s in ("train", "test"):
             v = 100 * np.array([r[row][s] for r in records])
             cells.append(f"{v.mean():.2f} ± {v.std(ddof=1):.2f}" if len(v) > 1 else f"{v.mean():.2f}")
-        name = _label(row, args.wa_form, args.ot_neuron) if row in ROWS else row.replace("ot stage", "OT stage")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append(f"| {row_name(row, args)} | " + " | ".join(cells) + " |")
     return records, "\n".join(lines)
 
 
@@ -230,11 +248,21 @@ def main(argv=None) -> int:
     )
     p.add_argument("--wa-form", choices=("paper", "bias"), default="paper", help="weight adjustment (default paper)")
     p.add_argument("--ot-neuron", choices=("blc", "bl"), default="blc", help="what OT matches (default blc)")
+    p.add_argument("--methods", default="all", help=f"comma-separated subset of {', '.join(METHODS)} (default all)")
+    p.add_argument("--no-curves", dest="curves", action="store_false", help="leave out the Bezier curve (no training)")
+    p.add_argument(
+        "--no-flows", dest="flows", action="store_false", help="leave out Flow and Bijection (no pool, no fitting)"
+    )
+    p.add_argument("--no-ensembles", dest="ensembles", action="store_false", help="leave out the WA-ensemble tables")
+    p.add_argument("--first-pair", type=int, default=0, help="index of the first seed pair (pair k: seeds 2k+1, 2k+2)")
     p.add_argument("--out-dir", default="repro-conv-connections")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--force", action="store_true")
     args = p.parse_args(argv)
+    args.methods = list(METHODS) if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
+    if any(m not in METHODS for m in args.methods):
+        p.error(f"--methods {args.methods}: expected some of {', '.join(METHODS)} or all")
     if args.quick:
         args.pool, args.members, args.flow_epochs, args.bijection_epochs, args.points = 2, 3, 5, 1, 5
     torch.set_num_threads(args.threads)
@@ -246,9 +274,14 @@ def main(argv=None) -> int:
             f.write(msg + "\n")
 
     t0 = time.perf_counter()
-    log(f"repro_conv_connections {datetime.now(UTC).isoformat(timespec='seconds')}")
+    log(
+        f"repro_conv_connections {datetime.now(UTC).isoformat(timespec='seconds')}: "
+        f"{1 if args.quick else args.seeds} pair(s) from {args.first_pair}, methods {args.methods}, "
+        f"curves {args.curves}, flows {args.flows}, ensembles {args.ensembles}, wa-form {args.wa_form}, "
+        f"ot-neuron {args.ot_neuron}"
+    )
     conv, conv_md = conv_table(args, log)
-    ens, ens_md = ensemble_table(args, log)
+    ens, ens_md = ensemble_table(args, log) if args.ensembles else ({}, "")
     env = {
         "landscape": ls.__version__,
         "torch": torch.__version__,
@@ -258,16 +291,16 @@ def main(argv=None) -> int:
         "seconds": time.perf_counter() - t0,
         "quick": args.quick,
     }
-    text = "\n\n".join(
-        [
-            f"Worst accuracy (%) along the path, small_cnn with BatchNorm on digits:image, "
-            f"{1 if args.quick else args.seeds} seed pair(s), connection models from {args.pool} other networks:",
-            conv_md,
-            f"WA-ensembles of {args.members} networks, test accuracy (%) of the first m networks:",
-            ens_md,
-            f"torch {env['torch']}, {args.threads} thread(s), {env['seconds']:.0f} s in all",
-        ]
-    )
+    parts = [
+        f"Worst accuracy (%) along the path, small_cnn with BatchNorm on digits:image, "
+        f"{1 if args.quick else args.seeds} seed pair(s) from pair {args.first_pair}"
+        + (f", connection models from {args.pool} other networks:" if args.flows else ":"),
+        conv_md,
+    ]
+    if args.ensembles:
+        parts += [f"WA-ensembles of {args.members} networks, test accuracy (%) of the first m networks:", ens_md]
+    parts.append(f"torch {env['torch']}, {args.threads} thread(s), {env['seconds']:.0f} s in all")
+    text = "\n\n".join(parts)
     with open(os.path.join(args.out_dir, "results.json"), "w") as f:
         json.dump({"env": env, "conv": conv, "ensemble": ens}, f, indent=1)
     with open(os.path.join(args.out_dir, "results.md"), "w") as f:
