@@ -28,9 +28,10 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.func import functional_call
 
 from . import bn as bnlib
-from .batches import Batch, call_model
+from .batches import Batch, _UserForward, call_model, model_output
 
 __all__ = [
     "CompiledForward",
@@ -273,8 +274,14 @@ class CompiledForward:
         self.user_forward = forward
         self.compile_seconds: float | None = None  # measured on the first call
 
+        # what call_model does, with the user forward's wrapper built once (a module built
+        # inside the compiled function would break its graph)
+        wrapper = _UserForward(folded, forward) if forward is not None else None
+
         def run(params, args, kwargs, raw):
-            return call_model(folded, params, Batch(args, kwargs, None, 0, raw), forward)
+            if wrapper is None:
+                return model_output(functional_call(folded, params, args, kwargs))
+            return model_output(functional_call(wrapper, {f"model.{k}": v for k, v in params.items()}, (raw,)))
 
         self._fn = torch.compile(run, backend=backend, dynamic=False)
 

@@ -216,3 +216,28 @@ def test_inductor_matches_the_loop_in_fp32(monkeypatch, tmp_path):
     # the warm-up is recorded for the next process's auto choice
     recorded = json.loads((tmp_path / "compile_seconds.json").read_text())
     assert len(recorded) == 1 and list(recorded.values())[0] > 0
+
+
+def test_dict_batches_of_a_language_model_and_a_user_forward(counter):
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.GPT2Config(vocab_size=64, n_positions=16, n_embd=16, n_layer=1, n_head=2)
+    torch.manual_seed(0)
+    lms = [transformers.GPT2LMHeadModel(cfg).eval() for _ in range(2)]
+    line = ls.PointSet.from_weights([ls.Weights.from_module(m) for m in lms], [[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]])
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, 64, (5, 8), generator=g)
+    batches = [{"input_ids": ids[i : i + 2], "labels": ids[i : i + 2]} for i in range(0, 5, 2)]  # 2, 2, 1
+    loop = ls.evaluate(lms[0], line, batches, ("token_loss",), path="loop", progress=False)
+    comp = ls.evaluate(lms[0], line, batches, ("token_loss",), path="compiled", progress=False)
+    assert comp.path == "compiled" and counter.graphs == 1  # tied embeddings, dict inputs, padded last batch
+    np.testing.assert_allclose(comp["token_loss"], loop["token_loss"], rtol=1e-5)
+
+    model, line = _line(3)
+    x, y = _data(40)
+    forward = lambda m, batch: m(batch[0])  # noqa: E731
+    loop = ls.evaluate(model, line, (x, y), path="loop", forward=forward, batch_size=16, progress=False)
+    for _ in range(2):
+        comp = ls.evaluate(model, line, (x, y), path="compiled", forward=forward, batch_size=16, progress=False)
+    # a user forward sees the batch as the data gives it: not padded, one graph per batch size
+    assert comp.path == "compiled" and counter.graphs == 1 + 2
+    np.testing.assert_allclose(comp["loss"], loop["loss"], rtol=1e-5)
