@@ -178,16 +178,7 @@ def compute_surface(
     t0 = time.perf_counter()
     if not splits:
         raise ValueError("splits is empty; expected at least one dataset, e.g. {'test': test}")
-    xs = np.asarray(x, dtype=np.float64).reshape(-1)
-    ys = None if y is None else np.asarray(y, dtype=np.float64).reshape(-1)
-    for label, coords in (("x", xs), ("y", ys)):
-        if coords is not None and (coords.size == 0 or not np.isfinite(coords).all()):
-            raise ValueError(f"grid coordinates {label} = {coords.tolist()[:8]} should be finite numbers, at least one")
-    if (ys is None) != (plane.dim == 1):
-        raise ValueError(
-            f"a {plane.dim}D {plane.kind} plane needs {'only x' if plane.dim == 1 else 'x and y'} coordinates"
-        )
-    shape = (len(xs),) if ys is None else (len(xs), len(ys))
+    xs, ys, shape = _grid_coordinates(plane, x, y)
     metric_objs = resolve_metrics(metrics)
     _check_budget(model, plane, shape, splits, metric_objs, precision, device, out, bn_data, allow_large)
     points = plane.grid(xs, ys)
@@ -352,10 +343,8 @@ def evaluate_grid(
             bar.close()
         if f is not None:
             flat = {n: f.read_metric(n).reshape(-1) for n in names}
-        elif rank == 0:  # a file warns when it closes; in memory, the run warns here (flat cell indices)
-            message = _nonfinite_message(flat, pending, what=desc)
-            if message is not None:
-                warnings.warn(message, NonFiniteWarning, stacklevel=3)
+        elif rank == 0 and (message := _nonfinite_message(flat, pending, what=desc)):
+            warnings.warn(message, NonFiniteWarning, stacklevel=3)  # a file warns when it closes
     finally:
         if f is not None:
             f.close()
@@ -366,6 +355,20 @@ def evaluate_grid(
         file=os.fspath(out) if out is not None else None,
         info={"points_per_pass": engine.points_per_pass, "world_size": world, "data_passes": engine.data_passes},
     )
+
+
+def _grid_coordinates(plane: Plane, x, y) -> tuple[np.ndarray, np.ndarray | None, tuple[int, ...]]:
+    """``(xs, ys, shape)`` of a grid over ``plane``: finite float64 coordinates, y only for planes."""
+    xs = np.asarray(x, dtype=np.float64).reshape(-1)
+    ys = None if y is None else np.asarray(y, dtype=np.float64).reshape(-1)
+    for label, coords in (("x", xs), ("y", ys)):
+        if coords is not None and (coords.size == 0 or not np.isfinite(coords).all()):
+            raise ValueError(f"grid coordinates {label} = {coords.tolist()[:8]} should be finite numbers, at least one")
+    if (ys is None) != (plane.dim == 1):
+        raise ValueError(
+            f"a {plane.dim}D {plane.kind} plane needs {'only x' if plane.dim == 1 else 'x and y'} coordinates"
+        )
+    return xs, ys, ((len(xs),) if ys is None else (len(xs), len(ys)))
 
 
 def _check_budget(model, plane: Plane, shape, splits, metric_objs, precision, device, out, bn_data, allow_large):

@@ -52,6 +52,20 @@ def _present(surface: _Surface, metrics: Sequence[str] | None) -> list[str]:
     return names
 
 
+def _check_destination(out_dir: str, formats: Sequence[str]) -> None:
+    """A figure folder that is not a file and formats matplotlib writes, before any drawing."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise NotADirectoryError(f"figure folder '{out_dir}' is a file; expected a folder (new or existing)")
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    supported = FigureCanvasBase.get_supported_filetypes()
+    unknown = [f for f in formats if f not in supported]
+    if unknown or not formats:
+        raise ValueError(
+            f"figure format(s) {unknown or list(formats)} not supported; expected some of {sorted(supported)}"
+        )
+
+
 def plot_file(
     src: Source,
     out_dir: str | os.PathLike[str],
@@ -150,16 +164,7 @@ def plot_file(
         raise ValueError(f"plot_file: {surface.name} has a {len(surface.shape)}-D grid; only lines and planes plot")
 
     out_dir = os.fspath(out_dir)
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise NotADirectoryError(f"figure folder '{out_dir}' is a file; expected a folder (new or existing)")
-    from matplotlib.backend_bases import FigureCanvasBase
-
-    supported = FigureCanvasBase.get_supported_filetypes()
-    unknown = [f for f in formats if f not in supported]
-    if unknown or not formats:
-        raise ValueError(
-            f"figure format(s) {unknown or list(formats)} not supported; expected some of {sorted(supported)}"
-        )
+    _check_destination(out_dir, formats)
     targets = [
         [os.path.join(out_dir, f"{stem}-{figure}{'' if part is None else '-' + part}.{fmt}") for fmt in formats]
         for figure, part, _ in jobs
