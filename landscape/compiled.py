@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import time
+import types
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -283,7 +284,11 @@ class CompiledForward:
                 return model_output(functional_call(folded, params, args, kwargs))
             return model_output(functional_call(wrapper, {f"model.{k}": v for k, v in params.items()}, (raw,)))
 
-        self._fn = torch.compile(run, backend=backend, dynamic=False)
+        # Dynamo keeps its graphs and its recompilation limit (8) per code object: a code
+        # object of its own per model, so many models in one process all stay compiled
+        code = run.__code__.replace(co_name=f"compiled_forward_{len(_COMPILED)}")
+        fresh = types.FunctionType(code, run.__globals__, code.co_name, run.__defaults__, run.__closure__)
+        self._fn = torch.compile(fresh, backend=backend, dynamic=False)
 
     def fold(self, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Point tensors (``[k, ...]`` or one point's) of the folded model: each folded layer's

@@ -241,3 +241,13 @@ def test_dict_batches_of_a_language_model_and_a_user_forward(counter):
     # a user forward sees the batch as the data gives it: not padded, one graph per batch size
     assert comp.path == "compiled" and counter.graphs == 1 + 2
     np.testing.assert_allclose(comp["loss"], loop["loss"], rtol=1e-5)
+
+
+def test_many_models_in_one_process_all_stay_compiled(counter):
+    # Dynamo stops compiling a function after 8 recompilations; each model has its own
+    x, y = torch.randn(8, 5), torch.zeros(8, dtype=torch.long)
+    for width in range(3, 13):
+        net = nn.Sequential(nn.Linear(5, width), nn.BatchNorm1d(width), nn.ReLU(), nn.Linear(width, 3))
+        line = ls.PointSet.from_weights([ls.Weights.from_module(net)], [[1.0], [0.5]])
+        assert ls.evaluate(net, line, (x, y), path="compiled", progress=False).path == "compiled"
+    assert counter.graphs == 10
