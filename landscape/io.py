@@ -1825,7 +1825,7 @@ register_kind(
     "landscape-curve",
     1,
     writer="landscape.curves.curve.Curve.save",
-    reader="landscape.curves.curve.load_curve",
+    reader="landscape.curves.files.load_curve",
     container="pt",
     attrs=("kind", "n_bends", "names", "start", "end", "bends"),
 )

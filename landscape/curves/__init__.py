@@ -13,8 +13,9 @@ from .coefficients import (
     polychain_coefficients,
     polychain_derivative_coefficients,
 )
-from .curve import CURVE_FORMATS, CURVE_KINDS, Curve, load_curve
+from .curve import CURVE_KINDS, Curve
 from .dmc import import_dmc_curve
+from .files import CURVE_FORMATS, load_curve
 from .fit import (
     LR_UPDATES,
     SCHEDULES,

@@ -37,7 +37,8 @@ from torch.func import vmap
 
 from ..batches import Batch, call_model
 from ..train import TrainBatches, resolve_loss, sgd
-from .curve import Curve, load_curve
+from .curve import Curve
+from .files import load_curve
 
 __all__ = [
     "FitResult",
