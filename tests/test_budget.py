@@ -277,3 +277,28 @@ def test_training_runs_are_refused_when_their_copies_cannot_fit(monkeypatch):
     with budget.allowing_large(True):
         res = ls.ensembles.sse(model, data, epochs=1, cycles=1, batch_size=8, lr=0.1)
     assert len(res.members) == 1
+
+
+def test_a_curve_fit_is_refused_before_any_work_when_its_copies_cannot_fit(monkeypatch):
+    """A curve fit keeps the user's model, its training copy, the n_bends + 2 control points, the
+    gradients and momentum of the trained ones and t_per_batch points phi(t): one bend with
+    fixed ends is 2 + 3 + 2 x 1 + 1 = 8 copies of a 0.3 MB model; both ends released and two t:
+    2 + 3 + 2 x 3 + 2 = 13."""
+    from landscape.curves import Curve, fit_curve
+
+    spec = {"in_features": 64, "widths": [1024], "num_classes": 10}
+    torch.manual_seed(0)
+    model, other = ls.build_model("mlp", spec), ls.build_model("mlp", spec)
+    curve = Curve(ls.Weights.from_module(model), ls.Weights.from_module(other), n_bends=1, kind="bezier")
+    before = curve.bends.detach().clone()
+    data = (torch.randn(16, 64), torch.randint(0, 10, (16,)))
+    monkeypatch.setattr(budget, "available_memory", lambda device=None: 1_000_000)
+    kwargs = dict(epochs=1, batch_size=8, lr=0.1, progress=False, device="cpu")
+    with pytest.raises(TooLargeError, match=r"^curve fit would need about .*\(model x 8 .* available on the host"):
+        fit_curve(model, curve, data, **kwargs)
+    assert torch.equal(curve.bends.detach(), before)  # refused before any step
+    with pytest.raises(TooLargeError, match=r"model x 13 "):
+        fit_curve(model, curve, data, fix_start=False, fix_end=False, t_per_batch=2, **kwargs)
+    with budget.allowing_large(True):
+        res = fit_curve(model, curve, data, **kwargs)
+    assert len(res.history) == 1 and not torch.equal(curve.bends.detach(), before)

@@ -36,6 +36,7 @@ from torch import nn
 from torch.func import vmap
 
 from ..batches import Batch, call_model
+from ..budget import check_training
 from ..train import TrainBatches, resolve_loss, sgd
 from .curve import Curve
 from .files import load_curve
@@ -279,6 +280,46 @@ def fit_curve(
     -------
     FitResult
     """
+    _check_fit_arguments(curve, schedule, weight_decay_on, lr_update, t_per_batch, epochs, batch_size)
+    t0 = time.perf_counter()
+    device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    _check_fit_memory(model, data, curve, fix_start, fix_end, t_per_batch, device)
+    lossfn = resolve_loss(loss)
+    dtype = next((v.dtype for v in curve.start.values() if v.is_floating_point()), torch.float32)
+    gen = torch.Generator().manual_seed(int(seed))
+    batches = TrainBatches(data, batch_size, generator=gen, device=device, dtype=dtype)
+    work, mask, opt = _training_state(model, curve, device, fix_start, fix_end, lr, momentum)
+    settings = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "weight_decay": weight_decay}
+    settings["weight_decay_on"] = weight_decay_on
+    settings.update(schedule=schedule, lr_update=lr_update, t_per_batch=t_per_batch, fair=fair, seed=seed)
+    settings.update(fix_start=bool(fix_start), fix_end=bool(fix_end))
+    history, first_epoch = _resume_fit(checkpoint, model, curve, opt, settings, resume=resume, force=force)
+    saved = {"history": history, "settings": settings}  # with every checkpoint
+    _replay_epochs(batches, gen, first_epoch, t_per_batch)
+    bar = _bar(epochs, first_epoch, progress)
+    try:
+        for epoch in range(first_epoch, epochs):
+            mean, factor = _train_epoch(
+                work, curve, batches, opt, mask, gen, epoch, settings, loss_fn=lossfn, forward=forward
+            )
+            history.append({"epoch": epoch + 1, "loss": mean, "lr": lr * factor})
+            if checkpoint is not None:
+                curve.save(checkpoint, force=True, epoch=epoch + 1, optimizer=opt.state_dict(), **saved)
+            bar.set_postfix(loss=f"{mean:.4f}")
+            bar.update(1)
+            if on_epoch is not None:
+                on_epoch(epoch + 1, history)
+    finally:
+        bar.close()
+        curve.fix_endpoints()
+    curve.bends.grad = None
+    return FitResult(curve=curve, history=history, seconds=time.perf_counter() - t0, resumed_from=first_epoch)
+
+
+def _check_fit_arguments(
+    curve: Curve, schedule: str, weight_decay_on: str, lr_update: str, t_per_batch: int, epochs, batch_size
+) -> None:
+    """One ``ValueError`` line for each setting of :func:`fit_curve` outside its range."""
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule should be one of {SCHEDULES}, got {schedule!r}")
     if weight_decay_on not in WEIGHT_DECAY_ON:
@@ -294,12 +335,24 @@ def fit_curve(
             )
     if curve.n_bends == 0:
         raise ValueError("a curve with no bends has nothing to train")
-    t0 = time.perf_counter()
-    device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
-    lossfn = resolve_loss(loss)
-    dtype = next((v.dtype for v in curve.start.values() if v.is_floating_point()), torch.float32)
-    gen = torch.Generator().manual_seed(int(seed))
-    batches = TrainBatches(data, batch_size, generator=gen, device=device, dtype=dtype)
+
+
+def _check_fit_memory(model, data, curve: Curve, fix_start: bool, fix_end: bool, t_per_batch: int, device) -> None:
+    """The up-front memory check of :func:`fit_curve` (:func:`landscape.budget.check_training`)."""
+    # The user's model (held) and its private training copy, the n_bends + 2 control points,
+    # the gradients and momentum of the trained ones (bends and released endpoints), and the
+    # t_per_batch points phi(t) of a step.
+    trained = curve.n_bends + (not fix_start) + (not fix_end)
+    copies = 2 + (curve.n_bends + 2) + 2 * trained + t_per_batch
+    check_training(model, data, "curve fit", copies=copies, device=device)
+
+
+def _training_state(
+    model: nn.Module, curve: Curve, device: torch.device, fix_start: bool, fix_end: bool, lr: float, momentum: float
+) -> tuple[nn.Module, torch.Tensor, torch.optim.Optimizer]:
+    """``(work, mask, opt)`` of a fit: a private copy of ``model`` in train mode with frozen
+    parameters, the mask of ``curve``'s trained entries (running statistics are not) and SGD
+    on ``curve.trainable()``; ``curve`` moves to ``device`` with its trained endpoints released."""
     work = copy.deepcopy(model).to(device).train()
     for p in work.parameters():
         p.requires_grad_(False)
@@ -307,50 +360,58 @@ def fit_curve(
     curve.release_endpoints(start=not fix_start, end=not fix_end)
     mask = curve.param_mask.to(device)
     opt = sgd(curve.trainable(), lr, momentum)  # lr and momentum checked in one line
-    settings = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "weight_decay": weight_decay}
-    settings["weight_decay_on"] = weight_decay_on
-    settings.update(schedule=schedule, lr_update=lr_update, t_per_batch=t_per_batch, fair=fair, seed=seed)
-    settings.update(fix_start=bool(fix_start), fix_end=bool(fix_end))
-    history, first_epoch = _resume_fit(checkpoint, model, curve, opt, settings, resume=resume, force=force)
-    saved = {"history": history, "settings": settings}  # with every checkpoint
+    return work, mask, opt
+
+
+def _replay_epochs(batches: TrainBatches, gen: torch.Generator, epochs: int, t_per_batch: int) -> None:
+    """Draw the random stream of ``epochs`` finished epochs (their shuffles and their ``t``), so
+    that a resumed fit continues as the uninterrupted one would."""
     steps_per_epoch = batches.steps_per_epoch()
-    for _ in range(first_epoch):  # replay the random stream of finished epochs
+    for _ in range(epochs):
         batches.skip_epoch()
         for _ in range(steps_per_epoch):
             torch.rand(t_per_batch, generator=gen, dtype=torch.float64)
-    bar = _bar(epochs, first_epoch, progress)
-    try:
-        for epoch in range(first_epoch, epochs):
-            total, count = 0.0, 0
-            for step, batch in zip(range(steps_per_epoch), batches.epoch()):
-                if lr_update == "epoch":  # epoch index e = epoch + 1 in 1..E
-                    factor = learning_rate_factor(schedule, (epoch + 1) / epochs)
-                else:
-                    factor = learning_rate_factor(schedule, (epoch + step / steps_per_epoch) / epochs)
-                for g in opt.param_groups:
-                    g["lr"] = lr * factor
-                t = torch.rand(t_per_batch, generator=gen, dtype=torch.float64).to(device)
-                value = curve_loss(work, curve, batch, None, t, fair=fair, loss_fn=lossfn, forward=forward)
-                penalty = curve_weight_decay(curve, t, weight_decay, weight_decay_on) if weight_decay else 0.0
-                opt.zero_grad(set_to_none=True)
-                (value + penalty).backward()
-                for w in curve.trainable():  # running statistics are not trained
-                    w.grad.mul_(mask.to(w.dtype))
-                opt.step()
-                total += float(value.detach()) * batch.count
-                count += batch.count
-            history.append({"epoch": epoch + 1, "loss": total / count, "lr": lr * factor})
-            if checkpoint is not None:
-                curve.save(checkpoint, force=True, epoch=epoch + 1, optimizer=opt.state_dict(), **saved)
-            bar.set_postfix(loss=f"{total / count:.4f}")
-            bar.update(1)
-            if on_epoch is not None:
-                on_epoch(epoch + 1, history)
-    finally:
-        bar.close()
-        curve.fix_endpoints()
-    curve.bends.grad = None
-    return FitResult(curve=curve, history=history, seconds=time.perf_counter() - t0, resumed_from=first_epoch)
+
+
+def _train_epoch(
+    work: nn.Module,
+    curve: Curve,
+    batches: TrainBatches,
+    opt: torch.optim.Optimizer,
+    mask: torch.Tensor,
+    gen: torch.Generator,
+    epoch: int,
+    settings: dict,
+    *,
+    loss_fn: Callable,
+    forward: Callable | None,
+) -> tuple[float, float]:
+    """One epoch of :func:`fit_curve` (``epoch`` counts from 0; ``settings`` as the fit records
+    them): a step per minibatch at ``t_per_batch`` fresh ``t`` drawn from ``gen``. Returns the
+    epoch's mean loss (weighted by batch size) and the learning-rate factor of its last step."""
+    epochs, lr, schedule, lr_update = (settings[k] for k in ("epochs", "lr", "schedule", "lr_update"))
+    weight_decay, weight_decay_on = settings["weight_decay"], settings["weight_decay_on"]
+    device = mask.device
+    total, count = 0.0, 0
+    steps_per_epoch = batches.steps_per_epoch()
+    for step, batch in zip(range(steps_per_epoch), batches.epoch()):
+        if lr_update == "epoch":  # epoch index e = epoch + 1 in 1..E
+            factor = learning_rate_factor(schedule, (epoch + 1) / epochs)
+        else:
+            factor = learning_rate_factor(schedule, (epoch + step / steps_per_epoch) / epochs)
+        for g in opt.param_groups:
+            g["lr"] = lr * factor
+        t = torch.rand(settings["t_per_batch"], generator=gen, dtype=torch.float64).to(device)
+        value = curve_loss(work, curve, batch, None, t, fair=settings["fair"], loss_fn=loss_fn, forward=forward)
+        penalty = curve_weight_decay(curve, t, weight_decay, weight_decay_on) if weight_decay else 0.0
+        opt.zero_grad(set_to_none=True)
+        (value + penalty).backward()
+        for w in curve.trainable():  # running statistics are not trained
+            w.grad.mul_(mask.to(w.dtype))
+        opt.step()
+        total += float(value.detach()) * batch.count
+        count += batch.count
+    return total / count, factor
 
 
 def _resume_fit(checkpoint, model, curve: Curve, opt, settings: dict, *, resume: bool, force: bool):
