@@ -142,7 +142,9 @@ def add_batching(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-memory", default=None, help="memory budget, e.g. 4G (default: a safe fraction of free memory)"
     )
-    p.add_argument("--path", default="auto", choices=["auto", "fused", "compiled", "vmap", "loop"], help="execution path")
+    p.add_argument(
+        "--path", default="auto", choices=["auto", "fused", "compiled", "vmap", "loop"], help="execution path"
+    )
 
 
 def add_engine(p: argparse.ArgumentParser) -> None:
