@@ -241,39 +241,9 @@ def evaluate_curve(
         progress=progress,
         desc=f"curve {curve.kind}",
     )
-    barriers: dict[str, dict[str, float]] = {}
-    for name, v in grid.metrics.items():
-        if not name.endswith("_loss"):
-            continue
-        split = name[: -len("_loss")]
-        for r, row in enumerate(("curve", "line")):  # every cell is computed: a NaN is a result
-            h, where = barrier(v[r], t)
-            barriers.setdefault(row, {})[split] = h
-            barriers.setdefault(f"{row}-t", {})[split] = where
+    barriers = _barriers(grid.metrics, t)
     if out is not None and barriers:
-        from .. import io
-
-        with io.open_result(out, "r+") as f:
-            f.update_attrs(
-                {
-                    f"barrier-{row}-{split}": h
-                    for row, d in barriers.items()
-                    if not row.endswith("-t")
-                    for split, h in d.items()
-                }
-                | {
-                    f"barrier-t-{row[:-2]}-{split}": w
-                    for row, d in barriers.items()
-                    if row.endswith("-t")
-                    for split, w in d.items()
-                }
-            )
-    stats: dict[str, dict[str, dict[str, float]]] = {}
-    for name, v in grid.metrics.items():
-        for r, row in enumerate(("curve", "line")):
-            stats.setdefault(row, {})[name] = path_statistics(v[r], dl[r], t)
-            if name.endswith("_acc"):
-                stats[row][name[: -len("_acc")] + "_err"] = path_statistics(1.0 - v[r], dl[r], t)
+        _record_barriers(out, barriers)
     return CurveProfile(
         t=t,
         metrics=grid.metrics,
@@ -282,9 +252,60 @@ def evaluate_curve(
         path=grid.path,
         segment_lengths=dl,
         lengths={"curve": float(dl[0].sum()), "line": float(dl[1].sum())},
-        stats=stats,
+        stats=_path_statistics(grid.metrics, dl, t),
         nonfinite={name: int((~np.isfinite(v)).sum()) for name, v in grid.metrics.items()},
     )
+
+
+def _barriers(metrics: Mapping[str, np.ndarray], t: np.ndarray) -> dict[str, dict[str, float]]:
+    """``{row: {split: barrier}, row-t: {split: t of the barrier}}`` for the rows ``curve`` and
+    ``line`` of every ``<split>_loss`` metric (:func:`barrier`)."""
+    barriers: dict[str, dict[str, float]] = {}
+    for name, v in metrics.items():
+        if not name.endswith("_loss"):
+            continue
+        split = name[: -len("_loss")]
+        for r, row in enumerate(("curve", "line")):  # every cell is computed: a NaN is a result
+            h, where = barrier(v[r], t)
+            barriers.setdefault(row, {})[split] = h
+            barriers.setdefault(f"{row}-t", {})[split] = where
+    return barriers
+
+
+def _record_barriers(out: str | os.PathLike, barriers: dict[str, dict[str, float]]) -> None:
+    """Write ``barriers`` into the attributes of the profile file ``out``
+    (``barrier-<row>-<split>``, ``barrier-t-<row>-<split>``)."""
+    from .. import io
+
+    with io.open_result(out, "r+") as f:
+        f.update_attrs(
+            {
+                f"barrier-{row}-{split}": h
+                for row, d in barriers.items()
+                if not row.endswith("-t")
+                for split, h in d.items()
+            }
+            | {
+                f"barrier-t-{row[:-2]}-{split}": w
+                for row, d in barriers.items()
+                if row.endswith("-t")
+                for split, w in d.items()
+            }
+        )
+
+
+def _path_statistics(
+    metrics: Mapping[str, np.ndarray], dl: np.ndarray, t: np.ndarray
+) -> dict[str, dict[str, dict[str, float]]]:
+    """``{row: {metric: path_statistics}}`` of the rows ``curve`` and ``line``; an ``*_acc``
+    metric also gives its error ``*_err``."""
+    stats: dict[str, dict[str, dict[str, float]]] = {}
+    for name, v in metrics.items():
+        for r, row in enumerate(("curve", "line")):
+            stats.setdefault(row, {})[name] = path_statistics(v[r], dl[r], t)
+            if name.endswith("_acc"):
+                stats[row][name[: -len("_acc")] + "_err"] = path_statistics(1.0 - v[r], dl[r], t)
+    return stats
 
 
 def curve_plane(curve: Curve, *, bend: int | None = None, samples: int = 101) -> Plane:
