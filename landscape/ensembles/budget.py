@@ -115,60 +115,17 @@ def run_at_budget(
         Members in training order; ``budgets[m]`` is the epochs spent when member ``m`` was
         available.
     """
-    from .fge import fge
-    from .sse import sse
-    from .swa import swa
-
-    if method not in METHODS:
-        raise ValueError(f"method {method!r} is not one of {', '.join(METHODS)}")
-    for name, v in (("budget_epochs", budget_epochs), ("n", n), ("cycles", cycles)):
-        if int(v) != v or v < 1:
-            raise ValueError(f"{name} should be a positive integer, got {v!r}")
-    if not 0 < fast_fraction < 1:
-        raise ValueError(f"fast_fraction should be in (0, 1), got {fast_fraction!r}")
+    fast = _check_budget_arguments(method, budget_epochs, n, first, cycles, fast_fraction)
     B, n = int(budget_epochs), int(n)
     steps = TrainBatches(data, batch_size)  # iterations per epoch, for the budgets
-    fast = max(1, round(fast_fraction * B))
-    if method in ("fge", "swa") and fast >= B:
-        raise ValueError(f"a budget of {B} epochs leaves no ordinary training before {method} ({fast} epochs)")
     opts = dict(momentum=momentum, weight_decay=weight_decay, batch_size=batch_size, loss=loss, forward=forward)
+    rates = dict(lr=lr, cycles=cycles, fge_lr=fge_lr, swa_lr=swa_lr, swa_restart=swa_restart)
     members, budgets = [], []
-    if int(first) != first or first < 0:
-        raise ValueError(f"first should be a non-negative integer, got {first!r}")
     for j in range(int(first), int(first) + n):
         s = 1000 * int(seed) + j
-        net = fresh_copy(model, s)
-        spent = j * B
-        if method == "ind":
-            train_classifier(net, data, epochs=B, lr=lr, seed=s, **opts)
-            members.append(Weights.from_module(net))
-            budgets.append(spent + B)
-        elif method == "sse":
-            run = sse(net, data, epochs=B, cycles=cycles, lr=lr, seed=s, **opts)
-            per_epoch = steps.steps_per_epoch()
-            members += run.members
-            budgets += [spent + i / per_epoch for i in run.iterations]
-        elif method == "swa" and not swa_restart:
-            rate = swa_lr if swa_lr is not None else lr / 2
-            init = Weights.from_module(net)
-            run = swa(net, init, data, epochs=B, swa_start=B - fast, lr=lr, swa_lr=rate, seed=s, **opts)
-            members.append(run.weights)
-            budgets.append(spent + B)
-        else:
-            train_classifier(net, data, epochs=B - fast, lr=lr, seed=s, **opts)
-            start = Weights.from_module(net)
-            if method == "fge":
-                per_epoch = steps.stream_steps_per_epoch()  # FGE drops the incomplete batch
-                c = 2 * max(1, (fast * per_epoch) // (2 * cycles))
-                a1, a2 = fge_lr if fge_lr is not None else (lr / 2, lr / 100)
-                run = fge(net, start, data, cycles=cycles, cycle_length=c, alpha1=a1, alpha2=a2, seed=s, **opts)
-                members += run.snapshots
-                budgets += [spent + B - fast + i / per_epoch for i in run.iterations]
-            else:
-                rate = swa_lr if swa_lr is not None else lr / 2
-                run = swa(net, start, data, epochs=fast, lr=rate, include_start=False, seed=s, **opts)
-                members.append(run.weights)
-                budgets.append(spent + B)
+        got, when = _train_run(method, fresh_copy(model, s), data, steps, B, fast, j * B, s, **rates, **opts)
+        members += got
+        budgets += when
     attrs = {
         "method": method,
         "budget-epochs": B,
@@ -182,3 +139,81 @@ def run_at_budget(
     if method == "swa":
         attrs["swa-procedure"] = "restart" if swa_restart else "repository"
     return Run(f"{method.upper() if method != 'ind' else 'Ind'} {n}B", members, budgets, attrs)
+
+
+def _check_budget_arguments(method: str, budget_epochs, n, first, cycles, fast_fraction) -> int:
+    """One ``ValueError`` line for each argument of :func:`run_at_budget` outside its range;
+    returns the epochs of FGE's or SWA's phase, ``max(1, round(fast_fraction * B))``."""
+    if method not in METHODS:
+        raise ValueError(f"method {method!r} is not one of {', '.join(METHODS)}")
+    for name, v in (("budget_epochs", budget_epochs), ("n", n), ("cycles", cycles)):
+        if int(v) != v or v < 1:
+            raise ValueError(f"{name} should be a positive integer, got {v!r}")
+    if not 0 < fast_fraction < 1:
+        raise ValueError(f"fast_fraction should be in (0, 1), got {fast_fraction!r}")
+    B = int(budget_epochs)
+    fast = max(1, round(fast_fraction * B))
+    if method in ("fge", "swa") and fast >= B:
+        raise ValueError(f"a budget of {B} epochs leaves no ordinary training before {method} ({fast} epochs)")
+    if int(first) != first or first < 0:
+        raise ValueError(f"first should be a non-negative integer, got {first!r}")
+    return fast
+
+
+def _train_run(
+    method: str,
+    net: nn.Module,
+    data,
+    steps: TrainBatches,
+    B: int,
+    fast: int,
+    spent: int,
+    seed: int,
+    *,
+    lr: float,
+    cycles: int,
+    fge_lr: tuple[float, float] | None,
+    swa_lr: float | None,
+    swa_restart: bool,
+    **opts,
+) -> tuple[list[Weights], list[float]]:
+    """One run of :func:`run_at_budget`: ``net`` (freshly initialised) trained by ``method`` for
+    ``B`` epochs with seed ``seed``, ``spent`` epochs into the budget; ``opts`` are the training
+    settings every phase shares. Returns its members and the epochs spent when each was
+    available."""
+    from .fge import fge
+    from .sse import sse
+    from .swa import swa
+
+    members, budgets = [], []
+    if method == "ind":
+        train_classifier(net, data, epochs=B, lr=lr, seed=seed, **opts)
+        members.append(Weights.from_module(net))
+        budgets.append(spent + B)
+    elif method == "sse":
+        run = sse(net, data, epochs=B, cycles=cycles, lr=lr, seed=seed, **opts)
+        per_epoch = steps.steps_per_epoch()
+        members += run.members
+        budgets += [spent + i / per_epoch for i in run.iterations]
+    elif method == "swa" and not swa_restart:
+        rate = swa_lr if swa_lr is not None else lr / 2
+        init = Weights.from_module(net)
+        run = swa(net, init, data, epochs=B, swa_start=B - fast, lr=lr, swa_lr=rate, seed=seed, **opts)
+        members.append(run.weights)
+        budgets.append(spent + B)
+    else:
+        train_classifier(net, data, epochs=B - fast, lr=lr, seed=seed, **opts)
+        start = Weights.from_module(net)
+        if method == "fge":
+            per_epoch = steps.stream_steps_per_epoch()  # FGE drops the incomplete batch
+            c = 2 * max(1, (fast * per_epoch) // (2 * cycles))
+            a1, a2 = fge_lr if fge_lr is not None else (lr / 2, lr / 100)
+            run = fge(net, start, data, cycles=cycles, cycle_length=c, alpha1=a1, alpha2=a2, seed=seed, **opts)
+            members += run.snapshots
+            budgets += [spent + B - fast + i / per_epoch for i in run.iterations]
+        else:
+            rate = swa_lr if swa_lr is not None else lr / 2
+            run = swa(net, start, data, epochs=fast, lr=rate, include_start=False, seed=seed, **opts)
+            members.append(run.weights)
+            budgets.append(spent + B)
+    return members, budgets
