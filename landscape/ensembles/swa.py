@@ -150,16 +150,7 @@ def swa(
         ``collected`` and ``lr`` count iterations from the start of the run (0: before the
         first step), the pre-SWA phase included.
     """
-    if (lr_min is None) != (cycle_length is None):
-        raise ValueError("give both lr_min and cycle_length (cyclical schedule) or neither (constant)")
-    if cycle_length is not None and (int(cycle_length) != cycle_length or cycle_length < 1):
-        raise ValueError(f"cycle_length should be a positive integer, got {cycle_length!r}")
-    if int(epochs) != epochs or epochs < 1:
-        raise ValueError(f"epochs should be a positive integer, got {epochs!r}")
-    if int(swa_start) != swa_start or not 0 <= swa_start <= epochs:
-        raise ValueError(f"swa_start should be an integer number of epochs in [0, epochs={epochs}], got {swa_start!r}")
-    if int(swa_c_epochs) != swa_c_epochs or swa_c_epochs < 1:
-        raise ValueError(f"swa_c_epochs should be a positive integer, got {swa_c_epochs!r}")
+    _check_swa_arguments(epochs, swa_start, swa_c_epochs, lr_min, cycle_length)
     epochs, swa_start, c = int(epochs), int(swa_start), int(swa_c_epochs)
     swa_rate = float(lr if swa_lr is None else swa_lr)
     cyclical = cycle_length is not None
@@ -170,71 +161,109 @@ def swa(
     net = copy.deepcopy(model)
     net.load_state_dict(start.state_dict())
     net.train()
-
-    def sgd(rate):
-        return train_sgd(net.parameters(), rate, momentum, weight_decay)
-
-    opt = sgd(swa_epoch_lr(1, lr, swa_rate, swa_start))
-    averaged = AveragedModel(net)
-    collected, snapshots = [], []
-
-    def collect(i):
-        averaged.update_parameters(net)
-        collected.append(i)
-        if keep_snapshots:
-            snapshots.append(Weights.from_module(net))
-
-    g = torch.Generator().manual_seed(seed)
-    batches = TrainBatches.for_module(net, data, batch_size, g)
+    opt = train_sgd(net.parameters(), swa_epoch_lr(1, lr, swa_rate, swa_start), momentum, weight_decay)
+    average = _Average(net, keep_snapshots)
+    batches = TrainBatches.for_module(net, data, batch_size, torch.Generator().manual_seed(seed))
     lrs = []
     i = swa_start_iteration = 0  # iterations so far; the last one before averaging starts
     bar = _bar(epochs * batches.steps_per_epoch() if batches.indexed else None, "SWA", progress)
     for e in range(1, epochs + 1):  # epoch e; e - 1 epochs are done
         if e - 1 == swa_start:  # the averaging phase starts
             if restart and swa_start > 0:
-                opt = sgd(swa_rate)
+                opt = train_sgd(net.parameters(), swa_rate, momentum, weight_decay)
             if include_start:
-                collect(i)
+                average.collect(net, i)
         averaging = e > swa_start
+        cycle = (swa_start_iteration, swa_rate, lr_min, cycle_length) if averaging and cyclical else None
         rate = swa_epoch_lr(e, lr, swa_rate, swa_start)
-        a = 0  # iterations of the averaging phase, for the cyclical schedule
-        for batch in batches.epoch():
-            i += 1
-            if averaging and cyclical:
-                a = i - swa_start_iteration
-                rate = swa_lr_cyclical(a, swa_rate, lr_min, cycle_length)
-            for group in opt.param_groups:
-                group["lr"] = rate
-            lrs.append(rate)
-            opt.zero_grad(set_to_none=True)
-            loss_of(net, None, batch, lossfn, forward).backward()
-            opt.step()
-            if averaging and cyclical and a % cycle_length == 0:
-                collect(i)
-            bar.update(1)
+        i = _sgd_epoch(net, opt, batches, lossfn, forward, i, rate, cycle, average, lrs, bar)
         if e == swa_start:
             swa_start_iteration = i
         if averaging and not cyclical and (e - swa_start) % c == 0:
-            collect(i)
+            average.collect(net, i)
     if epochs == swa_start and include_start:  # no averaging epoch: the end of the run alone
-        collect(i)
+        average.collect(net, i)
     bar.close()
-    if not collected:
-        raise ValueError(
-            f"no weights were averaged: {epochs - swa_start} averaging epoch(s) with swa_c_epochs={c}"
-            + (f" and cycle_length={cycle_length} iterations" if cyclical else "")
-            + " and include_start=False"
-        )
-    update_bn(averaged.module, batches.src, batch_size=batch_size, forward=forward, weighting=bn_weighting)
-    averaged.module.eval()
-    net.eval()
-    return SWAResult(
-        weights=Weights.from_module(averaged.module),
-        sgd=Weights.from_module(net),
-        collected=collected,
-        snapshots=snapshots,
-        lr=np.asarray(lrs, dtype=np.float64),
+    if not average.collected:
+        raise ValueError(_nothing_averaged(epochs - swa_start, c, cycle_length))
+    update_bn(average.model.module, batches.src, batch_size=batch_size, forward=forward, weighting=bn_weighting)
+    return average.result(net, lrs)
+
+
+def _nothing_averaged(averaging_epochs: int, c: int, cycle_length: int | None) -> str:
+    """The error of an SWA run that collected no weights: the settings that left none."""
+    return (
+        f"no weights were averaged: {averaging_epochs} averaging epoch(s) with swa_c_epochs={c}"
+        + (f" and cycle_length={cycle_length} iterations" if cycle_length is not None else "")
+        + " and include_start=False"
     )
+
+
+def _check_swa_arguments(epochs, swa_start, swa_c_epochs, lr_min, cycle_length) -> None:
+    """One ``ValueError`` line for each setting of :func:`swa` outside its range."""
+    if (lr_min is None) != (cycle_length is None):
+        raise ValueError("give both lr_min and cycle_length (cyclical schedule) or neither (constant)")
+    if cycle_length is not None and (int(cycle_length) != cycle_length or cycle_length < 1):
+        raise ValueError(f"cycle_length should be a positive integer, got {cycle_length!r}")
+    if int(epochs) != epochs or epochs < 1:
+        raise ValueError(f"epochs should be a positive integer, got {epochs!r}")
+    if int(swa_start) != swa_start or not 0 <= swa_start <= epochs:
+        raise ValueError(f"swa_start should be an integer number of epochs in [0, epochs={epochs}], got {swa_start!r}")
+    if int(swa_c_epochs) != swa_c_epochs or swa_c_epochs < 1:
+        raise ValueError(f"swa_c_epochs should be a positive integer, got {swa_c_epochs!r}")
+
+
+class _Average:
+    """The running average of the weights an SWA run collects (``torch.optim.swa_utils``'s
+    :class:`AveragedModel`), the iterations they were collected at and, with ``keep``, the
+    weights themselves."""
+
+    def __init__(self, net: nn.Module, keep: bool):
+        self.model = AveragedModel(net)
+        self.keep = keep
+        self.collected: list[int] = []
+        self.snapshots: list[Weights] = []
+
+    def collect(self, net: nn.Module, i: int) -> None:
+        self.model.update_parameters(net)
+        self.collected.append(i)
+        if self.keep:
+            self.snapshots.append(Weights.from_module(net))
+
+    def result(self, net: nn.Module, lrs: list[float]) -> SWAResult:
+        """The run's :class:`SWAResult` (both models left in eval mode); ``net`` holds the last
+        SGD iterate, ``lrs`` the rate of every iteration."""
+        self.model.module.eval()
+        net.eval()
+        return SWAResult(
+            weights=Weights.from_module(self.model.module),
+            sgd=Weights.from_module(net),
+            collected=self.collected,
+            snapshots=self.snapshots,
+            lr=np.asarray(lrs, dtype=np.float64),
+        )
+
+
+def _sgd_epoch(net, opt, batches, loss_fn, forward, i: int, rate: float, cycle, average: _Average, lrs, bar) -> int:
+    """One epoch of SWA's SGD from iteration ``i``; returns the iteration it ends at. Every step
+    runs at ``rate``, or, with ``cycle = (first iteration, swa_lr, lr_min, cycle_length)`` of the
+    averaging phase, at the cyclical rate of its iteration within that phase, the weights
+    collected into ``average`` at the end of each cycle. Each step's rate is appended to ``lrs``."""
+    for batch in batches.epoch():
+        i += 1
+        if cycle is not None:
+            a = i - cycle[0]  # iterations of the averaging phase
+            rate = swa_lr_cyclical(a, cycle[1], cycle[2], cycle[3])
+        for group in opt.param_groups:
+            group["lr"] = rate
+        lrs.append(rate)
+        opt.zero_grad(set_to_none=True)
+        loss_of(net, None, batch, loss_fn, forward).backward()
+        opt.step()
+        if cycle is not None and a % cycle[3] == 0:
+            average.collect(net, i)
+        bar.update(1)
+    return i
 
 
 def swa_line(swa_weights: Weights, sgd_weights: Weights):
