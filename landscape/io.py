@@ -421,21 +421,7 @@ def create_result(
     [1, 2, 3]
     """
     path = os.fspath(path)
-    if not isinstance(kind, str) or not kind:
-        raise ValueError(f"kind must be a non-empty str, got {kind!r}")
-    dims = _check_shape(shape)
-    if isinstance(metrics, str):
-        raise TypeError(f"metrics must be a sequence of names, got the str {metrics!r}")
-    metric_names = [_check_name("metric", m) for m in metrics]
-    if not metric_names:
-        raise ValueError("metrics must name at least one metric")
-    if len(set(metric_names)) != len(metric_names):
-        raise ValueError(f"metrics has repeated names: {metric_names}")
-    for key in attrs:
-        if not isinstance(key, str) or not key:
-            raise ValueError(f"attribute names must be non-empty str, got {key!r}")
-        if key in _STRUCTURAL_ATTRS:
-            raise ValueError(f"attribute {key!r} is reserved by the result file format")
+    dims, metric_names = _check_result_arguments(kind, shape, metrics, attrs)
     root_attrs = {
         "format": FORMAT_NAME,
         "schema-version": np.int64(SCHEMA_VERSION),
@@ -466,18 +452,7 @@ def create_result(
     tmp = _temp_path(path)
     try:
         try:
-            with h5py.File(tmp, "w") as h5:
-                for key, value in encoded.items():
-                    h5.attrs[key] = value
-                group = h5.create_group("metrics")
-                group.attrs[_METRIC_ORDER_ATTR] = _encode_attr(_METRIC_ORDER_ATTR, metric_names)
-                missing = np.full(dims, np.nan, dtype=np.float64)
-                for name in metric_names:
-                    _write_contiguous(group, name, missing)
-                _write_contiguous(h5, "done", np.zeros(dims, dtype=np.uint8))
-                group = h5.create_group("arrays")
-                for name, array in static.items():
-                    _write_contiguous(group, name, array)
+            _write_empty_result(tmp, encoded, metric_names, dims, static)
             _fsync_file(tmp)
         except OSError as exc:
             raise ResultFileError(_write_failed(path, tmp, exc)) from None
@@ -489,6 +464,52 @@ def create_result(
     finally:
         _remove_quietly(tmp)
     return open_result(path, "r+")
+
+
+def _check_result_arguments(
+    kind: str, shape: tuple[int, ...], metrics: Sequence[str], attrs: Mapping[str, Any]
+) -> tuple[tuple[int, ...], list[str]]:
+    """``(grid shape, metric names)`` of :func:`create_result`, after one clear error for a bad
+    kind, shape, metric list or attribute name."""
+    if not isinstance(kind, str) or not kind:
+        raise ValueError(f"kind must be a non-empty str, got {kind!r}")
+    dims = _check_shape(shape)
+    if isinstance(metrics, str):
+        raise TypeError(f"metrics must be a sequence of names, got the str {metrics!r}")
+    metric_names = [_check_name("metric", m) for m in metrics]
+    if not metric_names:
+        raise ValueError("metrics must name at least one metric")
+    if len(set(metric_names)) != len(metric_names):
+        raise ValueError(f"metrics has repeated names: {metric_names}")
+    for key in attrs:
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"attribute names must be non-empty str, got {key!r}")
+        if key in _STRUCTURAL_ATTRS:
+            raise ValueError(f"attribute {key!r} is reserved by the result file format")
+    return dims, metric_names
+
+
+def _write_empty_result(
+    tmp: str,
+    encoded: Mapping[str, Any],
+    metric_names: list[str],
+    dims: tuple[int, ...],
+    static: Mapping[str, np.ndarray],
+) -> None:
+    """Write a result file with every cell missing to ``tmp``: the root attributes ``encoded``,
+    one NaN dataset per metric (in order), ``done`` all zero and the static arrays."""
+    with h5py.File(tmp, "w") as h5:
+        for key, value in encoded.items():
+            h5.attrs[key] = value
+        group = h5.create_group("metrics")
+        group.attrs[_METRIC_ORDER_ATTR] = _encode_attr(_METRIC_ORDER_ATTR, metric_names)
+        missing = np.full(dims, np.nan, dtype=np.float64)
+        for name in metric_names:
+            _write_contiguous(group, name, missing)
+        _write_contiguous(h5, "done", np.zeros(dims, dtype=np.uint8))
+        group = h5.create_group("arrays")
+        for name, array in static.items():
+            _write_contiguous(group, name, array)
 
 
 def result_file_bytes(
