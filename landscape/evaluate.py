@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -45,6 +46,7 @@ from torch.func import vmap
 from . import bn as bnlib
 from . import compiled as compiledlib
 from .batches import Batch, DataSource, as_source, call_model, input_checks, read_batch
+from .budget import format_seconds
 from .metrics import Metric, NonFiniteWarning, resolve_metrics
 from .pointset import PointSet
 from .weights import Weights, model_skeleton
@@ -395,6 +397,7 @@ class Engine:
         #: the compiled forward (path "compiled") and the warm-up this engine paid for it
         self._compiled: compiledlib.CompiledForward | None = None
         self.compile_seconds = 0.0
+        self._bar: Any = _NullBar()  # the progress bar of the run in progress
         self._sources: dict[int, tuple[Any, DataSource]] = {}
         self.path: str | None = None
         self.points_per_pass: int | None = None
@@ -619,20 +622,37 @@ class Engine:
         return vals
 
     def _compiled_call(self, compiled: compiledlib.CompiledForward, params, batch: Batch) -> torch.Tensor:
-        """One point through the compiled forward; the first call's warm-up is this engine's."""
-        cold = compiled.compile_seconds is None
-        out = compiled(params, batch, self.n_batch)
-        if cold:
-            self.compile_seconds += compiled.compile_seconds or 0.0
+        """One point through the compiled forward; the first call's warm-up is this engine's,
+        shown on the progress bar while it lasts and reported in one line after."""
+        if compiled.compile_seconds is not None:
+            return compiled(params, batch, self.n_batch)
+        self._bar.set_postfix_str(f"compiling {self.model_name} (one-time)")
+        try:
+            out = compiled(params, batch, self.n_batch)
+        finally:
+            self._bar.set_postfix_str("")
+        seconds = compiled.compile_seconds or 0.0
+        self.compile_seconds += seconds
+        self._bar.write(f"compiling {self.model_name} (one-time, {format_seconds(seconds)})", file=sys.stderr)
         return out
 
     def run(
-        self, data, indices=None, *, bn_data=None, on_chunk=None, progress: bool = True, desc: str = "evaluate"
+        self,
+        data,
+        indices=None,
+        *,
+        bn_data=None,
+        on_chunk=None,
+        progress: bool = True,
+        desc: str = "evaluate",
+        bar=None,
     ) -> dict[str, np.ndarray]:
         """Metrics at the points ``indices`` (all when None) over ``data``.
 
         Returns ``{metric: ndarray[K]}`` with NaN at points not in ``indices``; calls
-        ``on_chunk(indices, values)`` after every finished chunk.
+        ``on_chunk(indices, values)`` after every finished chunk. ``bar``: a progress bar of
+        the caller's, which counts the points itself, for the compiled path's warm-up message
+        (instead of a bar of this call's own, ``progress``).
         """
         K = self.points.K
         todo = np.arange(K, dtype=np.int64) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
@@ -647,7 +667,9 @@ class Engine:
             bsrc = self._source(bn_data if bn_data is not None else data)
         self.prepare(data)
         vectorized = self.path == "vmap"
-        bar = _progress(len(todo), desc, progress)
+        own = bar is None
+        bar = _progress(len(todo), desc, progress) if own else bar
+        self._bar = bar
         pos = 0
         try:
             with _precision_context(self.precision, self.device), torch.no_grad():
@@ -686,9 +708,12 @@ class Engine:
                     if on_chunk is not None:
                         on_chunk(idx, vals)
                     pos += len(idx)
-                    bar.update(len(idx))
+                    if own:
+                        bar.update(len(idx))
         finally:
-            bar.close()
+            self._bar = _NullBar()
+            if own:
+                bar.close()
         return results
 
     def _back_off(self, e: BaseException) -> None:
@@ -814,6 +839,12 @@ class _NullBar:
     def update(self, n):
         pass
 
+    def set_postfix_str(self, s=""):
+        pass
+
+    def write(self, s, file=None):
+        pass
+
     def close(self):
         pass
 
@@ -911,7 +942,8 @@ def evaluate(
         On a GPU, keep the basis in host memory and stream each entry to the device as the
         points of a chunk are built.
     progress : bool
-        Show a progress bar (``tqdm.auto``) with points per second.
+        Show a progress bar (``tqdm.auto``) with points per second; the compiled path's
+        warm-up shows on it while it lasts, then in one line on stderr.
     out : path, optional
         Also write the results to this HDF5 file (see ``docs/h5-format.md``).
     resume : bool

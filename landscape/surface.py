@@ -75,6 +75,9 @@ class SurfaceResult:
     evaluated : int
         Cells computed by this call (all ranks).
     file : str or None
+    info : dict
+        ``points_per_pass``, ``world_size``, ``data_passes`` and ``compile_seconds`` (the
+        compiled path's warm-up this call paid, once over all chunks and splits; 0 otherwise).
     """
 
     metrics: dict[str, np.ndarray]
@@ -327,7 +330,7 @@ def evaluate_grid(
                 mine = chunks[start + rank] if start + rank < len(chunks) else np.zeros(0, dtype=np.int64)
                 vals = {}
                 for split, data in splits.items():
-                    res = engine.run(data, mine, bn_data=bn_data, progress=False)
+                    res = engine.run(data, mine, bn_data=bn_data, progress=False, bar=bar)
                     for m in metric_objs:
                         vals[f"{split}_{m.name}"] = res[m.name][mine]
                 gathered = distlib.gather_to_root((mine, vals))
@@ -353,7 +356,12 @@ def evaluate_grid(
         path=engine.path or path,
         evaluated=int(len(pending)),
         file=os.fspath(out) if out is not None else None,
-        info={"points_per_pass": engine.points_per_pass, "world_size": world, "data_passes": engine.data_passes},
+        info={
+            "points_per_pass": engine.points_per_pass,
+            "world_size": world,
+            "data_passes": engine.data_passes,
+            "compile_seconds": engine.compile_seconds,
+        },
     )
 
 

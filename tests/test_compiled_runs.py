@@ -1,0 +1,137 @@
+"""The compiled path in whole runs: its warm-up reported (progress bar, results of evaluate,
+evaluate_grid and compute_surface), streamed data, resumed surface files, small chunks, the
+auto choice on the pending points and a failure remembered in the process. Compilations are
+counted with a stand-in backend that runs the graphs eagerly."""
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import landscape as ls
+from landscape import compiled as C
+from landscape import directions as D
+from landscape import surface as S
+
+E = sys.modules["landscape.evaluate"]  # the module (the package exports the function)
+
+
+class _Counter:
+    """A torch.compile backend that counts the graphs it is given and runs them eagerly."""
+
+    def __init__(self, fail: str | None = None):
+        self.graphs = 0
+        self.fail = fail
+
+    def __call__(self, gm, example_inputs):
+        self.graphs += 1
+        if self.fail:
+            raise RuntimeError(self.fail)
+        return gm.forward
+
+
+@pytest.fixture
+def counter(monkeypatch, tmp_path):
+    torch._dynamo.reset()
+    monkeypatch.setattr(C, "_COMPILED", {})
+    monkeypatch.setenv("LANDSCAPE_CACHE_DIR", str(tmp_path / "cache"))
+    backend = _Counter()
+    monkeypatch.setattr(C, "BACKEND", backend)
+    yield backend
+    torch._dynamo.reset()
+
+
+class _Bar:
+    """A progress bar that records what it is told, in order."""
+
+    def __init__(self):
+        self.events = []
+
+    def update(self, n):
+        self.events.append(("update", n))
+
+    def set_postfix_str(self, s=""):
+        self.events.append(("postfix", s))
+
+    def write(self, s, file=None):
+        self.events.append(("write", s))
+
+    def close(self):
+        self.events.append(("close", None))
+
+
+def _net(seed):
+    torch.manual_seed(seed)
+    net = nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1, bias=False),
+        nn.BatchNorm2d(6),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(24, 5),
+    )
+    with torch.no_grad():
+        net[1].running_mean.normal_()
+        net[1].running_var.uniform_(0.5, 2.0)
+    return net.eval()
+
+
+def _plane():
+    nets = [_net(s) for s in (0, 1, 2)]
+    return nets[0], D.three_point_plane(*[ls.Weights.from_module(n) for n in nets])
+
+
+def _data(n=40, seed=5):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, 8, 8, generator=g), torch.randint(0, 5, (n,), generator=g)
+
+
+GRID = ([-0.5, 0.0, 0.5, 1.0], [0.0, 0.5, 1.0])
+
+
+# ---------------------------------------------------------------------------- 1. the warm-up reported
+def test_the_warm_up_is_shown_on_the_bar_and_reported_once(monkeypatch, counter, capsys):
+    model, plane = _plane()
+    line = plane.grid(np.array([0.0, 0.5, 1.0]), np.array([0.0]))
+    data = _data()
+    res = ls.evaluate(model, line, data, path="compiled", batch_size=16)
+    err = capsys.readouterr().err
+    assert res.info["compile_seconds"] > 0
+    assert err.count("compiling Sequential (one-time, ") == 1, err
+    # the bar says why it stalls while compiling, then clears it; the line comes before any point
+    bars = []
+    monkeypatch.setattr(E, "_progress", lambda total, desc, enabled: bars.append(_Bar()) or bars[-1])
+    monkeypatch.setattr(C, "_COMPILED", {})  # as in a new process
+    ls.evaluate(model, line, data, path="compiled", batch_size=16)
+    events = bars[0].events
+    assert events[:3] == [("postfix", "compiling Sequential (one-time)"), ("postfix", ""), events[2]]
+    assert events[2][0] == "write" and events[2][1].startswith("compiling Sequential (one-time, ")
+    assert [e for e in events[3:] if e[0] in ("postfix", "write")] == []
+    # a second run of the same model in the process pays nothing and says nothing
+    again = ls.evaluate(model, line, data, path="compiled", batch_size=16)
+    assert again.info["compile_seconds"] == 0.0
+    assert [e for e in bars[1].events if e[0] in ("postfix", "write")] == []
+    assert counter.graphs == 2
+
+
+def test_surfaces_carry_the_warm_up_paid_over_chunks_and_splits(monkeypatch, counter):
+    model, plane = _plane()
+    bars = []
+    monkeypatch.setattr(S, "_progress", lambda total, desc, enabled: bars.append(_Bar()) or bars[-1])
+    splits = {"train": _data(40, 5), "test": _data(24, 6)}
+    res = ls.compute_surface(model, plane, *GRID, splits=splits, path="compiled", points_per_pass=2, batch_size=16)
+    assert res.path == "compiled" and res.info["points_per_pass"] == 2
+    # one warm-up in the whole run (6 chunks, 2 splits): the one the process's compiled forward measured
+    (entry,) = C._COMPILED.values()
+    assert res.info["compile_seconds"] == entry.compile_seconds > 0
+    writes = [e[1] for e in bars[0].events if e[0] == "write"]
+    assert len(writes) == 1 and writes[0].startswith("compiling Sequential (one-time, ")
+    assert bars[0].events[0] == ("postfix", "compiling Sequential (one-time)")
+    again = ls.compute_surface(model, plane, *GRID, splits=splits, path="compiled", progress=False)
+    assert again.info["compile_seconds"] == 0.0
+    loop = ls.compute_surface(model, plane, *GRID, splits=splits, path="loop", progress=False)
+    assert loop.info["compile_seconds"] == 0.0
+    for name in loop.metrics:
+        np.testing.assert_allclose(res[name], loop[name], rtol=1e-5)
