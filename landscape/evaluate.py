@@ -569,7 +569,9 @@ class Engine:
                             stacklevel=3,
                         )
             if self.path == "compiled":
-                self._compiled = compiledlib.compiled_forward(self.work, self.forward, self.dtype, self.device)
+                # bf16 on the compiled path is real bf16 (weights and inputs cast in the graph), not autocast
+                real = torch.bfloat16 if self.precision == "bf16" and self.dtype != torch.bfloat16 else None
+                self._compiled = compiledlib.compiled_forward(self.work, self.forward, self.dtype, self.device, real)
         if self.points_per_pass is None:
             self.points_per_pass, self.n_batch = self._plan_memory(src, self.path)
         return self.points_per_pass
@@ -918,7 +920,8 @@ def evaluate(
         Data for recomputing statistics (default ``data``); usually the train split.
     precision : {"fp32", "fp64", "tf32", "bf16"}
         fp32 is the default and deterministic; fp64 the oracle mode. Points are built in it
-        entry by entry whatever the basis dtype; ``bf16`` autocasts (a bf16 basis stays bf16).
+        entry by entry whatever the basis dtype; ``bf16`` autocasts (a bf16 basis stays bf16),
+        except on the compiled path, which casts weights and inputs to bf16 (real bf16).
     device : str or torch.device, optional
         Default: CUDA when available, else CPU.
     batch_size : int, optional
