@@ -135,3 +135,70 @@ def test_surfaces_carry_the_warm_up_paid_over_chunks_and_splits(monkeypatch, cou
     assert loop.info["compile_seconds"] == 0.0
     for name in loop.metrics:
         np.testing.assert_allclose(res[name], loop[name], rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------- 2. coverage
+def test_streamed_data_with_a_short_last_batch_compiles_once(counter):
+    model, plane = _plane()
+    points = plane.grid(np.array([0.0, 0.5, 1.0]), np.array([0.0, 1.0]))
+    x, y = _data(40)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)  # 16, 16, 8
+    loop = ls.evaluate(model, points, (x, y), path="loop", batch_size=16, progress=False)
+    comp = ls.evaluate(model, points, loader, path="compiled", progress=False)
+    assert comp.path == "compiled" and comp.batch_size == 16
+    assert counter.graphs == 1  # the short batch is padded, not compiled again
+    assert comp.info["data_passes"] == 1  # all points of the chunk read each streamed batch once
+    np.testing.assert_allclose(comp["loss"], loop["loss"], rtol=1e-5)
+    np.testing.assert_array_equal(comp["acc"], loop["acc"])
+
+
+def test_a_resumed_surface_file_gets_the_first_runs_values_without_compiling_again(counter, tmp_path):
+    model, plane = _plane()
+    splits = {"test": _data(40)}
+    out = tmp_path / "plane.h5"
+    first = ls.compute_surface(model, plane, *GRID, splits=splits, path="compiled", out=out, progress=False)
+    assert first.path == "compiled" and counter.graphs == 1
+    with ls.open_result(out, "r+") as f:  # forget two cells, as a killed run would
+        for cell in ((0, 1), (2, 2)):
+            f._h5["done"][cell] = 0
+            f._h5["metrics/test_loss"][cell] = np.nan
+    res = ls.compute_surface(model, plane, *GRID, splits=splits, path="compiled", out=out, resume=True, progress=False)
+    assert res.evaluated == 2 and res.path == "compiled"
+    assert counter.graphs == 1 and res.info["compile_seconds"] == 0.0
+    # a point's values do not depend on the points sharing its run: equal to the first run's
+    np.testing.assert_array_equal(res["test_loss"], first["test_loss"])
+    np.testing.assert_array_equal(res["test_acc"], first["test_acc"])
+
+
+def test_chunks_capped_by_the_point_bytes_and_a_small_budget(monkeypatch, counter):
+    model, plane = _plane()
+    points = plane.grid(np.array([-0.5, 0.0, 0.5, 1.0]), np.array([0.0, 1.0]))
+    data = _data(40)
+    whole = ls.evaluate(model, points, data, path="compiled", batch_size=16, progress=False)
+    assert whole.points_per_pass == points.K
+    # the large-model rule: one point per chunk when a point's tensors exceed _POINT_BYTES
+    monkeypatch.setattr(E, "_POINT_BYTES", 1)
+    single = ls.evaluate(model, points, data, path="compiled", batch_size=16, progress=False)
+    assert single.path == "compiled" and single.points_per_pass == 1
+    np.testing.assert_array_equal(single["loss"], whole["loss"])
+    assert counter.graphs == 1
+    # a budget that shrinks the batch (basis, data and a point fit, the activations of 40
+    # samples do not): one more graph for the new batch shape, values as the loop's
+    act = 6 * 8 * 8 * 4 * 3  # conv, BN and ReLU outputs of one sample in fp32, the bulk of them
+    budget = points.J * points.P * 4 + 40 * 3 * 8 * 8 * 4 + points.P * 4 + 12 * act
+    small = ls.evaluate(model, points, data, path="compiled", max_memory=budget, progress=False)
+    assert small.path == "compiled" and 1 < small.batch_size < 16 and small.points_per_pass == 1
+    loop = ls.evaluate(model, points, data, path="loop", batch_size=small.batch_size, progress=False)
+    np.testing.assert_allclose(small["loss"], loop["loss"], rtol=1e-5)
+    assert counter.graphs == 2
+
+
+@pytest.mark.cuda
+def test_offloaded_basis_on_a_gpu(counter):
+    model, plane = _plane()
+    points = plane.grid(np.array([0.0, 0.5, 1.0]), np.array([0.0, 1.0]))
+    data = _data(40)
+    loop = ls.evaluate(model, points, data, path="loop", device="cuda", batch_size=16, progress=False)
+    comp = ls.evaluate(model, points, data, path="compiled", device="cuda", offload=True, batch_size=16, progress=False)
+    assert comp.path == "compiled" and counter.graphs == 1
+    np.testing.assert_allclose(comp["loss"], loop["loss"], rtol=1e-5)
