@@ -10,6 +10,13 @@ its time and printed beside it.
     python tools/bench_engine.py                 # all cases, CPU
     python tools/bench_engine.py --cases mlp2000 --points 64
     python tools/bench_engine.py --device cuda   # on a GPU machine
+    OMP_NUM_THREADS=1 python tools/bench_engine.py --cases compiled-resnet20   # compiled fp32/bf16
+
+The compiled cases (``compiled-resnet20``, ``compiled-resnet56``, ``compiled-vgg16bn``) time
+the compiled path at fp32 and bf16 on a plane of ``--compiled-points`` points for each of
+``--compiled-samples`` CIFAR-shaped image counts; their error column is against the fp64 loop
+(the loop row's too), and the bf16 row adds its loss error over PyTorch's own bf16 error (the
+eager model cast to bf16).
 """
 
 from __future__ import annotations
@@ -54,7 +61,7 @@ def loop_baseline(model, w0, d1, d2, coords, x, y, batch_size=128):
                     p.copy_(w0[name] + a * d1[name] + b * d2[name])
             loss, correct = 0.0, 0
             for i in range(0, x.shape[0], batch_size):
-                out = model(x[i : i + batch_size])
+                out = model(x[i : i + batch_size]).float()
                 loss += float(F.cross_entropy(out, y[i : i + batch_size], reduction="sum"))
                 correct += int((out.argmax(1) == y[i : i + batch_size]).sum())
             losses.append(loss / x.shape[0])
@@ -62,7 +69,9 @@ def loop_baseline(model, w0, d1, d2, coords, x, y, batch_size=128):
     return np.array(losses), np.array(accs)
 
 
-def run_case(name, model, x, y, n_points, device, paths, repeats):
+def plane_points(model, n_points, device):
+    """A filter-normalized plane through ``model``: (w0, d1, d2, coords, points), a square grid
+    of about ``n_points`` on [-1, 1]^2."""
     gen = torch.Generator().manual_seed(0)
     model = model.to(device).eval()
     w0 = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -74,25 +83,35 @@ def run_case(name, model, x, y, n_points, device, paths, repeats):
     side = int(round(np.sqrt(n_points)))
     grid = np.linspace(-1, 1, side)
     coords = [(a, b) for a in grid for b in grid]
-    x, y = x.to(device), y.to(device)
-
     basis = [ls.Weights.from_module(model)]
     for d in (d1, d2):
         basis.append(ls.Weights(d, basis[0].layout))
     points = ls.PointSet.from_weights(basis, [[1.0, a, b] for a, b in coords], names=["w", "d1", "d2"])
+    return w0, d1, d2, coords, points
+
+
+def best_of(fn, repeats, device):
+    """(best time of ``repeats`` calls, the last output), after one untimed warm-up call."""
+    fn()  # warm-up
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        out = fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
+def run_case(name, model, x, y, n_points, device, paths, repeats):
+    model = model.to(device).eval()
+    w0, d1, d2, coords, points = plane_points(model, n_points, device)
+    x, y = x.to(device), y.to(device)
 
     def timed(fn):
-        fn()  # warm-up
-        best = float("inf")
-        for _ in range(repeats):
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t = time.perf_counter()
-            out = fn()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            best = min(best, time.perf_counter() - t)
-        return best, out
+        return best_of(fn, repeats, device)
 
     t_loop, (loss_ref, acc_ref) = timed(lambda: loop_baseline(model, w0, d1, d2, coords, x, y))
     rows = [
@@ -128,6 +147,63 @@ def run_case(name, model, x, y, n_points, device, paths, repeats):
                 "compile_s": max(warmups),
             }
         )
+    return rows
+
+
+def compiled_case(name, model, x, y, n_points, device, repeats):
+    """The compiled path at fp32 and bf16 against the loss-landscape loop (fp32, batch 128) on
+    one plane, all in this process: time per point (best of ``repeats``, the warm-up call
+    excluded and its compilation reported), the fp32 loss's relative error against the fp64
+    loop, and the bf16 loss's error against the fp64 loop over PyTorch's own bf16 error (the
+    eager model and inputs cast to bf16, the same loop)."""
+    import copy
+
+    model = model.to(device).eval()
+    w0, d1, d2, coords, points = plane_points(model, n_points, device)
+    x, y = x.to(device), y.to(device)
+    t_loop, (loss_loop, _) = best_of(lambda: loop_baseline(model, w0, d1, d2, coords, x, y), repeats, device)
+    ref = ls.evaluate(model, points, (x, y), device=device, precision="fp64", path="loop", progress=False)["loss"]
+    low = copy.deepcopy(model).to(torch.bfloat16)
+    loss_pt16, _ = loop_baseline(low, w0, d1, d2, coords, x.to(torch.bfloat16), y)
+    pt16_err = float(np.max(np.abs(loss_pt16 - ref)))
+    loop_err = float(np.max(np.abs(loss_loop - ref) / np.abs(ref)))
+    rows = [
+        {
+            "case": name,
+            "method": "loop (batch 128, copy weights)",
+            "s_per_point": t_loop / len(coords),
+            "ratio": 1.0,
+            "max_rel_err": loop_err,
+        }
+    ]
+    for precision in ("fp32", "bf16"):
+        warmups = []
+
+        def engine(precision=precision, warmups=warmups):
+            res = ls.evaluate(
+                model, points, (x, y), device=device, precision=precision, path="compiled", progress=False
+            )
+            warmups.append(res.info.get("compile_seconds", 0.0))
+            return res
+
+        t_eng, res = best_of(engine, repeats, device)
+        if res.path != "compiled":
+            raise SystemExit(f"{name}: the compiled path fell back to {res.path} at {precision}")
+        err = np.abs(res["loss"] - ref)
+        row = {
+            "case": name,
+            "method": f"compiled {precision}",
+            "s_per_point": t_eng / len(coords),
+            "ratio": t_loop / t_eng,
+            "max_rel_err": float(np.max(err / np.abs(ref))),
+            "compile_s": max(warmups),
+            "batch_size": res.batch_size,
+        }
+        if precision == "fp32" and row["max_rel_err"] > 1e-5:
+            raise SystemExit(f"{name}: compiled fp32 is {row['max_rel_err']:.2e} from the fp64 loop (more than 1e-5)")
+        if precision == "bf16":
+            row["bf16_err_ratio"] = float(np.max(err)) / pt16_err
+        rows.append(row)
     return rows
 
 
@@ -178,6 +254,10 @@ def plane_case(grid: int, repeats: int):
     ]
 
 
+#: the compiled path's cases: fp32 and bf16 rows against the loop (tools/bench_engine.py --cases ...)
+COMPILED_CASES = {"compiled-resnet20": "resnet20", "compiled-resnet56": "resnet56", "compiled-vgg16bn": "vgg16_bn"}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", default="mlp2000,mlp3,plane51,resnet20")
@@ -185,6 +265,9 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--resnet-samples", type=int, default=512, help="synthetic CIFAR samples for ResNet-20")
+    ap.add_argument("--compiled-samples", default="256,512", help="CIFAR-shaped samples of the compiled cases")
+    ap.add_argument("--compiled-points", type=int, default=16, help="points of the compiled cases' plane")
+    ap.add_argument("--compiled-repeats", type=int, default=3, help="timed repetitions of the compiled cases")
     ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = ap.parse_args()
     device = torch.device(args.device)
@@ -232,8 +315,17 @@ def main():
                 ["auto", "compiled", "vmap"],
                 max(1, args.repeats - 2),
             )
+        elif case in COMPILED_CASES:
+            for n in (int(v) for v in args.compiled_samples.split(",")):
+                data = ls.load_data("synthetic:cifar10", "test", max_samples=n)
+                torch.manual_seed(0)
+                model = ls.build_model(COMPILED_CASES[case])
+                label = f"{COMPILED_CASES[case]}, {len(data)} CIFAR, {args.compiled_points} pts"
+                rows += compiled_case(label, model, data.x, data.y, args.compiled_points, device, args.compiled_repeats)
         else:
-            raise SystemExit(f"unknown case {case!r}; expected some of mlp2000, mlp3, plane51, resnet20")
+            raise SystemExit(
+                f"unknown case {case!r}; expected some of mlp2000, mlp3, plane51, resnet20, {', '.join(COMPILED_CASES)}"
+            )
     print(
         f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
         f"landscape {ls.__version__}, compiled ops: {ls.ops.extension_available()}, device {device}"
@@ -245,6 +337,7 @@ def main():
             continue
         err = f"{r['max_rel_err']:.1e}" if "max_rel_err" in r else ""
         total = f"  (total {r['total_s']:.1f} s)" if "total_s" in r else ""
+        total += f"  (error {r['bf16_err_ratio']:.2f}x PyTorch bf16's)" if "bf16_err_ratio" in r else ""
         total += f"  (warm-up {r['compile_s']:.1f} s, excluded)" if r.get("compile_s") else ""
         print(f"{r['case']:34s} {r['method']:36s} {1e3 * r['s_per_point']:9.2f} {r['ratio']:7.2f}x  {err:>11s}{total}")
     if args.json:
