@@ -227,7 +227,7 @@ def compiled_pays(macs_per_sample: int, samples: int, points: int, device: torch
     """Whether compiling saves time: the eager forward's estimated time over all points,
     times the share the compiled graph saves, against the warm-up (none when this model is
     already compiled in the process, else the recorded one, else
-    :data:`DEFAULT_COMPILE_SECONDS`).
+    :data:`DEFAULT_COMPILE_SECONDS`); never when compiling it failed in the process.
 
     .. math::
 
@@ -241,7 +241,10 @@ def compiled_pays(macs_per_sample: int, samples: int, points: int, device: torch
     >>> compiled_pays(41_000_000, 10_000, 2601, cpu, "never-seen")  # a 51 x 51 plane
     True
     """
-    if any(entry.signature == signature for entry in _COMPILED.values()):
+    entries = [entry for entry in _COMPILED.values() if entry.signature == signature]
+    if any(entry.failure is not None for entry in entries):
+        return False  # it failed in this process
+    if entries:
         warmup = 0.0
     else:
         warmup = recorded_compile_seconds(f"{signature}:{BACKEND}")
@@ -298,6 +301,7 @@ class CompiledForward:
         self.module = folded
         self.user_forward = forward
         self.compile_seconds: float | None = None  # measured on the first call
+        self.failure: str | None = None  # why compiling or running failed (the engine then uses the loop)
 
         # what call_model does, with the user forward's wrapper built once (a module built
         # inside the compiled function would break its graph)

@@ -19,6 +19,9 @@ Four execution paths, chosen automatically (``path="auto"``) and reported in the
     when the time it saves over all points outweighs the warm-up of compiling. Never at fp64
     (the oracle mode stays the loop's); at fp32 its results differ from the loop's in the
     last digits (at most 1e-5 relative) and do not depend on which points share the run.
+    ``auto`` weighs the warm-up against the points still to evaluate (those pending when
+    resuming). A model that fails to compile warns once, naming the reason, and takes the
+    loop for the rest of the process.
 ``vmap``
     ``torch.func.vmap`` of ``functional_call`` over a chunk of points (the default on GPUs).
 ``loop``
@@ -430,7 +433,7 @@ class Engine:
     def _batches(self, src: DataSource, batch_size: int | None, *, split: bool = True):
         return src.batches(batch_size, self.device, self.dtype, split=split)
 
-    def _choose_path(self, src: DataSource) -> str:
+    def _choose_path(self, src: DataSource, points: int) -> str:
         probe = src.first(1)
         fused_ok = (
             self.plan is not None
@@ -461,15 +464,15 @@ class Engine:
         # large GEMMs is as fast (measured in tools/bench_engine.py).
         if fused_ok and len(self.plan) <= 2 and self._fused_pays():
             return "fused"
-        if self._compiled_pays(src):
+        if self._compiled_pays(src, points):
             return "compiled"
         return "vmap" if self.device.type == "cuda" else "loop"
 
-    def _compiled_pays(self, src: DataSource) -> bool:
+    def _compiled_pays(self, src: DataSource, points: int) -> bool:
         """Whether ``auto`` takes the compiled path: never in fp64 or bf16, and otherwise when
-        the estimated time it saves over all points exceeds the warm-up
-        (:func:`landscape.compiled.compiled_pays`)."""
-        if self.precision not in ("fp32", "tf32") or self.pts.K < 2:
+        the estimated time it saves over the ``points`` to evaluate (those pending when
+        resuming) exceeds the warm-up (:func:`landscape.compiled.compiled_pays`)."""
+        if self.precision not in ("fp32", "tf32") or points < 2:
             return False
         n = src.n
         if n is None and src.kind == "loader":
@@ -481,7 +484,7 @@ class Engine:
         probe = src.first(1).to(self.device, self.dtype)
         macs = compiledlib.forward_macs(self.work, point0, probe, self.forward)
         signature = compiledlib.model_signature(self.work, self.dtype, self.device)
-        return compiledlib.compiled_pays(macs, int(n), self.pts.K, self.device, signature)
+        return compiledlib.compiled_pays(macs, int(n), points, self.device, signature)
 
     def _fused_pays(self) -> bool:
         """Whether the fused kernels beat the loop for this basis size.
@@ -549,11 +552,13 @@ class Engine:
             k_pass //= 2
         return k_pass, n_batch
 
-    def prepare(self, data) -> int:
-        """Choose the path and chunking for ``data``; returns the points per pass."""
+    def prepare(self, data, points: int | None = None) -> int:
+        """Choose the path and chunking for ``data``; returns the points per pass. ``points``:
+        how many points the run will evaluate (default all), what ``auto`` weighs the compiled
+        path's warm-up against."""
         src = self._source(data)
         if self.path is None:
-            self.path = self._choose_path(src)
+            self.path = self._choose_path(src, self.points.K if points is None else int(points))
             if self.path == "fused":
                 fused = _FusedMLP(self.plan, self.pts, self.dtype, self.device, self.flatten)
                 entry = fused.nonfinite_entry()
@@ -572,6 +577,8 @@ class Engine:
                 # bf16 on the compiled path is real bf16 (weights and inputs cast in the graph), not autocast
                 real = torch.bfloat16 if self.precision == "bf16" and self.dtype != torch.bfloat16 else None
                 self._compiled = compiledlib.compiled_forward(self.work, self.forward, self.dtype, self.device, real)
+                if self._compiled.failure is not None:  # failed before in this process, and warned then
+                    self._compiled, self.path = None, "loop"
         if self.points_per_pass is None:
             self.points_per_pass, self.n_batch = self._plan_memory(src, self.path)
         return self.points_per_pass
@@ -667,7 +674,7 @@ class Engine:
         bsrc = None
         if self.bn != "running" and self.has_bn:
             bsrc = self._source(bn_data if bn_data is not None else data)
-        self.prepare(data)
+        self.prepare(data, len(todo))
         vectorized = self.path == "vmap"
         own = bar is None
         bar = _progress(len(todo), desc, progress) if own else bar
@@ -684,9 +691,12 @@ class Engine:
                             self._back_off(e)
                             continue
                         if self.path == "compiled":
+                            # remembered in the process's compiled forward: later runs of the
+                            # model take the loop without trying or warning again
+                            self._compiled.failure = compiledlib.failure_reason(e)
                             warnings.warn(
                                 f"the compiled path cannot evaluate {self.model_name} "
-                                f"({compiledlib.failure_reason(e)}); falling back to the per-point path",
+                                f"({self._compiled.failure}); falling back to the per-point path",
                                 stacklevel=3,
                             )
                             self._compiled, self.path = None, "loop"

@@ -317,7 +317,7 @@ def evaluate_grid(
         pending = f.pending()
     try:
         pending = distlib.broadcast_object(pending)
-        chunk = distlib.broadcast_object(engine.prepare(next(iter(splits.values()))))
+        chunk = distlib.broadcast_object(engine.prepare(next(iter(splits.values())), len(pending)))
         chunks = [pending[i : i + chunk] for i in range(0, len(pending), chunk)]
         flat = {n: np.full(points.K, np.nan) for n in names}
         bar = _progress(len(pending), desc, progress and rank == 0)

@@ -4,6 +4,7 @@ auto choice on the pending points and a failure remembered in the process. Compi
 counted with a stand-in backend that runs the graphs eagerly."""
 
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -202,3 +203,55 @@ def test_offloaded_basis_on_a_gpu(counter):
     comp = ls.evaluate(model, points, data, path="compiled", device="cuda", offload=True, batch_size=16, progress=False)
     assert comp.path == "compiled" and counter.graphs == 1
     np.testing.assert_allclose(comp["loss"], loop["loss"], rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------- 3. pending points, failures
+def test_auto_weighs_the_warm_up_against_the_pending_points_only(monkeypatch, counter, tmp_path):
+    model, plane = _plane()
+    splits = {"test": _data(20)}
+    # a cost model under which 12 points pay for the default 40 s warm-up and 3 do not:
+    # points * 20 samples * 1e6 MACs / 1e6 MAC/s * 0.35 > 40 from 6 points on
+    monkeypatch.setattr(C, "forward_macs", lambda *a, **k: 1_000_000)
+    monkeypatch.setattr(C, "EAGER_MACS_PER_SECOND", {"cpu": 1e6, "cuda": 1e6})
+    monkeypatch.setattr(C, "SAVED_FRACTION", 0.35)
+    monkeypatch.setattr(C, "DEFAULT_COMPILE_SECONDS", 40.0)
+    out = tmp_path / "plane.h5"
+    first = ls.compute_surface(model, plane, *GRID, splits=splits, path="loop", out=out, progress=False)
+    with ls.open_result(out, "r+") as f:  # three cells left, as a killed run would leave them
+        for cell in ((0, 0), (1, 2), (3, 1)):
+            f._h5["done"][cell] = 0
+            f._h5["metrics/test_loss"][cell] = np.nan
+    res = ls.compute_surface(model, plane, *GRID, splits=splits, out=out, resume=True, progress=False)
+    assert res.evaluated == 3 and res.path == "loop" and counter.graphs == 0
+    np.testing.assert_array_equal(res["test_loss"], first["test_loss"])
+    # the same call on a grid of 12 pending cells compiles; so does evaluate over all points,
+    # and its indices count the same way
+    fresh = ls.compute_surface(model, plane, *GRID, splits=splits, progress=False)
+    assert fresh.path == "compiled" and counter.graphs == 1
+    monkeypatch.setattr(C, "_COMPILED", {})
+    points = plane.grid(*map(np.asarray, GRID))
+    few = ls.evaluate_points(model, points, splits["test"], indices=[0, 5, 11], progress=False)
+    assert few.path == "loop"
+
+
+def test_a_failed_compilation_is_remembered_and_warned_about_once(monkeypatch, counter):
+    failing = _Counter(fail="no C compiler here")
+    monkeypatch.setattr(C, "BACKEND", failing)
+    model, plane = _plane()
+    points = plane.grid(np.array([0.0, 0.5, 1.0]), np.array([0.0, 1.0]))
+    data = _data(20)
+    loop = ls.evaluate(model, points, data, path="loop", progress=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        runs = [ls.evaluate(model, points, data, path="compiled", progress=False) for _ in range(3)]
+        grid = ls.compute_surface(model, plane, *GRID, splits={"test": data}, path="compiled", progress=False)
+    messages = [str(w.message) for w in caught if "compiled path" in str(w.message)]
+    assert len(messages) == 1 and "no C compiler here" in messages[0], messages
+    assert failing.graphs == 1  # tried once in the process
+    assert [r.path for r in runs] == ["loop"] * 3 and grid.path == "loop"
+    for r in runs:
+        np.testing.assert_array_equal(r["loss"], loop["loss"])
+    # auto does not choose what failed, even where it would pay
+    monkeypatch.setattr(C, "EAGER_MACS_PER_SECOND", {"cpu": 1e3, "cuda": 1e3})
+    assert ls.evaluate(model, points, data, progress=False).path == "loop"
+    assert failing.graphs == 1
