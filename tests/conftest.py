@@ -14,3 +14,34 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+class CountingBackend:
+    """A torch.compile backend that counts the graphs it is given and runs them eagerly (or
+    fails with ``fail`` as its message): the compiled path's tests stay fast and can say how
+    often something was compiled."""
+
+    def __init__(self, fail: str | None = None):
+        self.graphs = 0
+        self.fail = fail
+
+    def __call__(self, gm, example_inputs):
+        self.graphs += 1
+        if self.fail:
+            raise RuntimeError(self.fail)
+        return gm.forward
+
+
+@pytest.fixture
+def counter(monkeypatch, tmp_path):
+    """The compiled path on a :class:`CountingBackend`, with an empty process cache and its own
+    warm-up record; set ``counter.fail`` to make every compilation fail."""
+    from landscape import compiled
+
+    torch._dynamo.reset()
+    monkeypatch.setattr(compiled, "_COMPILED", {})
+    monkeypatch.setenv("LANDSCAPE_CACHE_DIR", str(tmp_path / "compile-cache"))
+    backend = CountingBackend()
+    monkeypatch.setattr(compiled, "BACKEND", backend)
+    yield backend
+    torch._dynamo.reset()

@@ -16,31 +16,6 @@ from landscape import compiled as C
 from landscape.weights import model_skeleton
 
 
-class _Counter:
-    """A torch.compile backend that counts the graphs it is given and runs them eagerly."""
-
-    def __init__(self, fail: str | None = None):
-        self.graphs = 0
-        self.fail = fail
-
-    def __call__(self, gm, example_inputs):
-        self.graphs += 1
-        if self.fail:
-            raise RuntimeError(self.fail)
-        return gm.forward
-
-
-@pytest.fixture
-def counter(monkeypatch, tmp_path):
-    torch._dynamo.reset()
-    monkeypatch.setattr(C, "_COMPILED", {})
-    monkeypatch.setenv("LANDSCAPE_CACHE_DIR", str(tmp_path))
-    backend = _Counter()
-    monkeypatch.setattr(C, "BACKEND", backend)
-    yield backend
-    torch._dynamo.reset()
-
-
 def _net():
     # bias-less conv -> BN, conv with bias -> BN, a BN after a ReLU (stays), linear -> BN1d,
     # a BN without affine parameters
@@ -166,7 +141,7 @@ def test_fp64_never_compiles(counter):
 
 
 def test_a_failing_compilation_warns_once_and_uses_the_loop(monkeypatch, counter):
-    monkeypatch.setattr(C, "BACKEND", _Counter(fail="no C compiler here"))
+    counter.fail = "no C compiler here"
     model, line = _line(4)
     x, y = _data(20)
     loop = ls.evaluate(model, line, (x, y), path="loop", progress=False)

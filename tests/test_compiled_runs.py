@@ -19,31 +19,6 @@ from landscape import surface as S
 E = sys.modules["landscape.evaluate"]  # the module (the package exports the function)
 
 
-class _Counter:
-    """A torch.compile backend that counts the graphs it is given and runs them eagerly."""
-
-    def __init__(self, fail: str | None = None):
-        self.graphs = 0
-        self.fail = fail
-
-    def __call__(self, gm, example_inputs):
-        self.graphs += 1
-        if self.fail:
-            raise RuntimeError(self.fail)
-        return gm.forward
-
-
-@pytest.fixture
-def counter(monkeypatch, tmp_path):
-    torch._dynamo.reset()
-    monkeypatch.setattr(C, "_COMPILED", {})
-    monkeypatch.setenv("LANDSCAPE_CACHE_DIR", str(tmp_path / "cache"))
-    backend = _Counter()
-    monkeypatch.setattr(C, "BACKEND", backend)
-    yield backend
-    torch._dynamo.reset()
-
-
 class _Bar:
     """A progress bar that records what it is told, in order."""
 
@@ -235,8 +210,8 @@ def test_auto_weighs_the_warm_up_against_the_pending_points_only(monkeypatch, co
 
 
 def test_a_failed_compilation_is_remembered_and_warned_about_once(monkeypatch, counter):
-    failing = _Counter(fail="no C compiler here")
-    monkeypatch.setattr(C, "BACKEND", failing)
+    counter.fail = "no C compiler here"
+    failing = counter
     model, plane = _plane()
     points = plane.grid(np.array([0.0, 0.5, 1.0]), np.array([0.0, 1.0]))
     data = _data(20)
