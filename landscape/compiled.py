@@ -67,7 +67,8 @@ EAGER_MACS_PER_SECOND = {"cpu": 25e9, "cuda": 10e12}
 #: ResNet-20, 256 CIFAR-shaped images, 16 points of a plane, one thread, both variants in one
 #: process, best of three: 199.6 ms per point contiguous, 197.4 ms channels_last (1%, inside
 #: the noise; the three runs spread 3.2-3.7 s either way) and bit-identical losses, which
-#: suggests Inductor already picks the convolutions' layout itself. GPUs: the GPU issue.
+#: suggests Inductor already picks the convolutions' layout itself; at precision bf16 the same
+#: 292.5 against 286.6 ms (2%), losses identical again. GPUs: the GPU issue.
 CHANNELS_LAST = False
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)

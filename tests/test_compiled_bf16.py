@@ -132,3 +132,23 @@ def test_autocast_stays_on_for_the_other_paths(recorder):
     fp32 = ls.evaluate(net, line, (x, y), precision="fp32", path="loop", progress=False)
     assert loop.path == "loop" and not recorder.codes
     assert np.abs(loop["loss"] - fp32["loss"]).max() > 1e-5
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="this CPU has no bf16 instructions")
+def test_inductor_bf16_logits_within_twice_pytorchs_error(monkeypatch, tmp_path):
+    torch._dynamo.reset()
+    monkeypatch.setattr(C, "_COMPILED", {})
+    monkeypatch.setenv("LANDSCAPE_CACHE_DIR", str(tmp_path))
+    net = _net(0)
+    x, _ = _data(seed=10)
+    ref = _at(net, net.state_dict(), torch.float64)(x.double())
+    pytorch_err = (_at(net, net.state_dict(), torch.bfloat16)(x.bfloat16()).double() - ref).abs().max()
+    work, _ = model_skeleton(net, "cpu", torch.float32)
+    compiled = C.compiled_forward(work, None, torch.float32, torch.device("cpu"), torch.bfloat16)
+    with torch.no_grad():
+        out = compiled(compiled.fold(dict(net.state_dict())), ls.batches.Batch((x,), {}, None, len(x), None))
+    err = (out.double() - ref).abs().max()
+    assert err <= 2 * pytorch_err, (float(err), float(pytorch_err))
+    assert err > 1e-4  # bf16, not float32
+    torch._dynamo.reset()
