@@ -300,20 +300,7 @@ def evaluate_grid(
     f = None
     pending = np.arange(points.K, dtype=np.int64)
     if out is not None and rank == 0:
-        from . import io
-
-        f = io.open_or_create(
-            out,
-            kind=kind,
-            shape=tuple(shape),
-            metrics=names,
-            attrs=dict(attrs or {}),
-            arrays=arrays,
-            resume=resume,
-            force=force,
-            ignore=None if ignore is None else tuple(ignore),
-            allow_large=allow_large,
-        )
+        f = _grid_file(out, kind, shape, names, attrs, arrays, resume, force, ignore, allow_large)
         pending = f.pending()
     try:
         pending = distlib.broadcast_object(pending)
@@ -362,6 +349,24 @@ def evaluate_grid(
             "data_passes": engine.data_passes,
             "compile_seconds": engine.compile_seconds,
         },
+    )
+
+
+def _grid_file(out, kind: str, shape, names, attrs, arrays, resume: bool, force: bool, ignore, allow_large: bool):
+    """The result file of :func:`evaluate_grid`, created or opened to resume (rank 0 only)."""
+    from . import io
+
+    return io.open_or_create(
+        out,
+        kind=kind,
+        shape=tuple(shape),
+        metrics=names,
+        attrs=dict(attrs or {}),
+        arrays=arrays,
+        resume=resume,
+        force=force,
+        ignore=None if ignore is None else tuple(ignore),
+        allow_large=allow_large,
     )
 
 
