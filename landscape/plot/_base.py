@@ -250,6 +250,26 @@ def _cells_note(surface: _Surface, names: Sequence[str], what: str = "cells") ->
     return "\n" + "; ".join(parts) if parts else ""
 
 
+def _mark_nonfinite_points(ax: Axes, x: np.ndarray, nonfinite: np.ndarray, *, gid: str) -> None:
+    """Red crosses along the bottom of ``ax`` at the computed points whose value is NaN or Inf
+    (a line leaves a gap there, as it does where nothing is computed)."""
+    if not nonfinite.any():
+        return
+    ax.plot(
+        x[nonfinite],
+        np.full(int(nonfinite.sum()), 0.03),
+        "x",
+        color="tab:red",
+        markersize=7,
+        markeredgewidth=2,
+        transform=ax.get_xaxis_transform(),
+        clip_on=False,
+        gid=gid,
+        label="computed, not finite (NaN/Inf)",
+        zorder=6,
+    )
+
+
 def _fmt_level(value: float) -> str:
     return f"{value:.3g}"
 

@@ -20,6 +20,7 @@ from ._base import (
     _is_accuracy,
     _is_curve_profile,
     _is_loss,
+    _mark_nonfinite_points,
     _read,
     _Surface,
 )
@@ -161,20 +162,7 @@ def _draw_profile_panel(
             clip_on=False,
             **_ANCHOR_STYLE,
         )
-    if nonfinite.any():  # computed points that are NaN or Inf: gaps in the lines, crosses below
-        ax.plot(
-            t[nonfinite],
-            np.full(int(nonfinite.sum()), 0.03),
-            "x",
-            color="tab:red",
-            markersize=7,
-            markeredgewidth=2,
-            transform=ax.get_xaxis_transform(),
-            clip_on=False,
-            gid=f"nonfinite-{what}",
-            label="computed, not finite (NaN/Inf)",
-            zorder=6,
-        )
+    _mark_nonfinite_points(ax, t, nonfinite, gid=f"nonfinite-{what}")  # gaps in the lines, crosses below
     prefix = "" if several else f"{chosen[0][0]} "
     ax.set_ylabel(f"{prefix}loss" if what == "loss" else f"{prefix}error (%)")
     ax.set_xlabel(str(surface.attrs.get("x-label", "t")))

@@ -27,6 +27,7 @@ from ._base import (
     _is_accuracy,
     _is_error,
     _is_loss,
+    _mark_nonfinite_points,
     _metric_label,
     _read,
     _require_plane,
@@ -134,26 +135,6 @@ def _draw_nonfinite(ax: Axes, x: np.ndarray, y: np.ndarray, nonfinite: np.ndarra
     cells.set_gid("nonfinite")
 
 
-def _mark_nonfinite_points(ax: Axes, x: np.ndarray, nonfinite: np.ndarray) -> None:
-    """Red crosses along the bottom of ``ax`` at the computed points whose value is NaN or Inf
-    (a line leaves a gap there, as it does where nothing is computed)."""
-    if not nonfinite.any():
-        return
-    ax.plot(
-        x[nonfinite],
-        np.full(int(nonfinite.sum()), 0.03),
-        "x",
-        color="tab:red",
-        markersize=7,
-        markeredgewidth=2,
-        transform=ax.get_xaxis_transform(),
-        clip_on=False,
-        gid="nonfinite",
-        label="computed, not finite (NaN/Inf)",
-        zorder=6,
-    )
-
-
 def plot_line(
     src: Source, *, metrics: Sequence[str] | None = None, ax: Axes | None = None, log_loss: bool = False
 ) -> Figure:
@@ -231,7 +212,7 @@ def plot_line(
     nonfinite = np.zeros(x.shape, dtype=bool)
     for name in metrics:
         nonfinite |= surface.cells(name)[1]
-    _mark_nonfinite_points(ax, x, nonfinite)
+    _mark_nonfinite_points(ax, x, nonfinite, gid="nonfinite")
     handles += [h for h in ax.get_lines() if h.get_gid() == "nonfinite"]
     ax.set_xlabel(surface.axis_label(0))
     ax.set_ylabel("loss" if all(_is_loss(m) for m in left) else ", ".join(_metric_label(m) for m in left))
