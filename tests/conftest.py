@@ -45,3 +45,24 @@ def counter(monkeypatch, tmp_path):
     monkeypatch.setattr(compiled, "BACKEND", backend)
     yield backend
     torch._dynamo.reset()
+
+
+def _folder_state(root) -> dict[str, str]:
+    import hashlib
+
+    state = {}
+    for base, dirs, files in os.walk(root):
+        for name in dirs:
+            state[os.path.relpath(os.path.join(base, name), root) + "/"] = "dir"
+        for name in files:
+            path = os.path.join(base, name)
+            with open(path, "rb") as f:
+                state[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
+    return state
+
+
+@pytest.fixture
+def folder_state():
+    """``folder_state(root)``: every file under ``root`` by relative path with its SHA-256, and
+    every folder (``"sub/": "dir"``), to show that bad input changed nothing and left nothing."""
+    return _folder_state

@@ -227,18 +227,12 @@ def _api_cases(tmp):
     ]
 
 
-def _checksums(folder):
-    import hashlib
-
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
-
-
-def test_api_bad_inputs_raise_their_class_with_one_line_and_touch_no_file(tmp_path):
+def test_api_bad_inputs_raise_their_class_with_one_line_and_touch_no_file(tmp_path, folder_state):
     cases = _api_cases(tmp_path)
     assert len(cases) >= 20
-    before = _checksums(tmp_path)
+    before = folder_state(tmp_path)
     for name, call, cls, pattern in cases:
         with pytest.raises(cls, match=pattern) as info:
             call()
         assert len(str(info.value).strip().splitlines()) == 1, name
-    assert _checksums(tmp_path) == before
+    assert folder_state(tmp_path) == before

@@ -8,7 +8,6 @@ traceback, and every file that was there before unchanged (same names, same SHA-
 
 from __future__ import annotations
 
-import hashlib
 import os
 
 import numpy as np
@@ -43,18 +42,6 @@ def originals(tmp_path_factory):
     finally:
         os.chdir(cwd)
     return d
-
-
-def _tree(root) -> dict[str, str]:
-    out = {}
-    for base, dirs, files in os.walk(root):
-        for name in dirs:
-            out[os.path.relpath(os.path.join(base, name), root) + "/"] = "dir"
-        for name in files:
-            path = os.path.join(base, name)
-            with open(path, "rb") as f:
-                out[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
-    return out
 
 
 @pytest.fixture
@@ -262,8 +249,8 @@ CASES = [
 
 
 @pytest.mark.parametrize("argv,fragments", CASES, ids=[" ".join(a)[:80] for a, _ in CASES])
-def test_bad_input_is_one_line_exit_2_and_no_file_changes(user_dir, capsys, argv, fragments):
-    before = _tree(user_dir)
+def test_bad_input_is_one_line_exit_2_and_no_file_changes(user_dir, capsys, argv, fragments, folder_state):
+    before = folder_state(user_dir)
     assert main(argv) == 2
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
@@ -273,7 +260,7 @@ def test_bad_input_is_one_line_exit_2_and_no_file_changes(user_dir, capsys, argv
     assert "Traceback" not in captured.err and "--debug for the traceback" not in line
     for fragment in fragments:
         assert fragment in line, line
-    assert _tree(user_dir) == before
+    assert folder_state(user_dir) == before
 
 
 def test_there_are_at_least_sixty_distinct_cases():

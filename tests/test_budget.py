@@ -2,7 +2,6 @@
 than the machine has are refused in seconds, writing nothing, unless allow_large=True (CLI:
 --allow-large); synthetic data is sized before it is generated; long runs print an ETA."""
 
-import hashlib
 import io as stdio
 import os
 import time
@@ -17,10 +16,6 @@ from landscape.budget import TooLargeError
 from landscape.cli import build_parser, main
 
 MLP = {"in_features": 64, "widths": [16]}
-
-
-def _sums(folder) -> dict[str, str]:
-    return {n: hashlib.sha256((folder / n).read_bytes()).hexdigest() for n in sorted(os.listdir(folder))}
 
 
 def _mlp():
@@ -39,11 +34,11 @@ def _test_data():
 # ------------------------------------------------------------------------ the output file
 
 
-def test_a_10000_by_10000_surface_is_refused_in_seconds_writing_nothing(tmp_path):
+def test_a_10000_by_10000_surface_is_refused_in_seconds_writing_nothing(tmp_path, folder_state):
     """The repro: it allocated about 10 GB and wrote a 5.7 GB file before its first cell."""
     model = _mlp()
     (tmp_path / "keep.txt").write_text("before")
-    before = _sums(tmp_path)
+    before = folder_state(tmp_path)
     xs = np.linspace(-1, 1, 10000)
     plane, splits = _plane(model), {"train": _test_data(), "test": _test_data()}
     t0 = time.perf_counter()
@@ -54,7 +49,7 @@ def test_a_10000_by_10000_surface_is_refused_in_seconds_writing_nothing(tmp_path
     # 4 metrics x 8 bytes + 1 done byte + 3 coefficients x 8 bytes per cell = 57 bytes per cell
     assert "would take 5.7 GB on disk" in message and "above the 2 GB limit" in message
     assert "allow_large=True" in message and "--allow-large" in message and "\n" not in message
-    assert _sums(tmp_path) == before
+    assert folder_state(tmp_path) == before
 
 
 def test_output_size_is_the_sum_of_its_datasets():
@@ -139,17 +134,17 @@ def test_synthetic_data_is_sized_before_it_is_generated():
     assert len(ls.load_data("synthetic:cifar10:n=100000000", "train", max_samples=7)) == 7
 
 
-def test_cli_refuses_large_synthetic_data_in_one_line(tmp_path, capsys, monkeypatch):
+def test_cli_refuses_large_synthetic_data_in_one_line(tmp_path, capsys, monkeypatch, folder_state):
     monkeypatch.chdir(tmp_path)
     torch.save(_mlp().state_dict(), tmp_path / "a.pt")
-    before = _sums(tmp_path)
+    before = folder_state(tmp_path)
     argv = ["eval", "--model", "mlp", "--model-kwargs", '{"in_features": 3072, "widths": [16]}']
     argv += ["--data", "synthetic:cifar10:n=100000000", "--split", "train", "--ckpt", "a.pt", "--out", "r.h5"]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith("landscape: error: data spec 'synthetic:cifar10:n=100000000'") and "--allow-large" in err
-    assert _sums(tmp_path) == before
+    assert folder_state(tmp_path) == before
 
 
 # ------------------------------------------------------------------------ CLI
@@ -173,9 +168,9 @@ def _surface_argv(tmp_path, *extra):
     ]
 
 
-def test_cli_refuses_a_huge_grid_in_one_line_and_allow_large_overrides(tmp_path, capsys, monkeypatch):
+def test_cli_refuses_a_huge_grid_in_one_line_and_allow_large_overrides(tmp_path, capsys, monkeypatch, folder_state):
     torch.save(_mlp().state_dict(), tmp_path / "a.pt")
-    before = _sums(tmp_path)
+    before = folder_state(tmp_path)
     out = str(tmp_path / "big.h5")
     argv = _surface_argv(tmp_path, "--x", "-1:1:10000", "--y", "-1:1:10000", "--out", out)
     t0 = time.perf_counter()
@@ -184,7 +179,7 @@ def test_cli_refuses_a_huge_grid_in_one_line_and_allow_large_overrides(tmp_path,
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert "would take 5.7 GB on disk" in err and "--allow-large" in err
-    assert _sums(tmp_path) == before
+    assert folder_state(tmp_path) == before
     # the flag reaches the check (made small here so that the run is short)
     monkeypatch.setattr(budget, "MAX_OUTPUT_BYTES", 2000)
     small = _surface_argv(tmp_path, "--x", "-1:1:3", "--y", "-1:1:3", "--out", out)

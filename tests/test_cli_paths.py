@@ -4,7 +4,6 @@ clean interruption (Ctrl-C, SIGTERM) and stale ones of killed runs removed by th
 CLI: exit code 2, one line, no traceback, files that existed before keep their checksums."""
 
 import errno
-import hashlib
 import inspect
 import os
 import signal
@@ -24,16 +23,6 @@ MLP = '{"in_features": 64, "widths": [16]}'
 ARGS = ["--model", "mlp", "--model-kwargs", MLP, "--no-progress"]
 
 
-def _sums(folder) -> dict[str, str]:
-    out = {}
-    for base, _, files in os.walk(folder):
-        for n in files:
-            p = os.path.join(base, n)
-            with open(p, "rb") as f:
-                out[os.path.relpath(p, folder)] = hashlib.sha256(f.read()).hexdigest()
-    return out
-
-
 @pytest.fixture
 def folder(tmp_path, monkeypatch):
     """A working folder with two checkpoints, an empty .pt and an empty .npz."""
@@ -47,17 +36,17 @@ def folder(tmp_path, monkeypatch):
     return tmp_path
 
 
-def _refused(argv, capsys, folder, *expected):
+def _refused(argv, capsys, folder, folder_state, *expected):
     """Exit code 2, one line naming what arrived and what was expected, no traceback, nothing
     changed on disk."""
-    before = _sums(folder)
+    before = folder_state(folder)
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("landscape: error: "), err
     assert "Traceback" not in err and ".tmp-" not in err, err
     for text in expected:
         assert text in err, err
-    assert _sums(folder) == before
+    assert folder_state(folder) == before
     return err
 
 
@@ -71,11 +60,11 @@ def _dead_pid() -> int:
 
 
 @pytest.mark.parametrize("name", ["empty.pt", "empty.npz"])
-def test_empty_data_file_is_one_line(folder, capsys, name):
+def test_empty_data_file_is_one_line(folder, capsys, name, folder_state):
     """An empty .pt gave IndexError, an empty .npz EOFError."""
     kind = ".npz archive" if name.endswith(".npz") else "torch.save file"
     argv = ["eval", *ARGS, "--data", name, "--ckpt", "c0.pt"]
-    _refused(argv, capsys, folder, f"data file '{name}' is empty (0 bytes); expected a", kind)
+    _refused(argv, capsys, folder, folder_state, f"data file '{name}' is empty (0 bytes); expected a", kind)
 
 
 def test_empty_data_file_raises_data_error(folder):
@@ -87,21 +76,23 @@ def test_empty_data_file_raises_data_error(folder):
 
 
 @pytest.mark.parametrize("name", ["empty.pt", "empty.npz"])
-def test_empty_checkpoint_is_one_line(folder, capsys, name):
+def test_empty_checkpoint_is_one_line(folder, capsys, name, folder_state):
     argv = ["eval", *ARGS, "--data", "digits", "--max-samples", "10", "--ckpt", name]
-    err = _refused(argv, capsys, folder, f"checkpoint '{name}'", "expected")
+    err = _refused(argv, capsys, folder, folder_state, f"checkpoint '{name}'", "expected")
     assert "IndexError" not in err and "EOFError" not in err
 
 
 # ------------------------------------------------------------------------ output paths
 
 
-def test_output_in_a_missing_folder_names_the_users_path(folder, capsys):
+def test_output_in_a_missing_folder_names_the_users_path(folder, capsys, folder_state):
     """The message named the hidden temporary file '.r.h5.tmp-PID'."""
     argv = ["eval", *ARGS, "--data", "digits", "--max-samples", "10", "--ckpt", "c0.pt", "--out", "no/r.h5"]
-    _refused(argv, capsys, folder, "cannot write 'no/r.h5': its folder", "does not exist")
+    _refused(argv, capsys, folder, folder_state, "cannot write 'no/r.h5': its folder", "does not exist")
     argv = ["curve", "fit", *ARGS, "--data", "digits", "--max-samples", "10", "--ckpt", "c0.pt", "--ckpt", "c1.pt"]
-    _refused([*argv, "--epochs", "1", "--out", "no/c.pt"], capsys, folder, "cannot write 'no/c.pt': its folder")
+    _refused(
+        [*argv, "--epochs", "1", "--out", "no/c.pt"], capsys, folder, folder_state, "cannot write 'no/c.pt': its folder"
+    )
 
 
 def test_api_output_in_a_missing_folder(folder):
@@ -125,27 +116,30 @@ def test_write_errors_name_the_users_path_and_leave_no_temporary_file(folder):
 
 
 @pytest.mark.parametrize("force", [[], ["--force"]])
-def test_a_directory_as_out_says_a_file_path_is_expected(folder, capsys, force):
+def test_a_directory_as_out_says_a_file_path_is_expected(folder, capsys, force, folder_state):
     """It suggested --force, which then refused."""
     data = ["--data", "digits", "--max-samples", "10"]
     err = _refused(
         ["eval", *ARGS, *data, "--ckpt", "c0.pt", "--out", "d", *force],
         capsys,
         folder,
+        folder_state,
         "'d' is a directory; expected a file path",
     )
     assert "--force" not in err and "--resume" not in err
     argv = ["curve", "fit", *ARGS, *data, "--ckpt", "c0.pt", "--ckpt", "c1.pt", "--epochs", "1", "--out", "d"]
-    _refused([*argv, *force], capsys, folder, "'d' is a directory; expected a file path")
+    _refused([*argv, *force], capsys, folder, folder_state, "'d' is a directory; expected a file path")
 
 
-def test_y_on_a_line_is_refused(folder, capsys):
+def test_y_on_a_line_is_refused(folder, capsys, folder_state):
     """``surface interpolate --y ...`` ignored --y."""
     argv = ["surface", *ARGS, "--data", "digits", "--max-samples", "10", "--ckpt", "c0.pt", "--ckpt", "c1.pt"]
     argv += ["--x", "0:1:3", "--y", "0:1:3", "--out", "s.h5"]
-    _refused(argv, capsys, folder, "--y 0:1:3 was given but a interpolate surface is a line")
+    _refused(argv, capsys, folder, folder_state, "--y 0:1:3 was given but a interpolate surface is a line")
     line = ["surface", *ARGS, "--data", "digits", "--max-samples", "10", "--ckpt", "c0.pt", "--type", "line"]
-    _refused([*line, "--y", "-1:1:3", "--out", "s.h5"], capsys, folder, "a line surface is a line (--x only)")
+    _refused(
+        [*line, "--y", "-1:1:3", "--out", "s.h5"], capsys, folder, folder_state, "a line surface is a line (--x only)"
+    )
 
 
 # ------------------------------------------------------------------------ temporary files
