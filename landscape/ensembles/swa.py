@@ -33,8 +33,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from ..bn import update_bn
 from ..budget import check_training
-from ..train import TrainBatches, loss_of, resolve_loss
-from ..train import sgd as train_sgd
+from ..train import TrainBatches, loss_of, resolve_loss, sgd
 from ..weights import Weights
 from .schedules import swa_epoch_lr
 from .schedules import swa_lr as swa_lr_cyclical
@@ -161,7 +160,7 @@ def swa(
     net = copy.deepcopy(model)
     net.load_state_dict(start.state_dict())
     net.train()
-    opt = train_sgd(net.parameters(), swa_epoch_lr(1, lr, swa_rate, swa_start), momentum, weight_decay)
+    opt = sgd(net.parameters(), swa_epoch_lr(1, lr, swa_rate, swa_start), momentum, weight_decay)
     average = _Average(net, keep_snapshots)
     batches = TrainBatches.for_module(net, data, batch_size, torch.Generator().manual_seed(seed))
     lrs = []
@@ -170,7 +169,7 @@ def swa(
     for e in range(1, epochs + 1):  # epoch e; e - 1 epochs are done
         if e - 1 == swa_start:  # the averaging phase starts
             if restart and swa_start > 0:
-                opt = train_sgd(net.parameters(), swa_rate, momentum, weight_decay)
+                opt = sgd(net.parameters(), swa_rate, momentum, weight_decay)
             if include_start:
                 average.collect(net, i)
         averaging = e > swa_start
