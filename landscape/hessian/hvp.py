@@ -325,6 +325,7 @@ class _LossHessian:
                 f"loss should be a callable loss(output, target), a metric name or a Metric, got {type(loss).__name__}"
             )
         self._batch_size = batch_size
+        self._act_bytes: int | None = None  # forward activations per sample, probed once
         self._last_count = None
         #: what the loss counted in the last full pass (samples; tokens for token metrics)
         self.loss_count: float | None = None
@@ -358,11 +359,19 @@ class _LossHessian:
             self._batch_size = self._default_batch_size()
         return self._batch_size
 
-    def _default_batch_size(self) -> int:
-        from ..evaluate import _activation_bytes_per_sample, _pow2_floor
+    def _activation_bytes(self) -> int:
+        """Bytes of forward activations per sample (one probe forward, measured once)."""
+        if self._act_bytes is None:
+            from ..evaluate import _activation_bytes_per_sample
 
-        probe = self.source.first(1).to(self.device, self.dtype)
-        act = _activation_bytes_per_sample(self.model, self._probe_point(), probe, self.forward)
+            probe = self.source.first(1).to(self.device, self.dtype)
+            self._act_bytes = _activation_bytes_per_sample(self.model, self._probe_point(), probe, self.forward)
+        return self._act_bytes
+
+    def _default_batch_size(self) -> int:
+        from ..evaluate import _pow2_floor
+
+        act = self._activation_bytes()
         target = torch.cuda.mem_get_info(self.device)[0] // 16 if self.device.type == "cuda" else _CPU_TARGET
         bs = max(8, _pow2_floor(max(1, target // max(act, 1))))
         return min(self.source.n, bs) if self.source.in_memory else bs
@@ -665,10 +674,7 @@ class HVP(_LossHessian):
             return False
         if self.reuse_graph is True:
             return True
-        from ..evaluate import _activation_bytes_per_sample
-
-        probe = self.source.first(1).to(self.device, self.dtype)
-        act = _activation_bytes_per_sample(self.model, self._probe_point(), probe, self.forward)
+        act = self._activation_bytes()
         if self.device.type == "cuda":
             budget = torch.cuda.mem_get_info(self.device)[0] // 4
         else:
