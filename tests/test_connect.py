@@ -225,7 +225,7 @@ def test_default_neuron_is_the_papers_blc_and_differs_from_incoming_only():
     B = ls.Weights.from_module(_model([12], seed=1, in_features=6, num_classes=4))
     C_blc, C_bl = _blc_cost(A, B, "1", "3"), _blc_cost(A, B, "1", "3", outgoing=False)
     # the cost matrix of the neurons (b, l, c) is the formula
-    cost = ls.connect.matching._sq_dist(neuron_matrix(A, model, "1"), neuron_matrix(B, model, "1"))
+    cost = ls.connect.matching.sq_dist(neuron_matrix(A, model, "1"), neuron_matrix(B, model, "1"))
     np.testing.assert_allclose(cost.numpy(), C_blc, rtol=1e-12, atol=1e-12)
 
     def optimum(C):

@@ -58,10 +58,10 @@ from torch import nn
 
 from ..pointset import PointSet
 from ..weights import Weights
-from .graph import UnsupportedModelError
-from .matching import _sq_dist, assignment, match_neurons, ot_path
+from .matching import assignment, match_neurons, ot_path, sq_dist
 from .neurons import _Chain, _leaves
-from .paths import _as_t, _same_layout, arc_coefficients, arc_path, concatenate_paths, linear_coefficients, linear_path
+from .paths import arc_coefficients, arc_path, as_t, concatenate_paths, linear_coefficients, linear_path, same_layout
+from .structure import UnsupportedModelError
 
 __all__ = [
     "WA_FORMS",
@@ -84,7 +84,7 @@ WA_METHODS = ("linear", "arc", "ot")
 WA_FORMS = ("paper", "bias")
 
 
-def _check_form(wa_form: str) -> str:
+def check_form(wa_form: str) -> str:
     if wa_form not in WA_FORMS:
         raise ValueError(f"wa_form should be one of {WA_FORMS}, got {wa_form!r}")
     return wa_form
@@ -238,7 +238,7 @@ class _Stack:
         """The sequential structure of a convnet from its fx graph (one chain of nodes)."""
         import torch.fx
 
-        from .graph import _BN, _PASS_FUNCTIONS, _PASS_MODULES, UnsupportedModelError
+        from .structure import BATCHNORMS, PASS_FUNCTIONS, PASS_MODULES, UnsupportedModelError
 
         try:
             gm = torch.fx.symbolic_trace(model)
@@ -282,15 +282,15 @@ class _Stack:
                     self.mods.append(mod)
                     self.between.append([])
                     ops = self.between[-1]
-                elif isinstance(mod, _BN):
+                elif isinstance(mod, BATCHNORMS):
                     ops.append(("bn", mod, node.target))
                 elif isinstance(mod, nn.Dropout):
                     pass
-                elif isinstance(mod, (*_PASS_MODULES, nn.Flatten)):
+                elif isinstance(mod, (*PASS_MODULES, nn.Flatten)):
                     ops.append(("mod", mod, node.target))
                 else:
                     raise fail(node, f"module {type(mod).__name__}")
-            elif node.op == "call_function" and (node.target in _PASS_FUNCTIONS or node.target is torch.flatten):
+            elif node.op == "call_function" and (node.target in PASS_FUNCTIONS or node.target is torch.flatten):
                 fn, rest, kw = node.target, node.args[1:], dict(node.kwargs)
                 ops.append(("mod", lambda x, fn=fn, rest=rest, kw=kw: fn(x, *rest, **kw), node.name))
             elif node.op == "call_method" and node.target in ("flatten", "view", "reshape", "relu", "contiguous"):
@@ -501,10 +501,10 @@ def _first_layer_path(
     """
     name = st.layer(k)
     if method == "linear":
-        t = _as_t(t)
+        t = as_t(t)
         return t, t, _layer_points(linear_path(start, end, t), st, k)
     if method == "arc":
-        t = _as_t(t)
+        t = as_t(t)
         return t, t, _layer_points(arc_path(start, end, model, t), st, k)
     if method == "ot":
         if permutations is None:
@@ -531,7 +531,7 @@ def _match_layer(start: Weights, end: Weights, st: _Stack, k: int, solver: str) 
         parts = [w[e].detach().cpu().reshape(w[e].shape[0], -1) for e in keys if e in w.layout]
         return torch.cat(parts, 1)
 
-    return assignment(_sq_dist(rows(start), rows(end)), solver)
+    return assignment(sq_dist(rows(start), rows(end)), solver)
 
 
 def _reorderings(P1: dict[str, torch.Tensor], s: np.ndarray) -> tuple[np.ndarray, list]:
@@ -718,7 +718,7 @@ def _second_layer_path(start: Weights, end: Weights, st: _Stack, t, method: str)
     (the adjusted layer, ``A``'s bias) to ``end``'s, by the straight line (Linear, OT) or
     the Arc. The Arc's centre is, as in the authors' code, the mean row of the two weight
     matrices (the layer's neurons are its rows) and the mean of the two biases."""
-    t = _as_t(t)
+    t = as_t(t)
     name = st.layer(2)
     keys = [e for e in (f"{name}.weight", f"{name}.bias") if e in start.layout]
     if method == "arc":
@@ -752,7 +752,7 @@ def _residual_or_raise(error: Exception):
 
 
 def _check_pair(A: Weights, B: Weights, model: nn.Module) -> _Stack:
-    _same_layout(A, B)
+    same_layout(A, B)
     st = _Stack(model)
     st.check_weights(A, "A")
     st.check_weights(B, "B")
@@ -875,7 +875,7 @@ def wa_path(
         )
     if method not in WA_METHODS:
         raise ValueError(f"method should be one of {WA_METHODS}, got {method!r}")
-    _check_form(wa_form)
+    check_form(wa_form)
     t = np.linspace(0.0, 1.0, 11) if t is None else t
     h0 = st.input(X)
     t_out, points = _wa_step(
@@ -898,7 +898,7 @@ def wa_path(
     )
     if wa_form == "bias":
         return t_out, PointSet.explicit(points)
-    t2 = _as_t(t)
+    t2 = as_t(t)
     phase2 = _second_layer_path(points[-1], B, st, t2, method)
     return concatenate_paths([PointSet.explicit(points), PointSet.explicit(phase2)], [t_out, t2])
 
@@ -950,7 +950,7 @@ def transitional_network(
         Same layout and dtypes as ``A``; entries outside the Linear layers are ``A``'s
         (``k <= n``).
     """
-    _check_form(wa_form)
+    check_form(wa_form)
     try:
         st = _check_pair(A, B, model)
     except UnsupportedModelError as e:
@@ -1091,7 +1091,7 @@ def multilayer_wa_path(
     boundaries : ndarray[n + 1]
         ``[0, 1/n, ..., 1]``: the values of ``t`` at :math:`\\Theta_1^{AB}, \\dots, \\Theta_{n+1}^{AB}`.
     """
-    _check_form(wa_form)
+    check_form(wa_form)
     try:
         st = _check_pair(A, B, model)
     except UnsupportedModelError as e:
@@ -1113,7 +1113,7 @@ def multilayer_wa_path(
         raise ValueError(f"multilayer_wa_path needs at least two Linear layers, this model has {st.n}")
     if method not in WA_METHODS:
         raise ValueError(f"method should be one of {WA_METHODS}, got {method!r}")
-    t_step = _as_t(np.linspace(0.0, 1.0, 6) if t_per_step is None else t_per_step)
+    t_step = as_t(np.linspace(0.0, 1.0, 6) if t_per_step is None else t_per_step)
     if t_step[0] != 0.0 or t_step[-1] != 1.0 or np.any(np.diff(t_step) <= 0):
         raise ValueError("t_per_step should increase from 0 to 1 (each step runs from one network to the next)")
     n = st.n

@@ -60,8 +60,8 @@ from torch import nn
 from ..pointset import PointSet
 from ..weights import Weights
 from .adjust import _assemble, weight_adjustment
-from .graph import _BN, UnsupportedModelError
-from .paths import _as_t, _same_layout, arc_path, concatenate_paths, linear_path
+from .paths import arc_path, as_t, concatenate_paths, linear_path, same_layout
+from .structure import BATCHNORMS, UnsupportedModelError
 
 __all__ = ["Cut", "residual_transitional_network", "residual_wa_path", "wa_cuts"]
 
@@ -166,7 +166,7 @@ class _GraphNet:
                     if isinstance(mod.padding, str) or mod.padding_mode != "zeros":
                         raise fail(n, f"padding {mod.padding!r} ({mod.padding_mode}); WA needs numeric zero padding")
                 writers.append(n)
-            elif isinstance(mod, _BN):
+            elif isinstance(mod, BATCHNORMS):
                 pass
             elif any(True for _ in mod.parameters(recurse=False)):
                 raise fail(n, f"module {type(mod).__name__} has parameters; WA handles Conv2d, Linear and BatchNorm")
@@ -178,7 +178,7 @@ class _GraphNet:
         for w in writers:
             cur, bn = w, None
             users = tensor_users(cur)
-            if len(users) == 1 and users[0].op == "call_module" and isinstance(mods[users[0].target], _BN):
+            if len(users) == 1 and users[0].op == "call_module" and isinstance(mods[users[0].target], BATCHNORMS):
                 bn = users[0]
                 cur = bn
             while True:
@@ -227,7 +227,7 @@ class _GraphNet:
         # the evaluator: float64, BatchNorm on batch statistics (momentum 0 keeps the buffers)
         self.gm = copy.deepcopy(gm).to(torch.float64).eval()
         for m in self.gm.modules():
-            if isinstance(m, _BN):
+            if isinstance(m, BATCHNORMS):
                 m.train()
                 m.momentum = 0.0
 
@@ -360,7 +360,7 @@ def wa_cuts(model: nn.Module) -> list[Cut]:
 
 
 def _check(A: Weights, B: Weights, model: nn.Module) -> _GraphNet:
-    _same_layout(A, B)
+    same_layout(A, B)
     g = _GraphNet(model)
     g.check_weights(A, "A")
     g.check_weights(B, "B")
@@ -437,7 +437,7 @@ def residual_wa_path(
     if method not in ("linear", "arc", "ot"):
         raise ValueError(f"method should be one of ('linear', 'arc', 'ot'), got {method!r}")
     g = _check(A, B, model)
-    t_step = _as_t(np.linspace(0.0, 1.0, 6) if t_per_step is None else t_per_step)
+    t_step = as_t(np.linspace(0.0, 1.0, 6) if t_per_step is None else t_per_step)
     if t_step[0] != 0.0 or t_step[-1] != 1.0 or np.any(np.diff(t_step) <= 0):
         raise ValueError("t_per_step should increase from 0 to 1 (each step runs from one network to the next)")
     x = g.input(X)

@@ -40,13 +40,9 @@ import torch
 from torch import nn
 
 from ..weights import Weights
-from .neurons import _ELEMENTWISE
+from .structure import BATCHNORMS, CONVOLUTIONS, PASS_FUNCTIONS, PASS_MODULES, UnsupportedModelError
 
 __all__ = ["Group", "Part", "UnsupportedModelError", "permute_groups", "trace_groups"]
-
-
-class UnsupportedModelError(ValueError):
-    """The channel structure of a model cannot be followed."""
 
 
 @dataclass(frozen=True)
@@ -88,56 +84,6 @@ class Group:
         return f"Group({self.name!r}, size={self.size}, parts=[{parts}])"
 
 
-_PASS_MODULES = (
-    *_ELEMENTWISE,
-    nn.Dropout1d,
-    nn.Dropout2d,
-    nn.Dropout3d,
-    nn.MaxPool1d,
-    nn.MaxPool2d,
-    nn.MaxPool3d,
-    nn.AvgPool1d,
-    nn.AvgPool2d,
-    nn.AvgPool3d,
-    nn.AdaptiveAvgPool1d,
-    nn.AdaptiveAvgPool2d,
-    nn.AdaptiveAvgPool3d,
-    nn.AdaptiveMaxPool1d,
-    nn.AdaptiveMaxPool2d,
-    nn.AdaptiveMaxPool3d,
-)
-_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-_F = torch.nn.functional
-_PASS_FUNCTIONS = {
-    _F.relu,
-    _F.relu6,
-    _F.leaky_relu,
-    _F.elu,
-    _F.selu,
-    _F.gelu,
-    _F.silu,
-    _F.mish,
-    _F.tanh,
-    _F.sigmoid,
-    _F.hardtanh,
-    _F.softplus,
-    _F.dropout,
-    _F.max_pool1d,
-    _F.max_pool2d,
-    _F.max_pool3d,
-    _F.avg_pool1d,
-    _F.avg_pool2d,
-    _F.avg_pool3d,
-    _F.adaptive_avg_pool1d,
-    _F.adaptive_avg_pool2d,
-    _F.adaptive_avg_pool3d,
-    _F.adaptive_max_pool1d,
-    _F.adaptive_max_pool2d,
-    torch.relu,
-    torch.tanh,
-    torch.sigmoid,
-}
 _PASS_METHODS = {"relu", "tanh", "sigmoid", "contiguous", "clone", "float", "double", "to"}
 _ADD = {operator.add, operator.iadd, torch.add}
 _SCALE = {operator.mul, operator.truediv, operator.imul, operator.itruediv, torch.mul}
@@ -299,20 +245,20 @@ def trace_groups(model: nn.Module) -> list[Group]:
         elif node.op == "call_module":
             mod = modules[node.target]
             args = tensor_args(node)
-            if isinstance(mod, (nn.Linear, *_CONV)):
-                if isinstance(mod, _CONV) and mod.groups != 1:
+            if isinstance(mod, (nn.Linear, *CONVOLUTIONS)):
+                if isinstance(mod, CONVOLUTIONS) and mod.groups != 1:
                     raise fail(node, f"grouped convolution (groups={mod.groups})")
                 if len(args) != 1:
                     raise fail(node, "expected one tensor input")
                 v = args[0]
-                if isinstance(mod, _CONV) and v.flat:
+                if isinstance(mod, CONVOLUTIONS) and v.flat:
                     raise fail(node, "convolution of flattened features")
                 read(node, node.target, mod, v, mod.weight.shape[1])
                 out = sp.new(size=mod.weight.shape[0], name=node.target)
                 add_part(out, f"{node.target}.weight", 0)
                 add_part(out, f"{node.target}.bias", 0)
                 values[node.name] = _Value(out)
-            elif isinstance(mod, _BN):
+            elif isinstance(mod, BATCHNORMS):
                 v = args[0]
                 if v.flat:
                     raise fail(node, "batch norm of flattened features")
@@ -327,7 +273,7 @@ def trace_groups(model: nn.Module) -> list[Group]:
                 if mod.start_dim != 1 or mod.end_dim != -1:
                     raise fail(node, f"flatten(start_dim={mod.start_dim}, end_dim={mod.end_dim}); expected 1, -1")
                 values[node.name] = _Value(v.space, flat=True)
-            elif isinstance(mod, _PASS_MODULES):
+            elif isinstance(mod, PASS_MODULES):
                 values[node.name] = args[0] if args else None
             else:
                 raise fail(node, f"module {type(mod).__name__}")
@@ -341,7 +287,7 @@ def trace_groups(model: nn.Module) -> list[Group]:
                     values[node.name] = _Value(sp.union(args[0].space, args[1].space, node.name), args[0].flat)
                 else:
                     values[node.name] = args[0] if args else None
-            elif fn in _SCALE or fn in _PASS_FUNCTIONS or fn is operator.neg:
+            elif fn in _SCALE or fn in PASS_FUNCTIONS or fn is operator.neg:
                 if fn in _SCALE and len(args) > 1:
                     raise fail(node, "multiplies two tensors")
                 values[node.name] = args[0] if args else None
@@ -501,9 +447,9 @@ def match_groups(
         ``perm[i]`` = the channel of ``B`` matched to channel ``i`` of ``A``;
         :func:`permute_groups` ``(B, groups, perms)`` is ``B`` reordered to match ``A``.
     """
-    from .matching import _check_neuron, _sq_dist, assignment
+    from .matching import assignment, check_neuron, sq_dist
 
-    roles = ("out", "in") if _check_neuron(neuron) == "blc" else ("out",)
+    roles = ("out", "in") if check_neuron(neuron) == "blc" else ("out",)
     owners = _owner_axes(groups)
     perms: dict[str, torch.Tensor] = {}
     Bp = B
@@ -524,7 +470,7 @@ def match_groups(
                 parts = ready or parts
             xa = torch.cat([g.neuron_rows(A[p.name].detach().cpu(), p) for p in parts], 1)
             xb = torch.cat([g.neuron_rows(Bp[p.name].detach().cpu(), p) for p in parts], 1)
-            p_new = assignment(_sq_dist(xa, xb), solver)
+            p_new = assignment(sq_dist(xa, xb), solver)
             if torch.equal(p_new, torch.arange(g.size)) and g.name in perms:
                 continue
             changed = True

@@ -29,8 +29,8 @@ from torch import nn
 
 from ..pointset import PointSet
 from ..weights import Weights
-from .neurons import _check_permutation, _try_chain, permute
-from .paths import _as_t, _same_layout, concatenate_paths, linear_path
+from .neurons import _try_chain, check_permutation, permute
+from .paths import as_t, concatenate_paths, linear_path, same_layout
 
 __all__ = [
     "NEURONS",
@@ -101,14 +101,14 @@ def assignment(cost, solver: str = "emd") -> torch.Tensor:
     return torch.from_numpy(perm.astype(np.int64))
 
 
-def _sq_dist(X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+def sq_dist(X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
     """Squared Euclidean distances ``Tensor[n, n]`` in float64."""
     X, Y = X.to(torch.float64), Y.to(torch.float64)
     D = (X * X).sum(1)[:, None] + (Y * Y).sum(1)[None, :] - 2.0 * X @ Y.T
     return D.clamp_min_(0.0)
 
 
-def _check_neuron(neuron: str) -> str:
+def check_neuron(neuron: str) -> str:
     if neuron not in NEURONS:
         raise ValueError(f"neuron should be one of {NEURONS}, got {neuron!r}")
     return neuron
@@ -184,8 +184,8 @@ def match_neurons(
     with one hidden layer (82% vs 69% of neurons at 2x) and ``"blc"`` with two or three
     (83% vs 72% at 2x, three layers).
     """
-    _same_layout(A, B)
-    _check_neuron(neuron)
+    same_layout(A, B)
+    check_neuron(neuron)
     outgoing = neuron == "blc"
     chain = _try_chain(model)
     if chain is None:  # convolutional / residual networks: traced channel groups
@@ -218,7 +218,7 @@ def match_neurons(
             if outgoing and (nxt not in hidden or nxt in perms):
                 xa.append(outgoing_part(A, layer, None))
                 xb.append(outgoing_part(B, layer, perms.get(nxt)))
-            p = assignment(_sq_dist(torch.cat(xa, 1), torch.cat(xb, 1)), solver)
+            p = assignment(sq_dist(torch.cat(xa, 1), torch.cat(xb, 1)), solver)
             if layer not in perms or not torch.equal(perms[layer], p):
                 changed = True
             perms[layer] = p
@@ -285,7 +285,7 @@ def transposition_path(
         if unknown:
             raise ValueError(f"unknown groups {unknown}; the model has {list(groups)}")
         order, sizes = list(groups), {k: g.size for k, g in groups.items()}
-    perms = {layer: _check_permutation(p, sizes[layer], layer) for layer, p in perms.items()}
+    perms = {layer: check_permutation(p, sizes[layer], layer) for layer, p in perms.items()}
     start = permute(B, model, perms)
     state = start.flatten()
     end = B.flatten()
@@ -436,8 +436,8 @@ def ot_path(
     >>> path.permutations["1"].tolist(), path.swaps
     ([3, 1, 2, 0, 4, 5, 7, 6], [('1', 0, 3), ('1', 6, 7)])
     """
-    t1 = _as_t(np.linspace(0.0, 1.0, 11) if t is None else t)
-    _same_layout(A, B)
+    t1 = as_t(np.linspace(0.0, 1.0, 11) if t is None else t)
+    same_layout(A, B)
     perms = permutations if permutations is not None else match_neurons(A, B, model, neuron=neuron, solver=solver)
     Bp = permute(B, model, perms)
     stage1 = linear_path(A, Bp, t1)

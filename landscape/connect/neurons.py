@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from ..weights import Weights
+from .structure import ELEMENTWISE
 
 __all__ = [
     "compose_permutations",
@@ -39,31 +40,6 @@ __all__ = [
     "neuron_matrix",
     "permute",
 ]
-
-#: Modules that act elementwise and have no per-neuron parameters: they commute with a
-#: permutation of the neurons.
-_ELEMENTWISE = (
-    nn.ReLU,
-    nn.ReLU6,
-    nn.LeakyReLU,
-    nn.ELU,
-    nn.SELU,
-    nn.CELU,
-    nn.GELU,
-    nn.SiLU,
-    nn.Mish,
-    nn.Tanh,
-    nn.Sigmoid,
-    nn.Hardtanh,
-    nn.Hardswish,
-    nn.Hardsigmoid,
-    nn.Softplus,
-    nn.Softsign,
-    nn.Tanhshrink,
-    nn.LogSigmoid,
-    nn.Identity,
-    nn.Dropout,
-)
 
 _EXPECTED = "expected a plain nn.Sequential of an optional leading Flatten, Linear layers and elementwise activations"
 
@@ -91,7 +67,7 @@ def _chain_modules(model: nn.Module) -> list[tuple[str, nn.Linear]]:
             linears.append((name, mod))
         elif isinstance(mod, nn.Flatten) and i == 0:
             continue
-        elif isinstance(mod, _ELEMENTWISE) or (isinstance(mod, nn.PReLU) and mod.num_parameters == 1):
+        elif isinstance(mod, ELEMENTWISE) or (isinstance(mod, nn.PReLU) and mod.num_parameters == 1):
             continue
         else:
             where = " after the first module" if isinstance(mod, nn.Flatten) else ""
@@ -240,7 +216,7 @@ def neuron_matrix(
     return torch.cat(parts, 1)
 
 
-def _check_permutation(p, n: int, layer: str) -> torch.Tensor:
+def check_permutation(p, n: int, layer: str) -> torch.Tensor:
     p = torch.as_tensor(p)
     if p.dim() != 1 or p.numel() != n or p.dtype.is_floating_point or p.dtype == torch.bool:
         raise ValueError(
@@ -298,7 +274,7 @@ def permute(weights: Weights, model: nn.Module, perms: Mapping[str, torch.Tensor
     for layer, p in perms.items():
         chain.check_layer(layer)
         n = chain.sizes[layer][0]
-        p = _check_permutation(p, n, layer)
+        p = check_permutation(p, n, layer)
         nxt = chain.next(layer)
         w, wn = tensors[f"{layer}.weight"], tensors[f"{nxt}.weight"]
         tensors[f"{layer}.weight"] = w[p.to(w.device)]

@@ -42,7 +42,7 @@ __all__ = [
 _SNAP = 1e-15
 
 
-def _as_t(t) -> np.ndarray:
+def as_t(t) -> np.ndarray:
     t = np.asarray(t.detach().cpu() if torch.is_tensor(t) else t, dtype=np.float64).reshape(-1)
     if t.size == 0:
         raise ValueError("t should hold at least one value, got an empty array")
@@ -59,7 +59,7 @@ def _snap(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def _same_layout(a: Weights, b: Weights) -> None:
+def same_layout(a: Weights, b: Weights) -> None:
     for name, w in (("A", a), ("B", b)):
         if not isinstance(w, Weights):
             raise TypeError(f"{name} should be a landscape Weights, got {type(w).__name__}")
@@ -86,7 +86,7 @@ def linear_coefficients(t) -> np.ndarray:
     >>> linear_coefficients([0.0, 0.25, 1.0]).tolist()
     [[1.0, 0.0], [0.75, 0.25], [0.0, 1.0]]
     """
-    t = _as_t(t)
+    t = as_t(t)
     return np.stack([1.0 - t, t], 1)
 
 
@@ -110,7 +110,7 @@ def arc_coefficients(t) -> np.ndarray:
     >>> arc_coefficients([0.0, 1.0]).tolist()
     [[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
     """
-    t = _as_t(t)
+    t = as_t(t)
     c = _snap(np.cos(0.5 * np.pi * t))
     s = _snap(np.sin(0.5 * np.pi * t))
     return np.stack([_snap(1.0 - c - s), c, s], 1)
@@ -138,7 +138,7 @@ def linear_path(A: Weights, B: Weights, t) -> PointSet:
     >>> torch.equal(linear_path(a, b, [0.0, 0.5, 1.0]).point(2)["weight"], b["weight"])
     True
     """
-    _same_layout(A, B)
+    same_layout(A, B)
     return PointSet.from_weights([A, B], linear_coefficients(t), names=["A", "B"])
 
 
@@ -175,7 +175,7 @@ def neuron_mean(A: Weights, B: Weights, model: nn.Module) -> Weights:
     Weights
         Same layout; non-float entries are taken from ``A``.
     """
-    _same_layout(A, B)
+    same_layout(A, B)
     chain = _try_chain(model)
     if chain is None:  # convolutional / residual networks
         from .graph import group_mean, trace_groups
@@ -275,14 +275,14 @@ def concatenate_paths(parts: Sequence[PointSet], ts: Sequence, *, drop_joints: b
     for i, p in enumerate(parts):
         if p.layout.names() != layout.names():
             raise ValueError(f"part {i} has a different layout from part 0")
-        if len(_as_t(ts[i])) != p.K:
-            raise ValueError(f"part {i} has {p.K} points but {len(_as_t(ts[i]))} values of t")
+        if len(as_t(ts[i])) != p.K:
+            raise ValueError(f"part {i} has {p.K} points but {len(as_t(ts[i]))} values of t")
     m = len(parts)
     J = sum(p.J for p in parts)
     rows, t_all, names = [], [], []
     col = 0
     for i, (p, t) in enumerate(zip(parts, ts)):
-        t = _as_t(t)
+        t = as_t(t)
         lo, hi = float(t[0]), float(t[-1])
         span = (t - lo) / (hi - lo) if hi > lo else np.ones_like(t)
         keep = slice(1, None) if (drop_joints and i > 0 and p.K > 1) else slice(None)

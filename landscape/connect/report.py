@@ -453,15 +453,15 @@ def compare_connections(
     if exists and not (force or resume):
         raise ResultExistsError(f"{os.fspath(out)} exists; pass resume=True to continue it or force=True to replace it")
     split_names = list(splits)
-    from .adjust import _check_form
-    from .matching import _check_neuron
+    from .adjust import check_form
+    from .matching import check_neuron
 
-    _check_form(wa_form)
-    _check_neuron(neuron)
+    check_form(wa_form)
+    check_neuron(neuron)
     wa_error = None  # why weight adjustment cannot run on this model (residual networks)
     if any(m.endswith("+wa") for m in methods):
         from .adjust import NotSequentialError, _Stack
-        from .graph import UnsupportedModelError
+        from .structure import UnsupportedModelError
 
         try:
             wa_layers = _Stack(model).n
