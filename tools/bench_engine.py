@@ -90,9 +90,10 @@ def plane_points(model, n_points, device):
     return w0, d1, d2, coords, points
 
 
-def best_of(fn, repeats, device):
-    """(best time of ``repeats`` calls, the last output), after one untimed warm-up call."""
-    fn()  # warm-up
+def best_of(fn, repeats, device, warm=None):
+    """(best time of ``repeats`` calls, the last output), after one untimed warm-up call
+    (``warm()`` when given: a large grid warms up on one point, not all of them)."""
+    (warm or fn)()
     best, out = float("inf"), None
     for _ in range(repeats):
         if device.type == "cuda":
@@ -161,17 +162,27 @@ def compiled_case(name, model, x, y, n_points, device, repeats):
     model = model.to(device).eval()
     w0, d1, d2, coords, points = plane_points(model, n_points, device)
     x, y = x.to(device), y.to(device)
-    t_loop, (loss_loop, _) = best_of(lambda: loop_baseline(model, w0, d1, d2, coords, x, y), repeats, device)
+    t_loop, (loss_loop, _) = best_of(
+        lambda: loop_baseline(model, w0, d1, d2, coords, x, y),
+        repeats,
+        device,
+        warm=lambda: loop_baseline(model, w0, d1, d2, coords[:1], x, y),
+    )
     ref = ls.evaluate(model, points, (x, y), device=device, precision="fp64", path="loop", progress=False)["loss"]
     low = copy.deepcopy(model).to(torch.bfloat16)
     loss_pt16, _ = loop_baseline(low, w0, d1, d2, coords, x.to(torch.bfloat16), y)
     pt16_err = float(np.max(np.abs(loss_pt16 - ref)))
     loop_err = float(np.max(np.abs(loss_loop - ref) / np.abs(ref)))
+    return _compiled_rows(name, model, points, (x, y), "loss", ref, t_loop, loop_err, pt16_err, device, repeats)
+
+
+def _compiled_rows(name, model, points, data, metric, ref, t_loop, loop_err, pt16_err, device, repeats):
+    """The loop's row and the compiled fp32 and bf16 rows of one case (see :func:`compiled_case`)."""
     rows = [
         {
             "case": name,
             "method": "loop (batch 128, copy weights)",
-            "s_per_point": t_loop / len(coords),
+            "s_per_point": t_loop / points.K,
             "ratio": 1.0,
             "max_rel_err": loop_err,
         }
@@ -179,21 +190,21 @@ def compiled_case(name, model, x, y, n_points, device, repeats):
     for precision in ("fp32", "bf16"):
         warmups = []
 
-        def engine(precision=precision, warmups=warmups):
+        def engine(precision=precision, warmups=warmups, pts=points):
             res = ls.evaluate(
-                model, points, (x, y), device=device, precision=precision, path="compiled", progress=False
+                model, pts, data, (metric,), device=device, precision=precision, path="compiled", progress=False
             )
             warmups.append(res.info.get("compile_seconds", 0.0))
             return res
 
-        t_eng, res = best_of(engine, repeats, device)
+        t_eng, res = best_of(engine, repeats, device, warm=lambda e=engine: e(pts=points.subset([0])))
         if res.path != "compiled":
             raise SystemExit(f"{name}: the compiled path fell back to {res.path} at {precision}")
-        err = np.abs(res["loss"] - ref)
+        err = np.abs(res[metric] - ref)
         row = {
             "case": name,
             "method": f"compiled {precision}",
-            "s_per_point": t_eng / len(coords),
+            "s_per_point": t_eng / points.K,
             "ratio": t_loop / t_eng,
             "max_rel_err": float(np.max(err / np.abs(ref))),
             "compile_s": max(warmups),
@@ -205,6 +216,67 @@ def compiled_case(name, model, x, y, n_points, device, repeats):
             row["bf16_err_ratio"] = float(np.max(err)) / pt16_err
         rows.append(row)
     return rows
+
+
+def lm_loop_baseline(model, points, ids, batch_size=128):
+    """loss-landscape style for a causal LM: load each point's tensors into the model
+    (``load_state_dict``), next-token cross-entropy over every predicted token, batch 128."""
+    import torch.nn.functional as F
+
+    losses = []
+    with torch.no_grad():
+        for k in range(points.K):
+            model.load_state_dict(points.point(k), strict=False)
+            total, count = 0.0, 0
+            for i in range(0, ids.shape[0], batch_size):
+                b = ids[i : i + batch_size]
+                logits = model(input_ids=b).logits.float()[:, :-1]
+                total += float(
+                    F.cross_entropy(logits.reshape(-1, logits.shape[-1]), b[:, 1:].reshape(-1), reduction="sum")
+                )
+                count += b[:, 1:].numel()
+            losses.append(total / count)
+    return np.array(losses)
+
+
+def compiled_lm_case(n_seq, n_points, device, repeats):
+    """The small GPT-2 language model of RESULTS.md (vocabulary 256, 128 positions, width 128,
+    4 layers, 4 heads, tied head; random weights) on ``n_seq`` sequences of 128 bytes of the
+    standard library's ``json`` sources: a filter-normalized plane through the
+    compiled path at fp32 and bf16 against the loss-landscape loop, as :func:`compiled_case`."""
+    import copy
+    import os
+
+    import transformers
+
+    cfg = transformers.GPT2Config(
+        vocab_size=256, n_positions=128, n_embd=128, n_layer=4, n_head=4, resid_pdrop=0, embd_pdrop=0, attn_pdrop=0
+    )
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(cfg).to(device).eval()
+    root = os.path.dirname(os.__file__)
+    ids = ls.load_data(f"text:{root}/json:seq=128:ext=py", "train").x[:n_seq].to(device)
+    w = ls.Weights.from_module(model)
+    side = int(round(np.sqrt(n_points)))
+    grid = np.linspace(-1, 1, side)
+    points = ls.directions.random_plane(w, seed=0).grid(grid, grid)
+    base = copy.deepcopy(model)
+    t_loop, loss_loop = best_of(
+        lambda: lm_loop_baseline(base, points, ids),
+        repeats,
+        device,
+        warm=lambda: lm_loop_baseline(base, points.subset([0]), ids),
+    )
+    data = (ids, ids)
+    ref = ls.evaluate(
+        model, points, data, ("token_loss",), device=device, precision="fp64", path="loop", progress=False
+    )
+    ref = ref["token_loss"]
+    low = copy.deepcopy(model).to(torch.bfloat16)
+    pt16_err = float(np.max(np.abs(lm_loop_baseline(low, points.to(dtype=torch.bfloat16), ids) - ref)))
+    loop_err = float(np.max(np.abs(loss_loop - ref) / np.abs(ref)))
+    name = f"GPT-2 LM (4x128), {n_seq} x 128 bytes, {points.K} pts"
+    return _compiled_rows(name, model, points, data, "token_loss", ref, t_loop, loop_err, pt16_err, device, repeats)
 
 
 def plane_case(grid: int, repeats: int):
@@ -268,6 +340,7 @@ def main():
     ap.add_argument("--compiled-samples", default="256,512", help="CIFAR-shaped samples of the compiled cases")
     ap.add_argument("--compiled-points", type=int, default=16, help="points of the compiled cases' plane")
     ap.add_argument("--compiled-repeats", type=int, default=3, help="timed repetitions of the compiled cases")
+    ap.add_argument("--lm-sequences", type=int, default=64, help="128-byte sequences of the compiled-gpt2 case")
     ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = ap.parse_args()
     device = torch.device(args.device)
@@ -315,6 +388,8 @@ def main():
                 ["auto", "compiled", "vmap"],
                 max(1, args.repeats - 2),
             )
+        elif case == "compiled-gpt2":
+            rows += compiled_lm_case(args.lm_sequences, args.compiled_points, device, args.compiled_repeats)
         elif case in COMPILED_CASES:
             for n in (int(v) for v in args.compiled_samples.split(",")):
                 data = ls.load_data("synthetic:cifar10", "test", max_samples=n)
@@ -324,7 +399,7 @@ def main():
                 rows += compiled_case(label, model, data.x, data.y, args.compiled_points, device, args.compiled_repeats)
         else:
             raise SystemExit(
-                f"unknown case {case!r}; expected some of mlp2000, mlp3, plane51, resnet20, {', '.join(COMPILED_CASES)}"
+                f"unknown case {case!r}; expected some of mlp2000, mlp3, plane51, resnet20, compiled-gpt2, {', '.join(COMPILED_CASES)}"
             )
     print(
         f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
