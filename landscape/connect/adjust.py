@@ -59,9 +59,8 @@ from torch import nn
 from ..pointset import PointSet
 from ..weights import Weights
 from .matching import assignment, match_neurons, ot_path, sq_dist
-from .neurons import _Chain, _leaves
 from .paths import arc_coefficients, arc_path, as_t, concatenate_paths, linear_coefficients, linear_path, same_layout
-from .structure import UnsupportedModelError
+from .structure import UnsupportedModelError, structure
 
 __all__ = [
     "WA_FORMS",
@@ -208,8 +207,8 @@ class _Stack:
     def __init__(self, model: nn.Module):
         self.model = model
         try:
-            self.chain = _Chain(model)  # validates an MLP stack
-        except ValueError:
+            self.chain = structure(model).chain  # an MLP stack, or None
+        except UnsupportedModelError:
             self.chain = None
         self.mods: list[nn.Module] = []
         self.pre: list[tuple] = []
@@ -218,7 +217,7 @@ class _Stack:
             self.names = self.chain.names
             self.between = [[] for _ in self.names]
             seen = -1
-            for name, mod in _leaves(model, ""):
+            for name, mod in self.chain.modules:
                 if isinstance(mod, nn.Linear):
                     seen += 1
                     self.mods.append(mod)

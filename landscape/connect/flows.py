@@ -324,9 +324,9 @@ def flow_groups(model: nn.Module) -> list[NeuronGroup]:
     (they must stay positive; recompute them along the path) and the layers that only read
     a group (the classifier) follow the straight line in :func:`flow_path`.
     """
-    from .neurons import _try_chain
+    from .structure import structure
 
-    if _try_chain(model) is not None:
+    if structure(model).chain is not None:
         return mlp_groups(model)
     from .graph import trace_groups
 
@@ -1264,7 +1264,7 @@ def aligned_flow_path(
     >>> torch.equal(path.stage2.point(path.stage2.K - 1)["1.weight"], b["1.weight"])
     True
     """
-    from .matching import OTPath, match_neurons, transposition_path
+    from .matching import match_neurons, transposition_path, two_stage_path
     from .neurons import permute
 
     for name, w in (("A", A), ("B", B)):
@@ -1290,7 +1290,7 @@ def aligned_flow_path(
         points[-1] = Bp
     stage1 = PointSet.explicit(points, names=[f"t={v:.6g}" for v in t1])
     stage2, t2, swaps = transposition_path(B, model, perms, swap_points=swap_points)
-    return OTPath(stage1=stage1, t1=t1, stage2=stage2, t2=t2, permutations=perms, swaps=swaps)
+    return two_stage_path(stage1, t1, stage2, t2, permutations=perms, swaps=swaps, method="aligned-flow")
 
 
 # ============================================================================ bijection

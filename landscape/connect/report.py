@@ -29,8 +29,8 @@ from ..io import ResultExistsError, create_result, read_connections
 from ..weights import Weights
 from .adjust import multilayer_wa_path, wa_path
 from .matching import ot_path
-from .neurons import _try_chain
 from .paths import arc_path, linear_path
+from .structure import structure
 
 __all__ = ["METHODS", "ConnectionReport", "compare_connections"]
 
@@ -481,7 +481,7 @@ def compare_connections(
             except UnsupportedModelError as e2:
                 why = e2 if isinstance(e, NotSequentialError) else e
                 wa_error = f"weight adjustment cannot follow this model: {str(why).splitlines()[0]}"
-    chain = _try_chain(model)
+    chain = structure(model).chain
     n_linear = len(chain.names) if chain is not None else 0
     groups = None
     if chain is None:  # convolutional / residual networks: channel groups (clear error if untraceable)
