@@ -231,7 +231,7 @@ def match_neurons(
     model : nn.Module
         A plain MLP stack (see :func:`~landscape.connect.linear_chain`), or any network
         :func:`~landscape.connect.graph.trace_groups` follows (then
-        :func:`~landscape.connect.graph.match_groups`: perms keyed by group name; a channel's
+        :func:`match_groups`: perms keyed by group name; a channel's
         outgoing part is the slices of the layers that read it).
     neuron : {"blc", "bl"}
         ``"blc"``: the paper's :math:`(b_i, l_i, c_i)` (default); ``"bl"``: bias and
