@@ -55,13 +55,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.fx
 from torch import nn
 
 from ..pointset import PointSet
 from ..weights import Weights
-from .adjust import _assemble, weight_adjustment
+from .lstsq import assemble, weight_adjustment
+from .matching import match_neurons, transposition_path
+from .neurons import permute
 from .paths import arc_path, as_t, concatenate_paths, linear_path, same_layout
-from .structure import BATCHNORMS, UnsupportedModelError
+from .structure import BATCHNORMS, UnsupportedModelError, traced
 
 __all__ = ["Cut", "residual_transitional_network", "residual_wa_path", "wa_cuts"]
 
@@ -116,12 +119,7 @@ class _GraphNet:
     """The cuts of a traced network and a float64 evaluator that captures node values."""
 
     def __init__(self, model: nn.Module):
-        import torch.fx
-
-        try:
-            gm = torch.fx.symbolic_trace(model)
-        except Exception as e:  # noqa: BLE001
-            raise UnsupportedModelError(f"cannot trace {type(model).__name__} with torch.fx: {e}") from e
+        gm = traced(model)  # shared: read here, copied (not changed) for the evaluator
         self.model = model
         mods = dict(gm.named_modules())
         nodes = list(gm.graph.nodes)
@@ -252,8 +250,6 @@ class _GraphNet:
     # ------------------------------------------------------------------ evaluation
     def run(self, w: Weights, x: torch.Tensor, want: set[str]) -> dict[str, torch.Tensor]:
         """Values of the nodes ``want`` on the batch ``x`` with the weights ``w`` (float64)."""
-        import torch.fx
-
         self.gm.load_state_dict(dict(w.tensors), strict=False)
         got: dict[str, torch.Tensor] = {}
 
@@ -339,11 +335,11 @@ class _GraphNet:
         (``target``, when the caller has it)."""
         cut = self.cuts[k]
         before = self.entries([m for c in self.cuts[: k + 1] for m in c.modules], A.layout)
-        base = _assemble(A, [{e: B[e] for e in before}])[0]
+        base = assemble(A, [{e: B[e] for e in before}])[0]
         caps = self.run(base, x, self.want(cut))
         if target is None:
             target = self.run(A, x, {cut.node})[cut.node]
-        return _assemble(base, [self.fit(cut, caps, target, base, ridge)])[0]
+        return assemble(base, [self.fit(cut, caps, target, base, ridge)])[0]
 
 
 def wa_cuts(model: nn.Module) -> list[Cut]:
@@ -404,10 +400,10 @@ def _step(g: _GraphNet, start: Weights, end: Weights, k: int, x, t: np.ndarray, 
             points.append(end)
             continue
         p = base.point(i, dtype=torch.float64)
-        w = _assemble(start, [{e: p[e] for e in moving}])[0]
+        w = assemble(start, [{e: p[e] for e in moving}])[0]
         caps = g.run(w, x, g.want(cut))
         target = (1.0 - tv) * u0 + tv * u1
-        points.append(_assemble(w, [g.fit(cut, caps, target, w, ridge)])[0])
+        points.append(assemble(w, [g.fit(cut, caps, target, w, ridge)])[0])
     return PointSet.explicit(points)
 
 
@@ -431,9 +427,6 @@ def residual_wa_path(
     (of ``m``, the number of cuts) covers ``[(k-1)/s, k/s]`` where ``s = m`` (``s = m + 1``
     for OT, whose last part is stage 2).
     """
-    from .matching import match_neurons, transposition_path
-    from .neurons import permute
-
     if method not in ("linear", "arc", "ot"):
         raise ValueError(f"method should be one of ('linear', 'arc', 'ot'), got {method!r}")
     g = _check(A, B, model)
