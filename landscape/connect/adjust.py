@@ -4,16 +4,35 @@ Two-layer block
 ---------------
 For a block :math:`Y = W_2\\,\\phi(W_1 X + b_1) + b_2` the first layer is connected by any
 path :math:`W_1(t), b_1(t)` (Linear, Arc, OT), and the second layer is *adjusted* on a data
-batch :math:`X` (rows are samples) so that the block's output follows the interpolated
-outputs of the two ends:
+batch :math:`X` (rows are samples) by least squares, the pseudo-inverse solution
+(:func:`weight_adjustment`), in one of two formulations (:data:`WA_FORMS`).
+
+``"paper"`` (Anokhin & Yarotsky): the second layer keeps ``A``'s output :math:`Y_A` (the
+logits on ``X``) with no bias column,
+
+.. math::
+
+    W_2(t) = (Y_A - b_2^A)^\\top \\bigl[\\phi(X W_1(t)^\\top + b_1(t))^\\top\\bigr]^+,
+    \\qquad b_2(t) = b_2^A
+
+(the paper's :math:`W_2(t) = Y [\\phi(W_1(t) X)]^+`, samples as columns), and the path has
+two phases, each on half of ``[0, 1]``: phase 1 moves the first layer from ``A``'s to ``B``'s
+with the adjusted second layer; phase 2 keeps ``B``'s first layer and moves the second from
+:math:`(W_2(1), b_2^A)` to ``B``'s: the straight line for Linear and OT, the Arc for Arc
+(around the mean row of the two matrices, as in the authors' code).
+
+``"bias"``: one phase; a bias column is fitted with the weights and the block's output
+follows the interpolated outputs of the two ends:
 
 .. math::
 
     H(t) = \\bigl[\\phi(X W_1(t)^\\top + b_1(t)) \\;\\big|\\; \\mathbf 1\\bigr], \\qquad
-    Y(t) = (1-t)\\,Y_A + t\\,Y_B, \\qquad
-    [W_2(t) \\,|\\, b_2(t)]^\\top = H(t)^+\\, Y(t),
+    Y(s) = (1-s)\\,Y_A + s\\,Y_B, \\qquad
+    [W_2(t) \\,|\\, b_2(t)]^\\top = H(t)^+\\, Y(s),
 
-the least-squares (pseudo-inverse) solution. At :math:`t=0` the first layer is
+with :math:`s = t` for Linear and Arc; for OT, :math:`s` is the stage-1 parameter during
+stage 1 (``A`` to ``B'``, ``B`` with its hidden neurons matched to ``A``'s) and 1 during
+stage 2 (``B'`` to ``B``, the same function as ``B``). At :math:`t=0` the first layer is
 :math:`W_1^A` exactly and :math:`Y_A = H_A [W_2^A | b_2^A]^\\top`, so the solution is
 :math:`[W_2^A | b_2^A]` itself whenever :math:`H_A` has full column rank (more samples than
 hidden units + 1 and no dead unit); likewise at :math:`t = 1`. With fewer samples the system
@@ -56,10 +75,11 @@ from torch import nn
 
 from ..pointset import PointSet
 from ..weights import Weights
-from .adjust_graph import residual_transitional_network, residual_wa_path
+from .adjust_graph import residual_transitional_network, residual_wa_path, steps_path
 from .lstsq import assemble, weight_adjustment
 from .matching import assignment, match_neurons, ot_path, sq_dist
 from .paths import arc_coefficients, arc_path, as_t, concatenate_paths, linear_coefficients, linear_path
+from .result import Path
 from .stack import LayerStack, NotSequentialError
 from .structure import UnsupportedModelError
 
@@ -438,39 +458,16 @@ def wa_path(
     swap_points: int = 1,
     permutations: dict[str, torch.Tensor] | None = None,
     neuron: str = "bl",
-) -> tuple[np.ndarray, PointSet]:
+) -> Path:
     """Linear + WA, Arc + WA or OT + WA between two networks with one hidden layer.
 
     The first layer :math:`(W_1(t), b_1(t))` follows :func:`~landscape.connect.linear_path`,
     :func:`~landscape.connect.arc_path` or the two stages of :func:`~landscape.connect.ot_path`
-    and the second layer is fitted by least squares on the batch ``X``.
-
-    ``wa_form="paper"`` (default), the formulation of Anokhin & Yarotsky: the second layer
-    keeps ``A``'s output :math:`Y_A` (the logits on ``X``) with no bias column,
-
-    .. math::
-
-        W_2(t) = (Y_A - b_2^A)^\\top \\bigl[\\phi(X W_1(t)^\\top + b_1(t))^\\top\\bigr]^+,
-        \\qquad b_2(t) = b_2^A ,
-
-    (the paper's :math:`W_2(t) = Y [\\phi(W_1(t) X)]^+`, samples as columns), and the path has
-    two phases, each on half of ``[0, 1]``: phase 1 moves the first layer from ``A``'s to
-    ``B``'s with the adjusted second layer; phase 2 keeps ``B``'s first layer and moves the
-    second from :math:`(W_2(1), b_2^A)` to ``B``'s: the straight line for Linear and OT, the
-    Arc for Arc (see :func:`_second_layer_path`).
-
-    ``wa_form="bias"``: one phase; a bias column is fitted with the weights and the
-    target follows the two ends' outputs,
-
-    .. math::
-
-        [W_2(t) \\,|\\, b_2(t)]^\\top = \\bigl[\\phi(X W_1(t)^\\top + b_1(t)) \\,\\big|\\, \\mathbf 1\\bigr]^+
-        \\bigl((1-s)\\,Y_A + s\\,Y_B\\bigr)
-
-    with :math:`s = t` (Linear, Arc); for OT, :math:`s` is the stage-1 parameter during
-    stage 1 (``A`` to ``B'``, ``B`` with its hidden neurons matched to ``A``'s) and 1 during
-    stage 2 (``B'`` to ``B``, the same function as ``B``). All ``t`` are solved in batches
-    (float64).
+    and the second layer is fitted by least squares on the batch ``X`` in one of the two
+    formulations of the module notes: ``wa_form="paper"`` (default), the second layer keeps
+    ``A``'s output with ``A``'s bias and no bias column, then a second phase moves it to
+    ``B``'s; ``wa_form="bias"``, a bias column is fitted and the target follows the two
+    ends' outputs, in one phase. All ``t`` are solved in batches (float64).
 
     Parameters
     ----------
@@ -478,7 +475,8 @@ def wa_path(
         Weights of ``model``.
     model : nn.Module
         A plain MLP stack with exactly two Linear layers (``ls.build_model("mlp",
-        {"widths": [H]})``) and parameter-free activations.
+        {"widths": [H]})``) and parameter-free activations, or a sequential convnet with two
+        weighted layers.
     X : Tensor[N, ...] or TensorData
         The data batch of the adjustment. The ends are reproduced when the hidden features
         ``phi(X W_1^T + b_1)`` of ``A`` and ``B`` have full column rank (``N > H``).
@@ -488,7 +486,7 @@ def wa_path(
     method : {"linear", "arc", "ot"}
         Connection of the first layer.
     wa_form : {"paper", "bias"}
-        See above (:data:`WA_FORMS`).
+        :data:`WA_FORMS`, see the module notes.
     ridge : float
         :math:`\\lambda` of :func:`weight_adjustment` (0: pseudo-inverse).
     snap_ends : bool
@@ -504,13 +502,13 @@ def wa_path(
 
     Returns
     -------
-    t : ndarray[K]
-        Parameters of the points in ``[0, 1]``. ``"paper"``: phase 1 on ``[0, 1/2]``
-        (for OT its stage 1 on ``[0, 1/4]`` and stage 2 on ``[1/4, 1/2]``), phase 2 on
-        ``[1/2, 1]``. ``"bias"``: the given ``t`` for Linear and Arc; for OT stage 1 on
-        ``[0, 1/2]`` and stage 2 on ``[1/2, 1]``, as :meth:`~landscape.connect.OTPath.joined`.
-    points : PointSet
-        Explicit points (identity coefficients), in ``A``'s dtypes.
+    Path
+        Explicit points (identity coefficients) in ``A``'s dtypes, method ``"wa-linear"``,
+        ``"wa-arc"`` or ``"wa-ot"``; it unpacks as ``t, points``. ``"paper"``: phase 1 on
+        ``[0, 1/2]`` (for OT its stage 1 on ``[0, 1/4]`` and stage 2 on ``[1/4, 1/2]``) is
+        stage 1, phase 2 on ``(1/2, 1]`` stage 2. ``"bias"``: the given ``t`` in one stage for
+        Linear and Arc; for OT stage 1 on ``[0, 1/2]`` and stage 2 (the swaps) on
+        ``(1/2, 1]``, as :meth:`~landscape.connect.OTPath.joined`.
 
     Examples
     --------
@@ -521,10 +519,10 @@ def wa_path(
     >>> a = ls.Weights.from_module(model)
     >>> b = ls.Weights.from_module(ls.build_model("mlp", {"widths": [16]}).double())
     >>> x = ls.load_data("digits", "train", max_samples=200).x.double()
-    >>> t, path = wa_path(a, b, model, x, [0.0, 0.5, 1.0], method="arc")
+    >>> t, path = wa = wa_path(a, b, model, x, [0.0, 0.5, 1.0], method="arc")
     >>> f = lambda w: functional_call(model, dict(w), (x,))
-    >>> t.tolist()
-    [0.0, 0.25, 0.5, 0.75, 1.0]
+    >>> t.tolist(), wa.stage.tolist(), wa.method
+    ([0.0, 0.25, 0.5, 0.75, 1.0], [1, 1, 1, 2, 2], 'wa-arc')
     >>> mid = path.weights(2)  # the end of phase 1: B's first layer, A's output bias, W2 fitted
     >>> bool(torch.equal(mid["1.weight"], b["1.weight"])), bool(torch.equal(mid["3.bias"], a["3.bias"]))
     (True, True)
@@ -541,30 +539,29 @@ def wa_path(
         raise ValueError(f"method should be one of {WA_METHODS}, got {method!r}")
     check_form(wa_form)
     t = np.linspace(0.0, 1.0, 11) if t is None else t
-    h0 = st.input(X)
-    t_out, points = _wa_step(
-        A,
-        B,
-        model,
-        st,
-        1,
-        h0,
-        t,
-        method,
-        ridge=ridge,
-        solver=solver,
-        swap_points=swap_points,
-        permutations=permutations,
-        neuron=neuron,
-        snap_ends=snap_ends,
-        wa_form=wa_form,
-        snap_last=wa_form == "bias",
-    )
+    ot = {"solver": solver, "swap_points": swap_points, "permutations": permutations, "neuron": neuron}
+    step = {"ridge": ridge, "snap_ends": snap_ends, "wa_form": wa_form, "snap_last": wa_form == "bias"}
+    t_out, points = _wa_step(A, B, model, st, 1, st.input(X), t, method, **step, **ot)
     if wa_form == "bias":
-        return t_out, PointSet.explicit(points)
+        return _one_block_path(t_out, PointSet.explicit(points), method, wa_form)
     t2 = as_t(t)
     phase2 = _second_layer_path(points[-1], B, st, t2, method)
-    return concatenate_paths([PointSet.explicit(points), PointSet.explicit(phase2)], [t_out, t2])
+    t_all, joined = concatenate_paths([PointSet.explicit(points), PointSet.explicit(phase2)], [t_out, t2])
+    return _one_block_path(t_all, joined, method, wa_form)
+
+
+def _one_block_path(t, points: PointSet, method: str, wa_form: str) -> Path:
+    """The result of :func:`wa_path`: the paper's two phases, or OT's two stages, split at
+    ``t = 1/2`` (the joint ends the first); one stage otherwise."""
+    t = np.asarray(t, dtype=np.float64)
+    if wa_form == "paper":
+        labels = ("phase 1: first layer moves, second adjusted", "phase 2: second layer moves")
+    elif method == "ot":
+        labels = ("stage 1: matched neurons, second layer adjusted", "stage 2: swaps, second layer adjusted")
+    else:
+        labels = (f"{method} first layer, second adjusted",)
+    stage = np.where(t <= 0.5, 1, 2) if len(labels) == 2 else None
+    return Path(points, t, stage, labels, method=f"wa-{method}", unpack=("t", "points"))
 
 
 # ---------------------------------------------------------------------------- multi-layer
@@ -652,7 +649,7 @@ def multilayer_wa_path(
     snap_ends: bool = False,
     solver: str = "emd",
     swap_points: int = 1,
-) -> tuple[np.ndarray, PointSet, np.ndarray]:
+) -> Path:
     """WA connection of multi-layer networks through transitional networks.
 
     .. math::
@@ -706,15 +703,16 @@ def multilayer_wa_path(
 
     Returns
     -------
-    t : ndarray[K]
-        Increasing parameters in ``[0, 1]``; step ``k`` covers ``[(k-1)/n, k/n]``.
-    points : PointSet
-        The steps' points joined by :func:`~landscape.connect.concatenate_paths` (a basis
+    Path
+        Method ``"wa-linear"``, ``"wa-arc"`` or ``"wa-ot"``; it unpacks as
+        ``t, points, bounds``. ``t`` increases in ``[0, 1]``; step ``k`` covers
+        ``[(k-1)/n, k/n]`` and is stage ``k`` (a joint belongs to the step it ends). The
+        points are the steps' joined by :func:`~landscape.connect.concatenate_paths` (a basis
         of the per-``t`` weights of each WA step and the two ends of the last step, one-hot
-        or straight-line coefficients; the joint of two steps once). Step ``k < n``
-        changes only the entries of layers ``k`` and ``k+1``; step ``n`` only layer ``n``.
-    boundaries : ndarray[n + 1]
-        ``[0, 1/n, ..., 1]``: the values of ``t`` at :math:`\\Theta_1^{AB}, \\dots, \\Theta_{n+1}^{AB}`.
+        or straight-line coefficients; the joint of two steps once). Step ``k < n`` changes
+        only the entries of layers ``k`` and ``k+1``; step ``n`` only layer ``n``.
+        ``bounds`` (ndarray[n + 1]) is ``[0, 1/n, ..., 1]``: the values of ``t`` at
+        :math:`\\Theta_1^{AB}, \\dots, \\Theta_{n+1}^{AB}`.
     """
     check_form(wa_form)
     try:
@@ -722,18 +720,8 @@ def multilayer_wa_path(
     except UnsupportedModelError as e:
         _residual_or_raise(e)
         _residual_form(wa_form)
-        return residual_wa_path(
-            A,
-            B,
-            model,
-            X,
-            t_per_step,
-            method,
-            ridge=ridge,
-            snap_ends=snap_ends,
-            solver=solver,
-            swap_points=swap_points,
-        )
+        ot = {"solver": solver, "swap_points": swap_points}
+        return residual_wa_path(A, B, model, X, t_per_step, method, ridge=ridge, snap_ends=snap_ends, **ot)
     if st.n < 2:
         raise ValueError(f"multilayer_wa_path needs at least two Linear layers, this model has {st.n}")
     if method not in WA_METHODS:
@@ -745,32 +733,18 @@ def multilayer_wa_path(
     h0 = st.input(X)
     paper = wa_form == "paper"
     thetas = [A] + [st.transitional(A, B, k, h0, ridge, paper=paper) for k in range(2, n + 1)] + [B]
+    options = {"ridge": ridge, "solver": solver, "swap_points": swap_points, "snap_ends": snap_ends, "wa_form": wa_form}
     parts, ts = [], []
     h = h0  # B's features below layer k
     for k in range(1, n):
-        t_out, pts = _wa_step(
-            thetas[k - 1],
-            thetas[k],
-            model,
-            st,
-            k,
-            h,
-            t_step,
-            method,
-            ridge=ridge,
-            solver=solver,
-            swap_points=swap_points,
-            permutations=None,
-            neuron="bl",
-            snap_ends=snap_ends,
-            wa_form=wa_form,
-            target=st.outputs(A, h0, k + 1) if paper else None,
-        )
+        target = st.outputs(A, h0, k + 1) if paper else None
+        step = (thetas[k - 1], thetas[k], model, st, k, h, t_step, method)
+        t_out, pts = _wa_step(*step, permutations=None, neuron="bl", target=target, **options)
         parts.append(PointSet.explicit(pts))
         ts.append(t_out)
         h = st.act(k, st.linear(B, k, h), B)
-    last = linear_path(thetas[n - 1], B, t_step)
-    parts.append(last)
+    parts.append(linear_path(thetas[n - 1], B, t_step))
     ts.append(t_step)
     t, points = concatenate_paths(parts, ts)
-    return t, points, np.arange(n + 1) / n
+    labels = [f"step {k}: layer {k} by {method}, layer {k + 1} adjusted" for k in range(1, n)]
+    return steps_path(t, points, np.arange(n + 1) / n, [*labels, f"step {n}: layer {n} on the line"], method)

@@ -64,9 +64,10 @@ from .lstsq import assemble, weight_adjustment
 from .matching import match_neurons, transposition_path
 from .neurons import permute
 from .paths import arc_path, as_t, concatenate_paths, linear_path, same_layout
+from .result import Path
 from .structure import BATCHNORMS, UnsupportedModelError, traced
 
-__all__ = ["Cut", "residual_transitional_network", "residual_wa_path", "wa_cuts"]
+__all__ = ["Cut", "residual_transitional_network", "residual_wa_path", "steps_path", "wa_cuts"]
 
 _ADD = (operator.add, operator.iadd, torch.add)
 _WEIGHTED = (nn.Conv2d, nn.Linear)
@@ -419,13 +420,14 @@ def residual_wa_path(
     snap_ends: bool = False,
     solver: str = "emd",
     swap_points: int = 1,
-) -> tuple[np.ndarray, PointSet, np.ndarray]:
+) -> Path:
     """WA connection of residual networks through the transitional networks at the cuts.
 
-    See the module notes. Arguments and returns are those of
-    :func:`~landscape.connect.multilayer_wa_path`, with cuts in place of layers: step ``k``
-    (of ``m``, the number of cuts) covers ``[(k-1)/s, k/s]`` where ``s = m`` (``s = m + 1``
-    for OT, whose last part is stage 2).
+    See the module notes. Arguments and result are those of
+    :func:`~landscape.connect.multilayer_wa_path` (a :class:`~landscape.connect.result.Path`
+    that unpacks as ``t, points, bounds``), with cuts in place of layers: step ``k`` (of
+    ``m``, the number of cuts) covers ``[(k-1)/s, k/s]`` and is stage ``k``, where ``s = m``
+    (``s = m + 1`` for OT, whose last part, stage ``m + 1``, is OT's stage 2 of swaps).
     """
     if method not in ("linear", "arc", "ot"):
         raise ValueError(f"method should be one of ('linear', 'arc', 'ot'), got {method!r}")
@@ -454,4 +456,16 @@ def residual_wa_path(
         parts.append(tail[0])
         ts.append(tail[1])
     t, points = concatenate_paths(parts, ts)
-    return t, points, np.arange(len(parts) + 1) / len(parts)
+    labels = [f"step {k}: cut {k + 1} ('{g.cuts[k].node}') adjusted" for k in range(1, m)]
+    labels += [f"step {m}: the logits' writers on the line"] + (["OT stage 2: swaps"] if tail is not None else [])
+    return steps_path(t, points, np.arange(len(parts) + 1) / len(parts), labels, method)
+
+
+def steps_path(t, points: PointSet, bounds: np.ndarray, labels: list[str], method: str) -> Path:
+    """The result of a WA path in steps (:func:`residual_wa_path`,
+    :func:`~landscape.connect.multilayer_wa_path`): step ``k`` on ``[bounds[k-1], bounds[k]]``
+    is stage ``k`` (a joint belongs to the step it ends); method ``"wa-<method>"``; it unpacks
+    as ``t, points, bounds``."""
+    t = np.asarray(t, dtype=np.float64)
+    stage = np.clip(np.searchsorted(bounds, t, side="left"), 1, len(bounds) - 1)
+    return Path(points, t, stage, labels, method=f"wa-{method}", unpack=("t", "points", "bounds"), bounds=bounds)
