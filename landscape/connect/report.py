@@ -460,11 +460,11 @@ def compare_connections(
     check_neuron(neuron)
     wa_error = None  # why weight adjustment cannot run on this model (residual networks)
     if any(m.endswith("+wa") for m in methods):
-        from .adjust import NotSequentialError, _Stack
+        from .adjust import NotSequentialError, wa_layer_count
         from .structure import UnsupportedModelError
 
         try:
-            wa_layers = _Stack(model).n
+            wa_layers = wa_layer_count(model)
         except UnsupportedModelError as e:
             try:  # residual networks: transitional networks at the graph's cuts
                 from .adjust_graph import wa_cuts
