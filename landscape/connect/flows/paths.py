@@ -240,6 +240,28 @@ def flow_path(
     return Path(PointSet.explicit(points, names=[f"t={v:.6g}" for v in ts]), ts, method="flow")
 
 
+def _two_stage_path(stage1, t1, stage2, t2, *, permutations, swaps, method: str, labels) -> Path:
+    """Two stages joined into one :class:`~landscape.connect.result.Path`, as an OT path:
+    the points end to end (:func:`~landscape.connect.concatenate_paths`: stage 1 on
+    ``[0, 1/2]``, stage 2 on ``[1/2, 1]``, the shared point once), ``stage`` 1 or 2 per
+    point, and the stages, ``permutations`` and ``swaps`` as attributes."""
+    t, joined = concatenate_paths([stage1, stage2], [t1, t2])
+    stage = np.where(np.arange(joined.K) < stage1.K, 1, 2)
+    return Path(
+        joined,
+        t,
+        stage,
+        labels,
+        method=method,
+        stage1=stage1,
+        t1=t1,
+        stage2=stage2,
+        t2=t2,
+        permutations=permutations,
+        swaps=list(swaps),
+    )
+
+
 def aligned_flow_path(
     A: Weights,
     B: Weights,
@@ -343,18 +365,4 @@ def aligned_flow_path(
         points[-1] = Bp
     stage1 = PointSet.explicit(points, names=[f"t={v:.6g}" for v in t1])
     stage2, t2, swaps = transposition_path(B, model, perms, swap_points=swap_points)
-    t, joined = concatenate_paths([stage1, stage2], [t1, t2])
-    stage = np.where(np.arange(joined.K) < stage1.K, 1, 2)
-    return Path(
-        joined,
-        t,
-        stage,
-        FLOW_LABELS,
-        method="flow",
-        stage1=stage1,
-        t1=t1,
-        stage2=stage2,
-        t2=t2,
-        permutations=perms,
-        swaps=list(swaps),
-    )
+    return _two_stage_path(stage1, t1, stage2, t2, permutations=perms, swaps=swaps, method="flow", labels=FLOW_LABELS)
