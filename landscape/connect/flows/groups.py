@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..graph import Group, Part, trace_groups
-from ..neurons import linear_chain
+from ..graph import Group, Part
+from ..structure import structure
 
 __all__ = ["NeuronGroup", "check_groups", "flow_groups", "mlp_groups"]
 
@@ -242,14 +242,6 @@ class NeuronGroup:
         return out
 
 
-def _chain(model: nn.Module) -> list[str] | None:
-    """The Linear layers of a plain MLP stack, or None for other networks."""
-    try:
-        return linear_chain(model)
-    except ValueError:
-        return None
-
-
 def _paper_order(group: Group) -> list[Part]:
     """The parts of a hidden MLP neuron in the paper's order :math:`(b_i, l_i, c_i)`.
 
@@ -298,8 +290,9 @@ def mlp_groups(model: nn.Module) -> list[NeuronGroup]:
     >>> [g.name for g in mlp_groups(ls.build_model("mlp", {"widths": [32, 16]}))]
     ['1', '3', '5']
     """
-    chain = linear_chain(model)
-    traced = trace_groups(model)
+    st = structure(model)
+    chain = st.require_chain().names
+    traced = st.groups
     if [g.name for g in traced] != chain[:-1]:
         raise ValueError(f"the traced groups {[g.name for g in traced]} are not the hidden layers {chain[:-1]}")
     if len(chain) == 2:
@@ -323,13 +316,11 @@ def flow_groups(model: nn.Module) -> list[NeuronGroup]:
     >>> flow_groups(ls.build_model("small_cnn", {"width": 4}))[0].parts
     [('0.weight', 0), ('1.weight', 0), ('1.bias', 0)]
     """
-    if _chain(model) is not None:
+    st = structure(model)
+    if st.chain is not None:
         return mlp_groups(model)
     params = {n for n, _ in model.named_parameters()}
-    return [
-        NeuronGroup.from_group(g, [p for p in g.parts if p.role == "out" and p.name in params])
-        for g in trace_groups(model)
-    ]
+    return [NeuronGroup.from_group(g, [p for p in g.parts if p.role == "out" and p.name in params]) for g in st.groups]
 
 
 def check_groups(groups: Sequence[NeuronGroup], weights: Mapping[str, Tensor], flows=None) -> list[NeuronGroup]:

@@ -24,9 +24,8 @@ from torch import Tensor, nn
 
 from ...pointset import PointSet
 from ...weights import Weights
-from ..matching import match_neurons, transposition_path
+from ..matching import match_neurons, transposition_path, two_stage_path
 from ..neurons import invert_permutation, permute
-from ..paths import concatenate_paths
 from ..result import Path
 from .checks import check_model, check_pair, dtype_device
 from .groups import NeuronGroup, check_groups
@@ -240,28 +239,6 @@ def flow_path(
     return Path(PointSet.explicit(points, names=[f"t={v:.6g}" for v in ts]), ts, method="flow")
 
 
-def _two_stage_path(stage1, t1, stage2, t2, *, permutations, swaps, method: str, labels) -> Path:
-    """Two stages joined into one :class:`~landscape.connect.result.Path`, as an OT path:
-    the points end to end (:func:`~landscape.connect.concatenate_paths`: stage 1 on
-    ``[0, 1/2]``, stage 2 on ``[1/2, 1]``, the shared point once), ``stage`` 1 or 2 per
-    point, and the stages, ``permutations`` and ``swaps`` as attributes."""
-    t, joined = concatenate_paths([stage1, stage2], [t1, t2])
-    stage = np.where(np.arange(joined.K) < stage1.K, 1, 2)
-    return Path(
-        joined,
-        t,
-        stage,
-        labels,
-        method=method,
-        stage1=stage1,
-        t1=t1,
-        stage2=stage2,
-        t2=t2,
-        permutations=permutations,
-        swaps=list(swaps),
-    )
-
-
 def aligned_flow_path(
     A: Weights,
     B: Weights,
@@ -365,4 +342,4 @@ def aligned_flow_path(
         points[-1] = Bp
     stage1 = PointSet.explicit(points, names=[f"t={v:.6g}" for v in t1])
     stage2, t2, swaps = transposition_path(B, model, perms, swap_points=swap_points)
-    return _two_stage_path(stage1, t1, stage2, t2, permutations=perms, swaps=swaps, method="flow", labels=FLOW_LABELS)
+    return two_stage_path(stage1, t1, stage2, t2, permutations=perms, swaps=swaps, method="flow", labels=FLOW_LABELS)
