@@ -20,7 +20,7 @@ from torch import nn
 from ..weights import Weights
 from .lstsq import assemble, weight_adjustment
 from .paths import same_layout
-from .structure import BATCHNORMS, ELEMENTWISE, PASS_FUNCTIONS, PASS_MODULES, UnsupportedModelError, traced
+from .structure import BATCHNORMS, PASS_FUNCTIONS, PASS_MODULES, UnsupportedModelError, structure
 
 __all__ = ["LayerStack", "NotSequentialError"]
 
@@ -28,26 +28,6 @@ __all__ = ["LayerStack", "NotSequentialError"]
 class NotSequentialError(UnsupportedModelError):
     """The network branches (residual additions): WA goes through the cuts of its graph
     (:mod:`landscape.connect.adjust_graph`) instead of its layers."""
-
-
-def _is_mlp(gm: torch.fx.GraphModule, modules: dict[str, nn.Module]) -> bool:
-    """Whether the trace is a chain of modules only: an optional leading ``Flatten``, ``Linear``
-    layers and elementwise activations (a one-parameter PReLU is read, then refused)."""
-    nodes = [n for n in gm.graph.nodes if n.op not in ("placeholder", "output")]
-    linear = False
-    for i, node in enumerate(nodes):
-        if node.op != "call_module":
-            return False
-        mod = modules[node.target]
-        if isinstance(mod, nn.Linear):
-            linear = True
-        elif not (
-            (isinstance(mod, nn.Flatten) and i == 0)
-            or isinstance(mod, ELEMENTWISE)
-            or (isinstance(mod, nn.PReLU) and mod.num_parameters == 1)
-        ):
-            return False
-    return linear
 
 
 class LayerStack:
@@ -95,9 +75,10 @@ class LayerStack:
 
     def __init__(self, model: nn.Module):
         self.model = model
-        gm = traced(model)
+        st = structure(model)
+        gm = st.graph
         modules = dict(gm.named_modules())
-        self.mlp = _is_mlp(gm, modules)
+        self.mlp = st.chain is not None  # an MLP: the structure's chain view
         self.names: list[str] = []
         self.mods: list[nn.Module] = []
         self.pre: list[tuple] = []
