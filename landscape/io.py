@@ -76,6 +76,7 @@ __all__ = [
     "check_compatible",
     "check_kind",
     "check_output_size",
+    "connection_labels",
     "create_result",
     "describe",
     "first_difference",
@@ -92,8 +93,7 @@ __all__ = [
     "remove_stale_temps",
     "result_file_bytes",
     "result_kind",
-    "result_kinds",
-]
+    "result_kinds",]
 
 SCHEMA_VERSION: int = 1
 """Version of the layout written by this module; files with another version are refused."""
@@ -1407,7 +1407,7 @@ def read_connections(src: str | os.PathLike | ResultFile) -> dict[str, Any]:
             "endpoints": {s: {k: float(v) for k, v in e.items()} for s, e in a["endpoints"].items()},
             "skipped": skipped,
             "attrs": _data_attrs(a, "methods", "splits", "skipped", "endpoints", "rows", "stages", "labels"),
-            "labels": _connection_labels(methods, a),
+            "labels": connection_labels(methods, a),
         }
 
 
@@ -1416,11 +1416,17 @@ def read_connections(src: str | os.PathLike | ResultFile) -> dict[str, Any]:
 _OLD_CONNECTION_LABELS = {"linear": "Linear", "arc": "Arc", "ot": "OT"}
 
 
-def _connection_labels(methods: list[str], attrs: Mapping[str, Any]) -> dict[str, str]:
-    """The row label of every method of a ``connections`` file: the attribute ``labels``;
-    for older files, the rule they were written with (WA rows name the formulation
-    ``wa-form``, default ``"bias"``; OT matched on ``ot-neuron="bl"``, the default, is
-    ``"OT (b, l)"``; other rows are their names)."""
+def connection_labels(methods: Sequence[str], attrs: Mapping[str, Any]) -> dict[str, str]:
+    """The row label of every method of a ``connections`` file with attributes ``attrs``:
+    the attribute ``labels``; for older files, the rule they were written with (WA rows name
+    the formulation ``wa-form``, default ``"bias"``; OT matched on ``ot-neuron="bl"``, the
+    default, is ``"OT (b, l)"``; other rows are their names).
+
+    Examples
+    --------
+    >>> connection_labels(["linear", "arc+wa", "Bezier (3)"], {"wa-form": "paper"})
+    {'linear': 'Linear', 'arc+wa': 'Arc + WA (paper)', 'Bezier (3)': 'Bezier (3)'}
+    """
     saved = attrs.get("labels")
     if isinstance(saved, Mapping):
         return {m: str(saved.get(m, m)) for m in methods}

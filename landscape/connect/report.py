@@ -25,7 +25,6 @@ import torch
 from torch import nn
 
 from ..batches import first_inputs
-from ..evaluate import evaluate
 from ..io import ResultExistsError, create_result, open_result, read_connections
 from ..weights import Weights
 from . import registry
@@ -328,11 +327,12 @@ def compare_connections(
         Data splits to evaluate on, e.g. ``{"train": train, "test": test}`` (TensorData,
         ``(x, y)`` tuples, DataLoaders or iterables of batches: :func:`landscape.evaluate`).
     methods : sequence of str
-        Any of ``"linear"``, ``"arc"``, ``"linear+wa"``, ``"arc+wa"``, ``"ot"``,
-        ``"ot+wa"``. On a network with one hidden layer WA methods are :func:`wa_path`; on
-        deeper ones they run through the transitional networks of
-        :func:`~landscape.connect.multilayer_wa_path` (``points`` per step, ``stage`` holds
-        the step number).
+        Registered names (:mod:`~landscape.connect.registry`; default the paper's six:
+        ``"linear"``, ``"arc"``, ``"linear+wa"``, ``"arc+wa"``, ``"ot"``, ``"ot+wa"``). On a
+        network with one hidden layer WA methods are :func:`wa_path`; on deeper ones they
+        run through the transitional networks of :func:`~landscape.connect.multilayer_wa_path`
+        (``points`` per step, ``stage`` holds the step number). Rows are labelled by the
+        registry (:attr:`ConnectionReport.labels`, kept in the file).
     points : int
         Values of ``t`` along each path (for OT: of stage 1; stage 2 is evaluated at its swap
         points, one inside each swap).
@@ -367,8 +367,8 @@ def compare_connections(
         interpolates the running statistics with the weights; ``"recompute"`` (advised for
         networks with BatchNorm) recomputes them at every point on ``bn_data`` (default: the
         split being evaluated).
-    device, precision
-        Passed to :func:`landscape.evaluate`.
+    device, precision, progress
+        Passed to :func:`landscape.evaluate` (``progress``: its progress bars).
     out : path, optional
         Save the report there (:meth:`ConnectionReport.save`), rewritten after every method
         so an interrupted run keeps its finished methods; an existing file raises
@@ -380,8 +380,6 @@ def compare_connections(
         checkpoints (by sha256 when the weights came from files) and ``attrs`` (every
         attribute but the results the ``connections`` kind declares not compared); otherwise
         :class:`~landscape.io.ResultFileError`.
-    progress : bool
-        Progress bars of :func:`landscape.evaluate`.
     attrs : mapping, optional
         Extra attributes stored in the file (model spec, data spec, ...).
 
@@ -391,34 +389,11 @@ def compare_connections(
     """
     methods, curves, flows = list(methods), dict(curves or {}), dict(connection_models or {})
     _check_rows(A, B, splits, methods, curves, flows)
-    if int(points) < 2:
-        raise ValueError(f"points should be at least 2, got {points}")
-    if resume and force:
-        raise ValueError("resume and force contradict each other; pass one")
-    exists = out is not None and os.path.lexists(os.fspath(out))
-    if exists and not (force or resume):
-        raise ResultExistsError(f"{os.fspath(out)} exists; pass resume=True to continue it or force=True to replace it")
+    exists = _check_run(points, out, force, resume)
     check_form(wa_form)
     check_neuron(neuron)
     options, skipped = _prepare(model, methods, {"wa_form": wa_form, "neuron": neuron, "ridge": ridge})
-    n_linear, groups = _structure(model)
-    rep = ConnectionReport(
-        methods=methods + list(flows) + list(curves),
-        splits=list(splits),
-        attrs={
-            "points": int(points),
-            "linear_layers": n_linear,
-            "groups": groups,
-            "bn": bn,
-            "ridge": float(ridge),
-            "wa-form": options["wa_form"],
-            "ot-neuron": neuron,
-            "A-sha256": A.sha256 or "",
-            "B-sha256": B.sha256 or "",
-            **dict(attrs or {}),
-        },
-        labels={**{m: registry.label(m, **options) for m in methods}, **{n: n for n in [*flows, *curves]}},
-    )
+    rep = _new_report(model, A, B, splits, methods, [*flows, *curves], options, points, bn, attrs)
     prior = _prior_report(out, rep) if (exists and resume) else None
     evaluation = dict(bn=bn, bn_data=bn_data, device=device, precision=precision, progress=progress)
     run = _Run(model, splits, rep, out, prior, evaluation)
@@ -431,6 +406,42 @@ def compare_connections(
     for name, curve in curves.items():
         run.curve(name, curve, t)
     return run.finish()
+
+
+def _check_run(points: int, out, force: bool, resume: bool) -> bool:
+    """Check the run's ``points``, ``force`` and ``resume``; whether ``out`` exists (an
+    existing file raises unless ``force`` or ``resume``)."""
+    if int(points) < 2:
+        raise ValueError(f"points should be at least 2, got {points}")
+    if resume and force:
+        raise ValueError("resume and force contradict each other; pass one")
+    exists = out is not None and os.path.lexists(os.fspath(out))
+    if exists and not (force or resume):
+        raise ResultExistsError(f"{os.fspath(out)} exists; pass resume=True to continue it or force=True to replace it")
+    return exists
+
+
+def _new_report(model, A, B, splits, methods, others, options, points, bn, attrs) -> ConnectionReport:
+    """The empty report of a run: its rows (the methods, then connection models and curves
+    under their names), their labels and the settings it is made with."""
+    n_linear, groups = _structure(model)
+    return ConnectionReport(
+        methods=methods + others,
+        splits=list(splits),
+        attrs={
+            "points": int(points),
+            "linear_layers": n_linear,
+            "groups": groups,
+            "bn": bn,
+            "ridge": float(options["ridge"]),
+            "wa-form": options["wa_form"],
+            "ot-neuron": options["neuron"],
+            "A-sha256": A.sha256 or "",
+            "B-sha256": B.sha256 or "",
+            **dict(attrs or {}),
+        },
+        labels={**{m: registry.label(m, **options) for m in methods}, **{n: n for n in others}},
+    )
 
 
 def _check_rows(A: Weights, B: Weights, splits, methods: list[str], curves: dict, flows: dict) -> None:
@@ -498,6 +509,8 @@ class _Run:
 
     def evaluate(self, points) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Accuracy and loss of every point on every split."""
+        from ..evaluate import evaluate  # at call time: a run is interrupted through it in tests
+
         acc, loss = {}, {}
         ev = self.evaluation
         for s, data in self.splits.items():

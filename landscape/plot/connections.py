@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..io import read_connections, read_wa_ensemble
+from ..io import connection_labels, read_connections, read_wa_ensemble
 from ._base import _fields, _figure_and_axes
 
 if TYPE_CHECKING:  # pragma: no cover - typing only; matplotlib is imported lazily
@@ -26,8 +26,8 @@ def plot_connections(report: Any, ax: Axes | None = None, *, split: str | None =
         :func:`landscape.io.read_connections`), the dict that function returns, or a
         :class:`~landscape.connect.ConnectionReport` (its ``methods``, ``skipped``,
         ``splits``, ``t``, ``acc``, ``endpoints`` and ``labels`` are read). Each line is
-        named by the row label the file holds (``"Linear + WA (paper)"``; a method without one
-        by its name).
+        named by the row label the file holds (``"Linear + WA (paper)"``; without labels, as
+        :func:`landscape.io.connection_labels` names the rows of older files).
     ax : matplotlib Axes, optional
         Draw there (default: a new :class:`~matplotlib.figure.Figure`).
     split : str, optional
@@ -47,7 +47,7 @@ def plot_connections(report: Any, ax: Axes | None = None, *, split: str | None =
         raise ValueError(f"split {split!r} is not in the report (it has {splits})")
     fig, ax = _figure_and_axes(ax, figsize=(7.0, 4.5))
     notes = []
-    labels = dict(getattr(rep, "labels", None) or {})
+    labels = getattr(rep, "labels", None) or connection_labels(rep.methods, getattr(rep, "attrs", None) or {})
     for m in (m for m in rep.methods if m not in rep.skipped):
         acc = np.asarray(rep.acc[m][split], dtype=np.float64)
         ax.plot(rep.t[m], 100.0 * acc, marker=".", ms=3, label=labels.get(m, m))
