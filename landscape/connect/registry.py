@@ -256,8 +256,9 @@ def _wa_label(base: str) -> Callable[..., str]:
 
 
 # ---------------------------------------------------------------------------- the methods
-def _single_stage(points, t, name: str, row: str, **attrs: Any) -> Path:
-    return Path(points, np.array(t, dtype=np.float64), labels=(row,), method=name, **attrs)
+def _single_stage(points, t, name: str, row: str) -> Path:
+    """A path of one stage, labelled by its row."""
+    return Path(points, np.array(t, dtype=np.float64), labels=(row,), method=name)
 
 
 def linear_connection(A: Weights, B: Weights, model: nn.Module, data=None, *, t, **options: Any) -> Path:
