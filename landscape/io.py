@@ -93,7 +93,8 @@ __all__ = [
     "remove_stale_temps",
     "result_file_bytes",
     "result_kind",
-    "result_kinds",]
+    "result_kinds",
+]
 
 SCHEMA_VERSION: int = 1
 """Version of the layout written by this module; files with another version are refused."""
