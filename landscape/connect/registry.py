@@ -34,7 +34,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from torch import nn
 
 from ..weights import Weights
@@ -48,7 +47,6 @@ from .structure import UnsupportedModelError
 __all__ = [
     "Method",
     "get",
-    "join_stages",
     "label",
     "names",
     "register",
@@ -206,29 +204,6 @@ def row_label(name: str, **options: Any) -> str:
     return get(name).label(**options) if name in _METHODS else name
 
 
-def join_stages(t1: np.ndarray, t2: np.ndarray) -> tuple[np.ndarray, np.ndarray, slice]:
-    """The parameters of two stages joined on ``[0, 1]``, as
-    :func:`~landscape.connect.concatenate_paths` maps them: stage 1 on ``[0, 1/2]``, stage 2
-    on ``[1/2, 1]`` without its first point (stage 1's last) when it has more than one.
-
-    Returns
-    -------
-    t : ndarray[K]
-    stage : ndarray[K] of int (1 or 2)
-    keep : slice
-        The points of stage 2 that are kept.
-    """
-
-    def span(t):
-        lo, hi = float(t[0]), float(t[-1])
-        return (t - lo) / (hi - lo) if hi > lo else np.ones_like(t)
-
-    keep = slice(1, None) if len(t2) > 1 else slice(None)
-    a, b = span(t1) / 2.0, (1.0 + span(t2)[keep]) / 2.0
-    stage = np.concatenate([np.ones(len(a), np.int64), np.full(len(b), 2, np.int64)])
-    return np.concatenate([a, b]), stage, keep
-
-
 # ---------------------------------------------------------------------------- row labels
 _NAMES = {"linear": "Linear", "arc": "Arc", "ot": "OT"}
 
@@ -256,19 +231,20 @@ def _wa_label(base: str) -> Callable[..., str]:
 
 
 # ---------------------------------------------------------------------------- the methods
-def _single_stage(points, t, name: str, row: str) -> Path:
-    """A path of one stage, labelled by its row."""
-    return Path(points, np.array(t, dtype=np.float64), labels=(row,), method=name)
+def _named(path: Path, name: str) -> Path:
+    """``path`` under the registered name of the method that made it."""
+    path.method = name
+    return path
 
 
 def linear_connection(A: Weights, B: Weights, model: nn.Module, data=None, *, t, **options: Any) -> Path:
     """The straight line from ``A`` to ``B`` (:func:`~landscape.connect.linear_path`)."""
-    return _single_stage(linear_path(A, B, t), t, "linear", "Linear")
+    return _named(linear_path(A, B, t), "linear")
 
 
 def arc_connection(A: Weights, B: Weights, model: nn.Module, data=None, *, t, **options: Any) -> Path:
     """The arc through the neuron mean (:func:`~landscape.connect.arc_path`)."""
-    return _single_stage(arc_path(A, B, model, t), t, "arc", "Arc")
+    return _named(arc_path(A, B, model, t), "arc")
 
 
 def ot_connection(
@@ -287,23 +263,7 @@ def ot_connection(
     neurons) on ``[0, 1/2]``, stage 2 (the swaps) on ``[1/2, 1]``. The path keeps the stages
     apart too (``stage1``, ``t1``, ``stage2``, ``t2``, the paper evaluates each), with
     ``permutations`` and ``swaps``."""
-    op = ot_path(A, B, model, t, neuron=neuron, solver=solver, swap_points=swap_points)
-    t1, t2 = np.asarray(op.t1), np.asarray(op.t2)
-    tm, stage, _ = join_stages(t1, t2)
-    _, points = op.joined()
-    return Path(
-        points,
-        tm,
-        stage,
-        ("stage 1", "stage 2"),
-        method="ot",
-        stage1=op.stage1,
-        t1=t1,
-        stage2=op.stage2,
-        t2=t2,
-        permutations=op.permutations,
-        swaps=op.swaps,
-    )
+    return _named(ot_path(A, B, model, t, neuron=neuron, solver=solver, swap_points=swap_points), "ot")
 
 
 def wa_layers(model: nn.Module) -> int:
@@ -376,22 +336,10 @@ def _wa_connection(base: str) -> Connect:
         kw = dict(
             method=base, wa_form=wa_form, ridge=ridge, snap_ends=snap_ends, solver=solver, swap_points=swap_points
         )
-        row = _wa_label(base)(wa_form=wa_form)
-        if wa_layers(model) == 2:
-            tm, points = wa_path(A, B, model, data, t, **kw)
-            tm = np.asarray(tm, np.float64)
-            if base != "ot" and wa_form != "paper":  # one stage; OT's stages or the paper's two phases
-                return _single_stage(points, tm, f"{base}+wa", row)
-            stage = np.where(tm <= 0.5, 1, 2).astype(np.int64)
-            word = "stage" if wa_form != "paper" else "phase"
-            return Path(points, tm, stage, (f"{word} 1", f"{word} 2"), method=f"{base}+wa")
-        tm, points, bounds = multilayer_wa_path(A, B, model, data, t, **kw)
-        tm = np.asarray(tm, np.float64)
-        # step k covers [bounds[k-1], bounds[k]]; a joint belongs to the step it ends
-        steps = len(bounds) - 1
-        stage = np.clip(np.searchsorted(bounds, tm, side="left"), 1, steps).astype(np.int64)
-        labels = tuple(f"step {k}" for k in range(1, steps + 1))
-        return Path(points, tm, stage, labels, method=f"{base}+wa", bounds=np.asarray(bounds))
+        if wa_layers(model) == 2:  # one hidden layer: stages of OT or phases of the paper's form
+            return _named(wa_path(A, B, model, data, t, **kw), f"{base}+wa")
+        # deeper: through transitional networks, stage k = step k
+        return _named(multilayer_wa_path(A, B, model, data, t, **kw), f"{base}+wa")
 
     connect.__name__ = connect.__qualname__ = f"{base}_wa_connection"
     connect.__doc__ = (

@@ -528,14 +528,14 @@ class _Run:
 
     def staged(self, path) -> tuple[np.ndarray, np.ndarray, dict, dict]:
         """``(t, stage, acc, loss)`` of a path in two stages (OT, aligned flows): each stage
-        evaluated on its own (the paper reports each) and joined
-        (:func:`~landscape.connect.registry.join_stages`)."""
+        evaluated on its own (the paper reports each) and joined as the path joins them (the
+        point both stages share once)."""
         a1, l1 = self.evaluate(path.stage1)
         a2, l2 = self.evaluate(path.stage2)
-        t, stage, keep = registry.join_stages(np.asarray(path.t1), np.asarray(path.t2))
+        keep = slice(path.stage2.K - int(np.sum(path.stage == 2)), None)
         acc = {s: np.concatenate([a1[s], a2[s][keep]]) for s in self.splits}
         loss = {s: np.concatenate([l1[s], l2[s][keep]]) for s in self.splits}
-        return t, stage, acc, loss
+        return path.t, path.stage, acc, loss
 
     def resumed(self, name: str, attrs: tuple[str, ...] = ()) -> bool:
         """Take row ``name`` (and the file attributes ``attrs``) from the file being resumed
