@@ -76,6 +76,7 @@ __all__ = [
     "check_compatible",
     "check_kind",
     "check_output_size",
+    "connection_labels",
     "create_result",
     "describe",
     "first_difference",
@@ -1390,7 +1391,8 @@ def read_connections(src: str | os.PathLike | ResultFile) -> dict[str, Any]:
         ``methods``, ``splits`` (lists of str), ``skipped`` (method -> reason),
         ``endpoints`` (split -> ``A_acc``, ``B_acc``, ``A_loss``, ``B_loss``), ``t`` and
         ``stage`` (method -> ndarray[K]), ``acc`` and ``loss`` (method -> split ->
-        ndarray[K]) for every method not skipped, and ``attrs`` (the other attributes).
+        ndarray[K]) for every method not skipped, ``labels`` (method -> row label) and
+        ``attrs`` (the other attributes).
     """
     with _Reading(src, "connections") as rf:
         a = dict(rf.attrs)
@@ -1405,8 +1407,43 @@ def read_connections(src: str | os.PathLike | ResultFile) -> dict[str, Any]:
             "loss": {m: {s: rf.read_array(f"{m}.{s}.loss") for s in splits} for m in computed},
             "endpoints": {s: {k: float(v) for k, v in e.items()} for s, e in a["endpoints"].items()},
             "skipped": skipped,
-            "attrs": _data_attrs(a, "methods", "splits", "skipped", "endpoints", "rows", "stages"),
+            "attrs": _data_attrs(a, "methods", "splits", "skipped", "endpoints", "rows", "stages", "labels"),
+            "labels": connection_labels(methods, a),
         }
+
+
+#: Row labels of the methods of ``compare_connections`` in files written before the file
+#: kept its labels (attribute ``labels``), with the rule of that time below.
+_OLD_CONNECTION_LABELS = {"linear": "Linear", "arc": "Arc", "ot": "OT"}
+
+
+def connection_labels(methods: Sequence[str], attrs: Mapping[str, Any]) -> dict[str, str]:
+    """The row label of every method of a ``connections`` file with attributes ``attrs``:
+    the attribute ``labels``; for older files, the rule they were written with (WA rows name
+    the formulation ``wa-form``, default ``"bias"``; OT matched on ``ot-neuron="bl"``, the
+    default, is ``"OT (b, l)"``; other rows are their names).
+
+    Examples
+    --------
+    >>> connection_labels(["linear", "arc+wa", "Bezier (3)"], {"wa-form": "paper"})
+    {'linear': 'Linear', 'arc+wa': 'Arc + WA (paper)', 'Bezier (3)': 'Bezier (3)'}
+    """
+    saved = attrs.get("labels")
+    if isinstance(saved, Mapping):
+        return {m: str(saved.get(m, m)) for m in methods}
+    form = str(attrs.get("wa-form", "bias"))
+    form = {"bias": "bias column"}.get(form, form)
+    out = {}
+    for m in methods:
+        base, wa = m.removesuffix("+wa"), m.endswith("+wa")
+        if base not in _OLD_CONNECTION_LABELS:
+            out[m] = m
+        elif wa:
+            out[m] = f"{_OLD_CONNECTION_LABELS[base]} + WA ({form})"
+        else:
+            bl = base == "ot" and str(attrs.get("ot-neuron", "bl")) == "bl"
+            out[m] = _OLD_CONNECTION_LABELS[base] + (" (b, l)" if bl else "")
+    return out
 
 
 def read_ensembles(src: str | os.PathLike | ResultFile) -> dict[str, Any]:
@@ -1776,6 +1813,7 @@ register_kind(
         "endpoints",
         "stages",
         "table",
+        "labels",
         "complete",
         "planned",
         "wa_samples",

@@ -14,7 +14,7 @@ from torch.func import functional_call
 
 import landscape as ls
 import landscape.demo
-from landscape.connect import arc_path, neuron_matrix
+from landscape.connect import arc_path, concatenate_paths, neuron_matrix
 from landscape.connect.flows import (
     FLOW_KINDS,
     IAF,
@@ -33,6 +33,8 @@ from landscape.connect.flows import (
     mlp_groups,
     save_connection_model,
 )
+from landscape.connect.graph import Part, trace_groups
+from landscape.connect.result import Path
 
 
 def _mlp(widths, seed=0, dtype=torch.float32):
@@ -124,6 +126,30 @@ def test_group_errors_name_what_arrived():
         NeuronGroup("g", [("1.weight",)])
     with pytest.raises(ValueError, match="has no parts"):
         NeuronGroup("g", [])
+
+
+def test_flow_groups_are_views_of_the_traced_groups_in_the_flows_column_order():
+    one = _mlp([8])
+    ((g,), (traced,)) = mlp_groups(one), trace_groups(one)
+    assert g.group.name == traced.name == "1"
+    assert [(p.name, p.axis) for p in traced.parts] == [("1.weight", 0), ("1.bias", 0), ("3.weight", 1)]
+    assert g.parts == [("1.bias", 0), ("1.weight", 0), ("3.weight", 1)]  # the paper's (b, l, c): bias first
+    deep = mlp_groups(_mlp([8, 4]))
+    assert [(x.name, x.group is not None) for x in deep] == [("1", True), ("3", True), ("5", False)]
+    assert deep[1].parts == [("3.weight", 0), ("3.bias", 0)] and deep[2].parts == [("5.weight", 0), ("5.bias", 0)]
+    model, _ = _cnn(0)
+    groups, traced = flow_groups(model), trace_groups(model)
+    assert [x.name for x in groups] == [x.name for x in traced] == ["0", "3"]
+    params = {n for n, _ in model.named_parameters()}
+    for x, tg in zip(groups, traced):  # the written parameters: filter, bias, BatchNorm weight and bias
+        assert x.parts == [(p.name, p.axis) for p in tg.parts if p.role == "out" and p.name in params]
+        assert any(p.name.endswith("running_var") for p in tg.parts) and not any("running" in n for n, _ in x.parts)
+    assert NeuronGroup.from_group(traced[0]) == NeuronGroup("0", [(p.name, p.axis) for p in traced[0].parts])
+    fc = next(p for p in traced[1].parts if p.block > 1)  # the classifier reads flattened channels
+    with pytest.raises(ValueError, match="holds blocks of 16 entries per neuron"):
+        NeuronGroup.from_group(traced[1], [fc])
+    with pytest.raises(ValueError, match="is not one of group '3'"):
+        NeuronGroup.from_group(traced[1], [Part("x.weight", 0)])
 
 
 def test_mlp_groups_of_a_deeper_mlp_cover_every_parameter_once():
@@ -342,6 +368,7 @@ def test_flow_path_evaluates_and_matches_the_endpoints(trained, flows, digits):
     torch.testing.assert_close(flows["1"].mean, pooled.mean(0))
     A, B = weights[0], weights[1]
     path = flow_path(A, B, mlp_groups(model), flows, [0.0, 0.5, 1.0])
+    assert isinstance(path, Path) and (path.method, path.stages, path.t.tolist()) == ("flow", [1], [0.0, 0.5, 1.0])
     res = ls.evaluate(model, path, digits, progress=False)
     ends = ls.evaluate(model, [A, B], digits, progress=False)
     for metric in ("loss", "acc"):
@@ -545,6 +572,16 @@ def test_aligned_flow_path_ends_at_a_and_b_and_is_the_template_frame_path_reorde
     t = [0.0, 0.4, 1.0]
     path = aligned_flow_path(A, B, model, groups, flows, dict(template), t)
     Bp = ls.connect.permute(B, model, path.permutations)
+    # one Path of both stages, joined as OT's are: stage 1 on [0, 1/2], stage 2 on [1/2, 1]
+    assert isinstance(path, Path) and path.method == "flow" and path.stages == [1, 2]
+    t_joined, joined = concatenate_paths([path.stage1, path.stage2], [path.t1, path.t2])
+    np.testing.assert_array_equal(path.t, t_joined)
+    assert path.K == path.stage1.K + path.stage2.K - 1 and path.t[path.stage1.K - 1] == 0.5
+    assert path.stage.tolist() == [1] * path.stage1.K + [2] * (path.stage2.K - 1)
+    assert torch.equal(path.coeffs, joined.coeffs) and 2 * len(path.swaps) == path.stage2.K - 1  # a point inside each
+    assert path.t1.tolist() == t and path.t2[0] == 0.0 and path.t2[-1] == 1.0
+    for k in A:
+        assert torch.equal(path.point(0)[k], A[k]) and torch.equal(path.point(path.K - 1)[k], B[k]), k
     last = path.stage2.K - 1
     for k in A:  # the ends, bit for bit, and the joint between the stages
         assert torch.equal(path.stage1.point(0)[k], A[k]), k
@@ -595,6 +632,45 @@ def test_connection_model_keeps_the_template_and_reads_format_version_1(tmp_path
     torch.save(raw, tmp_path / "v3.pt")
     with pytest.raises(ValueError, match="has format version 3; expected 1 to 2"):
         load_connection_model(tmp_path / "v3.pt")
+
+
+def test_a_connection_model_file_written_in_format_version_2_loads_and_saving_writes_that_format(tmp_path):
+    """The file layout is written out here, not by save_connection_model: files saved before the
+    flows became a package (or by any later code) keep loading as long as this test passes."""
+    model = _mlp([8])
+    w = ls.Weights.from_module(model)
+    flow = _perturb(RealNVP(75, n_couplings=2, hidden=4, seed=3), seed=2)
+    parts = [["1.bias", 0], ["1.weight", 0], ["3.weight", 1]]
+    state = {
+        "format": "landscape.connect.flows",
+        "version": 2,
+        "kind": "realnvp",
+        "groups": [{"name": "1", "parts": parts}],
+        "flows": {
+            "1": {
+                "config": {"dim": 75, "n_couplings": 2, "hidden": 4, "seed": 3},
+                "dtype": "float32",
+                "state_dict": {k: v.clone() for k, v in flow.state_dict().items()},
+            }
+        },
+        "meta": {"note": "by hand"},
+        "template": None,
+    }
+    torch.save(state, tmp_path / "v2.pt")
+    flows, groups, meta = load_connection_model(tmp_path / "v2.pt")
+    assert groups == mlp_groups(model) and meta == {"note": "by hand"}
+    x = groups[0].matrix(w)
+    assert type(flows["1"]) is RealNVP and torch.equal(flows["1"](x)[0], flow(x)[0])
+    save_connection_model(tmp_path / "again.pt", {"1": flow}, mlp_groups(model), kind="realnvp", meta=meta)
+    again = torch.load(tmp_path / "again.pt", weights_only=True)
+    assert list(again) == list(state) and again["groups"] == state["groups"]
+    assert {k: again[k] for k in ("format", "version", "kind", "meta", "template")} == {
+        k: state[k] for k in ("format", "version", "kind", "meta", "template")
+    }
+    saved = again["flows"]["1"]
+    assert (saved["config"], saved["dtype"]) == (state["flows"]["1"]["config"], "float32")
+    sd = state["flows"]["1"]["state_dict"]
+    assert list(saved["state_dict"]) == list(sd) and all(torch.equal(saved["state_dict"][k], sd[k]) for k in sd)
 
 
 def test_compare_connections_runs_an_aligned_connection_model_in_two_stages_ending_with_ots_swaps(digits):

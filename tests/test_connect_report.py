@@ -142,10 +142,10 @@ def test_save_round_trips_and_plots_from_the_file(report, tmp_path):
     assert [line.get_label() for line in ax.get_lines()][: len(METHODS)] == [
         "Linear",
         "Arc",
-        "Linear + WA",
-        "Arc + WA",
+        "Linear + WA (paper)",
+        "Arc + WA (paper)",
         "OT",
-        "OT + WA",
+        "OT + WA (paper)",
     ]
     np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), 100 * report.acc["linear"]["test"])
 
@@ -232,7 +232,7 @@ def test_rejects_bad_arguments(pair, splits):
 
 
 def test_an_interrupted_run_resumes_without_recomputing(pair, splits, tmp_path, monkeypatch):
-    import landscape.connect.report as report_mod
+    import landscape.connect.registry as registry_mod
     from landscape.io import ResultFileError
 
     model, A, B = pair
@@ -242,7 +242,7 @@ def test_an_interrupted_run_resumes_without_recomputing(pair, splits, tmp_path, 
         raise KeyboardInterrupt
 
     with monkeypatch.context() as mp:
-        mp.setattr(report_mod, "arc_path", interrupted)
+        mp.setattr(registry_mod, "arc_path", interrupted)
         with pytest.raises(KeyboardInterrupt):
             compare_connections(model, A, B, splits, methods=("linear", "arc"), points=5, out=path)
     partial = ConnectionReport.load(path)
@@ -252,7 +252,7 @@ def test_an_interrupted_run_resumes_without_recomputing(pair, splits, tmp_path, 
     with pytest.raises(ResultFileError, match="points"):
         compare_connections(model, A, B, splits, methods=("linear", "arc"), points=7, out=path, resume=True)
     with monkeypatch.context() as mp:
-        mp.setattr(report_mod, "linear_path", interrupted)  # linear must come from the file
+        mp.setattr(registry_mod, "linear_path", interrupted)  # linear must come from the file
         rep = compare_connections(model, A, B, splits, methods=("linear", "arc"), points=5, out=path, resume=True)
     fresh = compare_connections(model, A, B, splits, methods=("linear", "arc"), points=5)
     for m in ("linear", "arc"):

@@ -295,11 +295,11 @@ def test_multilayer_wa_is_flatter_than_the_straight_line(deep, X):
 
 
 def test_reordered_first_layers_reuse_the_solution_exactly():
-    from landscape.connect.adjust import _Stack, _wa_block, weight_adjustment
+    from landscape.connect.adjust import LayerStack, _wa_block, weight_adjustment
 
     torch.manual_seed(3)
     model = ls.build_model("mlp", {"in_features": 6, "widths": [5], "num_classes": 3})
-    st = _Stack(model)
+    st = LayerStack(model)
     X = torch.randn(40, 6, dtype=torch.float64)
     W1 = torch.randn(4, 5, 6, dtype=torch.float64)
     b1 = torch.randn(4, 5, dtype=torch.float64)

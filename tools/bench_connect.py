@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 import landscape as ls
-from landscape.connect import adjust as adjust_mod
+from landscape.connect import lstsq as lstsq_mod
 from landscape.connect import ot_path, wa_path
 from landscape.demo import train_classifier
 
@@ -80,7 +80,7 @@ def main(argv=None) -> int:
     H = torch.cat([H, torch.ones(len(H), 1, dtype=torch.float64)], 1)
     Y = train.x.double() @ torch.randn(64, 10, dtype=torch.float64)
     t_gelsd, s1 = timed(lambda: torch.linalg.lstsq(H, Y, driver="gelsd").solution, repeat=5)
-    t_gelsy, s2 = timed(lambda: adjust_mod._lstsq_cpu(H, Y), repeat=5)
+    t_gelsy, s2 = timed(lambda: lstsq_mod._lstsq_cpu(H, Y), repeat=5)
     rows.append(
         {
             "case": f"one WA least-squares problem, {H.shape[0]} x {H.shape[1]}",

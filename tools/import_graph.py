@@ -8,11 +8,11 @@ imports of other ``landscape`` modules -- at module level and inside functions -
 2. the plotting module(s) import nothing from the analysis packages (``connect``,
    ``ensembles``, ``curves``, ``hessian``, ``variational``, ``merge``) nor ``evaluate`` or
    ``surface``: figures are drawn from result files, read through ``io``;
-3. no import cycle outside ``connect/`` (which a later issue rebuilds); an import of a name
-   from a package's ``__init__`` (``from . import __version__``) counts as an import of the
-   package;
-4. no function outside ``connect/`` longer than 120 lines, from its ``def`` to its last line,
-   docstring included.
+3. no import cycle, module-level or in-function; an import of a name from a package's
+   ``__init__`` (``from . import __version__``) counts as an import of the package;
+4. no function longer than 120 lines, from its ``def`` to its last line, docstring included;
+5. inside ``connect/`` (rebuilt for it in issue 21), no private name (``_name``) imported
+   from another module of the package: what modules share is public.
 
     python tools/import_graph.py            # the rules; exit 1 when one is broken
     python tools/import_graph.py --graph    # also every module's imports
@@ -92,6 +92,34 @@ def imports_of(module: str, path: str, known: dict[str, str]) -> dict[str, set[s
     return found
 
 
+def private_imports(root: str = ROOT, inside: str = "landscape.connect") -> list[tuple[str, str, str]]:
+    """``(module, imported module, name)`` of every private name a module under ``inside``
+    imports from another ``landscape`` module."""
+    known = modules(root)
+    out = []
+    for module, path in sorted(known.items()):
+        if not _in(module, inside):
+            continue
+        with open(path) as f:
+            tree = ast.parse(f.read(), path)
+        package = module if path.endswith("__init__.py") else module.rpartition(".")[0]
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1])
+                mod = f"{base}.{node.module}" if node.module else base
+            else:
+                mod = node.module or ""
+            if not mod.startswith("landscape"):
+                continue
+            for alias in node.names:
+                if alias.name.startswith("_") and not alias.name.startswith("__") and alias.name != "_C":
+                    out.append((module, mod, alias.name))
+    return out
+
+
 def graph(root: str = ROOT) -> dict[str, dict[str, set[str]]]:
     known = modules(root)
     return {m: imports_of(m, p, known) for m, p in sorted(known.items())}
@@ -168,12 +196,11 @@ def violations(root: str = ROOT) -> list[str]:
                 if _in(d, *banned):
                     out.append(f"rule 2: {m} imports {d} ({', '.join(sorted(where))})")
     for comp in cycles(g):
-        outside = [m for m in comp if not _in(m, "landscape.connect")]
-        if outside:
-            out.append(f"rule 3: import cycle through {', '.join(comp)}")
+        out.append(f"rule 3: import cycle through {', '.join(comp)}")
     for path, name, lines in long_functions(root):
-        if not path.startswith(os.path.join("landscape", "connect") + os.sep):
-            out.append(f"rule 4: {path}: {name} is {lines} lines (at most {MAX_FUNCTION_LINES})")
+        out.append(f"rule 4: {path}: {name} is {lines} lines (at most {MAX_FUNCTION_LINES})")
+    for module, source, name in private_imports(root):
+        out.append(f"rule 5: {module} imports the private name {name} from {source}")
     return out
 
 

@@ -44,7 +44,7 @@ import torch
 
 import landscape as ls
 from landscape.connect import METHODS, compare_connections
-from landscape.connect.report import _label
+from landscape.connect.registry import row_label
 from landscape.demo import train_classifier
 
 ARCHS = {
@@ -89,7 +89,7 @@ FORMS = {"wa_form": "paper", "neuron": "blc"}
 
 
 def label(row: str) -> str:
-    return _label(row, FORMS["wa_form"], FORMS["neuron"])
+    return row_label(row, wa_form=FORMS["wa_form"], neuron=FORMS["neuron"])
 
 
 def train_or_load(path: str, model_kwargs: dict, train, seed: int, cfg: dict, force: bool) -> ls.Weights:

@@ -53,7 +53,7 @@ from landscape.connect.flows import (
     load_connection_model,
     save_connection_model,
 )
-from landscape.connect.report import _label
+from landscape.connect.registry import row_label
 from landscape.demo import train_classifier
 
 CNN = ("small_cnn", {"width": 8, "batch_norm": True})
@@ -77,8 +77,8 @@ ROWS = [
 def row_name(row: str, args) -> str:
     """The table's label of ``row`` (a method, a curve, a connection model or an OT stage)."""
     if row.startswith("ot stage"):
-        return row.replace("ot", _label("ot", args.wa_form, args.ot_neuron), 1)
-    return _label(row, args.wa_form, args.ot_neuron)
+        return row.replace("ot", row_label("ot", wa_form=args.wa_form, neuron=args.ot_neuron), 1)
+    return row_label(row, wa_form=args.wa_form, neuron=args.ot_neuron)
 
 
 def trained(out_dir: str, spec, data, seed: int, cfg: dict, force: bool) -> ls.Weights:

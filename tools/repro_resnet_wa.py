@@ -26,7 +26,7 @@ import torch
 
 import landscape as ls
 from landscape.connect import compare_connections
-from landscape.connect.report import _label
+from landscape.connect.registry import row_label
 from landscape.demo import train_classifier
 
 METHODS = ["linear", "arc", "ot", "linear+wa", "arc+wa", "ot+wa"]
@@ -90,7 +90,7 @@ def main() -> None:
         if m.endswith("+wa"):
             worst = [min(r.stages(m), key=lambda k, r=r: r.worst_acc(m, "test", k)) for r in reports]
             step = ", ".join(str(k) for k in worst)
-        lines.append(f"| {_label(m, 'bias', args.ot_neuron)} | {cells[0]} | {cells[1]} | {step} |")
+        lines.append(f"| {row_label(m, wa_form='bias', neuron=args.ot_neuron)} | {cells[0]} | {cells[1]} | {step} |")
     ends = [100 * r.endpoint_acc("train") for r in reports]
     ends_t = [100 * r.endpoint_acc("test") for r in reports]
     lines.append(f"| End points | {np.mean(ends):.2f} | {np.mean(ends_t):.2f} | - |")

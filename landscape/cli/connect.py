@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+from ..connect import registry
 from . import options
 from .common import UsageError, check_out, checkpoint_records, comma_list, open_data, plot_if_asked, recorded_config
 
@@ -22,7 +23,7 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--methods",
         default="all",
-        help="comma-separated: linear, arc, linear+wa, arc+wa, ot, ot+wa, or all (default all)",
+        help=f"comma-separated registered connection methods: {', '.join(registry.names())}; or all (default all)",
     )
     p.add_argument("--points", type=int, default=21, help="values of t per path (OT: stage 1; WA: per step)")
     p.add_argument("--splits", default="train,test", help="comma-separated data splits (default train,test)")
@@ -85,13 +86,13 @@ def labelled_files(items: list[str]) -> list[tuple[str | None, str]]:
 
 
 def _methods(args) -> list[str]:
-    from ..connect import METHODS
-
+    """``--methods``: registered names (:mod:`landscape.connect.registry`), or all of them."""
+    known = registry.names()
     names = [m.lower() for m in comma_list(args.methods)]
-    methods = list(METHODS) if names == ["all"] else names
-    unknown = [m for m in methods if m not in METHODS]
+    methods = list(known) if names == ["all"] else names
+    unknown = [m for m in methods if m not in known]
     if unknown or not methods:
-        raise UsageError(f"--methods {args.methods!r}: unknown {unknown}; expected some of {', '.join(METHODS)} or all")
+        raise UsageError(f"--methods {args.methods!r}: unknown {unknown}; expected some of {', '.join(known)} or all")
     return methods
 
 

@@ -1,11 +1,15 @@
 """Distribution-based connections between two networks (Anokhin & Yarotsky, ICML 2020).
 
-The neuron view of an MLP (:func:`linear_chain`, :func:`neuron_matrix`, :func:`permute`) and
-the channel groups of convolutional and residual networks (:func:`trace_groups`),
-the Linear and Arc paths (:func:`linear_path`, :func:`arc_path`) and the connection by optimal
+One traced structure per model (:mod:`landscape.connect.structure`): the permutation groups
+of any network it can follow (:func:`trace_groups`: hidden layers of an MLP, channels of
+convolutional and residual networks) and, as a special case, the neuron view of an MLP
+(:func:`linear_chain`, :func:`neuron_matrix`); :func:`permute` reorders either. On it: the
+Linear and Arc paths (:func:`linear_path`, :func:`arc_path`), the connection by optimal
 transport of hidden neurons (:func:`match_neurons`, :func:`ot_path`), weight adjustment
-(:func:`wa_path`, :func:`multilayer_wa_path`) and WA-ensembles (:func:`wa_ensemble`). Every path is a
-:class:`~landscape.pointset.PointSet`, evaluated with :func:`landscape.evaluate`.
+(:func:`wa_path`, :func:`multilayer_wa_path`) and WA-ensembles (:func:`wa_ensemble`). A
+connection is a :class:`~landscape.connect.result.Path`, a
+:class:`~landscape.pointset.PointSet` with its ``t``, stages and labels, evaluated with
+:func:`landscape.evaluate`.
 
 Reference: I. Anokhin, D. Yarotsky, "Low-loss connection of weight vectors:
 distribution-based approaches", ICML 2020.
@@ -22,7 +26,17 @@ from .adjust import (
 )
 from .ensemble import WAEnsemble, WAEnsembleCurve, wa_ensemble, wa_ensemble_curve
 from .graph import Group, Part, UnsupportedModelError, trace_groups
-from .matching import NEURONS, SOLVERS, OTPath, assignment, match_neurons, ot_path, transposition_path
+from .matching import (
+    NEURONS,
+    OT_LABELS,
+    SOLVERS,
+    OTPath,
+    assignment,
+    match_neurons,
+    ot_path,
+    transposition_path,
+    two_stage_path,
+)
 from .neurons import (
     compose_permutations,
     hidden_layers,
@@ -41,6 +55,7 @@ from .paths import (
     neuron_mean,
 )
 from .report import METHODS, ConnectionReport, compare_connections
+from .result import Path
 
 __all__ = [
     "METHODS",
@@ -53,6 +68,8 @@ __all__ = [
     "wa_ensemble",
     "wa_ensemble_curve",
     "NEURONS",
+    "OT_LABELS",
+    "Path",
     "SOLVERS",
     "WA_FORMS",
     "WA_METHODS",
@@ -79,6 +96,7 @@ __all__ = [
     "permute",
     "transitional_network",
     "transposition_path",
+    "two_stage_path",
     "wa_path",
     "weight_adjustment",
 ]

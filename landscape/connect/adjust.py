@@ -4,16 +4,35 @@ Two-layer block
 ---------------
 For a block :math:`Y = W_2\\,\\phi(W_1 X + b_1) + b_2` the first layer is connected by any
 path :math:`W_1(t), b_1(t)` (Linear, Arc, OT), and the second layer is *adjusted* on a data
-batch :math:`X` (rows are samples) so that the block's output follows the interpolated
-outputs of the two ends:
+batch :math:`X` (rows are samples) by least squares, the pseudo-inverse solution
+(:func:`weight_adjustment`), in one of two formulations (:data:`WA_FORMS`).
+
+``"paper"`` (Anokhin & Yarotsky): the second layer keeps ``A``'s output :math:`Y_A` (the
+logits on ``X``) with no bias column,
+
+.. math::
+
+    W_2(t) = (Y_A - b_2^A)^\\top \\bigl[\\phi(X W_1(t)^\\top + b_1(t))^\\top\\bigr]^+,
+    \\qquad b_2(t) = b_2^A
+
+(the paper's :math:`W_2(t) = Y [\\phi(W_1(t) X)]^+`, samples as columns), and the path has
+two phases, each on half of ``[0, 1]``: phase 1 moves the first layer from ``A``'s to ``B``'s
+with the adjusted second layer; phase 2 keeps ``B``'s first layer and moves the second from
+:math:`(W_2(1), b_2^A)` to ``B``'s: the straight line for Linear and OT, the Arc for Arc
+(around the mean row of the two matrices, as in the authors' code).
+
+``"bias"``: one phase; a bias column is fitted with the weights and the block's output
+follows the interpolated outputs of the two ends:
 
 .. math::
 
     H(t) = \\bigl[\\phi(X W_1(t)^\\top + b_1(t)) \\;\\big|\\; \\mathbf 1\\bigr], \\qquad
-    Y(t) = (1-t)\\,Y_A + t\\,Y_B, \\qquad
-    [W_2(t) \\,|\\, b_2(t)]^\\top = H(t)^+\\, Y(t),
+    Y(s) = (1-s)\\,Y_A + s\\,Y_B, \\qquad
+    [W_2(t) \\,|\\, b_2(t)]^\\top = H(t)^+\\, Y(s),
 
-the least-squares (pseudo-inverse) solution. At :math:`t=0` the first layer is
+with :math:`s = t` for Linear and Arc; for OT, :math:`s` is the stage-1 parameter during
+stage 1 (``A`` to ``B'``, ``B`` with its hidden neurons matched to ``A``'s) and 1 during
+stage 2 (``B'`` to ``B``, the same function as ``B``). At :math:`t=0` the first layer is
 :math:`W_1^A` exactly and :math:`Y_A = H_A [W_2^A | b_2^A]^\\top`, so the solution is
 :math:`[W_2^A | b_2^A]` itself whenever :math:`H_A` has full column rank (more samples than
 hidden units + 1 and no dead unit); likewise at :math:`t = 1`. With fewer samples the system
@@ -50,22 +69,26 @@ distribution-based approaches", ICML 2020.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 import numpy as np
 import torch
 from torch import nn
 
 from ..pointset import PointSet
 from ..weights import Weights
+from .adjust_graph import residual_transitional_network, residual_wa_path, steps_path
+from .lstsq import assemble, weight_adjustment
 from .matching import assignment, match_neurons, ot_path, sq_dist
-from .neurons import _Chain, _leaves
-from .paths import arc_coefficients, arc_path, as_t, concatenate_paths, linear_coefficients, linear_path, same_layout
+from .paths import arc_coefficients, arc_path, as_t, concatenate_paths, linear_coefficients, linear_path
+from .result import Path
+from .stack import LayerStack, NotSequentialError
 from .structure import UnsupportedModelError
 
 __all__ = [
     "WA_FORMS",
     "WA_METHODS",
+    "LayerStack",
+    "NotSequentialError",
+    "check_form",
     "layer_outputs",
     "multilayer_wa_path",
     "transitional_network",
@@ -94,323 +117,6 @@ def check_form(wa_form: str) -> str:
 _CHUNK_ELEMENTS = 1 << 25
 
 
-# ---------------------------------------------------------------------------- solver
-def weight_adjustment(features: torch.Tensor, targets: torch.Tensor, *, bias: bool = True, ridge: float = 0.0):
-    """Least-squares weights of a linear layer from its inputs and wanted outputs.
-
-    .. math::
-
-        [W \\,|\\, b]^\\top = \\operatorname*{arg\\,min}_{W, b}
-        \\lVert [H \\,|\\, \\mathbf 1] [W | b]^\\top - Y \\rVert_F^2 + \\lambda \\lVert W \\rVert_F^2
-
-    With ``ridge = 0`` this is the pseudo-inverse solution :math:`[H|\\mathbf 1]^+ Y` (the
-    minimum-norm one when the system is under-determined), computed by
-    :func:`scipy.linalg.lstsq` (``gelsy``, rank-revealing QR) on the CPU and
-    :func:`torch.linalg.pinv` elsewhere; with ``ridge = lambda > 0`` it is
-    :math:`(\\tilde H^\\top \\tilde H + \\lambda D)^{-1} \\tilde H^\\top Y` with
-    :math:`\\tilde H = [H|\\mathbf 1]` and :math:`D` the identity except for a 0 on the bias
-    (the bias is not penalised). Everything is solved in float64.
-
-    Parameters
-    ----------
-    features : Tensor[..., N, m]
-        Inputs :math:`H` of the layer for ``N`` samples (leading dims are a batch, e.g. ``t``).
-    targets : Tensor[..., N, o]
-        Wanted outputs :math:`Y`; broadcast against the batch of ``features``.
-    bias : bool
-        Fit a bias (a column of ones appended to ``H``).
-    ridge : float
-        :math:`\\lambda \\ge 0`.
-
-    Returns
-    -------
-    W : Tensor[..., o, m]
-        float64.
-    b : Tensor[..., o] or None
-        float64; None when ``bias=False``.
-
-    Examples
-    --------
-    >>> H = torch.randn(50, 4, dtype=torch.float64)
-    >>> W, b = weight_adjustment(H, H @ torch.ones(4, 2, dtype=torch.float64) + 3.0)
-    >>> torch.allclose(W, torch.ones(2, 4, dtype=torch.float64)), torch.allclose(b, torch.full((2,), 3.0, dtype=torch.float64))
-    (True, True)
-    """
-    ridge = float(ridge)
-    if not np.isfinite(ridge) or ridge < 0:
-        raise ValueError(f"ridge should be a finite number >= 0, got {ridge!r}")
-    H = features.to(torch.float64)
-    Y = targets.to(torch.float64)
-    if H.dim() < 2 or Y.dim() < 2 or H.shape[-2] != Y.shape[-2]:
-        raise ValueError(
-            f"features [..., N, m] and targets [..., N, o] should have the same N, got "
-            f"{list(features.shape)} and {list(targets.shape)}"
-        )
-    m = H.shape[-1]
-    if bias:
-        H = torch.cat([H, H.new_ones(*H.shape[:-1], 1)], -1)
-    batch = torch.broadcast_shapes(H.shape[:-2], Y.shape[:-2])
-    H = H.expand(*batch, *H.shape[-2:])
-    Y = Y.expand(*batch, *Y.shape[-2:])
-    if ridge > 0:
-        G = H.transpose(-1, -2) @ H
-        d = torch.ones(H.shape[-1], dtype=torch.float64, device=H.device)
-        if bias:
-            d[-1] = 0.0
-        G = G + ridge * torch.diag(d)
-        sol = torch.linalg.solve(G, H.transpose(-1, -2) @ Y)
-    elif H.device.type == "cpu":
-        sol = _lstsq_cpu(H, Y)
-    else:
-        sol = torch.linalg.pinv(H) @ Y
-    sol = sol.transpose(-1, -2)  # [..., o, m (+1)]
-    if bias:
-        return sol[..., :m].contiguous(), sol[..., m].contiguous()
-    return sol.contiguous(), None
-
-
-def _lstsq_cpu(H: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
-    """Minimum-norm least squares ``H^+ Y`` for a batch ``H[..., N, m]``, ``Y[..., N, o]``.
-
-    LAPACK ``gelsy`` (complete orthogonal factorization with column pivoting) through SciPy,
-    one matrix at a time: the minimum-norm solution like ``gelsd`` (SVD) in 0.65 of its time
-    (1437 x 513, one thread: 51 ms against 79 ms). Not ``torch.linalg.lstsq(driver="gelsy")``:
-    in PyTorch 2.13 it returns wrong solutions, differing from call to call, when columns are
-    zero (dead ReLU units), while SciPy's is exact.
-    """
-    from scipy.linalg import lstsq
-
-    batch = H.shape[:-2]
-    Hf = H.reshape(-1, *H.shape[-2:]).numpy()
-    Yf = Y.reshape(-1, *Y.shape[-2:]).numpy()
-    cond = float(np.finfo(np.float64).eps * max(H.shape[-2:]))
-    out = [lstsq(h, y, cond=cond, lapack_driver="gelsy", check_finite=False)[0] for h, y in zip(Hf, Yf)]
-    return torch.from_numpy(np.stack(out)).reshape(*batch, H.shape[-1], Y.shape[-1])
-
-
-# ---------------------------------------------------------------------------- structure
-class NotSequentialError(UnsupportedModelError):
-    """The network branches (residual additions): WA goes through the cuts of its graph
-    (:mod:`landscape.connect.adjust_graph`) instead of its layers."""
-
-
-class _Stack:
-    """A sequential network split into its weighted layers and the modules between them.
-
-    MLP stacks (:func:`~landscape.connect.linear_chain`), or sequential convolutional
-    networks traced with ``torch.fx`` (``Conv2d`` / ``Linear`` layers with ``BatchNorm``,
-    activations, pooling and ``flatten`` between them, no residual additions). Between two
-    weighted layers, BatchNorm normalises with the statistics of the batch it is given
-    (as ``bn="recompute"`` evaluation does), with the affine parameters of the weights
-    passed in.
-    """
-
-    def __init__(self, model: nn.Module):
-        self.model = model
-        try:
-            self.chain = _Chain(model)  # validates an MLP stack
-        except ValueError:
-            self.chain = None
-        self.mods: list[nn.Module] = []
-        self.pre: list[tuple] = []
-        self.between: list[list[tuple]] = []
-        if self.chain is not None:
-            self.names = self.chain.names
-            self.between = [[] for _ in self.names]
-            seen = -1
-            for name, mod in _leaves(model, ""):
-                if isinstance(mod, nn.Linear):
-                    seen += 1
-                    self.mods.append(mod)
-                    continue
-                if isinstance(mod, nn.PReLU):
-                    raise ValueError(
-                        f"module '{name}' is a PReLU; weight adjustment needs activations without parameters"
-                    )
-                if isinstance(mod, nn.Dropout):  # identity at evaluation
-                    continue
-                (self.pre if seen < 0 else self.between[seen]).append(("mod", mod, name))
-        else:
-            self._trace(model)
-        self.n = len(self.names)
-
-    def _trace(self, model: nn.Module) -> None:
-        """The sequential structure of a convnet from its fx graph (one chain of nodes)."""
-        import torch.fx
-
-        from .structure import BATCHNORMS, PASS_FUNCTIONS, PASS_MODULES, UnsupportedModelError
-
-        try:
-            gm = torch.fx.symbolic_trace(model)
-        except Exception as e:  # noqa: BLE001
-            raise UnsupportedModelError(f"cannot trace {type(model).__name__} with torch.fx: {e}") from e
-        modules = dict(gm.named_modules())
-        self.names = []
-        ops = self.pre
-        current = None
-
-        def fail(node, why: str):
-            return UnsupportedModelError(
-                f"weight adjustment needs a sequential network of Linear/Conv2d layers with BatchNorm, activations, "
-                f"pooling and flatten between them; node '{node.name}' ({node.op} {node.target}): {why}"
-            )
-
-        for node in gm.graph.nodes:
-            if node.op == "placeholder":
-                if current is not None:
-                    raise fail(node, "a second input")
-                current = node
-                continue
-            if node.op == "output":
-                if node.args[0] is not current:
-                    raise fail(node, "the output is not the end of the chain")
-                break
-            tensors = [a for a in node.all_input_nodes if a.op != "get_attr"]
-            if node.op == "call_method" and node.target == "size":
-                continue
-            sources = [a for a in tensors if not (a.op == "call_method" and a.target == "size")]
-            if sources != [current]:
-                raise NotSequentialError(
-                    str(fail(node, "it does not take the previous node's output alone (residual or branching)"))
-                )
-            if node.op == "call_module":
-                mod = modules[node.target]
-                if isinstance(mod, (nn.Linear, nn.Conv2d)):
-                    if isinstance(mod, nn.Conv2d) and mod.groups != 1:
-                        raise fail(node, "grouped convolution")
-                    self.names.append(node.target)
-                    self.mods.append(mod)
-                    self.between.append([])
-                    ops = self.between[-1]
-                elif isinstance(mod, BATCHNORMS):
-                    ops.append(("bn", mod, node.target))
-                elif isinstance(mod, nn.Dropout):
-                    pass
-                elif isinstance(mod, (*PASS_MODULES, nn.Flatten)):
-                    ops.append(("mod", mod, node.target))
-                else:
-                    raise fail(node, f"module {type(mod).__name__}")
-            elif node.op == "call_function" and (node.target in PASS_FUNCTIONS or node.target is torch.flatten):
-                fn, rest, kw = node.target, node.args[1:], dict(node.kwargs)
-                ops.append(("mod", lambda x, fn=fn, rest=rest, kw=kw: fn(x, *rest, **kw), node.name))
-            elif node.op == "call_method" and node.target in ("flatten", "view", "reshape", "relu", "contiguous"):
-                if node.target in ("view", "reshape"):
-                    ops.append(("mod", lambda x: x.flatten(1), node.name))
-                else:
-                    m, rest = node.target, node.args[1:]
-                    ops.append(("mod", lambda x, m=m, rest=rest: getattr(x, m)(*rest), node.name))
-            else:
-                raise fail(node, "not a layer, activation, pooling or flatten")
-            current = node
-        if len(self.names) < 2:
-            raise UnsupportedModelError("weight adjustment needs at least two weighted layers")
-
-    def layer(self, k: int) -> str:
-        """Name of layer ``k`` (1-based)."""
-        if not 1 <= k <= self.n:
-            raise ValueError(f"layer index k should be in 1..{self.n} for this model, got {k}")
-        return self.names[k - 1]
-
-    def bn_entries(self, k: int) -> list[str]:
-        """Affine BatchNorm parameters applied after layer ``k`` (they move with its filters)."""
-        return [f"{name}.{p}" for kind, _, name in self.between[k - 1] if kind == "bn" for p in ("weight", "bias")]
-
-    def bn_state(self, k: int) -> list[str]:
-        """Every BatchNorm entry after layer ``k`` (parameters and running statistics)."""
-        out = []
-        for kind, _, name in self.between[k - 1]:
-            if kind == "bn":
-                out += [f"{name}.{p}" for p in ("weight", "bias", "running_mean", "running_var")]
-        return out
-
-    def check_weights(self, w: Weights, what: str) -> None:
-        if self.chain is not None:
-            self.chain.check_weights(w, what)
-            return
-        if not isinstance(w, Weights):
-            raise TypeError(f"{what} should be a landscape Weights, got {type(w).__name__}")
-        for name, mod in zip(self.names, self.mods):
-            key = f"{name}.weight"
-            if key not in w.layout or tuple(w[key].shape) != tuple(mod.weight.shape):
-                raise ValueError(f"{what} entry '{key}' is missing or has another shape than the model's layer")
-
-    @staticmethod
-    def apply(ops: list[tuple], x: torch.Tensor, params=None, stats=None, record=None) -> torch.Tensor:
-        """Run the modules ``ops``; BatchNorm normalises with the statistics of ``x``, or with
-        ``stats[name] = (mean, var)`` when given (``record`` collects the batch's)."""
-        for kind, op, name in ops:
-            if kind == "bn":
-                dims = [d for d in range(x.dim()) if d != 1]
-                if stats is not None and name in stats:
-                    mean, var = stats[name]
-                else:
-                    mean = x.mean(dims, keepdim=True)
-                    var = x.var(dims, unbiased=False, keepdim=True)
-                    if record is not None:
-                        record[name] = (mean, var)
-                shape = [1, -1] + [1] * (x.dim() - 2)
-                src = params if params is not None else dict(op.named_parameters(prefix=name))
-                gamma = src.get(f"{name}.weight")
-                beta = src.get(f"{name}.bias")
-                x = (x - mean) / torch.sqrt(var + op.eps)
-                if gamma is not None:
-                    x = x * gamma.to(x).reshape(shape) + beta.to(x).reshape(shape)
-            else:
-                x = op(x)
-        return x
-
-    def input(self, X) -> torch.Tensor:
-        x = getattr(X, "x", X)
-        if not torch.is_tensor(x):
-            x = torch.as_tensor(np.asarray(x))
-        x = x.to(torch.float64)
-        with torch.no_grad():
-            x = self.apply(self.pre, x)
-        if self.chain is not None and x.dim() != 2:
-            raise ValueError(f"the input to the first Linear layer should be [N, d], got {list(x.shape)}")
-        return x
-
-    def act(self, k: int, z: torch.Tensor, w=None, stats=None, record=None) -> torch.Tensor:
-        """The modules after layer ``k`` (1-based) applied to its output; BatchNorm takes its
-        affine parameters from ``w`` (a mapping of entries) and the statistics of ``z`` (or
-        ``stats``, see :meth:`apply`)."""
-        with torch.no_grad():
-            return self.apply(self.between[k - 1], z, w, stats, record)
-
-    def has_bias(self, w: Weights, k: int) -> bool:
-        return f"{self.layer(k)}.bias" in w.layout
-
-    def linear(self, w, k: int, h: torch.Tensor) -> torch.Tensor:
-        name, mod = self.layer(k), self.mods[k - 1]
-        W = w[f"{name}.weight"].to(h)
-        b = w.get(f"{name}.bias")
-        b = None if b is None else b.to(h)
-        if isinstance(mod, nn.Conv2d):
-            return torch.nn.functional.conv2d(h, W, b, mod.stride, mod.padding, mod.dilation)
-        z = h @ W.T
-        return z if b is None else z + b
-
-    def design(self, k: int, h: torch.Tensor) -> torch.Tensor:
-        """Inputs of layer ``k`` as least-squares rows: ``h`` for Linear, its patches
-        ``[N * L, C * kh * kw]`` for Conv2d (the pseudo-inverse over patches)."""
-        mod = self.mods[k - 1]
-        if not isinstance(mod, nn.Conv2d):
-            return h
-        if isinstance(mod.padding, str):
-            raise ValueError(f"layer '{self.layer(k)}': padding={mod.padding!r}; WA needs numeric padding")
-        cols = torch.nn.functional.unfold(h, mod.kernel_size, mod.dilation, mod.padding, mod.stride)
-        return cols.transpose(1, 2).reshape(-1, cols.shape[1])
-
-    def targets(self, k: int, z: torch.Tensor) -> torch.Tensor:
-        """Outputs of layer ``k`` as least-squares targets ``[N * L, out]``."""
-        if z.dim() == 2:
-            return z
-        return z.flatten(2).transpose(1, 2).reshape(-1, z.shape[1])
-
-    def weight_shape(self, k: int) -> tuple[int, ...]:
-        return tuple(self.mods[k - 1].weight.shape)
-
-
 def wa_layer_count(model: nn.Module) -> int:
     """The number of weighted layers ``L`` that weight adjustment works through.
 
@@ -433,7 +139,7 @@ def wa_layer_count(model: nn.Module) -> int:
     >>> wa_layer_count(ls.build_model("mlp", {"in_features": 4, "widths": [8, 8], "num_classes": 3}))
     3
     """
-    return _Stack(model).n
+    return LayerStack(model).n
 
 
 def layer_outputs(weights: Weights, model: nn.Module, X) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -460,7 +166,7 @@ def layer_outputs(weights: Weights, model: nn.Module, X) -> tuple[list[torch.Ten
     h : list of Tensor[N, d_k]
         ``h[k]`` is the input of layer ``k+1`` (``h[0]``: the flattened input).
     """
-    st = _Stack(model)
+    st = LayerStack(model)
     st.check_weights(weights, "weights")
     h = [st.input(X)]
     z = []
@@ -472,7 +178,7 @@ def layer_outputs(weights: Weights, model: nn.Module, X) -> tuple[list[torch.Ten
 
 
 # ---------------------------------------------------------------------------- blocks
-def _layer_points(points: PointSet, st: _Stack, k: int) -> dict[str, torch.Tensor]:
+def _layer_points(points: PointSet, st: LayerStack, k: int) -> dict[str, torch.Tensor]:
     """Layer ``k``'s weight, bias and following BatchNorm parameters at every point, float64."""
     name = st.layer(k)
     keys = [f"{name}.weight", f"{name}.bias", *st.bn_entries(k)]
@@ -483,7 +189,7 @@ def _first_layer_path(
     start: Weights,
     end: Weights,
     model: nn.Module,
-    st: _Stack,
+    st: LayerStack,
     k: int,
     t,
     method: str,
@@ -520,7 +226,7 @@ def _first_layer_path(
     raise ValueError(f"method should be one of {WA_METHODS}, got {method!r}")
 
 
-def _match_layer(start: Weights, end: Weights, st: _Stack, k: int, solver: str) -> torch.Tensor:
+def _match_layer(start: Weights, end: Weights, st: LayerStack, k: int, solver: str) -> torch.Tensor:
     """Match the neurons (filters) of layer ``k`` by their incoming weights, bias and
     BatchNorm parameters (the layers below are shared, so no permutation of the inputs is
     needed)."""
@@ -577,11 +283,11 @@ def _reorderings(P1: dict[str, torch.Tensor], s: np.ndarray) -> tuple[np.ndarray
     return src, perm
 
 
-def _wa_block(st: _Stack, k: int, h_in: torch.Tensor, P1: dict, Y0, Y1, s, *, bias: bool, ridge: float):
+def _wa_block(st: LayerStack, k: int, h_in: torch.Tensor, P1: dict, Y0, Y1, s, *, bias: bool, ridge: float):
     """WA layer ``k + 1`` for every point of layer ``k``: W2[T, *shape], b2[T, o] (float64).
 
     ``P1``: layer ``k``'s entries at every point; ``Y0``, ``Y1``: the two ends' outputs of
-    layer ``k + 1`` as least-squares targets (:meth:`_Stack.targets`)."""
+    layer ``k + 1`` as least-squares targets (:meth:`LayerStack.targets`)."""
     name = st.layer(k)
     W1, b1 = P1[f"{name}.weight"], P1.get(f"{name}.bias")
     T, m = W1.shape[0], W1.shape[1]
@@ -594,7 +300,7 @@ def _wa_block(st: _Stack, k: int, h_in: torch.Tensor, P1: dict, Y0, Y1, s, *, bi
     rows = st.design(k + 1, st.act(k, st.linear({f"{name}.weight": W1[0]}, k, h_in[:1]), _at(P1, 0))).shape
     per_point = Y0.shape[0] * (rows[1] + 1)
     chunk = max(1, _CHUNK_ELEMENTS // max(1, per_point))
-    fast = st.chain is not None  # MLP: every point's features in one product
+    fast = st.mlp  # MLP: every point's features in one product
     W2s, b2s = [], []
     for lo in range(0, len(solve), chunk):
         idx = torch.as_tensor(solve[lo : lo + chunk])
@@ -632,22 +338,11 @@ def _at(P: dict[str, torch.Tensor], i: int) -> dict[str, torch.Tensor]:
     return {e: v[i] for e, v in P.items()}
 
 
-def _assemble(base: Weights, updates: list[dict[str, torch.Tensor]]) -> list[Weights]:
-    """Copies of ``base`` with some entries replaced (cast to the entry's dtype)."""
-    out = []
-    for upd in updates:
-        tensors = OrderedDict(base.tensors)
-        for key, v in upd.items():
-            tensors[key] = v.to(dtype=base[key].dtype, device=base[key].device).reshape(base[key].shape).clone()
-        out.append(Weights(tensors, base.layout))
-    return out
-
-
 def _wa_step(
     start: Weights,
     end: Weights,
     model: nn.Module,
-    st: _Stack,
+    st: LayerStack,
     k: int,
     h_in: torch.Tensor,
     t,
@@ -703,7 +398,7 @@ def _wa_step(
         if has_b2:
             u[f"{l2}.bias"] = b2[i]
         updates.append(u)
-    points = _assemble(start, updates)
+    points = assemble(start, updates)
     if snap_ends:
         for i, tv in enumerate(t_out):
             if tv == 0.0:
@@ -713,7 +408,7 @@ def _wa_step(
     return np.asarray(t_out, dtype=np.float64), points
 
 
-def _second_layer_path(start: Weights, end: Weights, st: _Stack, t, method: str) -> list[Weights]:
+def _second_layer_path(start: Weights, end: Weights, st: LayerStack, t, method: str) -> list[Weights]:
     """Phase 2 of the paper's WA for one hidden layer: only layer 2 moves, from ``start``'s
     (the adjusted layer, ``A``'s bias) to ``end``'s, by the straight line (Linear, OT) or
     the Arc. The Arc's centre is, as in the authors' code, the mean row of the two weight
@@ -732,7 +427,7 @@ def _second_layer_path(start: Weights, end: Weights, st: _Stack, t, method: str)
         mu = torch.cat([a, b]).mean(0, keepdim=True).expand_as(a) if a.dim() >= 2 else 0.5 * (a + b)
         for i in range(len(t)):
             updates[i][e] = C[i, 0] * mu + C[i, 1] * a + C[i, 2] * b
-    points = _assemble(start, updates)
+    points = assemble(start, updates)
     for i, tv in enumerate(t):  # the ends bit for bit
         if tv == 0.0:
             points[i] = start
@@ -741,22 +436,11 @@ def _second_layer_path(start: Weights, end: Weights, st: _Stack, t, method: str)
     return points
 
 
-def _residual_or_raise(error: Exception):
-    """The residual-network WA module when ``error`` says the network is not sequential
-    because of a residual addition or branching; else re-raise ``error``."""
+def _residual_or_raise(error: Exception) -> None:
+    """Re-raise ``error`` unless it says the network is not sequential because of a residual
+    addition or branching (weight adjustment then goes through the cuts of its graph)."""
     if not isinstance(error, NotSequentialError):
         raise error
-    from . import adjust_graph
-
-    return adjust_graph
-
-
-def _check_pair(A: Weights, B: Weights, model: nn.Module) -> _Stack:
-    same_layout(A, B)
-    st = _Stack(model)
-    st.check_weights(A, "A")
-    st.check_weights(B, "B")
-    return st
 
 
 def wa_path(
@@ -774,39 +458,16 @@ def wa_path(
     swap_points: int = 1,
     permutations: dict[str, torch.Tensor] | None = None,
     neuron: str = "bl",
-) -> tuple[np.ndarray, PointSet]:
+) -> Path:
     """Linear + WA, Arc + WA or OT + WA between two networks with one hidden layer.
 
     The first layer :math:`(W_1(t), b_1(t))` follows :func:`~landscape.connect.linear_path`,
     :func:`~landscape.connect.arc_path` or the two stages of :func:`~landscape.connect.ot_path`
-    and the second layer is fitted by least squares on the batch ``X``.
-
-    ``wa_form="paper"`` (default), the formulation of Anokhin & Yarotsky: the second layer
-    keeps ``A``'s output :math:`Y_A` (the logits on ``X``) with no bias column,
-
-    .. math::
-
-        W_2(t) = (Y_A - b_2^A)^\\top \\bigl[\\phi(X W_1(t)^\\top + b_1(t))^\\top\\bigr]^+,
-        \\qquad b_2(t) = b_2^A ,
-
-    (the paper's :math:`W_2(t) = Y [\\phi(W_1(t) X)]^+`, samples as columns), and the path has
-    two phases, each on half of ``[0, 1]``: phase 1 moves the first layer from ``A``'s to
-    ``B``'s with the adjusted second layer; phase 2 keeps ``B``'s first layer and moves the
-    second from :math:`(W_2(1), b_2^A)` to ``B``'s: the straight line for Linear and OT, the
-    Arc for Arc (see :func:`_second_layer_path`).
-
-    ``wa_form="bias"``: one phase; a bias column is fitted with the weights and the
-    target follows the two ends' outputs,
-
-    .. math::
-
-        [W_2(t) \\,|\\, b_2(t)]^\\top = \\bigl[\\phi(X W_1(t)^\\top + b_1(t)) \\,\\big|\\, \\mathbf 1\\bigr]^+
-        \\bigl((1-s)\\,Y_A + s\\,Y_B\\bigr)
-
-    with :math:`s = t` (Linear, Arc); for OT, :math:`s` is the stage-1 parameter during
-    stage 1 (``A`` to ``B'``, ``B`` with its hidden neurons matched to ``A``'s) and 1 during
-    stage 2 (``B'`` to ``B``, the same function as ``B``). All ``t`` are solved in batches
-    (float64).
+    and the second layer is fitted by least squares on the batch ``X`` in one of the two
+    formulations of the module notes: ``wa_form="paper"`` (default), the second layer keeps
+    ``A``'s output with ``A``'s bias and no bias column, then a second phase moves it to
+    ``B``'s; ``wa_form="bias"``, a bias column is fitted and the target follows the two
+    ends' outputs, in one phase. All ``t`` are solved in batches (float64).
 
     Parameters
     ----------
@@ -814,7 +475,8 @@ def wa_path(
         Weights of ``model``.
     model : nn.Module
         A plain MLP stack with exactly two Linear layers (``ls.build_model("mlp",
-        {"widths": [H]})``) and parameter-free activations.
+        {"widths": [H]})``) and parameter-free activations, or a sequential convnet with two
+        weighted layers.
     X : Tensor[N, ...] or TensorData
         The data batch of the adjustment. The ends are reproduced when the hidden features
         ``phi(X W_1^T + b_1)`` of ``A`` and ``B`` have full column rank (``N > H``).
@@ -824,7 +486,7 @@ def wa_path(
     method : {"linear", "arc", "ot"}
         Connection of the first layer.
     wa_form : {"paper", "bias"}
-        See above (:data:`WA_FORMS`).
+        :data:`WA_FORMS`, see the module notes.
     ridge : float
         :math:`\\lambda` of :func:`weight_adjustment` (0: pseudo-inverse).
     snap_ends : bool
@@ -840,13 +502,13 @@ def wa_path(
 
     Returns
     -------
-    t : ndarray[K]
-        Parameters of the points in ``[0, 1]``. ``"paper"``: phase 1 on ``[0, 1/2]``
-        (for OT its stage 1 on ``[0, 1/4]`` and stage 2 on ``[1/4, 1/2]``), phase 2 on
-        ``[1/2, 1]``. ``"bias"``: the given ``t`` for Linear and Arc; for OT stage 1 on
-        ``[0, 1/2]`` and stage 2 on ``[1/2, 1]``, as :meth:`~landscape.connect.OTPath.joined`.
-    points : PointSet
-        Explicit points (identity coefficients), in ``A``'s dtypes.
+    Path
+        Explicit points (identity coefficients) in ``A``'s dtypes, method ``"wa-linear"``,
+        ``"wa-arc"`` or ``"wa-ot"``; it unpacks as ``t, points``. ``"paper"``: phase 1 on
+        ``[0, 1/2]`` (for OT its stage 1 on ``[0, 1/4]`` and stage 2 on ``[1/4, 1/2]``) is
+        stage 1, phase 2 on ``(1/2, 1]`` stage 2. ``"bias"``: the given ``t`` in one stage for
+        Linear and Arc; for OT stage 1 on ``[0, 1/2]`` and stage 2 (the swaps) on
+        ``(1/2, 1]``, as :meth:`~landscape.connect.OTPath.joined`.
 
     Examples
     --------
@@ -857,17 +519,17 @@ def wa_path(
     >>> a = ls.Weights.from_module(model)
     >>> b = ls.Weights.from_module(ls.build_model("mlp", {"widths": [16]}).double())
     >>> x = ls.load_data("digits", "train", max_samples=200).x.double()
-    >>> t, path = wa_path(a, b, model, x, [0.0, 0.5, 1.0], method="arc")
+    >>> t, path = wa = wa_path(a, b, model, x, [0.0, 0.5, 1.0], method="arc")
     >>> f = lambda w: functional_call(model, dict(w), (x,))
-    >>> t.tolist()
-    [0.0, 0.25, 0.5, 0.75, 1.0]
+    >>> t.tolist(), wa.stage.tolist(), wa.method
+    ([0.0, 0.25, 0.5, 0.75, 1.0], [1, 1, 1, 2, 2], 'wa-arc')
     >>> mid = path.weights(2)  # the end of phase 1: B's first layer, A's output bias, W2 fitted
     >>> bool(torch.equal(mid["1.weight"], b["1.weight"])), bool(torch.equal(mid["3.bias"], a["3.bias"]))
     (True, True)
     >>> path.K, bool(torch.allclose(f(path.weights(4)), f(b), rtol=0, atol=1e-8))
     (5, True)
     """
-    st = _check_pair(A, B, model)
+    st = LayerStack.for_pair(A, B, model)
     if st.n != 2:
         raise ValueError(
             f"wa_path connects networks with one hidden layer (two Linear layers); this model has {st.n}. "
@@ -877,30 +539,29 @@ def wa_path(
         raise ValueError(f"method should be one of {WA_METHODS}, got {method!r}")
     check_form(wa_form)
     t = np.linspace(0.0, 1.0, 11) if t is None else t
-    h0 = st.input(X)
-    t_out, points = _wa_step(
-        A,
-        B,
-        model,
-        st,
-        1,
-        h0,
-        t,
-        method,
-        ridge=ridge,
-        solver=solver,
-        swap_points=swap_points,
-        permutations=permutations,
-        neuron=neuron,
-        snap_ends=snap_ends,
-        wa_form=wa_form,
-        snap_last=wa_form == "bias",
-    )
+    ot = {"solver": solver, "swap_points": swap_points, "permutations": permutations, "neuron": neuron}
+    step = {"ridge": ridge, "snap_ends": snap_ends, "wa_form": wa_form, "snap_last": wa_form == "bias"}
+    t_out, points = _wa_step(A, B, model, st, 1, st.input(X), t, method, **step, **ot)
     if wa_form == "bias":
-        return t_out, PointSet.explicit(points)
+        return _one_block_path(t_out, PointSet.explicit(points), method, wa_form)
     t2 = as_t(t)
     phase2 = _second_layer_path(points[-1], B, st, t2, method)
-    return concatenate_paths([PointSet.explicit(points), PointSet.explicit(phase2)], [t_out, t2])
+    t_all, joined = concatenate_paths([PointSet.explicit(points), PointSet.explicit(phase2)], [t_out, t2])
+    return _one_block_path(t_all, joined, method, wa_form)
+
+
+def _one_block_path(t, points: PointSet, method: str, wa_form: str) -> Path:
+    """The result of :func:`wa_path`: the paper's two phases, or OT's two stages, split at
+    ``t = 1/2`` (the joint ends the first); one stage otherwise."""
+    t = np.asarray(t, dtype=np.float64)
+    if wa_form == "paper":
+        labels = ("phase 1: first layer moves, second adjusted", "phase 2: second layer moves")
+    elif method == "ot":
+        labels = ("stage 1: matched neurons, second layer adjusted", "stage 2: swaps, second layer adjusted")
+    else:
+        labels = (f"{method} first layer, second adjusted",)
+    stage = np.where(t <= 0.5, 1, 2) if len(labels) == 2 else None
+    return Path(points, t, stage, labels, method=f"wa-{method}", unpack=("t", "points"))
 
 
 # ---------------------------------------------------------------------------- multi-layer
@@ -952,11 +613,11 @@ def transitional_network(
     """
     check_form(wa_form)
     try:
-        st = _check_pair(A, B, model)
+        st = LayerStack.for_pair(A, B, model)
     except UnsupportedModelError as e:
-        graph = _residual_or_raise(e)
+        _residual_or_raise(e)
         _residual_form(wa_form)
-        return graph.residual_transitional_network(A, B, model, k, X, ridge=ridge)
+        return residual_transitional_network(A, B, model, k, X, ridge=ridge)
     if int(k) != k or not 1 <= k <= st.n + 1:
         raise ValueError(f"k should be an integer in 1..{st.n + 1} for a model with {st.n} Linear layers, got {k!r}")
     k = int(k)
@@ -964,7 +625,7 @@ def transitional_network(
         return A
     if k == st.n + 1:
         return B
-    return _transitional(A, B, st, k, st.input(X), ridge, paper=wa_form == "paper")
+    return st.transitional(A, B, k, st.input(X), ridge, paper=wa_form == "paper")
 
 
 def _residual_form(wa_form: str) -> None:
@@ -973,45 +634,6 @@ def _residual_form(wa_form: str) -> None:
             f"wa_form={wa_form!r}: residual networks are adjusted at the cuts of their graph with a bias "
             f"column only; pass wa_form='bias'"
         )
-
-
-def _outputs(w: Weights, st: _Stack, h0: torch.Tensor, k: int) -> torch.Tensor:
-    """The output of layer ``k`` of ``w`` on the input ``h0``, as least-squares targets."""
-    z = h0
-    for j in range(1, k + 1):
-        z = st.linear(w, j, z)
-        if j < k:
-            z = st.act(j, z, w)
-    return st.targets(k, z)
-
-
-def _transitional(
-    A: Weights, B: Weights, st: _Stack, k: int, h0: torch.Tensor, ridge: float, *, paper: bool = False
-) -> Weights:
-    h = h0
-    for j in range(1, k):
-        h = st.act(j, st.linear(B, j, h), B)
-    zA = _outputs(A, st, h0, k)
-    bias = st.has_bias(A, k)
-    name = st.layer(k)
-    if paper:  # no bias column; A's bias is kept (it is already in A)
-        if bias:
-            zA = zA - A[f"{name}.bias"].to(torch.float64)
-        W, _ = weight_adjustment(st.design(k, h), zA, bias=False, ridge=ridge)
-        bias = False
-    else:
-        W, b = weight_adjustment(st.design(k, h), zA, bias=bias, ridge=ridge)
-    upd = {f"{name}.weight": W.reshape(st.weight_shape(k))}
-    if bias:
-        upd[f"{name}.bias"] = b
-    for j in range(1, k):  # B's layers below k, with their BatchNorm
-        lj = st.layer(j)
-        upd[f"{lj}.weight"] = B[f"{lj}.weight"]
-        if st.has_bias(B, j):
-            upd[f"{lj}.bias"] = B[f"{lj}.bias"]
-        for e in st.bn_state(j):
-            upd[e] = B[e]
-    return _assemble(A, [upd])[0]
 
 
 def multilayer_wa_path(
@@ -1027,7 +649,7 @@ def multilayer_wa_path(
     snap_ends: bool = False,
     solver: str = "emd",
     swap_points: int = 1,
-) -> tuple[np.ndarray, PointSet, np.ndarray]:
+) -> Path:
     """WA connection of multi-layer networks through transitional networks.
 
     .. math::
@@ -1081,34 +703,25 @@ def multilayer_wa_path(
 
     Returns
     -------
-    t : ndarray[K]
-        Increasing parameters in ``[0, 1]``; step ``k`` covers ``[(k-1)/n, k/n]``.
-    points : PointSet
-        The steps' points joined by :func:`~landscape.connect.concatenate_paths` (a basis
+    Path
+        Method ``"wa-linear"``, ``"wa-arc"`` or ``"wa-ot"``; it unpacks as
+        ``t, points, bounds``. ``t`` increases in ``[0, 1]``; step ``k`` covers
+        ``[(k-1)/n, k/n]`` and is stage ``k`` (a joint belongs to the step it ends). The
+        points are the steps' joined by :func:`~landscape.connect.concatenate_paths` (a basis
         of the per-``t`` weights of each WA step and the two ends of the last step, one-hot
-        or straight-line coefficients; the joint of two steps once). Step ``k < n``
-        changes only the entries of layers ``k`` and ``k+1``; step ``n`` only layer ``n``.
-    boundaries : ndarray[n + 1]
-        ``[0, 1/n, ..., 1]``: the values of ``t`` at :math:`\\Theta_1^{AB}, \\dots, \\Theta_{n+1}^{AB}`.
+        or straight-line coefficients; the joint of two steps once). Step ``k < n`` changes
+        only the entries of layers ``k`` and ``k+1``; step ``n`` only layer ``n``.
+        ``bounds`` (ndarray[n + 1]) is ``[0, 1/n, ..., 1]``: the values of ``t`` at
+        :math:`\\Theta_1^{AB}, \\dots, \\Theta_{n+1}^{AB}`.
     """
     check_form(wa_form)
     try:
-        st = _check_pair(A, B, model)
+        st = LayerStack.for_pair(A, B, model)
     except UnsupportedModelError as e:
-        graph = _residual_or_raise(e)
+        _residual_or_raise(e)
         _residual_form(wa_form)
-        return graph.residual_wa_path(
-            A,
-            B,
-            model,
-            X,
-            t_per_step,
-            method,
-            ridge=ridge,
-            snap_ends=snap_ends,
-            solver=solver,
-            swap_points=swap_points,
-        )
+        ot = {"solver": solver, "swap_points": swap_points}
+        return residual_wa_path(A, B, model, X, t_per_step, method, ridge=ridge, snap_ends=snap_ends, **ot)
     if st.n < 2:
         raise ValueError(f"multilayer_wa_path needs at least two Linear layers, this model has {st.n}")
     if method not in WA_METHODS:
@@ -1119,33 +732,19 @@ def multilayer_wa_path(
     n = st.n
     h0 = st.input(X)
     paper = wa_form == "paper"
-    thetas = [A] + [_transitional(A, B, st, k, h0, ridge, paper=paper) for k in range(2, n + 1)] + [B]
+    thetas = [A] + [st.transitional(A, B, k, h0, ridge, paper=paper) for k in range(2, n + 1)] + [B]
+    options = {"ridge": ridge, "solver": solver, "swap_points": swap_points, "snap_ends": snap_ends, "wa_form": wa_form}
     parts, ts = [], []
     h = h0  # B's features below layer k
     for k in range(1, n):
-        t_out, pts = _wa_step(
-            thetas[k - 1],
-            thetas[k],
-            model,
-            st,
-            k,
-            h,
-            t_step,
-            method,
-            ridge=ridge,
-            solver=solver,
-            swap_points=swap_points,
-            permutations=None,
-            neuron="bl",
-            snap_ends=snap_ends,
-            wa_form=wa_form,
-            target=_outputs(A, st, h0, k + 1) if paper else None,
-        )
+        target = st.outputs(A, h0, k + 1) if paper else None
+        step = (thetas[k - 1], thetas[k], model, st, k, h, t_step, method)
+        t_out, pts = _wa_step(*step, permutations=None, neuron="bl", target=target, **options)
         parts.append(PointSet.explicit(pts))
         ts.append(t_out)
         h = st.act(k, st.linear(B, k, h), B)
-    last = linear_path(thetas[n - 1], B, t_step)
-    parts.append(last)
+    parts.append(linear_path(thetas[n - 1], B, t_step))
     ts.append(t_step)
     t, points = concatenate_paths(parts, ts)
-    return t, points, np.arange(n + 1) / n
+    labels = [f"step {k}: layer {k} by {method}, layer {k + 1} adjusted" for k in range(1, n)]
+    return steps_path(t, points, np.arange(n + 1) / n, [*labels, f"step {n}: layer {n} on the line"], method)

@@ -55,15 +55,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.fx
 from torch import nn
 
 from ..pointset import PointSet
 from ..weights import Weights
-from .adjust import _assemble, weight_adjustment
+from .lstsq import assemble, weight_adjustment
+from .matching import match_neurons, transposition_path
+from .neurons import permute
 from .paths import arc_path, as_t, concatenate_paths, linear_path, same_layout
-from .structure import BATCHNORMS, UnsupportedModelError
+from .result import Path
+from .structure import BATCHNORMS, UnsupportedModelError, traced
 
-__all__ = ["Cut", "residual_transitional_network", "residual_wa_path", "wa_cuts"]
+__all__ = ["Cut", "residual_transitional_network", "residual_wa_path", "steps_path", "wa_cuts"]
 
 _ADD = (operator.add, operator.iadd, torch.add)
 _WEIGHTED = (nn.Conv2d, nn.Linear)
@@ -116,12 +120,7 @@ class _GraphNet:
     """The cuts of a traced network and a float64 evaluator that captures node values."""
 
     def __init__(self, model: nn.Module):
-        import torch.fx
-
-        try:
-            gm = torch.fx.symbolic_trace(model)
-        except Exception as e:  # noqa: BLE001
-            raise UnsupportedModelError(f"cannot trace {type(model).__name__} with torch.fx: {e}") from e
+        gm = traced(model)  # shared: read here, copied (not changed) for the evaluator
         self.model = model
         mods = dict(gm.named_modules())
         nodes = list(gm.graph.nodes)
@@ -252,8 +251,6 @@ class _GraphNet:
     # ------------------------------------------------------------------ evaluation
     def run(self, w: Weights, x: torch.Tensor, want: set[str]) -> dict[str, torch.Tensor]:
         """Values of the nodes ``want`` on the batch ``x`` with the weights ``w`` (float64)."""
-        import torch.fx
-
         self.gm.load_state_dict(dict(w.tensors), strict=False)
         got: dict[str, torch.Tensor] = {}
 
@@ -339,11 +336,11 @@ class _GraphNet:
         (``target``, when the caller has it)."""
         cut = self.cuts[k]
         before = self.entries([m for c in self.cuts[: k + 1] for m in c.modules], A.layout)
-        base = _assemble(A, [{e: B[e] for e in before}])[0]
+        base = assemble(A, [{e: B[e] for e in before}])[0]
         caps = self.run(base, x, self.want(cut))
         if target is None:
             target = self.run(A, x, {cut.node})[cut.node]
-        return _assemble(base, [self.fit(cut, caps, target, base, ridge)])[0]
+        return assemble(base, [self.fit(cut, caps, target, base, ridge)])[0]
 
 
 def wa_cuts(model: nn.Module) -> list[Cut]:
@@ -404,10 +401,10 @@ def _step(g: _GraphNet, start: Weights, end: Weights, k: int, x, t: np.ndarray, 
             points.append(end)
             continue
         p = base.point(i, dtype=torch.float64)
-        w = _assemble(start, [{e: p[e] for e in moving}])[0]
+        w = assemble(start, [{e: p[e] for e in moving}])[0]
         caps = g.run(w, x, g.want(cut))
         target = (1.0 - tv) * u0 + tv * u1
-        points.append(_assemble(w, [g.fit(cut, caps, target, w, ridge)])[0])
+        points.append(assemble(w, [g.fit(cut, caps, target, w, ridge)])[0])
     return PointSet.explicit(points)
 
 
@@ -423,17 +420,15 @@ def residual_wa_path(
     snap_ends: bool = False,
     solver: str = "emd",
     swap_points: int = 1,
-) -> tuple[np.ndarray, PointSet, np.ndarray]:
+) -> Path:
     """WA connection of residual networks through the transitional networks at the cuts.
 
-    See the module notes. Arguments and returns are those of
-    :func:`~landscape.connect.multilayer_wa_path`, with cuts in place of layers: step ``k``
-    (of ``m``, the number of cuts) covers ``[(k-1)/s, k/s]`` where ``s = m`` (``s = m + 1``
-    for OT, whose last part is stage 2).
+    See the module notes. Arguments and result are those of
+    :func:`~landscape.connect.multilayer_wa_path` (a :class:`~landscape.connect.result.Path`
+    that unpacks as ``t, points, bounds``), with cuts in place of layers: step ``k`` (of
+    ``m``, the number of cuts) covers ``[(k-1)/s, k/s]`` and is stage ``k``, where ``s = m``
+    (``s = m + 1`` for OT, whose last part, stage ``m + 1``, is OT's stage 2 of swaps).
     """
-    from .matching import match_neurons, transposition_path
-    from .neurons import permute
-
     if method not in ("linear", "arc", "ot"):
         raise ValueError(f"method should be one of ('linear', 'arc', 'ot'), got {method!r}")
     g = _check(A, B, model)
@@ -461,4 +456,16 @@ def residual_wa_path(
         parts.append(tail[0])
         ts.append(tail[1])
     t, points = concatenate_paths(parts, ts)
-    return t, points, np.arange(len(parts) + 1) / len(parts)
+    labels = [f"step {k}: cut {k + 1} ('{g.cuts[k].node}') adjusted" for k in range(1, m)]
+    labels += [f"step {m}: the logits' writers on the line"] + (["OT stage 2: swaps"] if tail is not None else [])
+    return steps_path(t, points, np.arange(len(parts) + 1) / len(parts), labels, method)
+
+
+def steps_path(t, points: PointSet, bounds: np.ndarray, labels: list[str], method: str) -> Path:
+    """The result of a WA path in steps (:func:`residual_wa_path`,
+    :func:`~landscape.connect.multilayer_wa_path`): step ``k`` on ``[bounds[k-1], bounds[k]]``
+    is stage ``k`` (a joint belongs to the step it ends); method ``"wa-<method>"``; it unpacks
+    as ``t, points, bounds``."""
+    t = np.asarray(t, dtype=np.float64)
+    stage = np.clip(np.searchsorted(bounds, t, side="left"), 1, len(bounds) - 1)
+    return Path(points, t, stage, labels, method=f"wa-{method}", unpack=("t", "points", "bounds"), bounds=bounds)

@@ -31,7 +31,7 @@ from torch import nn
 
 from ..batches import as_source, batch_input, first_inputs
 from ..weights import Weights
-from .adjust import _check_pair, _Stack, _transitional
+from .stack import LayerStack
 
 __all__ = ["WAEnsemble", "WAEnsembleCurve", "wa_ensemble", "wa_ensemble_curve"]
 
@@ -53,14 +53,14 @@ class WAEnsemble:
     model: nn.Module
     members: list[Weights]
     head_layers: int
-    _stack: _Stack = field(repr=False, default=None)
+    _stack: LayerStack = field(repr=False, default=None)
     sample: torch.Tensor | None = field(repr=False, default=None)  # one input, for conv costs
     #: per member, BatchNorm name -> (mean, var) from the fitting batch; None: batch statistics
     bn_stats: list[dict] | None = field(repr=False, default=None)
 
     def __post_init__(self) -> None:
         if self._stack is None:
-            self._stack = _Stack(self.model)
+            self._stack = LayerStack(self.model)
 
     def recompute_bn(self, X) -> WAEnsemble:
         """Record every member's BatchNorm statistics on ``X`` (the backbone's from the
@@ -132,7 +132,7 @@ class WAEnsemble:
         output positions; activations, BatchNorm and pooling are not counted)."""
         st, m = self._stack, len(self.members)
         positions = [1] * st.n
-        if st.chain is None:
+        if not st.mlp:
             if self.sample is None:
                 raise ValueError("cost() of a convolutional WA-ensemble needs the ensemble built by wa_ensemble")
             h = st.input(self.sample[:1])
@@ -192,9 +192,9 @@ def wa_ensemble(
     members = list(members)
     if not members:
         raise ValueError("members is empty; expected at least one network")
-    st = _Stack(model)
+    st = LayerStack(model)
     for w in members[1:]:
-        _check_pair(members[0], w, model)
+        LayerStack.for_pair(members[0], w, model)
     if int(head_layers) != head_layers or not 1 <= head_layers <= st.n:
         raise ValueError(f"head_layers should be an integer in 1..{st.n} for this model, got {head_layers!r}")
     head_layers = int(head_layers)
@@ -206,7 +206,7 @@ def wa_ensemble(
         return WAEnsemble(model, members, head_layers, st, sample).recompute_bn(X)
     h0 = st.input(X)
     ref = members[0]
-    moved = [ref] + [_transitional(w, ref, st, k, h0, ridge) for w in members[1:]]
+    moved = [ref] + [st.transitional(w, ref, k, h0, ridge) for w in members[1:]]
     return WAEnsemble(model, moved, head_layers, st, sample).recompute_bn(X)
 
 
@@ -299,7 +299,7 @@ def wa_ensemble_curve(
     -------
     WAEnsembleCurve
     """
-    st = _Stack(model)
+    st = LayerStack(model)
     if not torch.is_tensor(X) and not isinstance(X, np.ndarray):
         X = first_inputs(X, what="weight adjustment")  # read once for every head size
     heads = list(range(1, st.n + 1)) if head_layers is None else [int(n) for n in head_layers]

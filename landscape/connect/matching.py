@@ -21,25 +21,31 @@ distribution-based approaches", ICML 2020.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 import torch
 from torch import nn
 
 from ..pointset import PointSet
 from ..weights import Weights
-from .neurons import _try_chain, check_permutation, permute
+from .graph import Group, permute_groups, slot_index
+from .neurons import check_permutation, permute
 from .paths import as_t, concatenate_paths, linear_path, same_layout
+from .result import Path
+from .structure import structure
 
 __all__ = [
     "NEURONS",
+    "OT_LABELS",
     "SOLVERS",
     "OTPath",
     "assignment",
+    "check_neuron",
+    "match_groups",
     "match_neurons",
     "ot_path",
+    "sq_dist",
     "transposition_path",
+    "two_stage_path",
 ]
 
 #: What a neuron is in the matching cost: ``"blc"``, the paper's :math:`\theta_i = (b_i, l_i, c_i)`
@@ -109,9 +115,77 @@ def sq_dist(X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
 
 
 def check_neuron(neuron: str) -> str:
+    """``neuron`` if it is one of :data:`NEURONS`, else ValueError."""
     if neuron not in NEURONS:
         raise ValueError(f"neuron should be one of {NEURONS}, got {neuron!r}")
     return neuron
+
+
+def _owner_axes(groups: list[Group]) -> dict[tuple[str, int], str]:
+    """``(tensor, axis) -> group`` for every axis that belongs to a group."""
+    return {(p.name, p.axis): g.name for g in groups for p in g.parts}
+
+
+def match_groups(
+    A: Weights,
+    B: Weights,
+    groups: list[Group],
+    *,
+    solver: str = "emd",
+    max_sweeps: int = 10,
+    neuron: str = "blc",
+) -> dict[str, torch.Tensor]:
+    """Match the channels of ``B`` to those of ``A`` in every group (OT stage 1, any network).
+
+    Groups are taken in forward order; a group's cost is the squared distance between the
+    channels of ``A`` and of ``B`` with the permutations already found applied to ``B``.
+    A channel is the paper's neuron :math:`(b_i, l_i, c_i)` (``neuron="blc"``, default): its
+    written parts (filter, bias, BatchNorm channel) and the slices of the layers that read
+    it, as the authors' code does for convolutions; with ``neuron="bl"`` the written parts
+    alone. On the first sweep a group compares only the parts whose other axes are already
+    aligned (the input slices of a filter follow the matching of the layer below; the
+    slices of a reading layer wait for its own group, and the classifier's are ready at
+    once); further sweeps use every part with the latest permutations, until nothing
+    changes. Each sweep lowers :math:`\\lVert A - \\pi(B) \\rVert^2` over the compared
+    parts, so it stops; a permuted copy of ``A`` is matched exactly.
+
+    Returns
+    -------
+    dict of str to LongTensor[n]
+        ``perm[i]`` = the channel of ``B`` matched to channel ``i`` of ``A``;
+        :func:`permute_groups` ``(B, groups, perms)`` is ``B`` reordered to match ``A``.
+    """
+    roles = ("out", "in") if check_neuron(neuron) == "blc" else ("out",)
+    owners = _owner_axes(groups)
+    perms: dict[str, torch.Tensor] = {}
+    Bp = B
+    for sweep in range(max(1, int(max_sweeps))):
+        changed = False
+        for g in groups:
+            parts = [p for p in g.parts if p.role in roles]
+            if sweep == 0:
+                ready = [
+                    p
+                    for p in parts
+                    if all(
+                        owners.get((p.name, ax)) in perms or (p.name, ax) not in owners
+                        for ax in range(A[p.name].dim())
+                        if ax != p.axis
+                    )
+                ]
+                parts = ready or parts
+            xa = torch.cat([g.neuron_rows(A[p.name].detach().cpu(), p) for p in parts], 1)
+            xb = torch.cat([g.neuron_rows(Bp[p.name].detach().cpu(), p) for p in parts], 1)
+            p_new = assignment(sq_dist(xa, xb), solver)
+            if torch.equal(p_new, torch.arange(g.size)) and g.name in perms:
+                continue
+            changed = True
+            Bp = permute_groups(Bp, groups, {g.name: p_new})
+            old = perms.get(g.name, torch.arange(g.size))
+            perms[g.name] = old[p_new]
+        if not changed:
+            break
+    return perms
 
 
 def match_neurons(
@@ -157,7 +231,7 @@ def match_neurons(
     model : nn.Module
         A plain MLP stack (see :func:`~landscape.connect.linear_chain`), or any network
         :func:`~landscape.connect.graph.trace_groups` follows (then
-        :func:`~landscape.connect.graph.match_groups`: perms keyed by group name; a channel's
+        :func:`match_groups`: perms keyed by group name; a channel's
         outgoing part is the slices of the layers that read it).
     neuron : {"blc", "bl"}
         ``"blc"``: the paper's :math:`(b_i, l_i, c_i)` (default); ``"bl"``: bias and
@@ -187,11 +261,10 @@ def match_neurons(
     same_layout(A, B)
     check_neuron(neuron)
     outgoing = neuron == "blc"
-    chain = _try_chain(model)
+    st = structure(model)
+    chain = st.chain
     if chain is None:  # convolutional / residual networks: traced channel groups
-        from .graph import match_groups, trace_groups
-
-        return match_groups(A, B, trace_groups(model), solver=solver, max_sweeps=max_sweeps, neuron=neuron)
+        return match_groups(A, B, st.groups, solver=solver, max_sweeps=max_sweeps, neuron=neuron)
     chain.check_weights(A, "A")
     chain.check_weights(B, "B")
     hidden = chain.hidden
@@ -227,91 +300,37 @@ def match_neurons(
     return perms
 
 
-def transposition_path(
-    B: Weights, model: nn.Module, perms: dict[str, torch.Tensor], *, swap_points: int = 1
-) -> tuple[PointSet, np.ndarray, list[tuple[str, int, int]]]:
-    """From ``permute(B, model, perms)`` back to ``B``, swapping two neurons at a time.
+def _swap_coefficients(M: int, swap_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """Coefficients ``[K, M + 1]`` over the states ``S_0..S_M`` and ``t[K]`` of ``M`` swaps
+    with ``swap_points`` points inside each."""
+    if M == 0:
+        return np.ones((1, 1)), np.array([1.0])
+    s = np.arange(swap_points + 1) / (swap_points + 1)
+    K = M * (swap_points + 1) + 1
+    coeffs = np.zeros((K, M + 1))
+    t = np.zeros(K)
+    for m in range(M):
+        r = m * (swap_points + 1) + np.arange(swap_points + 1)
+        coeffs[r, m] = 1.0 - s
+        coeffs[r, m + 1] = s
+        t[r] = (m + s) / M
+    coeffs[-1, M] = 1.0
+    t[-1] = 1.0
+    return coeffs, t
 
-    Each hidden layer's permutation is written as the fewest transpositions (``n`` minus the
-    number of its cycles). Swap ``m`` exchanges the neurons in slots ``i`` and ``j`` of one
-    layer along the straight line
 
-    .. math::
+def _swap_states(state: torch.Tensor, groups: list[Group], perms: dict[str, torch.Tensor], layout):
+    """Undo ``perms`` on the flat vector ``state`` one transposition at a time (in place).
 
-        S_m(s) = (1-s)\\,S_m + s\\,S_{m+1}, \\qquad s \\in [0, 1],
-
-    where the states :math:`S_m` are reorderings of ``B`` (each computes ``B``'s function)
-    and :math:`S_{m+1} - S_m` is non-zero only in the two neurons' rows, biases and outgoing
-    columns. The point set's basis is the ``M + 1`` states, so it takes ``M + 1`` flat
-    weight vectors of memory.
-
-    Parameters
-    ----------
-    B : Weights
-        Weights of ``model`` (the end of the path).
-    model : nn.Module
-        A plain MLP stack.
-    perms : dict of str to LongTensor[n]
-        The start is ``permute(B, model, perms)``.
-    swap_points : int
-        Points inside each swap, at ``s = q / (swap_points + 1)``, ``q = 1..swap_points``.
-
-    Returns
-    -------
-    points : PointSet
-        ``M (swap_points + 1) + 1`` points: each state, then the points inside its swap; the
-        first is ``permute(B, model, perms)`` and the last is ``B``, bit for bit.
-    t : ndarray[K]
-        ``(m + s) / M`` in ``[0, 1]`` (a single point at ``t = 1`` when there is no swap).
-    swaps : list of (str, int, int)
-        ``(layer, i, j)`` of every swap, in order.
-    """
-    if int(swap_points) != swap_points or swap_points < 0:
-        raise ValueError(f"swap_points should be a non-negative integer, got {swap_points!r}")
-    swap_points = int(swap_points)
-    layout = B.layout
-    chain = _try_chain(model)
-    if chain is not None:
-        chain.check_weights(B, "B")
-        for layer in perms:
-            chain.check_layer(layer)
-        order, sizes = chain.hidden, {layer: chain.sizes[layer][0] for layer in chain.hidden}
-    else:  # convolutional / residual networks: a slot is a channel of a traced group
-        from .graph import slot_index as group_slots
-        from .graph import trace_groups
-
-        groups = {g.name: g for g in trace_groups(model)}
-        unknown = [k for k in perms if k not in groups]
-        if unknown:
-            raise ValueError(f"unknown groups {unknown}; the model has {list(groups)}")
-        order, sizes = list(groups), {k: g.size for k, g in groups.items()}
-    perms = {layer: check_permutation(p, sizes[layer], layer) for layer, p in perms.items()}
-    start = permute(B, model, perms)
-    state = start.flatten()
-    end = B.flatten()
-
-    # flat indices of neuron slot i of a layer: its bias, incoming row, outgoing column
-    # (for traced groups: every entry of the channel in every tensor of the group)
-    def slot_index(layer: str) -> torch.Tensor:
-        if chain is None:
-            return group_slots(layout, groups[layer])
-        n, d_in = chain.sizes[layer]
-        nxt = chain.next(layer)
-        d_out = chain.sizes[nxt][0]
-        w, wn = layout[f"{layer}.weight"], layout[f"{nxt}.weight"]
-        parts = [w.offset + torch.arange(n)[:, None] * d_in + torch.arange(d_in)[None, :]]
-        parts.append(wn.offset + torch.arange(d_out)[None, :] * n + torch.arange(n)[:, None])
-        if f"{layer}.bias" in layout:
-            parts.append(layout[f"{layer}.bias"].offset + torch.arange(n)[:, None])
-        return torch.cat(parts, 1)  # [n, d]
-
+    Returns the states after every swap (``state`` first, cloned) and the swaps
+    ``(group, i, j)``."""
     swaps: list[tuple[str, int, int]] = []
     states = [state.clone()]
-    for layer in order:
-        if layer not in perms:
+    for g in groups:
+        if g.name not in perms:
             continue
-        idx = slot_index(layer)
-        cur = perms[layer].clone()  # cur[i]: the neuron of B in slot i
+        idx = slot_index(layout, g)  # flat indices of every entry of each slot (channel)
+        cur = perms[g.name].clone()  # cur[i]: the neuron of B in slot i
         pos = torch.argsort(cur)  # pos[v]: the slot holding neuron v of B
         for i in range(len(cur)):
             if int(cur[i]) == i:
@@ -324,64 +343,141 @@ def transposition_path(
             vc = int(cur[i])
             cur[i], cur[j] = i, vc
             pos[i], pos[vc] = i, j
-            swaps.append((layer, i, j))
+            swaps.append((g.name, i, j))
             states.append(state.clone())
+    return states, swaps
+
+
+def transposition_path(B: Weights, model: nn.Module, perms: dict[str, torch.Tensor], *, swap_points: int = 1) -> Path:
+    """From ``permute(B, model, perms)`` back to ``B``, swapping two neurons at a time.
+
+    Each hidden layer's permutation is written as the fewest transpositions (``n`` minus the
+    number of its cycles). Swap ``m`` exchanges the neurons in slots ``i`` and ``j`` of one
+    layer along the straight line
+
+    .. math::
+
+        S_m(s) = (1-s)\\,S_m + s\\,S_{m+1}, \\qquad s \\in [0, 1],
+
+    where the states :math:`S_m` are reorderings of ``B`` (each computes ``B``'s function)
+    and :math:`S_{m+1} - S_m` is non-zero only in the two neurons' entries (rows, biases and
+    outgoing columns; for a channel group every entry of its parts). The point set's basis
+    is the ``M + 1`` states, so it takes ``M + 1`` flat weight vectors of memory.
+
+    Parameters
+    ----------
+    B : Weights
+        Weights of ``model`` (the end of the path).
+    model : nn.Module
+        A plain MLP stack or any network :func:`~landscape.connect.graph.trace_groups`
+        follows (a slot is then a channel of a group).
+    perms : dict of str to LongTensor[n]
+        The start is ``permute(B, model, perms)``.
+    swap_points : int
+        Points inside each swap, at ``s = q / (swap_points + 1)``, ``q = 1..swap_points``.
+
+    Returns
+    -------
+    Path
+        Method ``"transpositions"``; unpacks as ``points, t, swaps``:
+
+        points : PointSet
+            ``M (swap_points + 1) + 1`` points: each state, then the points inside its swap;
+            the first is ``permute(B, model, perms)`` and the last is ``B``, bit for bit.
+        t : ndarray[K]
+            ``(m + s) / M`` in ``[0, 1]`` (a single point at ``t = 1`` when there is no swap).
+        swaps : list of (str, int, int)
+            ``(layer, i, j)`` of every swap, in order (also the attribute ``swaps``).
+    """
+    if int(swap_points) != swap_points or swap_points < 0:
+        raise ValueError(f"swap_points should be a non-negative integer, got {swap_points!r}")
+    st = structure(model)
+    st.check_weights(B, "B")
+    perms = {layer: check_permutation(p, st.group(layer).size, layer) for layer, p in perms.items()}
+    start = permute(B, model, perms)
+    end = B.flatten()
+    states, swaps = _swap_states(start.flatten(), st.groups, perms, B.layout)
     if not torch.equal(states[-1], end):  # pragma: no cover - guards the index arithmetic
         raise RuntimeError("transposition_path did not arrive at B; this is a bug")
     states[-1] = end
     M = len(swaps)
-    basis = torch.stack(states)
-    if M == 0:
-        coeffs, t = np.ones((1, 1)), np.array([1.0])
-    else:
-        s = np.arange(swap_points + 1) / (swap_points + 1)
-        K = M * (swap_points + 1) + 1
-        coeffs = np.zeros((K, M + 1))
-        t = np.zeros(K)
-        for m in range(M):
-            r = m * (swap_points + 1) + np.arange(swap_points + 1)
-            coeffs[r, m] = 1.0 - s
-            coeffs[r, m + 1] = s
-            t[r] = (m + s) / M
-        coeffs[-1, M] = 1.0
-        t[-1] = 1.0
-    extras = {e.name: B[e.name] for e in layout if not e.flat}
+    coeffs, t = _swap_coefficients(M, int(swap_points))
+    extras = {e.name: B[e.name] for e in B.layout if not e.flat}
     names = [f"S{m}" for m in range(M + 1)]
-    return PointSet(basis, coeffs, layout, extras=extras, names=names), t, swaps
+    points = PointSet(torch.stack(states), coeffs, B.layout, extras=extras, names=names)
+    return Path(
+        points,
+        t,
+        labels=(OT_LABELS[1],),
+        method="transpositions",
+        unpack=("points", "t", "swaps"),
+        swaps=swaps,
+    )
 
 
-@dataclass
-class OTPath:
-    """The two stages of an OT connection (see :func:`ot_path`).
+#: The stages of an OT connection: stage 1 in the matched neurons, stage 2 of swaps.
+OT_LABELS = ("linear in the matched neurons", "swaps of two neurons")
 
-    Attributes
+#: The result of :func:`ot_path`, kept under its former name: an OT connection is a
+#: :class:`~landscape.connect.result.Path` with the attributes ``stage1``, ``t1``, ``stage2``,
+#: ``t2``, ``permutations`` and ``swaps``.
+OTPath = Path
+
+
+def two_stage_path(
+    stage1: PointSet,
+    t1,
+    stage2: PointSet,
+    t2,
+    *,
+    permutations: dict[str, torch.Tensor],
+    swaps: list[tuple[str, int, int]],
+    method: str = "ot",
+    labels: tuple[str, str] = OT_LABELS,
+) -> Path:
+    """Two stages joined into one :class:`~landscape.connect.result.Path`, as OT makes them.
+
+    The points are both stages end to end (:func:`~landscape.connect.concatenate_paths`:
+    stage 1 on ``t in [0, 1/2]``, stage 2 on ``[1/2, 1]``, the shared point once), ``stage``
+    is 1 or 2 per point, and the stages stay attributes: ``stage1``, ``t1``, ``stage2``,
+    ``t2``, with ``permutations`` and ``swaps``. A flat stage 2 (the swaps) is kept as rows
+    of the joined basis, so the swaps are held once.
+
+    Parameters
     ----------
-    stage1 : PointSet
-        ``A`` to ``B'`` (``B`` reordered to match ``A``), linear in the matched neurons.
-    t1 : ndarray[K1]
-    stage2 : PointSet
-        ``B'`` to ``B`` by swaps of two neurons (:func:`transposition_path`).
-    t2 : ndarray[K2]
+    stage1, stage2 : PointSet
+        Stage 1 ends where stage 2 begins.
+    t1, t2 : array-like
+        Their parameters (increasing).
     permutations : dict of str to LongTensor[n]
-        The matching: ``B' = permute(B, model, permutations)``.
+        The matching: stage 1 ends at ``permute(B, model, permutations)``.
     swaps : list of (str, int, int)
         The transpositions of stage 2.
+    method : str
+        The method's registered name.
+    labels : (str, str)
+        A word for each stage.
     """
-
-    stage1: PointSet
-    t1: np.ndarray
-    stage2: PointSet
-    t2: np.ndarray
-    permutations: dict[str, torch.Tensor]
-    swaps: list[tuple[str, int, int]] = field(default_factory=list)
-
-    def joined(self) -> tuple[np.ndarray, PointSet]:
-        """Both stages as one path: stage 1 on ``t in [0, 1/2]``, stage 2 on ``[1/2, 1]``
-        (the shared point ``B'`` once)."""
-        return concatenate_paths([self.stage1, self.stage2], [self.t1, self.t2])
-
-    def __repr__(self) -> str:
-        return f"OTPath(stage1: {self.stage1.K} points, stage2: {self.stage2.K} points, {len(self.swaps)} swaps)"
+    t1, t2 = as_t(t1), as_t(t2)
+    stage1, stage2 = getattr(stage1, "points", stage1), getattr(stage2, "points", stage2)
+    t, joined = concatenate_paths([stage1, stage2], [t1, t2])
+    basis = joined.basis
+    if stage2._flat is not None and stage2._flat.dtype == basis.dtype:  # share the swaps' states
+        stage2 = PointSet(basis[stage1.J :], stage2.coeffs, stage2.layout, extras=stage2.extras, names=stage2.names)
+    stage = np.where(np.arange(joined.K) < stage1.K, 1, 2)
+    return Path(
+        joined,
+        t,
+        stage,
+        labels,
+        method=method,
+        stage1=stage1,
+        t1=t1,
+        stage2=stage2,
+        t2=t2,
+        permutations=permutations,
+        swaps=list(swaps),
+    )
 
 
 def ot_path(
@@ -394,7 +490,7 @@ def ot_path(
     solver: str = "emd",
     swap_points: int = 1,
     permutations: dict[str, torch.Tensor] | None = None,
-) -> OTPath:
+) -> Path:
     """OT connection of Anokhin & Yarotsky (2020): match neurons, interpolate, reorder.
 
     .. math::
@@ -422,9 +518,15 @@ def ot_path(
 
     Returns
     -------
-    OTPath
-        ``stage1`` starts at ``A`` and ``stage2`` ends at ``B``, bit for bit. Evaluate the
-        stages separately (the paper reports each) or :meth:`OTPath.joined`.
+    Path
+        Method ``"ot"``, labels :data:`OT_LABELS` (made by :func:`two_stage_path`): the points
+        of both stages joined (stage 1 on ``t in [0, 1/2]``, stage 2 on ``[1/2, 1]``),
+        ``stage`` 1 or 2 per point, and the attributes ``stage1`` (``A`` to ``B'``, linear in
+        the matched neurons, starting at ``A`` bit for bit), ``t1``, ``stage2`` (``B'`` to
+        ``B`` by swaps of two neurons, :func:`transposition_path`, ending at ``B`` bit for
+        bit), ``t2``, ``permutations`` (``B' = permute(B, model, permutations)``) and
+        ``swaps``. Evaluate the stages separately (the paper reports each) or the whole
+        path. :data:`OTPath` is another name of :class:`~landscape.connect.result.Path`.
 
     Examples
     --------
@@ -435,11 +537,13 @@ def ot_path(
     >>> path = ot_path(a, b, model, [0.0, 1.0])
     >>> path.permutations["1"].tolist(), path.swaps
     ([3, 1, 2, 0, 4, 5, 7, 6], [('1', 0, 3), ('1', 6, 7)])
+    >>> path.K, path.stage.tolist(), path.t.tolist()
+    (6, [1, 1, 2, 2, 2, 2], [0.0, 0.5, 0.625, 0.75, 0.875, 1.0])
     """
     t1 = as_t(np.linspace(0.0, 1.0, 11) if t is None else t)
     same_layout(A, B)
     perms = permutations if permutations is not None else match_neurons(A, B, model, neuron=neuron, solver=solver)
     Bp = permute(B, model, perms)
-    stage1 = linear_path(A, Bp, t1)
-    stage2, t2, swaps = transposition_path(B, model, perms, swap_points=swap_points)
-    return OTPath(stage1=stage1, t1=t1, stage2=stage2, t2=t2, permutations=perms, swaps=swaps)
+    stage1 = linear_path(A, Bp, t1).points
+    stage2 = transposition_path(B, model, perms, swap_points=swap_points)
+    return two_stage_path(stage1, t1, stage2.points, stage2.t, permutations=perms, swaps=stage2.swaps)

@@ -22,16 +22,17 @@ neuron ``p[i]`` into slot ``i``, so ``permute`` gathers: ``W[p]``, ``b[p]``, ``W
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 
 import torch
 from torch import nn
 
 from ..weights import Weights
-from .structure import ELEMENTWISE
+from .graph import permute_groups
+from .structure import structure
 
 __all__ = [
+    "check_permutation",
     "compose_permutations",
     "hidden_layers",
     "identity_permutations",
@@ -41,50 +42,19 @@ __all__ = [
     "permute",
 ]
 
-_EXPECTED = "expected a plain nn.Sequential of an optional leading Flatten, Linear layers and elementwise activations"
-
-
-def _leaves(module: nn.Module, prefix: str) -> Iterator[tuple[str, nn.Module]]:
-    """Leaf modules of nested plain ``nn.Sequential`` containers, with their names."""
-    if isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward:
-        for name, child in module.named_children():
-            yield from _leaves(child, f"{prefix}{name}.")
-    else:
-        yield prefix.rstrip("."), module
-
-
-def _chain_modules(model: nn.Module) -> list[tuple[str, nn.Linear]]:
-    if not (isinstance(model, nn.Sequential) and type(model).forward is nn.Sequential.forward):
-        raise ValueError(f"model is a {type(model).__name__} with its own forward; {_EXPECTED}")
-    linears: list[tuple[str, nn.Linear]] = []
-    for i, (name, mod) in enumerate(_leaves(model, "")):
-        if isinstance(mod, nn.Linear):
-            if linears and linears[-1][1].out_features != mod.in_features:
-                raise ValueError(
-                    f"Linear '{name}' takes {mod.in_features} inputs but the Linear '{linears[-1][0]}' "
-                    f"before it gives {linears[-1][1].out_features}"
-                )
-            linears.append((name, mod))
-        elif isinstance(mod, nn.Flatten) and i == 0:
-            continue
-        elif isinstance(mod, ELEMENTWISE) or (isinstance(mod, nn.PReLU) and mod.num_parameters == 1):
-            continue
-        else:
-            where = " after the first module" if isinstance(mod, nn.Flatten) else ""
-            raise ValueError(f"module '{name}' is a {type(mod).__name__}{where}; {_EXPECTED}")
-    if not linears:
-        raise ValueError(f"model has no Linear layer; {_EXPECTED}")
-    return linears
-
 
 def linear_chain(model: nn.Module) -> list[str]:
     """Names of the ``nn.Linear`` layers of a plain MLP stack, input to output.
 
+    The MLP view of the model's traced structure
+    (:attr:`~landscape.connect.structure.Structure.chain`).
+
     Parameters
     ----------
     model : nn.Module
-        An ``nn.Sequential`` (possibly nested) of an optional leading ``nn.Flatten``,
-        ``nn.Linear`` layers and elementwise activations (ReLU, Tanh, GELU, ..., Dropout).
+        A network whose forward is a plain chain of an optional leading ``nn.Flatten``,
+        ``nn.Linear`` layers and elementwise activations (ReLU, Tanh, GELU, ..., Dropout),
+        such as an ``nn.Sequential`` (possibly nested) of them.
 
     Returns
     -------
@@ -95,8 +65,8 @@ def linear_chain(model: nn.Module) -> list[str]:
     Raises
     ------
     ValueError
-        Naming the first module that is not part of such a stack (a BatchNorm, a custom
-        block), or the layer whose input size does not match the previous output size.
+        Naming the first module that is not part of such a chain (a BatchNorm, a function
+        call), or the layer whose input size does not match the previous output size.
 
     Examples
     --------
@@ -104,7 +74,7 @@ def linear_chain(model: nn.Module) -> list[str]:
     >>> linear_chain(ls.build_model("mlp", {"widths": [32, 16]}))
     ['1', '3', '5']
     """
-    return [name for name, _ in _chain_modules(model)]
+    return list(structure(model).require_chain().names)
 
 
 def hidden_layers(model: nn.Module) -> list[str]:
@@ -117,54 +87,6 @@ def hidden_layers(model: nn.Module) -> list[str]:
     ['1', '3']
     """
     return linear_chain(model)[:-1]
-
-
-def _try_chain(model: nn.Module) -> _Chain | None:
-    """The MLP chain of ``model``, or None for other networks (handled through
-    :func:`landscape.connect.graph.trace_groups`)."""
-    try:
-        return _Chain(model)
-    except ValueError:
-        return None
-
-
-class _Chain:
-    """Names and sizes of the chain, checked against a set of weights."""
-
-    def __init__(self, model: nn.Module):
-        mods = _chain_modules(model)
-        self.names = [n for n, _ in mods]
-        self.sizes = {n: (m.out_features, m.in_features) for n, m in mods}
-
-    @property
-    def hidden(self) -> list[str]:
-        return self.names[:-1]
-
-    def next(self, layer: str) -> str:
-        return self.names[self.names.index(layer) + 1]
-
-    def check_layer(self, layer: str) -> None:
-        if layer not in self.hidden:
-            raise ValueError(
-                f"layer {layer!r} is not a hidden layer of this model; expected one of {self.hidden} "
-                f"(Linear layers followed by another Linear)"
-            )
-
-    def check_weights(self, weights: Weights, what: str = "weights") -> None:
-        if not isinstance(weights, Weights):
-            raise TypeError(f"{what} should be a landscape Weights, got {type(weights).__name__}")
-        for name in self.names:
-            out_f, in_f = self.sizes[name]
-            key = f"{name}.weight"
-            if key not in weights.layout:
-                raise ValueError(f"{what} have no entry '{key}' for the model's Linear layer '{name}'")
-            shape = tuple(weights[key].shape)
-            if shape != (out_f, in_f):
-                raise ValueError(f"{what} entry '{key}' has shape {shape}; the model's layer has ({out_f}, {in_f})")
-
-    @staticmethod
-    def bias(weights: Mapping[str, torch.Tensor], layer: str) -> torch.Tensor | None:
-        return weights.get(f"{layer}.bias")
 
 
 def neuron_matrix(
@@ -200,14 +122,14 @@ def neuron_matrix(
     >>> neuron_matrix(ls.Weights.from_module(model), model, "3").shape
     torch.Size([16, 43])
     """
-    chain = _Chain(model)
+    chain = structure(model).require_chain()
     chain.check_layer(layer)
     chain.check_weights(weights)
     if not (incoming or outgoing):
         raise ValueError("neuron_matrix needs incoming=True or outgoing=True, got both False")
     parts = []
     if incoming:
-        b = chain.bias(weights, layer)
+        b = weights.get(f"{layer}.bias")
         if b is not None:
             parts.append(b[:, None])
         parts.append(weights[f"{layer}.weight"])
@@ -217,6 +139,7 @@ def neuron_matrix(
 
 
 def check_permutation(p, n: int, layer: str) -> torch.Tensor:
+    """``p`` as a ``LongTensor[n]`` on the CPU, or ValueError unless it permutes ``0..n-1``."""
     p = torch.as_tensor(p)
     if p.dim() != 1 or p.numel() != n or p.dtype.is_floating_point or p.dtype == torch.bool:
         raise ValueError(
@@ -241,9 +164,10 @@ def permute(weights: Weights, model: nn.Module, perms: Mapping[str, torch.Tensor
     weights : Weights
         Weights of ``model``.
     model : nn.Module
-        The MLP (see :func:`linear_chain`), or any network
-        :func:`~landscape.connect.graph.trace_groups` can follow (then ``perms`` is keyed
-        by group name and BatchNorm channels move with their filters).
+        Any network :func:`~landscape.connect.graph.trace_groups` can follow; ``perms`` is
+        keyed by group name (BatchNorm channels move with their filters). For an MLP (see
+        :func:`linear_chain`) the groups are its hidden layers, so this is the formula above
+        (:func:`~landscape.connect.graph.permute_groups` with the hidden layers as groups).
     perms : dict of str to LongTensor[n]
         For some hidden layers, the permutation ``p``: slot ``i`` receives old neuron
         ``p[i]``. Layers not named keep their order.
@@ -264,35 +188,15 @@ def permute(weights: Weights, model: nn.Module, perms: Mapping[str, torch.Tensor
     >>> torch.allclose(f(w), f(v), rtol=0, atol=1e-12)
     True
     """
-    chain = _try_chain(model)
-    if chain is None:  # convolutional / residual networks: traced channel groups
-        from .graph import permute_groups, trace_groups
-
-        return permute_groups(weights, trace_groups(model), perms)
-    chain.check_weights(weights)
-    tensors = OrderedDict(weights.tensors)
-    for layer, p in perms.items():
-        chain.check_layer(layer)
-        n = chain.sizes[layer][0]
-        p = check_permutation(p, n, layer)
-        nxt = chain.next(layer)
-        w, wn = tensors[f"{layer}.weight"], tensors[f"{nxt}.weight"]
-        tensors[f"{layer}.weight"] = w[p.to(w.device)]
-        tensors[f"{nxt}.weight"] = wn[:, p.to(wn.device)]
-        b = chain.bias(tensors, layer)
-        if b is not None:
-            tensors[f"{layer}.bias"] = b[p.to(b.device)]
-    return Weights(tensors, weights.layout)
+    s = structure(model)
+    s.check_weights(weights)
+    checked = {layer: check_permutation(p, s.group(layer).size, layer) for layer, p in perms.items()}
+    return permute_groups(weights, s.groups, checked)
 
 
 def identity_permutations(model: nn.Module) -> dict[str, torch.Tensor]:
     """``{layer: arange(n)}`` for every hidden layer (every channel group of other networks)."""
-    chain = _try_chain(model)
-    if chain is None:
-        from .graph import trace_groups
-
-        return {g.name: torch.arange(g.size) for g in trace_groups(model)}
-    return {layer: torch.arange(chain.sizes[layer][0]) for layer in chain.hidden}
+    return {g.name: torch.arange(g.size) for g in structure(model).groups}
 
 
 def invert_permutation(p: torch.Tensor) -> torch.Tensor:

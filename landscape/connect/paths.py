@@ -28,7 +28,9 @@ from torch import nn
 
 from ..pointset import PointSet
 from ..weights import Weights
-from .neurons import _try_chain
+from .graph import group_mean
+from .result import Path
+from .structure import structure
 
 __all__ = [
     "arc_coefficients",
@@ -43,6 +45,7 @@ _SNAP = 1e-15
 
 
 def as_t(t) -> np.ndarray:
+    """``t`` as a finite, non-empty ``ndarray[T]`` of float64."""
     t = np.asarray(t.detach().cpu() if torch.is_tensor(t) else t, dtype=np.float64).reshape(-1)
     if t.size == 0:
         raise ValueError("t should hold at least one value, got an empty array")
@@ -60,6 +63,8 @@ def _snap(x: np.ndarray) -> np.ndarray:
 
 
 def same_layout(a: Weights, b: Weights) -> None:
+    """Raise unless ``a`` and ``b`` are :class:`~landscape.weights.Weights` of one layout
+    with equal shapes."""
     for name, w in (("A", a), ("B", b)):
         if not isinstance(w, Weights):
             raise TypeError(f"{name} should be a landscape Weights, got {type(w).__name__}")
@@ -116,20 +121,21 @@ def arc_coefficients(t) -> np.ndarray:
     return np.stack([_snap(1.0 - c - s), c, s], 1)
 
 
-def linear_path(A: Weights, B: Weights, t) -> PointSet:
+def linear_path(A: Weights, B: Weights, t) -> Path:
     """The straight line :math:`\\psi(t) = (1-t)A + tB` at the given ``t``.
 
     Parameters
     ----------
     A, B : Weights
         Two weight points of one model.
-    t : array-like [T]
+    t : array-like [T], non-decreasing
         Path parameters; ``t = 0`` gives ``A`` and ``t = 1`` gives ``B`` exactly.
 
     Returns
     -------
-    PointSet
-        Basis ``[A, B]`` (names ``"A"``, ``"B"``), coefficients ``[T, 2]``.
+    Path
+        Method ``"linear"``, one stage; a point set with basis ``[A, B]`` (names ``"A"``,
+        ``"B"``) and coefficients ``[T, 2]``.
 
     Examples
     --------
@@ -139,7 +145,8 @@ def linear_path(A: Weights, B: Weights, t) -> PointSet:
     True
     """
     same_layout(A, B)
-    return PointSet.from_weights([A, B], linear_coefficients(t), names=["A", "B"])
+    t = as_t(t)
+    return Path(PointSet.from_weights([A, B], linear_coefficients(t), names=["A", "B"]), t, method="linear")
 
 
 def neuron_mean(A: Weights, B: Weights, model: nn.Module) -> Weights:
@@ -176,11 +183,10 @@ def neuron_mean(A: Weights, B: Weights, model: nn.Module) -> Weights:
         Same layout; non-float entries are taken from ``A``.
     """
     same_layout(A, B)
-    chain = _try_chain(model)
+    s = structure(model)
+    chain = s.chain
     if chain is None:  # convolutional / residual networks
-        from .graph import group_mean, trace_groups
-
-        return group_mean(A, B, trace_groups(model))
+        return group_mean(A, B, s.groups)
     chain.check_weights(A, "A")
     chain.check_weights(B, "B")
     out: OrderedDict[str, torch.Tensor] = OrderedDict()
@@ -206,7 +212,7 @@ def neuron_mean(A: Weights, B: Weights, model: nn.Module) -> Weights:
     return Weights(out, A.layout)
 
 
-def arc_path(A: Weights, B: Weights, model: nn.Module, t) -> PointSet:
+def arc_path(A: Weights, B: Weights, model: nn.Module, t) -> Path:
     """The Arc connection of Anokhin & Yarotsky (2020) at the given ``t``.
 
     .. math::
@@ -221,15 +227,16 @@ def arc_path(A: Weights, B: Weights, model: nn.Module, t) -> PointSet:
     A, B : Weights
         Weights of ``model``.
     model : nn.Module
-        A plain MLP stack (see :func:`~landscape.connect.linear_chain`).
-    t : array-like [T]
+        A plain MLP stack (see :func:`~landscape.connect.linear_chain`) or any network
+        :func:`~landscape.connect.graph.trace_groups` follows (see :func:`neuron_mean`).
+    t : array-like [T], non-decreasing
         Path parameters; ``t = 0`` and ``t = 1`` reproduce ``A`` and ``B`` bit for bit.
 
     Returns
     -------
-    PointSet
-        Basis ``[mu, A, B]`` (names ``"mu"``, ``"A"``, ``"B"``), coefficients
-        :func:`arc_coefficients` ``[T, 3]``.
+    Path
+        Method ``"arc"``, one stage; a point set with basis ``[mu, A, B]`` (names ``"mu"``,
+        ``"A"``, ``"B"``) and coefficients :func:`arc_coefficients` ``[T, 3]``.
 
     Examples
     --------
@@ -238,13 +245,14 @@ def arc_path(A: Weights, B: Weights, model: nn.Module, t) -> PointSet:
     >>> a = ls.Weights.from_module(model)
     >>> b = ls.Weights.from_module(ls.build_model("mlp", {"widths": [16]}))
     >>> arc = arc_path(a, b, model, [0.0, 0.5, 1.0])
-    >>> arc.K, arc.names
-    (3, ['mu', 'A', 'B'])
+    >>> arc.K, arc.names, arc.method
+    (3, ['mu', 'A', 'B'], 'arc')
     >>> torch.equal(arc.point(0)["1.weight"], a["1.weight"])
     True
     """
     mu = neuron_mean(A, B, model)
-    return PointSet.from_weights([mu, A, B], arc_coefficients(t), names=["mu", "A", "B"])
+    t = as_t(t)
+    return Path(PointSet.from_weights([mu, A, B], arc_coefficients(t), names=["mu", "A", "B"]), t, method="arc")
 
 
 def concatenate_paths(parts: Sequence[PointSet], ts: Sequence, *, drop_joints: bool = True):

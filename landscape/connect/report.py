@@ -16,7 +16,6 @@ distribution-based approaches", ICML 2020.
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,46 +24,24 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..io import ResultExistsError, create_result, read_connections
+from ..batches import first_inputs
+from ..io import ResultExistsError, create_result, open_result, read_connections
 from ..weights import Weights
-from .adjust import multilayer_wa_path, wa_path
-from .matching import ot_path
-from .neurons import _try_chain
-from .paths import arc_path, linear_path
+from . import registry
+from .adjust import check_form
+from .flows import aligned_flow_path, flow_path
+from .matching import check_neuron
+from .structure import UnsupportedModelError, structure
 
 __all__ = ["METHODS", "ConnectionReport", "compare_connections"]
 
-#: Connection methods known to :func:`compare_connections`, in the paper's order.
-METHODS = ("linear", "arc", "linear+wa", "arc+wa", "ot", "ot+wa")
-
-#: Row labels of the table.
-_LABELS = {
-    "linear": "Linear",
-    "arc": "Arc",
-    "linear+wa": "Linear + WA",
-    "arc+wa": "Arc + WA",
-    "ot": "OT",
-    "ot+wa": "OT + WA",
-}
+#: The connection methods of Anokhin & Yarotsky (2020), in the paper's order: the names
+#: :mod:`~landscape.connect.registry` holds when it is imported (methods registered later
+#: are known to :func:`compare_connections` too).
+METHODS = registry.names()
 
 KIND = "connections"
 ENDPOINTS = "End points"
-
-
-#: How the row labels name the two formulations of weight adjustment (:data:`WA_FORMS`).
-_WA_FORM_LABELS = {"paper": "paper", "bias": "bias column"}
-
-
-def _label(method: str, wa_form: str | None = None, neuron: str | None = None) -> str:
-    """The row label of ``method``: WA rows name their formulation (``"Linear + WA (paper)"``,
-    ``"Linear + WA (bias column)"``), OT rows matched on bias and incoming weights alone say
-    so (``"OT (b, l)"``; the paper's neuron (b, l, c) is plain ``"OT"``)."""
-    label = _LABELS.get(method, method)
-    if method.endswith("+wa") and wa_form is not None:
-        label += f" ({_WA_FORM_LABELS.get(wa_form, wa_form)})"
-    elif method == "ot" and neuron == "bl":
-        label += " (b, l)"
-    return label
 
 
 @dataclass
@@ -93,6 +70,10 @@ class ConnectionReport:
         Methods not computed and why.
     attrs : dict
         Extra attributes saved with the report (points, WA batch size, ...).
+    labels : dict of str to str
+        The row label of every method (``"Linear + WA (paper)"``; curves and connection
+        models: their names), saved in the file; a method without one is labelled by the
+        registry's rule (:func:`landscape.connect.registry.row_label`).
     """
 
     methods: list[str]
@@ -104,6 +85,7 @@ class ConnectionReport:
     endpoints: dict[str, dict[str, float]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     attrs: dict[str, Any] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ summaries
     @property
@@ -160,8 +142,11 @@ class ConnectionReport:
         return str(self.attrs.get("ot-neuron", "bl"))
 
     def label(self, method: str) -> str:
-        """The row label of ``method`` in this report (see :func:`_label`)."""
-        return _label(method, self.wa_form, self.ot_neuron)
+        """The row label of ``method`` in this report: the one it holds (:attr:`labels`), else
+        the registry's under the report's formulation of WA and OT neuron."""
+        if method in self.labels:
+            return self.labels[method]
+        return registry.row_label(method, wa_form=self.wa_form, neuron=self.ot_neuron)
 
     def endpoint_acc(self, split: str) -> float:
         """The worse of the two endpoints' accuracies on ``split``."""
@@ -240,7 +225,8 @@ class ConnectionReport:
         end); metrics ``worst_acc`` and ``max_loss``; skipped methods stay missing. Arrays
         ``<method>.t``, ``<method>.stage``, ``<method>.<split>.acc`` and
         ``<method>.<split>.loss``; attrs ``methods``, ``splits``, ``skipped``, ``endpoints``,
-        ``stages`` (worst accuracy per OT stage) and ``table`` (:meth:`markdown`).
+        ``stages`` (worst accuracy per OT stage), ``table`` (:meth:`markdown`) and ``labels``
+        (the row label of every method: figures read them from the file).
         """
         path = os.fspath(path)
         arrays: dict[str, np.ndarray] = {}
@@ -264,6 +250,7 @@ class ConnectionReport:
             endpoints={s: dict(v) for s, v in self.endpoints.items()},
             stages=stages,
             table=self.markdown(),
+            labels={m: self.label(m) for m in self.methods},
         )
         n_m, n_s = len(self.methods), len(self.splits)
         with create_result(
@@ -297,28 +284,6 @@ class ConnectionReport:
 
 
 # ---------------------------------------------------------------------------- building
-def _inputs(data):
-    """Inputs of ``wa_data``: a tensor, or all inputs of any data (a TensorData / (x, y) tuple:
-    its ``x``; a loader or iterable: the single input tensor of every batch, concatenated)."""
-    from ..batches import first_inputs
-
-    return first_inputs(data, what="weight adjustment (wa_data)")
-
-
-def _ot_t(t1: np.ndarray, t2: np.ndarray) -> tuple[np.ndarray, np.ndarray, slice]:
-    """Joined parameters of the two OT stages, as :func:`~landscape.connect.concatenate_paths`
-    maps them; returns ``(t, stage, keep)`` where ``keep`` selects stage 2's kept points."""
-
-    def span(t):
-        lo, hi = float(t[0]), float(t[-1])
-        return (t - lo) / (hi - lo) if hi > lo else np.ones_like(t)
-
-    keep = slice(1, None) if len(t2) > 1 else slice(None)
-    a, b = span(t1) / 2.0, (1.0 + span(t2)[keep]) / 2.0
-    stage = np.concatenate([np.ones(len(a), np.int64), np.full(len(b), 2, np.int64)])
-    return np.concatenate([a, b]), stage, keep
-
-
 def compare_connections(
     model: nn.Module,
     A: Weights,
@@ -360,11 +325,12 @@ def compare_connections(
         Data splits to evaluate on, e.g. ``{"train": train, "test": test}`` (TensorData,
         ``(x, y)`` tuples, DataLoaders or iterables of batches: :func:`landscape.evaluate`).
     methods : sequence of str
-        Any of ``"linear"``, ``"arc"``, ``"linear+wa"``, ``"arc+wa"``, ``"ot"``,
-        ``"ot+wa"``. On a network with one hidden layer WA methods are :func:`wa_path`; on
-        deeper ones they run through the transitional networks of
-        :func:`~landscape.connect.multilayer_wa_path` (``points`` per step, ``stage`` holds
-        the step number).
+        Registered names (:mod:`~landscape.connect.registry`; default the paper's six:
+        ``"linear"``, ``"arc"``, ``"linear+wa"``, ``"arc+wa"``, ``"ot"``, ``"ot+wa"``). On a
+        network with one hidden layer WA methods are :func:`wa_path`; on deeper ones they
+        run through the transitional networks of :func:`~landscape.connect.multilayer_wa_path`
+        (``points`` per step, ``stage`` holds the step number). Rows are labelled by the
+        registry (:attr:`ConnectionReport.labels`, kept in the file).
     points : int
         Values of ``t`` along each path (for OT: of stage 1; stage 2 is evaluated at its swap
         points, one inside each swap).
@@ -399,8 +365,8 @@ def compare_connections(
         interpolates the running statistics with the weights; ``"recompute"`` (advised for
         networks with BatchNorm) recomputes them at every point on ``bn_data`` (default: the
         split being evaluated).
-    device, precision
-        Passed to :func:`landscape.evaluate`.
+    device, precision, progress
+        Passed to :func:`landscape.evaluate` (``progress``: its progress bars).
     out : path, optional
         Save the report there (:meth:`ConnectionReport.save`), rewritten after every method
         so an interrupted run keeps its finished methods; an existing file raises
@@ -412,8 +378,6 @@ def compare_connections(
         checkpoints (by sha256 when the weights came from files) and ``attrs`` (every
         attribute but the results the ``connections`` kind declares not compared); otherwise
         :class:`~landscape.io.ResultFileError`.
-    progress : bool
-        Progress bars of :func:`landscape.evaluate`.
     attrs : mapping, optional
         Extra attributes stored in the file (model spec, data spec, ...).
 
@@ -421,30 +385,30 @@ def compare_connections(
     -------
     ConnectionReport
     """
-    from ..evaluate import evaluate
-
-    methods = list(methods)
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise ValueError(f"unknown methods {unknown}; expected some of {METHODS}")
-    if len(set(methods)) != len(methods):
-        raise ValueError(f"methods has repeated names: {methods}")
-    if not isinstance(splits, Mapping) or not splits:
-        raise ValueError("splits should be a non-empty mapping of split name to data")
-    for s in splits:
-        if not isinstance(s, str) or not s or "/" in s or "." in s:
-            raise ValueError(f"split names must be non-empty str without '/' or '.', got {s!r}")
-    curves = dict(curves or {})
-    flows = dict(connection_models or {})
-    for name in flows:
-        if name in METHODS or name in methods or name in curves or not name or "/" in name or "." in name:
-            raise ValueError(f"connection model names must be new labels without '/' or '.', got {name!r}")
+    methods, curves, flows = list(methods), dict(curves or {}), dict(connection_models or {})
+    _check_rows(A, B, splits, methods, curves, flows)
+    exists = _check_run(points, out, force, resume)
+    check_form(wa_form)
+    check_neuron(neuron)
+    options, skipped = _prepare(model, methods, {"wa_form": wa_form, "neuron": neuron, "ridge": ridge})
+    rep = _new_report(model, A, B, splits, methods, [*flows, *curves], options, points, bn, attrs)
+    prior = _prior_report(out, rep) if (exists and resume) else None
+    evaluation = dict(bn=bn, bn_data=bn_data, device=device, precision=precision, progress=progress)
+    run = _Run(model, splits, rep, out, prior, evaluation)
+    run.endpoints(A, B)
+    t = np.linspace(0.0, 1.0, int(points))
+    for m in methods:
+        run.method(registry.get(m), A, B, skipped.get(m), dict(options, t=t, snap_ends=True), wa_data)
+    for name, (nu, groups_of_flows, *template) in flows.items():
+        run.connection_model(name, A, B, nu, groups_of_flows, template[0] if template else None, t, neuron)
     for name, curve in curves.items():
-        if name in METHODS or name in methods or not name or "/" in name or "." in name:
-            raise ValueError(f"curve names must be new labels without '/' or '.', got {name!r}")
-        for end, w, which in ((curve.start, A, "A"), (curve.end, B, "B")):
-            if not torch.allclose(end.flatten(torch.float64), w.flatten(torch.float64), rtol=1e-6, atol=1e-7):
-                raise ValueError(f"curve {name!r} does not {'start' if which == 'A' else 'end'} at {which}")
+        run.curve(name, curve, t)
+    return run.finish()
+
+
+def _check_run(points: int, out, force: bool, resume: bool) -> bool:
+    """Check the run's ``points``, ``force`` and ``resume``; whether ``out`` exists (an
+    existing file raises unless ``force`` or ``resume``)."""
     if int(points) < 2:
         raise ValueError(f"points should be at least 2, got {points}")
     if resume and force:
@@ -452,98 +416,148 @@ def compare_connections(
     exists = out is not None and os.path.lexists(os.fspath(out))
     if exists and not (force or resume):
         raise ResultExistsError(f"{os.fspath(out)} exists; pass resume=True to continue it or force=True to replace it")
-    split_names = list(splits)
-    from .adjust import check_form
-    from .matching import check_neuron
+    return exists
 
-    check_form(wa_form)
-    check_neuron(neuron)
-    wa_error = None  # why weight adjustment cannot run on this model (residual networks)
-    if any(m.endswith("+wa") for m in methods):
-        from .adjust import NotSequentialError, _Stack
-        from .structure import UnsupportedModelError
 
-        try:
-            wa_layers = _Stack(model).n
-        except UnsupportedModelError as e:
-            try:  # residual networks: transitional networks at the graph's cuts
-                from .adjust_graph import wa_cuts
-
-                wa_layers = len(wa_cuts(model))
-                if wa_form != "bias":  # the paper has no residual form: ours, labelled as such
-                    warnings.warn(
-                        f"wa_form={wa_form!r}: residual networks are adjusted at the cuts of their graph with a "
-                        f"bias column only; the WA rows use wa_form='bias' and say so",
-                        UserWarning,
-                        stacklevel=2,
-                    )
-                    wa_form = "bias"
-            except UnsupportedModelError as e2:
-                why = e2 if isinstance(e, NotSequentialError) else e
-                wa_error = f"weight adjustment cannot follow this model: {str(why).splitlines()[0]}"
-    chain = _try_chain(model)
-    n_linear = len(chain.names) if chain is not None else 0
-    groups = None
-    if chain is None:  # convolutional / residual networks: channel groups (clear error if untraceable)
-        from .graph import trace_groups
-
-        groups = trace_groups(model)
-    t = np.linspace(0.0, 1.0, int(points))
-    X = None
-
-    def run(pts) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        acc, loss = {}, {}
-        for s, data in splits.items():
-            r = evaluate(
-                model,
-                pts,
-                data,
-                metrics=("loss", "acc"),
-                bn=bn,
-                bn_data=bn_data if bn_data is not None else (data if bn != "running" else None),
-                device=device,
-                precision=precision,
-                progress=progress,
-            )
-            acc[s], loss[s] = np.asarray(r["acc"], np.float64), np.asarray(r["loss"], np.float64)
-        return acc, loss
-
-    rep = ConnectionReport(
-        methods=methods + list(flows) + list(curves),
-        splits=split_names,
+def _new_report(model, A, B, splits, methods, others, options, points, bn, attrs) -> ConnectionReport:
+    """The empty report of a run: its rows (the methods, then connection models and curves
+    under their names), their labels and the settings it is made with."""
+    n_linear, groups = _structure(model)
+    return ConnectionReport(
+        methods=methods + others,
+        splits=list(splits),
         attrs={
             "points": int(points),
             "linear_layers": n_linear,
-            "groups": [g.name for g in groups] if groups is not None else [],
+            "groups": groups,
             "bn": bn,
-            "ridge": float(ridge),
-            "wa-form": wa_form,
-            "ot-neuron": neuron,
+            "ridge": float(options["ridge"]),
+            "wa-form": options["wa_form"],
+            "ot-neuron": options["neuron"],
             "A-sha256": A.sha256 or "",
             "B-sha256": B.sha256 or "",
             **dict(attrs or {}),
         },
+        labels={**{m: registry.label(m, **options) for m in methods}, **{n: n for n in others}},
     )
-    prior = _prior_report(out, rep) if (exists and resume) else None
 
-    def done(m: str) -> bool:
-        """Take ``m`` from the earlier file if it is there; else False."""
-        if prior is None or m not in prior.computed:
+
+def _check_rows(A: Weights, B: Weights, splits, methods: list[str], curves: dict, flows: dict) -> None:
+    """The rows :func:`compare_connections` is asked for: registered methods, once each;
+    splits, curves and connection models under names that can name arrays of the file;
+    curves from ``A`` to ``B``."""
+    unknown = [m for m in methods if m not in registry.names()]
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; registered: {', '.join(registry.names())}")
+    if len(set(methods)) != len(methods):
+        raise ValueError(f"methods has repeated names: {methods}")
+    if not isinstance(splits, Mapping) or not splits:
+        raise ValueError("splits should be a non-empty mapping of split name to data")
+    for s in splits:
+        if not isinstance(s, str) or not s or "/" in s or "." in s:
+            raise ValueError(f"split names must be non-empty str without '/' or '.', got {s!r}")
+    taken = set(registry.names()) | set(methods)
+    for name in flows:
+        if name in taken or name in curves or not name or "/" in name or "." in name:
+            raise ValueError(f"connection model names must be new labels without '/' or '.', got {name!r}")
+    for name, curve in curves.items():
+        if name in taken or not name or "/" in name or "." in name:
+            raise ValueError(f"curve names must be new labels without '/' or '.', got {name!r}")
+        for end, w, which in ((curve.start, A, "A"), (curve.end, B, "B")):
+            if not torch.allclose(end.flatten(torch.float64), w.flatten(torch.float64), rtol=1e-6, atol=1e-7):
+                raise ValueError(f"curve {name!r} does not {'start' if which == 'A' else 'end'} at {which}")
+
+
+def _prepare(model: nn.Module, methods: list[str], options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Each distinct :attr:`~landscape.connect.registry.Method.prepare` of ``methods``, once:
+    the options the run goes on with, and the reason of every method that cannot follow
+    ``model`` (its row is skipped)."""
+    outcome: dict[Any, str | None] = {}
+    for m in methods:
+        prepare = registry.get(m).prepare
+        if prepare is None or prepare in outcome:
+            continue
+        try:
+            options = prepare(model, options)
+            outcome[prepare] = None
+        except UnsupportedModelError as e:
+            outcome[prepare] = str(e)
+    skipped = {m: outcome[p] for m in methods if (p := registry.get(m).prepare) is not None and outcome[p]}
+    return options, skipped
+
+
+def _structure(model: nn.Module) -> tuple[int, list[str]]:
+    """The report's view of ``model``: the number of Linear layers of an MLP stack (0 for
+    other networks) and the channel groups of other networks (a clear error when they
+    cannot be traced)."""
+    s = structure(model)
+    if s.chain is not None:
+        return len(s.chain.names), []
+    return 0, [g.name for g in s.groups]  # convolutional / residual networks: channel groups
+
+
+class _Run:
+    """One run of :func:`compare_connections`: evaluates paths into the report, takes rows
+    from the file it resumes and writes the file after every row."""
+
+    def __init__(self, model: nn.Module, splits, rep: ConnectionReport, out, prior, evaluation: dict[str, Any]):
+        self.model, self.splits, self.rep, self.out, self.prior = model, splits, rep, out, prior
+        self.evaluation = evaluation
+        self.data = None  # the batch of the methods that fit on data, once built
+
+    def evaluate(self, points) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Accuracy and loss of every point on every split."""
+        from ..evaluate import evaluate  # at call time: a run is interrupted through it in tests
+
+        acc, loss = {}, {}
+        ev = self.evaluation
+        for s, data in self.splits.items():
+            r = evaluate(
+                self.model,
+                points,
+                data,
+                metrics=("loss", "acc"),
+                bn=ev["bn"],
+                bn_data=ev["bn_data"] if ev["bn_data"] is not None else (data if ev["bn"] != "running" else None),
+                device=ev["device"],
+                precision=ev["precision"],
+                progress=ev["progress"],
+            )
+            acc[s], loss[s] = np.asarray(r["acc"], np.float64), np.asarray(r["loss"], np.float64)
+        return acc, loss
+
+    def staged(self, path) -> tuple[np.ndarray, np.ndarray, dict, dict]:
+        """``(t, stage, acc, loss)`` of a path in two stages (OT, aligned flows): each stage
+        evaluated on its own (the paper reports each) and joined as the path joins them (the
+        point both stages share once)."""
+        a1, l1 = self.evaluate(path.stage1)
+        a2, l2 = self.evaluate(path.stage2)
+        keep = slice(path.stage2.K - int(np.sum(path.stage == 2)), None)
+        acc = {s: np.concatenate([a1[s], a2[s][keep]]) for s in self.splits}
+        loss = {s: np.concatenate([l1[s], l2[s][keep]]) for s in self.splits}
+        return path.t, path.stage, acc, loss
+
+    def resumed(self, name: str, attrs: tuple[str, ...] = ()) -> bool:
+        """Take row ``name`` (and the file attributes ``attrs``) from the file being resumed
+        if it is there; else False."""
+        if self.prior is None or name not in self.prior.computed:
             return False
         for d in ("t", "stage", "acc", "loss"):
-            getattr(rep, d)[m] = getattr(prior, d)[m]
-        for k in ("wa_samples", "wa_steps", "ot_swaps"):
-            if k in prior.attrs and (m.endswith("+wa") or m == "ot"):
-                rep.attrs.setdefault(k, prior.attrs[k])
+            getattr(self.rep, d)[name] = getattr(self.prior, d)[name]
+        for k in attrs:
+            if k in self.prior.attrs:
+                self.rep.attrs.setdefault(k, self.prior.attrs[k])
         return True
 
-    def checkpoint() -> None:
-        """Write what is finished so far (an interrupted run resumes from it)."""
-        if out is not None:
+    def add(self, name: str, t, stage, acc, loss) -> None:
+        """Row ``name`` is done: into the report, and the file rewritten (an interrupted run
+        resumes from it)."""
+        rep = self.rep
+        rep.t[name], rep.stage[name], rep.acc[name], rep.loss[name] = t, stage, acc, loss
+        if self.out is not None:
             partial = dict(rep.attrs, complete=False, planned=list(rep.methods))  # `landscape info` counts
-            finished = [m for m in rep.methods if m in rep.acc]
             ConnectionReport(
-                methods=finished,
+                methods=[m for m in rep.methods if m in rep.acc],
                 splits=rep.splits,
                 t=rep.t,
                 stage=rep.stage,
@@ -551,96 +565,78 @@ def compare_connections(
                 loss=rep.loss,
                 endpoints=rep.endpoints,
                 attrs=partial,
-            ).save(out, force=True)
+                labels=rep.labels,
+            ).save(self.out, force=True)
 
-    acc, loss = run([A, B])
-    for s in split_names:
-        rep.endpoints[s] = {
-            "A_acc": float(acc[s][0]),
-            "B_acc": float(acc[s][1]),
-            "A_loss": float(loss[s][0]),
-            "B_loss": float(loss[s][1]),
-        }
+    def endpoints(self, A: Weights, B: Weights) -> None:
+        acc, loss = self.evaluate([A, B])
+        for s in self.splits:
+            self.rep.endpoints[s] = {
+                "A_acc": float(acc[s][0]),
+                "B_acc": float(acc[s][1]),
+                "A_loss": float(loss[s][0]),
+                "B_loss": float(loss[s][1]),
+            }
 
-    for m in methods:
-        if done(m):
-            continue
-        base, wa = m.split("+")[0], m.endswith("+wa")
-        if wa and wa_error is not None:
-            rep.skipped[m] = wa_error
-            continue
-        if wa:
-            if X is None:
-                X = _inputs(splits[split_names[0]] if wa_data is None else wa_data)
-                rep.attrs["wa_samples"] = int(X.shape[0])
-            if wa_layers == 2:
-                tm, pts = wa_path(A, B, model, X, t, method=base, wa_form=wa_form, ridge=ridge, snap_ends=True)
-                tm = np.asarray(tm, np.float64)
-                stage = np.zeros(len(tm), np.int64)
-                if base == "ot" or wa_form == "paper":  # OT stages or the paper's two phases
-                    stage = np.where(tm <= 0.5, 1, 2).astype(np.int64)
-            else:
-                tm, pts, bounds = multilayer_wa_path(
-                    A, B, model, X, t, method=base, wa_form=wa_form, ridge=ridge, snap_ends=True
-                )
-                tm = np.asarray(tm, np.float64)
-                # step k covers [bounds[k-1], bounds[k]]; a joint belongs to the step it ends
-                steps = len(bounds) - 1
-                stage = np.clip(np.searchsorted(bounds, tm, side="left"), 1, steps).astype(np.int64)
-                rep.attrs["wa_steps"] = steps
-            rep.acc[m], rep.loss[m] = run(pts)
-        elif base == "ot":
-            op = ot_path(A, B, model, t, neuron=neuron)
-            a1, l1 = run(op.stage1)
-            a2, l2 = run(op.stage2)
-            tm, stage, keep = _ot_t(np.asarray(op.t1), np.asarray(op.t2))
-            rep.acc[m] = {s: np.concatenate([a1[s], a2[s][keep]]) for s in split_names}
-            rep.loss[m] = {s: np.concatenate([l1[s], l2[s][keep]]) for s in split_names}
-            rep.attrs.setdefault("ot_swaps", len(op.swaps))
+    def method(self, method: registry.Method, A: Weights, B: Weights, skipped: str | None, options, wa_data) -> None:
+        """Row of a registered method: its path (:attr:`Method.connect`), evaluated; a
+        single-stage path is stored with stage 0."""
+        m, file_attrs = method.name, dict(method.file_attrs or {})
+        if self.resumed(m, (*(("wa_samples",) if method.needs_data else ()), *file_attrs)):
+            return
+        if skipped is not None:
+            self.rep.skipped[m] = skipped
+            return
+        data = None
+        if method.needs_data:
+            if self.data is None:
+                first = next(iter(self.splits.values()))
+                self.data = first_inputs(first if wa_data is None else wa_data, what="weight adjustment (wa_data)")
+                self.rep.attrs["wa_samples"] = int(self.data.shape[0])
+            data = self.data
+        path = method(A, B, self.model, data, **options)
+        if hasattr(path, "stage1") and hasattr(path, "stage2"):  # stage by stage, as the paper reports
+            _, _, acc, loss = self.staged(path)
         else:
-            pts = linear_path(A, B, t) if base == "linear" else arc_path(A, B, model, t)
-            tm, stage = t.copy(), np.zeros(len(t), np.int64)
-            rep.acc[m], rep.loss[m] = run(pts)
-        rep.t[m], rep.stage[m] = tm, stage
-        checkpoint()
+            acc, loss = self.evaluate(path)
+        for k, value_of in file_attrs.items():
+            value = value_of(path)
+            if value is not None:
+                self.rep.attrs[k] = value
+        stage = np.zeros(path.K, np.int64) if len(path.stages) == 1 else path.stage
+        self.add(m, path.t, stage, acc, loss)
 
-    for name, (nu, groups_of_flows, *template) in flows.items():
-        if done(name):
-            continue
-        from .flows import aligned_flow_path, flow_path
-
-        if template and template[0] is not None:  # flows of an aligned pool: two stages, as OT
-            op = aligned_flow_path(A, B, model, groups_of_flows, nu, template[0], t, neuron=neuron)
-            a1, l1 = run(op.stage1)
-            a2, l2 = run(op.stage2)
-            tm, stage, keep = _ot_t(np.asarray(op.t1), np.asarray(op.t2))
-            rep.acc[name] = {s: np.concatenate([a1[s], a2[s][keep]]) for s in split_names}
-            rep.loss[name] = {s: np.concatenate([l1[s], l2[s][keep]]) for s in split_names}
-            rep.t[name], rep.stage[name] = tm, stage
+    def connection_model(self, name: str, A: Weights, B: Weights, nu, groups, template, t, neuron: str) -> None:
+        """Row of a Flow or Bijection: :func:`~landscape.connect.flows.flow_path`, or with the
+        template of an aligned pool :func:`~landscape.connect.flows.aligned_flow_path` in two
+        stages, as OT."""
+        if self.resumed(name):
+            return
+        if template is not None:
+            op = aligned_flow_path(A, B, self.model, groups, nu, template, t, neuron=neuron)
+            self.add(name, *self.staged(op))
         else:
-            rep.acc[name], rep.loss[name] = run(flow_path(A, B, groups_of_flows, nu, t))
-            rep.t[name], rep.stage[name] = t.copy(), np.zeros(len(t), np.int64)
-        checkpoint()
+            acc, loss = self.evaluate(flow_path(A, B, groups, nu, t))
+            self.add(name, t.copy(), np.zeros(len(t), np.int64), acc, loss)
 
-    for name, curve in curves.items():
-        if done(name):
-            continue
-        rep.acc[name], rep.loss[name] = run(curve.points(t))
-        rep.t[name], rep.stage[name] = t.copy(), np.zeros(len(t), np.int64)
-        checkpoint()
+    def curve(self, name: str, curve, t) -> None:
+        """Row of a trained curve, at the methods' ``t``."""
+        if self.resumed(name):
+            return
+        acc, loss = self.evaluate(curve.points(t))
+        self.add(name, t.copy(), np.zeros(len(t), np.int64), acc, loss)
 
-    if out is not None:
-        rep.attrs["complete"] = True
-        rep.save(out, force=True)
-    return rep
+    def finish(self) -> ConnectionReport:
+        if self.out is not None:
+            self.rep.attrs["complete"] = True
+            self.rep.save(self.out, force=True)
+        return self.rep
 
 
 def _prior_report(out, rep: ConnectionReport) -> ConnectionReport:
     """The report in ``out``, once checked to be made with the settings of ``rep``: the resume
     rule of every result file (:meth:`landscape.io.ResultFile.check_compatible`): all
     attributes but those the ``connections`` kind declares not compared must be equal."""
-    from ..io import open_result
-
     with open_result(out) as rf:
         if rf.kind == KIND:  # another kind: load says so
             rf.check_compatible(dict(rep.attrs, splits=list(rep.splits)))

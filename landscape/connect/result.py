@@ -124,6 +124,11 @@ class Path(PointSet):
         for name in self.unpack:
             yield self.points if name == "points" else getattr(self, name)
 
+    def __getitem__(self, i):
+        """Item ``i`` of the former tuple (``wa_path(...)[1]`` is the points), as ``unpack``
+        names them."""
+        return list(self)[i]
+
     def __repr__(self) -> str:
         extra = "".join(f", {k}" for k in self._attrs)
         return f"Path({self.method or 'path'}: {self.K} points, stages {self.stages}{extra})"

@@ -7,14 +7,60 @@ these are read from one ``torch.fx.symbolic_trace`` of the model, made once per 
 kept while the model lives (:func:`traced`). The kinds of modules and functions the readers
 understand are named here once (:data:`ELEMENTWISE`, :data:`PASS_MODULES`,
 :data:`PASS_FUNCTIONS`, :data:`BATCHNORMS`).
+
+:func:`structure` reads the trace once more into a :class:`Structure` (cached like the
+trace):
+
+* :attr:`Structure.groups`, the permutation groups (:class:`Group` of :class:`Part`): which
+  tensor axes share a channel. A hidden channel of a network (a *neuron* in the sense of
+  Anokhin & Yarotsky, ICML 2020) is a filter or weight row with its bias, its BatchNorm
+  channel and the matching input slices of every layer that reads it; permuting a group's
+  channels consistently in all its parts leaves the function unchanged. The channel axis is
+  followed through the graph:
+
+  - ``Conv1d/2d/3d`` (no channel groups) and ``Linear`` read the channel space of their
+    input (``weight`` axis 1) and open a new one (``weight`` axis 0, ``bias``);
+  - ``BatchNorm1d/2d/3d`` join their space (``weight``, ``bias``, ``running_mean``,
+    ``running_var``);
+  - elementwise activations (a ``PReLU`` with one parameter included), pooling, dropout and
+    identities pass the space through; so do scalar arithmetic and spatial means;
+  - ``x + y`` (residual additions) merges the two spaces into one;
+  - ``flatten`` turns ``C`` channels of ``H x W`` values into ``C`` blocks of ``H W``
+    features of the next ``Linear`` (its ``weight`` axis 1 permutes in blocks);
+  - the input and the output spaces are fixed: a group that reaches either is not permuted.
+
+  Anything else (concatenation, grouped convolutions, LayerNorm, attention, custom
+  functions) raises :class:`UnsupportedModelError` naming the node it could not follow.
+  Groups are named after the module that first writes them (``"features.0"``,
+  ``"conv1"``), which for an MLP is the name of its hidden ``Linear`` layer.
+* :attr:`Structure.chain`, the MLP view: a :class:`Chain` of the ``Linear`` layers when the
+  graph is a plain chain of an optional leading ``Flatten``, ``Linear`` layers and
+  elementwise activations, else None (:attr:`Structure.chain_error` says why). It is read from
+  the same trace; its hidden layers are the groups.
+
+Each node is read by one small function chosen from a table: modules by their kind
+(:data:`_MODULE_READERS`), functions by identity, methods by name. A new kind of layer is a
+new reader, not another tracer: LayerNorm/RMSNorm join their space like BatchNorm (their
+``weight``/``bias`` as parts of axis 0) once the reader checks that they normalise over the
+channel axis alone; multi-head attention opens a space per projection whose parts permute in
+blocks of the head size (``Part.block``, as flattened channels do) or as whole heads;
+an embedding opens a space (``weight`` axis 1, its rows are tokens); a tied output head reads
+that space with the embedding's own tensor (the union-find of :class:`_Spaces` merges them).
 """
 
 from __future__ import annotations
 
+import operator
 import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import torch
+import torch.fx
 from torch import nn
+
+from ..weights import Weights
 
 __all__ = [
     "BATCHNORMS",
@@ -22,7 +68,12 @@ __all__ = [
     "ELEMENTWISE",
     "PASS_FUNCTIONS",
     "PASS_MODULES",
+    "Chain",
+    "Group",
+    "Part",
+    "Structure",
     "UnsupportedModelError",
+    "structure",
     "traced",
 ]
 
@@ -131,8 +182,6 @@ def traced(model: nn.Module) -> torch.fx.GraphModule:
     UnsupportedModelError
         ``torch.fx`` cannot trace the model (the message names why).
     """
-    import torch.fx
-
     sig = _signature(model)
     hit = _TRACES.get(model)
     if hit is not None and hit[0] == sig:
@@ -146,3 +195,547 @@ def traced(model: nn.Module) -> torch.fx.GraphModule:
         ) from e
     _TRACES[model] = (sig, gm)
     return gm
+
+
+# ---------------------------------------------------------------------------- groups
+@dataclass(frozen=True)
+class Part:
+    """One tensor's share of a group: neuron ``i`` owns ``tensor.select(axis, .)`` at the
+    indices ``i * block ... i * block + block - 1`` of ``axis``.
+
+    ``role`` is ``"out"`` where the group's channels are written (a layer's output rows, its
+    bias, BatchNorm parameters) and ``"in"`` where they are read (a later layer's input
+    slices)."""
+
+    name: str
+    axis: int
+    block: int = 1
+    role: str = "out"
+
+
+@dataclass
+class Group:
+    """The tensors that must be permuted together: ``size`` channels, the ``parts``."""
+
+    name: str
+    size: int
+    parts: list[Part] = field(default_factory=list)
+
+    def index(self, perm: torch.Tensor, part: Part) -> torch.Tensor:
+        """Indices along ``part.axis`` that put old channel ``perm[i]`` in slot ``i``."""
+        if part.block == 1:
+            return perm
+        return (perm[:, None] * part.block + torch.arange(part.block)).reshape(-1)
+
+    def neuron_rows(self, tensor: torch.Tensor, part: Part) -> torch.Tensor:
+        """``tensor``'s share of every channel: ``Tensor[size, d]``."""
+        x = tensor.movedim(part.axis, 0)
+        return x.reshape(self.size, -1)
+
+    def __repr__(self) -> str:
+        parts = ", ".join(f"{p.name}[{p.axis}]" + (f"x{p.block}" if p.block > 1 else "") for p in self.parts)
+        return f"Group({self.name!r}, size={self.size}, parts=[{parts}])"
+
+
+class _Spaces:
+    """Union-find over channel spaces, with each space's parts, size and name."""
+
+    def __init__(self) -> None:
+        self.parent: list[int] = []
+        self.parts: list[list[Part]] = []
+        self.size: list[int | None] = []
+        self.fixed: list[str | None] = []
+        self.name: list[str | None] = []
+
+    def new(self, size: int | None = None, fixed: str | None = None, name: str | None = None) -> int:
+        self.parent.append(len(self.parent))
+        self.parts.append([])
+        self.size.append(size)
+        self.fixed.append(fixed)
+        self.name.append(name)
+        return len(self.parent) - 1
+
+    def find(self, s: int) -> int:
+        while self.parent[s] != s:
+            self.parent[s] = self.parent[self.parent[s]]
+            s = self.parent[s]
+        return s
+
+    def union(self, a: int, b: int, where: str) -> int:
+        a, b = self.find(a), self.find(b)
+        if a == b:
+            return a
+        lo, hi = min(a, b), max(a, b)  # the earlier space keeps its name
+        if self.size[lo] is not None and self.size[hi] is not None and self.size[lo] != self.size[hi]:
+            raise UnsupportedModelError(
+                f"{where}: adds tensors with {self.size[lo]} and {self.size[hi]} channels; expected equal counts"
+            )
+        self.parent[hi] = lo
+        self.parts[lo] += self.parts[hi]
+        self.size[lo] = self.size[lo] if self.size[lo] is not None else self.size[hi]
+        self.fixed[lo] = self.fixed[lo] or self.fixed[hi]
+        self.name[lo] = self.name[lo] or self.name[hi]
+        return lo
+
+
+@dataclass
+class _Value:
+    """What flows along an fx edge: a channel space and how the channels are laid out."""
+
+    space: int
+    flat: bool = False  # channels flattened together with spatial positions (after flatten)
+
+
+_PASS_METHODS = {"relu", "tanh", "sigmoid", "contiguous", "clone", "float", "double", "to"}
+_ADD = {operator.add, operator.iadd, torch.add}
+_SCALE = {operator.mul, operator.truediv, operator.imul, operator.itruediv, torch.mul}
+_SUPPORTED = (
+    "Linear, Conv1d/2d/3d, BatchNorm, elementwise activations, pooling, dropout, flatten and residual additions"
+)
+
+
+def _fail(node: torch.fx.Node, why: str) -> UnsupportedModelError:
+    target = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", str(node.target))
+    return UnsupportedModelError(
+        f"cannot follow channels through {node.op} '{target}' (node '{node.name}'): {why}; supported: {_SUPPORTED}"
+    )
+
+
+class _GroupReader:
+    """Follows the channel spaces through a traced graph, one node at a time.
+
+    Each node kind has its reader: :meth:`read_node` dispatches on ``node.op``, modules go
+    through :data:`_MODULE_READERS` (first matching kind), functions and methods through
+    their own tables. A reader stores the node's :class:`_Value` (None for non-tensors).
+    """
+
+    def __init__(self, gm: torch.fx.GraphModule, shapes: Mapping[str, tuple[int, ...]]):
+        self.modules = dict(gm.named_modules())
+        self.shapes = shapes  # of the parameters and buffers of the model, by name
+        self.sp = _Spaces()
+        self.values: dict[str, _Value | None] = {}
+
+    # -- helpers
+    def tensor_args(self, node: torch.fx.Node) -> list[_Value]:
+        """The values of the node's tensor arguments (nested in lists and dicts), in order."""
+        out: list[_Value] = []
+
+        def visit(a) -> None:
+            if isinstance(a, (list, tuple)):
+                for b in a:
+                    visit(b)
+            elif isinstance(a, dict):
+                for b in a.values():
+                    visit(b)
+            elif isinstance(a, torch.fx.Node) and self.values.get(a.name) is not None:
+                out.append(self.values[a.name])
+
+        visit(list(node.args) + list(node.kwargs.values()))
+        return out
+
+    def add_part(self, space: int, name: str, axis: int, block: int = 1, role: str = "out") -> None:
+        if name in self.shapes:
+            self.sp.parts[self.sp.find(space)].append(Part(name, axis, block, role))
+
+    def read_input(self, node: torch.fx.Node, layer: str, v: _Value, in_features: int) -> None:
+        """``layer.weight`` axis 1 reads the channels of ``v``."""
+        sp = self.sp
+        s = sp.find(v.space)
+        if sp.fixed[s] == "input":  # the input's channels are never permuted
+            return
+        block = 1
+        if v.flat:
+            n = sp.size[s]
+            if n is None or in_features % n != 0:
+                raise _fail(node, f"{in_features} input features are not whole blocks of {n} flattened channels")
+            block = in_features // n
+        elif sp.size[s] is not None and sp.size[s] != in_features:
+            raise _fail(node, f"reads {in_features} channels from a tensor with {sp.size[s]}")
+        self.add_part(s, f"{layer}.weight", 1, block, "in")
+
+    def add(self, node: torch.fx.Node, args: list[_Value]) -> _Value | None:
+        if len(args) != 2:
+            return args[0] if args else None
+        if args[0].flat != args[1].flat:
+            raise _fail(node, "adds flattened and unflattened features")
+        return _Value(self.sp.union(args[0].space, args[1].space, node.name), args[0].flat)
+
+    def flatten(self, node: torch.fx.Node, args: list[_Value]) -> _Value:
+        start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
+        if start != 1:
+            raise _fail(node, f"flatten from dim {start}; expected 1")
+        return _Value(args[0].space, flat=True)
+
+    def spatial_reduce(self, node: torch.fx.Node, args: list[_Value]) -> _Value | None:
+        dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+        dims = (dims,) if isinstance(dims, int) else tuple(dims or ())
+        if not args:
+            return None
+        if not dims or 1 in dims or (-1 in dims and args[0].flat):
+            raise _fail(node, f"reduction over dims {dims}; only spatial dims (2, 3, ...) keep the channels")
+        return args[0]
+
+    # -- node readers
+    def read_node(self, node: torch.fx.Node) -> None:
+        if node.op == "placeholder":
+            self.values[node.name] = _Value(self.sp.new(fixed="input"))
+        elif node.op == "get_attr":
+            self.values[node.name] = None
+        elif node.op == "output":
+            for v in self.tensor_args(node):
+                self.sp.fixed[self.sp.find(v.space)] = "output"
+        elif node.op == "call_module":
+            mod = self.modules[node.target]
+            reader = next((r for kinds, r in _MODULE_READERS if isinstance(mod, kinds)), None)
+            if reader is None or (isinstance(mod, nn.PReLU) and mod.num_parameters != 1):
+                raise _fail(node, f"module {type(mod).__name__}")
+            self.values[node.name] = reader(self, node, mod, self.tensor_args(node))
+        elif node.op == "call_function":
+            self.values[node.name] = self.read_function(node, self.tensor_args(node))
+        elif node.op == "call_method":
+            self.values[node.name] = self.read_method(node, self.tensor_args(node))
+        else:  # pragma: no cover - fx has no other node kinds
+            raise _fail(node, "node kind")
+
+    def read_layer(self, node: torch.fx.Node, mod: nn.Module, args: list[_Value]) -> _Value:
+        """``Linear`` and ``Conv``: read the input's space, open the output's."""
+        if isinstance(mod, CONVOLUTIONS) and mod.groups != 1:
+            raise _fail(node, f"grouped convolution (groups={mod.groups})")
+        if len(args) != 1:
+            raise _fail(node, "expected one tensor input")
+        v = args[0]
+        if isinstance(mod, CONVOLUTIONS) and v.flat:
+            raise _fail(node, "convolution of flattened features")
+        self.read_input(node, node.target, v, mod.weight.shape[1])
+        out = self.sp.new(size=mod.weight.shape[0], name=node.target)
+        self.add_part(out, f"{node.target}.weight", 0)
+        self.add_part(out, f"{node.target}.bias", 0)
+        return _Value(out)
+
+    def read_batchnorm(self, node: torch.fx.Node, mod: nn.Module, args: list[_Value]) -> _Value:
+        """BatchNorm joins its input's space with its four per-channel tensors."""
+        v = args[0]
+        if v.flat:
+            raise _fail(node, "batch norm of flattened features")
+        s = self.sp.find(v.space)
+        if self.sp.size[s] is None:
+            self.sp.size[s] = mod.num_features
+        for suffix in ("weight", "bias", "running_mean", "running_var"):
+            self.add_part(s, f"{node.target}.{suffix}", 0)
+        return _Value(s)
+
+    def read_flatten(self, node: torch.fx.Node, mod: nn.Module, args: list[_Value]) -> _Value:
+        v = args[0]
+        if self.sp.fixed[self.sp.find(v.space)] == "input":  # the input's layout is never permuted
+            return _Value(v.space, flat=True)
+        if mod.start_dim != 1 or mod.end_dim != -1:
+            raise _fail(node, f"flatten(start_dim={mod.start_dim}, end_dim={mod.end_dim}); expected 1, -1")
+        return _Value(v.space, flat=True)
+
+    def read_pass(self, node: torch.fx.Node, mod: nn.Module, args: list[_Value]) -> _Value | None:
+        return args[0] if args else None
+
+    def read_function(self, node: torch.fx.Node, args: list[_Value]) -> _Value | None:
+        fn = node.target
+        if fn in _ADD:
+            return self.add(node, args)
+        if fn in _SCALE or fn in PASS_FUNCTIONS or fn is operator.neg:
+            if fn in _SCALE and len(args) > 1:
+                raise _fail(node, "multiplies two tensors")
+            return args[0] if args else None
+        if fn is torch.flatten:
+            return self.flatten(node, args)
+        if fn is torch.mean or fn is torch.amax:
+            return self.spatial_reduce(node, args)
+        if not args:  # getattr, getitem and arithmetic on sizes
+            return None
+        raise _fail(node, "function")
+
+    def read_method(self, node: torch.fx.Node, args: list[_Value]) -> _Value | None:
+        m = node.target
+        if m in ("size", "dim"):
+            return None
+        if m in _PASS_METHODS or m in ("mul", "div", "__mul__"):
+            if m in ("mul", "div") and len(args) > 1:
+                raise _fail(node, "multiplies two tensors")
+            return args[0]
+        if m in ("add", "add_", "__add__"):
+            return self.add(node, args) if len(args) == 2 else args[0]
+        if m == "flatten":
+            return self.flatten(node, args)
+        if m in ("view", "reshape"):
+            shape = node.args[1:]
+            if len(shape) == 2 and shape[-1] == -1:
+                return _Value(args[0].space, flat=True)
+            raise _fail(node, f"{m} to {shape}; only x.{m}(batch, -1) is understood")
+        if m in ("mean", "amax"):
+            return self.spatial_reduce(node, args)
+        raise _fail(node, "method")
+
+    def groups(self) -> list[Group]:
+        """The permutable spaces as groups, in forward order."""
+        sp = self.sp
+        groups: OrderedDict[int, Group] = OrderedDict()
+        for s in range(len(sp.parent)):
+            r = sp.find(s)
+            if r in groups or sp.fixed[r] or not sp.parts[r] or sp.size[r] is None:
+                continue
+            if not any(p.role == "out" and p.name.endswith("weight") for p in sp.parts[r]):
+                continue
+            groups[r] = Group(sp.name[r] or f"group{len(groups)}", int(sp.size[r]), _ordered(sp.parts[r]))
+        return list(groups.values())
+
+
+#: Module readers, first matching kind wins: a new kind of layer is a new entry.
+_MODULE_READERS: tuple[tuple[tuple[type, ...], Callable], ...] = (
+    ((nn.Linear, *CONVOLUTIONS), _GroupReader.read_layer),
+    (BATCHNORMS, _GroupReader.read_batchnorm),
+    ((nn.Flatten,), _GroupReader.read_flatten),
+    ((*PASS_MODULES, nn.PReLU), _GroupReader.read_pass),  # a PReLU only with one parameter
+)
+
+
+def _ordered(parts: list[Part]) -> list[Part]:
+    """Out parts first (in forward order), then in parts; duplicates dropped."""
+    seen, out = set(), []
+    for role in ("out", "in"):
+        for p in parts:
+            if p.role == role and (p.name, p.axis) not in seen:
+                seen.add((p.name, p.axis))
+                out.append(p)
+    return out
+
+
+def _read_groups(gm: torch.fx.GraphModule, shapes: Mapping[str, tuple[int, ...]]) -> list[Group]:
+    """The permutation groups of a traced model (see the module docs); ``shapes`` are the
+    model's parameters' and buffers' shapes by name."""
+    reader = _GroupReader(gm, shapes)
+    for node in gm.graph.nodes:
+        reader.read_node(node)
+    groups = reader.groups()
+    for g in groups:
+        for p in g.parts:
+            n = shapes[p.name][p.axis]
+            if n != g.size * p.block:
+                raise UnsupportedModelError(
+                    f"group '{g.name}': {p.name} has {n} entries on axis {p.axis}, expected {g.size} x {p.block}"
+                )
+    return groups
+
+
+# ---------------------------------------------------------------------------- the MLP view
+_EXPECTED = "expected a plain chain of an optional leading Flatten, Linear layers and elementwise activations"
+
+
+class Chain:
+    """The MLP view of a model: its ``Linear`` layers in order, with their sizes.
+
+    Parameters
+    ----------
+    modules : sequence of (str, nn.Module)
+        Every module of the chain by name, input to output: the optional ``Flatten``, the
+        ``Linear`` layers and the activations between them.
+
+    Attributes
+    ----------
+    modules : list of (str, nn.Module)
+        As given.
+    names : list of str
+        The ``Linear`` layers' names.
+    sizes : dict of str to (int, int)
+        ``(out_features, in_features)`` of each ``Linear`` layer.
+    """
+
+    def __init__(self, modules):
+        self.modules: list[tuple[str, nn.Module]] = list(modules)
+        layers = [(n, m) for n, m in self.modules if isinstance(m, nn.Linear)]
+        self.names: list[str] = [n for n, _ in layers]
+        self.sizes: dict[str, tuple[int, int]] = {n: (m.out_features, m.in_features) for n, m in layers}
+
+    @property
+    def hidden(self) -> list[str]:
+        """The layers whose outputs are hidden neurons (all but the last)."""
+        return self.names[:-1]
+
+    def next(self, layer: str) -> str:
+        """The layer after ``layer``."""
+        return self.names[self.names.index(layer) + 1]
+
+    def check_layer(self, layer: str) -> None:
+        """Raise ValueError unless ``layer`` is a hidden layer."""
+        if layer not in self.hidden:
+            raise ValueError(
+                f"layer {layer!r} is not a hidden layer of this model; expected one of {self.hidden} "
+                f"(Linear layers followed by another Linear)"
+            )
+
+    def check_weights(self, weights, what: str = "weights") -> None:
+        """Raise unless ``weights`` (a :class:`~landscape.weights.Weights`) holds every
+        layer's weight with the model's shape."""
+        if not isinstance(weights, Weights):
+            raise TypeError(f"{what} should be a landscape Weights, got {type(weights).__name__}")
+        for name in self.names:
+            out_f, in_f = self.sizes[name]
+            key = f"{name}.weight"
+            if key not in weights.layout:
+                raise ValueError(f"{what} have no entry '{key}' for the model's Linear layer '{name}'")
+            shape = tuple(weights[key].shape)
+            if shape != (out_f, in_f):
+                raise ValueError(f"{what} entry '{key}' has shape {shape}; the model's layer has ({out_f}, {in_f})")
+
+    def __repr__(self) -> str:
+        return f"Chain({self.names})"
+
+
+def _read_chain(gm: torch.fx.GraphModule, kind: str) -> Chain:
+    """The :class:`Chain` of a traced model, or ValueError naming the first node outside one."""
+    modules = dict(gm.named_modules())
+    linears: list[tuple[str, nn.Linear]] = []
+    chain: list[tuple[str, nn.Module]] = []
+    prev = None
+    for node in gm.graph.nodes:
+        if node.op == "placeholder":
+            if prev is not None:
+                raise ValueError(f"model is a {kind} with more than one input; {_EXPECTED}")
+            prev = node
+            continue
+        if node.op == "output":
+            if node.args[0] is not prev:
+                raise ValueError(f"model is a {kind} whose output is not its last module; {_EXPECTED}")
+            break
+        if node.op != "call_module":
+            target = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", node.target)
+            raise ValueError(
+                f"model is a {kind} whose forward has {node.op} '{target}' (node '{node.name}'); {_EXPECTED}"
+            )
+        name, mod = node.target, modules[node.target]
+        if node.args != (prev,) or node.kwargs:
+            raise ValueError(f"module '{name}' does not take the previous module's output alone; {_EXPECTED}")
+        if isinstance(mod, nn.Linear):
+            if linears and linears[-1][1].out_features != mod.in_features:
+                raise ValueError(
+                    f"Linear '{name}' takes {mod.in_features} inputs but the Linear '{linears[-1][0]}' "
+                    f"before it gives {linears[-1][1].out_features}"
+                )
+            linears.append((name, mod))
+        elif not (
+            (isinstance(mod, nn.Flatten) and not chain)
+            or isinstance(mod, ELEMENTWISE)
+            or (isinstance(mod, nn.PReLU) and mod.num_parameters == 1)
+        ):
+            where = " after the first module" if isinstance(mod, nn.Flatten) else ""
+            raise ValueError(f"module '{name}' is a {type(mod).__name__}{where}; {_EXPECTED}")
+        prev = node
+        chain.append((name, mod))
+    if not linears:
+        raise ValueError(f"model has no Linear layer; {_EXPECTED}")
+    return Chain(chain)
+
+
+# ---------------------------------------------------------------------------- the structure
+class Structure:
+    """What connections read from a model's trace: its permutation groups and MLP view.
+
+    Made by :func:`structure` (once per model). The groups are read on first use, so a model
+    whose chain is known but whose channels cannot be followed still has a :attr:`chain`.
+
+    Attributes
+    ----------
+    graph : torch.fx.GraphModule
+        The model's trace (:func:`traced`).
+    chain : Chain or None
+        The MLP view, or None when the graph is not a plain chain of ``Linear`` layers and
+        elementwise activations.
+    chain_error : str or None
+        Why :attr:`chain` is None (the first module outside such a chain).
+    """
+
+    def __init__(self, model: nn.Module):
+        self.graph = traced(model)
+        try:
+            self.chain: Chain | None = _read_chain(self.graph, type(model).__name__)
+            self.chain_error: str | None = None
+        except ValueError as e:
+            self.chain, self.chain_error = None, str(e)
+        named = [*model.state_dict(keep_vars=True).items(), *model.named_parameters(), *model.named_buffers()]
+        self._shapes = {k: tuple(v.shape) for k, v in named}  # the model's tensors (not kept alive)
+        self._groups: list[Group] | None = None
+
+    @property
+    def groups(self) -> list[Group]:
+        """The permutation groups, in forward order (see the module docs).
+
+        Raises
+        ------
+        UnsupportedModelError
+            A node whose channel flow cannot be followed (named in the message).
+        """
+        if self._groups is None:
+            self._groups = _read_groups(self.graph, self._shapes)
+        return self._groups
+
+    def require_chain(self) -> Chain:
+        """:attr:`chain`, or ValueError saying why the model is not a plain MLP chain."""
+        if self.chain is None:
+            raise ValueError(self.chain_error)
+        return self.chain
+
+    def group(self, name: str) -> Group:
+        """The group called ``name`` (for an MLP: a hidden layer), or ValueError."""
+        for g in self.groups:
+            if g.name == name:
+                return g
+        names = [g.name for g in self.groups]
+        raise ValueError(
+            f"layer {name!r} is not a hidden layer of this model; expected one of its permutation groups {names}"
+        )
+
+    def check_weights(self, weights, what: str = "weights") -> None:
+        """Raise unless ``weights`` hold every tensor of the model's structure with its shape
+        (for an MLP: every Linear layer's weight, see :meth:`Chain.check_weights`)."""
+        if self.chain is not None:
+            self.chain.check_weights(weights, what)
+            return
+        if not isinstance(weights, Weights):
+            raise TypeError(f"{what} should be a landscape Weights, got {type(weights).__name__}")
+        for g in self.groups:
+            for p in g.parts:
+                if p.name not in weights.layout:
+                    raise ValueError(f"{what} have no entry '{p.name}' of the model's group '{g.name}'")
+                shape, want = tuple(weights[p.name].shape), self._shapes[p.name]
+                if shape != want:
+                    raise ValueError(f"{what} entry '{p.name}' has shape {shape}; the model's tensor has {want}")
+
+
+#: model -> Structure, valid while the model's trace is
+_STRUCTURES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def structure(model: nn.Module) -> Structure:
+    """The :class:`Structure` of ``model``, made once per trace of it (see :func:`traced`).
+
+    Raises
+    ------
+    UnsupportedModelError
+        ``torch.fx`` cannot trace the model.
+
+    Examples
+    --------
+    >>> import landscape as ls
+    >>> s = structure(ls.build_model("mlp", {"widths": [32, 16]}))
+    >>> s.chain.names, [g.name for g in s.groups]
+    (['1', '3', '5'], ['1', '3'])
+    >>> s = structure(ls.build_model("small_cnn", {"width": 4}))
+    >>> s.chain is None, s.chain_error.split(";")[0]
+    (True, "module '0' is a Conv2d")
+    >>> g = s.groups[0]
+    >>> g.name, g.size, [p.name for p in g.parts]
+    ('0', 4, ['0.weight', '1.weight', '1.bias', '1.running_mean', '1.running_var', '3.weight'])
+    """
+    gm = traced(model)
+    hit = _STRUCTURES.get(model)
+    if hit is not None and hit.graph is gm:
+        return hit
+    s = Structure(model)
+    _STRUCTURES[model] = s
+    return s

@@ -7,23 +7,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..io import read_connections, read_wa_ensemble
+from ..io import connection_labels, read_connections, read_wa_ensemble
 from ._base import _fields, _figure_and_axes
 
 if TYPE_CHECKING:  # pragma: no cover - typing only; matplotlib is imported lazily
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
-
-#: Legend names of the methods of ``landscape.connect.compare_connections`` (the paper's);
-#: any other method (a flow, a curve) is named as it is.
-_METHOD_LABELS = {
-    "linear": "Linear",
-    "arc": "Arc",
-    "linear+wa": "Linear + WA",
-    "arc+wa": "Arc + WA",
-    "ot": "OT",
-    "ot+wa": "OT + WA",
-}
 
 
 def plot_connections(report: Any, ax: Axes | None = None, *, split: str | None = None) -> Figure:
@@ -36,7 +25,9 @@ def plot_connections(report: Any, ax: Axes | None = None, *, split: str | None =
         A file of kind ``"connections"`` (written by ``ConnectionReport.save``, read with
         :func:`landscape.io.read_connections`), the dict that function returns, or a
         :class:`~landscape.connect.ConnectionReport` (its ``methods``, ``skipped``,
-        ``splits``, ``t``, ``acc`` and ``endpoints`` are read).
+        ``splits``, ``t``, ``acc``, ``endpoints`` and ``labels`` are read). Each line is
+        named by the row label the file holds (``"Linear + WA (paper)"``; without labels, as
+        :func:`landscape.io.connection_labels` names the rows of older files).
     ax : matplotlib Axes, optional
         Draw there (default: a new :class:`~matplotlib.figure.Figure`).
     split : str, optional
@@ -56,12 +47,13 @@ def plot_connections(report: Any, ax: Axes | None = None, *, split: str | None =
         raise ValueError(f"split {split!r} is not in the report (it has {splits})")
     fig, ax = _figure_and_axes(ax, figsize=(7.0, 4.5))
     notes = []
+    labels = getattr(rep, "labels", None) or connection_labels(rep.methods, getattr(rep, "attrs", None) or {})
     for m in (m for m in rep.methods if m not in rep.skipped):
         acc = np.asarray(rep.acc[m][split], dtype=np.float64)
-        ax.plot(rep.t[m], 100.0 * acc, marker=".", ms=3, label=_METHOD_LABELS.get(m, m))
+        ax.plot(rep.t[m], 100.0 * acc, marker=".", ms=3, label=labels.get(m, m))
         bad = ~np.isfinite(acc)
         if bad.any():  # computed points whose accuracy is NaN/Inf: gaps, and said in the title
-            notes.append(f"{_METHOD_LABELS.get(m, m)}: {int(bad.sum())} of {bad.size} points not finite (NaN/Inf)")
+            notes.append(f"{labels.get(m, m)}: {int(bad.sum())} of {bad.size} points not finite (NaN/Inf)")
             ax.plot(
                 np.asarray(rep.t[m])[bad],
                 np.full(int(bad.sum()), 0.03),
