@@ -9,7 +9,9 @@ transport of hidden neurons (:func:`match_neurons`, :func:`ot_path`), weight adj
 (:func:`wa_path`, :func:`multilayer_wa_path`) and WA-ensembles (:func:`wa_ensemble`). A
 connection is a :class:`~landscape.connect.result.Path`, a
 :class:`~landscape.pointset.PointSet` with its ``t``, stages and labels, evaluated with
-:func:`landscape.evaluate`.
+:func:`landscape.evaluate`. The methods by name are in :mod:`landscape.connect.registry`
+(``name -> function(A, B, model, data, **options) -> Path``), which :func:`compare_connections`
+and ``landscape connect`` read; flows are the subpackage :mod:`landscape.connect.flows`.
 
 Reference: I. Anokhin, D. Yarotsky, "Low-loss connection of weight vectors:
 distribution-based approaches", ICML 2020.
