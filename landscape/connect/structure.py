@@ -485,6 +485,20 @@ class _GroupReader:
             groups[r] = Group(sp.name[r] or f"group{len(groups)}", int(sp.size[r]), _ordered(sp.parts[r]))
         return list(groups.values())
 
+    def node_groups(self, groups: list[Group]) -> dict[str, str]:
+        """``{fx node name: group name}`` of every node whose value holds a group's channels
+        on its axis 1 (not flattened): the activations a group's channels take."""
+        sp, names = self.sp, {g.name for g in groups}
+        out = {}
+        for node, v in self.values.items():
+            if v is None or v.flat:
+                continue
+            r = sp.find(v.space)
+            name = sp.name[r]
+            if name in names and not sp.fixed[r]:
+                out[node] = name
+        return out
+
 
 #: Module readers, first matching kind wins: a new kind of layer is a new entry.
 _MODULE_READERS: tuple[tuple[tuple[type, ...], Callable], ...] = (
@@ -509,6 +523,12 @@ def _ordered(parts: list[Part]) -> list[Part]:
 def _read_groups(gm: torch.fx.GraphModule, shapes: Mapping[str, tuple[int, ...]]) -> list[Group]:
     """The permutation groups of a traced model (see the module docs); ``shapes`` are the
     model's parameters' and buffers' shapes by name."""
+    return _read(gm, shapes)[0]
+
+
+def _read(gm: torch.fx.GraphModule, shapes: Mapping[str, tuple[int, ...]]) -> tuple[list[Group], dict[str, str]]:
+    """The groups (see :func:`_read_groups`) and the nodes whose values carry each group's
+    channels (see :meth:`_GroupReader.node_groups`)."""
     reader = _GroupReader(gm, shapes)
     for node in gm.graph.nodes:
         reader.read_node(node)
@@ -520,7 +540,7 @@ def _read_groups(gm: torch.fx.GraphModule, shapes: Mapping[str, tuple[int, ...]]
                 raise UnsupportedModelError(
                     f"group '{g.name}': {p.name} has {n} entries on axis {p.axis}, expected {g.size} x {p.block}"
                 )
-    return groups
+    return groups, reader.node_groups(groups)
 
 
 # ---------------------------------------------------------------------------- the MLP view
@@ -660,6 +680,7 @@ class Structure:
         named = [*model.state_dict(keep_vars=True).items(), *model.named_parameters(), *model.named_buffers()]
         self._shapes = {k: tuple(v.shape) for k, v in named}  # the model's tensors (not kept alive)
         self._groups: list[Group] | None = None
+        self._node_groups: dict[str, str] = {}
 
     @property
     def groups(self) -> list[Group]:
@@ -671,8 +692,24 @@ class Structure:
             A node whose channel flow cannot be followed (named in the message).
         """
         if self._groups is None:
-            self._groups = _read_groups(self.graph, self._shapes)
+            self._groups, self._node_groups = _read(self.graph, self._shapes)
         return self._groups
+
+    @property
+    def activation_groups(self) -> dict[str, str]:
+        """``{fx node name: group name}``: the nodes of :attr:`graph` whose outputs hold a
+        group's channels on axis 1 (a layer's output, its BatchNorm, activations, pooling,
+        residual sums), for matching on activations.
+
+        Examples
+        --------
+        >>> import landscape as ls
+        >>> s = structure(ls.build_model("mlp", {"widths": [8]}))
+        >>> s.activation_groups
+        {'_1': '1', '_2': '1'}
+        """
+        self.groups  # noqa: B018 - read on first use
+        return self._node_groups
 
     def require_chain(self) -> Chain:
         """:attr:`chain`, or ValueError saying why the model is not a plain MLP chain."""
