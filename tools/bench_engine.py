@@ -151,12 +151,19 @@ def run_case(name, model, x, y, n_points, device, paths, repeats):
     return rows
 
 
-def compiled_case(name, model, x, y, n_points, device, repeats):
-    """The compiled path at fp32 and bf16 against the loss-landscape loop (fp32, batch 128) on
-    one plane, all in this process: time per point (best of ``repeats``, the warm-up call
+def _reference_points(n: int, most: int = 16) -> np.ndarray:
+    """Indices of at most ``most`` points spread over a run of ``n``: where a large grid is
+    checked against the float64 loop (all of a small one)."""
+    return np.unique(np.linspace(0, n - 1, min(n, most)).round().astype(np.int64))
+
+
+def compiled_case(name, model, x, y, n_points, device, repeats, precisions=("fp32", "bf16")):
+    """The compiled path at ``precisions`` against the loss-landscape loop (fp32, batch 128)
+    on one plane, all in this process: time per point (best of ``repeats``, the warm-up call
     excluded and its compilation reported), the fp32 loss's relative error against the fp64
     loop, and the bf16 loss's error against the fp64 loop over PyTorch's own bf16 error (the
-    eager model and inputs cast to bf16, the same loop)."""
+    eager model and inputs cast to bf16, the same loop). On a grid of more than 16 points the
+    errors are measured at 16 points spread over it."""
     import copy
 
     model = model.to(device).eval()
@@ -168,16 +175,37 @@ def compiled_case(name, model, x, y, n_points, device, repeats):
         device,
         warm=lambda: loop_baseline(model, w0, d1, d2, coords[:1], x, y),
     )
-    ref = ls.evaluate(model, points, (x, y), device=device, precision="fp64", path="loop", progress=False)["loss"]
-    low = copy.deepcopy(model).to(torch.bfloat16)
-    loss_pt16, _ = loop_baseline(low, w0, d1, d2, coords, x.to(torch.bfloat16), y)
-    pt16_err = float(np.max(np.abs(loss_pt16 - ref)))
-    loop_err = float(np.max(np.abs(loss_loop - ref) / np.abs(ref)))
-    return _compiled_rows(name, model, points, (x, y), "loss", ref, t_loop, loop_err, pt16_err, device, repeats)
+    sub = _reference_points(len(coords))
+    ref = ls.evaluate(model, points.subset(sub), (x, y), device=device, precision="fp64", path="loop", progress=False)
+    ref = ref["loss"]
+    pt16_err = None
+    if "bf16" in precisions:
+        low = copy.deepcopy(model).to(torch.bfloat16)
+        loss_pt16, _ = loop_baseline(low, w0, d1, d2, [coords[i] for i in sub], x.to(torch.bfloat16), y)
+        pt16_err = float(np.max(np.abs(loss_pt16 - ref)))
+    loop_err = float(np.max(np.abs(loss_loop[sub] - ref) / np.abs(ref)))
+    return _compiled_rows(
+        name, model, points, (x, y), "loss", ref, t_loop, loop_err, pt16_err, device, repeats, sub, precisions
+    )
 
 
-def _compiled_rows(name, model, points, data, metric, ref, t_loop, loop_err, pt16_err, device, repeats):
-    """The loop's row and the compiled fp32 and bf16 rows of one case (see :func:`compiled_case`)."""
+def _compiled_rows(
+    name,
+    model,
+    points,
+    data,
+    metric,
+    ref,
+    t_loop,
+    loop_err,
+    pt16_err,
+    device,
+    repeats,
+    sub,
+    precisions=("fp32", "bf16"),
+):
+    """The loop's row and the compiled rows of one case (see :func:`compiled_case`); ``ref``
+    holds the float64 loop's values at the points ``sub``."""
     rows = [
         {
             "case": name,
@@ -185,9 +213,10 @@ def _compiled_rows(name, model, points, data, metric, ref, t_loop, loop_err, pt1
             "s_per_point": t_loop / points.K,
             "ratio": 1.0,
             "max_rel_err": loop_err,
+            "total_s": t_loop,
         }
     ]
-    for precision in ("fp32", "bf16"):
+    for precision in precisions:
         warmups = []
 
         def engine(precision=precision, warmups=warmups, pts=points):
@@ -200,7 +229,7 @@ def _compiled_rows(name, model, points, data, metric, ref, t_loop, loop_err, pt1
         t_eng, res = best_of(engine, repeats, device, warm=lambda e=engine: e(pts=points.subset([0])))
         if res.path != "compiled":
             raise SystemExit(f"{name}: the compiled path fell back to {res.path} at {precision}")
-        err = np.abs(res[metric] - ref)
+        err = np.abs(res[metric][sub] - ref)
         row = {
             "case": name,
             "method": f"compiled {precision}",
@@ -209,6 +238,7 @@ def _compiled_rows(name, model, points, data, metric, ref, t_loop, loop_err, pt1
             "max_rel_err": float(np.max(err / np.abs(ref))),
             "compile_s": max(warmups),
             "batch_size": res.batch_size,
+            "total_s": t_eng,
         }
         if precision == "fp32" and row["max_rel_err"] > 1e-5:
             raise SystemExit(f"{name}: compiled fp32 is {row['max_rel_err']:.2e} from the fp64 loop (more than 1e-5)")
@@ -276,7 +306,10 @@ def compiled_lm_case(n_seq, n_points, device, repeats):
     pt16_err = float(np.max(np.abs(lm_loop_baseline(low, points.to(dtype=torch.bfloat16), ids) - ref)))
     loop_err = float(np.max(np.abs(loss_loop - ref) / np.abs(ref)))
     name = f"GPT-2 LM (4x128), {n_seq} x 128 bytes, {points.K} pts"
-    return _compiled_rows(name, model, points, data, "token_loss", ref, t_loop, loop_err, pt16_err, device, repeats)
+    sub = np.arange(points.K)
+    return _compiled_rows(
+        name, model, points, data, "token_loss", ref, t_loop, loop_err, pt16_err, device, repeats, sub
+    )
 
 
 def plane_case(grid: int, repeats: int):
@@ -340,6 +373,7 @@ def main():
     ap.add_argument("--compiled-samples", default="256,512", help="CIFAR-shaped samples of the compiled cases")
     ap.add_argument("--compiled-points", type=int, default=16, help="points of the compiled cases' plane")
     ap.add_argument("--compiled-repeats", type=int, default=3, help="timed repetitions of the compiled cases")
+    ap.add_argument("--compiled-precisions", default="fp32,bf16", help="precisions of the compiled conv-net cases")
     ap.add_argument("--lm-sequences", type=int, default=64, help="128-byte sequences of the compiled-gpt2 case")
     ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = ap.parse_args()
@@ -396,7 +430,10 @@ def main():
                 torch.manual_seed(0)
                 model = ls.build_model(COMPILED_CASES[case])
                 label = f"{COMPILED_CASES[case]}, {len(data)} CIFAR, {args.compiled_points} pts"
-                rows += compiled_case(label, model, data.x, data.y, args.compiled_points, device, args.compiled_repeats)
+                precisions = tuple(args.compiled_precisions.split(","))
+                rows += compiled_case(
+                    label, model, data.x, data.y, args.compiled_points, device, args.compiled_repeats, precisions
+                )
         else:
             raise SystemExit(
                 f"unknown case {case!r}; expected some of mlp2000, mlp3, plane51, resnet20, compiled-gpt2, {', '.join(COMPILED_CASES)}"
