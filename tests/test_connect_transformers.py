@@ -135,13 +135,13 @@ def test_a_permuted_head_moves_its_queries_keys_values_and_output_columns_as_blo
     perm = torch.tensor([2, 0, 3, 1])
     P = permute_groups(A, s.groups, {heads.name: perm})
     W, Wp = A["transformer.h.0.attn.c_attn.weight"], P["transformer.h.0.attn.c_attn.weight"]
-    O, Op = A["transformer.h.0.attn.c_proj.weight"], P["transformer.h.0.attn.c_proj.weight"]
+    Wo, Wop = A["transformer.h.0.attn.c_proj.weight"], P["transformer.h.0.attn.c_proj.weight"]
     for slot, old in enumerate(perm.tolist()):  # dense oracle: head slot <- old head, in q, k and v
         for j in range(3):
             new_cols = slice(32 * j + 8 * slot, 32 * j + 8 * slot + 8)
             old_cols = slice(32 * j + 8 * old, 32 * j + 8 * old + 8)
             assert torch.equal(Wp[:, new_cols], W[:, old_cols])
-        assert torch.equal(Op[8 * slot : 8 * slot + 8], O[8 * old : 8 * old + 8])
+        assert torch.equal(Wop[8 * slot : 8 * slot + 8], Wo[8 * old : 8 * old + 8])
 
 
 def test_head_order_and_inner_orders_commute():

@@ -29,10 +29,32 @@ trace):
     features of the next ``Linear`` (its ``weight`` axis 1 permutes in blocks);
   - the input and the output spaces are fixed: a group that reaches either is not permuted.
 
-  Anything else (concatenation, grouped convolutions, LayerNorm, attention, custom
-  functions) raises :class:`UnsupportedModelError` naming the node it could not follow.
-  Groups are named after the module that first writes them (``"features.0"``,
-  ``"conv1"``), which for an MLP is the name of its hidden ``Linear`` layer.
+  - sequence models keep channels on the last axis (:class:`_Value` knows which axis):
+    ``Embedding`` opens a space (``weight`` axis 1; its rows are tokens); ``LayerNorm`` and
+    ``RMSNorm`` over the channels alone join the space (``weight``, ``bias``), as BatchNorm
+    does; a tied output head (a ``Linear`` whose weight is the embedding's tensor) reads the
+    space with that one tensor, listed once under its first name (``Weights`` keeps the
+    alias tied);
+  - ``MultiheadAttention`` (fused ``in_proj_weight``) reads its input's space and opens
+    three groups: ``<name>.heads`` (whole heads: blocks of the head size of queries, keys,
+    values and the output projection's inputs), ``<name>.qk`` (dimension ``i`` of the
+    queries and keys of every head) and ``<name>.vo`` (dimension ``i`` of the values and the
+    output projection's inputs); the three commute, so any order of matching composes.
+    Parts inside a fused axis carry ``Part.offset``/``total``; inner dimensions
+    ``Part.repeat``/``period``.
+
+  Anything else (concatenation, grouped convolutions, normalisation over other axes, attention
+  written out of matrix products, custom functions) raises :class:`UnsupportedModelError`
+  naming the node it could not follow. Groups are named after the module that first writes
+  them (``"features.0"``, ``"conv1"``), which for an MLP is the name of its hidden ``Linear``
+  layer.
+* Hugging Face's GPT-2 (``GPT2LMHeadModel``, ``GPT2Model``) cannot be traced by ``torch.fx``
+  (transformers 5 has no fx tracer of its own), so :func:`_gpt2_read` reads the same groups
+  from its module tree and config: the residual stream (``wte``/``wpe`` axis 1, every
+  LayerNorm, the ``Conv1D`` layers' ``weight`` ``[in, out]`` axes, the tied ``lm_head``), per
+  block the attention's three groups on the fused ``c_attn`` (queries, keys, values side by
+  side on ``weight`` axis 1) and the MLP's hidden group. Its :attr:`Structure.graph` is None;
+  everything else has the same API.
 * :attr:`Structure.chain`, the MLP view: a :class:`Chain` of the ``Linear`` layers when the
   graph is a plain chain of an optional leading ``Flatten``, ``Linear`` layers and
   elementwise activations, else None (:attr:`Structure.chain_error` says why). It is read from
@@ -40,12 +62,7 @@ trace):
 
 Each node is read by one small function chosen from a table: modules by their kind
 (:data:`_MODULE_READERS`), functions by identity, methods by name. A new kind of layer is a
-new reader, not another tracer: LayerNorm/RMSNorm join their space like BatchNorm (their
-``weight``/``bias`` as parts of axis 0) once the reader checks that they normalise over the
-channel axis alone; multi-head attention opens a space per projection whose parts permute in
-blocks of the head size (``Part.block``, as flattened channels do) or as whole heads;
-an embedding opens a space (``weight`` axis 1, its rows are tokens); a tied output head reads
-that space with the embedding's own tensor (the union-find of :class:`_Spaces` merges them).
+new reader, not another tracer.
 """
 
 from __future__ import annotations
