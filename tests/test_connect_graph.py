@@ -162,7 +162,7 @@ class _Branchy(nn.Module):
     [
         (_Concat(), "node 'cat'"),
         (nn.Sequential(nn.Conv2d(4, 4, 3, groups=2), nn.Flatten(), nn.Linear(4, 2)), "grouped convolution"),
-        (nn.Sequential(nn.Linear(4, 6), nn.LayerNorm(6), nn.Linear(6, 2)), "LayerNorm"),
+        (nn.Sequential(nn.Conv2d(3, 4, 3), nn.LayerNorm(6), nn.Flatten(), nn.Linear(144, 2)), "normalises over"),
         (_Branchy(), "cannot trace _Branchy"),
     ],
 )

@@ -90,7 +90,7 @@ def permute_groups(weights: Weights, groups: list[Group], perms: dict[str, torch
             raise ValueError(f"perms['{name}'] should be a permutation of 0..{g.size - 1}")
         for part in g.parts:
             x = out[part.name]
-            out[part.name] = x.index_select(part.axis, g.index(p, part).to(x.device))
+            out[part.name] = x.index_select(part.axis, g.index(p, part, x.shape[part.axis]).to(x.device))
     return Weights(out, weights.layout)
 
 
@@ -139,6 +139,13 @@ def group_mean(A: Weights, B: Weights, groups: list[Group]) -> Weights:
             out[e.name] = (0.5 * (a.to(torch.float64) + b.to(torch.float64))).to(a.dtype)
             continue
         g, p = owner[e.name]
+        if not p.plain:  # a part inside a fused axis: its channels' mean, the rest as (A + B) / 2
+            x = (0.5 * (a.to(torch.float64) + b.to(torch.float64))).movedim(p.axis, 0)
+            rows = torch.cat([g.neuron_rows(a, p), g.neuron_rows(b, p)]).to(torch.float64).mean(0)
+            pos = g.positions(p).reshape(-1)
+            x[pos] = rows.reshape(-1, *x.shape[1:]).repeat(g.size, *([1] * (x.dim() - 1)))
+            out[e.name] = x.movedim(0, p.axis).to(a.dtype).contiguous()
+            continue
         x = torch.cat([a, b], p.axis).to(torch.float64).movedim(p.axis, 0)
         rest = x.shape[1:]
         x = x.reshape(2 * g.size, p.block, *rest).mean(0, keepdim=True)

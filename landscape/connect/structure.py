@@ -29,10 +29,32 @@ trace):
     features of the next ``Linear`` (its ``weight`` axis 1 permutes in blocks);
   - the input and the output spaces are fixed: a group that reaches either is not permuted.
 
-  Anything else (concatenation, grouped convolutions, LayerNorm, attention, custom
-  functions) raises :class:`UnsupportedModelError` naming the node it could not follow.
-  Groups are named after the module that first writes them (``"features.0"``,
-  ``"conv1"``), which for an MLP is the name of its hidden ``Linear`` layer.
+  - sequence models keep channels on the last axis (:class:`_Value` knows which axis):
+    ``Embedding`` opens a space (``weight`` axis 1; its rows are tokens); ``LayerNorm`` and
+    ``RMSNorm`` over the channels alone join the space (``weight``, ``bias``), as BatchNorm
+    does; a tied output head (a ``Linear`` whose weight is the embedding's tensor) reads the
+    space with that one tensor, listed once under its first name (``Weights`` keeps the
+    alias tied);
+  - ``MultiheadAttention`` (fused ``in_proj_weight``) reads its input's space and opens
+    three groups: ``<name>.heads`` (whole heads: blocks of the head size of queries, keys,
+    values and the output projection's inputs), ``<name>.qk`` (dimension ``i`` of the
+    queries and keys of every head) and ``<name>.vo`` (dimension ``i`` of the values and the
+    output projection's inputs); the three commute, so any order of matching composes.
+    Parts inside a fused axis carry ``Part.offset``/``total``; inner dimensions
+    ``Part.repeat``/``period``.
+
+  Anything else (concatenation, grouped convolutions, normalisation over other axes, attention
+  written out of matrix products, custom functions) raises :class:`UnsupportedModelError`
+  naming the node it could not follow. Groups are named after the module that first writes
+  them (``"features.0"``, ``"conv1"``), which for an MLP is the name of its hidden ``Linear``
+  layer.
+* Hugging Face's GPT-2 (``GPT2LMHeadModel``, ``GPT2Model``) cannot be traced by ``torch.fx``
+  (transformers 5 has no fx tracer of its own), so :func:`_gpt2_read` reads the same groups
+  from its module tree and config: the residual stream (``wte``/``wpe`` axis 1, every
+  LayerNorm, the ``Conv1D`` layers' ``weight`` ``[in, out]`` axes, the tied ``lm_head``), per
+  block the attention's three groups on the fused ``c_attn`` (queries, keys, values side by
+  side on ``weight`` axis 1) and the MLP's hidden group. Its :attr:`Structure.graph` is None;
+  everything else has the same API.
 * :attr:`Structure.chain`, the MLP view: a :class:`Chain` of the ``Linear`` layers when the
   graph is a plain chain of an optional leading ``Flatten``, ``Linear`` layers and
   elementwise activations, else None (:attr:`Structure.chain_error` says why). It is read from
@@ -40,12 +62,7 @@ trace):
 
 Each node is read by one small function chosen from a table: modules by their kind
 (:data:`_MODULE_READERS`), functions by identity, methods by name. A new kind of layer is a
-new reader, not another tracer: LayerNorm/RMSNorm join their space like BatchNorm (their
-``weight``/``bias`` as parts of axis 0) once the reader checks that they normalise over the
-channel axis alone; multi-head attention opens a space per projection whose parts permute in
-blocks of the head size (``Part.block``, as flattened channels do) or as whole heads;
-an embedding opens a space (``weight`` axis 1, its rows are tokens); a tied output head reads
-that space with the embedding's own tensor (the union-find of :class:`_Spaces` merges them).
+new reader, not another tracer.
 """
 
 from __future__ import annotations
@@ -201,7 +218,16 @@ def traced(model: nn.Module) -> torch.fx.GraphModule:
 @dataclass(frozen=True)
 class Part:
     """One tensor's share of a group: neuron ``i`` owns ``tensor.select(axis, .)`` at the
-    indices ``i * block ... i * block + block - 1`` of ``axis``.
+    indices ``offset + r * period + i * block + b`` of ``axis``, for ``r < repeat`` and
+    ``b < block``.
+
+    The plain part (``offset=0, repeat=1, total=0``) owns the whole of ``axis``, in blocks:
+    a layer's rows (``block=1``) or a flattened channel's features (``block = H W``). A
+    part of a fused axis names the axis length ``total`` and its ``offset`` in it (the key
+    rows of a fused query|key|value projection of width ``d`` have ``offset = d`` and
+    ``total = 3 d``); ``block`` = the head size makes whole attention
+    heads the neurons; ``repeat`` = the number of heads with ``period`` = the head size
+    makes dimension ``i`` of every head one neuron (the dimensions inside a head).
 
     ``role`` is ``"out"`` where the group's channels are written (a layer's output rows, its
     bias, BatchNorm parameters) and ``"in"`` where they are read (a later layer's input
@@ -211,6 +237,19 @@ class Part:
     axis: int
     block: int = 1
     role: str = "out"
+    offset: int = 0
+    repeat: int = 1
+    period: int = 0
+    total: int = 0
+
+    @property
+    def plain(self) -> bool:
+        """Whether the part is its whole axis, in consecutive blocks."""
+        return self.offset == 0 and self.repeat == 1 and self.total == 0
+
+    def span(self, size: int) -> int:
+        """The length of ``axis`` the part needs for ``size`` neurons."""
+        return self.offset + (self.repeat - 1) * self.period + size * self.block
 
 
 @dataclass
@@ -221,20 +260,41 @@ class Group:
     size: int
     parts: list[Part] = field(default_factory=list)
 
-    def index(self, perm: torch.Tensor, part: Part) -> torch.Tensor:
-        """Indices along ``part.axis`` that put old channel ``perm[i]`` in slot ``i``."""
-        if part.block == 1:
-            return perm
-        return (perm[:, None] * part.block + torch.arange(part.block)).reshape(-1)
+    def positions(self, part: Part) -> torch.Tensor:
+        """The indices along ``part.axis`` that channel ``i`` owns: ``LongTensor[size, repeat * block]``."""
+        r = torch.arange(part.repeat)[None, :, None] * part.period
+        i = torch.arange(self.size)[:, None, None] * part.block
+        b = torch.arange(part.block)[None, None, :]
+        return (part.offset + r + i + b).reshape(self.size, -1)
+
+    def index(self, perm: torch.Tensor, part: Part, length: int | None = None) -> torch.Tensor:
+        """Indices along ``part.axis`` (of ``length`` entries; needed unless the part is
+        plain) that put old channel ``perm[i]`` in slot ``i``."""
+        if part.plain:
+            if part.block == 1:
+                return perm
+            return (perm[:, None] * part.block + torch.arange(part.block)).reshape(-1)
+        if length is None:
+            raise ValueError(f"part {part.name}[{part.axis}] starts at {part.offset}: index needs the axis length")
+        pos = self.positions(part)
+        idx = torch.arange(length)
+        idx[pos.reshape(-1)] = pos[perm].reshape(-1)
+        return idx
 
     def neuron_rows(self, tensor: torch.Tensor, part: Part) -> torch.Tensor:
         """``tensor``'s share of every channel: ``Tensor[size, d]``."""
         x = tensor.movedim(part.axis, 0)
-        return x.reshape(self.size, -1)
+        if part.plain:
+            return x.reshape(self.size, -1)
+        return x[self.positions(part).reshape(-1).to(x.device)].reshape(self.size, -1)
 
     def __repr__(self) -> str:
-        parts = ", ".join(f"{p.name}[{p.axis}]" + (f"x{p.block}" if p.block > 1 else "") for p in self.parts)
-        return f"Group({self.name!r}, size={self.size}, parts=[{parts}])"
+        def show(p: Part) -> str:
+            s = f"{p.name}[{p.axis}]" + (f"x{p.block}" if p.block > 1 else "")
+            s += f"@{p.offset}" if p.offset else ""
+            return s + (f"*{p.repeat}/{p.period}" if p.repeat > 1 else "")
+
+        return f"Group({self.name!r}, size={self.size}, parts=[{', '.join(show(p) for p in self.parts)}])"
 
 
 class _Spaces:
@@ -284,13 +344,21 @@ class _Value:
 
     space: int
     flat: bool = False  # channels flattened together with spatial positions (after flatten)
+    last: bool = False  # channels on the last axis (sequence models, [batch, seq, d]), not on axis 1
+    pair: bool = False  # an attention module's (output, weights) tuple: item 0 holds the channels
+
+    @property
+    def axis(self) -> int:
+        """The axis that holds the channels: 1 (convnets, ``[batch, C, ...]``) or -1 (sequences)."""
+        return -1 if self.last else 1
 
 
 _PASS_METHODS = {"relu", "tanh", "sigmoid", "contiguous", "clone", "float", "double", "to"}
 _ADD = {operator.add, operator.iadd, torch.add}
 _SCALE = {operator.mul, operator.truediv, operator.imul, operator.itruediv, torch.mul}
 _SUPPORTED = (
-    "Linear, Conv1d/2d/3d, BatchNorm, elementwise activations, pooling, dropout, flatten and residual additions"
+    "Linear, Conv1d/2d/3d, BatchNorm, LayerNorm/RMSNorm over the last axis, Embedding, MultiheadAttention, "
+    "elementwise activations, pooling, dropout, flatten and residual additions"
 )
 
 
@@ -309,9 +377,13 @@ class _GroupReader:
     their own tables. A reader stores the node's :class:`_Value` (None for non-tensors).
     """
 
-    def __init__(self, gm: torch.fx.GraphModule, shapes: Mapping[str, tuple[int, ...]]):
+    def __init__(
+        self, gm: torch.fx.GraphModule, shapes: Mapping[str, tuple[int, ...]], aliases: Mapping[str, str] = {}
+    ):
         self.modules = dict(gm.named_modules())
         self.shapes = shapes  # of the parameters and buffers of the model, by name
+        self.aliases = aliases  # {alias of a tied tensor: its first name}
+        self.owner: dict[tuple, int] = {}  # (tensor, axis, offset, repeat) -> the space it joined
         self.sp = _Spaces()
         self.values: dict[str, _Value | None] = {}
 
@@ -333,9 +405,17 @@ class _GroupReader:
         visit(list(node.args) + list(node.kwargs.values()))
         return out
 
-    def add_part(self, space: int, name: str, axis: int, block: int = 1, role: str = "out") -> None:
-        if name in self.shapes:
-            self.sp.parts[self.sp.find(space)].append(Part(name, axis, block, role))
+    def add_part(self, space: int, name: str, axis: int, block: int = 1, role: str = "out", **where) -> None:
+        """Add ``Part(name, axis, block, role, **where)`` to ``space``; a tied tensor goes under its
+        first name, and a tensor axis already in another space joins the two (a tied head)."""
+        if name not in self.shapes:
+            return
+        part = Part(self.aliases.get(name, name), axis, block, role, **where)
+        key = (part.name, axis, part.offset, part.repeat)
+        if key in self.owner:
+            space = self.sp.union(self.owner[key], space, f"tied tensor {name}")
+        self.owner[key] = space
+        self.sp.parts[self.sp.find(space)].append(part)
 
     def read_input(self, node: torch.fx.Node, layer: str, v: _Value, in_features: int) -> None:
         """``layer.weight`` axis 1 reads the channels of ``v``."""
@@ -358,7 +438,9 @@ class _GroupReader:
             return args[0] if args else None
         if args[0].flat != args[1].flat:
             raise _fail(node, "adds flattened and unflattened features")
-        return _Value(self.sp.union(args[0].space, args[1].space, node.name), args[0].flat)
+        return _Value(
+            self.sp.union(args[0].space, args[1].space, node.name), args[0].flat, args[0].last or args[1].last
+        )
 
     def flatten(self, node: torch.fx.Node, args: list[_Value]) -> _Value:
         start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
@@ -371,6 +453,10 @@ class _GroupReader:
         dims = (dims,) if isinstance(dims, int) else tuple(dims or ())
         if not args:
             return None
+        if args[0].last and (not dims or -1 in dims):
+            raise _fail(node, f"reduction over dims {dims}; channels on the last axis need it kept")
+        if args[0].last:
+            return args[0]
         if not dims or 1 in dims or (-1 in dims and args[0].flat):
             raise _fail(node, f"reduction over dims {dims}; only spatial dims (2, 3, ...) keep the channels")
         return args[0]
@@ -404,13 +490,13 @@ class _GroupReader:
         if len(args) != 1:
             raise _fail(node, "expected one tensor input")
         v = args[0]
-        if isinstance(mod, CONVOLUTIONS) and v.flat:
-            raise _fail(node, "convolution of flattened features")
+        if isinstance(mod, CONVOLUTIONS) and (v.flat or v.last):
+            raise _fail(node, "convolution of flattened features or of channels on the last axis")
         self.read_input(node, node.target, v, mod.weight.shape[1])
         out = self.sp.new(size=mod.weight.shape[0], name=node.target)
         self.add_part(out, f"{node.target}.weight", 0)
         self.add_part(out, f"{node.target}.bias", 0)
-        return _Value(out)
+        return _Value(out, last=isinstance(mod, nn.Linear))
 
     def read_batchnorm(self, node: torch.fx.Node, mod: nn.Module, args: list[_Value]) -> _Value:
         """BatchNorm joins its input's space with its four per-channel tensors."""
@@ -422,7 +508,56 @@ class _GroupReader:
             self.sp.size[s] = mod.num_features
         for suffix in ("weight", "bias", "running_mean", "running_var"):
             self.add_part(s, f"{node.target}.{suffix}", 0)
-        return _Value(s)
+        return _Value(s, last=v.last)
+
+    def read_layernorm(self, node: torch.fx.Node, mod: nn.Module, args: list[_Value]) -> _Value:
+        """LayerNorm and RMSNorm over the channel axis alone join its space (``weight``, ``bias``)."""
+        v = args[0]
+        shape = tuple(mod.normalized_shape)
+        s = self.sp.find(v.space)
+        if v.flat or not v.last or len(shape) != 1:
+            raise _fail(node, f"normalises over {shape}; expected the channels, on the last axis, alone")
+        if self.sp.size[s] is not None and self.sp.size[s] != shape[0]:
+            raise _fail(node, f"normalises {shape[0]} features of a tensor with {self.sp.size[s]} channels")
+        self.sp.size[s] = shape[0]
+        self.add_part(s, f"{node.target}.weight", 0)
+        self.add_part(s, f"{node.target}.bias", 0)
+        return _Value(s, last=True)
+
+    def read_embedding(self, node: torch.fx.Node, mod: nn.Module, args: list[_Value]) -> _Value:
+        """An embedding opens a space of its vectors (``weight`` axis 1; its rows are tokens)."""
+        out = self.sp.new(size=mod.weight.shape[1], name=node.target)
+        self.add_part(out, f"{node.target}.weight", 1)
+        return _Value(out, last=True)
+
+    def read_attention(self, node: torch.fx.Node, mod: nn.Module, args: list[_Value]) -> _Value:
+        """``nn.MultiheadAttention``: query, key and value read one space (``in_proj_weight``
+        axis 1); heads, the query/key dimensions and the value/output dimensions inside a head
+        are three groups (see :func:`_attention_groups`); the output opens a space."""
+        if not mod._qkv_same_embed_dim or mod.bias_k is not None:
+            raise _fail(node, "attention with separate key/value sizes or bias_k/bias_v")
+        qkv = [
+            node.args[i] if i < len(node.args) else node.kwargs.get(k) for i, k in enumerate(("query", "key", "value"))
+        ]
+        vals = [self.values.get(a.name) if isinstance(a, torch.fx.Node) else None for a in qkv]
+        if any(v is None or v.flat or not v.last for v in vals):
+            raise _fail(node, "attention inputs should be tensors with channels on the last axis")
+        s = vals[0].space
+        for v in vals[1:]:
+            s = self.sp.union(s, v.space, node.name)
+        self.read_input(node, node.target, _Value(s, last=True), mod.embed_dim)
+        self.add_part(s, f"{node.target}.in_proj_weight", 1, role="in")
+        p = node.target
+        fused = (f"{p}.in_proj_weight", 0, f"{p}.in_proj_bias")
+        for name, size, parts in _attention_groups(p, mod.num_heads, mod.head_dim, fused, (f"{p}.out_proj.weight", 1)):
+            g = self.sp.new(size=size, name=name)
+            for q in parts:
+                where = {"offset": q.offset, "repeat": q.repeat, "period": q.period, "total": q.total}
+                self.add_part(g, q.name, q.axis, q.block, q.role, **where)
+        out = self.sp.new(size=mod.embed_dim, name=f"{p}.out_proj")
+        self.add_part(out, f"{p}.out_proj.weight", 0)
+        self.add_part(out, f"{p}.out_proj.bias", 0)
+        return _Value(out, last=True, pair=True)
 
     def read_flatten(self, node: torch.fx.Node, mod: nn.Module, args: list[_Value]) -> _Value:
         v = args[0]
@@ -437,6 +572,14 @@ class _GroupReader:
 
     def read_function(self, node: torch.fx.Node, args: list[_Value]) -> _Value | None:
         fn = node.target
+        if args and args[0].pair:  # item 0 of an attention's (output, weights)
+            if fn is operator.getitem and node.args[1] == 0:
+                return _Value(args[0].space, last=True)
+            if fn is operator.getitem:
+                return None
+            raise _fail(node, "use of an attention's (output, weights) pair other than [0]")
+        if fn is getattr:  # x.shape, x.dtype, x.device
+            return None
         if fn in _ADD:
             return self.add(node, args)
         if fn in _SCALE or fn in PASS_FUNCTIONS or fn is operator.neg:
@@ -485,18 +628,19 @@ class _GroupReader:
             groups[r] = Group(sp.name[r] or f"group{len(groups)}", int(sp.size[r]), _ordered(sp.parts[r]))
         return list(groups.values())
 
-    def node_groups(self, groups: list[Group]) -> dict[str, str]:
-        """``{fx node name: group name}`` of every node whose value holds a group's channels
-        on its axis 1 (not flattened): the activations a group's channels take."""
+    def node_groups(self, groups: list[Group]) -> dict[str, tuple[str, int]]:
+        """``{fx node name: (group name, axis)}`` of every node whose value holds a group's
+        channels on ``axis`` (1, or -1 for sequences; not flattened): the activations a
+        group's channels take."""
         sp, names = self.sp, {g.name for g in groups}
         out = {}
         for node, v in self.values.items():
-            if v is None or v.flat:
+            if v is None or v.flat or v.pair:
                 continue
             r = sp.find(v.space)
             name = sp.name[r]
             if name in names and not sp.fixed[r]:
-                out[node] = name
+                out[node] = (name, v.axis)
         return out
 
 
@@ -504,9 +648,44 @@ class _GroupReader:
 _MODULE_READERS: tuple[tuple[tuple[type, ...], Callable], ...] = (
     ((nn.Linear, *CONVOLUTIONS), _GroupReader.read_layer),
     (BATCHNORMS, _GroupReader.read_batchnorm),
+    ((nn.LayerNorm, nn.RMSNorm), _GroupReader.read_layernorm),
+    ((nn.Embedding,), _GroupReader.read_embedding),
+    ((nn.MultiheadAttention,), _GroupReader.read_attention),
     ((nn.Flatten,), _GroupReader.read_flatten),
     ((*PASS_MODULES, nn.PReLU), _GroupReader.read_pass),  # a PReLU only with one parameter
 )
+
+
+def _attention_groups(
+    prefix: str, heads: int, d: int, fused: tuple[str, int, str], out: tuple[str, int]
+) -> list[tuple[str, int, list[Part]]]:
+    """The three groups of a multi-head attention whose query, key and value projections are
+    one fused tensor (``fused = (weight, its output axis, bias)``: queries, keys and values
+    side by side on that axis, ``heads * d`` each) read by the output projection
+    (``out = (weight, its input axis)``): ``(name, size, parts)`` of
+
+    * ``{prefix}.heads``: whole heads (blocks of ``d`` queries, keys, values and the output
+      projection's inputs);
+    * ``{prefix}.qk``: dimension ``i`` of the queries and keys of every head;
+    * ``{prefix}.vo``: dimension ``i`` of the values and the output projection's inputs of
+      every head.
+
+    The three permutations commute (a head order and one order of the dimensions shared by
+    all heads act on different coordinates of the ``[heads, d]`` grid), so a matcher can
+    take them in any order, like any other groups. (Independent orders of the dimensions of
+    each head would not commute with the head order.)
+    """
+    weight, axis, bias = fused
+    n = heads * d
+    head_parts, qk, vo = [], [], []
+    for name, ax in ((weight, axis), (bias, 0)):
+        for j in range(3):
+            head_parts.append(Part(name, ax, d, "out", offset=j * n, total=3 * n))
+            inner = Part(name, ax, 1, "out", offset=j * n, repeat=heads, period=d, total=3 * n)
+            (qk if j < 2 else vo).append(inner)
+    head_parts.append(Part(out[0], out[1], d, "in"))
+    vo.append(Part(out[0], out[1], 1, "in", repeat=heads, period=d))
+    return [(f"{prefix}.heads", heads, head_parts), (f"{prefix}.qk", d, qk), (f"{prefix}.vo", d, vo)]
 
 
 def _ordered(parts: list[Part]) -> list[Part]:
@@ -514,8 +693,9 @@ def _ordered(parts: list[Part]) -> list[Part]:
     seen, out = set(), []
     for role in ("out", "in"):
         for p in parts:
-            if p.role == role and (p.name, p.axis) not in seen:
-                seen.add((p.name, p.axis))
+            key = (p.name, p.axis, p.offset, p.repeat)
+            if p.role == role and key not in seen:
+                seen.add(key)
                 out.append(p)
     return out
 
@@ -526,21 +706,29 @@ def _read_groups(gm: torch.fx.GraphModule, shapes: Mapping[str, tuple[int, ...]]
     return _read(gm, shapes)[0]
 
 
-def _read(gm: torch.fx.GraphModule, shapes: Mapping[str, tuple[int, ...]]) -> tuple[list[Group], dict[str, str]]:
+def _read(
+    gm: torch.fx.GraphModule, shapes: Mapping[str, tuple[int, ...]], aliases: Mapping[str, str] = {}
+) -> tuple[list[Group], dict[str, tuple[str, int]]]:
     """The groups (see :func:`_read_groups`) and the nodes whose values carry each group's
-    channels (see :meth:`_GroupReader.node_groups`)."""
-    reader = _GroupReader(gm, shapes)
+    channels (see :meth:`_GroupReader.node_groups`); ``aliases`` maps the later names of
+    tied tensors to their first."""
+    reader = _GroupReader(gm, shapes, aliases)
     for node in gm.graph.nodes:
         reader.read_node(node)
     groups = reader.groups()
+    _check_spans(groups, shapes)
+    return groups, reader.node_groups(groups)
+
+
+def _check_spans(groups: list[Group], shapes: Mapping[str, tuple[int, ...]]) -> None:
+    """Raise unless every part fits its tensor's axis."""
     for g in groups:
         for p in g.parts:
             n = shapes[p.name][p.axis]
-            if n != g.size * p.block:
+            if (n != g.size * p.block) if p.plain else (n < p.span(g.size) or n != (p.total or n)):
                 raise UnsupportedModelError(
                     f"group '{g.name}': {p.name} has {n} entries on axis {p.axis}, expected {g.size} x {p.block}"
                 )
-    return groups, reader.node_groups(groups)
 
 
 # ---------------------------------------------------------------------------- the MLP view
@@ -652,6 +840,67 @@ def _read_chain(gm: torch.fx.GraphModule, kind: str) -> Chain:
     return Chain(chain)
 
 
+# ---------------------------------------------------------------------------- GPT-2's module tree
+_GPT2 = ("GPT2LMHeadModel", "GPT2Model")
+
+
+def _is_gpt2(model: nn.Module) -> bool:
+    """Whether ``model`` is Hugging Face's GPT-2 (which ``torch.fx`` cannot trace)."""
+    cls = type(model)
+    return cls.__name__ in _GPT2 and cls.__module__.startswith("transformers.")
+
+
+def _gpt2_read(model: nn.Module, aliases: Mapping[str, str]) -> tuple[list[Group], dict[str, tuple[str, int]]]:
+    """The groups of a Hugging Face GPT-2 read from its module tree and config (see the
+    module docs), and ``{module name: (group name, -1)}`` of the modules whose outputs hold
+    a group's channels (on the last axis)."""
+    cfg = model.config
+    p = "transformer." if hasattr(model, "transformer") else ""
+    if getattr(cfg, "add_cross_attention", False):
+        raise UnsupportedModelError(
+            f"{type(model).__name__} with cross-attention; expected GPT-2 blocks of self-attention"
+        )
+    mods = dict(model.named_modules())
+    d_model, heads = cfg.n_embd, cfg.n_head
+    stream = Group(f"{p}wte", d_model, [Part(f"{p}wte.weight", 1), Part(f"{p}wpe.weight", 1)])
+    groups, acts = [stream], {f"{p}wte": (stream.name, -1), f"{p}wpe": (stream.name, -1)}
+
+    def norm(name: str) -> None:
+        stream.parts += [Part(f"{name}.weight", 0), Part(f"{name}.bias", 0)]
+        acts[name] = (stream.name, -1)
+
+    for i in range(cfg.n_layer):
+        b = f"{p}h.{i}"
+        norm(f"{b}.ln_1")
+        stream.parts += [Part(f"{b}.attn.c_attn.weight", 0, role="in")]
+        fused = (f"{b}.attn.c_attn.weight", 1, f"{b}.attn.c_attn.bias")
+        for name, size, parts in _attention_groups(
+            f"{b}.attn", heads, d_model // heads, fused, (f"{b}.attn.c_proj.weight", 0)
+        ):
+            groups.append(Group(name, size, parts))
+        stream.parts += [Part(f"{b}.attn.c_proj.weight", 1), Part(f"{b}.attn.c_proj.bias", 0)]
+        acts[f"{b}.attn.c_proj"] = (stream.name, -1)
+        norm(f"{b}.ln_2")
+        stream.parts.append(Part(f"{b}.mlp.c_fc.weight", 0, role="in"))
+        mlp = Group(f"{b}.mlp.c_fc", mods[f"{b}.mlp.c_fc"].nf)
+        mlp.parts += [
+            Part(f"{b}.mlp.c_fc.weight", 1),
+            Part(f"{b}.mlp.c_fc.bias", 0),
+            Part(f"{b}.mlp.c_proj.weight", 0, role="in"),
+        ]
+        groups.append(mlp)
+        acts.update(
+            {f"{b}.mlp.c_fc": (mlp.name, -1), f"{b}.mlp.act": (mlp.name, -1), f"{b}.mlp.c_proj": (stream.name, -1)}
+        )
+        stream.parts += [Part(f"{b}.mlp.c_proj.weight", 1), Part(f"{b}.mlp.c_proj.bias", 0)]
+    norm(f"{p}ln_f")
+    if "lm_head" in mods:
+        stream.parts.append(Part(aliases.get("lm_head.weight", "lm_head.weight"), 1, role="in"))
+    for g in groups:
+        g.parts = _ordered(g.parts)
+    return groups, acts
+
+
 # ---------------------------------------------------------------------------- the structure
 class Structure:
     """What connections read from a model's trace: its permutation groups and MLP view.
@@ -661,8 +910,9 @@ class Structure:
 
     Attributes
     ----------
-    graph : torch.fx.GraphModule
-        The model's trace (:func:`traced`).
+    graph : torch.fx.GraphModule or None
+        The model's trace (:func:`traced`); None for a Hugging Face GPT-2, whose structure is
+        read from its module tree (see the module docs).
     chain : Chain or None
         The MLP view, or None when the graph is not a plain chain of ``Linear`` layers and
         elementwise activations.
@@ -671,16 +921,29 @@ class Structure:
     """
 
     def __init__(self, model: nn.Module):
+        sd = model.state_dict(keep_vars=True)
+        named = [*sd.items(), *model.named_parameters(), *model.named_buffers()]
+        self._shapes = {k: tuple(v.shape) for k, v in named}  # the model's tensors (not kept alive)
+        first: dict[int, str] = {}
+        self._aliases = {k: first.setdefault(id(v), k) for k, v in sd.items() if first.setdefault(id(v), k) != k}
+        self._signature = _signature(model)
+        self._groups: list[Group] | None = None
+        self._node_groups: dict[str, tuple[str, int]] = {}
+        self._module_groups: dict[str, tuple[str, int]] | None = None
+        if _is_gpt2(model):  # torch.fx cannot trace it: its module tree instead
+            self.graph: torch.fx.GraphModule | None = None
+            self.chain: Chain | None = None
+            self.chain_error: str | None = f"model is a {type(model).__name__} (a transformer); {_EXPECTED}"
+            self._groups, self._module_groups = _gpt2_read(model, self._aliases)
+            _check_spans(self._groups, self._shapes)
+            self._node_groups = dict(self._module_groups)
+            return
         self.graph = traced(model)
         try:
-            self.chain: Chain | None = _read_chain(self.graph, type(model).__name__)
-            self.chain_error: str | None = None
+            self.chain = _read_chain(self.graph, type(model).__name__)
+            self.chain_error = None
         except ValueError as e:
             self.chain, self.chain_error = None, str(e)
-        named = [*model.state_dict(keep_vars=True).items(), *model.named_parameters(), *model.named_buffers()]
-        self._shapes = {k: tuple(v.shape) for k, v in named}  # the model's tensors (not kept alive)
-        self._groups: list[Group] | None = None
-        self._node_groups: dict[str, str] = {}
 
     @property
     def groups(self) -> list[Group]:
@@ -692,14 +955,16 @@ class Structure:
             A node whose channel flow cannot be followed (named in the message).
         """
         if self._groups is None:
-            self._groups, self._node_groups = _read(self.graph, self._shapes)
+            self._groups, self._node_groups = _read(self.graph, self._shapes, self._aliases)
         return self._groups
 
     @property
     def activation_groups(self) -> dict[str, str]:
         """``{fx node name: group name}``: the nodes of :attr:`graph` whose outputs hold a
-        group's channels on axis 1 (a layer's output, its BatchNorm, activations, pooling,
-        residual sums), for matching on activations.
+        group's channels (a layer's output, its BatchNorm or LayerNorm, activations, pooling,
+        residual sums) on the axis :attr:`activation_axes` names, for matching on
+        activations. Without a graph (GPT-2), the keys are module names, as in
+        :attr:`activation_modules`.
 
         Examples
         --------
@@ -709,7 +974,32 @@ class Structure:
         {'_1': '1', '_2': '1'}
         """
         self.groups  # noqa: B018 - read on first use
-        return self._node_groups
+        return {k: g for k, (g, _) in self._node_groups.items()}
+
+    @property
+    def activation_axes(self) -> dict[str, int]:
+        """``{key of activation_groups: axis}``: where the channels lie in that output, 1
+        (convnets, ``[batch, C, ...]``) or -1 (sequences, ``[batch, seq, d]``, and the
+        ``[batch, C]`` outputs of ``Linear`` layers)."""
+        self.groups  # noqa: B018 - read on first use
+        return {k: a for k, (_, a) in self._node_groups.items()}
+
+    @property
+    def activation_modules(self) -> dict[str, tuple[str, int]]:
+        """``{module name: (group name, axis)}``: the modules whose outputs hold a group's
+        channels on ``axis``, for forward hooks; the same for traced models and for GPT-2.
+
+        Examples
+        --------
+        >>> import landscape as ls
+        >>> structure(ls.build_model("mlp", {"widths": [8]})).activation_modules
+        {'1': ('1', -1), '2': ('1', -1)}
+        """
+        if self._module_groups is None:
+            self.groups  # noqa: B018 - read on first use
+            targets = {n.name: n.target for n in self.graph.graph.nodes if n.op == "call_module"}
+            self._module_groups = {targets[k]: v for k, v in self._node_groups.items() if k in targets}
+        return self._module_groups
 
     def require_chain(self) -> Chain:
         """:attr:`chain`, or ValueError saying why the model is not a plain MLP chain."""
@@ -769,10 +1059,14 @@ def structure(model: nn.Module) -> Structure:
     >>> g.name, g.size, [p.name for p in g.parts]
     ('0', 4, ['0.weight', '1.weight', '1.bias', '1.running_mean', '1.running_var', '3.weight'])
     """
-    gm = traced(model)
     hit = _STRUCTURES.get(model)
-    if hit is not None and hit.graph is gm:
-        return hit
+    if _is_gpt2(model):
+        if hit is not None and hit._signature == _signature(model):
+            return hit
+    else:
+        gm = traced(model)
+        if hit is not None and hit.graph is gm:
+            return hit
     s = Structure(model)
     _STRUCTURES[model] = s
     return s

@@ -89,6 +89,11 @@ class NeuronGroup:
         for p in parts:
             if p not in group.parts:
                 raise ValueError(f"part {p} is not one of group '{group.name}'s parts")
+            if not p.plain:
+                raise ValueError(
+                    f"part {p.name}[{p.axis}] of group '{group.name}' lies inside a fused axis or spans every "
+                    "attention head; a neuron group slices one whole axis"
+                )
             if p.block != 1:
                 raise ValueError(
                     f"part {p.name}[{p.axis}] of group '{group.name}' holds blocks of {p.block} entries per "
