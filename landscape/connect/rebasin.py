@@ -314,7 +314,6 @@ def channel_correlation(
         ta = {k: v for k, v in A.tensors.items() if k in keys}
         tb = {k: v for k, v in B.tensors.items() if k in keys}
         device = next(iter(ta.values())).device if ta else torch.device("cpu")
-        seen = 0
         with torch.no_grad():
             for args, kwargs in _input_batches(data, batches):
                 args = tuple(a.to(device) if torch.is_tensor(a) else a for a in args)
@@ -323,12 +322,11 @@ def channel_correlation(
                 outs_b = functional_call(rec, tb, args, kwargs)
                 for (_, grp), xa, xb in zip(wanted, outs_a, outs_b):
                     moments[grp].add(_channel_samples(xa), _channel_samples(xb))
-                seen += 1
     finally:
         for m, mode in modes.items():
             m.train(mode)
-    if seen == 0:
-        raise ValueError("activation matching got no data (0 batches); expected inputs to run both networks on")
+    if any(m.count == 0 for m in moments.values()):
+        raise ValueError("activation matching got no data (0 samples); expected inputs to run both networks on")
     return {g.name: moments[g.name].correlation() for g in groups}
 
 
