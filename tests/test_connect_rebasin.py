@@ -171,6 +171,8 @@ def test_activation_matching_takes_any_data_and_keeps_the_models_mode():
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=40)
     for data in (x, (x, y), loader):
         _assert_undone(A, B, groups, planted, activation_matching(A, B, model, data))
+    A64, B64 = A.to(dtype=torch.float64), B.to(dtype=torch.float64)  # float32 inputs follow the weights
+    _assert_undone(A64, B64, groups, planted, activation_matching(A64, B64, model, x))
     assert all(m.training for m in model.modules())
 
 

@@ -313,11 +313,16 @@ def channel_correlation(
     try:
         ta = {k: v for k, v in A.tensors.items() if k in keys}
         tb = {k: v for k, v in B.tensors.items() if k in keys}
-        device = next(iter(ta.values())).device if ta else torch.device("cpu")
+        like = next((v for v in ta.values() if v.is_floating_point()), torch.zeros(()))
+
+        def put(v):  # inputs on the weights' device, floating ones in their dtype
+            if not torch.is_tensor(v):
+                return v
+            return v.to(like.device, like.dtype if v.is_floating_point() else None)
+
         with torch.no_grad():
             for args, kwargs in _input_batches(data, batches):
-                args = tuple(a.to(device) if torch.is_tensor(a) else a for a in args)
-                kwargs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in kwargs.items()}
+                args, kwargs = tuple(put(a) for a in args), {k: put(v) for k, v in kwargs.items()}
                 outs_a = functional_call(rec, ta, args, kwargs)
                 outs_b = functional_call(rec, tb, args, kwargs)
                 for (_, grp), xa, xb in zip(wanted, outs_a, outs_b):
