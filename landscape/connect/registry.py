@@ -17,7 +17,11 @@ option and uses those it knows:
     The assignment solver and the points inside each swap of OT's stage 2.
 
 The six methods of Anokhin & Yarotsky (2020) are registered here, in the paper's order
-(:func:`names`): ``linear``, ``arc``, ``linear+wa``, ``arc+wa``, ``ot``, ``ot+wa``.
+(:func:`names`, :data:`PAPER_METHODS`): ``linear``, ``arc``, ``linear+wa``, ``arc+wa``, ``ot``,
+``ot+wa``; then Git Re-Basin's alignments (Ainsworth et al. 2023, :mod:`~landscape.connect.rebasin`):
+``weight-matching`` and ``activation-matching`` (on ``data``), each the straight line from ``A``
+to ``B`` with its channels permuted to match ``A``. Their options: ``max_iter`` and ``seed``
+(weight matching's sweeps and visiting order), ``batches`` (activation matching's batches).
 
 Examples
 --------
@@ -41,10 +45,12 @@ from .adjust import NotSequentialError, multilayer_wa_path, wa_layer_count, wa_p
 from .adjust_graph import wa_cuts
 from .matching import ot_path
 from .paths import arc_path, linear_path
+from .rebasin import activation_matching_connection, weight_matching_connection
 from .result import Path
 from .structure import UnsupportedModelError
 
 __all__ = [
+    "PAPER_METHODS",
     "Method",
     "get",
     "label",
@@ -375,3 +381,10 @@ register(
     prepare=wa_options,
     file_attrs={"wa_steps": _wa_steps},
 )
+#: The six methods of Anokhin & Yarotsky (2020), in the paper's order (the default rows of
+#: :func:`~landscape.connect.compare_connections`).
+PAPER_METHODS = names()
+
+# Git Re-Basin (Ainsworth et al. 2023): the line to B aligned by permutations
+register("weight-matching", weight_matching_connection, label="Weight matching")
+register("activation-matching", activation_matching_connection, label="Activation matching", needs_data=True)
