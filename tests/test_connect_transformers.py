@@ -5,13 +5,17 @@ unchanged, and OT stage 1 on groups (``match_groups``) finds the planted permuta
 :func:`build` and :func:`plant` are shared helpers: they build each model small, in float64
 and eval mode, with an input, and plant random permutations of its groups."""
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 import landscape as ls
+from landscape.connect import registry
 from landscape.connect.graph import permute_groups
 from landscape.connect.matching import match_groups
+from landscape.connect.paths import linear_path
+from landscape.connect.rebasin import activation_matching, weight_matching
 from landscape.connect.structure import Part, structure
 
 transformers = pytest.importorskip("transformers")
@@ -187,3 +191,49 @@ def test_match_groups_recovers_planted_heads_stream_and_mlps_of_a_transformer(na
     A, P, groups, planted = plant(model, seed=2, skip=(".heads",))
     found = match_groups(A, P, groups, solver="lsa")
     assert all(torch.equal(found[k], torch.argsort(p)) for k, p in planted.items())
+
+
+# ---------------------------------------------------------------------------- Git Re-Basin
+def _recovered(found, planted, groups, A, P):
+    for k, p in planted.items():  # P[slot i] = A[p[i]]: matched back by the inverse
+        assert torch.equal(found[k], torch.argsort(p)), k
+    back = permute_groups(P, groups, found)
+    assert all(torch.equal(back[k], A[k]) for k in A.layout.names())
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_weight_matching_recovers_a_planted_permutation(name):
+    """Every group, the heads and the dimensions inside them included: weight matching applies
+    every other group's permutation before it scores a group, so the heads are compared with
+    their inner orders already undone (unlike match_groups, above)."""
+    model, _ = build(name)
+    A, P, groups, planted = plant(model, seed=3)
+    _recovered(weight_matching(A, P, model), planted, groups, A, P)
+
+
+@pytest.mark.parametrize("name", ["resnet20", "gpt2"])
+def test_activation_matching_recovers_a_planted_permutation(name):
+    """On the groups whose channels are module outputs (all of a convnet's; a transformer's
+    stream and MLP groups: attention internals have no activation of their own)."""
+    model, x = build(name)
+    A, P, groups, planted = plant(model, seed=4, skip=(".heads", ".qk", ".vo"))
+    active = {grp for grp, _ in structure(model).activation_modules.values()}
+    chosen = [g for g in groups if g.name in active]
+    assert {g.name for g in chosen} == set(planted)
+    data = x if name == "resnet20" else torch.randint(0, 64, (8, 16))
+    found = activation_matching(A, P, model, data.repeat(4, *([1] * (data.dim() - 1))), groups=chosen)
+    _recovered(found, planted, groups, A, P)
+
+
+def test_the_line_to_a_matched_gpt2_has_constant_loss():
+    model, _ = build("gpt2")
+    A, P, _, _ = plant(model, seed=5)
+    ids = torch.randint(0, 64, (4, 16), generator=torch.Generator().manual_seed(0))
+    data = [{"input_ids": ids, "labels": ids}]
+    path = registry.get("weight-matching")(A, P, model, None, t=np.linspace(0, 1, 5))
+    res = ls.evaluate(model, path, data, ("token_loss",), precision="fp64", path="loop", progress=False)
+    assert np.allclose(res["token_loss"], res["token_loss"][0], rtol=1e-9, atol=0)
+    plain = ls.evaluate(
+        model, linear_path(A, P, np.linspace(0, 1, 5)), data, ("token_loss",), precision="fp64", progress=False
+    )
+    assert np.ptp(plain["token_loss"]) > 1e-3  # the unmatched line is not flat

@@ -85,10 +85,15 @@ def _checked_groups(A: Weights, B: Weights, model: nn.Module, groups) -> list[Gr
         if not isinstance(g, Group):
             raise TypeError(f"groups should be a list of Group (trace_groups(model)), got a {type(g).__name__}")
         for p in g.parts:
-            if p.name not in A.layout or A[p.name].shape[p.axis] != g.size * p.block:
+            want = g.size * p.block if p.plain else (p.total or p.span(g.size))
+            if (
+                p.name not in A.layout
+                or A[p.name].shape[p.axis] < want
+                or (p.plain and A[p.name].shape[p.axis] != want)
+            ):
                 raise ValueError(
                     f"group '{g.name}': part {p.name}[{p.axis}] does not fit the weights "
-                    f"(expected {g.size} x {p.block} entries on that axis)"
+                    f"(expected {want} entries on that axis)"
                 )
     return groups
 
@@ -96,38 +101,39 @@ def _checked_groups(A: Weights, B: Weights, model: nn.Module, groups) -> list[Gr
 class _WeightObjective:
     """The weight-matching objective of one pair ``(A, B)``, group by group, in float64.
 
-    ``owner[(tensor, axis)]`` is the group and part that axis belongs to; :meth:`score` is a
-    group's assignment matrix with every other axis of its tensors permuted by the current
-    permutations.
+    ``owners[(tensor, axis)]`` lists the groups and parts on that axis (several for the fused
+    query/key/value axis of a transformer: the heads and the dimensions inside them, whose
+    permutations commute); :meth:`score` is a group's assignment matrix with every other
+    group's permutation applied to ``B``.
     """
 
     def __init__(self, A: Weights, B: Weights, groups: list[Group]):
         self.groups = groups
-        self.owner: dict[tuple[str, int], tuple[Group, Part]] = {}
+        self.owners: dict[tuple[str, int], list[tuple[Group, Part]]] = {}
         for g in groups:
             for p in g.parts:
-                self.owner.setdefault((p.name, p.axis), (g, p))
+                hits = self.owners.setdefault((p.name, p.axis), [])
+                if all(q != p for _, q in hits):
+                    hits.append((g, p))
         names = {p.name for g in groups for p in g.parts}
         self.A = {k: A[k].detach().to(torch.float64) for k in names}
         self.B = {k: B[k].detach().to(torch.float64) for k in names}
 
+    def _aligned(self, name: str, skip: Group, perms: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``B[name]`` with the permutation of every group but ``skip`` applied to its axes."""
+        b = self.B[name]
+        for ax in range(b.dim()):
+            for h, q in self.owners.get((name, ax), ()):
+                if h is not skip:
+                    b = b.index_select(ax, h.index(perms[h.name], q, b.shape[ax]).to(b.device))
+        return b
+
     def score(self, g: Group, perms: dict[str, torch.Tensor]) -> torch.Tensor:
         """``S[i, j]``: the objective's share of putting channel ``j`` of ``B`` in slot ``i``,
-        ``sum over parts of <A rows i, B rows j>`` with the other axes permuted."""
+        ``sum over parts of <A rows i, B rows j>`` with the other groups' permutations applied."""
         S = torch.zeros(g.size, g.size, dtype=torch.float64)
-        seen = set()
-        for p in g.parts:
-            if (p.name, p.axis) in seen:
-                continue
-            seen.add((p.name, p.axis))
-            b = self.B[p.name]
-            for ax in range(b.dim()):
-                hit = self.owner.get((p.name, ax))
-                if ax == p.axis or hit is None:
-                    continue
-                h, q = hit
-                b = b.index_select(ax, h.index(perms[h.name], q).to(b.device))
-            a_rows, b_rows = g.neuron_rows(self.A[p.name], p), g.neuron_rows(b, p)
+        for p in dict.fromkeys(g.parts):  # each part once (a tied tensor is one part)
+            a_rows, b_rows = g.neuron_rows(self.A[p.name], p), g.neuron_rows(self._aligned(p.name, g, perms), p)
             S += (a_rows @ b_rows.T).cpu()
         return S
 
@@ -200,7 +206,15 @@ def weight_matching(
     objective = _WeightObjective(A, B, groups)
     perms = {g.name: torch.arange(g.size) for g in groups}
     rng = np.random.default_rng(int(seed))
-    for _ in range(int(max_iter)):
+    _descend(objective, groups, perms, rng, int(max_iter))
+    return perms
+
+
+def _descend(objective: _WeightObjective, groups: list[Group], perms: dict, rng, sweeps: int) -> int:
+    """Coordinate descent over ``groups`` (updating ``perms``) until a sweep changes none or
+    ``sweeps`` are spent; the sweeps left."""
+    while sweeps > 0:
+        sweeps -= 1
         changed = False
         for k in rng.permutation(len(groups)):
             g = groups[int(k)]
@@ -213,20 +227,36 @@ def weight_matching(
                 changed = True
         if not changed:
             break
-    return perms
+    return sweeps
 
 
 # ---------------------------------------------------------------------------- activations
-def _recorder(model: nn.Module, nodes: list[str]) -> torch.fx.GraphModule:
-    """The model's traced graph, returning the values of ``nodes`` (a tuple) instead of its
-    output; it shares the model's modules."""
-    gm = structure(model).graph
-    graph = torch.fx.Graph()
-    env: dict[torch.fx.Node, torch.fx.Node] = {}
-    graph.graph_copy(gm.graph, env)
-    by_name = {n.name: n for n in gm.graph.nodes}
-    graph.output(tuple(env[by_name[n]] for n in nodes))
-    return torch.fx.GraphModule(gm, graph)
+class _Recorder:
+    """Forward hooks on the modules whose outputs carry the wanted groups' channels
+    (:attr:`~landscape.connect.structure.Structure.activation_modules`): the same for traced
+    networks and for the transformers read from their module tree."""
+
+    def __init__(self, model: nn.Module, wanted: dict[str, tuple[str, int]]):
+        self.values: list[tuple[str, int, torch.Tensor]] = []
+        self.handles = [
+            model.get_submodule(name).register_forward_hook(self._hook(grp, axis))
+            for name, (grp, axis) in wanted.items()
+        ]
+
+    def _hook(self, grp: str, axis: int):
+        def hook(module, inputs, output):
+            out = output[0] if isinstance(output, (tuple, list)) else output
+            self.values.append((grp, axis, out))
+
+        return hook
+
+    def take(self) -> list[tuple[str, int, torch.Tensor]]:
+        out, self.values = self.values, []
+        return out
+
+    def close(self) -> None:
+        for h in self.handles:
+            h.remove()
 
 
 def _input_batches(data, batches: int | None) -> Iterator[tuple[tuple, dict]]:
@@ -243,11 +273,13 @@ def _input_batches(data, batches: int | None) -> Iterator[tuple[tuple, dict]]:
         yield item
 
 
-def _channel_samples(x: torch.Tensor) -> torch.Tensor:
-    """An activation ``[N, C, ...]`` as ``[N * positions, C]`` samples of its ``C`` channels."""
+def _channel_samples(x: torch.Tensor, axis: int = 1) -> torch.Tensor:
+    """An activation with its ``C`` channels on ``axis`` (1 for ``[N, C, ...]``, -1 for
+    ``[N, ..., C]``) as ``[N * positions, C]`` samples of the channels."""
     if x.dim() < 2:
-        raise ValueError(f"an activation of shape {list(x.shape)} has no channel axis 1")
-    return x.detach().to(torch.float64).movedim(1, -1).reshape(-1, x.shape[1])
+        raise ValueError(f"an activation of shape {list(x.shape)} has no channel axis {axis}")
+    x = x.detach().to(torch.float64).movedim(axis, -1)
+    return x.reshape(-1, x.shape[-1])
 
 
 class _Moments:
@@ -287,10 +319,11 @@ def channel_correlation(
     """The Pearson correlation of every channel of ``A`` with every channel of ``B``, per group.
 
     Both networks run on the same inputs in eval mode (the model's own mode is restored);
-    every node of the traced graph that carries a group's channels on axis 1
-    (:attr:`~landscape.connect.structure.Structure.activation_groups`: a layer's output, its
-    BatchNorm, activation, pooling, residual sums) gives one sample per example and spatial
-    position; a group's samples from all its nodes are pooled. Moments are summed in float64.
+    every module whose output carries a group's channels
+    (:attr:`~landscape.connect.structure.Structure.activation_modules`: a layer, its BatchNorm
+    or LayerNorm, activation and pooling modules; channels on axis 1 of a convnet's
+    ``[N, C, H, W]``, last in a transformer's ``[N, T, d]``) gives one sample per example and
+    position; a group's samples from all its modules are pooled. Moments are summed in float64.
 
     Returns
     -------
@@ -301,18 +334,16 @@ def channel_correlation(
     groups = _checked_groups(A, B, model, groups)
     s = structure(model)
     names = {g.name for g in groups}
-    wanted = [(node, grp) for node, grp in s.activation_groups.items() if grp in names]
-    missing = names - {grp for _, grp in wanted}
+    wanted = {m: (grp, axis) for m, (grp, axis) in s.activation_modules.items() if grp in names}
+    missing = names - {grp for grp, _ in wanted.values()}
     if missing:
-        raise ValueError(f"groups {sorted(missing)} have no traced activation to match on")
-    rec = _recorder(model, [node for node, _ in wanted])
-    keys = set(rec.state_dict(keep_vars=True))
+        raise ValueError(f"groups {sorted(missing)} have no activation to match on")
     moments = {g.name: _Moments(g.size) for g in groups}
-    modes = {m: m.training for m in rec.modules()}
-    rec.eval()
+    modes = {m: m.training for m in model.modules()}
+    rec = _Recorder(model, wanted)
+    model.eval()
     try:
-        ta = {k: v for k, v in A.tensors.items() if k in keys}
-        tb = {k: v for k, v in B.tensors.items() if k in keys}
+        ta, tb = dict(A.tensors), dict(B.tensors)
         like = next((v for v in ta.values() if v.is_floating_point()), torch.zeros(()))
 
         def put(v):  # inputs on the weights' device, floating ones in their dtype
@@ -323,11 +354,13 @@ def channel_correlation(
         with torch.no_grad():
             for args, kwargs in _input_batches(data, batches):
                 args, kwargs = tuple(put(a) for a in args), {k: put(v) for k, v in kwargs.items()}
-                outs_a = functional_call(rec, ta, args, kwargs)
-                outs_b = functional_call(rec, tb, args, kwargs)
-                for (_, grp), xa, xb in zip(wanted, outs_a, outs_b):
-                    moments[grp].add(_channel_samples(xa), _channel_samples(xb))
+                functional_call(model, ta, args, kwargs)
+                outs_a = rec.take()
+                functional_call(model, tb, args, kwargs)
+                for (grp, axis, xa), (_, _, xb) in zip(outs_a, rec.take()):
+                    moments[grp].add(_channel_samples(xa, axis), _channel_samples(xb, axis))
     finally:
+        rec.close()
         for m, mode in modes.items():
             m.train(mode)
     if any(m.count == 0 for m in moments.values()):

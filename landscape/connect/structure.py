@@ -274,6 +274,7 @@ class Group:
             if part.block == 1:
                 return perm
             return (perm[:, None] * part.block + torch.arange(part.block)).reshape(-1)
+        length = length if length is not None else (part.total or None)
         if length is None:
             raise ValueError(f"part {part.name}[{part.axis}] starts at {part.offset}: index needs the axis length")
         pos = self.positions(part)
