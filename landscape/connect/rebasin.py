@@ -159,7 +159,9 @@ def weight_matching(
     ``A``'s channel rows times ``B``'s, every other axis of those tensors permuted by the
     current permutation of its group. A group's permutation changes only when the objective
     increases, so the descent stops: when a whole sweep changes no group, or after
-    ``max_iter`` sweeps. Sums are formed in float64.
+    ``max_iter`` sweeps. The groups of the dimensions inside attention heads join once the
+    other groups have converged (a head's inner order means something only once the head is
+    matched); the sweeps are shared. Sums are formed in float64.
 
     Parameters
     ----------
@@ -206,7 +208,14 @@ def weight_matching(
     objective = _WeightObjective(A, B, groups)
     perms = {g.name: torch.arange(g.size) for g in groups}
     rng = np.random.default_rng(int(seed))
-    _descend(objective, groups, perms, rng, int(max_iter))
+    # the dimensions inside attention heads (parts repeated once per head) join once the other
+    # groups, the heads among them, have converged: a head's inner order is only defined once
+    # the head is matched, and matched first the inner orders lock the heads in place
+    inner = [g for g in groups if any(p.repeat > 1 for p in g.parts)]
+    outer = [g for g in groups if g not in inner]
+    sweeps = int(max_iter)
+    for phase in [outer, outer + inner] if inner else [groups]:
+        sweeps = _descend(objective, phase, perms, rng, sweeps)
     return perms
 
 
