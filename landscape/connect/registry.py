@@ -17,7 +17,10 @@ option and uses those it knows:
     The assignment solver and the points inside each swap of OT's stage 2.
 
 The six methods of Anokhin & Yarotsky (2020) are registered here, in the paper's order
-(:func:`names`): ``linear``, ``arc``, ``linear+wa``, ``arc+wa``, ``ot``, ``ot+wa``.
+(:func:`names`): ``linear``, ``arc``, ``linear+wa``, ``arc+wa``, ``ot``, ``ot+wa``; then
+REPAIR and RESET of the straight line (Jordan et al., ICLR 2023; :mod:`~landscape.connect.repair`):
+``linear+repair``, ``linear+reset``. :func:`register_renormalized` adds both suffixes to any
+linear-type method in one call.
 
 Examples
 --------
@@ -30,26 +33,30 @@ Examples
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
+from ..bn import has_batchnorm
 from ..weights import Weights
 from .adjust import NotSequentialError, multilayer_wa_path, wa_layer_count, wa_path
 from .adjust_graph import wa_cuts
 from .matching import ot_path
 from .paths import arc_path, linear_path
+from .repair import RENORMALIZATIONS, renormalized, repair_sites
 from .result import Path
 from .structure import UnsupportedModelError
 
 __all__ = [
+    "PAPER_METHODS",
     "Method",
     "get",
     "label",
     "names",
     "register",
+    "register_renormalized",
     "row_label",
     "unregister",
     "wa_layers",
@@ -375,3 +382,71 @@ register(
     prepare=wa_options,
     file_attrs={"wa_steps": _wa_steps},
 )
+
+#: The six methods of Anokhin & Yarotsky (2020), in the paper's order: the default rows of
+#: :func:`~landscape.connect.compare_connections` (:data:`~landscape.connect.METHODS`).
+PAPER_METHODS = names()
+
+
+# ---------------------------------------------------------------------------- REPAIR and RESET
+def _renormalized_label(base: str, how: str) -> Callable[..., str]:
+    def row_label(**options: Any) -> str:
+        """``"Linear + REPAIR"``: the base method's row label and the renormalisation."""
+        return f"{label(base, **options)} + {how.upper()}"
+
+    return row_label
+
+
+def _reset_options(model: nn.Module, options: dict[str, Any]) -> dict[str, Any]:
+    """Skip a ``+reset`` row on a model without BatchNorm: RESET would repeat the base row."""
+    if not has_batchnorm(model):
+        raise UnsupportedModelError("RESET recomputes BatchNorm statistics and the model has no BatchNorm layer")
+    return options
+
+
+def _repair_options(model: nn.Module, options: dict[str, Any]) -> dict[str, Any]:
+    """Skip a ``+repair`` row on a model REPAIR cannot correct (:func:`repair_sites`)."""
+    repair_sites(model)
+    return options
+
+
+def register_renormalized(base: str, how: Sequence[str] = RENORMALIZATIONS, *, replace: bool = False) -> list[Method]:
+    """Register ``"<base>+repair"`` and ``"<base>+reset"`` for the registered linear-type
+    method ``base`` (:func:`~landscape.connect.repair.renormalized`): its line from ``A`` to
+    ``B'``, then REPAIR or RESET on the method's data (``needs_data``; the inputs of the first
+    split or ``wa_data`` in :func:`~landscape.connect.compare_connections`). The base's
+    ``prepare`` and ``file_attrs`` carry over; a model RESET or REPAIR cannot follow (no
+    BatchNorm for RESET) gets its row skipped with the reason.
+
+    Examples
+    --------
+    >>> [m.name for m in register_renormalized("linear", replace=True)]
+    ['linear+repair', 'linear+reset']
+    >>> label("linear+repair"), get("linear+reset").needs_data
+    ('Linear + REPAIR', True)
+    """
+    entry = get(base)
+    out = []
+    for h in how:
+        check = _repair_options if h == "repair" else _reset_options
+
+        def prepare(model: nn.Module, options: dict[str, Any], check=check) -> dict[str, Any]:
+            options = check(model, options)
+            return entry.prepare(model, options) if entry.prepare is not None else options
+
+        fn = renormalized(entry.connect, h, f"{base}+{h}", base_needs_data=entry.needs_data)
+        out.append(
+            register(
+                f"{base}+{h}",
+                fn,
+                label=_renormalized_label(base, h),
+                needs_data=True,
+                prepare=prepare,
+                file_attrs=entry.file_attrs,
+                replace=replace,
+            )
+        )
+    return out
+
+
+register_renormalized("linear")

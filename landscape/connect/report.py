@@ -35,10 +35,10 @@ from .structure import UnsupportedModelError, structure
 
 __all__ = ["METHODS", "ConnectionReport", "compare_connections"]
 
-#: The connection methods of Anokhin & Yarotsky (2020), in the paper's order: the names
-#: :mod:`~landscape.connect.registry` holds when it is imported (methods registered later
-#: are known to :func:`compare_connections` too).
-METHODS = registry.names()
+#: The connection methods of Anokhin & Yarotsky (2020), in the paper's order
+#: (:data:`~landscape.connect.registry.PAPER_METHODS`; methods registered later, REPAIR and
+#: RESET among them, are known to :func:`compare_connections` too).
+METHODS = registry.PAPER_METHODS
 
 KIND = "connections"
 ENDPOINTS = "End points"
