@@ -12,7 +12,7 @@ import landscape as ls
 from landscape.connect import compare_connections, linear_path, registry
 from landscape.connect.graph import permute_groups, trace_groups
 from landscape.connect.matching import match_groups
-from landscape.connect.repair import renormalized, repair_path, repair_sites, reset_path
+from landscape.connect.repair import renormalized, repair_path, repair_sites, reset_path, unrepaired_layers
 from landscape.connect.result import Path
 from landscape.connect.structure import UnsupportedModelError
 
@@ -257,12 +257,40 @@ def test_bad_input_gives_one_clear_error():
         renormalized(registry.get("linear").connect, "rescale", "linear+rescale")
 
 
-def test_a_layer_that_cannot_take_the_shift_is_named():
+def test_a_layer_that_cannot_take_the_shift_is_left_out_and_named():
     model = nn.Sequential(nn.Conv2d(1, 3, 3, bias=False), nn.ReLU(), nn.Flatten(), nn.Linear(108, 2))
-    with pytest.raises(UnsupportedModelError, match="layer '0': it has no bias and no BatchNorm after it"):
+    assert unrepaired_layers(model) == {
+        "0": "no bias and no BatchNorm after it: the shift of its channels has nowhere to go"
+    }
+    with pytest.raises(UnsupportedModelError, match="no hidden Linear, Conv or BatchNorm output.*'0': no bias"):
         repair_sites(model)
     with pytest.raises(UnsupportedModelError, match="no hidden Linear, Conv or BatchNorm output"):
         repair_sites(nn.Sequential(nn.Linear(3, 2)))
+
+
+def test_a_preactivation_resnet_is_repaired_at_its_batchnorms_and_warns_about_the_rest():
+    """The convolutions that add into a pre-activation ResNet's stream have no bias and no
+    BatchNorm of their own: REPAIR corrects every BatchNorm (the targets met) and says which
+    outputs it left."""
+    kw = {"width": 2, "in_channels": 1}
+    torch.manual_seed(0)
+    model = ls.build_model("preresnet20", kw).double()
+    torch.manual_seed(1)
+    A, B = ls.Weights.from_module(model), ls.Weights.from_module(ls.build_model("preresnet20", kw).double())
+    norms = [n for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)]
+    sites = repair_sites(model)
+    assert all(s.norm for s in sites) and [s.module for s in sites] == norms
+    left = unrepaired_layers(model)
+    assert "conv1" in left and all("no bias" in why for why in left.values())
+    X = torch.randn(24, 1, 8, 8, dtype=torch.float64)
+    with pytest.warns(UserWarning, match=r"REPAIR leaves the outputs of \d+ module\(s\) uncorrected: 'conv1'"):
+        path = repair_path(linear_path(A, B, [0.0, 0.5, 1.0]), A, B, model, X)
+    assert path.unrepaired == left
+    checked = [s.module for s in sites][:3] + [s.module for s in sites][-2:]
+    sa, sb, got = (_channel_stats(model, w, X, checked) for w in (A, B, path.weights(1)))
+    for m in checked:
+        assert torch.allclose(got[m][0], 0.5 * (sa[m][0] + sb[m][0]), atol=1e-6)
+        assert torch.allclose(got[m][1], 0.5 * (sa[m][1] + sb[m][1]), atol=1e-6)
 
 
 # ---------------------------------------------------------------------------- the registry

@@ -45,10 +45,12 @@ REPAIR (:func:`repair_path`)
 Which outputs are corrected comes from the model's one trace
 (:func:`~landscape.connect.structure.structure`): the hidden channels of its permutation
 groups, written by the parts of role ``"out"`` of ``Linear``, ``Conv1d/2d/3d`` and BatchNorm
-layers; the classifier's outputs (fixed) are not. Layers the trace does not follow, or that
-cannot take the correction (a layer without bias and without a BatchNorm after it, a
-BatchNorm without affine parameters, a layer called twice), raise
-:class:`~landscape.connect.UnsupportedModelError`.
+layers; the classifier's outputs (fixed) are not. Writers that cannot take the correction
+(a layer without bias and without a BatchNorm after it, such as the convolutions that add
+into a pre-activation ResNet's stream; a BatchNorm without affine parameters; a module
+called twice; other kinds of layers) are left as they are, with a warning
+(:func:`unrepaired_layers`); a model with nothing to correct, or one the trace does not
+follow, raises :class:`~landscape.connect.UnsupportedModelError`.
 
 Both apply to any *linear-type* connection (:func:`renormalized`): a method whose path is the
 line from ``A`` to ``B'``, with ``B'`` = ``B`` permuted by the path's ``permutations``
@@ -62,6 +64,7 @@ Permuted Activations for Interpolation Repair", ICLR 2023.
 from __future__ import annotations
 
 import copy
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -88,6 +91,7 @@ __all__ = [
     "repair_path",
     "repair_sites",
     "reset_path",
+    "unrepaired_layers",
 ]
 
 #: The renormalisations of a linear path, by suffix: ``"<base>+repair"``, ``"<base>+reset"``.
@@ -134,13 +138,14 @@ class Site:
 
 
 def repair_sites(model: nn.Module) -> list[Site]:
-    """The layer outputs REPAIR corrects in ``model``, in forward order (see the module notes).
+    """The layer outputs REPAIR corrects in ``model``, in forward order (see the module notes);
+    the writers of hidden channels it cannot correct are :func:`unrepaired_layers`.
 
     Raises
     ------
     UnsupportedModelError
-        The trace cannot follow the model, it has no output to correct, or an output cannot
-        take the correction (named in the message).
+        The trace cannot follow the model, or it has no output REPAIR can correct (the
+        message names why each writer was left out).
 
     Examples
     --------
@@ -150,6 +155,32 @@ def repair_sites(model: nn.Module) -> list[Site]:
     >>> [s.module for s in repair_sites(ls.build_model("mlp", {"widths": [8, 8]}))]
     ['1', '3']
     """
+    sites, left = _plan(model)
+    if not sites:
+        why = "".join(f"; '{m}': {reason}" for m, reason in left.items())
+        raise UnsupportedModelError(
+            f"REPAIR found no hidden Linear, Conv or BatchNorm output to correct in {type(model).__name__}{why}"
+        )
+    return sites
+
+
+def unrepaired_layers(model: nn.Module) -> dict[str, str]:
+    """``{module: why}``: the modules that write hidden channels of ``model`` but whose
+    outputs REPAIR leaves as they are (a layer without bias and without a BatchNorm after it
+    has nowhere to put the shift; a BatchNorm without affine parameters or running
+    statistics; a module called twice; a kind of layer it does not correct).
+
+    Examples
+    --------
+    >>> import landscape as ls
+    >>> unrepaired_layers(ls.build_model("preresnet20", {"width": 2, "in_channels": 1}))["conv1"]
+    'no bias and no BatchNorm after it: the shift of its channels has nowhere to go'
+    """
+    return _plan(model)[1]
+
+
+def _plan(model: nn.Module) -> tuple[list[Site], dict[str, str]]:
+    """The sites of ``model`` and the writers left out, with why."""
     s = structure(model)
     writers = {
         p.name[: -len(".weight")]: g.name
@@ -158,13 +189,12 @@ def repair_sites(model: nn.Module) -> list[Site]:
         if p.role == "out" and p.name.endswith(".weight")
     }
     modules = dict(s.graph.named_modules())
-    calls: dict[str, torch.fx.Node] = {}
+    calls: dict[str, list[torch.fx.Node]] = {}
     for node in s.graph.graph.nodes:
         if node.op == "call_module" and node.target in writers:
-            if node.target in calls:
-                raise UnsupportedModelError(f"REPAIR cannot correct '{node.target}': the module is called twice")
-            calls[node.target] = node
+            calls.setdefault(node.target, []).append(node)
     sites: list[Site] = []
+    left: dict[str, str] = {}
     level_of: dict[str, int] = {}  # fx node -> the largest level of the sites at or above it
     for node in s.graph.graph.nodes:
         above = max((level_of.get(a.name, 0) for a in node.all_input_nodes), default=0)
@@ -172,32 +202,27 @@ def repair_sites(model: nn.Module) -> list[Site]:
         name = node.target if node.op == "call_module" else None
         if name not in calls:
             continue
-        mod = modules[name]
-        site = _site(name, mod, node, writers, modules, above + 1)
-        if site is not None:
+        site = _site(name, modules[name], node, writers, modules, above + 1)
+        if len(calls[name]) > 1:
+            site = "called more than once: one correction cannot fit every call"
+        if isinstance(site, Site):
             sites.append(site)
             level_of[node.name] = site.level
-    if not sites:
-        raise UnsupportedModelError(
-            f"REPAIR found no hidden Linear, Conv or BatchNorm output to correct in {type(model).__name__}"
-        )
-    return sites
+        elif site is not None:
+            left[name] = site
+    return sites, left
 
 
-def _site(name: str, mod: nn.Module, node: torch.fx.Node, writers, modules, level: int) -> Site | None:
-    """The :class:`Site` of the call ``node`` of module ``name``, or None when its output is
-    corrected at the BatchNorm after it."""
+def _site(name: str, mod: nn.Module, node: torch.fx.Node, writers, modules, level: int) -> Site | str | None:
+    """The :class:`Site` of the call ``node`` of module ``name``; None when its output is
+    corrected at the BatchNorm after it; why, when it cannot be corrected."""
     group = writers[name]
     if isinstance(mod, BATCHNORMS):
         if not mod.affine or not mod.track_running_stats:
-            raise UnsupportedModelError(
-                f"REPAIR cannot correct BatchNorm '{name}': it needs affine=True and track_running_stats=True"
-            )
+            return "a BatchNorm without affine parameters or running statistics"
         return Site(name, group, True, node.name, node.args[0].name, 1, level, float(mod.eps))
     if not isinstance(mod, (nn.Linear, *CONVOLUTIONS)):
-        raise UnsupportedModelError(
-            f"REPAIR cannot correct '{name}' ({type(mod).__name__}); it corrects Linear, Conv and BatchNorm outputs"
-        )
+        return f"a {type(mod).__name__}; REPAIR corrects Linear, Conv and BatchNorm outputs"
     users = list(node.users)
     if (
         len(users) == 1
@@ -207,10 +232,7 @@ def _site(name: str, mod: nn.Module, node: torch.fx.Node, writers, modules, leve
     ):
         return None  # corrected at its BatchNorm
     if mod.bias is None:
-        raise UnsupportedModelError(
-            f"REPAIR cannot correct layer '{name}': it has no bias and no BatchNorm after it, "
-            "so the shift of its channels has nowhere to go"
-        )
+        return "no bias and no BatchNorm after it: the shift of its channels has nowhere to go"
     return Site(name, group, False, node.name, node.name, -1 if isinstance(mod, nn.Linear) else 1, level)
 
 
@@ -428,8 +450,8 @@ def repair_path(
     Path
         The REPAIRed points, explicit (identity coefficients; computed in float64 on the
         CPU, stored in the dtype and on the device of the path's points), with the
-        path's ``t``, stage and labels, its ``permutations`` if any, and ``sites`` (the
-        corrected modules).
+        path's ``t``, stage and labels, its ``permutations`` if any, ``sites`` (the
+        corrected modules) and ``unrepaired`` (:func:`unrepaired_layers`, warned about).
 
     Raises
     ------
@@ -453,6 +475,14 @@ def repair_path(
     Bp = line_ends(path, A, B, model, what="REPAIR")
     X = _inputs(data, "REPAIR").to(torch.float64)
     sites = repair_sites(model)
+    left = unrepaired_layers(model)
+    if left:
+        warnings.warn(
+            f"REPAIR leaves the outputs of {len(left)} module(s) uncorrected: "
+            + "; ".join(f"'{m}': {why}" for m, why in left.items()),
+            UserWarning,
+            stacklevel=2,
+        )
     net = copy.deepcopy(structure(model).graph).to(torch.float64).eval()
     ends = (_endpoint_stats(net, X, sites, A, batch_size), _endpoint_stats(net, X, sites, Bp, batch_size))
     points = []
@@ -466,7 +496,7 @@ def repair_path(
         _repair_point(net, X, sites, point, t, ends, batch_size)
         points.append(Weights(OrderedDict((n, point[n].to(w[n].device, w[n].dtype)) for n in w), w.layout))
     name = method if method is not None else f"{path.method or 'path'}+repair"
-    return _explicit(path, points, name, sites=[s.module for s in sites])
+    return _explicit(path, points, name, sites=[s.module for s in sites], unrepaired=left)
 
 
 def reset_path(
