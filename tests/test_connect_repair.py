@@ -192,9 +192,19 @@ def test_repair_keeps_the_dtype_of_the_points():
     model = ls.build_model("small_cnn", {"width": 3, "batch_norm": False})
     A = ls.Weights.from_module(model)
     B = ls.Weights.from_module(ls.build_model("small_cnn", {"width": 3, "batch_norm": False}))
-    path = repair_path(linear_path(A, B, [0.0, 0.5, 1.0]), A, B, model, torch.randn(30, 1, 8, 8))
+    path = repair_path(linear_path(A, B, [0.0, 0.5, 1.0]), A, B, model, torch.randn(30, 1, 8, 8), device="cpu")
     assert path.point(1)["0.weight"].dtype == torch.float32
     assert torch.isfinite(path.point(1)["0.bias"]).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_repair_on_cuda_is_repair_on_the_cpu():
+    model, A, B = _pair("cnn-bn")
+    X, line = _inputs("cnn-bn"), linear_path(A, B, T)
+    cpu, cuda = repair_path(line, A, B, model, X), repair_path(line, A, B, model, X, device="cuda")
+    for k in range(line.K):
+        for name in A:
+            assert torch.allclose(cuda.point(k)[name], cpu.point(k)[name], rtol=0, atol=1e-10), (k, name)
 
 
 # ---------------------------------------------------------------------------- RESET

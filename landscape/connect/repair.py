@@ -335,15 +335,16 @@ def _load(net: torch.fx.GraphModule, point: dict[str, torch.Tensor]) -> None:
     net.load_state_dict({k: point[k] for k in keys})
 
 
-def _float64(weights: Weights) -> dict[str, torch.Tensor]:
-    """The tensors of ``weights`` on the CPU, floating ones in float64 (copies)."""
+def _float64(weights: Weights, device: torch.device) -> dict[str, torch.Tensor]:
+    """The tensors of ``weights`` on ``device``, floating ones in float64 (copies)."""
     return {
-        k: (v.to("cpu", torch.float64, copy=True) if v.is_floating_point() else v.cpu()) for k, v in weights.items()
+        k: (v.to(device, torch.float64, copy=True) if v.is_floating_point() else v.to(device))
+        for k, v in weights.items()
     }
 
 
 def _endpoint_stats(net, X, sites, weights: Weights, batch_size: int) -> dict[str, tuple]:
-    point = _float64(weights)
+    point = _float64(weights, X.device)
     _load(net, point)
     moments = _measure(net, X, sites, batch_size)
     return {s.module: _output_stats(s, moments[s.module], point) for s in sites}
@@ -424,6 +425,7 @@ def repair_path(
     data,
     *,
     batch_size: int = 256,
+    device=None,
     method: str | None = None,
 ) -> Path:
     """REPAIR the points of a linear-type path (see the module notes).
@@ -442,14 +444,16 @@ def repair_path(
         :func:`landscape.batches.first_inputs`).
     batch_size : int
         Samples per forward pass.
+    device : str or torch.device, optional
+        Where the passes run (default the CPU); always in float64.
     method : str, optional
         The path's method name (default ``path.method + "+repair"``).
 
     Returns
     -------
     Path
-        The REPAIRed points, explicit (identity coefficients; computed in float64 on the
-        CPU, stored in the dtype and on the device of the path's points), with the
+        The REPAIRed points, explicit (identity coefficients; computed in float64 on
+        ``device``, stored in the dtype and on the device of the path's points), with the
         path's ``t``, stage and labels, its ``permutations`` if any, ``sites`` (the
         corrected modules) and ``unrepaired`` (:func:`unrepaired_layers`, warned about).
 
@@ -473,7 +477,7 @@ def repair_path(
     """
     batch_size = _check_batch_size(batch_size)
     Bp = line_ends(path, A, B, model, what="REPAIR")
-    X = _inputs(data, "REPAIR").to(torch.float64)
+    X = _inputs(data, "REPAIR").to(torch.device(device) if device is not None else "cpu", torch.float64)
     sites = repair_sites(model)
     left = unrepaired_layers(model)
     if left:
@@ -483,7 +487,7 @@ def repair_path(
             UserWarning,
             stacklevel=2,
         )
-    net = copy.deepcopy(structure(model).graph).to(torch.float64).eval()
+    net = copy.deepcopy(structure(model).graph).to(X.device, torch.float64).eval()
     ends = (_endpoint_stats(net, X, sites, A, batch_size), _endpoint_stats(net, X, sites, Bp, batch_size))
     points = []
     for k in range(path.K):
@@ -492,7 +496,7 @@ def repair_path(
         if t in (0.0, 1.0):
             points.append(w)
             continue
-        point = _float64(w)
+        point = _float64(w, X.device)
         _repair_point(net, X, sites, point, t, ends, batch_size)
         points.append(Weights(OrderedDict((n, point[n].to(w[n].device, w[n].dtype)) for n in w), w.layout))
     name = method if method is not None else f"{path.method or 'path'}+repair"
