@@ -22,6 +22,10 @@ The six methods of Anokhin & Yarotsky (2020) are registered here, in the paper's
 ``weight-matching`` and ``activation-matching`` (on ``data``), each the straight line from ``A``
 to ``B`` with its channels permuted to match ``A``. Their options: ``max_iter`` and ``seed``
 (weight matching's sweeps and visiting order), ``batches`` (activation matching's batches).
+REPAIR and RESET (Jordan et al., ICLR 2023; :mod:`~landscape.connect.repair`) follow each
+linear-type method as suffixes: ``linear+repair``, ``linear+reset``,
+``weight-matching+repair``, ... :func:`register_renormalized` adds both suffixes to any
+linear-type method in one call.
 
 Examples
 --------
@@ -34,18 +38,20 @@ Examples
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
+from ..bn import has_batchnorm
 from ..weights import Weights
 from .adjust import NotSequentialError, multilayer_wa_path, wa_layer_count, wa_path
 from .adjust_graph import wa_cuts
 from .matching import ot_path
 from .paths import arc_path, linear_path
 from .rebasin import activation_matching_connection, weight_matching_connection
+from .repair import RENORMALIZATIONS, renormalized, repair_sites
 from .result import Path
 from .structure import UnsupportedModelError
 
@@ -56,6 +62,7 @@ __all__ = [
     "label",
     "names",
     "register",
+    "register_renormalized",
     "row_label",
     "unregister",
     "wa_layers",
@@ -388,3 +395,69 @@ PAPER_METHODS = names()
 # Git Re-Basin (Ainsworth et al. 2023): the line to B aligned by permutations
 register("weight-matching", weight_matching_connection, label="Weight matching")
 register("activation-matching", activation_matching_connection, label="Activation matching", needs_data=True)
+
+
+# ---------------------------------------------------------------------------- REPAIR and RESET
+def _renormalized_label(base: str, how: str) -> Callable[..., str]:
+    def row_label(**options: Any) -> str:
+        """``"Linear + REPAIR"``: the base method's row label and the renormalisation."""
+        return f"{label(base, **options)} + {how.upper()}"
+
+    return row_label
+
+
+def _reset_options(model: nn.Module, options: dict[str, Any]) -> dict[str, Any]:
+    """Skip a ``+reset`` row on a model without BatchNorm: RESET would repeat the base row."""
+    if not has_batchnorm(model):
+        raise UnsupportedModelError("RESET recomputes BatchNorm statistics and the model has no BatchNorm layer")
+    return options
+
+
+def _repair_options(model: nn.Module, options: dict[str, Any]) -> dict[str, Any]:
+    """Skip a ``+repair`` row on a model REPAIR cannot correct (:func:`repair_sites`)."""
+    repair_sites(model)
+    return options
+
+
+def register_renormalized(base: str, how: Sequence[str] = RENORMALIZATIONS, *, replace: bool = False) -> list[Method]:
+    """Register ``"<base>+repair"`` and ``"<base>+reset"`` for the registered linear-type
+    method ``base`` (:func:`~landscape.connect.repair.renormalized`): its line from ``A`` to
+    ``B'``, then REPAIR or RESET on the method's data (``needs_data``; the inputs of the first
+    split or ``wa_data`` in :func:`~landscape.connect.compare_connections`). The base's
+    ``prepare`` and ``file_attrs`` carry over; a model RESET or REPAIR cannot follow (no
+    BatchNorm for RESET) gets its row skipped with the reason.
+
+    Examples
+    --------
+    >>> [m.name for m in register_renormalized("linear", replace=True)]
+    ['linear+repair', 'linear+reset']
+    >>> label("linear+repair"), get("linear+reset").needs_data
+    ('Linear + REPAIR', True)
+    """
+    entry = get(base)
+    out = []
+    for h in how:
+        check = _repair_options if h == "repair" else _reset_options
+
+        def prepare(model: nn.Module, options: dict[str, Any], check=check) -> dict[str, Any]:
+            options = check(model, options)
+            return entry.prepare(model, options) if entry.prepare is not None else options
+
+        fn = renormalized(entry.connect, h, f"{base}+{h}", base_needs_data=entry.needs_data)
+        out.append(
+            register(
+                f"{base}+{h}",
+                fn,
+                label=_renormalized_label(base, h),
+                needs_data=True,
+                prepare=prepare,
+                file_attrs=entry.file_attrs,
+                replace=replace,
+            )
+        )
+    return out
+
+
+register_renormalized("linear")
+register_renormalized("weight-matching")
+register_renormalized("activation-matching")

@@ -37,7 +37,7 @@ __all__ = ["METHODS", "ConnectionReport", "compare_connections"]
 
 #: The connection methods of Anokhin & Yarotsky (2020), in the paper's order
 #: (:data:`~landscape.connect.registry.PAPER_METHODS`), the default rows; every other
-#: registered method (Git Re-Basin's, those registered later) is known to
+#: registered method (Git Re-Basin's, REPAIR and RESET, those registered later) is known to
 #: :func:`compare_connections` too.
 METHODS = registry.PAPER_METHODS
 
