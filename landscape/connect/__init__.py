@@ -12,6 +12,9 @@ connection is a :class:`~landscape.connect.result.Path`, a
 :func:`landscape.evaluate`. The methods by name are in :mod:`landscape.connect.registry`
 (``name -> function(A, B, model, data, **options) -> Path``), which :func:`compare_connections`
 and ``landscape connect`` read; flows are the subpackage :mod:`landscape.connect.flows`.
+Git Re-Basin's permutation alignments (:func:`weight_matching`, :func:`activation_matching`;
+Ainsworth et al., ICLR 2023) and REPAIR/RESET (:func:`repair_path`, :func:`reset_path`; Jordan
+et al., ICLR 2023) are registered beside the paper's methods.
 
 Reference: I. Anokhin, D. Yarotsky, "Low-loss connection of weight vectors:
 distribution-based approaches", ICML 2020.
@@ -56,10 +59,20 @@ from .paths import (
     linear_path,
     neuron_mean,
 )
+from .rebasin import activation_matching, aligned_path, channel_correlation, weight_matching
+from .repair import repair_path, repair_sites, reset_path, unrepaired_layers
 from .report import METHODS, ConnectionReport, compare_connections
 from .result import Path
 
 __all__ = [
+    "activation_matching",
+    "aligned_path",
+    "channel_correlation",
+    "repair_path",
+    "repair_sites",
+    "reset_path",
+    "unrepaired_layers",
+    "weight_matching",
     "METHODS",
     "Group",
     "Part",
