@@ -93,10 +93,10 @@ def label(row: str) -> str:
 
 
 def train_or_load(path: str, model_kwargs: dict, train, seed: int, cfg: dict, force: bool) -> ls.Weights:
-    model = ls.build_model("mlp", model_kwargs)
     if os.path.exists(path) and not force:
-        return ls.load_checkpoint(path, model)
-    torch.manual_seed(seed)
+        return ls.load_checkpoint(path, ls.build_model("mlp", model_kwargs))
+    torch.manual_seed(seed)  # before the model is built: its initial weights come from the seed
+    model = ls.build_model("mlp", model_kwargs)
     train_classifier(model, train, seed=seed, **cfg)
     ls.save_weights(model.state_dict(), path, force=True)
     return ls.load_checkpoint(path, model)

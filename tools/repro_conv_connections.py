@@ -83,10 +83,10 @@ def row_name(row: str, args) -> str:
 
 def trained(out_dir: str, spec, data, seed: int, cfg: dict, force: bool) -> ls.Weights:
     name, kwargs = spec
-    model = ls.build_model(name, kwargs)
     path = os.path.join(out_dir, f"{name}-seed{seed}.pt")
+    torch.manual_seed(seed)  # before the model is built: its initial weights come from the seed
+    model = ls.build_model(name, kwargs)
     if not os.path.exists(path) or force:
-        torch.manual_seed(seed)
         train_classifier(model, data, seed=seed, **cfg)
         ls.save_weights(model.state_dict(), path, force=True)
     return ls.load_checkpoint(path, model)
