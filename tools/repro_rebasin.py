@@ -31,9 +31,9 @@ Usage::
     python3 tools/repro_rebasin.py --table --archs mlp,cnn # 3 seed pairs each
     python3 tools/repro_rebasin.py --sweep --table --quick # smoke run of both parts
 
-Trained networks, curves and the per-pair reports (HDF5) are cached in ``--out-dir``
-(``--quick`` runs in its ``quick`` subfolder); a rerun reuses them and recomputes only what
-is missing (``--force`` starts over). Results go to ``sweep.json`` / ``sweep.md`` and
+Trained networks, curves and the per-pair reports (HDF5) are cached in ``--out-dir``, in a
+folder per number of epochs (``--quick`` runs in its ``quick`` subfolder); a rerun reuses them
+and recomputes only what is missing (``--force`` starts over). Results go to ``sweep.json`` / ``sweep.md`` and
 ``table.json`` / ``table.md`` there.
 """
 
@@ -132,7 +132,7 @@ def mean_std(values, scale: float = 1.0, digits: int = 3) -> str:
 # ---------------------------------------------------------------------------- the sweep
 def sweep_pair(width: int, pair: int, args, splits, log) -> dict:
     spec = ("mlp", {"in_features": 64, "widths": [width], "num_classes": 10})
-    folder = os.path.join(args.out_dir, "sweep", f"w{width}")
+    folder = os.path.join(args.out_dir, "sweep", f"epochs{args.train['epochs']}", f"w{width}")
     os.makedirs(folder, exist_ok=True)
     seeds = (2 * pair + 1, 2 * pair + 2)
     t0 = time.perf_counter()
@@ -239,7 +239,8 @@ def table_pair(arch: str, pair: int, args, log) -> dict:
     spec = cfg["spec"]
     splits = {s: ls.load_data(cfg["data"], s) for s in ("train", "test")}
     train = splits["train"]
-    folder = os.path.join(args.out_dir, "table", arch, f"pair{pair}")
+    recipe = f"epochs{args.train['epochs']}-fit{args.fit['epochs']}"
+    folder = os.path.join(args.out_dir, "table", recipe, arch, f"pair{pair}")
     os.makedirs(folder, exist_ok=True)
     seeds = (2 * pair + 1, 2 * pair + 2)
     t0 = time.perf_counter()
