@@ -33,8 +33,8 @@ Usage::
 
 Trained networks, curves and the per-pair reports (HDF5) are cached in ``--out-dir``, in a
 folder per number of epochs (``--quick`` runs in its ``quick`` subfolder); a rerun reuses them
-and recomputes only what is missing (``--force`` starts over). Results go to ``sweep.json`` / ``sweep.md`` and
-``table.json`` / ``table.md`` there.
+and recomputes only what is missing (``--force`` starts over). Results go to ``sweep.json`` / ``sweep.md`` in
+``sweep/epochs<E>/`` and ``table.json`` / ``table.md`` in ``table/epochs<E>-fit<F>/``.
 """
 
 from __future__ import annotations
@@ -89,6 +89,12 @@ def trained(path: str, spec, data, seed: int, cfg: dict, force: bool) -> ls.Weig
     return ls.load_checkpoint(path, model)
 
 
+def recipe(args, part: str) -> str:
+    """The folder of a part's networks and results under ``--out-dir``/``part``: its epochs."""
+    fit = f"-fit{args.fit['epochs']}" if part == "table" else ""
+    return f"epochs{args.train['epochs']}{fit}"
+
+
 def barrier(t, loss, loss_a: float, loss_b: float) -> float:
     """``max_t [loss(t) - ((1 - t) loss_a + t loss_b)]``, in float64."""
     t, loss = np.asarray(t, dtype=np.float64), np.asarray(loss, dtype=np.float64)
@@ -132,7 +138,7 @@ def mean_std(values, scale: float = 1.0, digits: int = 3) -> str:
 # ---------------------------------------------------------------------------- the sweep
 def sweep_pair(width: int, pair: int, args, splits, log) -> dict:
     spec = ("mlp", {"in_features": 64, "widths": [width], "num_classes": 10})
-    folder = os.path.join(args.out_dir, "sweep", f"epochs{args.train['epochs']}", f"w{width}")
+    folder = os.path.join(args.out_dir, "sweep", recipe(args, "sweep"), f"w{width}")
     os.makedirs(folder, exist_ok=True)
     seeds = (2 * pair + 1, 2 * pair + 2)
     t0 = time.perf_counter()
@@ -239,8 +245,7 @@ def table_pair(arch: str, pair: int, args, log) -> dict:
     spec = cfg["spec"]
     splits = {s: ls.load_data(cfg["data"], s) for s in ("train", "test")}
     train = splits["train"]
-    recipe = f"epochs{args.train['epochs']}-fit{args.fit['epochs']}"
-    folder = os.path.join(args.out_dir, "table", recipe, arch, f"pair{pair}")
+    folder = os.path.join(args.out_dir, "table", recipe(args, "table"), arch, f"pair{pair}")
     os.makedirs(folder, exist_ok=True)
     seeds = (2 * pair + 1, 2 * pair + 2)
     t0 = time.perf_counter()
@@ -405,9 +410,11 @@ def main(argv=None) -> int:
         seconds = time.perf_counter() - t0
         foot = f"torch {env['torch']}, landscape {env['landscape']}, {env['cpus']} CPUs, {args.threads} thread(s), "
         text = res["text"] + f"\n\n{foot}{seconds:.0f} s"
-        with open(os.path.join(args.out_dir, f"{part}.json"), "w") as f:
+        folder = os.path.join(args.out_dir, part, recipe(args, part))
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, f"{part}.json"), "w") as f:
             json.dump({"env": dict(env, seconds=seconds), "records": res["records"]}, f, indent=1)
-        with open(os.path.join(args.out_dir, f"{part}.md"), "w") as f:
+        with open(os.path.join(folder, f"{part}.md"), "w") as f:
             f.write(text + "\n")
         print("\n" + text, flush=True)
     return 0
