@@ -6,14 +6,15 @@ Two parts (issue 22, "Must show"), each resumable:
     The claim of Ainsworth et al. (ICLR 2023) that the loss barrier left after weight matching
     falls as the networks get wider: one-hidden-layer ReLU MLPs ``64-w-10`` for ``w`` in
     ``--widths`` (default 32 to 2048), two networks trained from different seeds per width
-    (``--sweep-pairs`` pairs, default 3), and for each pair the train-loss barrier of the plain line and
-    of the line after weight matching.
+    (``--sweep-pairs`` pairs, default 3; ``--sweep-epochs``, default 100), and for each pair
+    the train-loss barrier of the plain line and of the line after weight matching.
 ``--table``
     The linear-interpolation barriers between independently trained networks of each of
     ``--archs`` (``mlp``: ``64-256-256-10`` on flat digits; ``cnn``: ``small_cnn`` with
     BatchNorm on ``digits:image``), ``--seeds`` seed pairs: plain linear, our OT, weight
     matching and activation matching, each linear-type one with REPAIR and RESET (Jordan et
-    al., ICLR 2023) where it applies, and a trained Bezier curve with 3 points. RESET
+    al., ICLR 2023) where it applies, and a trained Bezier curve with 3 points (networks:
+    ``--epochs``, default 20; curve: ``--fit-epochs``, default 100). RESET
     recomputes BatchNorm statistics: the MLP has none, so its ``+reset`` rows are left out.
     The linear-type rows are evaluated with BatchNorm's running statistics interpolated
     with the weights (what "plain" means in the REPAIR paper); the Bezier curve of the CNN,
@@ -33,8 +34,9 @@ Usage::
 
 Trained networks, curves and the per-pair reports (HDF5) are cached in ``--out-dir``, in a
 folder per number of epochs (``--quick`` runs in its ``quick`` subfolder); a rerun reuses them
-and recomputes only what is missing (``--force`` starts over). Results go to ``sweep.json`` / ``sweep.md`` in
-``sweep/epochs<E>/`` and ``table.json`` / ``table.md`` in ``table/epochs<E>-fit<F>/``.
+and recomputes only what is missing (``--force`` starts over). Results go to ``sweep.json`` /
+``sweep.md`` in ``sweep/epochs<E>/`` and ``table.json`` / ``table.md`` in
+``table/epochs<E>-fit<F>/``.
 """
 
 from __future__ import annotations
@@ -74,7 +76,8 @@ SUFFIXES = {"linear": True, "ot": False, "weight-matching": True, "activation-ma
 CURVE = "Bezier (3)"
 ENDS = "End points"
 TRAIN = {"epochs": 20, "lr": 0.05, "weight_decay": 5e-4, "batch_size": 64}
-FIT = {"epochs": 30, "lr": 0.05, "weight_decay": 5e-4, "batch_size": 64, "t_per_batch": 1}
+SWEEP_EPOCHS = 100
+FIT = {"epochs": 100, "lr": 0.05, "weight_decay": 5e-4, "batch_size": 64, "t_per_batch": 1}
 QUICK = {"epochs": 2, "fit_epochs": 2, "points": 6, "widths": (32, 128)}
 
 
@@ -91,8 +94,9 @@ def trained(path: str, spec, data, seed: int, cfg: dict, force: bool) -> ls.Weig
 
 def recipe(args, part: str) -> str:
     """The folder of a part's networks and results under ``--out-dir``/``part``: its epochs."""
-    fit = f"-fit{args.fit['epochs']}" if part == "table" else ""
-    return f"epochs{args.train['epochs']}{fit}"
+    if part == "sweep":
+        return f"epochs{args.sweep_train['epochs']}"
+    return f"epochs{args.train['epochs']}-fit{args.fit['epochs']}"
 
 
 def barrier(t, loss, loss_a: float, loss_b: float) -> float:
@@ -143,7 +147,8 @@ def sweep_pair(width: int, pair: int, args, splits, log) -> dict:
     seeds = (2 * pair + 1, 2 * pair + 2)
     t0 = time.perf_counter()
     A, B = (
-        trained(os.path.join(folder, f"seed{s}.pt"), spec, splits["train"], s, args.train, args.force) for s in seeds
+        trained(os.path.join(folder, f"seed{s}.pt"), spec, splits["train"], s, args.sweep_train, args.force)
+        for s in seeds
     )
     t1 = time.perf_counter()
     model = ls.build_model(*spec)
@@ -159,7 +164,7 @@ def sweep_pair(width: int, pair: int, args, splits, log) -> dict:
         out=os.path.join(folder, f"pair{pair}.h5"),
         resume=not args.force,
         force=args.force,
-        attrs={"model": {"spec": spec[0], "kwargs": spec[1]}, "seeds": list(seeds), "train": args.train},
+        attrs={"model": {"spec": spec[0], "kwargs": spec[1]}, "seeds": list(seeds), "train": args.sweep_train},
     )
     rec = {
         "width": width,
@@ -201,7 +206,7 @@ def run_sweep(args, log) -> dict:
         [
             f"Train-loss barrier of the line between two one-hidden-layer ReLU MLPs 64-w-10 on digits, "
             f"plain and after weight matching, {args.sweep_pairs} pair(s) per width, {args.points} points, "
-            f"training {args.train}:",
+            f"training {args.sweep_train}:",
             sweep_table(records, args.widths),
         ]
     )
@@ -354,7 +359,8 @@ def parse(argv):
     p.add_argument("--archs", default="mlp,cnn", help=f"comma-separated subset of {', '.join(ARCHS)}")
     p.add_argument("--seeds", type=int, default=3, help="seed pairs of the table (default 3)")
     p.add_argument("--points", type=int, default=21, help="values of t per path (default 21)")
-    p.add_argument("--epochs", type=int, default=TRAIN["epochs"], help="training epochs of every network")
+    p.add_argument("--epochs", type=int, default=TRAIN["epochs"], help="training epochs of the table's networks")
+    p.add_argument("--sweep-epochs", type=int, default=SWEEP_EPOCHS, help="training epochs of the sweep's networks")
     p.add_argument("--fit-epochs", type=int, default=FIT["epochs"], help="epochs of the Bezier curve")
     p.add_argument("--out-dir", default="repro-rebasin")
     p.add_argument("--threads", type=int, default=1)
@@ -372,11 +378,13 @@ def parse(argv):
     if bad:
         p.error(f"unknown --archs {bad}; expected some of {sorted(ARCHS)}")
     args.train = dict(TRAIN, epochs=args.epochs)
+    args.sweep_train = dict(TRAIN, epochs=args.sweep_epochs)
     args.fit = dict(FIT, epochs=args.fit_epochs)
     if args.quick:
         args.seeds, args.sweep_pairs, args.points = 1, 1, QUICK["points"]
         args.widths = list(QUICK["widths"])
         args.train["epochs"], args.fit["epochs"] = QUICK["epochs"], QUICK["fit_epochs"]
+        args.sweep_train["epochs"] = QUICK["epochs"]
         args.out_dir = os.path.join(args.out_dir, "quick")
     return args
 
