@@ -6,7 +6,7 @@ Two parts (issue 22, "Must show"), each resumable:
     The claim of Ainsworth et al. (ICLR 2023) that the loss barrier left after weight matching
     falls as the networks get wider: one-hidden-layer ReLU MLPs ``64-w-10`` for ``w`` in
     ``--widths`` (default 32 to 2048), two networks trained from different seeds per width
-    (``--sweep-pairs`` pairs, default 3; ``--sweep-epochs``, default 100), and for each pair
+    (``--sweep-pairs`` pairs, default 3; ``--sweep-epochs``, default 300), and for each pair
     the train-loss barrier of the plain line and of the line after weight matching.
 ``--table``
     The linear-interpolation barriers between independently trained networks of each of
@@ -76,7 +76,7 @@ SUFFIXES = {"linear": True, "ot": False, "weight-matching": True, "activation-ma
 CURVE = "Bezier (3)"
 ENDS = "End points"
 TRAIN = {"epochs": 20, "lr": 0.05, "weight_decay": 5e-4, "batch_size": 64}
-SWEEP_EPOCHS = 100
+SWEEP_EPOCHS = 300
 FIT = {"epochs": 100, "lr": 0.05, "weight_decay": 5e-4, "batch_size": 64, "t_per_batch": 1}
 QUICK = {"epochs": 2, "fit_epochs": 2, "points": 6, "widths": (32, 128)}
 
