@@ -1,0 +1,432 @@
+"""Git Re-Basin and REPAIR/RESET on scikit-learn's digits: the width sweep and the barrier table.
+
+Two parts (issue 22, "Must show"), each resumable:
+
+``--sweep``
+    The claim of Ainsworth et al. (ICLR 2023) that the loss barrier left after weight matching
+    falls as the networks get wider: one-hidden-layer ReLU MLPs ``64-w-10`` for ``w`` in
+    ``--widths`` (default 32 to 2048), two networks trained from different seeds per width
+    (``--sweep-pairs`` pairs, default 3; ``--sweep-epochs``, default 300), and for each pair
+    the train-loss barrier of the plain line and of the line after weight matching.
+``--table``
+    The linear-interpolation barriers between independently trained networks of each of
+    ``--archs`` (``mlp``: ``64-256-256-10`` on flat digits; ``cnn``: ``small_cnn`` with
+    BatchNorm on ``digits:image``), ``--seeds`` seed pairs: plain linear, our OT, weight
+    matching and activation matching, each linear-type one with REPAIR and RESET (Jordan et
+    al., ICLR 2023) where it applies, and a trained Bezier curve with 3 points (networks:
+    ``--epochs``, default 20; curve: ``--fit-epochs``, default 100). RESET
+    recomputes BatchNorm statistics: the MLP has none, so its ``+reset`` rows are left out.
+    The linear-type rows are evaluated with BatchNorm's running statistics interpolated
+    with the weights (what "plain" means in the REPAIR paper); the Bezier curve of the CNN,
+    trained with batch statistics, is evaluated with its statistics recomputed on the
+    training set at every point (a second report per pair).
+
+The barrier of a path is ``max_t [loss(t) - ((1 - t) loss(A) + t loss(B))]`` of the mean
+cross-entropy on the training set (1,257 images), over ``--points`` values of ``t``
+(default 21); the tables also give the worst test accuracy along ``t`` (540 images). Rows
+are mean ± sample std over the pairs.
+
+Usage::
+
+    python3 tools/repro_rebasin.py --sweep                 # widths 32..2048, 3 pairs each
+    python3 tools/repro_rebasin.py --table --archs mlp,cnn # 3 seed pairs each
+    python3 tools/repro_rebasin.py --sweep --table --quick # smoke run of both parts
+
+Trained networks, curves and the per-pair reports (HDF5) are cached in ``--out-dir``, in a
+folder per number of epochs (``--quick`` runs in its ``quick`` subfolder); a rerun reuses them
+and recomputes only what is missing (``--force`` starts over). Results go to ``sweep.json`` /
+``sweep.md`` in ``sweep/epochs<E>/`` and ``table.json`` / ``table.md`` in
+``table/epochs<E>-fit<F>/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from datetime import UTC, datetime
+
+import numpy as np
+import torch
+
+import landscape as ls
+from landscape.bn import has_batchnorm
+from landscape.connect import compare_connections
+from landscape.demo import train_classifier
+
+WIDTHS = (32, 64, 128, 256, 512, 1024, 2048)
+SWEEP_METHODS = ("linear", "weight-matching")
+ARCHS = {
+    "mlp": {
+        "spec": ("mlp", {"in_features": 64, "widths": [256, 256], "num_classes": 10}),
+        "data": "digits",
+        "label": "ReLU MLP 64-256-256-10, digits",
+    },
+    "cnn": {
+        "spec": ("small_cnn", {"width": 16, "batch_norm": True}),
+        "data": "digits:image",
+        "label": "small_cnn (Conv 16 - BN - ReLU - Conv 32 - BN - ReLU - MaxPool - Linear), digits:image",
+    },
+}
+BASES = ("linear", "ot", "weight-matching", "activation-matching")
+SUFFIXES = {"linear": True, "ot": False, "weight-matching": True, "activation-matching": True}
+CURVE = "Bezier (3)"
+ENDS = "End points"
+TRAIN = {"epochs": 20, "lr": 0.05, "weight_decay": 5e-4, "batch_size": 64}
+SWEEP_EPOCHS = 300
+FIT = {"epochs": 100, "lr": 0.05, "weight_decay": 5e-4, "batch_size": 64, "t_per_batch": 1}
+QUICK = {"epochs": 2, "fit_epochs": 2, "points": 6, "widths": (32, 128)}
+
+
+def trained(path: str, spec, data, seed: int, cfg: dict, force: bool) -> ls.Weights:
+    """The network ``spec`` trained on ``data`` from ``seed``, cached at ``path``."""
+    name, kwargs = spec
+    torch.manual_seed(seed)  # before the model is built: its initial weights come from the seed
+    model = ls.build_model(name, kwargs)
+    if force or not os.path.exists(path):
+        train_classifier(model, data, seed=seed, **cfg)
+        ls.save_weights(model.state_dict(), path, force=True)
+    return ls.load_checkpoint(path, model)
+
+
+def recipe(args, part: str) -> str:
+    """The folder of a part's networks and results under ``--out-dir``/``part``: its epochs."""
+    if part == "sweep":
+        return f"epochs{args.sweep_train['epochs']}"
+    return f"epochs{args.train['epochs']}-fit{args.fit['epochs']}"
+
+
+def barrier(t, loss, loss_a: float, loss_b: float) -> float:
+    """``max_t [loss(t) - ((1 - t) loss_a + t loss_b)]``, in float64."""
+    t, loss = np.asarray(t, dtype=np.float64), np.asarray(loss, dtype=np.float64)
+    return float(np.max(loss - ((1.0 - t) * loss_a + t * loss_b)))
+
+
+def summarize(rep, rows: list[str]) -> dict[str, dict[str, float]]:
+    """Per row: train-loss barrier, largest train loss, worst train and test accuracy."""
+    e = rep.endpoints["train"]
+    out = {}
+    for m in rows:
+        if m in rep.skipped:
+            continue
+        out[m] = {
+            "barrier": barrier(rep.t[m], rep.loss[m]["train"], e["A_loss"], e["B_loss"]),
+            "max_train_loss": rep.max_loss(m, "train"),
+            "worst_train_acc": rep.worst_acc(m, "train"),
+            "worst_test_acc": rep.worst_acc(m, "test"),
+        }
+    return out
+
+
+def endpoints(rep) -> dict[str, float]:
+    e = rep.endpoints
+    return {
+        "barrier": 0.0,
+        "max_train_loss": rep.endpoint_loss("train"),
+        "mean_train_loss": 0.5 * (e["train"]["A_loss"] + e["train"]["B_loss"]),
+        "worst_train_acc": rep.endpoint_acc("train"),
+        "worst_test_acc": rep.endpoint_acc("test"),
+    }
+
+
+def mean_std(values, scale: float = 1.0, digits: int = 3) -> str:
+    v = scale * np.asarray(values, dtype=np.float64)
+    if len(v) < 2:
+        return f"{v.mean():.{digits}f}"
+    return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}"
+
+
+# ---------------------------------------------------------------------------- the sweep
+def sweep_pair(width: int, pair: int, args, splits, log) -> dict:
+    spec = ("mlp", {"in_features": 64, "widths": [width], "num_classes": 10})
+    folder = os.path.join(args.out_dir, "sweep", recipe(args, "sweep"), f"w{width}")
+    os.makedirs(folder, exist_ok=True)
+    seeds = (2 * pair + 1, 2 * pair + 2)
+    t0 = time.perf_counter()
+    A, B = (
+        trained(os.path.join(folder, f"seed{s}.pt"), spec, splits["train"], s, args.sweep_train, args.force)
+        for s in seeds
+    )
+    t1 = time.perf_counter()
+    model = ls.build_model(*spec)
+    rep = compare_connections(
+        model,
+        A,
+        B,
+        splits,
+        methods=list(SWEEP_METHODS),
+        points=args.points,
+        wa_data=splits["train"],
+        device="cpu",
+        out=os.path.join(folder, f"pair{pair}.h5"),
+        resume=not args.force,
+        force=args.force,
+        attrs={"model": {"spec": spec[0], "kwargs": spec[1]}, "seeds": list(seeds), "train": args.sweep_train},
+    )
+    rec = {
+        "width": width,
+        "pair": pair,
+        "seeds": list(seeds),
+        "rows": summarize(rep, list(SWEEP_METHODS)),
+        ENDS: endpoints(rep),
+        "seconds": {"train": t1 - t0, "connect": time.perf_counter() - t1},
+    }
+    log(
+        f"  [width {width} pair {pair}] train {rec['seconds']['train']:.0f}s, connect {rec['seconds']['connect']:.0f}s:"
+        + "".join(f" {m} barrier {v['barrier']:.4f}" for m, v in rec["rows"].items())
+    )
+    return rec
+
+
+def sweep_table(records: list[dict], widths) -> str:
+    head = (
+        "| Width | End-point train loss | Linear barrier | Weight matching barrier | "
+        "Linear worst test acc (%) | Weight matching worst test acc (%) | End points test acc (%) |"
+    )
+    lines = [head, "|---:|---:|---:|---:|---:|---:|---:|"]
+    for w in widths:
+        rs = [r for r in records if r["width"] == w]
+        if not rs:
+            continue
+        cells = [mean_std([r[ENDS]["mean_train_loss"] for r in rs], digits=4)]
+        cells += [mean_std([r["rows"][m]["barrier"] for r in rs], digits=4) for m in SWEEP_METHODS]
+        cells += [mean_std([r["rows"][m]["worst_test_acc"] for r in rs], 100, 2) for m in SWEEP_METHODS]
+        cells.append(mean_std([r[ENDS]["worst_test_acc"] for r in rs], 100, 2))
+        lines.append(f"| {w} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run_sweep(args, log) -> dict:
+    splits = {"train": ls.load_data("digits", "train"), "test": ls.load_data("digits", "test")}
+    records = [sweep_pair(w, k, args, splits, log) for w in args.widths for k in range(args.sweep_pairs)]
+    text = "\n\n".join(
+        [
+            f"Train-loss barrier of the line between two one-hidden-layer ReLU MLPs 64-w-10 on digits, "
+            f"plain and after weight matching, {args.sweep_pairs} pair(s) per width, {args.points} points, "
+            f"training {args.sweep_train}:",
+            sweep_table(records, args.widths),
+        ]
+    )
+    return {"records": records, "text": text}
+
+
+# ---------------------------------------------------------------------------- the table
+def table_methods(arch: str, model) -> list[str]:
+    """The linear-type rows of ``arch``: each base, then its REPAIR and (with BatchNorm) RESET."""
+    bn = has_batchnorm(model)
+    out = []
+    for base in BASES:
+        out.append(base)
+        if SUFFIXES[base]:
+            out.append(f"{base}+repair")
+            if bn:
+                out.append(f"{base}+reset")
+    return out
+
+
+def fitted_curve(model, A, B, train, path: str, pair: int, args):
+    curve = ls.curves.Curve(A, B, n_bends=1, kind="bezier")
+    ls.curves.fit_curve(
+        model,
+        curve,
+        train,
+        schedule="garipov",
+        seed=pair,
+        device="cpu",
+        checkpoint=path,
+        resume=not args.force,
+        force=args.force,
+        progress=False,
+        **args.fit,
+    )
+    return curve
+
+
+def table_pair(arch: str, pair: int, args, log) -> dict:
+    cfg = ARCHS[arch]
+    spec = cfg["spec"]
+    splits = {s: ls.load_data(cfg["data"], s) for s in ("train", "test")}
+    train = splits["train"]
+    folder = os.path.join(args.out_dir, "table", recipe(args, "table"), arch, f"pair{pair}")
+    os.makedirs(folder, exist_ok=True)
+    seeds = (2 * pair + 1, 2 * pair + 2)
+    t0 = time.perf_counter()
+    A, B = (trained(os.path.join(folder, f"seed{s}.pt"), spec, train, s, args.train, args.force) for s in seeds)
+    model = ls.build_model(*spec)
+    methods = table_methods(arch, model)
+    t1 = time.perf_counter()
+    curve = fitted_curve(model, A, B, train, os.path.join(folder, "bezier3.pt"), pair, args)
+    t2 = time.perf_counter()
+    attrs = {"model": {"spec": spec[0], "kwargs": spec[1]}, "seeds": list(seeds), "train": args.train}
+    common = dict(points=args.points, wa_data=train, device="cpu", resume=not args.force, force=args.force)
+    bn = has_batchnorm(model)
+    rep = compare_connections(
+        model,
+        A,
+        B,
+        splits,
+        methods=methods,
+        curves=None if bn else {CURVE: curve},
+        out=os.path.join(folder, "connections.h5"),
+        attrs=attrs,
+        **common,
+    )
+    rows = summarize(rep, [*methods, *([] if bn else [CURVE])])
+    if bn:  # the curve was trained with batch statistics: recompute them at every point
+        crep = compare_connections(
+            model,
+            A,
+            B,
+            splits,
+            methods=[],
+            curves={CURVE: curve},
+            bn="recompute",
+            bn_data=train,
+            out=os.path.join(folder, "curve.h5"),
+            attrs=dict(attrs, fit=args.fit),
+            **common,
+        )
+        rows.update(summarize(crep, [CURVE]))
+    rec = {
+        "arch": arch,
+        "pair": pair,
+        "seeds": list(seeds),
+        "rows": rows,
+        "skipped": dict(rep.skipped),
+        ENDS: endpoints(rep),
+        "seconds": {"train": t1 - t0, "fit": t2 - t1, "connect": time.perf_counter() - t2},
+    }
+    log(
+        f"  [{arch} pair {pair}] train {t1 - t0:.0f}s, curve {t2 - t1:.0f}s, connect {rec['seconds']['connect']:.0f}s:"
+        + ",".join(f" {m} {v['barrier']:.3f}/{100 * v['worst_test_acc']:.1f}%" for m, v in rows.items())
+    )
+    return rec
+
+
+def row_name(row: str) -> str:
+    names = {"linear": "Linear", "ot": "OT", "weight-matching": "Weight matching"}
+    names["activation-matching"] = "Activation matching"
+    base, _, suffix = row.partition("+")
+    if base not in names:
+        return row
+    return names[base] + {"": "", "repair": " + REPAIR", "reset": " + RESET"}[suffix]
+
+
+def barrier_table(records: list[dict], archs: list[str]) -> str:
+    head = "| Method | " + " | ".join(f"{a}: train-loss barrier | {a}: worst test acc (%)" for a in archs) + " |"
+    lines = [head, "|---|" + "---:|---:|" * len(archs)]
+    canonical = [f"{b}{s}" for b in BASES for s in ("", "+repair", "+reset")] + [CURVE]
+    order = [m for m in canonical if any(m in r["rows"] for r in records)]
+    for row in [*order, ENDS]:
+        cells = []
+        for a in archs:
+            rs = [r for r in records if r["arch"] == a]
+            vals = [r[ENDS] if row == ENDS else r["rows"].get(row) for r in rs]
+            if not rs or any(v is None for v in vals):
+                cells += ["-", "-"]
+                continue
+            cells += [mean_std([v["barrier"] for v in vals]), mean_std([v["worst_test_acc"] for v in vals], 100, 2)]
+        lines.append(f"| {row_name(row)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run_table(args, log) -> dict:
+    records = [table_pair(a, k, args, log) for a in args.archs for k in range(args.seeds)]
+    notes = [f"{a}: {ARCHS[a]['label']}" for a in args.archs]
+    if "mlp" in args.archs:
+        notes.append("mlp: no BatchNorm, so no RESET rows (RESET would return the plain line)")
+    text = "\n\n".join(
+        [
+            f"Train-loss barrier and worst test accuracy along each path, mean ± std over {args.seeds} seed "
+            f"pair(s), {args.points} points, training {args.train}, Bezier curve {args.fit}:",
+            barrier_table(records, args.archs),
+            "\n".join(f"- {n}" for n in notes),
+        ]
+    )
+    return {"records": records, "text": text}
+
+
+# ---------------------------------------------------------------------------- main
+def parse(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sweep", action="store_true", help="the width sweep of weight matching")
+    p.add_argument("--table", action="store_true", help="the barrier table of --archs")
+    p.add_argument("--widths", default=",".join(map(str, WIDTHS)), help="hidden widths of the sweep")
+    p.add_argument("--sweep-pairs", type=int, default=3, help="seed pairs per width (default 3)")
+    p.add_argument("--archs", default="mlp,cnn", help=f"comma-separated subset of {', '.join(ARCHS)}")
+    p.add_argument("--seeds", type=int, default=3, help="seed pairs of the table (default 3)")
+    p.add_argument("--points", type=int, default=21, help="values of t per path (default 21)")
+    p.add_argument("--epochs", type=int, default=TRAIN["epochs"], help="training epochs of the table's networks")
+    p.add_argument("--sweep-epochs", type=int, default=SWEEP_EPOCHS, help="training epochs of the sweep's networks")
+    p.add_argument("--fit-epochs", type=int, default=FIT["epochs"], help="epochs of the Bezier curve")
+    p.add_argument("--out-dir", default="repro-rebasin")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--quick", action="store_true", help="smoke run: 1 pair, 2 widths, few epochs, 6 points")
+    p.add_argument("--force", action="store_true", help="retrain and recompute everything")
+    args = p.parse_args(argv)
+    if not (args.sweep or args.table):
+        p.error("nothing to do: give --sweep, --table or both")
+    try:
+        args.widths = [int(w) for w in args.widths.split(",") if w.strip()]
+    except ValueError:
+        p.error(f"--widths {args.widths!r}: expected comma-separated integers")
+    args.archs = [a.strip() for a in args.archs.split(",") if a.strip()]
+    bad = [a for a in args.archs if a not in ARCHS]
+    if bad:
+        p.error(f"unknown --archs {bad}; expected some of {sorted(ARCHS)}")
+    args.train = dict(TRAIN, epochs=args.epochs)
+    args.sweep_train = dict(TRAIN, epochs=args.sweep_epochs)
+    args.fit = dict(FIT, epochs=args.fit_epochs)
+    if args.quick:
+        args.seeds, args.sweep_pairs, args.points = 1, 1, QUICK["points"]
+        args.widths = list(QUICK["widths"])
+        args.train["epochs"], args.fit["epochs"] = QUICK["epochs"], QUICK["fit_epochs"]
+        args.sweep_train["epochs"] = QUICK["epochs"]
+        args.out_dir = os.path.join(args.out_dir, "quick")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    torch.set_num_threads(args.threads)
+    os.makedirs(args.out_dir, exist_ok=True)
+    log_path = os.path.join(args.out_dir, "log.txt")
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+        with open(log_path, "a") as f:
+            f.write(msg + "\n")
+
+    env = {
+        "landscape": ls.__version__,
+        "torch": torch.__version__,
+        "python": sys.version.split()[0],
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "threads": args.threads,
+        "quick": args.quick,
+    }
+    log(f"repro_rebasin {datetime.now(UTC).isoformat(timespec='seconds')}: {env}")
+    for part, run in (("sweep", run_sweep), ("table", run_table)):
+        if not getattr(args, part):
+            continue
+        t0 = time.perf_counter()
+        res = run(args, log)
+        seconds = time.perf_counter() - t0
+        foot = f"torch {env['torch']}, landscape {env['landscape']}, {env['cpus']} CPUs, {args.threads} thread(s), "
+        text = res["text"] + f"\n\n{foot}{seconds:.0f} s"
+        folder = os.path.join(args.out_dir, part, recipe(args, part))
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, f"{part}.json"), "w") as f:
+            json.dump({"env": dict(env, seconds=seconds), "records": res["records"]}, f, indent=1)
+        with open(os.path.join(folder, f"{part}.md"), "w") as f:
+            f.write(text + "\n")
+        print("\n" + text, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
