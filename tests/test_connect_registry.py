@@ -143,7 +143,8 @@ def test_connect_help_lists_the_registered_methods_and_refuses_an_unknown_one(mi
     assert main(["connect", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
     assert "linear, arc, linear+wa, arc+wa, ot, ot+wa, " in text  # the paper's six first, then later ones
-    assert f"{', '.join(registry.names())}; or all" in text and registry.names()[-1] == "halves"
+    assert f"{', '.join(registry.names())}; or paper" in text and registry.names()[-1] == "halves"
+    assert "the default) or all" in text
     argv = ["connect", "--model", "mlp", "--data", "digits", "--ckpt", "a.pt", "--ckpt", "b.pt"]
     assert main([*argv, "--methods", "linear,spline", "--out", str(tmp_path / "c.h5")]) == 2
     err = capsys.readouterr().err.strip().splitlines()

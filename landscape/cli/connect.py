@@ -22,8 +22,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--ckpt", action="append", default=[], help="the two checkpoints A and B (repeat)")
     p.add_argument(
         "--methods",
-        default="all",
-        help=f"comma-separated registered connection methods: {', '.join(registry.names())}; or all (default all)",
+        default="paper",
+        help=f"comma-separated registered connection methods: {', '.join(registry.names())}; or paper (the six "
+        "of Anokhin & Yarotsky 2020, the default) or all",
     )
     p.add_argument("--points", type=int, default=21, help="values of t per path (OT: stage 1; WA: per step)")
     p.add_argument("--splits", default="train,test", help="comma-separated data splits (default train,test)")
@@ -86,13 +87,16 @@ def labelled_files(items: list[str]) -> list[tuple[str | None, str]]:
 
 
 def _methods(args) -> list[str]:
-    """``--methods``: registered names (:mod:`landscape.connect.registry`), or all of them."""
+    """``--methods``: registered names (:mod:`landscape.connect.registry`), ``paper`` (the
+    paper's six, :data:`~landscape.connect.registry.PAPER_METHODS`) or ``all`` of them."""
     known = registry.names()
     names = [m.lower() for m in comma_list(args.methods)]
-    methods = list(known) if names == ["all"] else names
+    methods = {"all": list(known), "paper": list(registry.PAPER_METHODS)}.get(",".join(names), names)
     unknown = [m for m in methods if m not in known]
     if unknown or not methods:
-        raise UsageError(f"--methods {args.methods!r}: unknown {unknown}; expected some of {', '.join(known)} or all")
+        raise UsageError(
+            f"--methods {args.methods!r}: unknown {unknown}; expected some of {', '.join(known)}, paper or all"
+        )
     return methods
 
 
