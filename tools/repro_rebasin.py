@@ -11,7 +11,8 @@ Two parts (issue 22, "Must show"), each resumable:
 ``--table``
     The linear-interpolation barriers between independently trained networks of each of
     ``--archs`` (``mlp``: ``64-256-256-10`` on flat digits; ``cnn``: ``small_cnn`` with
-    BatchNorm on ``digits:image``), ``--seeds`` seed pairs: plain linear, our OT, weight
+    BatchNorm on ``digits:image``; ``resnet20``: CIFAR ResNet-20 of width 8 on
+    ``digits:image``), ``--seeds`` seed pairs: plain linear, our OT, weight
     matching and activation matching, each linear-type one with REPAIR and RESET (Jordan et
     al., ICLR 2023) where it applies, and a trained Bezier curve with 3 points (networks:
     ``--epochs``, default 20; curve: ``--fit-epochs``, default 100). RESET
@@ -19,7 +20,10 @@ Two parts (issue 22, "Must show"), each resumable:
     The linear-type rows are evaluated with BatchNorm's running statistics interpolated
     with the weights (what "plain" means in the REPAIR paper); the Bezier curve of the CNN,
     trained with batch statistics, is evaluated with its statistics recomputed on the
-    training set at every point (a second report per pair).
+    training set at every point (a second report per pair). ``resnet20`` is cheaper to
+    connect with fewer of everything: 15 epochs, 11 points, the first 256 training images
+    as matching and REPAIR/RESET data, and no OT or Bezier rows (``--epochs`` and
+    ``--points`` override its epochs and points).
 
 The barrier of a path is ``max_t [loss(t) - ((1 - t) loss(A) + t loss(B))]`` of the mean
 cross-entropy on the training set (1,257 images), over ``--points`` values of ``t``
@@ -70,6 +74,17 @@ ARCHS = {
         "data": "digits:image",
         "label": "small_cnn (Conv 16 - BN - ReLU - Conv 32 - BN - ReLU - MaxPool - Linear), digits:image",
     },
+    "resnet20": {
+        "spec": ("resnet20", {"in_channels": 1, "width": 8}),
+        "data": "digits:image",
+        "label": "CIFAR ResNet-20 with 8-16-32 channels and BatchNorm, digits:image",
+        # REPAIR and RESET cost a pass per corrected level per point: fewer of both, no OT, no curve
+        "epochs": 15,
+        "points": 11,
+        "stats_samples": 256,
+        "bases": ("linear", "weight-matching", "activation-matching"),
+        "curve": False,
+    },
 }
 BASES = ("linear", "ot", "weight-matching", "activation-matching")
 SUFFIXES = {"linear": True, "ot": False, "weight-matching": True, "activation-matching": True}
@@ -92,11 +107,17 @@ def trained(path: str, spec, data, seed: int, cfg: dict, force: bool) -> ls.Weig
     return ls.load_checkpoint(path, model)
 
 
-def recipe(args, part: str) -> str:
-    """The folder of a part's networks and results under ``--out-dir``/``part``: its epochs."""
+def recipe(args, part: str, arch: str | None = None) -> str:
+    """The folder of a part's networks and results under ``--out-dir``/``part``: its epochs.
+
+    For the table, ``arch`` gives its own training epochs; without it, the table's results
+    go under the epochs of all of ``--archs`` (joined by ``+`` when they differ).
+    """
     if part == "sweep":
         return f"epochs{args.sweep_train['epochs']}"
-    return f"epochs{args.train['epochs']}-fit{args.fit['epochs']}"
+    archs = [arch] if arch is not None else args.archs
+    epochs = sorted({arch_train(args, a)["epochs"] for a in archs})
+    return f"epochs{'+'.join(map(str, epochs))}-fit{args.fit['epochs']}"
 
 
 def barrier(t, loss, loss_a: float, loss_b: float) -> float:
@@ -214,11 +235,22 @@ def run_sweep(args, log) -> dict:
 
 
 # ---------------------------------------------------------------------------- the table
+def arch_train(args, arch: str) -> dict:
+    """The training recipe of ``arch``'s networks: ``--epochs`` if given, else the arch's own epochs."""
+    epochs = args.epochs if args.epochs is not None else ARCHS[arch].get("epochs", TRAIN["epochs"])
+    return dict(TRAIN, epochs=epochs)
+
+
+def arch_points(args, arch: str) -> int:
+    """Values of ``t`` per path of ``arch``: ``--points`` if given, else the arch's own number."""
+    return args.points if args.points_given else ARCHS[arch].get("points", args.points)
+
+
 def table_methods(arch: str, model) -> list[str]:
     """The linear-type rows of ``arch``: each base, then its REPAIR and (with BatchNorm) RESET."""
     bn = has_batchnorm(model)
     out = []
-    for base in BASES:
+    for base in ARCHS[arch].get("bases", BASES):
         out.append(base)
         if SUFFIXES[base]:
             out.append(f"{base}+repair")
@@ -250,18 +282,22 @@ def table_pair(arch: str, pair: int, args, log) -> dict:
     spec = cfg["spec"]
     splits = {s: ls.load_data(cfg["data"], s) for s in ("train", "test")}
     train = splits["train"]
-    folder = os.path.join(args.out_dir, "table", recipe(args, "table"), arch, f"pair{pair}")
+    cfg_train = arch_train(args, arch)
+    folder = os.path.join(args.out_dir, "table", recipe(args, "table", arch), arch, f"pair{pair}")
     os.makedirs(folder, exist_ok=True)
     seeds = (2 * pair + 1, 2 * pair + 2)
     t0 = time.perf_counter()
-    A, B = (trained(os.path.join(folder, f"seed{s}.pt"), spec, train, s, args.train, args.force) for s in seeds)
+    A, B = (trained(os.path.join(folder, f"seed{s}.pt"), spec, train, s, cfg_train, args.force) for s in seeds)
     model = ls.build_model(*spec)
     methods = table_methods(arch, model)
     t1 = time.perf_counter()
-    curve = fitted_curve(model, A, B, train, os.path.join(folder, "bezier3.pt"), pair, args)
+    use_curve = cfg.get("curve", True)
+    curve = fitted_curve(model, A, B, train, os.path.join(folder, "bezier3.pt"), pair, args) if use_curve else None
     t2 = time.perf_counter()
-    attrs = {"model": {"spec": spec[0], "kwargs": spec[1]}, "seeds": list(seeds), "train": args.train}
-    common = dict(points=args.points, wa_data=train, device="cpu", resume=not args.force, force=args.force)
+    attrs = {"model": {"spec": spec[0], "kwargs": spec[1]}, "seeds": list(seeds), "train": cfg_train}
+    stats = train.subset(cfg.get("stats_samples"))  # matching, REPAIR and RESET statistics
+    points = arch_points(args, arch)
+    common = dict(points=points, wa_data=stats, device="cpu", resume=not args.force, force=args.force)
     bn = has_batchnorm(model)
     rep = compare_connections(
         model,
@@ -269,13 +305,13 @@ def table_pair(arch: str, pair: int, args, log) -> dict:
         B,
         splits,
         methods=methods,
-        curves=None if bn else {CURVE: curve},
+        curves=None if bn or not use_curve else {CURVE: curve},
         out=os.path.join(folder, "connections.h5"),
         attrs=attrs,
         **common,
     )
-    rows = summarize(rep, [*methods, *([] if bn else [CURVE])])
-    if bn:  # the curve was trained with batch statistics: recompute them at every point
+    rows = summarize(rep, [*methods, *([] if bn or not use_curve else [CURVE])])
+    if bn and use_curve:  # the curve was trained with batch statistics: recompute them at every point
         crep = compare_connections(
             model,
             A,
@@ -294,6 +330,9 @@ def table_pair(arch: str, pair: int, args, log) -> dict:
         "arch": arch,
         "pair": pair,
         "seeds": list(seeds),
+        "train": cfg_train,
+        "points": points,
+        "stats_samples": len(stats),
         "rows": rows,
         "skipped": dict(rep.skipped),
         ENDS: endpoints(rep),
@@ -336,12 +375,21 @@ def barrier_table(records: list[dict], archs: list[str]) -> str:
 def run_table(args, log) -> dict:
     records = [table_pair(a, k, args, log) for a in args.archs for k in range(args.seeds)]
     notes = [f"{a}: {ARCHS[a]['label']}" for a in args.archs]
+    points = ", ".join(f"{a} {arch_points(args, a)}" for a in args.archs)
+    trains = "; ".join(f"{a} {arch_train(args, a)}" for a in args.archs)
+    for a in args.archs:
+        if "stats_samples" in ARCHS[a]:
+            notes.append(
+                f"{a}: matching, REPAIR and RESET statistics on the first {ARCHS[a]['stats_samples']} training images"
+            )
+        if not ARCHS[a].get("curve", True):
+            notes.append(f"{a}: no Bezier curve row")
     if "mlp" in args.archs:
         notes.append("mlp: no BatchNorm, so no RESET rows (RESET would return the plain line)")
     text = "\n\n".join(
         [
             f"Train-loss barrier and worst test accuracy along each path, mean ± std over {args.seeds} seed "
-            f"pair(s), {args.points} points, training {args.train}, Bezier curve {args.fit}:",
+            f"pair(s), {points} points, training {trains}, Bezier curve {args.fit}:",
             barrier_table(records, args.archs),
             "\n".join(f"- {n}" for n in notes),
         ]
@@ -358,8 +406,10 @@ def parse(argv):
     p.add_argument("--sweep-pairs", type=int, default=3, help="seed pairs per width (default 3)")
     p.add_argument("--archs", default="mlp,cnn", help=f"comma-separated subset of {', '.join(ARCHS)}")
     p.add_argument("--seeds", type=int, default=3, help="seed pairs of the table (default 3)")
-    p.add_argument("--points", type=int, default=21, help="values of t per path (default 21)")
-    p.add_argument("--epochs", type=int, default=TRAIN["epochs"], help="training epochs of the table's networks")
+    p.add_argument("--points", type=int, default=None, help="values of t per path (default 21; resnet20: 11)")
+    p.add_argument(
+        "--epochs", type=int, default=None, help="training epochs of the table's networks (default 20; resnet20: 15)"
+    )
     p.add_argument("--sweep-epochs", type=int, default=SWEEP_EPOCHS, help="training epochs of the sweep's networks")
     p.add_argument("--fit-epochs", type=int, default=FIT["epochs"], help="epochs of the Bezier curve")
     p.add_argument("--out-dir", default="repro-rebasin")
@@ -377,13 +427,15 @@ def parse(argv):
     bad = [a for a in args.archs if a not in ARCHS]
     if bad:
         p.error(f"unknown --archs {bad}; expected some of {sorted(ARCHS)}")
-    args.train = dict(TRAIN, epochs=args.epochs)
+    args.points_given = args.points is not None
+    if not args.points_given:
+        args.points = 21
     args.sweep_train = dict(TRAIN, epochs=args.sweep_epochs)
     args.fit = dict(FIT, epochs=args.fit_epochs)
     if args.quick:
-        args.seeds, args.sweep_pairs, args.points = 1, 1, QUICK["points"]
+        args.seeds, args.sweep_pairs, args.points, args.points_given = 1, 1, QUICK["points"], True
         args.widths = list(QUICK["widths"])
-        args.train["epochs"], args.fit["epochs"] = QUICK["epochs"], QUICK["fit_epochs"]
+        args.epochs, args.fit["epochs"] = QUICK["epochs"], QUICK["fit_epochs"]
         args.sweep_train["epochs"] = QUICK["epochs"]
         args.out_dir = os.path.join(args.out_dir, "quick")
     return args
