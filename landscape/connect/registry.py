@@ -290,11 +290,17 @@ def wa_layers(model: nn.Module) -> int:
         Neither can follow the model; the message of the reason that applies (the residual
         one when the network is not sequential).
     """
+    return _wa_structure(model)[0]
+
+
+def _wa_structure(model: nn.Module) -> tuple[int, bool]:
+    """``(layers, residual)``: what :func:`wa_layers` counts and whether it counted the cuts
+    of a residual network; the reason that applies when neither can follow the model."""
     try:
-        return wa_layer_count(model)
+        return wa_layer_count(model), False
     except UnsupportedModelError as e:
-        try:
-            return len(wa_cuts(model))
+        try:  # residual networks: transitional networks at the graph's cuts
+            return len(wa_cuts(model)), True
         except UnsupportedModelError as e2:
             raise (e2 if isinstance(e, NotSequentialError) else e) from None
 
@@ -310,16 +316,11 @@ def wa_options(model: nn.Module, options: dict[str, Any]) -> dict[str, Any]:
         ``"weight adjustment cannot follow this model: ..."``.
     """
     try:
-        wa_layer_count(model)
+        _, residual = _wa_structure(model)
+    except UnsupportedModelError as why:
+        raise UnsupportedModelError(f"weight adjustment cannot follow this model: {str(why).splitlines()[0]}") from None
+    if not residual:
         return options
-    except UnsupportedModelError as e:
-        try:  # residual networks: transitional networks at the graph's cuts
-            wa_cuts(model)
-        except UnsupportedModelError as e2:
-            why = e2 if isinstance(e, NotSequentialError) else e
-            raise UnsupportedModelError(
-                f"weight adjustment cannot follow this model: {str(why).splitlines()[0]}"
-            ) from None
     wa_form = options.get("wa_form", "paper")
     if wa_form != "bias":  # the paper has no residual form: ours, labelled as such
         warnings.warn(
