@@ -26,6 +26,7 @@ from ...pointset import PointSet
 from ...weights import Weights
 from ..matching import match_neurons, transposition_path, two_stage_path
 from ..neurons import invert_permutation, permute
+from ..paths import as_t
 from ..result import Path
 from .checks import check_model, check_pair, dtype_device
 from .groups import NeuronGroup, check_groups
@@ -142,10 +143,9 @@ def flow_path_tensors(
 
 
 def _as_t(t) -> np.ndarray:
-    t = np.asarray(t.detach().cpu() if torch.is_tensor(t) else t, dtype=np.float64).reshape(-1)
-    if t.size == 0:
-        raise ValueError("t should hold at least one value, got an empty array")
-    bad = t[~(np.isfinite(t) & (t >= 0) & (t <= 1))]
+    """:func:`~landscape.connect.paths.as_t`, in ``[0, 1]`` (a flow path has no extrapolation)."""
+    t = as_t(t)
+    bad = t[~((t >= 0) & (t <= 1))]
     if bad.size:
         raise ValueError(f"t should lie in [0, 1], got {bad[:3].tolist()}")
     return t
