@@ -937,7 +937,6 @@ class Structure:
             self.chain_error: str | None = f"model is a {type(model).__name__} (a transformer); {_EXPECTED}"
             self._groups, self._module_groups = _gpt2_read(model, self._aliases)
             _check_spans(self._groups, self._shapes)
-            self._node_groups = dict(self._module_groups)
             return
         self.graph = traced(model)
         try:
@@ -958,32 +957,6 @@ class Structure:
         if self._groups is None:
             self._groups, self._node_groups = _read(self.graph, self._shapes, self._aliases)
         return self._groups
-
-    @property
-    def activation_groups(self) -> dict[str, str]:
-        """``{fx node name: group name}``: the nodes of :attr:`graph` whose outputs hold a
-        group's channels (a layer's output, its BatchNorm or LayerNorm, activations, pooling,
-        residual sums) on the axis :attr:`activation_axes` names, for matching on
-        activations. Without a graph (GPT-2), the keys are module names, as in
-        :attr:`activation_modules`.
-
-        Examples
-        --------
-        >>> import landscape as ls
-        >>> s = structure(ls.build_model("mlp", {"widths": [8]}))
-        >>> s.activation_groups
-        {'_1': '1', '_2': '1'}
-        """
-        self.groups  # noqa: B018 - read on first use
-        return {k: g for k, (g, _) in self._node_groups.items()}
-
-    @property
-    def activation_axes(self) -> dict[str, int]:
-        """``{key of activation_groups: axis}``: where the channels lie in that output, 1
-        (convnets, ``[batch, C, ...]``) or -1 (sequences, ``[batch, seq, d]``, and the
-        ``[batch, C]`` outputs of ``Linear`` layers)."""
-        self.groups  # noqa: B018 - read on first use
-        return {k: a for k, (_, a) in self._node_groups.items()}
 
     @property
     def activation_modules(self) -> dict[str, tuple[str, int]]:
