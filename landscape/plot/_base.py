@@ -39,6 +39,9 @@ _SPECIAL_LABELS = {
     "lambda_min": r"$\lambda_{\min}$",
     "eig_ratio": "eigenvalue ratio",
 }
+#: Planes whose two coordinates are lengths along orthonormal directions (Gram-Schmidt): drawn
+#: with equal axis scales, so the geometry (the curve's bend, the checkpoints' triangle) is true.
+_EQUAL_UNIT_PLANES = ("curve-plane", "three-checkpoints")
 _FIGURE_ARRAYS = ("x", "y", "t", "anchors", "trajectory", "explained-variance-ratio")
 _DEFAULT_LEVELS = 20
 _MISSING_COLOR = (0.86, 0.86, 0.86)  # cells not computed (done flag 0)
@@ -78,6 +81,11 @@ class _Surface:
     @property
     def surface_type(self) -> str:
         return str(self.attrs.get("surface-type", self.kind))
+
+    @property
+    def equal_units(self) -> bool:
+        """Whether x and y are lengths in the same units (:data:`_EQUAL_UNIT_PLANES`)."""
+        return self.surface_type in _EQUAL_UNIT_PLANES
 
     def coordinates(self, axis: int) -> np.ndarray:
         name = "xy"[axis]

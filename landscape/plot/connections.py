@@ -15,9 +15,34 @@ if TYPE_CHECKING:  # pragma: no cover - typing only; matplotlib is imported lazi
     from matplotlib.figure import Figure
 
 
+def swap_points(stage: Any) -> np.ndarray:
+    """bool[K]: the points of a connection path that lie on a swap stage (the sequence of
+    single-neuron swaps of an OT path, Anokhin & Yarotsky 2020, hundreds of points where the
+    other stages have the grid's ``points``): a stage with more than twice the points of the
+    path's smallest stage. All False for a path without stages (``stage`` all 0).
+
+    Examples
+    --------
+    >>> swap_points([1, 1, 1, 2, 2, 2, 2, 2, 2, 2]).tolist()
+    [False, False, False, True, True, True, True, True, True, True]
+    >>> swap_points([0, 0, 0]).any()
+    np.False_
+    """
+    stage = np.asarray(stage).reshape(-1)
+    stages, counts = np.unique(stage[stage > 0], return_counts=True)
+    if stages.size < 2:
+        return np.zeros(stage.shape, dtype=bool)
+    dense = stages[counts > 2 * counts.min()]
+    return np.isin(stage, dense)
+
+
 def plot_connections(report: Any, ax: Axes | None = None, *, split: str | None = None) -> Figure:
     """Accuracy along ``t`` of every connection method, one line each, with the endpoints'
-    accuracies as dotted lines.
+    accuracies as labelled grey lines (A dotted, B dash-dotted).
+
+    The swap stage of an OT path (:func:`swap_points`: hundreds of single-neuron swaps whose
+    accuracy zig-zags) is drawn thin and faint behind the other methods, so that it does not
+    hide them; the legend says so.
 
     Parameters
     ----------
@@ -45,17 +70,26 @@ def plot_connections(report: Any, ax: Axes | None = None, *, split: str | None =
     split = splits[-1] if split is None else split
     if split not in splits:
         raise ValueError(f"split {split!r} is not in the report (it has {splits})")
-    fig, ax = _figure_and_axes(ax, figsize=(7.0, 4.5))
+    fig, ax = _figure_and_axes(ax, figsize=(9.0, 4.5))
     notes = []
     labels = getattr(rep, "labels", None) or connection_labels(rep.methods, getattr(rep, "attrs", None) or {})
+    faint = False
     for m in (m for m in rep.methods if m not in rep.skipped):
-        acc = np.asarray(rep.acc[m][split], dtype=np.float64)
-        ax.plot(rep.t[m], 100.0 * acc, marker=".", ms=3, label=labels.get(m, m))
+        t = np.asarray(rep.t[m], dtype=np.float64)
+        acc = 100.0 * np.asarray(rep.acc[m][split], dtype=np.float64)
+        swaps = swap_points(rep.stage[m]) if m in getattr(rep, "stage", {}) else np.zeros(t.shape, bool)
+        if swaps.any():  # the whole path thin and faint behind, its other stages on top
+            (line,) = ax.plot(t, acc, lw=0.7, alpha=0.35, zorder=1, label="_nolegend_", gid="swaps")
+            solid = np.where(swaps, np.nan, acc)
+            ax.plot(t, solid, marker=".", ms=3, color=line.get_color(), zorder=3, label=labels.get(m, m))
+            faint = True
+        else:
+            ax.plot(t, acc, marker=".", ms=3, zorder=3, label=labels.get(m, m))
         bad = ~np.isfinite(acc)
         if bad.any():  # computed points whose accuracy is NaN/Inf: gaps, and said in the title
             notes.append(f"{labels.get(m, m)}: {int(bad.sum())} of {bad.size} points not finite (NaN/Inf)")
             ax.plot(
-                np.asarray(rep.t[m])[bad],
+                t[bad],
                 np.full(int(bad.sum()), 0.03),
                 "x",
                 color="tab:red",
@@ -65,13 +99,15 @@ def plot_connections(report: Any, ax: Axes | None = None, *, split: str | None =
                 label="_nolegend_",
             )
     e = rep.endpoints[split]
-    ax.axhline(100.0 * e["A_acc"], color="0.5", ls=":", lw=1)
-    ax.axhline(100.0 * e["B_acc"], color="0.5", ls=":", lw=1)
+    ax.axhline(100.0 * e["A_acc"], color="0.45", ls=":", lw=1.2, zorder=2, label=f"A (t = 0): {100 * e['A_acc']:.2f}%")
+    ax.axhline(100.0 * e["B_acc"], color="0.45", ls="-.", lw=1.2, zorder=2, label=f"B (t = 1): {100 * e['B_acc']:.2f}%")
+    if faint:
+        ax.plot([], [], color="0.3", lw=0.7, alpha=0.35, label="OT swap stage (faint)")
     ax.set_xlabel("t")
     ax.set_ylabel(f"{split} accuracy (%)")
     ax.set_xlim(0.0, 1.0)
     ax.set_title("Connections between A and B" + "".join(f"\n{n}" for n in notes))
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return fig
 
 

@@ -66,6 +66,24 @@ def _check_destination(out_dir: str, formats: Sequence[str]) -> None:
         )
 
 
+#: What :func:`figure_view` answers for the tables of an analysis: their kind's name.
+TABLE_VIEWS = ("ensembles", "wa-ensemble", "connections")
+
+
+def figure_view(surface: _Surface) -> str:
+    """How a result file is shown, the one dispatch of :func:`plot_file` and of the HTML report
+    (:mod:`landscape.plot.report`): ``"ensembles"``, ``"wa-ensemble"`` or ``"connections"``
+    (the tables of those kinds), ``"profile"`` (a curve against the line along t), ``"line"``
+    (a 1-D grid) or ``"plane"`` (a 2-D grid). ``ValueError`` for a grid of more dimensions."""
+    if surface.kind in TABLE_VIEWS:
+        return surface.kind
+    if _is_curve_profile(surface):
+        return "profile"
+    if len(surface.shape) in (1, 2):
+        return ("line", "plane")[len(surface.shape) - 1]
+    raise ValueError(f"plot_file: {surface.name} has a {len(surface.shape)}-D grid; only lines and planes plot")
+
+
 def plot_file(
     src: Source,
     out_dir: str | os.PathLike[str],
@@ -126,28 +144,29 @@ def plot_file(
     stem = os.path.splitext(os.path.basename(surface.path))[0]
     names = _present(surface, metrics)
     jobs: list[tuple[str, str | None, Any]] = []  # (figure name, metric part, draw function)
-    if surface.kind == "ensembles":
+    view = figure_view(surface)
+    if view == "ensembles":
         jobs.append(("ensembles", None, lambda: plot_ensembles(surface.path)))
-    elif surface.kind == "wa-ensemble":
+    elif view == "wa-ensemble":
         jobs.append(("wa-ensemble", None, lambda: plot_wa_ensemble(surface.path)))
-    elif surface.kind == "connections":
+    elif view == "connections":
         connections = read_connections(surface.path)  # read once for every split
         for split in connections["splits"]:
             jobs.append(("connections", split, lambda split=split: plot_connections(connections, split=split)))
-    elif _is_curve_profile(surface):
+    elif view == "profile":
         splits = None
         if metrics is not None:
             chosen = [_split_of(m) for m in names if _is_loss(m) or _is_accuracy(m)]
             splits = list(dict.fromkeys(s for s in chosen if s is not None)) or None
         jobs.append(("profile", None, lambda: plot_curve_profile(surface, splits=splits)))
-    elif len(surface.shape) == 1:
+    elif view == "line":
         standard = [m for m in names if _is_loss(m) or _is_accuracy(m) or _is_error(m)]
         if standard:
             jobs.append(("line", "loss", lambda: plot_line(surface, metrics=standard)))
         for name in names:
             if name not in standard:
                 jobs.append(("line", name, lambda name=name: plot_line(surface, metrics=[name])))
-    elif len(surface.shape) == 2:
+    else:  # a plane
         if metrics is None:  # the maps' convergence diagnostics are data, not figures
             names = [n for n in names if n not in _DIAGNOSTICS]
         if all(m in names for m in _MAP_PANELS):
@@ -160,8 +179,6 @@ def plot_file(
             losses = [m for m in names if _is_loss(m)] or names
             figure = "curve" if surface.surface_type == "curve-plane" else "trajectory"
             jobs.append((figure, losses[0], lambda: plot_trajectory(surface, losses[0])))
-    else:
-        raise ValueError(f"plot_file: {surface.name} has a {len(surface.shape)}-D grid; only lines and planes plot")
 
     out_dir = os.fspath(out_dir)
     _check_destination(out_dir, formats)

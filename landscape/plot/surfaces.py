@@ -108,9 +108,22 @@ def _draw_trajectory(ax: Axes, surface: _Surface) -> None:
     )
 
 
-def _set_extent(ax: Axes, x: np.ndarray, y: np.ndarray) -> None:
+def _set_extent(ax: Axes, x: np.ndarray, y: np.ndarray, surface: _Surface) -> None:
+    """The plane's extent; equal axis scales on a plane of orthonormal coordinates (a plane
+    through a curve or through three checkpoints), where unequal ones squash the geometry."""
     ax.set_xlim(float(x.min()), float(x.max()))
     ax.set_ylim(float(y.min()), float(y.max()))
+    if surface.equal_units:
+        ax.set_aspect("equal", adjustable="box")
+
+
+def _plane_figsize(surface: _Surface, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """The size of a new plane figure: the default, or on a plane of equal axis scales a height
+    that follows the plane's shape (so a flat plane is not a thin band in a square figure)."""
+    if not surface.equal_units:
+        return (7.0, 5.5)
+    ratio = float(np.ptp(y)) / max(float(np.ptp(x)), 1e-300)
+    return (8.0, float(np.clip(5.6 * ratio + 2.4, 3.6, 9.0)))
 
 
 def _draw_nonfinite(ax: Axes, x: np.ndarray, y: np.ndarray, nonfinite: np.ndarray) -> None:
@@ -320,7 +333,7 @@ def _contour(
     low, high = _finite_range(surface, metric, values)
     log = _use_log(metric, low, log_levels, surface, "log_levels")
     chosen = _contour_levels(low, high, levels, log)
-    fig, ax = _figure_and_axes(ax)
+    fig, ax = _figure_and_axes(ax, figsize=_plane_figsize(surface, x, y))
     norm = LogNorm(vmin=low, vmax=high) if log else Normalize(vmin=low, vmax=high)
     grid = np.ma.masked_invalid(values).T  # rows are y, columns are x
     not_computed, nonfinite = surface.cells(metric)
@@ -334,7 +347,8 @@ def _contour(
     if labels and len(contours.levels):
         ax.clabel(contours, contours.levels[::2], inline=True, fontsize=8, fmt=_fmt_level)
     # A continuous colour bar (readable log ticks) with the contour levels drawn on it.
-    colorbar = fig.colorbar(ScalarMappable(norm=norm, cmap=contours.get_cmap()), ax=ax)
+    shrink = 0.6 if surface.equal_units else 1.0  # the flattened box's height, roughly
+    colorbar = fig.colorbar(ScalarMappable(norm=norm, cmap=contours.get_cmap()), ax=ax, shrink=shrink)
     colorbar.add_lines(contours.levels, colors=["black"] * len(contours.levels), linewidths=0.6)
     colorbar.set_label(_metric_label(metric))
     if mark:
@@ -348,7 +362,7 @@ def _contour(
             ]
             if handles:
                 ax.legend(handles=handles, loc="best", fontsize=9, framealpha=0.9)
-    _set_extent(ax, x, y)
+    _set_extent(ax, x, y, surface)
     ax.set_xlabel(surface.axis_label(0))
     ax.set_ylabel(surface.axis_label(1))
     ax.set_title((title or _title(surface, _metric_label(metric))) + _cells_note(surface, [metric]))
@@ -391,17 +405,19 @@ def plot_heatmap(
     x, y = surface.coordinates(0), surface.coordinates(1)
     low, high = _finite_range(surface, metric, values)
     use_log = _use_log(metric, low, log, surface, "log")
-    fig, ax = _figure_and_axes(ax)
+    fig, ax = _figure_and_axes(ax, figsize=_plane_figsize(surface, x, y))
     cmap = matplotlib.colormaps["viridis"].with_extremes(bad=_MISSING_COLOR)
     norm = LogNorm(vmin=low, vmax=high) if use_log else Normalize(vmin=low, vmax=high)
     mesh = ax.pcolormesh(x, y, np.ma.masked_invalid(values).T, shading="nearest", cmap=cmap, norm=norm)
     mesh.set_gid("heatmap")
     _draw_nonfinite(ax, x, y, surface.cells(metric)[1])
-    colorbar = fig.colorbar(mesh, ax=ax)
+    colorbar = fig.colorbar(mesh, ax=ax, shrink=0.6 if surface.equal_units else 1.0)
     colorbar.set_label(_metric_label(metric))
     if mark:
         _draw_trajectory(ax, surface)
         _draw_anchors(ax, surface)
+    if surface.equal_units:  # as _set_extent does, the cells' full extent kept
+        ax.set_aspect("equal", adjustable="box")
     ax.set_xlabel(surface.axis_label(0))
     ax.set_ylabel(surface.axis_label(1))
     ax.set_title(_title(surface, _metric_label(metric)) + _cells_note(surface, [metric]))
