@@ -5,8 +5,9 @@ et al. (2018) with their figures: a 1D interpolation, a filter-normalized random
 plane through three checkpoints and the PCA plane of a training trajectory, a Bezier curve
 (Garipov et al. 2018), the connection table of Anokhin & Yarotsky (2020) and independent,
 snapshot, FGE and SWA ensembles at equal training budgets (Garipov et al. 2018, Table 1)
-and the Hessian eigenvalue maps of a 7 x 7 random plane (Li et al. 2018, Figure 7). The whole
-demo stays under 2 minutes on 2 cores.
+and the Hessian eigenvalue maps of a 7 x 7 random plane (Li et al. 2018, Figure 7), and all of
+them in one HTML page, ``report.html`` (:mod:`landscape.plot.report`). The whole demo stays
+under 2 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -109,7 +110,8 @@ def run_demo(out_dir: str = "landscape-demo", *, force: bool = False, progress: 
     trajectory, a Bezier curve between two of them (its profile against the straight
     line and the plane through its bend), the distribution-based connections of the same
     two (:func:`~landscape.connect.compare_connections`, the Bezier curve as a row), fast
-    ensembles at equal budgets and Hessian eigenvalue maps. An earlier demo's files in
+    ensembles at equal budgets and Hessian eigenvalue maps; then ``report.html``, every result
+    file in one self-contained page. An earlier demo's files in
     ``out_dir`` are reused (resumed), and replaced only with ``force``.
     """
     from .data import load_data
@@ -150,13 +152,15 @@ def run_demo(out_dir: str = "landscape-demo", *, force: bool = False, progress: 
     report = _connections(run, bezier.curve)
     ensembles = _ensembles(run, train, test, epochs)
     hmap = _hessian_map(run, load_data("digits", "train", max_samples=512))
+    page = _report(run)
     elapsed = time.perf_counter() - t0
-    _print_summary(run, elapsed, ckpts, traj_dir, epochs, bezier, report, ensembles, hmap)
+    _print_summary(run, elapsed, ckpts, traj_dir, epochs, bezier, report, ensembles, hmap, page)
     return {
         "out_dir": out_dir,
         "checkpoints": ckpts,
         "files": [p for _, p, _, _ in run.summary],
         "figures": [f for *_, figs in run.summary for f in figs],
+        "report": page["path"],
         "seconds": elapsed,
     }
 
@@ -309,7 +313,23 @@ def _hessian_map(run: _Run, data):
     return hmap
 
 
-def _print_summary(run: _Run, elapsed, ckpts, traj_dir, epochs, bezier, report, ensembles, hmap) -> None:
+def _report(run: _Run) -> dict:
+    """Every result file of the demo in one HTML page (:func:`landscape.plot.report.write_report`),
+    ``report.html`` beside the figures' folder: rewritten only when its inputs changed (an
+    earlier demo's page that differs is kept unless ``force``, as the figures are)."""
+    from .plot.report import write_report
+
+    path = os.path.join(run.out_dir, "report.html")
+    files = list(dict.fromkeys(p for _, p, _, _ in run.summary))
+    try:
+        written = write_report(files, path, title="landscape demo", force=run.force)
+        state = "written" if written else "unchanged"
+    except FileExistsError:
+        written, state = False, "kept (an earlier demo's; --force rewrites it)"
+    return {"path": path, "written": written, "state": state, "files": len(files)}
+
+
+def _print_summary(run: _Run, elapsed, ckpts, traj_dir, epochs, bezier, report, ensembles, hmap, page) -> None:
     summary = run.summary
     fit, profile, cres = bezier.fit, bezier.profile, bezier.plane
     print(f"landscape demo: {run.out_dir}/ in {elapsed:.1f} s (engine path {summary[0][2].path})")
@@ -341,7 +361,10 @@ def _print_summary(run: _Run, elapsed, ckpts, traj_dir, epochs, bezier, report, 
         f"{np.nanmax(hmap['lambda_max']):.3g}, |lambda_min/lambda_max| {r[3, 3]:.3g} at the checkpoint, up to "
         f"{np.nanmax(r):.3g} ({hmap.computed} cells computed)"
     )
-    print(f"  figures: {run.fig_dir}/ ({sum(len(f) for *_, f in summary)} new files)")
+    size = os.path.getsize(page["path"]) / 1e6
+    print(f"  report             {page['path']}: {page['files']} result files, {size:.2f} MB, {page['state']}")
+    new = sum(len(f) for *_, f in summary) + int(page["written"])
+    print(f"  figures and report: {run.fig_dir}/, {page['path']} ({new} new files)")
 
 
 def _budget_table(c) -> str:

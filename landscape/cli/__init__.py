@@ -24,6 +24,7 @@ Subcommands
 ``demo``              the main job on bundled data (digits, CPU, under 2 minutes)
 ``models``            the built-in models
 ``rerun``             the command that wrote a result file (its ``cli-config``), resumed or into a new file
+``report``            one self-contained HTML page of result files (3-D surfaces, contours, profiles, tables)
 
 Every subcommand takes ``--config FILE`` (TOML or JSON; :mod:`landscape.cli.config`), the
 command line overriding it; every result file records the resolved options in its
@@ -66,6 +67,7 @@ COMMANDS = (
     "demo",
     "models",
     "rerun",
+    "report",
 )
 
 

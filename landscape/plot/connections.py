@@ -73,18 +73,15 @@ def plot_connections(report: Any, ax: Axes | None = None, *, split: str | None =
     fig, ax = _figure_and_axes(ax, figsize=(9.0, 4.5))
     notes = []
     labels = getattr(rep, "labels", None) or connection_labels(rep.methods, getattr(rep, "attrs", None) or {})
-    faint = False
+    faint = []
     for m in (m for m in rep.methods if m not in rep.skipped):
         t = np.asarray(rep.t[m], dtype=np.float64)
         acc = 100.0 * np.asarray(rep.acc[m][split], dtype=np.float64)
         swaps = swap_points(rep.stage[m]) if m in getattr(rep, "stage", {}) else np.zeros(t.shape, bool)
-        if swaps.any():  # the whole path thin and faint behind, its other stages on top
-            (line,) = ax.plot(t, acc, lw=0.7, alpha=0.35, zorder=1, label="_nolegend_", gid="swaps")
-            solid = np.where(swaps, np.nan, acc)
-            ax.plot(t, solid, marker=".", ms=3, color=line.get_color(), zorder=3, label=labels.get(m, m))
-            faint = True
-        else:
-            ax.plot(t, acc, marker=".", ms=3, zorder=3, label=labels.get(m, m))
+        # the swap stage's points left out of the method's line, the whole path thin and faint behind
+        (line,) = ax.plot(t, np.where(swaps, np.nan, acc), marker=".", ms=3, zorder=3, label=labels.get(m, m))
+        if swaps.any():  # drawn after every method's line (the lines keep the methods' order)
+            faint.append((t, acc, line.get_color()))
         bad = ~np.isfinite(acc)
         if bad.any():  # computed points whose accuracy is NaN/Inf: gaps, and said in the title
             notes.append(f"{labels.get(m, m)}: {int(bad.sum())} of {bad.size} points not finite (NaN/Inf)")
@@ -98,6 +95,8 @@ def plot_connections(report: Any, ax: Axes | None = None, *, split: str | None =
                 gid="nonfinite",
                 label="_nolegend_",
             )
+    for t, acc, color in faint:
+        ax.plot(t, acc, color=color, lw=0.7, alpha=0.35, zorder=1, label="_nolegend_", gid="swaps")
     e = rep.endpoints[split]
     ax.axhline(100.0 * e["A_acc"], color="0.45", ls=":", lw=1.2, zorder=2, label=f"A (t = 0): {100 * e['A_acc']:.2f}%")
     ax.axhline(100.0 * e["B_acc"], color="0.45", ls="-.", lw=1.2, zorder=2, label=f"B (t = 1): {100 * e['B_acc']:.2f}%")
