@@ -156,10 +156,11 @@ setup(
     ],
     extras_require={
         "hf": ["transformers>=4.48"],
-        "test": ["pytest", "ruff", "transformers>=4.48"],
+        "test": ["pytest", "ruff", "transformers>=4.48", "selenium"],
     },
     entry_points={"console_scripts": ["landscape = landscape.cli:main"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
     include_package_data=True,
+    package_data={"landscape.plot": ["report_assets/*.js", "report_assets/*.css"]},
 )

@@ -32,11 +32,13 @@ function                      figure
 :func:`plot_snr`              SNR per layer (``landscape.variational.snr``): histograms
 :func:`plot_file`             every figure that applies to a file, saved as PNG/PDF
 :func:`export_vtp`            2-D: ParaView ``.vtp`` surface
+:func:`write_report`          every file of a run in one self-contained HTML page
 ============================  ===============================================================
 
 Modules: :mod:`.surfaces` (lines and planes), :mod:`.curves` (curve profiles),
 :mod:`.hessian`, :mod:`.connections`, :mod:`.ensembles`, :mod:`.variational`,
-:mod:`.files` (:func:`plot_file`) and :mod:`.export` (:func:`export_vtp`).
+:mod:`.files` (:func:`plot_file`), :mod:`.export` (:func:`export_vtp`) and :mod:`.report`
+(:func:`write_report`, the HTML report: ``docs/report.md``).
 
 The figures follow Li et al. (2018), *Visualizing the Loss Landscape of Neural Nets*
 (contour lines with labels, log-spaced levels, marked checkpoints, trajectories on a
@@ -69,6 +71,7 @@ from .export import export_vtp
 from .files import plot_file
 from .hessian import plot_density, plot_hessian_maps
 from .surfaces import plot_contour, plot_heatmap, plot_line, plot_surface3d, plot_trajectory
+from .report import write_report
 from .variational import plot_snr
 
 __all__ = [
@@ -88,4 +91,5 @@ __all__ = [
     "plot_surface3d",
     "plot_trajectory",
     "plot_wa_ensemble",
+    "write_report",
 ]

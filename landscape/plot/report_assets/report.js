@@ -94,9 +94,9 @@
       ctx.fillText(fmt(v), m.l - 6, y);
     });
     ctx.textAlign = "center"; ctx.textBaseline = "bottom"; ctx.font = "12px sans-serif";
-    ctx.fillText(xlabel || "", m.l + this.w / 2, this.c.cssH - 4);
-    if (title) { ctx.textBaseline = "top"; ctx.fillText(title, m.l + this.w / 2, 4); }
-    ctx.save(); ctx.translate(13, m.t + this.h / 2); ctx.rotate(-Math.PI / 2); ctx.textBaseline = "middle";
+    ctx.fillText(xlabel || "", m.l + this.w / 2, Math.min(this.c.cssH - 4, m.t + this.h + 34));
+    if (title) { ctx.textBaseline = "bottom"; ctx.fillText(title, m.l + this.w / 2, Math.max(16, m.t - 6)); }
+    ctx.save(); ctx.translate(Math.max(13, m.l - 48), m.t + this.h / 2); ctx.rotate(-Math.PI / 2); ctx.textBaseline = "middle";
     ctx.fillText(ylabel || "", 0, 0); ctx.restore();
   };
   Axes.prototype.clip = function () {
@@ -260,6 +260,7 @@
       ctx.stroke();
       if (!block.curve) block.trajectory.forEach(function (p) { ctx.beginPath(); ctx.arc(ax.X(p[0]), ax.Y(p[1]), 2.5, 0, 2 * Math.PI); ctx.fill(); });
     }
+    ctx.restore();
     ctx.font = "bold 11px sans-serif"; ctx.textAlign = "left"; ctx.textBaseline = "bottom";
     block.anchors.forEach(function (a) {
       var px = ax.X(a[0]), py = ax.Y(a[1]);
@@ -269,7 +270,6 @@
       ctx.fillStyle = "rgba(255,255,255,0.8)"; ctx.fillRect(px + 6, py - 19, w + 4, 14);
       ctx.fillStyle = "#000"; ctx.fillText(a[2], px + 8, py - 6);
     });
-    ctx.restore();
     ax.frame(block.xlabel, block.ylabel, label);
     colorbar(ctx, c.cssW - 62, ax.m.t, ax.h, lo, hi, log);
   }
