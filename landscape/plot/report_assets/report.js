@@ -7,12 +7,13 @@
   var PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
   var VIRIDIS = [[68, 1, 84], [72, 40, 120], [62, 74, 137], [49, 104, 142], [38, 130, 142], [31, 158, 137], [53, 183, 121], [110, 206, 88], [181, 222, 43], [253, 231, 37]];
 
-  function viridis(t) {
+  function viridis(t, light) {  // light: a factor for shading (1: the colour map's own colour)
     if (!(t >= 0)) t = 0;
     if (t > 1) t = 1;
     var f = t * (VIRIDIS.length - 1), i = Math.min(Math.floor(f), VIRIDIS.length - 2), u = f - i;
-    var a = VIRIDIS[i], b = VIRIDIS[i + 1];
-    return "rgb(" + Math.round(a[0] + u * (b[0] - a[0])) + "," + Math.round(a[1] + u * (b[1] - a[1])) + "," + Math.round(a[2] + u * (b[2] - a[2])) + ")";
+    var a = VIRIDIS[i], b = VIRIDIS[i + 1], k = light === undefined ? 1 : light;
+    function ch(n) { return Math.min(255, Math.round(k * (a[n] + u * (b[n] - a[n])))); }
+    return "rgb(" + ch(0) + "," + ch(1) + "," + ch(2) + ")";
   }
   function el(tag, cls, text) {
     var e = document.createElement(tag);
@@ -302,10 +303,16 @@
     if (b.equal) { sx = sy = 2 / Math.max(xr[1] - xr[0], yr[1] - yr[0]); }
     var s = scaler(this.lo, this.hi, this.log), ca = Math.cos(this.az), sa = Math.sin(this.az), ce = Math.cos(this.el), se = Math.sin(this.el);
     var scale = Math.min(c.cssW, c.cssH) * 0.3 * this.zoom, cx = c.cssW / 2 - 20, cy = c.cssH * 0.58;
-    function P(px, py, h) {  // plane coordinates and height in [0, 1] -> screen x, y and depth
+    function P(px, py, h) {  // plane coordinates and height in [0, 1] -> screen x, y, depth; model u, v, z
       var u = (px - (xr[0] + xr[1]) / 2) * sx, v = (py - (yr[0] + yr[1]) / 2) * sy, z = h * 1.1;
       var rx = u * ca - v * sa, ry = u * sa + v * ca;
-      return [cx + scale * rx, cy - scale * (ry * se + z * ce), -ry * ce + z * se];
+      return [cx + scale * rx, cy - scale * (ry * se + z * ce), -ry * ce + z * se, u, v, z];
+    }
+    function shade(p) {  // Lambert shading of a quad under a light fixed to the surface
+      var ax = p[2][3] - p[0][3], ay = p[2][4] - p[0][4], az = p[2][5] - p[0][5];
+      var bx = p[3][3] - p[1][3], by = p[3][4] - p[1][4], bz = p[3][5] - p[1][5];
+      var nx = ay * bz - az * by, ny = az * bx - ax * bz, nz = ax * by - ay * bx, n = Math.hypot(nx, ny, nz) || 1;
+      return 0.6 + 0.5 * Math.abs((-0.4 * nx - 0.5 * ny + 0.77 * nz) / n);
     }
     var log = this.log;
     function H(v) { return isNum(v) && (!log || v > 0) ? s(v) : null; }
@@ -315,7 +322,7 @@
         var h = [H(g[i][j]), H(g[i + 1][j]), H(g[i + 1][j + 1]), H(g[i][j + 1])];
         if (h.some(function (v) { return v === null; })) continue;
         var p = [P(x[i], y[j], h[0]), P(x[i + 1], y[j], h[1]), P(x[i + 1], y[j + 1], h[2]), P(x[i], y[j + 1], h[3])];
-        quads.push({ p: p, d: (p[0][2] + p[1][2] + p[2][2] + p[3][2]) / 4, h: (h[0] + h[1] + h[2] + h[3]) / 4 });
+        quads.push({ p: p, d: (p[0][2] + p[1][2] + p[2][2] + p[3][2]) / 4, h: (h[0] + h[1] + h[2] + h[3]) / 4, l: shade(p) });
       }
     }
     // the floor's frame, then the quads far to near
@@ -323,10 +330,17 @@
     ctx.strokeStyle = "#aaa"; ctx.lineWidth = 1; ctx.beginPath();
     floor.forEach(function (q, k) { if (k) ctx.lineTo(q[0], q[1]); else ctx.moveTo(q[0], q[1]); });
     ctx.closePath(); ctx.stroke();
+    // the box's vertical edges and top, behind the surface: where the heights stand
+    var top = [P(xr[0], yr[0], 1), P(xr[1], yr[0], 1), P(xr[1], yr[1], 1), P(xr[0], yr[1], 1)];
+    ctx.strokeStyle = "#ccc"; ctx.setLineDash([3, 3]);
+    floor.forEach(function (q, k) { ctx.beginPath(); ctx.moveTo(q[0], q[1]); ctx.lineTo(top[k][0], top[k][1]); ctx.stroke(); });
+    ctx.beginPath();
+    top.forEach(function (q, k) { if (k) ctx.lineTo(q[0], q[1]); else ctx.moveTo(q[0], q[1]); });
+    ctx.closePath(); ctx.stroke(); ctx.setLineDash([]);
     quads.sort(function (a, b2) { return a.d - b2.d; });
     ctx.lineWidth = 0.4; ctx.strokeStyle = "rgba(0,0,0,0.25)";
     quads.forEach(function (q) {
-      ctx.fillStyle = viridis(q.h);
+      ctx.fillStyle = viridis(q.h, q.l);
       ctx.beginPath(); ctx.moveTo(q.p[0][0], q.p[0][1]);
       for (var k = 1; k < 4; k++) ctx.lineTo(q.p[k][0], q.p[k][1]);
       ctx.closePath(); ctx.fill(); ctx.stroke();
