@@ -242,3 +242,49 @@ def test_cli_writes_refuses_and_reports_bad_input(files, tmp_path, capsys):
     assert "does not exist" in err and "Traceback" not in err
     assert cli_main(["report", str(files["line"]), "--out", str(tmp_path / "x.png")]) == 2
     assert "not an .html file" in capsys.readouterr().err
+
+
+def test_a_fine_plane_is_thinned_with_a_note(files, monkeypatch):
+    monkeypatch.setattr(report, "MAX_CELLS_PER_AXIS", 4)  # NX = 6 -> every 2nd cell, NY = 5 -> every 2nd
+    plane, maps = report.report_section(files["hessian"])["blocks"]
+    with open_result(files["hessian"]) as rf:
+        loss, lmax = rf.read_metric("train_loss"), rf.read_metric("lambda_max")
+    assert plane["note"] == "grid 6 x 5: shown every 2 x 2 cells"
+    assert plane["x"] == pytest.approx(X[::2]) and plane["y"] == pytest.approx(Y[::2])
+    np.testing.assert_allclose(
+        np.array(plane["quantities"]["loss"]["splits"]["train"], float)[:2], loss[::2, ::2][:2], rtol=1e-5
+    )
+    np.testing.assert_allclose(np.array(maps["maps"][0]["values"], float), lmax[::2, ::2], rtol=1e-5)
+    assert "shown every 2 x 2 cells" in maps["title"]
+    monkeypatch.setattr(report, "MAX_CELLS_PER_AXIS", 6)  # 6 x 5 fits: every cell, no note
+    assert report.report_section(files["plane"])["blocks"][0]["note"] == ""
+
+
+def test_wa_ensemble_and_predictions_sections(tmp_path):
+    wa = tmp_path / "wa.h5"
+    acc = np.array([[0.90, 0.92, 0.93], [0.90, 0.91, 0.915]])
+    attrs = {
+        "n_layers": 3,
+        "cost": [{"params": 300.0, "params_ordinary": 300.0}, {"params": 150.0, "params_ordinary": 300.0}],
+        "member_acc": [[0.9, 0.9, 0.9], [0.9, 0.89, 0.9]],
+        "table": "",
+    }
+    arrays = {"head_layers": np.array([3, 1]), "sizes": np.array([1, 2, 3])}
+    with create_result(wa, kind="wa-ensemble", shape=(2, 3), metrics=["acc", "nll"], attrs=attrs, arrays=arrays) as rf:
+        rf.write_cells(np.arange(6), {"acc": acc.ravel(), "nll": 1 - acc.ravel()})
+    lines, table = report.report_section(wa)["blocks"]
+    assert [s["label"] for s in lines["series"]] == ["Ind, 1.00x params", "WA(1), 0.50x params"]
+    assert lines["series"][1]["y"] == pytest.approx([90.0, 91.0, 91.5]) and lines["series"][0]["dash"]
+    assert table["rows"][1] == ["WA(1), 0.50x params", "90", "91", "91.5"]
+
+    pred = tmp_path / "pred.h5"
+    attrs = {"schemes": ["deterministic", "ensemble"], "samples": 8, "seed": 0, "bn": "running"}
+    with pytest.warns(Warning, match="not finite"):  # the NaN ECE: a value the table shows as —
+        with create_result(pred, kind="predict", shape=(2,), metrics=["acc", "nll", "ece"], attrs=attrs) as rf:
+            rf.write_cells(
+                np.arange(2),
+                {"acc": np.array([0.9, 0.925]), "nll": np.array([0.3, 0.25]), "ece": np.array([0.05, np.nan])},
+            )
+    (table,) = report.report_section(pred)["blocks"]
+    assert table["title"] == "8 samples"
+    assert table["rows"] == [["deterministic", "90", "0.3", "0.05"], ["ensemble", "92.5", "0.25", "—"]]

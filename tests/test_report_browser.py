@@ -91,7 +91,7 @@ def _open(driver, page: str) -> dict:
     }
 
 
-def _check_page(driver, page: str, *, sections: int) -> None:
+def _check_page(driver, page: str, *, sections: int, screenshot: str | None = None) -> None:
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
 
@@ -111,6 +111,11 @@ def _check_page(driver, page: str, *, sections: int) -> None:
     assert _drawn_fraction(before) > 0.08
     assert len(np.unique(_pixels(before).reshape(-1, 3), axis=0)) > 50  # a colour map, not a flat fill
     assert _drawn_fraction(contour.screenshot_as_png) > 0.3
+    if screenshot:  # the first plane's section at the top of a 1280 x 900 window, as loaded
+        driver.set_window_size(1280, 900)
+        driver.execute_script("arguments[0].closest('section').scrollIntoView()", view)
+        driver.save_screenshot(screenshot)
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", view)
     # dragging turns the surface; switching to log height redraws; still no error
     ActionChains(driver).move_to_element(view).click_and_hold().move_by_offset(60, 15).release().perform()
     assert np.abs(_pixels(view.screenshot_as_png) - _pixels(before)).max() > 0
@@ -143,9 +148,4 @@ def test_demo_report_renders_offline(browser, tmp_path):
     out = run_demo(str(tmp_path / "demo"), progress=False)
     page = out["report"]
     assert os.path.getsize(page) < 20e6
-    _check_page(browser, page, sections=len(out["files"]))
-    target = os.environ.get("LANDSCAPE_REPORT_SCREENSHOT")
-    if target:  # the first plane's section at the top of a 1280 x 900 window
-        browser.set_window_size(1280, 900)
-        browser.execute_script("document.querySelector('div.block.plane').closest('section').scrollIntoView()")
-        browser.save_screenshot(target)
+    _check_page(browser, page, sections=len(out["files"]), screenshot=os.environ.get("LANDSCAPE_REPORT_SCREENSHOT"))

@@ -70,8 +70,8 @@ from .ensembles import plot_ensembles, plot_fge
 from .export import export_vtp
 from .files import plot_file
 from .hessian import plot_density, plot_hessian_maps
-from .surfaces import plot_contour, plot_heatmap, plot_line, plot_surface3d, plot_trajectory
 from .report import write_report
+from .surfaces import plot_contour, plot_heatmap, plot_line, plot_surface3d, plot_trajectory
 from .variational import plot_snr
 
 __all__ = [

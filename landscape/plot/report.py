@@ -2,8 +2,7 @@
 
 Every file becomes a section, made by the section builder registered for its kind (the
 surfaces' builder follows :func:`~landscape.plot.files.figure_view`, the dispatch of
-:func:`~landscape.plot.plot_file`): an interactive 3-D
-surface and a contour map with the checkpoints, trajectory or curve overlaid for planes,
+:func:`~landscape.plot.plot_file`): an interactive 3-D surface and a contour map with the checkpoints, trajectory or curve overlaid for planes,
 line plots along ``t`` or ``x`` for lines, curve profiles and connections, tables for
 ensembles and connections, Hessian eigenvalue maps, and the run's settings and provenance
 (its attributes). A kind without a builder gets the generic section: its metrics as line
@@ -18,7 +17,7 @@ plots or tables, and its attributes. A new kind adds its section in one place::
 The page draws with a small canvas script of our own (``report_assets/report.js``, about
 25 kB, no WebGL: the 3-D surface is painted quad by quad, far to near); all script, style
 and data are embedded, a Content-Security-Policy meta tag forbids every network request, and
-the page opens offline. docs/report.md says why this and not plotly's 4.5 MB bundle.
+the page opens offline. docs/report.md says why this and not plotly's 4.8 MB bundle.
 
 Blocks (the data a section hands to the page, plain JSON):
 
@@ -177,12 +176,12 @@ def lines_block(
 
 
 def table_block(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> dict[str, Any]:
-    """A table of strings (numbers formatted with 4 significant digits)."""
+    """A table of strings (numbers formatted with 4 significant digits, None and NaN as —)."""
     return {
         "type": "table",
         "title": title,
         "columns": [str(c) for c in columns],
-        "rows": [[v if isinstance(v, str) else _fmt(v) for v in row] for row in rows],
+        "rows": [[v if isinstance(v, str) else "—" if v is None else _fmt(v) for v in row] for row in rows],
     }
 
 
@@ -196,21 +195,39 @@ def _quantity_label(quantity: str) -> str:
     return _metric_label(quantity) if quantity not in ("acc", "accuracy") else "accuracy (%)"
 
 
+#: The most cells a plane shows along each axis; a finer grid is shown every k-th cell (a
+#: 1001 x 1001 plane would make a page of 10 MB per metric and a slow 3-D view).
+MAX_CELLS_PER_AXIS = 201
+
+
+def _plane_cells(surface: _Surface) -> tuple[slice, slice, str]:
+    """The cells of a plane the page shows (every k-th along an axis longer than
+    :data:`MAX_CELLS_PER_AXIS`, the last one kept) and a note saying so, or ``""``."""
+    steps = [-(-n // MAX_CELLS_PER_AXIS) for n in surface.shape[:2]]
+    if steps == [1, 1]:
+        return slice(None), slice(None), ""
+    note = f"grid {surface.shape[0]} x {surface.shape[1]}: shown every {steps[0]} x {steps[1]} cells"
+    return slice(None, None, steps[0]), slice(None, None, steps[1]), note
+
+
 def plane_block(surface: _Surface, metrics: Sequence[str]) -> dict[str, Any]:
     """The 3-D surface and contour map of a plane: every metric in ``metrics`` (accuracies in
-    percent) grouped by quantity and split, with the plane's anchors and trajectory."""
+    percent) grouped by quantity and split, with the plane's anchors and trajectory; a grid
+    finer than :data:`MAX_CELLS_PER_AXIS` is thinned (``note`` says so)."""
+    sx, sy, note = _plane_cells(surface)
     quantities: dict[str, dict[str, Any]] = {}
     for name in metrics:
         quantity, split = _quantity(name)
         entry = quantities.setdefault(quantity, {"label": _quantity_label(quantity), "splits": {}})
-        entry["splits"][split or "-"] = _numbers(_display_values(name, surface.metrics[name]))
+        entry["splits"][split or "-"] = _numbers(_display_values(name, surface.metrics[name])[sx, sy])
     points, names = surface.anchors()
     trajectory = surface.trajectory()
     curve = surface.surface_type == "curve-plane"
     return {
         "type": "plane",
-        "x": _numbers(surface.coordinates(0)),
-        "y": _numbers(surface.coordinates(1)),
+        "note": note,
+        "x": _numbers(surface.coordinates(0)[sx]),
+        "y": _numbers(surface.coordinates(1)[sy]),
         "xlabel": surface.axis_label(0),
         "ylabel": surface.axis_label(1),
         "equal": surface.equal_units,
@@ -225,6 +242,13 @@ def plane_block(surface: _Surface, metrics: Sequence[str]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- sections
 
 
+def _finite_extreme(values: Any, extreme: Callable[[np.ndarray], Any]) -> float:
+    """``extreme`` (np.min, np.max) of the finite values, NaN when there is none."""
+    values = np.asarray(values, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    return float(extreme(finite)) if finite.size else float("nan")
+
+
 def _finite_metrics(surface: _Surface) -> list[str]:
     return [m for m, v in surface.metrics.items() if np.isfinite(v).any()]
 
@@ -237,17 +261,15 @@ def plane_section(surface: _Surface) -> dict[str, Any]:
     if names:
         blocks.append(plane_block(surface, names))
     if all(m in surface.metrics for m in _MAP_PANELS):
-        maps = [
-            {"label": "λmax", "values": _numbers(surface.metrics["lambda_max"])},
-            {"label": "λmin", "values": _numbers(surface.metrics["lambda_min"])},
-            {"label": "|λmin / λmax|", "values": _numbers(surface.metrics["eig_ratio"])},
-        ]
+        sx, sy, note = _plane_cells(surface)
+        labels = {"lambda_max": "λmax", "lambda_min": "λmin", "eig_ratio": "|λmin / λmax|"}
+        maps = [{"label": labels[m], "values": _numbers(surface.metrics[m][sx, sy])} for m in _MAP_PANELS]
         blocks.append(
             {
                 "type": "maps",
-                "title": "Hessian eigenvalues",
-                "x": _numbers(surface.coordinates(0)),
-                "y": _numbers(surface.coordinates(1)),
+                "title": "Hessian eigenvalues" + (f" ({note})" if note else ""),
+                "x": _numbers(surface.coordinates(0)[sx]),
+                "y": _numbers(surface.coordinates(1)[sy]),
                 "xlabel": surface.axis_label(0),
                 "ylabel": surface.axis_label(1),
                 "maps": maps,
@@ -277,10 +299,10 @@ def line_section(surface: _Surface) -> dict[str, Any]:
     blocks = []
     for label, metrics in _metric_groups(_finite_metrics(surface)):
         series = [
-            {"label": _metric_label(m), "x": x, "y": _display_values(m, surface.metrics[m]), "dash": "test" in m}
+            {"label": _metric_label(m), "x": x, "y": _display_values(m, surface.metrics[m]), "dash": _split_of(m) == "test"}
             for m in metrics
         ]
-        positive = all(np.nanmin(surface.metrics[m]) > 0 for m in metrics)
+        positive = all(_finite_extreme(surface.metrics[m], np.min) > 0 for m in metrics)
         blocks.append(lines_block(label, surface.axis_label(0), label, series, vlines=vlines, log_toggle=positive))
     return {"blocks": blocks}
 
@@ -303,7 +325,8 @@ def profile_section(surface: _Surface) -> dict[str, Any]:
                 {"label": f"line segment, {split}", "x": t, "y": values[rows["line"]], "dash": True, "color": color}
             )
         if series:
-            blocks.append(lines_block(f"{quantity} along t", "t", quantity, series, log_toggle=quantity == "loss"))
+            positive = quantity == "loss" and all(_finite_extreme(surface.metrics[m], np.min) > 0 for m in metrics)
+            blocks.append(lines_block(f"{quantity} along t", "t", quantity, series, log_toggle=positive))
     for split in surface.attrs.get("splits", []) or []:
         cells = [surface.attrs.get(f"barrier-{row}-{split}") for row in ("curve", "line")]
         if any(c is not None for c in cells):
@@ -360,8 +383,8 @@ def connections_section(surface: _Surface) -> dict[str, Any]:
     columns = ["method"] + [f"worst {s} acc (%)" for s in rep["splits"]] + [f"max {s} loss" for s in rep["splits"]]
     rows = []
     for m in methods:
-        acc = [100.0 * np.nanmin(rep["acc"][m][s]) for s in rep["splits"]]
-        loss = [np.nanmax(rep["loss"][m][s]) for s in rep["splits"]]
+        acc = [100.0 * _finite_extreme(rep["acc"][m][s], np.min) for s in rep["splits"]]
+        loss = [_finite_extreme(rep["loss"][m][s], np.max) for s in rep["splits"]]
         rows.append([rep["labels"].get(m, m), *acc, *loss])
     rows.append(
         [

@@ -356,6 +356,7 @@
 
   function planeBlock(node, block) {
     var names = Object.keys(block.quantities);
+    if (block.note) node.appendChild(el("p", "note", block.note));
     var controls = el("div", "controls");
     function select(label) {
       var lab = el("label", null, label + " "), s = el("select");
