@@ -450,6 +450,17 @@ def test_curve_plane_draws_the_curve(tmp_path):
     ]
 
 
+def test_planes_of_orthonormal_coordinates_have_equal_axis_scales(tmp_path):
+    """A plane through a curve (or three checkpoints) has x and y in the same units: equal
+    scales, so the curve's bend keeps its shape; other planes fill the axes."""
+    path = make_curve_plane(tmp_path / "cplane.h5")
+    for fig in (plot.plot_trajectory(path), plot.plot_contour(path), plot.plot_heatmap(path)):
+        assert fig.axes[0].get_aspect() == 1.0
+    assert plot.plot_contour(make_plane(tmp_path / "p.h5")).axes[0].get_aspect() == "auto"
+    three = make_plane(tmp_path / "three.h5", surface_type="three-checkpoints")
+    assert plot.plot_heatmap(three).axes[0].get_aspect() == 1.0
+
+
 # --------------------------------------------------------------------------- VTK export
 
 

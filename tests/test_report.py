@@ -288,3 +288,21 @@ def test_wa_ensemble_and_predictions_sections(tmp_path):
     (table,) = report.report_section(pred)["blocks"]
     assert table["title"] == "8 samples"
     assert table["rows"] == [["deterministic", "90", "0.3", "0.05"], ["ensemble", "92.5", "0.25", "—"]]
+
+
+def test_static_connections_figure_draws_the_swaps_faint_and_labels_the_ends(files):
+    from landscape.io import read_connections
+    from landscape.plot import plot_connections
+
+    ax = plot_connections(files["connections"]).axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    ot = lines["OT"]
+    acc = 100 * read_connections(files["connections"])["acc"]["ot"]["test"]
+    # the OT path's own line stops where its swap stage starts; the whole path is drawn faint, behind
+    assert np.isfinite(ot.get_ydata()[:3]).all() and np.isnan(ot.get_ydata()[3:]).all()
+    (faint,) = [line for line in ax.get_lines() if line.get_gid() == "swaps"]
+    np.testing.assert_allclose(faint.get_ydata(), acc)
+    assert faint.get_alpha() < 0.5 and faint.get_zorder() < ot.get_zorder() and faint.get_color() == ot.get_color()
+    assert np.isfinite(lines["Linear"].get_ydata()).all()  # a path without stages is drawn whole
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["Linear", "OT", "A (t = 0): 90.00%", "B (t = 1): 91.00%", "OT swap stage (faint)"]
