@@ -299,7 +299,12 @@ def line_section(surface: _Surface) -> dict[str, Any]:
     blocks = []
     for label, metrics in _metric_groups(_finite_metrics(surface)):
         series = [
-            {"label": _metric_label(m), "x": x, "y": _display_values(m, surface.metrics[m]), "dash": _split_of(m) == "test"}
+            {
+                "label": _metric_label(m),
+                "x": x,
+                "y": _display_values(m, surface.metrics[m]),
+                "dash": _split_of(m) == "test",
+            }
             for m in metrics
         ]
         positive = all(_finite_extreme(surface.metrics[m], np.min) > 0 for m in metrics)
