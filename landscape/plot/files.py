@@ -22,6 +22,7 @@ from .connections import plot_connections, plot_wa_ensemble
 from .curves import _split_of, plot_curve_profile
 from .ensembles import plot_ensembles
 from .hessian import _DIAGNOSTICS, _MAP_PANELS, plot_hessian_maps
+from .merge import plot_merge
 from .surfaces import plot_contour, plot_heatmap, plot_line, plot_surface3d, plot_trajectory
 
 
@@ -91,7 +92,10 @@ def plot_file(
     * WA-ensembles (kind ``"wa-ensemble"``): ``<stem>-wa-ensemble.<fmt>``
       (:func:`plot_wa_ensemble`);
     * ensembles at equal budgets (kind ``"ensembles"``): ``<stem>-ensembles.<fmt>``
-      (:func:`plot_ensembles`).
+      (:func:`plot_ensembles`);
+    * merges (kind ``"merge"``): ``<stem>-merge-<metric>.<fmt>`` for each metric
+      (:func:`~landscape.plot.merge.plot_merge`: against lambda/density/t/alpha, the
+      lambda-plane as a contour, soups as bars).
 
     ``<stem>`` is the file name without ``.h5``.  Metrics with no finite value are
     skipped: those not computed yet quietly, those computed as NaN/Inf everywhere with a
@@ -130,6 +134,9 @@ def plot_file(
         jobs.append(("ensembles", None, lambda: plot_ensembles(surface.path)))
     elif surface.kind == "wa-ensemble":
         jobs.append(("wa-ensemble", None, lambda: plot_wa_ensemble(surface.path)))
+    elif surface.kind == "merge":
+        for name in names:
+            jobs.append(("merge", name, lambda name=name: plot_merge(surface, name)))
     elif surface.kind == "connections":
         connections = read_connections(surface.path)  # read once for every split
         for split in connections["splits"]:
