@@ -93,9 +93,7 @@ def plot_file(
       (:func:`plot_wa_ensemble`);
     * ensembles at equal budgets (kind ``"ensembles"``): ``<stem>-ensembles.<fmt>``
       (:func:`plot_ensembles`);
-    * merges (kind ``"merge"``): ``<stem>-merge-<metric>.<fmt>`` for each metric
-      (:func:`~landscape.plot.merge.plot_merge`: against lambda/density/t/alpha, the
-      lambda-plane as a contour, soups as bars).
+    * merges (kind ``"merge"``): ``<stem>-merge-<metric>.<fmt>`` per metric (:func:`plot_merge`).
 
     ``<stem>`` is the file name without ``.h5``.  Metrics with no finite value are
     skipped: those not computed yet quietly, those computed as NaN/Inf everywhere with a
