@@ -18,9 +18,19 @@ method, the cell with the best held-out accuracy and reports its test accuracies
 written to ``summary.md`` and ``summary.json``, with the figures of each file in
 ``figures/``.
 
+With ``--lm-dir DIR`` (the output folder of ``tools/example_lm.py``: its base byte-level GPT-2
+pre-trained on some standard-library packages and its two fine-tunes on json+email and on
+asyncio, read from ``DIR/models``), the same methods merge the two fine-tunes of the language
+model (``lm/`` in ``--out-dir``): token loss and perplexity on test sequences of each part
+(``--lm-sequences`` evenly spaced ones), the cell chosen by the mean token loss over train
+sequences of the two fine-tuning parts (held-out from nothing: they were trained on, so the
+choice is optimistic); no soups (one fine-tune per part).
+
 Usage::
 
     python3 tools/repro_merge.py --out-dir /tmp/merge-digits            # about a minute on 1 core
+    python3 tools/example_lm.py --out-dir /tmp/example-lm --threads 1   # 5-10 minutes, then
+    python3 tools/repro_merge.py --out-dir /tmp/merge-digits --lm-dir /tmp/example-lm --lm-only
     python3 tools/repro_merge.py --out-dir /tmp/merge-digits --quick    # smoke run
 """
 
@@ -55,6 +65,9 @@ def parse_args(argv=None):
     p.add_argument("--soup-lrs", default="0.003,0.01,0.03,0.1,0.3")
     p.add_argument("--soup-seeds", default="1,2")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--lm-dir", default=None, help="an output folder of tools/example_lm.py: also merge its LM")
+    p.add_argument("--lm-only", action="store_true", help="only the language-model part")
+    p.add_argument("--lm-sequences", type=int, default=96, help="test sequences per corpus part (default 96)")
     p.add_argument("--quick", action="store_true", help="fewer epochs and grid points (smoke run)")
     p.add_argument("--force", action="store_true", help="retrain and recompute everything")
     return p.parse_args(argv)
@@ -154,6 +167,10 @@ def main(argv=None) -> int:
         args.base_epochs, args.ft_epochs, args.soup_epochs = 1, 3, 2
         args.out_dir = os.path.join(args.out_dir, "quick")
     os.makedirs(os.path.join(args.out_dir, "figures"), exist_ok=True)
+    if args.lm_dir:
+        lm_part(args)
+        if args.lm_only:
+            return 0
     t0 = time.perf_counter()
     tune, splits = _data()
     model, base, fts, ingredients = networks(args, tune)
@@ -259,6 +276,102 @@ def _markdown(s: dict) -> str:
     out.append("")
     out.append("Evaluation seconds per grid: " + ", ".join(f"{r['method']} {r['seconds']}" for r in s["rows"]))
     return "\n".join(out) + "\n"
+
+
+# --------------------------------------------------------------------------- the language model
+
+
+def _spread(data, n: int):
+    idx = np.unique(np.linspace(0, len(data) - 1, min(n, len(data))).round().astype(np.int64))
+    x = data.x[torch.as_tensor(idx)]
+    return ls.TensorData(x, x.clone(), spec=data.spec, num_classes=256, split=data.split, info={"subset": idx.tolist()})
+
+
+def _lm_corpus(lm_dir: str, n: int):
+    """Test sequences of every corpus part and train sequences of the fine-tuning parts, read
+    with ``text:`` specs of the packages that ``example_lm.py`` recorded in settings.json."""
+    with open(os.path.join(lm_dir, "settings.json")) as f:
+        settings = json.load(f)
+    parts, seq = settings["corpus-parts"], settings["settings"]["seq_len"]
+    stdlib = os.path.dirname(os.__file__)
+    splits = {}
+    for part, packages in parts.items():
+        for split, label, count in (("test", "test", n), ("train", "held", (2 * n) // 3)):
+            if label == "held" and part == "base":
+                continue
+            chunks = [ls.load_data(f"text:{os.path.join(stdlib, p)}:seq={seq}:ext=py", split) for p in packages]
+            x = torch.cat([c.x for c in chunks])
+            whole = ls.TensorData(
+                x, x.clone(), spec=f"stdlib:{'+'.join(packages)}:seq={seq}", num_classes=256, split=split
+            )
+            splits[f"{label}-{part}"] = _spread(whole, count)
+    return splits, [p for p in parts if p != "base"]
+
+
+def lm_part(args) -> None:
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    out = os.path.join(args.out_dir, "lm")
+    os.makedirs(os.path.join(out, "figures"), exist_ok=True)
+    models = os.path.join(args.lm_dir, "models")
+    model = ls.build_model(f"hf:{os.path.join(models, 'base')}")
+    base = ls.load_checkpoint(os.path.join(models, "base"), model)
+    splits, tasks = _lm_corpus(args.lm_dir, args.lm_sequences if not args.quick else 16)
+    fts = [ls.load_checkpoint(os.path.join(models, "ft-" + t.replace("_", "-")), model) for t in tasks]
+    lam = np.linspace(0.0, 1.5, 4 if args.quick else 7)
+    grids = {
+        "task-arithmetic": merge.task_arithmetic_grid(base, fts, lam),
+        "lambda-plane": merge.task_arithmetic_plane(base, fts, lam, lam),
+        "ties": merge.ties_grid(base, fts, [0.2, 0.5, 1.0], lam),
+        "dare": merge.dare_grid(base, fts, [0.5, 0.9], [0], lam),
+        "slerp": merge.slerp_grid(fts[0], fts[1], np.linspace(0, 1, 6 if args.quick else 11)),
+        "wise-ft": merge.wise_ft_grid(base, fts[0], np.linspace(0, 1, 6)),
+    }
+    metrics = ("token_loss", "perplexity")
+    held = [f"held-{t}_token_loss" for t in tasks]
+    singles = ls.evaluate(model, [base, *fts], splits["test-base"], ["perplexity"], progress=False)  # sanity
+    rows = {}
+    for label, w in (("base", base), *((f"fine-tune {t}", f) for t, f in zip(tasks, fts, strict=True))):
+        rows[label] = {"chosen": "—", **{s: float(ls.evaluate(model, [w], d, ["perplexity"], progress=False)["perplexity"][0]) for s, d in splits.items()}}  # fmt: skip
+    timings = {}
+    for name, g in grids.items():
+        path = os.path.join(out, f"{name}.h5")
+        t1 = time.perf_counter()
+        res = merge.evaluate_merges(
+            model, g, splits, metrics=metrics, out=path, resume=os.path.exists(path) and not args.force,
+            force=args.force, progress=False,
+        )  # fmt: skip
+        timings[name] = round(time.perf_counter() - t1, 1)
+        plot_file(path, os.path.join(out, "figures"), formats=("png",), force=True,
+                  metrics=[f"test-{t}_perplexity" for t in tasks])  # fmt: skip
+        score = np.mean([res[h] for h in held], axis=0)
+        idx = np.unravel_index(int(np.nanargmin(score)), score.shape)
+        chosen = ", ".join(f"{a}={v[i]:g}" for (a, v), i in zip(g.axes, idx, strict=True))
+        rows[f"{name} ({g.points.K})"] = {"chosen": chosen, **{s: float(res[f"{s}_perplexity"][idx]) for s in splits}}
+    summary = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "lm-dir": os.path.abspath(args.lm_dir),
+        "torch": torch.__version__,
+        "threads": args.threads,
+        "splits": {s: len(d) for s, d in splits.items()},
+        "rows": rows,
+        "seconds": timings,
+        "check-base-perplexity": float(singles["perplexity"][0]),
+    }
+    with open(os.path.join(out, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    names = list(splits)
+    lines = ["| Model / method (cells) | Chosen on train loss | " + " | ".join(f"{s} ppl" for s in names) + " |"]
+    lines.append("|---|---|" + "---:|" * len(names))
+    for label, r in rows.items():
+        lines.append(f"| {label} | {r['chosen']} | " + " | ".join(f"{r[s]:.3f}" for s in names) + " |")
+    lines.append("")
+    lines.append("Evaluation seconds per grid: " + ", ".join(f"{k} {v}" for k, v in timings.items()))
+    md = "\n".join(lines) + "\n"
+    with open(os.path.join(out, "summary.md"), "w") as f:
+        f.write(md)
+    print(md)
 
 
 if __name__ == "__main__":
