@@ -295,3 +295,11 @@ def test_bad_input_names_what_arrived():
         merge.soup_grid(fts, {"x": [5]})
     with pytest.raises(ValueError, match="lambda values"):
         merge.task_arithmetic_grid(base, fts, [float("nan")])
+
+
+def test_a_merge_basis_that_cannot_fit_is_refused_before_any_work():
+    from landscape.budget import TooLargeError
+
+    with pytest.raises(TooLargeError, match="merge ties would need about"):
+        merge.check_merge_memory("merge ties", basis=10**4, weights=10**9, itemsize=4)
+    assert merge.check_merge_memory("merge ties", basis=3, weights=1000, itemsize=4) == 3 * 4000 + 16000
