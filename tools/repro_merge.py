@@ -319,6 +319,9 @@ def lm_part(args) -> None:
     base = ls.load_checkpoint(os.path.join(models, "base"), model)
     splits, tasks = _lm_corpus(args.lm_dir, args.lm_sequences if not args.quick else 16)
     fts = [ls.load_checkpoint(os.path.join(models, "ft-" + t.replace("_", "-")), model) for t in tasks]
+    records = [
+        {"role": r, "path": w.source, "sha256": w.sha256} for r, w in zip(["base", *tasks], [base, *fts], strict=True)
+    ]
     lam = np.linspace(0.0, 1.5, 4 if args.quick else 7)
     grids = {
         "task-arithmetic": merge.task_arithmetic_grid(base, fts, lam),
@@ -340,7 +343,7 @@ def lm_part(args) -> None:
         t1 = time.perf_counter()
         res = merge.evaluate_merges(
             model, g, splits, metrics=metrics, out=path, resume=os.path.exists(path) and not args.force,
-            force=args.force, progress=False,
+            force=args.force, progress=False, attrs={"checkpoints": records},
         )  # fmt: skip
         timings[name] = round(time.perf_counter() - t1, 1)
         plot_file(path, os.path.join(out, "figures"), formats=("png",), force=True,

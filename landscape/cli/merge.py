@@ -2,6 +2,10 @@
 (:mod:`landscape.merge`): task arithmetic (a lambda line, or the lambda-plane of two task
 vectors), TIES, DARE, SLERP, uniform and greedy soups and WiSE-FT, over grids of their
 parameters, into a resumable ``merge`` file, with a printed table and ``--plot`` figures.
+
+``greedy-soup`` first selects its soup on ``--held-out`` (one engine pass over it per accepted
+ingredient, plus one); a resumed run selects again (deterministic) and its soup must equal
+the file's before the missing cells are computed.
 """
 
 from __future__ import annotations
@@ -175,7 +179,7 @@ def grid_values(args) -> dict:
     return out
 
 
-def build_grid(args, values: dict, base, cks, model, splits, engine: dict):
+def build_grid(args, values: dict, base, cks, model, engine: dict):
     """The MergeGrid of ``--method`` (greedy-soup: the selection runs here) and extra attrs."""
     from .. import merge
 
@@ -303,7 +307,7 @@ def main(args) -> int:
         max_memory=max_memory(args),
         path=args.path,
     )
-    grid, extra = build_grid(args, values, base, cks, model, splits, engine)
+    grid, extra = build_grid(args, values, base, cks, model, engine)
     roles = ([("base", base)] if base is not None else []) + [(f"ckpt{i}", w) for i, w in enumerate(cks)]
     records = checkpoint_records([w for _, w in roles])
     attrs = {
