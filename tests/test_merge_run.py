@@ -113,3 +113,25 @@ def test_greedy_soup_of_a_bad_ingredient_leaves_it_out(nets):
     soup = merge.greedy_soup(model, [*ings[:2], noise], held_out)
     assert 2 not in soup.members
     assert soup.order[-1] == 2
+
+
+def test_plot_merge_draws_one_line_per_setting_the_plane_and_the_soups(nets, tmp_path):
+    from landscape.plot import plot_merge
+
+    model, (base, *fts) = nets
+    test = ls.load_data("digits", "test", max_samples=100)
+    grid = merge.dare_grid(base, fts[:2], [0.5, 0.9], [0, 1], [0.0, 1.0, 2.0])
+    merge.evaluate_merges(model, grid, {"test": test}, out=tmp_path / "d.h5", progress=False)
+    fig = plot_merge(tmp_path / "d.h5", "test_acc")
+    lines = fig.axes[0].get_lines()
+    assert len(lines) == 4 and lines[0].get_xdata().tolist() == [0.0, 1.0, 2.0]
+    with ls.open_result(tmp_path / "d.h5") as f:
+        np.testing.assert_allclose(lines[3].get_ydata(), 100 * f.read_metric("test_acc")[1, 1])
+    plane = merge.task_arithmetic_plane(base, fts[:2], [0, 1], [0, 0.5, 1])
+    merge.evaluate_merges(model, plane, {"test": test}, out=tmp_path / "p.h5", progress=False)
+    assert "λ-plane" in plot_merge(tmp_path / "p.h5").axes[0].get_title().replace("$\\lambda$", "λ")
+    merge.evaluate_merges(model, merge.soup_grid(fts), {"test": test}, out=tmp_path / "s.h5", progress=False)
+    assert len(plot_merge(tmp_path / "s.h5", "test_acc").axes[0].patches) == len(fts) + 1
+    ls.evaluate(model, [base], test, out=tmp_path / "e.h5", progress=False)
+    with pytest.raises(ValueError, match="needs a 'merge' file"):
+        plot_merge(tmp_path / "e.h5")

@@ -59,7 +59,7 @@ def plot_merge(src: Source | _Surface, metric: str | None = None, ax: Axes | Non
 
     * the lambda-plane of two task vectors (axes ``lambda_a``, ``lambda_b``): labelled
       contours, the base (0, 0) and each fine-tune ((1, 0), (0, 1)) marked;
-    * soups (axis ``row``): one bar per ingredient and soup;
+    * soups (axis ``row``): one bar per ingredient (gray) and soup (orange);
     * every other grid: the metric against its last axis (lambda, t or alpha), one line per
       value of the other axes (TIES densities; DARE p and seed).
 
@@ -82,7 +82,8 @@ def plot_merge(src: Source | _Surface, metric: str | None = None, ax: Axes | Non
     if axes == ["lambda_a", "lambda_b"]:
         return _plane(values, params, metric, method, ax)
     if axes == ["row"]:
-        return _bars(values, surface.attrs.get("rows") or [], metric, method, ax)
+        soups = set(surface.attrs.get("members") or {})
+        return _bars(values, surface.attrs.get("rows") or [], soups, metric, method, ax)
     fig, ax = _figure_and_axes(ax, figsize=(6.5, 4.5))
     x = params[axes[-1]]
     others = axes[:-1]
@@ -115,10 +116,10 @@ def _plane(values: np.ndarray, params, metric: str, method: str, ax) -> Figure:
     return fig
 
 
-def _bars(values: np.ndarray, rows, metric: str, method: str, ax) -> Figure:
+def _bars(values: np.ndarray, rows, soups: set, metric: str, method: str, ax) -> Figure:
     fig, ax = _figure_and_axes(ax, figsize=(max(4.0, 0.6 * len(values) + 2), 4.5))
     labels = [str(r) for r in rows] if len(rows) == len(values) else [str(i) for i in range(len(values))]
-    colors = ["tab:gray" if label.startswith("ingredient") else "tab:orange" for label in labels]
+    colors = ["tab:orange" if label in soups else "tab:gray" for label in labels]  # soups orange, ingredients gray
     ax.bar(np.arange(len(values)), np.nan_to_num(values), color=colors)
     ax.set_xticks(np.arange(len(values)), labels, rotation=45, ha="right", fontsize=8)
     finite = values[np.isfinite(values)]
