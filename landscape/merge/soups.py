@@ -129,7 +129,7 @@ def greedy_soup(
     >>> model = ls.build_model("mlp", {"in_features": 64, "widths": [8]})
     >>> nets = [ls.Weights.from_module(ls.build_model("mlp", {"in_features": 64, "widths": [8]})) for _ in range(3)]
     >>> soup = greedy_soup(model, nets, ls.load_data("digits", "test"))
-    >>> soup.score >= soup.individual.max()
+    >>> bool(soup.score >= soup.individual.max())
     True
     """
     ingredients = list(ingredients)
