@@ -259,6 +259,28 @@ class TensorData:
             raise DataError(f"max_samples must be a non-negative int or None, got {max_samples!r}")
         return self._replace(self.x[:max_samples], self.y[:max_samples])
 
+    def select_classes(self, classes: Sequence[int]) -> TensorData:
+        """The samples whose label is one of ``classes`` (in their order), e.g. one task of a
+        class-incremental split; ``describe()`` records the classes (``info["classes"]``)."""
+        wanted = sorted({int(c) for c in classes})
+        if not wanted:
+            raise DataError("select_classes needs at least one class, got none")
+        if self.num_classes is not None and (wanted[0] < 0 or wanted[-1] >= self.num_classes):
+            raise DataError(f"classes {wanted} are not all in 0..{self.num_classes - 1} of {self.spec!r}")
+        keep = torch.isin(self.y, torch.tensor(wanted, dtype=self.y.dtype, device=self.y.device))
+        if not bool(keep.any()):
+            raise DataError(f"no sample of {self.spec!r} ({self.split}) has a label in {wanted}")
+        info = {**self.info, "classes": wanted}
+        return TensorData(
+            self.x[keep],
+            self.y[keep],
+            self.spec,
+            self.num_classes,
+            split=self.split,
+            normalization=self.normalization,
+            info=info,
+        )
+
     def fingerprint(self) -> str:
         """sha256 over the dtype, shape and raw bytes of ``x`` and then of ``y``."""
         digest = hashlib.sha256()

@@ -1907,6 +1907,19 @@ register_kind(
 )
 
 
+# Model merging and soups (issue 23): one cell per merge of a method's parameter grid.
+register_kind(
+    "merge",
+    1,
+    writer="landscape.merge.run.evaluate_merges",
+    reader="landscape.io.open_result",
+    grid="the method's parameter axes, e.g. (lambda,), (lambda_a, lambda_b), (density, lambda), (row,)",
+    arrays=("coefficients",),
+    attrs=("method", "axes", "parameters", "seeds", "options", "basis-names", "splits", "metrics-per-split", *_RUN),
+    not_compared=("greedy-soup",),
+)
+
+
 def pt_version(state: Mapping[str, Any], name: str, path: str | os.PathLike) -> int:
     """The version of a PyTorch file of registered kind ``name`` (1 when it has none);
     ``ValueError`` when the reader does not know it."""

@@ -28,6 +28,7 @@ function                      figure
 :func:`plot_connections`      connections file: accuracy along t of every method
 :func:`plot_wa_ensemble`      WA-ensemble file: accuracy against the number of members
 :func:`plot_ensembles`        ensembles file: ensemble error against the training budget
+:func:`plot_merge`            merge file: metric against lambda/density/t/alpha, lambda-plane, soups
 :func:`plot_fge`              FGE run: cyclic learning rate, snapshots' distance and error
 :func:`plot_snr`              SNR per layer (``landscape.variational.snr``): histograms
 :func:`plot_file`             every figure that applies to a file, saved as PNG/PDF
@@ -70,6 +71,7 @@ from .ensembles import plot_ensembles, plot_fge
 from .export import export_vtp
 from .files import plot_file
 from .hessian import plot_density, plot_hessian_maps
+from .merge import plot_merge
 from .report import write_report
 from .surfaces import plot_contour, plot_heatmap, plot_line, plot_surface3d, plot_trajectory
 from .variational import plot_snr
@@ -87,6 +89,7 @@ __all__ = [
     "plot_heatmap",
     "plot_hessian_maps",
     "plot_line",
+    "plot_merge",
     "plot_snr",
     "plot_surface3d",
     "plot_trajectory",

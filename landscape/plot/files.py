@@ -22,6 +22,7 @@ from .connections import plot_connections, plot_wa_ensemble
 from .curves import _split_of, plot_curve_profile
 from .ensembles import plot_ensembles
 from .hessian import _DIAGNOSTICS, _MAP_PANELS, plot_hessian_maps
+from .merge import plot_merge
 from .surfaces import plot_contour, plot_heatmap, plot_line, plot_surface3d, plot_trajectory
 
 
@@ -67,13 +68,13 @@ def _check_destination(out_dir: str, formats: Sequence[str]) -> None:
 
 
 #: What :func:`figure_view` answers for the tables of an analysis: their kind's name.
-TABLE_VIEWS = ("ensembles", "wa-ensemble", "connections")
+TABLE_VIEWS = ("ensembles", "wa-ensemble", "connections", "merge")
 
 
 def figure_view(surface: _Surface) -> str:
     """How a result file is shown, the one dispatch of :func:`plot_file` and of the HTML report
-    (:mod:`landscape.plot.report`): ``"ensembles"``, ``"wa-ensemble"`` or ``"connections"``
-    (the tables of those kinds), ``"profile"`` (a curve against the line along t), ``"line"``
+    (:mod:`landscape.plot.report`): ``"ensembles"``, ``"wa-ensemble"``, ``"connections"`` or
+    ``"merge"`` (the figures of those kinds), ``"profile"`` (a curve against the line along t), ``"line"``
     (a 1-D grid) or ``"plane"`` (a 2-D grid). ``ValueError`` for a grid of more dimensions."""
     if surface.kind in TABLE_VIEWS:
         return surface.kind
@@ -109,7 +110,8 @@ def plot_file(
     * WA-ensembles (kind ``"wa-ensemble"``): ``<stem>-wa-ensemble.<fmt>``
       (:func:`plot_wa_ensemble`);
     * ensembles at equal budgets (kind ``"ensembles"``): ``<stem>-ensembles.<fmt>``
-      (:func:`plot_ensembles`).
+      (:func:`plot_ensembles`);
+    * merges (kind ``"merge"``): ``<stem>-merge-<metric>.<fmt>`` per metric (:func:`plot_merge`).
 
     ``<stem>`` is the file name without ``.h5``.  Metrics with no finite value are
     skipped: those not computed yet quietly, those computed as NaN/Inf everywhere with a
@@ -149,6 +151,9 @@ def plot_file(
         jobs.append(("ensembles", None, lambda: plot_ensembles(surface.path)))
     elif view == "wa-ensemble":
         jobs.append(("wa-ensemble", None, lambda: plot_wa_ensemble(surface.path)))
+    elif view == "merge":
+        for name in names:
+            jobs.append(("merge", name, lambda name=name: plot_merge(surface, name)))
     elif view == "connections":
         connections = read_connections(surface.path)  # read once for every split
         for split in connections["splits"]:
