@@ -1905,6 +1905,17 @@ register_kind(
     container="pt",
     attrs=("kind", "groups", "flows", "meta", "template"),
 )
+# Sharpness measures at a point (issue 24): one cell per perturbation or batch.
+register_kind(
+    "sharpness",
+    1,
+    writer="landscape.sharpness.compute_sharpness",
+    reader="landscape.sharpness.read_sharpness",
+    grid="(cells,): row 0 the unperturbed point, then each measure's perturbations or batches",
+    metrics=("loss", "base_loss", "norm", "count"),
+    arrays=("row", "sample"),
+    attrs=("measures", "samples", "m", "steps", "step-size", "init", "seed", "loss", "precision", "params"),
+)
 
 
 def pt_version(state: Mapping[str, Any], name: str, path: str | os.PathLike) -> int:
