@@ -1915,6 +1915,7 @@ register_kind(
     metrics=("loss", "base_loss", "norm", "count"),
     arrays=("row", "sample"),
     attrs=("measures", "samples", "m", "steps", "step-size", "init", "seed", "loss", "precision", "params"),
+    not_compared=("confidence",),
 )
 
 

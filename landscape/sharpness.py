@@ -453,31 +453,15 @@ def compute_sharpness(
     source = as_source(data)
     n_batches = _count_batches(source, m) if any(not q.random for q in measures) else 0
     rows = _row_sizes(measures, samples, n_batches)
-    settings = {
-        "samples": int(samples),
-        "m": m,
-        "steps": int(steps),
-        "step-size": 2.0 if step_size is None else float(step_size),
-        "init": init,
-        "seed": int(seed),
-        "loss": metric.name,
-        "precision": precision,
-        "confidence": float(confidence),
-        "ascent": "projected normalized-gradient (l2) / sign (linf) ascent, step halved when the loss falls",
-    }
+    settings = _settings(samples, m, steps, step_size, init, seed, metric.name, precision, confidence)
     center = HVP(model, weights, data, params=params, loss=metric, device=device, dtype=dtype, forward=forward)
     settings["params"] = center.selection
-    file_attrs = {
-        "measures": [q.record() for q in measures],
-        **settings,
-        "data": describe_data(data),
-        "bn": "running (eval mode; running statistics never perturbed)",
-    }
+    file_attrs = {"measures": [q.record() for q in measures], **settings, "data": describe_data(data)}
     file_attrs.update(dict(attrs or {}))
     _check_memory(measures, samples, weights, device, allow_large)
     cells = _open_cells(out, rows, file_attrs, resume, force, allow_large)
-    engine = dict(precision=precision, device=device, batch_size=batch_size, points_per_pass=points_per_pass)
-    engine.update(max_memory=max_memory, path=path, forward=forward, progress=progress)
+    engine = dict(precision=precision, device=device, batch_size=batch_size, points_per_pass=points_per_pass, path=path)
+    engine.update(max_memory=max_memory, forward=forward, progress=progress)
     try:
         pending = set(cells.pending().tolist())
         computed = len(pending)
@@ -509,6 +493,23 @@ def compute_sharpness(
     report.computed, report.seconds = computed, time.perf_counter() - t0
     report.file = os.fspath(out) if out is not None else None
     return report
+
+
+def _settings(samples, m, steps, step_size, init, seed, loss_name, precision, confidence) -> dict[str, Any]:
+    """The settings that define a run (file attributes, compared when resuming)."""
+    return {
+        "samples": int(samples),
+        "m": m,
+        "steps": int(steps),
+        "step-size": 2.0 if step_size is None else float(step_size),
+        "init": init,
+        "seed": int(seed),
+        "loss": loss_name,
+        "precision": precision,
+        "confidence": float(confidence),
+        "ascent": "projected normalized-gradient (l2) / sign (linf) ascent, step halved when the loss falls",
+        "bn": "running (eval mode; running statistics never perturbed)",
+    }
 
 
 def _check_measures(measures) -> list[Measure]:
