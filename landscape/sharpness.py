@@ -456,8 +456,7 @@ def compute_sharpness(
     settings = _settings(samples, m, steps, step_size, init, seed, metric.name, precision, confidence)
     center = HVP(model, weights, data, params=params, loss=metric, device=device, dtype=dtype, forward=forward)
     settings["params"] = center.selection
-    file_attrs = {"measures": [q.record() for q in measures], **settings, "data": describe_data(data)}
-    file_attrs.update(dict(attrs or {}))
+    file_attrs = _file_attrs(measures, settings, data, attrs)
     _check_memory(measures, samples, weights, device, allow_large)
     cells = _open_cells(out, rows, file_attrs, resume, force, allow_large)
     engine = dict(precision=precision, device=device, batch_size=batch_size, points_per_pass=points_per_pass, path=path)
@@ -510,6 +509,15 @@ def _settings(samples, m, steps, step_size, init, seed, loss_name, precision, co
         "ascent": "projected normalized-gradient (l2) / sign (linf) ascent, step halved when the loss falls",
         "bn": "running (eval mode; running statistics never perturbed)",
     }
+
+
+def _file_attrs(measures, settings, data, extra) -> dict[str, Any]:
+    """The attributes of a sharpness file: the measures (and their labels, for figures), the
+    settings, the data and the caller's."""
+    out = {"measures": [q.record() for q in measures], "labels": [q.label for q in measures], **settings}
+    out["data"] = describe_data(data)
+    out.update(dict(extra or {}))
+    return out
 
 
 def _check_measures(measures) -> list[Measure]:

@@ -21,6 +21,7 @@ Subcommands
 ``variational``       a variational network (variational dropout, variance layers) trained by the ELBO
 ``predict``           a variational network's deterministic, stochastic and ensemble predictions
 ``hessian``           Hessian eigenvalues, eigenvalue maps of a surface, trace and spectral density
+``sharpness``         worst-case, adaptive, average-case and random-direction sharpness of a checkpoint
 ``demo``              the main job on bundled data (digits, CPU, under 2 minutes)
 ``models``            the built-in models
 ``rerun``             the command that wrote a result file (its ``cli-config``), resumed or into a new file
@@ -63,6 +64,7 @@ COMMANDS = (
     "variational",
     "predict",
     "hessian",
+    "sharpness",
     "demo",
     "models",
     "rerun",

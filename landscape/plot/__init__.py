@@ -30,6 +30,7 @@ function                      figure
 :func:`plot_ensembles`        ensembles file: ensemble error against the training budget
 :func:`plot_fge`              FGE run: cyclic learning rate, snapshots' distance and error
 :func:`plot_snr`              SNR per layer (``landscape.variational.snr``): histograms
+:func:`plot_sharpness`        sharpness file: the loss increase of every perturbation, per measure
 :func:`plot_file`             every figure that applies to a file, saved as PNG/PDF
 :func:`export_vtp`            2-D: ParaView ``.vtp`` surface
 ============================  ===============================================================
@@ -68,6 +69,7 @@ from .ensembles import plot_ensembles, plot_fge
 from .export import export_vtp
 from .files import plot_file
 from .hessian import plot_density, plot_hessian_maps
+from .sharpness import plot_sharpness
 from .surfaces import plot_contour, plot_heatmap, plot_line, plot_surface3d, plot_trajectory
 from .variational import plot_snr
 
@@ -85,6 +87,7 @@ __all__ = [
     "plot_hessian_maps",
     "plot_line",
     "plot_snr",
+    "plot_sharpness",
     "plot_surface3d",
     "plot_trajectory",
     "plot_wa_ensemble",

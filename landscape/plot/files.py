@@ -22,6 +22,7 @@ from .connections import plot_connections, plot_wa_ensemble
 from .curves import _split_of, plot_curve_profile
 from .ensembles import plot_ensembles
 from .hessian import _DIAGNOSTICS, _MAP_PANELS, plot_hessian_maps
+from .sharpness import plot_sharpness
 from .surfaces import plot_contour, plot_heatmap, plot_line, plot_surface3d, plot_trajectory
 
 
@@ -91,7 +92,8 @@ def plot_file(
     * WA-ensembles (kind ``"wa-ensemble"``): ``<stem>-wa-ensemble.<fmt>``
       (:func:`plot_wa_ensemble`);
     * ensembles at equal budgets (kind ``"ensembles"``): ``<stem>-ensembles.<fmt>``
-      (:func:`plot_ensembles`).
+      (:func:`plot_ensembles`);
+    * sharpness (kind ``"sharpness"``): ``<stem>-sharpness.<fmt>`` (:func:`plot_sharpness`).
 
     ``<stem>`` is the file name without ``.h5``.  Metrics with no finite value are
     skipped: those not computed yet quietly, those computed as NaN/Inf everywhere with a
@@ -126,7 +128,9 @@ def plot_file(
     stem = os.path.splitext(os.path.basename(surface.path))[0]
     names = _present(surface, metrics)
     jobs: list[tuple[str, str | None, Any]] = []  # (figure name, metric part, draw function)
-    if surface.kind == "ensembles":
+    if surface.kind == "sharpness":
+        jobs.append(("sharpness", None, lambda: plot_sharpness(surface.path)))
+    elif surface.kind == "ensembles":
         jobs.append(("ensembles", None, lambda: plot_ensembles(surface.path)))
     elif surface.kind == "wa-ensemble":
         jobs.append(("wa-ensemble", None, lambda: plot_wa_ensemble(surface.path)))
