@@ -580,7 +580,7 @@ def _check_memory(measures, samples: int, weights: Weights, device, allow_large:
 
     P = weights.layout.size
     item = next((t.element_size() for t in weights.tensors.values() if t.is_floating_point()), 4)
-    parts = {"weights": P * item, "perturbations of one measure": samples * P * item, "draws": samples * P * 8 // 8}
+    parts = {"weights": P * item, "perturbations of one measure": samples * P * item, "one float64 draw": P * 8}
     budget.check_memory(parts, f"{samples} perturbations of {P} weights", device=device, allow_large=allow_large)
 
 
