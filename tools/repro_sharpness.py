@@ -87,6 +87,10 @@ def one_network(regime: str, seed: int, train, test, args) -> dict:
         "test_err": float(ev_test["err"][0]),
         "weight_norm": float(w.flatten().norm()),
     }
+    # what the worst case is made of: rho ||g|| + rho^2 lambda_max / 2 to second order
+    _, grad = ls.hessian.gradient(model, w, train)
+    row["grad_norm"] = float(grad.norm())
+    row["lambda_max"] = float(ls.hessian.lanczos(ls.hessian.HVP(model, w, train), tol=1e-4, max_iter=80).lambda_max)
     rep = S.compute_sharpness(model, w, train, full, out=os.path.join(args.out_dir, f"{regime}-s{seed}.h5"), **common)
     row.update({v.measure.label: v.value for v in rep.values})
     rep_m = S.compute_sharpness(
@@ -97,18 +101,18 @@ def one_network(regime: str, seed: int, train, test, args) -> dict:
 
 
 def _spearman(a, b) -> float:
-    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
-    return float(np.corrcoef(ra, rb)[0, 1])
+    """Spearman's rank correlation (ties get their average rank)."""
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(a, b).statistic)
 
 
 def report(rows: list[dict], args) -> str:
     labels = [k for k in rows[0] if k not in ("regime", "seed", "train_loss", "train_err", "test_loss", "test_err")]
-    head = "| network | train loss | train err % | test err % | " + " | ".join(labels) + " |"
-    lines = [head, "|" + "---|" * (4 + len(labels))]
-    for r in rows:
-        cells = [f"{r['regime']} seed {r['seed']}", f"{r['train_loss']:.4f}", f"{r['train_err']:.2f}"]
-        cells += [f"{r['test_err']:.2f}"] + [f"{r[k]:.4g}" for k in labels]
-        lines.append("| " + " | ".join(cells) + " |")
+    lines = ["| quantity | " + " | ".join(f"{r['regime']} seed {r['seed']}" for r in rows) + " |"]
+    lines.append("|" + "---|" * (1 + len(rows)))
+    for k, fmt in [("train_loss", ".4f"), ("train_err", ".2f"), ("test_err", ".2f")] + [(k, ".4g") for k in labels]:
+        lines.append(f"| {k} | " + " | ".join(f"{r[k]:{fmt}}" for r in rows) + " |")
     lines += ["", "| measure | SB mean ± std | LB mean ± std | LB > SB in every seed pair | Spearman with test err |"]
     lines.append("|---|---|---|---|---|")
     err = np.array([r["test_err"] for r in rows])
