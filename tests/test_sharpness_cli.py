@@ -7,6 +7,7 @@ import torch
 import landscape as ls
 from landscape import sharpness as S
 from landscape.cli import main
+from landscape.plot import plot_sharpness
 
 ARGS = ["--model", "mlp", "--model-kwargs", '{"widths": [8]}', "--data", "digits", "--no-progress"]
 
@@ -28,6 +29,11 @@ def test_the_command_prints_the_table_writes_a_resumable_file_and_its_figure(ckp
     assert "worst-case l2 rho=0.05" in printed and "gaussian sigma=0.01" in printed
     assert "11 cell(s) computed" in printed  # L(w), 2 x 2 batches, 6 perturbations
     assert (tmp_path / "s-sharpness.png").exists()
+    fig = plot_sharpness(out)  # one column per measure, labelled from the file
+    ticks = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert ticks == ["worst-case l2 rho=0.05", "worst-case l2 rho=0.1", "gaussian sigma=0.01"]
+    dots = [c for c in fig.axes[0].collections if type(c).__name__ == "PathCollection"]
+    assert [len(c.get_offsets()) for c in dots] == [2, 2, 6]  # a dot per batch or perturbation
     rep = S.read_sharpness(out)
     # the library gives the same numbers
     model = ls.build_model("mlp", {"widths": [8]})
