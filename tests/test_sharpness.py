@@ -149,7 +149,9 @@ def test_seeds_reproduce_and_differ():
     w = ls.Weights.from_module(model)
     measures = [S.Measure("sphere", 0.3), S.Measure("direction", 0.2), S.Measure("worst-case", 0.2)]
     opts = dict(samples=8, steps=5, init="random", progress=False)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     a = S.compute_sharpness(model, w, data, measures, seed=5, **opts)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the model is not touched
     b = S.compute_sharpness(model, w, data, measures, seed=5, **opts)
     c = S.compute_sharpness(model, w, data, measures, seed=6, **opts)
     for x, y, z in zip(a.values, b.values, c.values):
