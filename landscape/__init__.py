@@ -3,7 +3,7 @@
 ``import landscape as ls`` gives the main types and functions; see ``docs/api.md``.
 """
 
-from . import connect, curves, directions, distributed, io, metrics, models, ops
+from . import connect, curves, directions, distributed, io, metrics, models, ops, sharpness
 from ._version import __version__
 from .bn import BN_MODES
 from .data import DataError, TensorData, load_data
@@ -55,4 +55,5 @@ __all__ = [
     "parse_range",
     "ops",
     "save_weights",
+    "sharpness",
 ]

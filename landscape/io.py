@@ -1905,6 +1905,18 @@ register_kind(
     container="pt",
     attrs=("kind", "groups", "flows", "meta", "template"),
 )
+# Sharpness measures at a point (issue 24): one cell per perturbation or batch.
+register_kind(
+    "sharpness",
+    1,
+    writer="landscape.sharpness.compute_sharpness",
+    reader="landscape.sharpness.read_sharpness",
+    grid="(cells,): row 0 the unperturbed point, then each measure's perturbations or batches",
+    metrics=("loss", "base_loss", "norm", "count"),
+    arrays=("row", "sample"),
+    attrs=("measures", "samples", "m", "steps", "step-size", "init", "seed", "loss", "precision", "params"),
+    not_compared=("confidence",),
+)
 
 
 # Model merging and soups (issue 23): one cell per merge of a method's parameter grid.

@@ -22,6 +22,7 @@ Subcommands
 ``predict``           a variational network's deterministic, stochastic and ensemble predictions
 ``hessian``           Hessian eigenvalues, eigenvalue maps of a surface, trace and spectral density
 ``merge``             model merging and soups: task arithmetic, TIES, DARE, SLERP, soups, greedy soups, WiSE-FT
+``sharpness``         worst-case, adaptive, average-case and random-direction sharpness of a checkpoint
 ``demo``              the main job on bundled data (digits, CPU, under 2 minutes)
 ``models``            the built-in models
 ``rerun``             the command that wrote a result file (its ``cli-config``), resumed or into a new file
@@ -66,6 +67,7 @@ COMMANDS = (
     "predict",
     "hessian",
     "merge",
+    "sharpness",
     "demo",
     "models",
     "rerun",

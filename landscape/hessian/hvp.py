@@ -767,6 +767,16 @@ class HVP(_LossHessian):
         """The dataset loss and its gradient ``Tensor[n]`` over the selection at the point."""
         return self._point_gradient(self.sel, self.rest)
 
+    def gradient_at(self, shift) -> tuple[float, torch.Tensor]:
+        """The dataset loss and its gradient ``Tensor[n]`` at the point moved by ``shift :
+        Tensor[n]`` over the selection (the other entries held), e.g. the steps of a
+        sharpness ascent (:func:`landscape.sharpness.worst_case_sharpness`)."""
+        shift, single = self._vectors(shift)
+        if not single:
+            raise ValueError(f"shift should be one vector of shape [{self.n}], got shape {list(shift.shape)}")
+        moved = self.unflatten(shift)
+        return self._point_gradient({k: v + moved[k] for k, v in self.sel.items()}, self.rest)
+
     def to_scipy(self):
         """A :class:`scipy.sparse.linalg.LinearOperator` of this operator; vectors go through
         numpy (float64 or float32 as ``dtype``) on every product."""

@@ -31,6 +31,7 @@ function                      figure
 :func:`plot_merge`            merge file: metric against lambda/density/t/alpha, lambda-plane, soups
 :func:`plot_fge`              FGE run: cyclic learning rate, snapshots' distance and error
 :func:`plot_snr`              SNR per layer (``landscape.variational.snr``): histograms
+:func:`plot_sharpness`        sharpness file: the loss increase of every perturbation, per measure
 :func:`plot_file`             every figure that applies to a file, saved as PNG/PDF
 :func:`export_vtp`            2-D: ParaView ``.vtp`` surface
 :func:`write_report`          every file of a run in one self-contained HTML page
@@ -73,6 +74,7 @@ from .files import plot_file
 from .hessian import plot_density, plot_hessian_maps
 from .merge import plot_merge
 from .report import write_report
+from .sharpness import plot_sharpness
 from .surfaces import plot_contour, plot_heatmap, plot_line, plot_surface3d, plot_trajectory
 from .variational import plot_snr
 
@@ -91,6 +93,7 @@ __all__ = [
     "plot_line",
     "plot_merge",
     "plot_snr",
+    "plot_sharpness",
     "plot_surface3d",
     "plot_trajectory",
     "plot_wa_ensemble",

@@ -23,6 +23,7 @@ from .curves import _split_of, plot_curve_profile
 from .ensembles import plot_ensembles
 from .hessian import _DIAGNOSTICS, _MAP_PANELS, plot_hessian_maps
 from .merge import plot_merge
+from .sharpness import plot_sharpness
 from .surfaces import plot_contour, plot_heatmap, plot_line, plot_surface3d, plot_trajectory
 
 
@@ -67,15 +68,15 @@ def _check_destination(out_dir: str, formats: Sequence[str]) -> None:
         )
 
 
-#: What :func:`figure_view` answers for the tables of an analysis: their kind's name.
-TABLE_VIEWS = ("ensembles", "wa-ensemble", "connections", "merge")
+#: What :func:`figure_view` answers for the files of an analysis drawn its own way: their kind's name.
+TABLE_VIEWS = ("ensembles", "wa-ensemble", "connections", "merge", "sharpness")
 
 
 def figure_view(surface: _Surface) -> str:
     """How a result file is shown, the one dispatch of :func:`plot_file` and of the HTML report
-    (:mod:`landscape.plot.report`): ``"ensembles"``, ``"wa-ensemble"``, ``"connections"`` or
-    ``"merge"`` (the figures of those kinds), ``"profile"`` (a curve against the line along t), ``"line"``
-    (a 1-D grid) or ``"plane"`` (a 2-D grid). ``ValueError`` for a grid of more dimensions."""
+    (:mod:`landscape.plot.report`): ``"ensembles"``, ``"wa-ensemble"``, ``"connections"``,
+    ``"merge"`` or ``"sharpness"`` (the figures of those kinds), ``"profile"`` (a curve
+    against the line along t), ``"line"`` (a 1-D grid) or ``"plane"`` (a 2-D grid). ``ValueError`` for a grid of more dimensions."""
     if surface.kind in TABLE_VIEWS:
         return surface.kind
     if _is_curve_profile(surface):
@@ -112,6 +113,7 @@ def plot_file(
     * ensembles at equal budgets (kind ``"ensembles"``): ``<stem>-ensembles.<fmt>``
       (:func:`plot_ensembles`);
     * merges (kind ``"merge"``): ``<stem>-merge-<metric>.<fmt>`` per metric (:func:`plot_merge`).
+    * sharpness (kind ``"sharpness"``): ``<stem>-sharpness.<fmt>`` (:func:`plot_sharpness`).
 
     ``<stem>`` is the file name without ``.h5``.  Metrics with no finite value are
     skipped: those not computed yet quietly, those computed as NaN/Inf everywhere with a
@@ -147,7 +149,9 @@ def plot_file(
     names = _present(surface, metrics)
     jobs: list[tuple[str, str | None, Any]] = []  # (figure name, metric part, draw function)
     view = figure_view(surface)
-    if view == "ensembles":
+    if view == "sharpness":
+        jobs.append(("sharpness", None, lambda: plot_sharpness(surface.path)))
+    elif view == "ensembles":
         jobs.append(("ensembles", None, lambda: plot_ensembles(surface.path)))
     elif view == "wa-ensemble":
         jobs.append(("wa-ensemble", None, lambda: plot_wa_ensemble(surface.path)))
