@@ -1,0 +1,94 @@
+"""Connections of causal language models: ``compare_connections`` evaluates the paths of a
+Hugging Face GPT-2 with the next-token metrics, checked against a float64 loop per point."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+import landscape as ls
+from landscape.connect import compare_connections, linear_path
+from landscape.connect.report import ConnectionReport, path_metrics
+
+transformers = pytest.importorskip("transformers")
+
+VOCAB, SEQ = 11, 6
+
+
+def tiny_gpt2(seed: int, n_layer: int = 1) -> torch.nn.Module:
+    """A GPT-2 of about a thousand parameters built from its config, in float64, eval mode."""
+    torch.manual_seed(seed)
+    cfg = transformers.GPT2Config(
+        vocab_size=VOCAB, n_positions=SEQ, n_embd=8, n_layer=n_layer, n_head=2, n_inner=12, bos_token_id=0
+    )
+    cfg.eos_token_id = 0
+    cfg.resid_pdrop = cfg.embd_pdrop = cfg.attn_pdrop = 0.0
+    model = transformers.GPT2LMHeadModel(cfg).double().eval()
+    for name, p in model.named_parameters():  # away from the initial zeros and ones
+        if name.endswith("bias") or ".ln_" in name or "ln_f" in name:
+            with torch.no_grad():
+                p.add_(0.3 * torch.randn_like(p))
+    return model
+
+
+def tokens(n: int, seed: int) -> ls.TensorData:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, VOCAB, (n, SEQ), generator=g)
+    return ls.TensorData(x, x.clone(), num_classes=VOCAB)
+
+
+def next_token_loop(model, weights, x: torch.Tensor) -> tuple[float, float]:
+    """The oracle: mean next-token cross-entropy and accuracy of ``model`` at ``weights`` on
+    the sequences ``x``, position by position in float64."""
+    net = copy.deepcopy(model).double().eval()
+    net.load_state_dict({k: v.double() if v.is_floating_point() else v for k, v in weights.items()})
+    total, right, count = 0.0, 0, 0
+    with torch.no_grad():
+        for seq in x:
+            logits = net(seq[None]).logits[0]
+            for i in range(seq.shape[0] - 1):
+                row = logits[i]
+                target = int(seq[i + 1])
+                total += float(torch.logsumexp(row, 0) - row[target])
+                right += int(int(row.argmax()) == target)
+                count += 1
+    return total / count, right / count
+
+
+def test_path_metrics_choose_by_the_model_and_refuse_class_metrics_on_a_language_model():
+    lm = tiny_gpt2(0)
+    assert path_metrics(lm) == ("token_loss", "token_acc")
+    assert path_metrics(ls.build_model("mlp", {"widths": [4]})) == ("loss", "acc")
+    assert path_metrics(lm, ["token_loss", "token_acc"]) == ("token_loss", "token_acc")
+    with pytest.raises(ValueError, match="GPT2LMHeadModel is a causal language model: metrics"):
+        path_metrics(lm, ("loss", "acc"))
+    with pytest.raises(ValueError, match=r"a \(loss, accuracy\) pair of metric names.*got 'token_loss'"):
+        path_metrics(lm, "token_loss")
+    with pytest.raises(ValueError, match="got \\('token_loss', 'accuracy'\\)"):
+        path_metrics(lm, ("token_loss", "accuracy"))
+
+
+def test_compare_connections_on_gpt2_uses_next_token_metrics(tmp_path):
+    model = tiny_gpt2(0)
+    A, B = ls.Weights.from_module(model), ls.Weights.from_module(tiny_gpt2(1))
+    splits = {"train": tokens(7, 1), "test": tokens(5, 2)}
+    out = tmp_path / "lm.h5"
+    rep = compare_connections(model, A, B, splits, methods=["linear"], points=5, precision="fp64", out=out)
+    assert rep.attrs["metrics"] == ["token_loss", "token_acc"]
+    line = linear_path(A, B, np.linspace(0, 1, 5))
+    for s, data in splits.items():
+        want = np.array([next_token_loop(model, line.weights(k), data.x) for k in range(5)])
+        assert np.allclose(rep.loss["linear"][s], want[:, 0], rtol=0, atol=1e-10)
+        assert np.allclose(rep.acc["linear"][s], want[:, 1], rtol=0, atol=1e-12)
+        assert rep.max_loss("linear", s) == pytest.approx(want[:, 0].max(), abs=1e-10)
+        assert rep.worst_acc("linear", s) == pytest.approx(want[:, 1].min(), abs=1e-12)
+        assert rep.endpoints[s]["B_loss"] == pytest.approx(want[-1, 0], abs=1e-10)
+    back = ConnectionReport.load(out)
+    assert back.metrics == ("token_loss", "token_acc") and "Worst test token acc (%)" in back.markdown()
+    assert np.array_equal(back.loss["linear"]["test"], rep.loss["linear"]["test"])
+    # a rerun asking for other metrics does not resume this file
+    with pytest.raises(ls.io.ResultFileError, match="metrics"):
+        compare_connections(
+            model, A, B, splits, methods=["linear"], points=5, out=out, resume=True, metrics=("perplexity", "token_acc")
+        )
