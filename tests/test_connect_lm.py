@@ -92,3 +92,70 @@ def test_compare_connections_on_gpt2_uses_next_token_metrics(tmp_path):
         compare_connections(
             model, A, B, splits, methods=["linear"], points=5, out=out, resume=True, metrics=("perplexity", "token_acc")
         )
+
+
+# ---------------------------------------------------------------------------- REPAIR on GPT-2
+def _site_stats(model, weights, x: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The oracle of REPAIR's targets: mean and std over sequences and positions of every
+    block's value channels (the last third of ``c_attn``'s output) and MLP hidden channels
+    (``c_fc``'s output), by forward hooks on a float64 copy at ``weights``."""
+    net = copy.deepcopy(model).double().eval()
+    net.load_state_dict({k: v.double() if v.is_floating_point() else v for k, v in weights.items()})
+    d, outs, hooks = net.config.n_embd, {}, []
+    for i, block in enumerate(net.transformer.h):
+        hooks.append(
+            block.attn.c_attn.register_forward_hook(lambda m, a, o, i=i: outs.__setitem__(f"v{i}", o[..., 2 * d :]))
+        )
+        hooks.append(block.mlp.c_fc.register_forward_hook(lambda m, a, o, i=i: outs.__setitem__(f"fc{i}", o)))
+    with torch.no_grad():
+        net(x)
+    for h in hooks:
+        h.remove()
+    return {
+        k: (o.reshape(-1, o.shape[-1]).mean(0), o.reshape(-1, o.shape[-1]).std(0, unbiased=False))
+        for k, o in outs.items()
+    }
+
+
+def test_repair_sites_of_gpt2_are_its_values_and_mlp_hidden_channels():
+    from landscape.connect.repair import repair_sites, unrepaired_layers
+
+    model = tiny_gpt2(0, n_layer=2)
+    sites = repair_sites(model)
+    assert [(s.module, s.span, s.level) for s in sites] == [
+        ("transformer.h.0.attn.c_attn", (16, 24), 1),
+        ("transformer.h.0.mlp.c_fc", None, 2),
+        ("transformer.h.1.attn.c_attn", (16, 24), 3),
+        ("transformer.h.1.mlp.c_fc", None, 4),
+    ]
+    left = unrepaired_layers(model)
+    assert "softmax" in left["transformer.h.1.attn.c_attn (queries, keys)"]
+    assert "residual stream" in left["transformer.h.0.mlp.c_proj"] and "transformer.wte" in left
+
+
+@pytest.mark.parametrize("t", [0.3, 0.5])
+def test_repair_of_gpt2_meets_the_interpolated_statistics(t):
+    from landscape.connect.repair import repair_path
+
+    model = tiny_gpt2(0, n_layer=2)
+    A, B = ls.Weights.from_module(model), ls.Weights.from_module(tiny_gpt2(1, n_layer=2))
+    x = tokens(24, 3).x
+    with pytest.warns(UserWarning, match="REPAIR leaves the outputs of"):
+        path = repair_path(linear_path(A, B, [0.0, t, 1.0]), A, B, model, x, batch_size=10)
+    for k, w in ((0, A), (2, B)):
+        assert all(torch.equal(path.point(k)[n], w[n]) for n in w.keys())
+    sa, sb, got = (_site_stats(model, w, x) for w in (A, B, path.weights(1)))
+    plain = _site_stats(model, linear_path(A, B, [t]).weights(0), x)
+    for site in got:
+        for j in (0, 1):  # mean, std
+            want = (1 - t) * sa[site][j] + t * sb[site][j]
+            assert torch.allclose(got[site][j], want, rtol=0, atol=1e-5), site
+        assert not torch.allclose(plain[site][1], got[site][1], atol=1e-3)  # the plain line differs
+    # only the corrected layers changed, and of c_attn only its value columns
+    line = linear_path(A, B, [t]).weights(0)
+    changed = {n for n in A.keys() if not torch.allclose(path.point(1)[n].double(), line[n].double(), atol=1e-12)}
+    assert changed <= {
+        f"transformer.h.{i}.{m}.{p}" for i in (0, 1) for m in ("attn.c_attn", "mlp.c_fc") for p in ("weight", "bias")
+    }
+    w = "transformer.h.1.attn.c_attn.weight"
+    assert torch.equal(path.point(1)[w][:, :16], line[w][:, :16])

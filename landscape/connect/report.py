@@ -440,27 +440,19 @@ def compare_connections(
     attrs : mapping, optional
         Extra attributes stored in the file (model spec, data spec, ...).
     metrics : (str, str), optional
-        The loss and accuracy every point is evaluated with (:func:`path_metrics`; default
-        by the model: ``("token_loss", "token_acc")`` for a causal language model, else
-        ``("loss", "acc")``), stored in the file's attribute ``metrics``; the report's
-        ``loss``/``acc``, worst accuracy and largest loss are theirs.
+        The loss and accuracy of every point (:func:`path_metrics`; default chosen by the model), attribute ``metrics``.
 
     Returns
     -------
     ConnectionReport
     """
     methods, curves, flows = list(methods), dict(curves or {}), dict(connection_models or {})
-    pair = path_metrics(model, metrics)
     _check_rows(A, B, splits, methods, curves, flows)
-    exists = _check_run(points, out, force, resume)
-    check_form(wa_form)
-    check_neuron(neuron)
+    exists = _check_run(points, out, force, resume, wa_form, neuron)
     options, skipped = _prepare(model, methods, {"wa_form": wa_form, "neuron": neuron, "ridge": ridge})
-    rep = _new_report(model, A, B, splits, methods, [*flows, *curves], options, points, bn, attrs)
-    rep.attrs["metrics"] = list(pair)
-    prior = _prior_report(out, rep) if (exists and resume) else None
+    rep = _new_report(model, A, B, splits, methods, [*flows, *curves], options, points, bn, attrs, metrics)
     evaluation = dict(bn=bn, bn_data=bn_data, device=device, precision=precision, progress=progress)
-    run = _Run(model, splits, rep, out, prior, evaluation)
+    run = _Run(model, splits, rep, out, _prior_report(out, rep) if (exists and resume) else None, evaluation)
     run.endpoints(A, B)
     t = np.linspace(0.0, 1.0, int(points))
     for m in methods:
@@ -472,9 +464,11 @@ def compare_connections(
     return run.finish()
 
 
-def _check_run(points: int, out, force: bool, resume: bool) -> bool:
-    """Check the run's ``points``, ``force`` and ``resume``; whether ``out`` exists (an
-    existing file raises unless ``force`` or ``resume``)."""
+def _check_run(points: int, out, force: bool, resume: bool, wa_form: str, neuron: str) -> bool:
+    """Check the run's ``points``, ``force``, ``resume``, ``wa_form`` and ``neuron``; whether
+    ``out`` exists (an existing file raises unless ``force`` or ``resume``)."""
+    check_form(wa_form)
+    check_neuron(neuron)
     if int(points) < 2:
         raise ValueError(f"points should be at least 2, got {points}")
     if resume and force:
@@ -485,9 +479,11 @@ def _check_run(points: int, out, force: bool, resume: bool) -> bool:
     return exists
 
 
-def _new_report(model, A, B, splits, methods, others, options, points, bn, attrs) -> ConnectionReport:
+def _new_report(model, A, B, splits, methods, others, options, points, bn, attrs, metrics) -> ConnectionReport:
     """The empty report of a run: its rows (the methods, then connection models and curves
-    under their names), their labels and the settings it is made with."""
+    under their names), their labels and the settings it is made with (the path metrics:
+    :func:`path_metrics` of ``metrics``)."""
+    pair = path_metrics(model, metrics)
     n_linear, groups = _structure(model)
     return ConnectionReport(
         methods=methods + others,
@@ -503,6 +499,7 @@ def _new_report(model, A, B, splits, methods, others, options, points, bn, attrs
             "A-sha256": A.sha256 or "",
             "B-sha256": B.sha256 or "",
             **dict(attrs or {}),
+            "metrics": list(pair),
         },
         labels={**{m: registry.label(m, **options) for m in methods}, **{n: n for n in others}},
     )
