@@ -159,3 +159,14 @@ def test_repair_of_gpt2_meets_the_interpolated_statistics(t):
     }
     w = "transformer.h.1.attn.c_attn.weight"
     assert torch.equal(path.point(1)[w][:, :16], line[w][:, :16])
+
+
+def test_activation_matching_rows_of_gpt2_are_skipped_with_the_reason():
+    """GPT-2's attention groups have no activation of their own: the rows are skipped, not a crash."""
+    model = tiny_gpt2(0)
+    A, B = ls.Weights.from_module(model), ls.Weights.from_module(tiny_gpt2(1))
+    methods = ["activation-matching", "activation-matching+repair", "weight-matching+repair"]
+    rep = compare_connections(model, A, B, {"train": tokens(4, 1)}, methods=methods, points=3)
+    assert sorted(rep.skipped) == methods[:2]
+    assert "group(s) have none (e.g. transformer.h.0.attn.heads" in rep.skipped["activation-matching"]
+    assert rep.computed == ["weight-matching+repair"]

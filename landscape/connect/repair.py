@@ -260,7 +260,7 @@ def _site(name: str, mod: nn.Module, node: torch.fx.Node, writers, modules, leve
 
 #: Why REPAIR leaves GPT-2's other writers of hidden channels as they are.
 _GPT2_LEFT = {
-    "stream": "writes the residual stream, which every block adds into: no one layer's correction sets its statistics",
+    "stream": "writes the residual stream, which every block adds into",
     "qk": "queries and keys: an affine correction of them is not an affine change of the attention's output "
     "(the scores go through a softmax)",
 }
