@@ -170,3 +170,27 @@ def test_activation_matching_rows_of_gpt2_are_skipped_with_the_reason():
     assert sorted(rep.skipped) == methods[:2]
     assert "group(s) have none (e.g. transformer.h.0.attn.heads" in rep.skipped["activation-matching"]
     assert rep.computed == ["weight-matching+repair"]
+
+
+def test_landscape_connect_on_a_gpt2_folder_reports_token_metrics(tmp_path, capsys):
+    """``landscape connect`` on a Hugging Face GPT-2 folder and a text corpus: next-token rows."""
+    from landscape.cli import main
+
+    folder, text = tmp_path / "gpt2", tmp_path / "text"
+    text.mkdir()
+    (text / "a.py").write_text("def f(x):\n    return x + 1\n" * 20)
+    cfg = transformers.GPT2Config(vocab_size=256, n_positions=8, n_embd=8, n_layer=1, n_head=2, bos_token_id=0)
+    cfg.eos_token_id, cfg.architectures = 0, ["GPT2LMHeadModel"]
+    cfg.save_pretrained(folder)
+    ckpts = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        ckpts += ["--ckpt", str(tmp_path / f"s{seed}.pt")]
+        ls.save_weights(ls.build_model(f"hf:{folder}").state_dict(), ckpts[-1])
+    out = tmp_path / "c.h5"
+    argv = ["connect", "--model", f"hf:{folder}", *ckpts, "--data", f"text:{text}:seq=8:ext=py", "--points", "3"]
+    assert main([*argv, "--methods", "linear", "--out", str(out), "--no-progress"]) == 0
+    assert "Worst test token acc (%)" in capsys.readouterr().out
+    rep = ConnectionReport.load(out)
+    assert rep.metrics == ("token_loss", "token_acc")
+    assert rep.endpoints["test"]["A_loss"] == pytest.approx(np.log(256), abs=0.5)  # an untrained byte model

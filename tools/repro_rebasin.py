@@ -23,7 +23,15 @@ Two parts (issue 22, "Must show"), each resumable:
     training set at every point (a second report per pair). ``resnet20`` is cheaper to
     connect with fewer of everything: 15 epochs, 11 points, the first 256 training images
     as matching and REPAIR/RESET data, and no OT or Bezier rows (``--epochs`` and
-    ``--points`` override its epochs and points).
+    ``--points`` override its epochs and points). ``gpt2``: a byte-level Hugging Face GPT-2
+    (2 layers, width 64, 4 heads, context 128) built from its config and trained with AdamW
+    (600 steps of 16 sequences) on the ``json`` and ``email`` packages of the Python standard
+    library (``text:<dir>:seq=128:ext=py``), evaluated with the next-token loss and accuracy;
+    11 points; its rows: linear, OT's stage 1 alone, weight matching, activation matching
+    (stream and MLP by activations, attention groups by weights: the attention internals
+    have no activation of their own), each but OT with REPAIR (attention values and MLP
+    hidden units; no BatchNorm, no RESET), and a quadratic Bezier curve fitted with
+    ``loss="token_loss"`` (2 epochs); ``--epochs``/``--fit-epochs`` do not apply to it.
 
 The barrier of a path is ``max_t [loss(t) - ((1 - t) loss(A) + t loss(B))]`` of the mean
 cross-entropy on the training set (1,257 images), over ``--points`` values of ``t``
@@ -34,6 +42,7 @@ Usage::
 
     python3 tools/repro_rebasin.py --sweep                 # widths 32..2048, 3 pairs each
     python3 tools/repro_rebasin.py --table --archs mlp,cnn # 3 seed pairs each
+    PYTHONPATH=. python3 tools/repro_rebasin.py --table --archs gpt2 --out-dir repro-gpt2
     python3 tools/repro_rebasin.py --sweep --table --quick # smoke run of both parts
 
 Trained networks, curves and the per-pair reports (HDF5) are cached in ``--out-dir``, in a
