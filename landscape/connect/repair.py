@@ -40,9 +40,9 @@ REPAIR (:func:`repair_path`)
     Outputs are corrected in forward order, since a correction changes the statistics of
     everything after it: the outputs are taken in levels (those with no corrected output
     upstream first), one pass over the data per level, measured by forward hooks on the
-    corrected modules (the pass stops after the level's last one). Channels whose standard deviation is
-    0 are only shifted. The points at ``t = 0`` and ``t = 1`` are ``A`` and ``B'``
-    unchanged.
+    corrected modules (the pass stops after the level's last one). Channels whose standard
+    deviation is 0 are only shifted. The points at ``t = 0`` and ``t = 1`` are ``A`` and
+    ``B'`` unchanged.
 
 Which outputs are corrected comes from the model's one trace
 (:func:`~landscape.connect.structure.structure`): the hidden channels of its permutation
