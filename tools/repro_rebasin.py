@@ -23,7 +23,15 @@ Two parts (issue 22, "Must show"), each resumable:
     training set at every point (a second report per pair). ``resnet20`` is cheaper to
     connect with fewer of everything: 15 epochs, 11 points, the first 256 training images
     as matching and REPAIR/RESET data, and no OT or Bezier rows (``--epochs`` and
-    ``--points`` override its epochs and points).
+    ``--points`` override its epochs and points). ``gpt2``: a byte-level Hugging Face GPT-2
+    (2 layers, width 64, 4 heads, context 128) built from its config and trained with AdamW
+    (600 steps of 16 sequences) on the ``json`` and ``email`` packages of the Python standard
+    library (``text:<dir>:seq=128:ext=py``), evaluated with the next-token loss and accuracy;
+    11 points; its rows: linear, OT's stage 1 alone, weight matching, activation matching
+    (stream and MLP by activations, attention groups by weights: the attention internals
+    have no activation of their own), each but OT with REPAIR (attention values and MLP
+    hidden units; no BatchNorm, no RESET), and a quadratic Bezier curve fitted with
+    ``loss="token_loss"`` (2 epochs); ``--epochs``/``--fit-epochs`` do not apply to it.
 
 The barrier of a path is ``max_t [loss(t) - ((1 - t) loss(A) + t loss(B))]`` of the mean
 cross-entropy on the training set (1,257 images), over ``--points`` values of ``t``
@@ -34,6 +42,7 @@ Usage::
 
     python3 tools/repro_rebasin.py --sweep                 # widths 32..2048, 3 pairs each
     python3 tools/repro_rebasin.py --table --archs mlp,cnn # 3 seed pairs each
+    PYTHONPATH=. python3 tools/repro_rebasin.py --table --archs gpt2 --out-dir repro-gpt2
     python3 tools/repro_rebasin.py --sweep --table --quick # smoke run of both parts
 
 Trained networks, curves and the per-pair reports (HDF5) are cached in ``--out-dir``, in a
@@ -85,6 +94,13 @@ ARCHS = {
         "bases": ("linear", "weight-matching", "activation-matching"),
         "curve": False,
     },
+    "gpt2": {
+        "label": "byte-level GPT-2 (Hugging Face GPT2LMHeadModel from config: 2 layers, width 64, 4 heads, "
+        "context 128, vocabulary 256, no dropout), trained with AdamW on the json + email packages of the Python "
+        "standard library (tools/example_lm.py's fine-tuning part); token loss and accuracy",
+        "points": 11,
+        # networks and everything after them are built by gpt2_pair (below), not table_pair
+    },
 }
 BASES = ("linear", "ot", "weight-matching", "activation-matching")
 SUFFIXES = {"linear": True, "ot": False, "weight-matching": True, "activation-matching": True}
@@ -116,8 +132,9 @@ def recipe(args, part: str, arch: str | None = None) -> str:
     if part == "sweep":
         return f"epochs{args.sweep_train['epochs']}"
     archs = [arch] if arch is not None else args.archs
-    epochs = sorted({arch_train(args, a)["epochs"] for a in archs})
-    return f"epochs{'+'.join(map(str, epochs))}-fit{args.fit['epochs']}"
+    lm = [gpt2_recipe(args)["name"]] if "gpt2" in archs else []  # its own steps and curve
+    epochs = sorted({arch_train(args, a)["epochs"] for a in archs if a != "gpt2"})
+    return "+".join(([f"epochs{'+'.join(map(str, epochs))}-fit{args.fit['epochs']}"] if epochs else []) + lm)
 
 
 def barrier(t, loss, loss_a: float, loss_b: float) -> float:
@@ -237,6 +254,8 @@ def run_sweep(args, log) -> dict:
 # ---------------------------------------------------------------------------- the table
 def arch_train(args, arch: str) -> dict:
     """The training recipe of ``arch``'s networks: ``--epochs`` if given, else the arch's own epochs."""
+    if arch == "gpt2":
+        return gpt2_recipe(args)["train"]
     epochs = args.epochs if args.epochs is not None else ARCHS[arch].get("epochs", TRAIN["epochs"])
     return dict(TRAIN, epochs=epochs)
 
@@ -345,6 +364,256 @@ def table_pair(arch: str, pair: int, args, log) -> dict:
     return rec
 
 
+# ---------------------------------------------------------------------------- the GPT-2 rows
+STDLIB = os.path.dirname(os.__file__)
+GPT2_PACKAGES = ("json", "email")  # tools/example_lm.py's "json_email" part of the standard library
+GPT2 = {
+    "model": {"n_embd": 64, "n_layer": 2, "n_head": 4},
+    "seq_len": 128,
+    "train": {"steps": 600, "batch_size": 16, "lr": 2e-3, "warmup": 30, "weight_decay": 0.1},
+    "fit": {"epochs": 2, "batch_size": 16, "lr": 0.05, "momentum": 0.9, "weight_decay": 0.0},
+    "eval_train": 256,  # train sequences (evenly spaced) of the barrier, and of matching and REPAIR
+}
+GPT2_QUICK = {
+    "model": {"n_embd": 32, "n_layer": 2, "n_head": 2},
+    "seq_len": 32,
+    "train": {"steps": 30, "batch_size": 16, "lr": 3e-3, "warmup": 3, "weight_decay": 0.1},
+    "fit": {"epochs": 1, "batch_size": 16, "lr": 0.05, "momentum": 0.9, "weight_decay": 0.0},
+    "eval_train": 32,
+}
+#: activation matching of GPT-2's stream and MLP groups, its attention groups by weights (gpt2_activation_matching)
+GPT2_AM = "activation-matching-stream-mlp"
+GPT2_BASES = ("linear", "weight-matching", GPT2_AM)  # OT: its stage 1 alone (gpt2_ot_stage1)
+
+
+def gpt2_activation_matching(A, B, model, data, *, t, **options):
+    """The activation-matching row of GPT-2: the registry's ``activation-matching`` skips
+    GPT-2, whose attention groups (heads, query/key and value dimensions) have no activation
+    of their own; here the groups that have one (the residual stream, the MLP hidden units)
+    are matched by activations (:func:`~landscape.connect.rebasin.activation_matching`), then
+    the attention groups by weight matching of ``A`` and ``B`` so aligned (the groups are
+    disjoint: the two matchings compose)."""
+    from landscape.connect.graph import permute_groups
+    from landscape.connect.rebasin import activation_matching, aligned_path, weight_matching
+    from landscape.connect.structure import structure
+
+    s = structure(model)
+    active = {grp for grp, _ in s.activation_modules.values()}
+    by_activation = [g for g in s.groups if g.name in active]
+    perms = activation_matching(A, B, model, data, groups=by_activation)
+    rest = [g for g in s.groups if g.name not in active]
+    perms.update(weight_matching(A, permute_groups(B, by_activation, perms), model, groups=rest))
+    return aligned_path(A, B, model, perms, t, method=GPT2_AM)
+
+
+def register_gpt2_rows() -> None:
+    """Register :data:`GPT2_AM` and its ``+repair``/``+reset`` rows (once)."""
+    if GPT2_AM not in ls.connect.registry.names():
+        label = "Activation matching (stream, MLP; attention by weights)"
+        ls.connect.registry.register(GPT2_AM, gpt2_activation_matching, label=label, needs_data=True)
+        ls.connect.registry.register_renormalized(GPT2_AM)
+
+
+def gpt2_recipe(args) -> dict:
+    """The GPT-2 settings (``--quick``: a tiny model and few steps) and their folder name."""
+    cfg = json.loads(json.dumps(GPT2_QUICK if args.quick else GPT2))
+    m, tr = cfg["model"], cfg["train"]
+    cfg["name"] = f"gpt2-w{m['n_embd']}-l{m['n_layer']}-steps{tr['steps']}-fit{cfg['fit']['epochs']}"
+    return cfg
+
+
+def gpt2_corpus(seq_len: int) -> tuple[dict, dict]:
+    """``({"train", "test"}: TensorData of token ids, info)``: the packages of
+    :data:`GPT2_PACKAGES` read by ``ls.load_data("text:<dir>:seq=T:ext=py", split)``
+    (every 10th sequence of a package is test), concatenated in that order."""
+    splits, info = {}, {"packages": list(GPT2_PACKAGES), "stdlib": STDLIB, "python": platform.python_version()}
+    for split in ("train", "test"):
+        parts = [ls.load_data(f"text:{os.path.join(STDLIB, p)}:seq={seq_len}:ext=py", split) for p in GPT2_PACKAGES]
+        x = torch.cat([d.x for d in parts])
+        info["text_sha256"] = [d.info["text_sha256"] for d in parts]
+        splits[split] = ls.TensorData(
+            x, x.clone(), spec=f"stdlib:{'+'.join(GPT2_PACKAGES)}:seq={seq_len}", num_classes=256, split=split
+        )
+        info[f"{split}_sequences"] = len(x)
+    return splits, info
+
+
+def evenly(data: ls.TensorData, n: int) -> ls.TensorData:
+    """``n`` sequences evenly spaced over ``data`` (all when it has fewer)."""
+    idx = torch.as_tensor(np.unique(np.linspace(0, len(data) - 1, min(n, len(data))).round().astype(np.int64)))
+    return ls.TensorData(data.x[idx], data.y[idx], spec=data.spec, num_classes=256, split=data.split)
+
+
+def gpt2_model(folder: str, cfg: dict):
+    """A GPT-2 built from the ``config.json`` written to ``folder`` (``ls.build_model("hf:DIR")``)."""
+    import transformers
+
+    if not os.path.exists(os.path.join(folder, "config.json")):
+        config = transformers.GPT2Config(
+            vocab_size=256,
+            n_positions=cfg["seq_len"],
+            bos_token_id=0,
+            eos_token_id=0,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            architectures=["GPT2LMHeadModel"],
+            **cfg["model"],
+        )
+        config.save_pretrained(folder)
+    return ls.build_model(f"hf:{folder}")
+
+
+def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to a tenth of ``lr`` (tools/example_lm.py's schedule)."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    return lr * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * (step - warmup) / max(1, steps - warmup))))
+
+
+def train_gpt2(model, data, opts: dict, seed: int) -> None:
+    """AdamW on the token loss (decay on matrices only, betas 0.9/0.95, gradient norm clipped
+    at 1), ``opts["steps"]`` minibatches in the order of ``seed`` (``TrainBatches.stream``)."""
+    from landscape.train import TrainBatches, loss_of
+
+    batches = TrainBatches.for_module(model, data, opts["batch_size"], torch.Generator().manual_seed(seed)).stream()
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    rest = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": opts["weight_decay"]}, {"params": rest, "weight_decay": 0.0}]
+    opt = torch.optim.AdamW(groups, lr=opts["lr"], betas=(0.9, 0.95))
+    model.train()
+    for step in range(opts["steps"]):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, opts["steps"], opts["lr"], opts["warmup"])
+        loss = loss_of(model, None, next(batches), "token_loss")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+    model.eval()
+
+
+def trained_gpt2(path: str, folder: str, cfg: dict, train, seed: int, force: bool) -> ls.Weights:
+    """The GPT-2 of ``cfg`` initialised and trained from ``seed``, cached at ``path``."""
+    torch.manual_seed(seed)  # before the model is built: its initial weights come from the seed
+    model = gpt2_model(folder, cfg)
+    if force or not os.path.exists(path):
+        train_gpt2(model, train, cfg["train"], seed)
+        ls.save_weights(model.state_dict(), path, force=True)
+    return ls.load_checkpoint(path, model)
+
+
+def gpt2_pair(arch: str, pair: int, args, log) -> dict:
+    """One seed pair of GPT-2s: train both, fit the Bezier curve, connect by every row."""
+    cfg = gpt2_recipe(args)
+    data, corpus = gpt2_corpus(cfg["seq_len"])
+    folder = os.path.join(args.out_dir, "table", cfg["name"], arch, f"pair{pair}")
+    os.makedirs(folder, exist_ok=True)
+    config_dir = os.path.join(args.out_dir, "table", cfg["name"], arch, "config")
+    seeds = (2 * pair + 1, 2 * pair + 2)
+    t0 = time.perf_counter()
+    A, B = (
+        trained_gpt2(os.path.join(folder, f"seed{s}.pt"), config_dir, cfg, data["train"], s, args.force) for s in seeds
+    )
+    model = gpt2_model(config_dir, cfg)
+    t1 = time.perf_counter()
+    curve = ls.curves.Curve(A, B, n_bends=1, kind="bezier")
+    ls.curves.fit_curve(
+        model, curve, data["train"], schedule="garipov", seed=pair, device="cpu", loss="token_loss",
+        checkpoint=os.path.join(folder, "bezier3.pt"), resume=not args.force, force=args.force, progress=False,
+        **cfg["fit"],
+    )  # fmt: skip
+    t2 = time.perf_counter()
+    evals = evenly(data["train"], cfg["eval_train"])
+    register_gpt2_rows()
+    methods = [m for b in GPT2_BASES for m in (b, f"{b}+repair")]
+    points = args.points if args.points_given else ARCHS[arch]["points"]
+    rep = compare_connections(
+        model, A, B, {"train": evals, "test": data["test"]}, methods=methods, curves={CURVE: curve},
+        points=points, wa_data=evals, device="cpu", resume=not args.force, force=args.force,
+        out=os.path.join(folder, "connections.h5"),
+        attrs={"model": cfg["model"], "seq_len": cfg["seq_len"], "seeds": list(seeds), "train": cfg["train"],
+               "fit": cfg["fit"], "corpus": corpus},
+    )  # fmt: skip
+    rows = {m.replace(GPT2_AM, "activation-matching"): v for m, v in summarize(rep, [*methods, CURVE]).items()}
+    rows["ot"] = gpt2_ot_stage1(model, A, B, {"train": evals, "test": data["test"]}, rep, folder, args)
+    rec = {
+        "arch": arch,
+        "pair": pair,
+        "seeds": list(seeds),
+        "train": cfg["train"],
+        "points": points,
+        "stats_samples": len(evals),
+        "corpus": corpus,
+        "metrics": list(rep.metrics),
+        "rows": rows,
+        "skipped": dict(rep.skipped),
+        ENDS: endpoints(rep),
+        "seconds": {"train": t1 - t0, "fit": t2 - t1, "connect": time.perf_counter() - t2},
+    }
+    log(
+        f"  [{arch} pair {pair}] train {t1 - t0:.0f}s, curve {t2 - t1:.0f}s, connect {rec['seconds']['connect']:.0f}s:"
+        + ",".join(f" {m} {v['barrier']:.3f}/{100 * v['worst_test_acc']:.1f}%" for m, v in rows.items())
+    )
+    return rec
+
+
+def gpt2_ot_stage1(model, A, B, splits: dict, rep, folder: str, args) -> dict:
+    """The OT row of a GPT-2 pair: stage 1 of :func:`~landscape.connect.ot_path` alone (the
+    line from ``A`` to ``B`` permuted by OT's matching of the paper's neurons), at the
+    report's ``t`` and metrics, each split's profile in its own result file. Stage 2 (the
+    swaps from ``B'`` back to ``B``) has two points per transposition, about a thousand on
+    this model: too many to evaluate here."""
+    t = np.asarray(rep.t["linear"], dtype=np.float64)
+    path = ls.connect.ot_path(A, B, model, t)
+    loss_name, acc_name = rep.metrics
+    res = {
+        s: ls.evaluate(
+            model,
+            path.stage1,
+            data,
+            (loss_name, acc_name),
+            device="cpu",
+            progress=False,
+            out=os.path.join(folder, f"ot-stage1-{s}.h5"),
+            resume=not args.force,
+            force=args.force,
+        )  # fmt: skip
+        for s, data in splits.items()
+    }
+    e = rep.endpoints["train"]
+    return {
+        "barrier": barrier(path.t1, res["train"][loss_name], e["A_loss"], e["B_loss"]),
+        "max_train_loss": float(np.max(res["train"][loss_name])),
+        "worst_train_acc": float(np.min(res["train"][acc_name])),
+        "worst_test_acc": float(np.min(res["test"][acc_name])),
+        "stage2_points": int(path.stage2.K),
+    }
+
+
+def gpt2_notes(records: list[dict], args) -> list[str]:
+    """The table's notes on the GPT-2 column: settings, data, the rows it cannot have."""
+    cfg = gpt2_recipe(args)
+    rs = [r for r in records if r["arch"] == "gpt2"]
+    out = [
+        f"gpt2: {cfg['model']}, context {cfg['seq_len']}; training {cfg['train']} (AdamW, cosine to lr/10); "
+        f"Bezier curve fitted with loss='token_loss', {cfg['fit']} (SGD, garipov schedule) on all training sequences",
+        f"gpt2: barrier of the next-token loss on {cfg['eval_train']} training sequences evenly spaced over the "
+        f"{rs[0]['corpus']['train_sequences'] if rs else '?'} (the data of activation matching and REPAIR too); "
+        f"worst next-token accuracy on all {rs[0]['corpus']['test_sequences'] if rs else '?'} test sequences",
+        "gpt2: REPAIR corrects each block's attention value channels and MLP hidden channels; no BatchNorm, so "
+        "no RESET rows",
+        "gpt2: the activation-matching rows match the residual stream and MLP hidden units by activations and "
+        "the attention groups (heads, query/key and value dimensions, which have no activation of their own) by "
+        "weight matching after them; the registry's activation-matching skips GPT-2",
+        "gpt2: the OT row is OT's stage 1 alone (A to B permuted by OT's matching); its stage 2, "
+        f"{rs[0]['rows']['ot']['stage2_points'] if rs else '?'} points of swaps back to B, was not evaluated (cost)",
+    ]
+    for why in sorted({w for r in rs for m, w in r["skipped"].items()}):
+        out.append(f"gpt2: skipped rows ({', '.join(sorted({m for r in rs for m in r['skipped']}))}): {why}")
+    return out
+
+
 def row_name(row: str) -> str:
     names = {"linear": "Linear", "ot": "OT", "weight-matching": "Weight matching"}
     names["activation-matching"] = "Activation matching"
@@ -373,7 +642,9 @@ def barrier_table(records: list[dict], archs: list[str]) -> str:
 
 
 def run_table(args, log) -> dict:
-    records = [table_pair(a, k, args, log) for a in args.archs for k in range(args.seeds)]
+    records = [
+        (gpt2_pair if a == "gpt2" else table_pair)(a, k, args, log) for a in args.archs for k in range(args.seeds)
+    ]
     notes = [f"{a}: {ARCHS[a]['label']}" for a in args.archs]
     points = ", ".join(f"{a} {arch_points(args, a)}" for a in args.archs)
     trains = "; ".join(f"{a} {arch_train(args, a)}" for a in args.archs)
@@ -386,10 +657,13 @@ def run_table(args, log) -> dict:
             notes.append(f"{a}: no Bezier curve row")
     if "mlp" in args.archs:
         notes.append("mlp: no BatchNorm, so no RESET rows (RESET would return the plain line)")
+    if "gpt2" in args.archs:
+        notes += gpt2_notes(records, args)
     text = "\n\n".join(
         [
             f"Train-loss barrier and worst test accuracy along each path, mean ± std over {args.seeds} seed "
-            f"pair(s), {points} points, training {trains}, Bezier curve {args.fit}:",
+            f"pair(s), {points} points, training {trains}"
+            + (f", Bezier curve {args.fit}:" if set(args.archs) - {"gpt2"} else ":"),
             barrier_table(records, args.archs),
             "\n".join(f"- {n}" for n in notes),
         ]

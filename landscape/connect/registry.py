@@ -53,7 +53,7 @@ from .paths import arc_path, linear_path
 from .rebasin import activation_matching_connection, weight_matching_connection
 from .repair import RENORMALIZATIONS, renormalized, repair_sites
 from .result import Path
-from .structure import UnsupportedModelError
+from .structure import UnsupportedModelError, structure
 
 __all__ = [
     "PAPER_METHODS",
@@ -395,7 +395,30 @@ PAPER_METHODS = names()
 
 # Git Re-Basin (Ainsworth et al. 2023): the line to B aligned by permutations
 register("weight-matching", weight_matching_connection, label="Weight matching")
-register("activation-matching", activation_matching_connection, label="Activation matching", needs_data=True)
+
+
+def _activation_options(model: nn.Module, options: dict[str, Any]) -> dict[str, Any]:
+    """Skip an ``activation-matching`` row on a model with permutation groups that have no
+    activation of their own to correlate (GPT-2's attention heads and the dimensions inside
+    a head: :attr:`~landscape.connect.structure.Structure.activation_modules`)."""
+    s = structure(model)
+    active = {grp for grp, _ in s.activation_modules.values()}
+    missing = [g.name for g in s.groups if g.name not in active]
+    if missing:
+        raise UnsupportedModelError(
+            f"activation matching correlates every group's activations and {len(missing)} group(s) have none "
+            f"(e.g. {', '.join(missing[:3])}); match them by weights (weight-matching)"
+        )
+    return options
+
+
+register(
+    "activation-matching",
+    activation_matching_connection,
+    label="Activation matching",
+    needs_data=True,
+    prepare=_activation_options,
+)
 
 
 # ---------------------------------------------------------------------------- REPAIR and RESET

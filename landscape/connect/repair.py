@@ -29,7 +29,8 @@ REPAIR (:func:`repair_path`)
     weights in float64, so a REPAIR point is a plain set of weights the engine evaluates:
 
     - a ``Linear`` or ``Conv`` layer that writes a channel without a BatchNorm after it:
-      its weight rows times :math:`a`, its bias :math:`a\\,\\text{bias} + b`;
+      its weight rows times :math:`a`, its bias :math:`a\\,\\text{bias} + b` (GPT-2's
+      ``Conv1D``, whose weight is ``[in, out]``: its weight columns);
     - a ``BatchNorm`` (the output of the layer before it is corrected there): its running
       statistics become the mean and unbiased variance of its input over the data (as
       RESET's, so that ``bn="recompute"`` on the same data changes the point little) and its
@@ -38,9 +39,10 @@ REPAIR (:func:`repair_path`)
 
     Outputs are corrected in forward order, since a correction changes the statistics of
     everything after it: the outputs are taken in levels (those with no corrected output
-    upstream first), one pass over the data per level. Channels whose standard deviation is
-    0 are only shifted. The points at ``t = 0`` and ``t = 1`` are ``A`` and ``B'``
-    unchanged.
+    upstream first), one pass over the data per level, measured by forward hooks on the
+    corrected modules (the pass stops after the level's last one). Channels whose standard
+    deviation is 0 are only shifted. The points at ``t = 0`` and ``t = 1`` are ``A`` and
+    ``B'`` unchanged.
 
 Which outputs are corrected comes from the model's one trace
 (:func:`~landscape.connect.structure.structure`): the hidden channels of its permutation
@@ -51,6 +53,14 @@ into a pre-activation ResNet's stream; a BatchNorm without affine parameters; a 
 called twice; other kinds of layers) are left as they are, with a warning
 (:func:`unrepaired_layers`); a model with nothing to correct, or one the trace does not
 follow, raises :class:`~landscape.connect.UnsupportedModelError`.
+
+A Hugging Face GPT-2 (whose structure is read from its module tree) is corrected, block by
+block, at the value channels of its attention (the third part of the fused ``c_attn``: the
+attention averages values with weights summing to 1, so the correction of a value channel is
+the same affine change of the attention's output) and at its MLP's hidden channels (``c_fc``,
+before the GELU). Queries and keys (an affine change of them does not pass affinely through
+the softmax) and the residual stream (which every block adds into) are left, with a warning;
+there is no BatchNorm, so nothing to RESET.
 
 Both apply to any *linear-type* connection (:func:`renormalized`): a method whose path is the
 line from ``A`` to ``B'``, with ``B'`` = ``B`` permuted by the path's ``permutations``
@@ -112,29 +122,35 @@ class Site:
         The permutation group whose channels it writes.
     norm : bool
         Whether ``module`` is a BatchNorm (the correction sets its statistics, weight and
-        bias) or a layer (its weight rows and bias).
-    node : str
-        The fx node of the corrected output.
-    measured : str
-        The fx node whose values are measured: the output itself for a layer, the
-        BatchNorm's input for a BatchNorm (its output follows from it in closed form).
+        bias) or a layer (its weight's output channels and bias).
+    measure : {"output", "input"}
+        Which values of ``module``'s call are measured (by a forward hook): its output for
+        a layer, its input for a BatchNorm (its output follows from it in closed form).
     axis : int
-        The channel axis of the measured values (``-1`` for ``Linear``, ``1`` otherwise).
+        The channel axis of the measured values (``-1`` for ``Linear`` and GPT-2's
+        ``Conv1D``, ``1`` otherwise).
     level : int
         1 + the largest level of the sites upstream of it (1: none upstream); the sites of
         one level are measured in one pass.
     eps : float
         A BatchNorm's ``eps`` (0 for a layer).
+    span : (int, int) or None
+        The corrected channels ``[lo, hi)`` of the output when the layer writes several
+        things side by side (GPT-2's fused ``c_attn``: its values); None for all of them.
+    weight_axis : int
+        The axis of the layer's weight that indexes its output channels: 0 for ``Linear``
+        and convolutions (``[out, in, ...]``), 1 for GPT-2's ``Conv1D`` (``[in, out]``).
     """
 
     module: str
     group: str
     norm: bool
-    node: str
-    measured: str
+    measure: str
     axis: int
     level: int
     eps: float = 0.0
+    span: tuple[int, int] | None = None
+    weight_axis: int = 0
 
 
 def repair_sites(model: nn.Module) -> list[Site]:
@@ -154,6 +170,10 @@ def repair_sites(model: nn.Module) -> list[Site]:
     [('1', True, 1), ('4', True, 2)]
     >>> [s.module for s in repair_sites(ls.build_model("mlp", {"widths": [8, 8]}))]
     ['1', '3']
+
+    A Hugging Face GPT-2 (read from its module tree) is corrected at the value channels of
+    every attention (its fused ``c_attn``'s third part) and at the MLP's hidden channels
+    (``c_fc``, before the GELU); see :func:`unrepaired_layers` for the rest.
     """
     sites, left = _plan(model)
     if not sites:
@@ -182,6 +202,8 @@ def unrepaired_layers(model: nn.Module) -> dict[str, str]:
 def _plan(model: nn.Module) -> tuple[list[Site], dict[str, str]]:
     """The sites of ``model`` and the writers left out, with why."""
     s = structure(model)
+    if s.graph is None:  # a transformer read from its module tree
+        return _gpt2_plan(model)
     writers = {
         p.name[: -len(".weight")]: g.name
         for g in s.groups
@@ -220,7 +242,7 @@ def _site(name: str, mod: nn.Module, node: torch.fx.Node, writers, modules, leve
     if isinstance(mod, BATCHNORMS):
         if not mod.affine or not mod.track_running_stats:
             return "a BatchNorm without affine parameters or running statistics"
-        return Site(name, group, True, node.name, node.args[0].name, 1, level, float(mod.eps))
+        return Site(name, group, True, "input", 1, level, float(mod.eps))
     if not isinstance(mod, (nn.Linear, *CONVOLUTIONS)):
         return f"a {type(mod).__name__}; REPAIR corrects Linear, Conv and BatchNorm outputs"
     users = list(node.users)
@@ -233,7 +255,46 @@ def _site(name: str, mod: nn.Module, node: torch.fx.Node, writers, modules, leve
         return None  # corrected at its BatchNorm
     if mod.bias is None:
         return "no bias and no BatchNorm after it: the shift of its channels has nowhere to go"
-    return Site(name, group, False, node.name, node.name, -1 if isinstance(mod, nn.Linear) else 1, level)
+    return Site(name, group, False, "output", -1 if isinstance(mod, nn.Linear) else 1, level)
+
+
+#: Why REPAIR leaves GPT-2's other writers of hidden channels as they are.
+_GPT2_LEFT = {
+    "stream": "writes the residual stream, which every block adds into",
+    "qk": "queries and keys: an affine correction of them is not an affine change of the attention's output "
+    "(the scores go through a softmax)",
+}
+
+
+def _gpt2_plan(model: nn.Module) -> tuple[list[Site], dict[str, str]]:
+    """The sites of a Hugging Face GPT-2, in forward order, and the writers left out.
+
+    Per block: the value channels of the fused ``c_attn`` (the attention averages the
+    values with weights that sum to 1, so an affine correction of a value channel is the
+    same affine change of the attention's output channel) and the MLP's hidden channels
+    written by ``c_fc``. Each reads the residual stream, which every correction upstream
+    changes: one level per site.
+    """
+    s = structure(model)
+    p = "transformer." if hasattr(model, "transformer") else ""
+    names = {g.name for g in s.groups}
+    d = model.config.n_embd
+    sites: list[Site] = []
+    left: dict[str, str] = {f"{p}wte": _GPT2_LEFT["stream"], f"{p}wpe": _GPT2_LEFT["stream"]}
+    for i in range(model.config.n_layer):
+        b = f"{p}h.{i}"
+        vo = f"{b}.attn.vo"
+        if vo not in names:
+            raise UnsupportedModelError(f"GPT-2 block '{b}' has no value group '{vo}' in its structure")
+        sites.append(
+            Site(f"{b}.attn.c_attn", vo, False, "output", -1, len(sites) + 1, span=(2 * d, 3 * d), weight_axis=1)
+        )
+        sites.append(Site(f"{b}.mlp.c_fc", f"{b}.mlp.c_fc", False, "output", -1, len(sites) + 1, weight_axis=1))
+        left[f"{b}.attn.c_attn (queries, keys)"] = _GPT2_LEFT["qk"]
+        for m in (f"{b}.ln_1", f"{b}.attn.c_proj", f"{b}.ln_2", f"{b}.mlp.c_proj"):
+            left[m] = _GPT2_LEFT["stream"]
+    left[f"{p}ln_f"] = _GPT2_LEFT["stream"]
+    return sites, left
 
 
 # ---------------------------------------------------------------------------- statistics
@@ -241,22 +302,32 @@ class _Stop(Exception):
     pass
 
 
-class _Probe(torch.fx.Interpreter):
-    """Runs the trace, keeps the values of the nodes ``want`` and stops after the last."""
+class _Probe:
+    """Forward hooks on the modules of ``sites`` that add each site's measured values (its
+    module's output, or its input) to the site's moments, and stop the pass after the last
+    site (in forward order) is measured."""
 
-    def __init__(self, gm: torch.fx.GraphModule, want: set[str]):
-        super().__init__(gm)
-        order = [n.name for n in gm.graph.nodes]
-        self.want, self.last = want, max(want, key=order.index)
-        self.found: dict[str, torch.Tensor] = {}
+    def __init__(self, net: nn.Module, sites: list[Site]):
+        self.acc: dict[str, Any] = {}
+        last = sites[-1].module
+        self.handles = [
+            net.get_submodule(s.module).register_forward_hook(self._hook(s, s.module == last)) for s in sites
+        ]
 
-    def run_node(self, n: torch.fx.Node):
-        out = super().run_node(n)
-        if n.name in self.want:
-            self.found[n.name] = out
-        if n.name == self.last:
-            raise _Stop
-        return out
+    def _hook(self, site: Site, last: bool):
+        def hook(module, inputs, output):
+            values = inputs[0] if site.measure == "input" else output
+            if site.span is not None:
+                values = values.narrow(site.axis, site.span[0], site.span[1] - site.span[0])
+            self.acc[site.module] = _merge(self.acc.get(site.module), _moments(values, site.axis))
+            if last:
+                raise _Stop
+
+        return hook
+
+    def close(self) -> None:
+        for h in self.handles:
+            h.remove()
 
 
 def _moments(values: torch.Tensor, axis: int) -> tuple[int, torch.Tensor, torch.Tensor]:
@@ -277,20 +348,20 @@ def _merge(acc, new):
     return n, m_a + delta * (n_b / n), q_a + q_b + delta.pow(2) * (n_a * n_b / n)
 
 
-def _measure(net: torch.fx.GraphModule, X: torch.Tensor, sites: list[Site], batch_size: int) -> dict[str, tuple]:
-    """``{site.module: (count, mean, M2)}`` of every site's measured values over ``X``."""
-    want = {s.measured for s in sites}
-    acc: dict[str, Any] = {}
-    with torch.no_grad():
-        for start in range(0, X.shape[0], batch_size):
-            probe = _Probe(net, want)
-            try:
-                probe.run(X[start : start + batch_size])
-            except _Stop:
-                pass
-            for s in sites:
-                acc[s.module] = _merge(acc.get(s.module), _moments(probe.found[s.measured], s.axis))
-    return acc
+def _measure(net: nn.Module, X: torch.Tensor, sites: list[Site], batch_size: int) -> dict[str, tuple]:
+    """``{site.module: (count, mean, M2)}`` of every site's measured values over ``X``
+    (``sites`` in forward order; the pass stops after the last)."""
+    probe = _Probe(net, sites)
+    try:
+        with torch.no_grad():
+            for start in range(0, X.shape[0], batch_size):
+                try:
+                    net(X[start : start + batch_size])
+                except _Stop:
+                    pass
+    finally:
+        probe.close()
+    return probe.acc
 
 
 def _output_stats(site: Site, moments, point: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -325,12 +396,16 @@ def _fold(site: Site, moments, target_mean, target_std, point: dict[str, torch.T
         return
     a = torch.where(live, target_std / torch.where(live, std, 1.0), torch.ones_like(std))
     b = target_mean - a * mean
-    w = point[f"{p}.weight"]
-    point[f"{p}.weight"] = w * a.view(-1, *([1] * (w.dim() - 1)))
-    point[f"{p}.bias"] = a * point[f"{p}.bias"] + b
+    lo, hi = site.span if site.span is not None else (0, a.numel())
+    w = point[f"{p}.weight"].clone()
+    out = w.movedim(site.weight_axis, 0)  # a view: the output channels first
+    out[lo:hi] = out[lo:hi] * a.view(-1, *([1] * (w.dim() - 1)))
+    bias = point[f"{p}.bias"].clone()
+    bias[lo:hi] = a * bias[lo:hi] + b
+    point[f"{p}.weight"], point[f"{p}.bias"] = w, bias
 
 
-def _load(net: torch.fx.GraphModule, point: dict[str, torch.Tensor]) -> None:
+def _load(net: nn.Module, point: dict[str, torch.Tensor]) -> None:
     keys = net.state_dict().keys()
     net.load_state_dict({k: point[k] for k in keys})
 
@@ -477,7 +552,8 @@ def repair_path(
     """
     batch_size = _check_batch_size(batch_size)
     Bp = line_ends(path, A, B, model, what="REPAIR")
-    X = _inputs(data, "REPAIR").to(torch.device(device) if device is not None else "cpu", torch.float64)
+    X = _inputs(data, "REPAIR")
+    X = X.to(torch.device(device) if device is not None else "cpu", torch.float64 if X.is_floating_point() else None)
     sites = repair_sites(model)
     left = unrepaired_layers(model)
     if left:
@@ -487,7 +563,7 @@ def repair_path(
             UserWarning,
             stacklevel=2,
         )
-    net = copy.deepcopy(structure(model).graph).to(X.device, torch.float64).eval()
+    net = copy.deepcopy(model).to(X.device, torch.float64).eval()
     ends = (_endpoint_stats(net, X, sites, A, batch_size), _endpoint_stats(net, X, sites, Bp, batch_size))
     points = []
     for k in range(path.K):

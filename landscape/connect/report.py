@@ -33,7 +33,7 @@ from .flows import aligned_flow_path, flow_path
 from .matching import check_neuron
 from .structure import UnsupportedModelError, structure
 
-__all__ = ["METHODS", "ConnectionReport", "compare_connections"]
+__all__ = ["METHODS", "PATH_METRICS", "ConnectionReport", "compare_connections", "path_metrics"]
 
 #: The connection methods of Anokhin & Yarotsky (2020), in the paper's order
 #: (:data:`~landscape.connect.registry.PAPER_METHODS`), the default rows; every other
@@ -43,6 +43,55 @@ METHODS = registry.PAPER_METHODS
 
 KIND = "connections"
 ENDPOINTS = "End points"
+
+#: The (loss, accuracy) metric pairs a path is evaluated with (:func:`path_metrics`): a
+#: classifier's mean cross-entropy and accuracy per sample, or a causal language model's
+#: next-token cross-entropy and accuracy per counted token (:mod:`landscape.metrics`).
+PATH_METRICS = {"classifier": ("loss", "acc"), "causal-lm": ("token_loss", "token_acc")}
+_LM_SUFFIXES = ("ForCausalLM", "LMHeadModel")
+_TOKEN_METRICS = {"token_loss", "perplexity", "token_acc"}
+
+
+def _is_causal_lm(model: nn.Module) -> bool:
+    """Whether ``model`` is a Hugging Face causal language model (a ``transformers`` class
+    named ``*ForCausalLM`` or ``*LMHeadModel``: its logits at position ``i`` predict token
+    ``i + 1``)."""
+    cls = type(model)
+    return cls.__module__.startswith("transformers.") and cls.__name__.endswith(_LM_SUFFIXES)
+
+
+def path_metrics(model: nn.Module, metrics: Sequence[str] | None = None) -> tuple[str, str]:
+    """The ``(loss, accuracy)`` metric names the points of a path are evaluated with.
+
+    ``None`` chooses by the model: ``("token_loss", "token_acc")`` for a Hugging Face
+    causal language model (``*ForCausalLM``, ``*LMHeadModel``), ``("loss", "acc")``
+    otherwise. An explicit pair is taken as given once checked; a class-metric pair on a
+    causal language model is refused (its ``loss`` would compare the logits at position
+    ``i`` with token ``i``, not ``i + 1``).
+
+    Examples
+    --------
+    >>> import landscape as ls
+    >>> path_metrics(ls.build_model("mlp", {"widths": [8]}))
+    ('loss', 'acc')
+    """
+    from ..metrics import BUILTIN_METRICS
+
+    lm = _is_causal_lm(model)
+    if metrics is None:
+        return PATH_METRICS["causal-lm" if lm else "classifier"]
+    pair = tuple(metrics) if not isinstance(metrics, str) else (metrics,)
+    if len(pair) != 2 or not all(isinstance(m, str) and m in BUILTIN_METRICS for m in pair):
+        raise ValueError(
+            f"metrics should be a (loss, accuracy) pair of metric names such as {PATH_METRICS['classifier']} or "
+            f"{PATH_METRICS['causal-lm']}, got {metrics!r}"
+        )
+    if lm and not set(pair) <= _TOKEN_METRICS:
+        raise ValueError(
+            f"{type(model).__name__} is a causal language model: metrics {pair} would score the logits at position i "
+            f"against token i; expected {PATH_METRICS['causal-lm']} (or None to choose by the model)"
+        )
+    return pair
 
 
 @dataclass
@@ -64,7 +113,8 @@ class ConnectionReport:
         with one hidden layer, the step ``1..n`` of multi-layer WA paths (through
         transitional networks), ``0`` for single-stage paths.
     acc, loss : dict of str to dict of str to ndarray[K]
-        ``acc[method][split]``: accuracy (fraction in ``[0, 1]``) at every point.
+        ``acc[method][split]``: accuracy (fraction in ``[0, 1]``) at every point, of the
+        metrics :attr:`metrics` (per sample, or per token for a causal language model).
     endpoints : dict of str to dict of str to float
         ``endpoints[split]`` holds ``A_acc``, ``B_acc``, ``A_loss``, ``B_loss``.
     skipped : dict of str to str
@@ -138,6 +188,12 @@ class ConnectionReport:
         return str(self.attrs.get("wa-form", "bias"))
 
     @property
+    def metrics(self) -> tuple[str, str]:
+        """The ``(loss, accuracy)`` metrics of :attr:`loss` and :attr:`acc` (files written
+        before the attribute existed: ``("loss", "acc")``)."""
+        return tuple(self.attrs.get("metrics", PATH_METRICS["classifier"]))
+
+    @property
     def ot_neuron(self) -> str:
         """The neuron OT matched on (``"blc"`` or ``"bl"``; older files: ``"bl"``)."""
         return str(self.attrs.get("ot-neuron", "bl"))
@@ -195,7 +251,8 @@ class ConnectionReport:
         two ends. OT rows are followed by their stages (``stages=False`` drops them). A
         computed path with a NaN accuracy shows ``NaN`` (never "skipped"), and the lines
         under the table count the values that are not finite (:meth:`nonfinite`)."""
-        head = "| Method | " + " | ".join(f"Worst {s} acc (%)" for s in self.splits) + " |"
+        what = "token acc" if self.metrics[1] in _TOKEN_METRICS else "acc"
+        head = "| Method | " + " | ".join(f"Worst {s} {what} (%)" for s in self.splits) + " |"
         sep = "|---|" + "---:|" * len(self.splits)
         lines = [head, sep]
         skipped = {self.label(m) for m in self.skipped}
@@ -308,6 +365,7 @@ def compare_connections(
     resume: bool = False,
     progress: bool = False,
     attrs: Mapping[str, Any] | None = None,
+    metrics: Sequence[str] | None = None,
 ) -> ConnectionReport:
     """Connect ``A`` and ``B`` by every method and find the worst point of each path.
 
@@ -381,6 +439,8 @@ def compare_connections(
         :class:`~landscape.io.ResultFileError`.
     attrs : mapping, optional
         Extra attributes stored in the file (model spec, data spec, ...).
+    metrics : (str, str), optional
+        The loss and accuracy of every point (:func:`path_metrics`; default chosen by the model), attribute ``metrics``.
 
     Returns
     -------
@@ -388,14 +448,11 @@ def compare_connections(
     """
     methods, curves, flows = list(methods), dict(curves or {}), dict(connection_models or {})
     _check_rows(A, B, splits, methods, curves, flows)
-    exists = _check_run(points, out, force, resume)
-    check_form(wa_form)
-    check_neuron(neuron)
+    exists = _check_run(points, out, force, resume, wa_form, neuron)
     options, skipped = _prepare(model, methods, {"wa_form": wa_form, "neuron": neuron, "ridge": ridge})
-    rep = _new_report(model, A, B, splits, methods, [*flows, *curves], options, points, bn, attrs)
-    prior = _prior_report(out, rep) if (exists and resume) else None
+    rep = _new_report(model, A, B, splits, methods, [*flows, *curves], options, points, bn, attrs, metrics)
     evaluation = dict(bn=bn, bn_data=bn_data, device=device, precision=precision, progress=progress)
-    run = _Run(model, splits, rep, out, prior, evaluation)
+    run = _Run(model, splits, rep, out, _prior_report(out, rep) if (exists and resume) else None, evaluation)
     run.endpoints(A, B)
     t = np.linspace(0.0, 1.0, int(points))
     for m in methods:
@@ -407,9 +464,11 @@ def compare_connections(
     return run.finish()
 
 
-def _check_run(points: int, out, force: bool, resume: bool) -> bool:
-    """Check the run's ``points``, ``force`` and ``resume``; whether ``out`` exists (an
-    existing file raises unless ``force`` or ``resume``)."""
+def _check_run(points: int, out, force: bool, resume: bool, wa_form: str, neuron: str) -> bool:
+    """Check the run's ``points``, ``force``, ``resume``, ``wa_form`` and ``neuron``; whether
+    ``out`` exists (an existing file raises unless ``force`` or ``resume``)."""
+    check_form(wa_form)
+    check_neuron(neuron)
     if int(points) < 2:
         raise ValueError(f"points should be at least 2, got {points}")
     if resume and force:
@@ -420,9 +479,11 @@ def _check_run(points: int, out, force: bool, resume: bool) -> bool:
     return exists
 
 
-def _new_report(model, A, B, splits, methods, others, options, points, bn, attrs) -> ConnectionReport:
+def _new_report(model, A, B, splits, methods, others, options, points, bn, attrs, metrics) -> ConnectionReport:
     """The empty report of a run: its rows (the methods, then connection models and curves
-    under their names), their labels and the settings it is made with."""
+    under their names), their labels and the settings it is made with (the path metrics:
+    :func:`path_metrics` of ``metrics``)."""
+    pair = path_metrics(model, metrics)
     n_linear, groups = _structure(model)
     return ConnectionReport(
         methods=methods + others,
@@ -438,6 +499,7 @@ def _new_report(model, A, B, splits, methods, others, options, points, bn, attrs
             "A-sha256": A.sha256 or "",
             "B-sha256": B.sha256 or "",
             **dict(attrs or {}),
+            "metrics": list(pair),
         },
         labels={**{m: registry.label(m, **options) for m in methods}, **{n: n for n in others}},
     )
@@ -517,14 +579,15 @@ class _Run:
                 self.model,
                 points,
                 data,
-                metrics=("loss", "acc"),
+                metrics=self.rep.metrics,
                 bn=ev["bn"],
                 bn_data=ev["bn_data"] if ev["bn_data"] is not None else (data if ev["bn"] != "running" else None),
                 device=ev["device"],
                 precision=ev["precision"],
                 progress=ev["progress"],
             )
-            acc[s], loss[s] = np.asarray(r["acc"], np.float64), np.asarray(r["loss"], np.float64)
+            name_loss, name_acc = self.rep.metrics
+            acc[s], loss[s] = np.asarray(r[name_acc], np.float64), np.asarray(r[name_loss], np.float64)
         return acc, loss
 
     def staged(self, path) -> tuple[np.ndarray, np.ndarray, dict, dict]:
@@ -640,5 +703,8 @@ def _prior_report(out, rep: ConnectionReport) -> ConnectionReport:
     attributes but those the ``connections`` kind declares not compared must be equal."""
     with open_result(out) as rf:
         if rf.kind == KIND:  # another kind: load says so
-            rf.check_compatible(dict(rep.attrs, splits=list(rep.splits)))
+            now = dict(rep.attrs, splits=list(rep.splits))
+            if "metrics" not in rf.attrs and tuple(now["metrics"]) == PATH_METRICS["classifier"]:
+                del now["metrics"]  # written before the attribute existed, with these metrics
+            rf.check_compatible(now)
     return ConnectionReport.load(out)
