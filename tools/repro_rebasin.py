@@ -62,7 +62,7 @@ from landscape.connect import compare_connections
 from landscape.demo import train_classifier
 
 WIDTHS = (32, 64, 128, 256, 512, 1024, 2048)
-SWEEP_METHODS = ("linear", "weight-matching")
+SWEEP_METHODS = ("linear", "weight-matching", "activation-matching", "weight-matching+repair")
 ARCHS = {
     "mlp": {
         "spec": ("mlp", {"in_features": 64, "widths": [256, 256], "num_classes": 10}),
@@ -78,16 +78,14 @@ ARCHS = {
         "spec": ("resnet20", {"in_channels": 1, "width": 8}),
         "data": "digits:image",
         "label": "CIFAR ResNet-20 with 8-16-32 channels and BatchNorm, digits:image",
-        # REPAIR and RESET cost a pass per corrected level per point: fewer of both, no OT, no curve
+        # REPAIR and RESET cost a pass per corrected level per point: fewer of both
         "epochs": 15,
         "points": 11,
         "stats_samples": 256,
-        "bases": ("linear", "weight-matching", "activation-matching"),
-        "curve": False,
     },
 }
 BASES = ("linear", "ot", "weight-matching", "activation-matching")
-SUFFIXES = {"linear": True, "ot": False, "weight-matching": True, "activation-matching": True}
+SUFFIXES = {"linear": True, "ot": True, "weight-matching": True, "activation-matching": True}
 CURVE = "Bezier (3)"
 ENDS = "End points"
 TRAIN = {"epochs": 20, "lr": 0.05, "weight_decay": 5e-4, "batch_size": 64}
@@ -202,20 +200,25 @@ def sweep_pair(width: int, pair: int, args, splits, log) -> dict:
     return rec
 
 
-def sweep_table(records: list[dict], widths) -> str:
-    head = (
-        "| Width | End-point train loss | Linear barrier | Weight matching barrier | "
-        "Linear worst test acc (%) | Weight matching worst test acc (%) | End points test acc (%) |"
-    )
-    lines = [head, "|---:|---:|---:|---:|---:|---:|---:|"]
+def sweep_table(records: list[dict], widths, what: str) -> str:
+    """One row per width: the end points' mean train loss and every method's train-loss
+    barrier (``what="barrier"``), or every method's worst test accuracy along the path and the
+    end points' (``what="worst_test_acc"``)."""
+    barrier_cols = what == "barrier"
+    word = "barrier" if barrier_cols else "worst test acc (%)"
+    cols = [f"{row_name(m)} {word}" for m in SWEEP_METHODS]
+    cols = ["End-point train loss", *cols] if barrier_cols else [*cols, "End points test acc (%)"]
+    lines = ["| Width | " + " | ".join(cols) + " |", "|---:|" + "---:|" * len(cols)]
     for w in widths:
         rs = [r for r in records if r["width"] == w]
         if not rs:
             continue
-        cells = [mean_std([r[ENDS]["mean_train_loss"] for r in rs], digits=4)]
-        cells += [mean_std([r["rows"][m]["barrier"] for r in rs], digits=4) for m in SWEEP_METHODS]
-        cells += [mean_std([r["rows"][m]["worst_test_acc"] for r in rs], 100, 2) for m in SWEEP_METHODS]
-        cells.append(mean_std([r[ENDS]["worst_test_acc"] for r in rs], 100, 2))
+        scale, digits = (1.0, 4) if barrier_cols else (100.0, 2)
+        cells = [mean_std([r["rows"][m][what] for r in rs], scale, digits) for m in SWEEP_METHODS]
+        if barrier_cols:
+            cells.insert(0, mean_std([r[ENDS]["mean_train_loss"] for r in rs], digits=4))
+        else:
+            cells.append(mean_std([r[ENDS]["worst_test_acc"] for r in rs], 100, 2))
         lines.append(f"| {w} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -226,9 +229,12 @@ def run_sweep(args, log) -> dict:
     text = "\n\n".join(
         [
             f"Train-loss barrier of the line between two one-hidden-layer ReLU MLPs 64-w-10 on digits, "
-            f"plain and after weight matching, {args.sweep_pairs} pair(s) per width, {args.points} points, "
-            f"training {args.sweep_train}:",
-            sweep_table(records, args.widths),
+            f"plain, after weight matching, after activation matching and after weight matching + REPAIR "
+            f"(matching and REPAIR statistics on the 1,257 training images), {args.sweep_pairs} pair(s) per "
+            f"width, {args.points} points, training {args.sweep_train}:",
+            sweep_table(records, args.widths, "barrier"),
+            "Worst test accuracy along the same paths:",
+            sweep_table(records, args.widths, "worst_test_acc"),
         ]
     )
     return {"records": records, "text": text}
