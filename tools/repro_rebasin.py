@@ -7,23 +7,25 @@ Two parts (issue 22, "Must show"), each resumable:
     falls as the networks get wider: one-hidden-layer ReLU MLPs ``64-w-10`` for ``w`` in
     ``--widths`` (default 32 to 2048), two networks trained from different seeds per width
     (``--sweep-pairs`` pairs, default 3; ``--sweep-epochs``, default 300), and for each pair
-    the train-loss barrier of the plain line and of the line after weight matching.
+    the train-loss barrier of the plain line, of the line after weight matching, after
+    activation matching and after weight matching + REPAIR (activations and statistics on the
+    training set).
 ``--table``
     The linear-interpolation barriers between independently trained networks of each of
     ``--archs`` (``mlp``: ``64-256-256-10`` on flat digits; ``cnn``: ``small_cnn`` with
     BatchNorm on ``digits:image``; ``resnet20``: CIFAR ResNet-20 of width 8 on
     ``digits:image``), ``--seeds`` seed pairs: plain linear, our OT, weight
-    matching and activation matching, each linear-type one with REPAIR and RESET (Jordan et
-    al., ICLR 2023) where it applies, and a trained Bezier curve with 3 points (networks:
-    ``--epochs``, default 20; curve: ``--fit-epochs``, default 100). RESET
-    recomputes BatchNorm statistics: the MLP has none, so its ``+reset`` rows are left out.
-    The linear-type rows are evaluated with BatchNorm's running statistics interpolated
-    with the weights (what "plain" means in the REPAIR paper); the Bezier curve of the CNN,
-    trained with batch statistics, is evaluated with its statistics recomputed on the
-    training set at every point (a second report per pair). ``resnet20`` is cheaper to
-    connect with fewer of everything: 15 epochs, 11 points, the first 256 training images
-    as matching and REPAIR/RESET data, and no OT or Bezier rows (``--epochs`` and
-    ``--points`` override its epochs and points).
+    matching and activation matching, each with REPAIR and RESET (Jordan et al., ICLR 2023;
+    for OT, of its stage 1, the line to ``B`` permuted) where it applies, and a trained
+    Bezier curve with 3 points (networks: ``--epochs``, default 20; curve: ``--fit-epochs``,
+    default 100). RESET recomputes BatchNorm statistics: the MLP has none, so its ``+reset``
+    rows are left out. The linear-type rows are evaluated with BatchNorm's running
+    statistics interpolated with the weights (what "plain" means in the REPAIR paper); the
+    Bezier curve of a network with BatchNorm (CNN, ResNet-20), trained with batch
+    statistics, is evaluated with its statistics recomputed on the training set at every
+    point (a second report per pair). ``resnet20`` is cheaper to connect with fewer points
+    and statistics: 15 epochs, 11 points and the first 256 training images as matching and
+    REPAIR/RESET data (``--epochs`` and ``--points`` override its epochs and points).
 
 The barrier of a path is ``max_t [loss(t) - ((1 - t) loss(A) + t loss(B))]`` of the mean
 cross-entropy on the training set (1,257 images), over ``--points`` values of ``t``
