@@ -363,6 +363,72 @@ def test_compare_connections_runs_the_suffixes_on_the_engine():
     assert "linear+repair" not in mlp_rep.skipped
 
 
+# ---------------------------------------------------------------------------- OT: stage 1 renormalised
+def test_ot_repair_is_ots_stage_one_repaired_then_its_swaps_unchanged():
+    """``ot+repair``: the stage-1 line from A to B' (B permuted by OT's matching) with its
+    channels at the interpolated statistics (the hook oracle), joined exactly to OT's
+    stage 2, whose swaps are left as OT makes them."""
+    model, A, B = _pair("cnn-bn")
+    X = _inputs("cnn-bn")
+    ot = ls.connect.ot_path(A, B, model, T)
+    path = registry.get("ot+repair")(A, B, model, X, t=T)
+    assert path.method == "ot+repair" and registry.label("ot+repair") == "OT + REPAIR"
+    assert path.stages == [1, 2] and np.array_equal(path.t, ot.t) and np.array_equal(path.stage, ot.stage)
+    assert path.swaps == ot.swaps and len(path.swaps) > 0 and path.sites == SITES["cnn-bn"]
+    for k, want in zip(ot.permutations, ot.permutations.values(), strict=True):
+        assert torch.equal(path.permutations[k], want)
+    Bp = permute_groups(B, trace_groups(model), ot.permutations)
+    sites = SITES["cnn-bn"]
+    sa, sb = _channel_stats(model, A, X, sites), _channel_stats(model, Bp, X, sites)
+    for k, t in enumerate(T):
+        got = _channel_stats(model, path.stage1.weights(k), X, sites)
+        for m in sites:
+            assert torch.allclose(got[m][0], (1 - t) * sa[m][0] + t * sb[m][0], rtol=0, atol=1e-6), (k, m)
+            assert torch.allclose(got[m][1], (1 - t) * sa[m][1] + t * sb[m][1], rtol=0, atol=1e-6), (k, m)
+    assert not torch.allclose(path.stage1.point(2)["1.weight"], ot.stage1.point(2)["1.weight"])
+    last = len(T) - 1
+    for name in A:  # the ends of stage 1 are A and B' exactly, and stage 2 is OT's, point for point
+        assert torch.equal(path.point(0)[name], A[name])
+        assert torch.equal(path.point(last)[name], Bp[name])
+        for k in range(ot.stage2.K):
+            assert torch.equal(path.stage2.point(k)[name], ot.stage2.point(k)[name]), (k, name)
+        assert torch.equal(path.point(path.K - 1)[name], B[name])
+
+
+def test_ot_reset_stage_one_with_running_statistics_is_ots_stage_one_with_recomputed_ones():
+    torch.manual_seed(0)
+    model = ls.build_model("small_cnn", {"width": 4})
+    A = ls.Weights.from_module(model)
+    B = ls.Weights.from_module(ls.build_model("small_cnn", {"width": 4}))
+    data = ls.load_data("digits:image", "test", max_samples=300)
+    ot = ls.connect.ot_path(A, B, model, T)
+    path = registry.get("ot+reset")(A, B, model, data.x, t=T)
+    assert path.method == "ot+reset" and path.swaps == ot.swaps and np.array_equal(path.t, ot.t)
+    got = ls.evaluate(model, path.stage1, data, bn="running", progress=False)
+    want = ls.evaluate(model, ot.stage1, data, bn="recompute", progress=False)
+    plain = ls.evaluate(model, ot.stage1, data, bn="running", progress=False)
+    assert np.allclose(got["loss"], want["loss"], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(plain["loss"], want["loss"], rtol=1e-3)
+    for name in A:
+        assert torch.equal(path.stage2.point(0)[name], ot.stage2.point(0)[name])
+
+
+def test_compare_connections_evaluates_ot_repair_stage_by_stage():
+    torch.manual_seed(0)
+    model = ls.build_model("small_cnn", {"width": 4})
+    A = ls.Weights.from_module(model)
+    B = ls.Weights.from_module(ls.build_model("small_cnn", {"width": 4}))
+    splits = {"test": ls.load_data("digits:image", "test", max_samples=200)}
+    rep = compare_connections(model, A, B, splits, methods=["ot", "ot+repair", "ot+reset"], points=5)
+    assert rep.labels["ot+reset"] == "OT + RESET" and rep.attrs["ot_swaps"] > 0
+    assert np.array_equal(rep.stage["ot+repair"], rep.stage["ot"]) and rep.stages("ot+repair") == [1, 2]
+    two = rep.stage["ot"] == 2
+    assert np.array_equal(rep.loss["ot+repair"]["test"][two], rep.loss["ot"]["test"][two])  # the same swaps
+    ends = [0, int(np.flatnonzero(rep.stage["ot"] == 1)[-1])]  # A and B'
+    assert np.allclose(rep.loss["ot+repair"]["test"][ends], rep.loss["ot"]["test"][ends], rtol=1e-6)
+    assert not np.allclose(rep.loss["ot+repair"]["test"][~two], rep.loss["ot"]["test"][~two], rtol=1e-3)
+
+
 # ---------------------------------------------------------------------------- trained networks
 @pytest.mark.slow
 @pytest.mark.parametrize("batch_norm", [True, False])

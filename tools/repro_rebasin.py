@@ -7,25 +7,27 @@ Two parts (issue 22, "Must show"), each resumable:
     falls as the networks get wider: one-hidden-layer ReLU MLPs ``64-w-10`` for ``w`` in
     ``--widths`` (default 32 to 2048), two networks trained from different seeds per width
     (``--sweep-pairs`` pairs, default 3; ``--sweep-epochs``, default 300), and for each pair
-    the train-loss barrier of the plain line and of the line after weight matching.
+    the train-loss barrier of the plain line, of the line after weight matching, after
+    activation matching and after weight matching + REPAIR (activations and statistics on the
+    training set).
 ``--table``
     The linear-interpolation barriers between independently trained networks of each of
     ``--archs`` (``mlp``: ``64-256-256-10`` on flat digits; ``cnn``: ``small_cnn`` with
     BatchNorm on ``digits:image``; ``resnet20``: CIFAR ResNet-20 of width 8 on
     ``digits:image``), ``--seeds`` seed pairs: plain linear, our OT, weight
-    matching and activation matching, each linear-type one with REPAIR and RESET (Jordan et
-    al., ICLR 2023) where it applies, and a trained Bezier curve with 3 points (networks:
-    ``--epochs``, default 20; curve: ``--fit-epochs``, default 100). RESET
-    recomputes BatchNorm statistics: the MLP has none, so its ``+reset`` rows are left out.
-    The linear-type rows are evaluated with BatchNorm's running statistics interpolated
-    with the weights (what "plain" means in the REPAIR paper); the Bezier curve of the CNN,
-    trained with batch statistics, is evaluated with its statistics recomputed on the
-    training set at every point (a second report per pair). ``resnet20`` is cheaper to
-    connect with fewer of everything: 15 epochs, 11 points, the first 256 training images
-    as matching and REPAIR/RESET data, and no OT or Bezier rows (``--epochs`` and
-    ``--points`` override its epochs and points). ``gpt2``: a byte-level Hugging Face GPT-2
-    (2 layers, width 64, 4 heads, context 128) built from its config and trained with AdamW
-    (600 steps of 16 sequences) on the ``json`` and ``email`` packages of the Python standard
+    matching and activation matching, each with REPAIR and RESET (Jordan et al., ICLR 2023;
+    for OT, of its stage 1, the line to ``B`` permuted) where it applies, and a trained
+    Bezier curve with 3 points (networks: ``--epochs``, default 20; curve: ``--fit-epochs``,
+    default 100). RESET recomputes BatchNorm statistics: the MLP has none, so its ``+reset``
+    rows are left out. The linear-type rows are evaluated with BatchNorm's running
+    statistics interpolated with the weights (what "plain" means in the REPAIR paper); the
+    Bezier curve of a network with BatchNorm (CNN, ResNet-20), trained with batch
+    statistics, is evaluated with its statistics recomputed on the training set at every
+    point (a second report per pair). ``resnet20`` is cheaper to connect with fewer points
+    and statistics: 15 epochs, 11 points and the first 256 training images as matching and
+    REPAIR/RESET data (``--epochs`` and ``--points`` override its epochs and points).
+    ``gpt2``: a byte-level Hugging Face GPT-2 (2 layers, width 64, 4 heads, context 128)
+    built from its config and trained with AdamW (600 steps of 16 sequences) on the ``json`` and ``email`` packages of the Python standard
     library (``text:<dir>:seq=128:ext=py``), evaluated with the next-token loss and accuracy;
     11 points; its rows: linear, OT's stage 1 alone, weight matching, activation matching
     (stream and MLP by activations, attention groups by weights: the attention internals
@@ -71,7 +73,7 @@ from landscape.connect import compare_connections
 from landscape.demo import train_classifier
 
 WIDTHS = (32, 64, 128, 256, 512, 1024, 2048)
-SWEEP_METHODS = ("linear", "weight-matching")
+SWEEP_METHODS = ("linear", "weight-matching", "activation-matching", "weight-matching+repair")
 ARCHS = {
     "mlp": {
         "spec": ("mlp", {"in_features": 64, "widths": [256, 256], "num_classes": 10}),
@@ -87,12 +89,10 @@ ARCHS = {
         "spec": ("resnet20", {"in_channels": 1, "width": 8}),
         "data": "digits:image",
         "label": "CIFAR ResNet-20 with 8-16-32 channels and BatchNorm, digits:image",
-        # REPAIR and RESET cost a pass per corrected level per point: fewer of both, no OT, no curve
+        # REPAIR and RESET cost a pass per corrected level per point: fewer of both
         "epochs": 15,
         "points": 11,
         "stats_samples": 256,
-        "bases": ("linear", "weight-matching", "activation-matching"),
-        "curve": False,
     },
     "gpt2": {
         "label": "byte-level GPT-2 (Hugging Face GPT2LMHeadModel from config: 2 layers, width 64, 4 heads, "
@@ -103,7 +103,7 @@ ARCHS = {
     },
 }
 BASES = ("linear", "ot", "weight-matching", "activation-matching")
-SUFFIXES = {"linear": True, "ot": False, "weight-matching": True, "activation-matching": True}
+SUFFIXES = {"linear": True, "ot": True, "weight-matching": True, "activation-matching": True}
 CURVE = "Bezier (3)"
 ENDS = "End points"
 TRAIN = {"epochs": 20, "lr": 0.05, "weight_decay": 5e-4, "batch_size": 64}
@@ -219,20 +219,25 @@ def sweep_pair(width: int, pair: int, args, splits, log) -> dict:
     return rec
 
 
-def sweep_table(records: list[dict], widths) -> str:
-    head = (
-        "| Width | End-point train loss | Linear barrier | Weight matching barrier | "
-        "Linear worst test acc (%) | Weight matching worst test acc (%) | End points test acc (%) |"
-    )
-    lines = [head, "|---:|---:|---:|---:|---:|---:|---:|"]
+def sweep_table(records: list[dict], widths, what: str) -> str:
+    """One row per width: the end points' mean train loss and every method's train-loss
+    barrier (``what="barrier"``), or every method's worst test accuracy along the path and the
+    end points' (``what="worst_test_acc"``)."""
+    barrier_cols = what == "barrier"
+    word = "barrier" if barrier_cols else "worst test acc (%)"
+    cols = [f"{row_name(m)} {word}" for m in SWEEP_METHODS]
+    cols = ["End-point train loss", *cols] if barrier_cols else [*cols, "End points test acc (%)"]
+    lines = ["| Width | " + " | ".join(cols) + " |", "|---:|" + "---:|" * len(cols)]
     for w in widths:
         rs = [r for r in records if r["width"] == w]
         if not rs:
             continue
-        cells = [mean_std([r[ENDS]["mean_train_loss"] for r in rs], digits=4)]
-        cells += [mean_std([r["rows"][m]["barrier"] for r in rs], digits=4) for m in SWEEP_METHODS]
-        cells += [mean_std([r["rows"][m]["worst_test_acc"] for r in rs], 100, 2) for m in SWEEP_METHODS]
-        cells.append(mean_std([r[ENDS]["worst_test_acc"] for r in rs], 100, 2))
+        scale, digits = (1.0, 4) if barrier_cols else (100.0, 2)
+        cells = [mean_std([r["rows"][m][what] for r in rs], scale, digits) for m in SWEEP_METHODS]
+        if barrier_cols:
+            cells.insert(0, mean_std([r[ENDS]["mean_train_loss"] for r in rs], digits=4))
+        else:
+            cells.append(mean_std([r[ENDS]["worst_test_acc"] for r in rs], 100, 2))
         lines.append(f"| {w} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -243,9 +248,12 @@ def run_sweep(args, log) -> dict:
     text = "\n\n".join(
         [
             f"Train-loss barrier of the line between two one-hidden-layer ReLU MLPs 64-w-10 on digits, "
-            f"plain and after weight matching, {args.sweep_pairs} pair(s) per width, {args.points} points, "
-            f"training {args.sweep_train}:",
-            sweep_table(records, args.widths),
+            f"plain, after weight matching, after activation matching and after weight matching + REPAIR "
+            f"(matching and REPAIR statistics on the 1,257 training images), {args.sweep_pairs} pair(s) per "
+            f"width, {args.points} points, training {args.sweep_train}:",
+            sweep_table(records, args.widths, "barrier"),
+            "Worst test accuracy along the same paths:",
+            sweep_table(records, args.widths, "worst_test_acc"),
         ]
     )
     return {"records": records, "text": text}

@@ -21,6 +21,8 @@ distribution-based approaches", ICML 2020.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import nn
@@ -434,6 +436,7 @@ def two_stage_path(
     swaps: list[tuple[str, int, int]],
     method: str = "ot",
     labels: tuple[str, str] = OT_LABELS,
+    **attrs: Any,
 ) -> Path:
     """Two stages joined into one :class:`~landscape.connect.result.Path`, as OT makes them.
 
@@ -457,6 +460,8 @@ def two_stage_path(
         The method's registered name.
     labels : (str, str)
         A word for each stage.
+    **attrs
+        More attributes of the path (REPAIR's ``sites`` and ``unrepaired``).
     """
     t1, t2 = as_t(t1), as_t(t2)
     stage1, stage2 = getattr(stage1, "points", stage1), getattr(stage2, "points", stage2)
@@ -477,6 +482,7 @@ def two_stage_path(
         t2=t2,
         permutations=permutations,
         swaps=list(swaps),
+        **attrs,
     )
 
 

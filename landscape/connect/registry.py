@@ -25,7 +25,8 @@ to ``B`` with its channels permuted to match ``A``. Their options: ``max_iter`` 
 REPAIR and RESET (Jordan et al., ICLR 2023; :mod:`~landscape.connect.repair`) follow each
 linear-type method as suffixes: ``linear+repair``, ``linear+reset``,
 ``weight-matching+repair``, ... :func:`register_renormalized` adds both suffixes to any
-linear-type method in one call.
+linear-type method in one call. OT's suffixes (``ot+repair``, ``ot+reset``) renormalise its
+stage 1, the line to ``B`` permuted, and keep its stage 2 of swaps.
 
 Examples
 --------
@@ -485,3 +486,4 @@ def register_renormalized(base: str, how: Sequence[str] = RENORMALIZATIONS, *, r
 register_renormalized("linear")
 register_renormalized("weight-matching")
 register_renormalized("activation-matching")
+register_renormalized("ot")  # stage 1 renormalised, stage 2 (the swaps) as OT makes it

@@ -64,8 +64,17 @@ there is no BatchNorm, so nothing to RESET.
 
 Both apply to any *linear-type* connection (:func:`renormalized`): a method whose path is the
 line from ``A`` to ``B'``, with ``B'`` = ``B`` permuted by the path's ``permutations``
-attribute when it has one (OT's stage 1, weight or activation matching), else ``B``. The
-registry names them ``"<base>+repair"`` and ``"<base>+reset"``.
+attribute when it has one (weight or activation matching), else ``B``. The registry names
+them ``"<base>+repair"`` and ``"<base>+reset"``. OT's path (Anokhin & Yarotsky) has two
+stages: a line from ``A`` to ``B'`` (``B`` with the matched permutation), then swaps of two
+neurons from ``B'`` to ``B``. ``"ot+repair"`` and ``"ot+reset"`` renormalise its stage 1
+(:func:`stage_one`) and keep stage 2 as OT makes it: its states are reorderings of ``B``
+(its function, its running statistics permuted with the channels), and only the two
+neurons of a swap move. REPAIR keeps the line's ends, so the repaired stage 1 still ends
+where stage 2 begins; RESET recomputes the statistics of stage 1's end too, so its stage 2
+starts from ``B'`` with its own statistics again (the BatchNorm buffers change there, the
+weights do not), as the ends of every ``+reset`` line are ``A`` and ``B'`` with
+recomputed statistics.
 
 Reference: K. Jordan, H. Sedghi, O. Saukh, R. Entezari, B. Neyshabur, "REPAIR: REnormalizing
 Permuted Activations for Interpolation Repair", ICLR 2023.
@@ -90,6 +99,7 @@ from ..bn import WEIGHTINGS, batchnorm_modules, recompute_bn
 from ..pointset import PointSet
 from ..weights import Weights
 from .graph import permute_groups
+from .matching import two_stage_path
 from .result import Path
 from .structure import BATCHNORMS, CONVOLUTIONS, UnsupportedModelError, structure
 
@@ -101,6 +111,7 @@ __all__ = [
     "repair_path",
     "repair_sites",
     "reset_path",
+    "stage_one",
     "unrepaired_layers",
 ]
 
@@ -658,6 +669,29 @@ def reset_path(
 
 
 # ---------------------------------------------------------------------------- the suffixes
+def stage_one(path: Path) -> Path:
+    """Stage 1 of a two-stage path (OT: the line from ``A`` to ``B'``), as a path of its own
+    at its own parameter ``t1`` in ``[0, 1]``, with the path's ``permutations``."""
+    keep = {"permutations": path.permutations} if hasattr(path, "permutations") else {}
+    return Path(path.stage1, path.t1, labels=path.labels[:1], method=path.method, **keep)
+
+
+def _rejoined(path: Path, stage1: Path, name: str, extra: dict[str, Any]) -> Path:
+    """``path`` (two stages, as :func:`~landscape.connect.matching.two_stage_path` makes them)
+    with its stage 1 replaced by ``stage1``, under the method name ``name``."""
+    return two_stage_path(
+        stage1.points,
+        path.t1,
+        path.stage2,
+        path.t2,
+        permutations=path.permutations,
+        swaps=path.swaps,
+        method=name,
+        labels=path.labels,
+        **extra,
+    )
+
+
 def renormalized(base: Callable[..., Path], how: str, name: str, *, base_needs_data: bool = False) -> Callable:
     """The connection method ``<base>+<how>``: ``base``'s path, then REPAIR or RESET.
 
@@ -678,7 +712,8 @@ def renormalized(base: Callable[..., Path], how: str, name: str, *, base_needs_d
     callable
         ``connect(A, B, model, data, *, t, repair_batch_size=256, reset_batch_size=128,
         reset_weighting="samples", **options) -> Path`` for the registry; ``data`` are the
-        inputs the statistics are measured on.
+        inputs the statistics are measured on. A base path in two stages (OT: ``stage1``,
+        ``stage2``) has its stage 1 renormalised and its stage 2 kept (see the module notes).
     """
     if how not in RENORMALIZATIONS:
         raise ValueError(f"how should be one of {RENORMALIZATIONS}, got {how!r}")
@@ -696,10 +731,18 @@ def renormalized(base: Callable[..., Path], how: str, name: str, *, base_needs_d
         **options: Any,
     ) -> Path:
         path = base(A, B, model, data if base_needs_data else None, t=t, **options)
+        staged = hasattr(path, "stage1") and hasattr(path, "stage2")
+        line = stage_one(path) if staged else path
         if how == "repair":
-            return repair_path(path, A, B, model, data, batch_size=repair_batch_size, method=name)
-        line_ends(path, A, B, model, what="RESET")
-        return reset_path(path, model, data, batch_size=reset_batch_size, weighting=reset_weighting, method=name)
+            fixed = repair_path(line, A, B, model, data, batch_size=repair_batch_size, method=name)
+        else:
+            line_ends(line, A, B, model, what="RESET")
+            fixed = reset_path(line, model, data, batch_size=reset_batch_size, weighting=reset_weighting, method=name)
+        if not staged:
+            return fixed
+        # OT: the renormalised stage 1, then stage 2 (the swaps from B' to B) as OT makes it
+        extra = {k: getattr(fixed, k) for k in ("sites", "unrepaired") if hasattr(fixed, k)}
+        return _rejoined(path, fixed, name, extra)
 
     connect.__name__ = connect.__qualname__ = name.replace("+", "_").replace("-", "_") + "_connection"
     connect.__doc__ = f"``{name}``: the base method's line, then {how.upper()} (:mod:`landscape.connect.repair`)."
