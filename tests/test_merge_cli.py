@@ -126,3 +126,28 @@ def test_existing_out_needs_resume_or_force(here, capsys):
     capsys.readouterr()
     assert main(argv) == 2
     assert "already exists; pass --resume" in capsys.readouterr().err
+
+
+def test_report_section_draws_each_lambda_line_and_the_soup_table(here):
+    """The HTML report's merge section: the metric against the last axis, one line per value of
+    the first (the lambda-plane), with the file's values; soups as a table of their rows."""
+    from landscape.plot.report import report_section
+
+    plane = ["--method", "task-arithmetic", "--plane", "--base", "c0.pt", "--ckpt", "c1.pt", "--ckpt", "c2.pt"]
+    assert (
+        main(["merge", *plane, "--lambdas", "0,1", "--lambdas-b", "0,0.5,1", *COMMON, "--out", "rp.h5", "--force"]) == 0
+    )
+    section = report_section("rp.h5")
+    assert section["builder"] == "merge"
+    with ls.io.open_result("rp.h5") as f:
+        acc = f.read_metric("test_acc")
+    lines = next(b for b in section["blocks"] if b["title"] == "accuracy (%)")["series"]
+    assert [s["label"] for s in lines] == ["test, lambda_a=0", "test, lambda_a=1"]
+    np.testing.assert_allclose(lines[1]["y"], 100 * acc[1], rtol=1e-5)  # the page keeps 6 digits
+    np.testing.assert_allclose(lines[0]["x"], [0, 0.5, 1])
+    assert (
+        main(["merge", "--method", "soup", "--ckpt", "c1.pt", "--ckpt", "c2.pt", *COMMON, "--out", "rs.h5", "--force"])
+        == 0
+    )
+    (table,) = report_section("rs.h5")["blocks"]
+    assert table["type"] == "table" and len(table["rows"]) == 3  # two ingredients and their soup

@@ -8,6 +8,7 @@ import landscape as ls
 from landscape import sharpness as S
 from landscape.cli import main
 from landscape.plot import plot_sharpness
+from landscape.plot.report import report_section
 
 ARGS = ["--model", "mlp", "--model-kwargs", '{"widths": [8]}', "--data", "digits", "--no-progress"]
 
@@ -35,6 +36,15 @@ def test_the_command_prints_the_table_writes_a_resumable_file_and_its_figure(ckp
     dots = [c for c in fig.axes[0].collections if type(c).__name__ == "PathCollection"]
     assert [len(c.get_offsets()) for c in dots] == [2, 2, 6]  # a dot per batch or perturbation
     rep = S.read_sharpness(out)
+    # the HTML report's section: a row per measure whose mean is the library's increase
+    (table, lines) = report_section(out)["blocks"]
+    assert [row[0] for row in table["rows"]] == ticks and [row[1] for row in table["rows"]] == [
+        "2 of 2",
+        "2 of 2",
+        "6 of 6",
+    ]
+    np.testing.assert_allclose([float(row[2]) for row in table["rows"]], [v.increase for v in rep.values], rtol=1e-3)
+    assert [len(s["y"]) for s in lines["series"]] == [2, 2, 6]
     # the library gives the same numbers
     model = ls.build_model("mlp", {"widths": [8]})
     data = ls.load_data("digits", "train", max_samples=300)

@@ -6,7 +6,7 @@ imports of other ``landscape`` modules -- at module level and inside functions -
 1. no module outside ``landscape/cli/``, ``landscape/demo.py`` and ``landscape/__main__.py``
    imports ``landscape.cli`` or ``landscape.demo`` (data flows one way);
 2. the plotting module(s) import nothing from the analysis packages (``connect``,
-   ``ensembles``, ``curves``, ``hessian``, ``variational``, ``merge``) nor ``evaluate`` or
+   ``ensembles``, ``curves``, ``hessian``, ``variational``, ``merge``, ``sharpness``) nor ``evaluate`` or
    ``surface``: figures are drawn from result files, read through ``io``;
 3. no import cycle, module-level or in-function; an import of a name from a package's
    ``__init__`` (``from . import __version__``) counts as an import of the package;
@@ -27,7 +27,7 @@ import sys
 from collections.abc import Iterable
 
 ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "landscape")
-ANALYSIS = ("connect", "ensembles", "curves", "hessian", "variational", "merge", "evaluate", "surface")
+ANALYSIS = ("connect", "ensembles", "curves", "hessian", "variational", "merge", "sharpness", "evaluate", "surface")
 MAX_FUNCTION_LINES = 120
 
 

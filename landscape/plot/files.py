@@ -149,12 +149,9 @@ def plot_file(
     names = _present(surface, metrics)
     jobs: list[tuple[str, str | None, Any]] = []  # (figure name, metric part, draw function)
     view = figure_view(surface)
-    if view == "sharpness":
-        jobs.append(("sharpness", None, lambda: plot_sharpness(surface.path)))
-    elif view == "ensembles":
-        jobs.append(("ensembles", None, lambda: plot_ensembles(surface.path)))
-    elif view == "wa-ensemble":
-        jobs.append(("wa-ensemble", None, lambda: plot_wa_ensemble(surface.path)))
+    one_figure = {"sharpness": plot_sharpness, "ensembles": plot_ensembles, "wa-ensemble": plot_wa_ensemble}
+    if view in one_figure:
+        jobs.append((view, None, lambda: one_figure[view](surface.path)))
     elif view == "merge":
         for name in names:
             jobs.append(("merge", name, lambda name=name: plot_merge(surface, name)))

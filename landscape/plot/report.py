@@ -2,16 +2,17 @@
 
 Every file becomes a section, made by the section builder registered for its kind (the
 surfaces' builder follows :func:`~landscape.plot.files.figure_view`, the dispatch of
-:func:`~landscape.plot.plot_file`): an interactive 3-D surface and a contour map with the checkpoints, trajectory or curve overlaid for planes,
-line plots along ``t`` or ``x`` for lines, curve profiles and connections, tables for
-ensembles and connections, Hessian eigenvalue maps, and the run's settings and provenance
-(its attributes). A kind without a builder gets the generic section: its metrics as line
+:func:`~landscape.plot.plot_file`): an interactive 3-D surface and a contour map with the
+checkpoints, trajectory or curve overlaid for planes, line plots along ``t`` or ``x`` for
+lines, curve profiles and connections, tables for ensembles and connections, Hessian
+eigenvalue maps, merges against their parameters, sharpness per measure, and the run's
+settings and provenance (its attributes). A kind without a builder gets the generic section: its metrics as line
 plots or tables, and its attributes. A new kind adds its section in one place::
 
     from landscape.plot.report import register_section
 
-    @register_section("merge")
-    def merge_section(surface):       # a landscape.plot._base._Surface, read once
+    @register_section("my-kind")
+    def my_kind_section(surface):     # a landscape.plot._base._Surface, read once
         return {"title": "...", "blocks": [table_block("...", columns, rows)]}
 
 The page draws with a small canvas script of our own (``report_assets/report.js``, about
@@ -59,6 +60,8 @@ from .connections import swap_points
 from .curves import _curve_name, _curve_rows, _curve_t, _split_of
 from .files import figure_view
 from .hessian import _DIAGNOSTICS, _MAP_PANELS
+from .merge import _AXIS_LABELS, _merge_file
+from .sharpness import _read_cells
 
 __all__ = [
     "SectionBuilder",
@@ -460,6 +463,51 @@ def predictions_section(surface: _Surface) -> dict[str, Any]:
     p = read_predictions(surface.path)
     rows = [[s, 100.0 * a, n, c] for s, a, n, c in zip(p["schemes"], p["acc"], p["nll"], p["ece"], strict=True)]
     return {"blocks": [table_block(f"{p['samples']} samples", ["scheme", "accuracy (%)", "NLL", "ECE"], rows)]}
+
+
+@register_section("merge")
+def merge_section(surface: _Surface) -> dict[str, Any]:
+    """Merges (``landscape merge``): soups as a table of their rows; any other grid as each
+    quantity against its last parameter axis (lambda, t, alpha), one line per value of the
+    other axes (the lambda-plane: one line per lambda_a), as :func:`~landscape.plot.plot_merge`."""
+    surface, axes, params = _merge_file(surface)
+    names = _finite_metrics(surface)
+    if axes == ["row"]:
+        rows = [str(r) for r in surface.attrs.get("rows") or range(surface.shape[0])]
+        values = [_display_values(m, surface.metrics[m]) for m in names]
+        table = [[r, *[v[i] for v in values]] for i, r in enumerate(rows)]
+        return {"blocks": [table_block("soups and their ingredients", ["row", *map(_metric_label, names)], table)]}
+    x, others = params[axes[-1]], axes[:-1]
+    xlabel = _AXIS_LABELS.get(axes[-1], axes[-1])
+    blocks = []
+    for label, metrics in _metric_groups(names):
+        series = []
+        for m in metrics:
+            values = _display_values(m, surface.metrics[m])
+            for idx in np.ndindex(*values.shape[:-1]):
+                tag = ", ".join(f"{a}={params[a][i]:g}" for a, i in zip(others, idx, strict=True))
+                name = ", ".join(part for part in (_split_of(m) or m, tag) if part)
+                series.append({"label": name, "x": x, "y": values[idx]})
+        blocks.append(lines_block(label, xlabel, label, series))
+    return {"blocks": blocks}
+
+
+@register_section("sharpness")
+def sharpness_section(surface: _Surface) -> dict[str, Any]:
+    """Sharpness (``landscape sharpness``): per measure, the loss increase of every cell
+    (perturbation or batch) and its mean (count-weighted over a worst case's batches), as
+    :func:`~landscape.plot.plot_sharpness` draws them."""
+    labels, incs, counts, _ = _read_cells(surface.path)
+    rows, series = [], []
+    for label, inc, count in zip(labels, incs, counts, strict=True):
+        ok = np.isfinite(inc)
+        mean = float(np.sum(inc[ok] * count[ok]) / np.sum(count[ok])) if ok.any() else None
+        cells = [np.min(inc[ok]), np.max(inc[ok])] if ok.any() else [None, None]
+        rows.append([label, f"{int(ok.sum())} of {inc.size}", mean, *cells])
+        series.append({"label": label, "x": np.arange(inc.size), "y": inc})
+    blocks = [table_block("loss increase L(w + delta) - L(w)", ["measure", "cells done", "mean", "min", "max"], rows)]
+    blocks.append(lines_block("loss increase per cell", "cell", "loss increase", series))
+    return {"blocks": blocks}
 
 
 def generic_section(surface: _Surface) -> dict[str, Any]:
