@@ -69,6 +69,14 @@ def open_data(args, split: str, *, max_samples: int | None | bool = True):
     )
 
 
+def bn_data_of(args, splits: dict):
+    """The statistics data of ``--bn`` (None for ``running``): the ``--bn-split`` among the
+    splits already opened, else opened here."""
+    if args.bn == "running":
+        return None
+    return splits.get(args.bn_split) or open_data(args, args.bn_split)
+
+
 def num_samples(data) -> int:
     from ..batches import as_source
 

@@ -15,6 +15,7 @@ import os
 from . import options
 from .common import (
     UsageError,
+    bn_data_of,
     check_out,
     comma_list,
     finite_summary,
@@ -211,7 +212,7 @@ def _profile(args, model) -> int:
     check_out(args)
     curve, _ = curves.load_curve(args.curve_file, model)
     splits = {s: open_data(args, s) for s in comma_list(args.splits)}
-    bn_data = splits.get(args.bn_split) or open_data(args, args.bn_split) if args.bn != "running" else None
+    bn_data = bn_data_of(args, splits)
     common = dict(
         bn=args.bn,
         bn_data=bn_data,

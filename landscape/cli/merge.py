@@ -16,6 +16,7 @@ from ..merge import METHODS, higher_is_better
 from . import options
 from .common import (
     UsageError,
+    bn_data_of,
     check_out,
     checkpoint_records,
     comma_list,
@@ -294,12 +295,9 @@ def main(args) -> int:
     base = load_checkpoint(args.base, model, trust=args.trust_checkpoint) if args.base else None
     cks = [load_checkpoint(p, model, trust=args.trust_checkpoint) for p in args.ckpt]
     splits = _splits(args)
-    bn_data = None
-    if args.bn != "running":
-        bn_data = splits.get(args.bn_split) or open_data(args, args.bn_split)
     engine = dict(
         bn=args.bn,
-        bn_data=bn_data,
+        bn_data=bn_data_of(args, splits),
         precision=args.precision,
         device=args.device,
         batch_size=args.batch_size,

@@ -12,6 +12,7 @@ import os
 from . import options
 from .common import (
     UsageError,
+    bn_data_of,
     check_out,
     checkpoint_records,
     comma_list,
@@ -159,9 +160,7 @@ def main(args) -> int:
         plane, traj = _plane(args, kind, model, ckpts)
         xs, ys = _grid(args, kind, plane)
         splits = {s: open_data(args, s) for s in comma_list(args.splits)}
-        bn_data = None
-        if args.bn != "running":
-            bn_data = splits.get(args.bn_split) or open_data(args, args.bn_split)
+        bn_data = bn_data_of(args, splits)
         attrs = {
             "model": describe_model(args.model, args.model_kwargs),
             "checkpoints": checkpoint_records(ckpts),
