@@ -72,6 +72,16 @@ _ACTIVATIONS = {nn.ReLU: ("relu", 1), nn.Tanh: ("tanh", 2), nn.Identity: ("ident
 _CPU_ACT_TARGET = 64 << 20
 _POINT_BYTES = 256 << 20  # the points of one chunk, unless points_per_pass says otherwise
 _CPU_BATCH_MIN, _CPU_BATCH_MAX = 16, 1024
+#: the compiled path's batch on CPUs for convolutional models. Its graph fuses the elementwise
+#: work into the convolutions, so the activation rule above (batches of 16-32 for conv nets)
+#: starves them. Per point, the batch sizes in one process, best of three, 256 CIFAR-shaped
+#: images, 4-8 points of a plane (2 cores, AVX512-BF16, 2026-12-04), in ms at batch 16/32/64/128:
+#: ResNet-20 one thread -/183/176/202 (512 images: 452/421/354/486), two threads 170/130/128/133;
+#: VGG16-BN one thread 1928/1758/1602/1763, two threads 1173/1041/930/- (another run: 846 at
+#: 64, 874 at 128). Models without convolutions keep the activation rule: the GPT-2 language
+#: model of the benchmarks (64 sequences of 128 bytes) gets 16, within 2% of its best at one
+#: thread (222 ms at 16, 218 at 32, 247 at 64) and its best at two (144, 152, 158)
+_COMPILED_CONV_BATCH = 64
 
 
 def _pow2_floor(n: int) -> int:
@@ -518,6 +528,8 @@ class Engine:
             n_batch = int(src.batch_size)  # a DataLoader's batches, split only if memory says so
         elif self.device.type == "cuda":
             n_batch = min(n_data, 2048)
+        elif chosen == "compiled" and any(isinstance(m, nn.modules.conv._ConvNd) for m in self.work.modules()):
+            n_batch = min(n_data, _COMPILED_CONV_BATCH)
         else:
             # CPU: batches whose activations stay near the caches (about 64 MB) run fastest;
             # measured on ResNet-20, ConvFC and VGG-16 (larger batches are up to 1.6x slower)

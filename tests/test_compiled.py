@@ -117,6 +117,20 @@ def test_one_graph_for_all_points_and_for_a_second_run(counter):
     np.testing.assert_array_equal(again["loss"], first["loss"])
 
 
+def test_cpu_batches_of_the_compiled_path(counter):
+    # the compiled graph fuses the elementwise work, so on CPUs it takes batches of 64 (the
+    # loop's activation rule gives smaller ones); 150 samples: 64, 64 and 22 padded to 64
+    model, line = _line(3)
+    x, y = _data(150)
+    loop = ls.evaluate(model, line, (x, y), path="loop", progress=False)
+    comp = ls.evaluate(model, line, (x, y), path="compiled", progress=False)
+    assert comp.path == "compiled" and comp.batch_size == 64
+    np.testing.assert_allclose(comp["loss"], loop["loss"], rtol=1e-5)
+    few = ls.evaluate(model, line, (x[:40], y[:40]), path="compiled", progress=False)
+    assert few.batch_size == 40
+    assert counter.graphs == 2  # one graph per batch shape
+
+
 @pytest.mark.parametrize("bn", ["running", "recompute", "recompute-exact"])
 def test_fp32_matches_the_loop_and_a_point_ignores_its_companions(counter, bn):
     model, line = _line()
