@@ -230,7 +230,7 @@ def test_bad_curve_arguments():
     _ = F  # noqa: F841
 
 
-def test_cli_curve_fit_eval_plane_export(tmp_path, capsys):
+def test_cli_curve_fit_eval_plane_export(tmp_path, capsys, monkeypatch):
     from landscape.cli import main
 
     (ma, mb), _ = _digits_pair(seed=7, width=16, epochs=2)
@@ -252,6 +252,18 @@ def test_cli_curve_fit_eval_plane_export(tmp_path, capsys):
     assert "line  train loss barrier" in out and "curve train loss barrier" in out
     with ls.open_result(tmp_path / "e.h5") as f:
         assert f.kind == "curve" and f.attrs["bn"] == "recompute" and f.done.all()
+    # the engine options reach the profile: --path and --points-per-pass are not dropped
+    seen = {}
+    real = C.evaluate_curve
+
+    def spy(*a, **kw):
+        seen.update(kw)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(C, "evaluate_curve", spy)
+    ev = ["curve", "eval", *common, "--curve", curve_file, "--points", "3", "--out", str(tmp_path / "e2.h5")]
+    assert main(ev + ["--path", "loop", "--points-per-pass", "2"]) == 0
+    assert seen["path"] == "loop" and seen["points_per_pass"] == 2
     assert (
         main(
             [

@@ -77,6 +77,30 @@ def bn_data_of(args, splits: dict):
     return splits.get(args.bn_split) or open_data(args, args.bn_split)
 
 
+def batching_options(args) -> dict:
+    """The engine keywords of :func:`options.add_batching`: batch size, points per pass,
+    memory budget and execution path."""
+    return {
+        "batch_size": args.batch_size,
+        "points_per_pass": args.points_per_pass,
+        "max_memory": max_memory(args),
+        "path": args.path,
+    }
+
+
+def engine_options(args, splits: dict, *, device=None) -> dict:
+    """Every engine keyword of :func:`options.add_engine`: ``bn`` with its statistics data
+    (:func:`bn_data_of` among ``splits``), precision, device (``device`` when the caller has
+    resolved it, e.g. a distributed rank's) and :func:`batching_options`."""
+    return {
+        "bn": args.bn,
+        "bn_data": bn_data_of(args, splits),
+        "precision": args.precision,
+        "device": args.device if device is None else device,
+        **batching_options(args),
+    }
+
+
 def num_samples(data) -> int:
     from ..batches import as_source
 

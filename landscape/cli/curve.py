@@ -15,11 +15,10 @@ import os
 from . import options
 from .common import (
     UsageError,
-    bn_data_of,
     check_out,
     comma_list,
+    engine_options,
     finite_summary,
-    max_memory,
     open_data,
     plot_if_asked,
     print_surface_summary,
@@ -212,14 +211,8 @@ def _profile(args, model) -> int:
     check_out(args)
     curve, _ = curves.load_curve(args.curve_file, model)
     splits = {s: open_data(args, s) for s in comma_list(args.splits)}
-    bn_data = bn_data_of(args, splits)
     common = dict(
-        bn=args.bn,
-        bn_data=bn_data,
-        precision=args.precision,
-        device=args.device,
-        batch_size=args.batch_size,
-        max_memory=max_memory(args),
+        **engine_options(args, splits),
         out=args.out,
         resume=args.resume,
         force=args.force,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from . import options
-from .common import check_out, checkpoint_records, comma_list, data_attrs, max_memory, open_data, recorded_config
+from .common import check_out, checkpoint_records, comma_list, data_attrs, engine_options, open_data, recorded_config
 
 
 def add_parser(subparsers) -> None:
@@ -24,7 +24,6 @@ def main(args) -> int:
     check_out(args)
     model = build_model(args.model, args.model_kwargs)
     data = open_data(args, args.split)
-    bn_data = open_data(args, args.bn_split) if args.bn != "running" else None
     weights = [load_checkpoint(p, model, trust=args.trust_checkpoint) for p in args.ckpt]
     points = PointSet.explicit(weights, names=[os.path.basename(p) for p in args.ckpt])
     attrs = {
@@ -40,14 +39,7 @@ def main(args) -> int:
         points,
         data,
         comma_list(args.metrics),
-        bn=args.bn,
-        bn_data=bn_data,
-        precision=args.precision,
-        device=args.device,
-        batch_size=args.batch_size,
-        points_per_pass=args.points_per_pass,
-        max_memory=max_memory(args),
-        path=args.path,
+        **engine_options(args, {args.split: data}),
         progress=not args.no_progress,
         out=args.out,
         resume=args.resume,

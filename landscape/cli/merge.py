@@ -16,12 +16,11 @@ from ..merge import METHODS, higher_is_better
 from . import options
 from .common import (
     UsageError,
-    bn_data_of,
     check_out,
     checkpoint_records,
     comma_list,
     data_attrs,
-    max_memory,
+    engine_options,
     open_data,
     plot_if_asked,
     recorded_config,
@@ -295,16 +294,7 @@ def main(args) -> int:
     base = load_checkpoint(args.base, model, trust=args.trust_checkpoint) if args.base else None
     cks = [load_checkpoint(p, model, trust=args.trust_checkpoint) for p in args.ckpt]
     splits = _splits(args)
-    engine = dict(
-        bn=args.bn,
-        bn_data=bn_data_of(args, splits),
-        precision=args.precision,
-        device=args.device,
-        batch_size=args.batch_size,
-        points_per_pass=args.points_per_pass,
-        max_memory=max_memory(args),
-        path=args.path,
-    )
+    engine = engine_options(args, splits)
     grid, extra = build_grid(args, values, base, cks, model, engine)
     roles = ([("base", base)] if base is not None else []) + [(f"ckpt{i}", w) for i, w in enumerate(cks)]
     records = checkpoint_records([w for _, w in roles])

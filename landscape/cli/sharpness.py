@@ -6,7 +6,15 @@ from __future__ import annotations
 import math
 
 from . import options
-from .common import UsageError, check_out, data_attrs, max_memory, open_data, recorded_config, refuse_existing
+from .common import (
+    UsageError,
+    batching_options,
+    check_out,
+    data_attrs,
+    open_data,
+    recorded_config,
+    refuse_existing,
+)
 
 #: option -> (measure kind, adaptive)
 _MEASURE_OPTIONS = (
@@ -145,10 +153,7 @@ def main(args) -> int:
             confidence=args.confidence,
             precision=args.precision,
             device=args.device,
-            batch_size=args.batch_size,
-            points_per_pass=args.points_per_pass,
-            max_memory=max_memory(args),
-            path=args.path,
+            **batching_options(args),
             out=args.out,
             resume=args.resume,
             force=args.force,

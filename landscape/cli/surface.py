@@ -12,12 +12,11 @@ import os
 from . import options
 from .common import (
     UsageError,
-    bn_data_of,
     check_out,
     checkpoint_records,
     comma_list,
     data_attrs,
-    max_memory,
+    engine_options,
     open_data,
     plot_if_asked,
     print_surface_summary,
@@ -160,7 +159,6 @@ def main(args) -> int:
         plane, traj = _plane(args, kind, model, ckpts)
         xs, ys = _grid(args, kind, plane)
         splits = {s: open_data(args, s) for s in comma_list(args.splits)}
-        bn_data = bn_data_of(args, splits)
         attrs = {
             "model": describe_model(args.model, args.model_kwargs),
             "checkpoints": checkpoint_records(ckpts),
@@ -176,14 +174,7 @@ def main(args) -> int:
             ys,
             splits=splits,
             metrics=comma_list(args.metrics),
-            bn=args.bn,
-            bn_data=bn_data,
-            precision=args.precision,
-            device=device,
-            batch_size=args.batch_size,
-            points_per_pass=args.points_per_pass,
-            max_memory=max_memory(args),
-            path=args.path,
+            **engine_options(args, splits, device=device),
             out=args.out,
             resume=args.resume,
             force=args.force,
