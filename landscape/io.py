@@ -80,6 +80,7 @@ __all__ = [
     "create_result",
     "describe",
     "first_difference",
+    "open_hdf5",
     "open_or_create",
     "open_result",
     "pt_version",
@@ -582,21 +583,22 @@ def _publish_without_overwrite(tmp: str, path: str, error: FileExistsError | Non
 # --------------------------------------------------------------------------- opening
 
 
-def _open_h5(path: str, mode: str) -> h5py.File:
-    """Open an HDF5 file, turning every failure into a one-line ResultFileError."""
+def open_hdf5(path: str, mode: str = "r", *, expected: str = "a landscape result file") -> h5py.File:
+    """Open an HDF5 file, turning every failure (missing, a directory, no HDF5 signature,
+    unreadable, damaged) into a one-line :class:`ResultFileError` that ends with what was
+    ``expected``; landscape's result files and loss-landscape's surface files
+    (:mod:`landscape.io_ll`) both open here."""
     shown = _fmt_path(path)
     if not os.path.lexists(path):
-        raise ResultFileError(f"{shown} does not exist")
+        raise ResultFileError(f"{shown} does not exist; expected {expected}")
     if os.path.isdir(path):
-        raise ResultFileError(f"{shown} is a directory, not a landscape result file")
+        raise ResultFileError(f"{shown} is a directory; expected {expected}")
     try:
         is_hdf5 = h5py.is_hdf5(path)
     except OSError as exc:
-        raise ResultFileError(f"{shown} cannot be read ({exc})") from None
+        raise ResultFileError(f"{shown} cannot be read ({' '.join(str(exc).split())}); expected {expected}") from None
     if not is_hdf5:
-        raise ResultFileError(
-            f"{shown} is truncated or not an HDF5 file (no HDF5 signature); expected a landscape result file"
-        )
+        raise ResultFileError(f"{shown} is truncated or not an HDF5 file (no HDF5 signature); expected {expected}")
     try:
         # HDF5's own file locks are off: with them a reader could not look at a file a
         # run is writing (`landscape info`), and one process could not open a file twice
@@ -604,7 +606,7 @@ def _open_h5(path: str, mode: str) -> h5py.File:
         return h5py.File(path, mode, locking=False)
     except OSError as exc:
         detail = " ".join(str(exc).split())
-        raise ResultFileError(f"{shown} is truncated or damaged ({detail})") from None
+        raise ResultFileError(f"{shown} is truncated or damaged ({detail}); expected {expected}") from None
 
 
 class _WriterLock:
@@ -796,7 +798,7 @@ class ResultFile:
     def _open(self) -> None:
         lock = _WriterLock(self.path) if self.mode == "r+" else None
         try:
-            h5 = _open_h5(self.path, self.mode)
+            h5 = open_hdf5(self.path, self.mode)
             try:
                 self._load(h5)
             except BaseException:

@@ -32,7 +32,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .io import FORMAT_NAME, ResultExistsError, ResultFileError, atomic_write, create_result, open_result
+from .io import FORMAT_NAME, ResultExistsError, ResultFileError, atomic_write, create_result, open_hdf5, open_result
 
 __all__ = [
     "LL_MISSING",
@@ -123,20 +123,6 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
 
 
-def _open_foreign(path: str) -> h5py.File:
-    shown = _shown(path)
-    if not os.path.lexists(path):
-        raise FileNotFoundError(f"{shown} does not exist; expected {_EXPECTED}")
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"{shown} is a folder; expected {_EXPECTED}")
-    try:
-        if not h5py.is_hdf5(path):
-            raise ResultFileError(f"{shown} is not an HDF5 file; expected {_EXPECTED}")
-        return h5py.File(path, "r", locking=False)
-    except OSError as exc:
-        raise ResultFileError(f"{shown} cannot be read ({' '.join(str(exc).split())}); expected {_EXPECTED}") from None
-
-
 def read_loss_landscape(path: str | os.PathLike) -> LossLandscapeSurface:
     """Read a surface file written by loss-landscape's ``plot_surface.py``.
 
@@ -162,7 +148,7 @@ def read_loss_landscape(path: str | os.PathLike) -> LossLandscapeSurface:
     """
     path = os.fspath(path)
     shown = _shown(path)
-    with _open_foreign(path) as h5:
+    with open_hdf5(path, expected=_EXPECTED) as h5:
         if "format" in h5.attrs and _text(h5.attrs["format"]) == FORMAT_NAME:
             kind = _text(h5.attrs.get("kind", "?"))
             raise ResultFileError(f"{shown} is already a landscape result file (kind {kind!r}); expected {_EXPECTED}")

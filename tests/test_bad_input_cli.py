@@ -162,7 +162,7 @@ CASES = [
     # files of results
     (["info", "nosuch.h5"], ["'nosuch.h5' does not exist"]),
     (["info", "notes.txt"], ["'notes.txt' is truncated or not an HDF5 file", "expected a landscape result file"]),
-    (["info", "adir"], ["'adir' is a directory, not a landscape result file"]),
+    (["info", "adir"], ["'adir' is a directory; expected a landscape result file"]),
     (["plot", "nosuch.h5"], ["'nosuch.h5' does not exist"]),
     (["plot", "r.h5", "--metrics", "nosuch"], ["'r.h5' has no metric 'nosuch'; it has ['loss', 'acc']"]),
     (["plot", "r.h5", "--out", "notes.txt"], ["figure folder 'notes.txt' is a file; expected a folder"]),
@@ -227,11 +227,13 @@ CASES = [
     # loss-landscape's surface files (issue 19 item 3)
     (
         ["import-ll", "notes.txt", "--out", "ll.h5"],
-        ["'notes.txt' is not an HDF5 file; expected a surface file written by loss-landscape's plot_surface.py"],
+        [
+            "'notes.txt' is truncated or not an HDF5 file (no HDF5 signature); expected a surface file written by loss-landscape's plot_surface.py"
+        ],
     ),
     (["import-ll", "r.h5", "--out", "ll.h5"], ["'r.h5' is already a landscape result file (kind 'eval')"]),
     (["import-ll", "nosuch.h5", "--out", "ll.h5"], ["'nosuch.h5' does not exist; expected a surface file"]),
-    (["import-ll", "adir", "--out", "ll.h5"], ["'adir' is a folder; expected a surface file"]),
+    (["import-ll", "adir", "--out", "ll.h5"], ["'adir' is a directory; expected a surface file"]),
     (["import-ll", "r.h5", "--out", "r.h5", "--force"], ["--out 'r.h5' is the input file"]),
     (["export", "r.h5", "--ll", "ll.h5"], ["needs a line or plane with array(s) 'x' but 'r.h5' is a 'eval' result"]),
     (["export", "r.h5"], ["export needs --vtp OUT.vtp or --ll OUT.h5"]),

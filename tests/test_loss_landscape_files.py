@@ -304,7 +304,10 @@ def test_import_refuses_what_is_not_a_loss_landscape_surface_in_one_line(tmp_pat
         "nocoords.h5": ["has no dataset 'xcoordinates'", "train_loss"],
         "badshape.h5": ["'train_acc' has shape (4, 4) but xcoordinates (4) and ycoordinates (3) make a 4 x 3 grid"],
         "noy.h5": ["'train_acc' has shape (4, 3) but the file has no 'ycoordinates'"],
-        "notes.txt": ["'", "notes.txt' is not an HDF5 file; expected a surface file written by loss-landscape"],
+        "notes.txt": [
+            "'",
+            "notes.txt' is truncated or not an HDF5 file (no HDF5 signature); expected a surface file written by loss-landscape",
+        ],
         "ours.h5": ["ours.h5' is already a landscape result file (kind 'plane')"],
         "nosuch.h5": ["nosuch.h5' does not exist"],
     }
