@@ -372,12 +372,12 @@ def compare_connections(
     Parameters
     ----------
     model : nn.Module
-        A plain MLP stack (two or more Linear layers, see
-        :func:`~landscape.connect.linear_chain`), or a convolutional / residual network
-        whose channels :func:`~landscape.connect.graph.trace_groups` can follow. WA methods
-        run through transitional networks at the layers of sequential networks and at the
-        cuts of residual ones (:mod:`~landscape.connect.adjust_graph`); a model neither
-        can follow gets its WA rows skipped with the reason in the report.
+        An MLP stack (:func:`~landscape.connect.linear_chain`), a convolutional / residual
+        network or a transformer (traceable attention stacks, Hugging Face GPT-2; a causal
+        LM is measured per token) whose groups :mod:`~landscape.connect.structure` reads. WA
+        methods run through transitional networks at the layers of sequential networks and
+        at the cuts of residual ones (:mod:`~landscape.connect.adjust_graph`); elsewhere their
+        rows are skipped with the reason in the report.
     A, B : Weights
         The two networks.
     splits : mapping of str to data
