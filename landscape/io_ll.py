@@ -32,7 +32,16 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .io import FORMAT_NAME, ResultExistsError, ResultFileError, atomic_write, create_result, open_hdf5, open_result
+from .io import (
+    FORMAT_NAME,
+    ResultExistsError,
+    ResultFileError,
+    _fmt_path,
+    atomic_write,
+    create_result,
+    open_hdf5,
+    open_result,
+)
 
 __all__ = [
     "LL_MISSING",
@@ -52,10 +61,6 @@ _EIGENVALUES = ("max_eig", "min_eig")
 _EXPECTED = (
     "a surface file written by loss-landscape's plot_surface.py (xcoordinates [, ycoordinates], train_loss, ...)"
 )
-
-
-def _shown(path: str | os.PathLike) -> str:
-    return f"'{os.fspath(path)}'"
 
 
 def _is_percent(name: str) -> bool:
@@ -147,7 +152,7 @@ def read_loss_landscape(path: str | os.PathLike) -> LossLandscapeSurface:
         whose shape does not fit the coordinates, or no metric at all.
     """
     path = os.fspath(path)
-    shown = _shown(path)
+    shown = _fmt_path(path)
     with open_hdf5(path, expected=_EXPECTED) as h5:
         if "format" in h5.attrs and _text(h5.attrs["format"]) == FORMAT_NAME:
             kind = _text(h5.attrs.get("kind", "?"))
@@ -284,9 +289,9 @@ def import_loss_landscape(
 
     src, out = os.fspath(src), os.fspath(out)
     if os.path.exists(out) and os.path.exists(src) and os.path.samefile(src, out):
-        raise ResultFileError(f"--out {_shown(out)} is the input file; expected a new file for the landscape result")
+        raise ResultFileError(f"--out {_fmt_path(out)} is the input file; expected a new file for the landscape result")
     if os.path.lexists(out) and not force:
-        raise ResultExistsError(f"{_shown(out)} already exists; pass force=True (CLI: --force) to overwrite it")
+        raise ResultExistsError(f"{_fmt_path(out)} already exists; pass force=True (CLI: --force) to overwrite it")
     surface = read_loss_landscape(src)
     found = _find_dir_file(surface.dir_file, src)
     attrs = {
@@ -363,13 +368,13 @@ def export_loss_landscape(src: str | os.PathLike, out: str | os.PathLike, *, for
         if len(rf.shape) > 2 or any(a not in arrays for a in needed):
             raise ValueError(
                 f"export to loss-landscape needs a line or plane with array(s) {', '.join(map(repr, needed))} "
-                f"but {_shown(src)} is a {rf.kind!r} result with grid {rf.shape} and arrays {arrays or 'none'}"
+                f"but {_fmt_path(src)} is a {rf.kind!r} result with grid {rf.shape} and arrays {arrays or 'none'}"
             )
         x = np.asarray(rf.read_array("x"), dtype=np.float64).reshape(-1)
         y = np.asarray(rf.read_array("y"), dtype=np.float64).reshape(-1) if len(rf.shape) == 2 else None
         if (x.size,) + (() if y is None else (y.size,)) != rf.shape:
             raise ValueError(
-                f"{_shown(src)}: arrays x ({x.size}) and y ({'-' if y is None else y.size}) do not fit its grid {rf.shape}"
+                f"{_fmt_path(src)}: arrays x ({x.size}) and y ({'-' if y is None else y.size}) do not fit its grid {rf.shape}"
             )
         done = np.asarray(rf.done, dtype=bool)
         values = {}
@@ -381,7 +386,7 @@ def export_loss_landscape(src: str | os.PathLike, out: str | os.PathLike, *, for
             values[name] = v if y is None else np.ascontiguousarray(v.T)  # [j, i]: meshgrid order
         kind = rf.kind
     if os.path.exists(out) and os.path.samefile(src, out):
-        raise ValueError(f"--ll {_shown(out)} is the input file; expected a new file")
+        raise ValueError(f"--ll {_fmt_path(out)} is the input file; expected a new file")
     sha = file_sha256(src)
 
     def write(tmp: str) -> None:
