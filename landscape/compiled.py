@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.func import functional_call
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from . import bn as bnlib
 from .batches import Batch, _UserForward, call_model, model_output
@@ -165,28 +166,43 @@ def fold_batchnorm(
 
 
 # ---------------------------------------------------------------------------- cost model
+def _sdpa_flops(query_shape, key_shape, value_shape, *args, **kwargs) -> int:
+    # the CPU's fused attention op, which torch's flop table leaves out
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def _native_mha_flops(query_shape, key_shape, value_shape, embed_dim, num_heads, *args, **kwargs) -> int:
+    # nn.MultiheadAttention's inference fast path: the q, k, v and output projections and
+    # the two products of attention, in one op that torch's flop table leaves out
+    *lead, length, width = query_shape
+    source = key_shape[-2]
+    rows = 1
+    for n in lead:
+        rows *= n
+    return 2 * rows * (2 * length * width * width + 2 * source * width * width + 2 * length * source * width)
+
+
+#: ops torch's flop counter has no formula for, with ours (flops: two per multiply-add)
+_EXTRA_FLOPS = {
+    getattr(torch.ops.aten, name): formula
+    for name, formula in (
+        ("_scaled_dot_product_flash_attention_for_cpu", _sdpa_flops),
+        ("_native_multi_head_attention", _native_mha_flops),
+    )
+    if hasattr(torch.ops.aten, name)
+}
+
+
 def forward_macs(model: nn.Module, tensors: Mapping[str, torch.Tensor], probe: Batch, forward=None) -> int:
-    """Multiply-adds of the convolution and linear layers for one sample of ``probe`` (a
-    one-sample batch) at the point ``tensors``: the part of the forward a compiled graph
-    speeds up."""
-    total = [0]
-
-    def hook(mod, args, out):
-        if not torch.is_tensor(out):
-            return
-        if isinstance(mod, _CONV):
-            total[0] += out.numel() * (mod.in_channels // mod.groups) * int(torch.tensor(mod.kernel_size).prod())
-        else:
-            total[0] += out.numel() * mod.in_features
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (*_CONV, nn.Linear))]
-    try:
-        with torch.no_grad():
-            call_model(model, tensors, probe, forward)
-    finally:
-        for h in handles:
-            h.remove()
-    return total[0] // max(probe.count, 1)
+    """Multiply-adds for one sample of ``probe`` (a one-sample batch) at the point
+    ``tensors``: the matrix products, convolutions and attention of the forward, whatever
+    module runs them (``nn.Linear``, Hugging Face's ``Conv1D``, ``F.linear`` in a user
+    forward, fused attention), counted at the op level by
+    :class:`torch.utils.flop_counter.FlopCounterMode`. This is the part of the forward a
+    compiled graph speeds up."""
+    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOPS) as counter:
+        call_model(model, tensors, probe, forward)
+    return counter.get_total_flops() // 2 // max(probe.count, 1)
 
 
 def _cache_file() -> str:

@@ -190,6 +190,48 @@ def test_a_recorded_warm_up_replaces_the_default(counter):
     assert C.compiled_pays(*plane, cpu, "sig") is False
 
 
+def _macs(model, *args):
+    from landscape.batches import Batch
+
+    tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    return C.forward_macs(model.eval(), tensors, Batch(args, {}, None, 1))
+
+
+class _Attention(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.mha = nn.MultiheadAttention(32, 4, batch_first=True)
+
+    def forward(self, x):
+        return self.mha(x, x, x, need_weights=False)[0]
+
+
+def test_forward_macs_counts_every_product_by_formula():
+    """The cost model of ``auto`` counts the multiply-adds of convolutions (grouped too),
+    linear layers, nn.MultiheadAttention's fused inference op and Hugging Face GPT-2's Conv1D
+    layers and fused attention (the forward hooks on Conv/Linear it had missed the last two,
+    counting 1/29 of the benchmark GPT-2's work)."""
+    torch.manual_seed(0)
+    conv = nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1),
+        nn.BatchNorm2d(6),
+        nn.ReLU(),
+        nn.Conv2d(6, 6, 3, padding=1, groups=3),
+        nn.Flatten(),
+        nn.Linear(6 * 8 * 8, 10),
+    )
+    expected = 6 * 64 * 3 * 9 + 6 * 64 * 2 * 9 + 384 * 10
+    assert _macs(conv, torch.randn(1, 3, 8, 8)) == expected
+    # q, k, v and output projections (4 L E^2) and the two attention products (2 L^2 E)
+    assert _macs(_Attention(), torch.randn(1, 10, 32)) == 4 * 10 * 32 * 32 + 2 * 10 * 10 * 32
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.GPT2Config(vocab_size=256, n_positions=64, n_embd=32, n_layer=2, n_head=4)
+    gpt2 = transformers.GPT2LMHeadModel(cfg)
+    T, E, V = 16, 32, 256
+    per_layer = T * (3 * E * E + E * E + 2 * 4 * E * E) + 2 * T * T * E  # qkv, proj, MLP; attention
+    assert _macs(gpt2, torch.randint(0, V, (1, T))) == 2 * per_layer + T * E * V
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None, reason="Inductor needs a C compiler")
 def test_inductor_matches_the_loop_in_fp32(monkeypatch, tmp_path):
