@@ -178,7 +178,10 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(tmp_path):
             # values may be written without their done flag (recomputed on resume)
             assert np.isfinite(f.read_metric("loss")[done]).all()
         seen.append(int(done.sum()))
-    assert kills >= 2 and seen == sorted(seen) and seen[-1] < len(paths)
+        if seen[-1] == len(paths):
+            break  # killed after its last point, while closing: nothing is left to interrupt
+    # progress is kept across kills, and at least two kills landed mid-run
+    assert seen == sorted(seen) and sum(n < len(paths) for n in seen) >= 2, seen
     r = subprocess.run(
         [sys.executable, *args, "--out", str(out), "--resume"], env=_env(), cwd=tmp_path, capture_output=True, text=True
     )
