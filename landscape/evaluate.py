@@ -78,9 +78,10 @@ _CPU_BATCH_MIN, _CPU_BATCH_MAX = 16, 1024
 #: images, 4-8 points of a plane (2 cores, AVX512-BF16, 2026-12-04), in ms at batch 16/32/64/128:
 #: ResNet-20 one thread -/183/176/202 (512 images: 452/421/354/486), two threads 170/130/128/133;
 #: VGG16-BN one thread 1928/1758/1602/1763, two threads 1173/1041/930/- (another run: 846 at
-#: 64, 874 at 128). Models without convolutions keep the activation rule: the GPT-2 language
-#: model of the benchmarks (64 sequences of 128 bytes) gets 16, within 2% of its best at one
-#: thread (222 ms at 16, 218 at 32, 247 at 64) and its best at two (144, 152, 158)
+#: 64, 874 at 128); ResNet-56 one thread 647/564/569/560 (at 64, within 2% of the best).
+#: Models without convolutions keep the activation rule: the GPT-2 language model of the
+#: benchmarks (64 sequences of 128 bytes) gets 16, within 2% of its best at one thread (222 ms
+#: at 16, 218 at 32, 247 at 64) and its best at two (144, 152, 158)
 _COMPILED_CONV_BATCH = 64
 
 
