@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import time
 import types
@@ -176,10 +177,7 @@ def _native_mha_flops(query_shape, key_shape, value_shape, embed_dim, num_heads,
     # the two products of attention, in one op that torch's flop table leaves out
     *lead, length, width = query_shape
     source = key_shape[-2]
-    rows = 1
-    for n in lead:
-        rows *= n
-    return 2 * rows * (2 * length * width * width + 2 * source * width * width + 2 * length * source * width)
+    return 2 * math.prod(lead) * (2 * length * width * width + 2 * source * width * width + 2 * length * source * width)
 
 
 #: ops torch's flop counter has no formula for, with ours (flops: two per multiply-add)
